@@ -1,0 +1,1 @@
+//! The raidfs engine (in progress).

@@ -1,0 +1,1 @@
+//! The encoding matrix and GF(2⁸) matrix inversion (in progress).

@@ -1,0 +1,1 @@
+//! raidfs-sync (in progress).
