@@ -1,1 +1,3 @@
 //! The raidfs engine (in progress).
+
+pub mod member;

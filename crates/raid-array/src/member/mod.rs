@@ -1,0 +1,79 @@
+//! Member storage: where one member's bytes live.
+//!
+//! The engine never touches `std::fs` directly; it goes through [`Member`]
+//! so that tests can swap in a fault-injecting backend (`faulty`) that
+//! returns EIO on chosen calls, tears writes, flips bits and produces a crash
+//! image holding only the bytes that were made durable.
+//!
+//! Paths are relative to the member root and use `/` separators
+//! (e.g. `.raidfs/superblock`, `.raidfs/data/00/0000000000000042`); a
+//! backend must refuse absolute paths and `..` components.
+//!
+//! Invariant 1 of the design lives here: a [`DirMember`] holds an open handle
+//! on its root directory and resolves every path relative to it, so a USB disk
+//! that disappears (or was never mounted) can never cause writes into the
+//! directory underneath its mount point.
+
+pub mod dir;
+
+use std::io;
+use std::sync::Arc;
+
+pub use dir::DirMember;
+
+/// An open file on a member.
+pub trait MemberFile: Send + Sync {
+    /// Read up to `buf.len()` bytes at `offset`; fewer only at end of file.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// Write all of `data` at `offset`, extending the file if needed.
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Make written data and the file size durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Truncate or extend (with a hole) to `len`.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// One member's storage root.
+pub trait Member: Send + Sync {
+    /// Human-readable location for messages (the directory path).
+    fn describe(&self) -> String;
+    /// Open an existing file for reading and writing.
+    fn open(&self, path: &str) -> io::Result<Arc<dyn MemberFile>>;
+    /// Open a file for reading and writing, creating it (and its parent
+    /// directories) if missing.
+    fn create(&self, path: &str) -> io::Result<Arc<dyn MemberFile>>;
+    /// Whether `path` exists.
+    fn exists(&self, path: &str) -> io::Result<bool>;
+    /// Remove a file; a missing file is not an error.
+    fn remove(&self, path: &str) -> io::Result<()>;
+    /// Atomically replace `to` with `from` (rename(2)) and make the rename
+    /// durable (fsync of the parent directory).
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Names of the entries in directory `path` (empty if it does not exist).
+    fn list(&self, path: &str) -> io::Result<Vec<String>>;
+    /// Write a whole small file atomically and durably: write to a temporary
+    /// name, fsync, rename over `path`, fsync the directory.
+    fn write_atomic(&self, path: &str, data: &[u8]) -> io::Result<()>;
+    /// Read a whole small file.
+    fn read_all(&self, path: &str) -> io::Result<Vec<u8>>;
+    /// (total bytes, available bytes) of the filesystem holding the member.
+    fn space(&self) -> io::Result<(u64, u64)>;
+}
+
+/// Reject absolute paths, empty components and `..`.
+pub(crate) fn check_relative(path: &str) -> io::Result<()> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\0')
+        || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid member path {path:?}")));
+    }
+    Ok(())
+}
