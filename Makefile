@@ -1,0 +1,46 @@
+# raidfs — a new user runs `./scripts/demo.sh` (or `make demo`) and `make test`.
+# Both install what they need (as root, on Debian) and work from a fresh clone.
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all demo deps build test test-unit test-arm lint fmt bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace
+
+## The main job: self-test the parity kernels and report their speed.
+demo: deps
+	@scripts/demo.sh
+
+## Every test: lint, the workspace's unit/integration/end-to-end tests
+## (with a local S3 server), and raid-core under aarch64 emulation.
+test: deps
+	@scripts/test.sh
+
+test-unit: deps
+	$(CARGO) test --workspace
+
+test-arm:
+	@scripts/test-arm.sh
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Benchmarks side by side with their anchors (snapraid -T, plain directories,
+## aws cli / rclone); prints ratios. Not part of `make test`.
+bench: deps
+	@scripts/bench.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf demo

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, each printing ratios against anchors measured
+# in the same run (this machine is shared and noisy; absolute figures vary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+scripts/bench-parity.sh
