@@ -214,7 +214,11 @@ proptest! {
         let mut missing: Vec<usize> = Vec::new();
         // Bias towards data and parity both being hit.
         while missing.len() < lose {
-            let i = if next() % 2 == 0 { (next() as usize) % (k + m) } else { k + (next() as usize) % m };
+            let i = if next() & 1 == 0 {
+                (next() as usize) % (k + m)
+            } else {
+                k + (next() as usize) % m
+            };
             if !missing.contains(&i) {
                 missing.push(i);
             }
