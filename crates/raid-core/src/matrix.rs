@@ -28,9 +28,11 @@
 //!
 //! Since all `x_i` are distinct, all `y_j` are distinct and no `x_i` equals
 //! a `y_j`, every square submatrix of the Cauchy part `1/(x_i + y_j)` has a
-//! non-zero (Cauchy) determinant; a square submatrix that includes the row
-//! of ones is, up to non-zero factors, again a Cauchy determinant one size
-//! smaller (Roth–Lempel's extension by the point at infinity). Hence every
+//! non-zero (Cauchy) determinant; for a square submatrix that includes the
+//! row of ones (Roth–Lempel's point at infinity), subtracting its first
+//! column `j₀` from the others and expanding along the ones row leaves
+//! `Π_j (y_j₀ + y_j) · Π_i (x_i + y_j₀)⁻¹` times a Cauchy determinant one
+//! size smaller: again non-zero. Hence every
 //! square submatrix of `A`, for every `m ≤ 6` and `k ≤ 251`, inverts.
 //! `tests/invertibility.rs` checks the closed form and verifies the claim
 //! by computation (all 1×1, 2×2 and 3×3 submatrices over all 251 columns,
