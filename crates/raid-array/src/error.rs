@@ -43,6 +43,9 @@ pub enum ArrayError {
     ReadOnly(String),
     #[error("no such attribute")]
     NoAttr,
+    /// The operation is never allowed on this object (e.g. a hard link to a directory).
+    #[error("operation not permitted: {0}")]
+    NotPermitted(String),
     #[error("raid-core: {0}")]
     Codec(#[from] raid_core::CodecError),
 }
@@ -66,6 +69,7 @@ impl ArrayError {
             ArrayError::NoSpace => Errno::NOSPC,
             ArrayError::ReadOnly(_) => Errno::ROFS,
             ArrayError::NoAttr => Errno::NODATA,
+            ArrayError::NotPermitted(_) => Errno::PERM,
         };
         e.raw_os_error()
     }

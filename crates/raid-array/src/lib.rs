@@ -10,3 +10,5 @@ pub mod error;
 pub mod member;
 
 pub use error::{ArrayError, Result};
+pub mod format;
+pub mod meta;

@@ -1,0 +1,262 @@
+//! [`Meta`]: the namespace behind a lock, the journal that makes each
+//! change durable, and checkpoints that bound the journal.
+//!
+//! Ordering rule: an operation is applied to the namespace and appended to
+//! the journal under the namespace write lock, so journal order is apply
+//! order; durability (`commit`) is waited for after the lock is released,
+//! which is what lets concurrent committers share one `fdatasync`.
+
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use super::checkpoint;
+use super::journal::{FailureHook, Journal, META_DIR};
+use super::namespace::{Effect, Namespace};
+use super::ops::Op;
+use crate::format::{checkpoint as cfmt, journal as jfmt};
+use crate::member::Member;
+use crate::{ArrayError, Result};
+
+/// Default journal size after which a checkpoint is taken.
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// The metadata store of an assembled array.
+pub struct Meta {
+    ns: RwLock<Namespace>,
+    journal: Journal,
+    array_uuid: [u8; 16],
+    checkpoint_lock: Mutex<()>,
+    checkpoint_bytes: u64,
+    on_failure: FailureHook,
+}
+
+/// Write checkpoint `seq` to every member in parallel and remove the files
+/// it makes obsolete. Returns the members that failed.
+fn write_checkpoint(
+    members: &[(usize, Arc<dyn Member>)],
+    bytes: &[u8],
+    seq: u64,
+    on_failure: &FailureHook,
+) -> Vec<usize> {
+    let path = format!("{META_DIR}/{}", cfmt::file_name(seq));
+    let results: Vec<(usize, std::io::Result<()>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = members
+            .iter()
+            .map(|(i, m)| {
+                let path = &path;
+                (
+                    *i,
+                    s.spawn(move || -> std::io::Result<()> {
+                        m.write_atomic(path, bytes)?;
+                        prune(&**m, seq)
+                    }),
+                )
+            })
+            .collect();
+        hs.into_iter()
+            .map(|(i, h)| {
+                (
+                    i,
+                    h.join().unwrap_or_else(|_| {
+                        Err(std::io::Error::other("checkpoint writer panicked"))
+                    }),
+                )
+            })
+            .collect()
+    });
+    let mut failed = Vec::new();
+    for (i, r) in results {
+        if let Err(e) = r {
+            tracing::error!(member = i, error = %e, "checkpoint write failed");
+            on_failure(i, format!("checkpoint write: {e}"));
+            failed.push(i);
+        }
+    }
+    failed
+}
+
+/// Remove journal segments and checkpoints made obsolete by checkpoint `seq`.
+fn prune(m: &dyn Member, seq: u64) -> std::io::Result<()> {
+    for name in m.list(META_DIR)? {
+        let old = jfmt::parse_segment_name(&name).is_some_and(|f| f <= seq)
+            || cfmt::parse_file_name(&name).is_some_and(|c| c < seq)
+            || name.ends_with(".tmp");
+        if old {
+            m.remove(&format!("{META_DIR}/{name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Encode a whole checkpoint file for `ns` at `seq`.
+fn checkpoint_bytes(uuid: &[u8; 16], ns: &Namespace, seq: u64) -> Vec<u8> {
+    let (payload, inodes) = checkpoint::encode(ns);
+    cfmt::encode(
+        &cfmt::CheckpointHeader {
+            array_uuid: *uuid,
+            seq,
+            inodes,
+        },
+        &payload,
+    )
+}
+
+impl Meta {
+    /// Write the initial metadata of a new array (an empty root at sequence
+    /// 0) to every member.
+    pub fn format(
+        array_uuid: [u8; 16],
+        members: &[(usize, Arc<dyn Member>)],
+        ns: &Namespace,
+    ) -> Result<()> {
+        let bytes = checkpoint_bytes(&array_uuid, ns, 0);
+        let path = format!("{META_DIR}/{}", cfmt::file_name(0));
+        for (i, m) in members {
+            m.write_atomic(&path, &bytes)
+                .map_err(|e| ArrayError::MemberIo {
+                    member: *i,
+                    path: m.describe(),
+                    context: "write initial checkpoint".into(),
+                    source: e,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Take over a loaded namespace at sequence `head`. With `checkpoint`,
+    /// first write it as a checkpoint to every member (this is how lagging
+    /// members catch up and torn journal tails are retired); the journal
+    /// then continues in a new segment after `head`.
+    pub fn open(
+        array_uuid: [u8; 16],
+        ns: Namespace,
+        head: u64,
+        members: &[(usize, Arc<dyn Member>)],
+        checkpoint: bool,
+        checkpoint_after: u64,
+        on_failure: FailureHook,
+    ) -> Result<Self> {
+        let mut live: Vec<(usize, Arc<dyn Member>)> = members.to_vec();
+        if checkpoint {
+            let bytes = checkpoint_bytes(&array_uuid, &ns, head);
+            let failed = write_checkpoint(&live, &bytes, head, &on_failure);
+            live.retain(|(i, _)| !failed.contains(i));
+            if live.is_empty() {
+                return Err(ArrayError::ArrayFailed(
+                    "no member accepted the metadata checkpoint".into(),
+                ));
+            }
+        }
+        let journal = Journal::start(array_uuid, &live, head + 1, on_failure.clone())?;
+        Ok(Meta {
+            ns: RwLock::new(ns),
+            journal,
+            array_uuid,
+            checkpoint_lock: Mutex::new(()),
+            checkpoint_bytes: checkpoint_after,
+            on_failure,
+        })
+    }
+
+    /// Read access to the namespace.
+    pub fn read(&self) -> RwLockReadGuard<'_, Namespace> {
+        self.ns.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply an operation and queue it in the journal; returns its sequence.
+    /// Not durable until [`Meta::commit`].
+    pub fn apply(&self, op: &Op) -> Result<(u64, Effect)> {
+        let payload = postcard::to_allocvec(op)
+            .map_err(|e| ArrayError::Invalid(format!("cannot encode metadata operation: {e}")))?;
+        let mut ns = self.ns.write().unwrap_or_else(|p| p.into_inner());
+        let eff = ns.apply(op)?;
+        let seq = self.journal.append(&payload);
+        Ok((seq, eff))
+    }
+
+    /// Like [`Meta::apply`], but the operation is built from the current
+    /// namespace under the same lock (e.g. to allocate an inode number or
+    /// to see a size that no other writer can change in between).
+    pub fn apply_with<T>(
+        &self,
+        build: impl FnOnce(&mut Namespace) -> Result<(Op, T)>,
+    ) -> Result<(u64, Effect, T)> {
+        let mut ns = self.ns.write().unwrap_or_else(|p| p.into_inner());
+        let (op, t) = build(&mut ns)?;
+        let payload = postcard::to_allocvec(&op)
+            .map_err(|e| ArrayError::Invalid(format!("cannot encode metadata operation: {e}")))?;
+        let eff = ns.apply(&op)?;
+        let seq = self.journal.append(&payload);
+        Ok((seq, eff, t))
+    }
+
+    /// Wait until record `seq` (and all before it) is durable.
+    pub fn commit(&self, seq: u64) -> Result<()> {
+        self.journal.commit(seq)
+    }
+
+    /// Make everything applied so far durable.
+    pub fn flush(&self) -> Result<u64> {
+        self.journal.flush()
+    }
+
+    /// Last applied sequence.
+    pub fn seq(&self) -> u64 {
+        self.journal.last_seq()
+    }
+
+    /// Journal batches written so far.
+    pub fn journal_commits(&self) -> u64 {
+        self.journal.commits()
+    }
+
+    /// Members still holding the metadata.
+    pub fn live_members(&self) -> Vec<usize> {
+        self.journal
+            .live_members()
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Stop writing metadata to a member that failed elsewhere.
+    pub fn drop_member(&self, index: usize) {
+        self.journal.drop_member(index);
+    }
+
+    /// Take a checkpoint if the journal has grown past the threshold.
+    pub fn maybe_checkpoint(&self) -> Result<()> {
+        if self.journal.segment_bytes() >= self.checkpoint_bytes {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Snapshot the namespace to every member, start a new journal segment
+    /// and remove the segments and checkpoints it replaces. Returns the
+    /// sequence the checkpoint covers.
+    pub fn checkpoint(&self) -> Result<u64> {
+        let _one = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Readers go on; appends (which need the write lock) wait while the
+        // journal rotates and the snapshot is encoded.
+        let (seq, bytes) = {
+            let ns = self.read();
+            let seq = self.journal.rotate()?;
+            (seq, checkpoint_bytes(&self.array_uuid, &ns, seq))
+        };
+        let members = self.journal.live_members();
+        let failed = write_checkpoint(&members, &bytes, seq, &self.on_failure);
+        for i in &failed {
+            self.journal.drop_member(*i);
+        }
+        if failed.len() == members.len() {
+            return Err(ArrayError::ArrayFailed(
+                "no member accepted the metadata checkpoint".into(),
+            ));
+        }
+        tracing::debug!(seq, bytes = bytes.len(), "metadata checkpoint written");
+        Ok(seq)
+    }
+}
