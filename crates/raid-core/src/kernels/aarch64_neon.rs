@@ -241,14 +241,16 @@ unsafe fn matmul_neon(
     accumulate: bool,
     end: usize,
 ) {
-    // SAFETY (all arms): the caller's contract is exactly `matmul_rows`'s,
-    // and the arm fixes `R == rows.len()`.
-    match rows.len() {
-        1 => unsafe { matmul_rows::<1>(coeffs, srcs, rows, accumulate, end) },
-        2 => unsafe { matmul_rows::<2>(coeffs, srcs, rows, accumulate, end) },
-        3 => unsafe { matmul_rows::<3>(coeffs, srcs, rows, accumulate, end) },
-        4 => unsafe { matmul_rows::<4>(coeffs, srcs, rows, accumulate, end) },
-        r => unreachable!("matmul: {r} rows in one pass"),
+    // SAFETY: the caller's contract is exactly `matmul_rows`'s, and each
+    // arm fixes `R == rows.len()`.
+    unsafe {
+        match rows.len() {
+            1 => matmul_rows::<1>(coeffs, srcs, rows, accumulate, end),
+            2 => matmul_rows::<2>(coeffs, srcs, rows, accumulate, end),
+            3 => matmul_rows::<3>(coeffs, srcs, rows, accumulate, end),
+            4 => matmul_rows::<4>(coeffs, srcs, rows, accumulate, end),
+            r => unreachable!("matmul: {r} rows in one pass"),
+        }
     }
 }
 
