@@ -1,9 +1,190 @@
-//! Placeholder until the x86_avx512 kernel lands: reports itself unsupported.
+//! AVX-512BW kernel: 64-byte registers; multiply-by-2 through a byte mask
+//! register (`vpmovb2m`) and three-input XOR (`vpternlogq`), so `q = q·2 ^ d`
+//! costs four instructions; split-nibble `vpshufb` for `matmul`, each
+//! product folded into its accumulator with one `vpternlogq`.
 
-use super::Kernel;
+use core::arch::x86_64::*;
 
-pub static KERNEL: Kernel = Kernel { name: "x86_avx512", xor: super::scalar::KERNEL.xor, pq: super::scalar::KERNEL.pq, matmul: super::scalar::KERNEL.matmul };
+use super::x86_ssse3::simd::{self, Simd};
+use super::{Kernel, assert_lengths, scalar};
+use crate::gf;
 
+/// The avx512bw kernel, registered as `avx512bw`.
+pub static KERNEL: Kernel = Kernel {
+    name: "avx512bw",
+    xor,
+    pq,
+    matmul,
+};
+
+/// Whether this CPU can run the kernel (avx512f, avx512bw).
 pub fn supported() -> bool {
-    false
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+}
+
+/// Registers per source in the main loop.
+const U: usize = 4;
+/// Output rows per `matmul` pass.
+const R: usize = 4;
+
+/// One 64-byte register.
+#[derive(Clone, Copy)]
+struct V(__m512i);
+
+// SAFETY: the methods execute AVX-512F and AVX-512BW instructions only;
+// `V` is used only inside the `#[target_feature(enable = "avx512f,avx512bw")]`
+// functions below, which run after `supported()` confirmed both.
+unsafe impl Simd for V {
+    const BYTES: usize = 64;
+    const PAIRS: bool = false;
+    type Split = (__m512i, __m512i);
+    type Coef = (__m512i, __m512i);
+
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Self {
+        // SAFETY: `p` is readable for 64 bytes (caller); AVX-512F present.
+        V(unsafe { _mm512_loadu_si512(p.cast()) })
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut u8, v: Self) {
+        // SAFETY: `p` is writable for 64 bytes (caller); AVX-512F present.
+        unsafe { _mm512_storeu_si512(p.cast(), v.0) }
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: AVX-512F present (trait contract).
+        V(unsafe { _mm512_setzero_si512() })
+    }
+    #[inline(always)]
+    unsafe fn xor(a: Self, b: Self) -> Self {
+        // SAFETY: AVX-512F present (trait contract).
+        V(unsafe { _mm512_xor_si512(a.0, b.0) })
+    }
+    #[inline(always)]
+    unsafe fn xor3(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: AVX-512F present (trait contract). 0x96 is the truth
+        // table of a ^ b ^ c.
+        V(unsafe { _mm512_ternarylogic_epi64::<0x96>(a.0, b.0, c.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul2_xor(q: Self, d: Self) -> Self {
+        // SAFETY: AVX-512F/BW present (trait contract).
+        unsafe {
+            // The top bit of each byte as a mask register selects where the
+            // doubling overflowed and 0x1d must be added; one ternary XOR
+            // folds the doubled value, the reduction and `d`.
+            let top = _mm512_movepi8_mask(q.0);
+            let over = _mm512_maskz_mov_epi8(top, _mm512_set1_epi8(0x1d));
+            V(_mm512_ternarylogic_epi64::<0x96>(
+                _mm512_add_epi8(q.0, q.0),
+                over,
+                d.0,
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn split(x: Self) -> Self::Split {
+        // SAFETY: AVX-512F/BW present (trait contract).
+        unsafe {
+            let m = _mm512_set1_epi8(0x0f);
+            (
+                _mm512_and_si512(x.0, m),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(x.0), m),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn coef(c: u8) -> Self::Coef {
+        let (lo, hi) = (&gf::MUL_LO[c as usize], &gf::MUL_HI[c as usize]);
+        // SAFETY: each table is 16 bytes, broadcast to all four lanes;
+        // AVX-512F present.
+        unsafe {
+            (
+                _mm512_broadcast_i32x4(_mm_loadu_si128(lo.as_ptr().cast())),
+                _mm512_broadcast_i32x4(_mm_loadu_si128(hi.as_ptr().cast())),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn mul_xor(acc: Self, x: Self::Split, c: Self::Coef) -> Self {
+        // SAFETY: AVX-512F/BW present (trait contract).
+        unsafe {
+            let (l, h) = (_mm512_shuffle_epi8(c.0, x.0), _mm512_shuffle_epi8(c.1, x.1));
+            V(_mm512_ternarylogic_epi64::<0x96>(acc.0, l, h))
+        }
+    }
+}
+
+fn xor(srcs: &[&[u8]], dst: &mut [u8]) {
+    assert!(!srcs.is_empty(), "xor needs at least one source");
+    assert_lengths(dst.len(), srcs, &[]);
+    if !supported() {
+        return (scalar::KERNEL.xor)(srcs, dst);
+    }
+    // SAFETY: the CPU has the features (checked just above) and every
+    // source is as long as `dst` (asserted).
+    unsafe { xor_simd(srcs, dst) }
+}
+
+fn pq(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
+    assert!(!srcs.is_empty(), "pq needs at least one source");
+    assert!(q.len() == p.len(), "pq: q length mismatch");
+    assert_lengths(p.len(), srcs, &[]);
+    if !supported() {
+        return (scalar::KERNEL.pq)(srcs, p, q);
+    }
+    // SAFETY: the CPU has the features (checked just above); every source
+    // and `q` are as long as `p` (asserted).
+    unsafe { pq_simd(srcs, p, q) }
+}
+
+fn matmul(coeffs: &[u8], srcs: &[&[u8]], dsts: &mut [&mut [u8]], accumulate: bool) {
+    assert!(
+        coeffs.len() == srcs.len() * dsts.len(),
+        "matmul: coefficient count mismatch"
+    );
+    let len = dsts.first().map_or(0, |d| d.len());
+    assert_lengths(len, srcs, dsts);
+    if !supported() {
+        return (scalar::KERNEL.matmul)(coeffs, srcs, dsts, accumulate);
+    }
+    // SAFETY: the CPU has the features (checked just above); the
+    // coefficient count and all lengths are asserted equal.
+    unsafe { matmul_simd(coeffs, srcs, dsts, accumulate) }
+}
+
+/// # Safety
+/// The CPU has avx512f,avx512bw; as [`simd::xor`].
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn xor_simd(srcs: &[&[u8]], dst: &mut [u8]) {
+    // SAFETY: forwarded contract; `V` only needs the enabled features.
+    unsafe { simd::xor::<V, U>(srcs, dst) }
+}
+
+/// # Safety
+/// The CPU has avx512f,avx512bw; as [`simd::pq`].
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pq_simd(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
+    // SAFETY: forwarded contract; `V` only needs the enabled features.
+    unsafe { simd::pq::<V, U>(srcs, p, q) }
+}
+
+/// # Safety
+/// The CPU has avx512f,avx512bw; as [`simd::matmul`].
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn matmul_simd(coeffs: &[u8], srcs: &[&[u8]], dsts: &mut [&mut [u8]], accumulate: bool) {
+    // SAFETY: forwarded contract; `V` only needs the enabled features.
+    unsafe { simd::matmul::<V, U, R>(coeffs, srcs, dsts, accumulate) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn matches_scalar_on_odd_lengths_and_unaligned_buffers() {
+        if !super::supported() {
+            eprintln!("skipped: this CPU lacks the avx512bw kernel's features");
+            return;
+        }
+        super::simd::check_against_scalar(&super::KERNEL);
+    }
 }

@@ -1,9 +1,190 @@
-//! Placeholder until the x86_gfni kernel lands: reports itself unsupported.
+//! GFNI kernel (AVX-512 + GFNI): multiplication by any constant is one
+//! `vgf2p8affineqb` with the 8×8 bit matrix `gf::GFNI_MATRIX[c]`
+//! (GFNI's own `gf2p8mul` uses the AES polynomial 0x11b, not md's 0x11d).
+//! That makes `q = q·2 ^ d` two instructions and `matmul` one affine
+//! instruction per source and row, with two products folded into the
+//! accumulator per `vpternlogq`.
 
-use super::Kernel;
+use core::arch::x86_64::*;
 
-pub static KERNEL: Kernel = Kernel { name: "x86_gfni", xor: super::scalar::KERNEL.xor, pq: super::scalar::KERNEL.pq, matmul: super::scalar::KERNEL.matmul };
+use super::x86_ssse3::simd::{self, Simd};
+use super::{Kernel, assert_lengths, scalar};
+use crate::gf;
 
+/// The gfni kernel, registered as `gfni`.
+pub static KERNEL: Kernel = Kernel {
+    name: "gfni",
+    xor,
+    pq,
+    matmul,
+};
+
+/// Whether this CPU can run the kernel (avx512f, avx512bw, gfni).
 pub fn supported() -> bool {
-    false
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("gfni")
+}
+
+/// Registers per source in the main loop.
+const U: usize = 4;
+/// Output rows per `matmul` pass.
+const R: usize = 4;
+
+/// One 64-byte register.
+#[derive(Clone, Copy)]
+struct V(__m512i);
+
+// SAFETY: the methods execute AVX-512F, AVX-512BW and GFNI instructions
+// only; `V` is used only inside the
+// `#[target_feature(enable = "avx512f,avx512bw,gfni")]` functions below,
+// which run after `supported()` confirmed all three.
+unsafe impl Simd for V {
+    const BYTES: usize = 64;
+    const PAIRS: bool = true;
+    type Split = __m512i;
+    type Coef = __m512i;
+
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Self {
+        // SAFETY: `p` is readable for 64 bytes (caller); AVX-512F present.
+        V(unsafe { _mm512_loadu_si512(p.cast()) })
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut u8, v: Self) {
+        // SAFETY: `p` is writable for 64 bytes (caller); AVX-512F present.
+        unsafe { _mm512_storeu_si512(p.cast(), v.0) }
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: AVX-512F present (trait contract).
+        V(unsafe { _mm512_setzero_si512() })
+    }
+    #[inline(always)]
+    unsafe fn xor(a: Self, b: Self) -> Self {
+        // SAFETY: AVX-512F present (trait contract).
+        V(unsafe { _mm512_xor_si512(a.0, b.0) })
+    }
+    #[inline(always)]
+    unsafe fn xor3(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: AVX-512F present (trait contract). 0x96 is the truth
+        // table of a ^ b ^ c.
+        V(unsafe { _mm512_ternarylogic_epi64::<0x96>(a.0, b.0, c.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul2_xor(q: Self, d: Self) -> Self {
+        // SAFETY: AVX-512F and GFNI present (trait contract).
+        unsafe {
+            let two = _mm512_set1_epi64(gf::GFNI_MATRIX[2] as i64);
+            V(_mm512_xor_si512(
+                _mm512_gf2p8affine_epi64_epi8::<0>(q.0, two),
+                d.0,
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn split(x: Self) -> Self::Split {
+        x.0
+    }
+    #[inline(always)]
+    unsafe fn coef(c: u8) -> Self::Coef {
+        // SAFETY: AVX-512F present (trait contract).
+        unsafe { _mm512_set1_epi64(gf::GFNI_MATRIX[c as usize] as i64) }
+    }
+    #[inline(always)]
+    unsafe fn mul_xor(acc: Self, x: Self::Split, c: Self::Coef) -> Self {
+        // SAFETY: AVX-512F and GFNI present (trait contract).
+        V(unsafe { _mm512_xor_si512(acc.0, _mm512_gf2p8affine_epi64_epi8::<0>(x, c)) })
+    }
+    #[inline(always)]
+    unsafe fn mul_xor2(
+        acc: Self,
+        x1: Self::Split,
+        c1: Self::Coef,
+        x2: Self::Split,
+        c2: Self::Coef,
+    ) -> Self {
+        // SAFETY: AVX-512F and GFNI present (trait contract).
+        unsafe {
+            let (a, b) = (
+                _mm512_gf2p8affine_epi64_epi8::<0>(x1, c1),
+                _mm512_gf2p8affine_epi64_epi8::<0>(x2, c2),
+            );
+            V(_mm512_ternarylogic_epi64::<0x96>(acc.0, a, b))
+        }
+    }
+}
+
+fn xor(srcs: &[&[u8]], dst: &mut [u8]) {
+    assert!(!srcs.is_empty(), "xor needs at least one source");
+    assert_lengths(dst.len(), srcs, &[]);
+    if !supported() {
+        return (scalar::KERNEL.xor)(srcs, dst);
+    }
+    // SAFETY: the CPU has the features (checked just above) and every
+    // source is as long as `dst` (asserted).
+    unsafe { xor_simd(srcs, dst) }
+}
+
+fn pq(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
+    assert!(!srcs.is_empty(), "pq needs at least one source");
+    assert!(q.len() == p.len(), "pq: q length mismatch");
+    assert_lengths(p.len(), srcs, &[]);
+    if !supported() {
+        return (scalar::KERNEL.pq)(srcs, p, q);
+    }
+    // SAFETY: the CPU has the features (checked just above); every source
+    // and `q` are as long as `p` (asserted).
+    unsafe { pq_simd(srcs, p, q) }
+}
+
+fn matmul(coeffs: &[u8], srcs: &[&[u8]], dsts: &mut [&mut [u8]], accumulate: bool) {
+    assert!(
+        coeffs.len() == srcs.len() * dsts.len(),
+        "matmul: coefficient count mismatch"
+    );
+    let len = dsts.first().map_or(0, |d| d.len());
+    assert_lengths(len, srcs, dsts);
+    if !supported() {
+        return (scalar::KERNEL.matmul)(coeffs, srcs, dsts, accumulate);
+    }
+    // SAFETY: the CPU has the features (checked just above); the
+    // coefficient count and all lengths are asserted equal.
+    unsafe { matmul_simd(coeffs, srcs, dsts, accumulate) }
+}
+
+/// # Safety
+/// The CPU has avx512f,avx512bw,gfni; as [`simd::xor`].
+#[target_feature(enable = "avx512f,avx512bw,gfni")]
+unsafe fn xor_simd(srcs: &[&[u8]], dst: &mut [u8]) {
+    // SAFETY: forwarded contract; `V` only needs the enabled features.
+    unsafe { simd::xor::<V, U>(srcs, dst) }
+}
+
+/// # Safety
+/// The CPU has avx512f,avx512bw,gfni; as [`simd::pq`].
+#[target_feature(enable = "avx512f,avx512bw,gfni")]
+unsafe fn pq_simd(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
+    // SAFETY: forwarded contract; `V` only needs the enabled features.
+    unsafe { simd::pq::<V, U>(srcs, p, q) }
+}
+
+/// # Safety
+/// The CPU has avx512f,avx512bw,gfni; as [`simd::matmul`].
+#[target_feature(enable = "avx512f,avx512bw,gfni")]
+unsafe fn matmul_simd(coeffs: &[u8], srcs: &[&[u8]], dsts: &mut [&mut [u8]], accumulate: bool) {
+    // SAFETY: forwarded contract; `V` only needs the enabled features.
+    unsafe { simd::matmul::<V, U, R>(coeffs, srcs, dsts, accumulate) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn matches_scalar_on_odd_lengths_and_unaligned_buffers() {
+        if !super::supported() {
+            eprintln!("skipped: this CPU lacks the gfni kernel's features");
+            return;
+        }
+        super::simd::check_against_scalar(&super::KERNEL);
+    }
 }

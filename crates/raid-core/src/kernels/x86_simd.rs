@@ -1,0 +1,459 @@
+//! Width-generic loops shared by the x86 kernels (SSSE3, AVX2, AVX-512BW,
+//! GFNI): each kernel supplies a [`Simd`] type — its register width and a
+//! handful of instructions — and instantiates these loops inside its own
+//! `#[target_feature]` functions, so the same algorithm compiles to each
+//! instruction set with every intrinsic inlined (the `memchr` crate's
+//! scheme). Keeping the algorithms in one place means one place to get the
+//! bounds right.
+//!
+//! The algorithms:
+//! - `xor`: `U` registers per source per pass, sources folded two at a time
+//!   with a three-input XOR where the ISA has one (`vpternlogq`).
+//! - `pq`: Linux md's RAID-6 syndrome (`lib/raid6/avx2.c`, `avx512.c`):
+//!   Horner's rule from the highest-numbered source down, `q = q·2 ^ d`,
+//!   with `p ^= d` on the same loaded register.
+//! - `matmul`: up to `R` output rows per pass, so each source register is
+//!   loaded (and split into nibbles, for the `pshufb` kernels) once for all
+//!   rows; the accumulators stay in registers for the whole pass and are
+//!   stored once (the ISA-L `gf_Nvect_dot_prod` scheme).
+//!
+//! Bytes past the last whole register are finished here one byte at a time
+//! with the portable formulas of [`super::scalar`] (branch-free, no
+//! allocation), so every kernel is bit-identical to the scalar one for any
+//! length and alignment.
+
+#![allow(
+    clippy::needless_range_loop,
+    reason = "parallel register arrays indexed together read clearer by index"
+)]
+
+use crate::gf;
+
+/// One SIMD register type and the instructions the loops need.
+///
+/// # Safety
+/// The methods execute instructions of a particular extension without
+/// checking for it. Implementors document which; the loops below may only
+/// be instantiated inside functions compiled with (and run on CPUs that
+/// have) those features.
+pub(crate) unsafe trait Simd: Copy {
+    /// Register width in bytes.
+    const BYTES: usize;
+    /// Whether [`Simd::mul_xor2`] is cheaper than two [`Simd::mul_xor`]s,
+    /// so that `matmul` should consume sources in pairs.
+    const PAIRS: bool;
+    /// A source register prepared for multiplication by constants (its two
+    /// nibbles for `pshufb`, the register itself for GFNI).
+    type Split: Copy;
+    /// A coefficient prepared for multiplication (two nibble tables, or a
+    /// bit matrix).
+    type Coef: Copy;
+
+    /// # Safety
+    /// `p` valid for reading `BYTES` bytes; any alignment.
+    unsafe fn load(p: *const u8) -> Self;
+    /// # Safety
+    /// `p` valid for writing `BYTES` bytes; any alignment.
+    unsafe fn store(p: *mut u8, v: Self);
+    /// # Safety
+    /// The CPU has the features of the implementation.
+    unsafe fn zero() -> Self;
+    /// # Safety
+    /// The CPU has the features of the implementation.
+    unsafe fn xor(a: Self, b: Self) -> Self;
+    /// `a ^ b ^ c`.
+    ///
+    /// # Safety
+    /// The CPU has the features of the implementation.
+    #[inline(always)]
+    unsafe fn xor3(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: forwarded caller contract.
+        unsafe { Self::xor(Self::xor(a, b), c) }
+    }
+    /// `q·2 ^ d` in GF(2⁸), bytewise.
+    ///
+    /// # Safety
+    /// The CPU has the features of the implementation.
+    unsafe fn mul2_xor(q: Self, d: Self) -> Self;
+    /// # Safety
+    /// The CPU has the features of the implementation.
+    unsafe fn split(x: Self) -> Self::Split;
+    /// # Safety
+    /// The CPU has the features of the implementation.
+    unsafe fn coef(c: u8) -> Self::Coef;
+    /// `acc ^ c·x`.
+    ///
+    /// # Safety
+    /// The CPU has the features of the implementation.
+    unsafe fn mul_xor(acc: Self, x: Self::Split, c: Self::Coef) -> Self;
+    /// `acc ^ c1·x1 ^ c2·x2`.
+    ///
+    /// # Safety
+    /// The CPU has the features of the implementation.
+    #[inline(always)]
+    unsafe fn mul_xor2(
+        acc: Self,
+        x1: Self::Split,
+        c1: Self::Coef,
+        x2: Self::Split,
+        c2: Self::Coef,
+    ) -> Self {
+        // SAFETY: forwarded caller contract.
+        unsafe { Self::mul_xor(Self::mul_xor(acc, x1, c1), x2, c2) }
+    }
+}
+
+/// Multiply one byte by 2 in GF(2⁸) without a branch.
+#[inline(always)]
+fn mul2_byte(b: u8) -> u8 {
+    (b << 1) ^ ((((b as i8) >> 7) as u8) & 0x1d)
+}
+
+// ---------------------------------------------------------------- xor ----
+
+/// `dst = ⊕ srcs`, `U` registers per pass.
+///
+/// # Safety
+/// The CPU has `V`'s features. `srcs` is non-empty and every source is at
+/// least `dst.len()` bytes long.
+#[inline(always)]
+pub(crate) unsafe fn xor<V: Simd, const U: usize>(srcs: &[&[u8]], dst: &mut [u8]) {
+    let len = dst.len();
+    let d = dst.as_mut_ptr();
+    let mut i = 0;
+    while i + U * V::BYTES <= len {
+        // SAFETY: bytes i..i + U·BYTES are in bounds of every buffer (loop
+        // condition and the caller's length contract).
+        unsafe { xor_block::<V, U>(srcs, d, i) };
+        i += U * V::BYTES;
+    }
+    while i + V::BYTES <= len {
+        // SAFETY: as above for one register.
+        unsafe { xor_block::<V, 1>(srcs, d, i) };
+        i += V::BYTES;
+    }
+    let tail = &mut dst[i..];
+    tail.copy_from_slice(&srcs[0][i..len]);
+    for s in &srcs[1..] {
+        tail.iter_mut().zip(&s[i..len]).for_each(|(a, b)| *a ^= *b);
+    }
+}
+
+/// # Safety
+/// See [`xor`]; bytes `i..i + U·BYTES` are in bounds of every buffer.
+#[inline(always)]
+unsafe fn xor_block<V: Simd, const U: usize>(srcs: &[&[u8]], d: *mut u8, i: usize) {
+    // SAFETY: in bounds per the contract; `V`'s features are present.
+    unsafe {
+        let mut a = [V::zero(); U];
+        let first = srcs[0].as_ptr().add(i);
+        for (u, a) in a.iter_mut().enumerate() {
+            *a = V::load(first.add(u * V::BYTES));
+        }
+        let rest = &srcs[1..];
+        let mut pairs = rest.chunks_exact(2);
+        for pair in &mut pairs {
+            let (s1, s2) = (pair[0].as_ptr().add(i), pair[1].as_ptr().add(i));
+            for (u, a) in a.iter_mut().enumerate() {
+                *a = V::xor3(
+                    *a,
+                    V::load(s1.add(u * V::BYTES)),
+                    V::load(s2.add(u * V::BYTES)),
+                );
+            }
+        }
+        for s in pairs.remainder() {
+            let s = s.as_ptr().add(i);
+            for (u, a) in a.iter_mut().enumerate() {
+                *a = V::xor(*a, V::load(s.add(u * V::BYTES)));
+            }
+        }
+        for (u, a) in a.iter().enumerate() {
+            V::store(d.add(i + u * V::BYTES), *a);
+        }
+    }
+}
+
+// ----------------------------------------------------------------- pq ----
+
+/// `p = ⊕ srcs[i]`, `q = ⊕ 2^i·srcs[i]`, `U` registers per pass.
+///
+/// # Safety
+/// The CPU has `V`'s features. `srcs` is non-empty; every source and `q`
+/// are at least `p.len()` bytes long.
+#[inline(always)]
+pub(crate) unsafe fn pq<V: Simd, const U: usize>(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
+    let len = p.len();
+    let (pp, qp) = (p.as_mut_ptr(), q.as_mut_ptr());
+    let mut i = 0;
+    while i + U * V::BYTES <= len {
+        // SAFETY: bytes i..i + U·BYTES are in bounds of every buffer.
+        unsafe { pq_block::<V, U>(srcs, pp, qp, i) };
+        i += U * V::BYTES;
+    }
+    while i + V::BYTES <= len {
+        // SAFETY: as above for one register.
+        unsafe { pq_block::<V, 1>(srcs, pp, qp, i) };
+        i += V::BYTES;
+    }
+    let last = srcs.len() - 1;
+    let (pt, qt) = (&mut p[i..], &mut q[i..len]);
+    pt.copy_from_slice(&srcs[last][i..len]);
+    qt.copy_from_slice(&srcs[last][i..len]);
+    for s in srcs[..last].iter().rev() {
+        for ((a, b), x) in pt.iter_mut().zip(qt.iter_mut()).zip(&s[i..len]) {
+            *a ^= *x;
+            *b = mul2_byte(*b) ^ *x;
+        }
+    }
+}
+
+/// # Safety
+/// See [`pq`]; bytes `i..i + U·BYTES` are in bounds of every buffer.
+#[inline(always)]
+unsafe fn pq_block<V: Simd, const U: usize>(srcs: &[&[u8]], p: *mut u8, q: *mut u8, i: usize) {
+    // SAFETY: in bounds per the contract; `V`'s features are present.
+    unsafe {
+        let last = srcs.len() - 1;
+        let mut wp = [V::zero(); U];
+        let mut wq = [V::zero(); U];
+        let top = srcs[last].as_ptr().add(i);
+        for u in 0..U {
+            wp[u] = V::load(top.add(u * V::BYTES));
+            wq[u] = wp[u];
+        }
+        for s in srcs[..last].iter().rev() {
+            let s = s.as_ptr().add(i);
+            for u in 0..U {
+                let d = V::load(s.add(u * V::BYTES));
+                wp[u] = V::xor(wp[u], d);
+                wq[u] = V::mul2_xor(wq[u], d);
+            }
+        }
+        for u in 0..U {
+            V::store(p.add(i + u * V::BYTES), wp[u]);
+            V::store(q.add(i + u * V::BYTES), wq[u]);
+        }
+    }
+}
+
+// ------------------------------------------------------------- matmul ----
+
+/// `dsts[r] (^)= ⊕_j coeffs[r·n + j]·srcs[j]`, at most `R` rows per pass
+/// over the sources (`R` ≤ 6), `U` registers per source per pass.
+///
+/// # Safety
+/// The CPU has `V`'s features. `coeffs.len() == dsts.len() * srcs.len()`;
+/// every source is at least as long as every destination, and all
+/// destinations have the same length.
+#[inline(always)]
+pub(crate) unsafe fn matmul<V: Simd, const U: usize, const R: usize>(
+    coeffs: &[u8],
+    srcs: &[&[u8]],
+    dsts: &mut [&mut [u8]],
+    accumulate: bool,
+) {
+    let n = srcs.len();
+    for (g, rows) in dsts.chunks_mut(R).enumerate() {
+        let cf = &coeffs[g * R * n..(g * R + rows.len()) * n];
+        // SAFETY: forwarded contract; `cf` has rows.len() × n entries.
+        unsafe {
+            match rows.len() {
+                1 => rows_pass::<V, U, 1>(cf, srcs, rows, accumulate),
+                2 => rows_pass::<V, U, 2>(cf, srcs, rows, accumulate),
+                3 => rows_pass::<V, U, 3>(cf, srcs, rows, accumulate),
+                4 => rows_pass::<V, U, 4>(cf, srcs, rows, accumulate),
+                5 => rows_pass::<V, U, 5>(cf, srcs, rows, accumulate),
+                _ => rows_pass::<V, U, 6>(cf, srcs, rows, accumulate),
+            }
+        }
+    }
+}
+
+/// One pass over the sources for exactly `G` destination rows.
+///
+/// # Safety
+/// As [`matmul`], with `rows.len() == G` and `cf.len() == G · srcs.len()`.
+#[inline(always)]
+unsafe fn rows_pass<V: Simd, const U: usize, const G: usize>(
+    cf: &[u8],
+    srcs: &[&[u8]],
+    rows: &mut [&mut [u8]],
+    accumulate: bool,
+) {
+    let n = srcs.len();
+    let len = rows[0].len();
+    let mut d = [core::ptr::null_mut::<u8>(); G];
+    for (d, row) in d.iter_mut().zip(rows.iter_mut()) {
+        *d = row.as_mut_ptr();
+    }
+    let mut i = 0;
+    while i + U * V::BYTES <= len {
+        // SAFETY: bytes i..i + U·BYTES are in bounds of every buffer.
+        unsafe { matmul_block::<V, U, G>(cf, srcs, &d, i, accumulate) };
+        i += U * V::BYTES;
+    }
+    while i + V::BYTES <= len {
+        // SAFETY: as above for one register.
+        unsafe { matmul_block::<V, 1, G>(cf, srcs, &d, i, accumulate) };
+        i += V::BYTES;
+    }
+    for (r, row) in rows.iter_mut().enumerate() {
+        let t = &mut row[i..len];
+        if !accumulate {
+            t.fill(0);
+        }
+        for (j, s) in srcs.iter().enumerate() {
+            let c = cf[r * n + j] as usize;
+            let (lo, hi) = (&gf::MUL_LO[c], &gf::MUL_HI[c]);
+            for (a, x) in t.iter_mut().zip(&s[i..len]) {
+                *a ^= lo[(x & 15) as usize] ^ hi[(x >> 4) as usize];
+            }
+        }
+    }
+}
+
+/// # Safety
+/// See [`rows_pass`]; bytes `i..i + U·BYTES` are in bounds of every buffer.
+#[inline(always)]
+unsafe fn matmul_block<V: Simd, const U: usize, const G: usize>(
+    cf: &[u8],
+    srcs: &[&[u8]],
+    d: &[*mut u8; G],
+    i: usize,
+    accumulate: bool,
+) {
+    let n = srcs.len();
+    // SAFETY: in bounds per the contract; `V`'s features are present.
+    unsafe {
+        let mut acc = [[V::zero(); U]; G];
+        if accumulate {
+            for r in 0..G {
+                for u in 0..U {
+                    acc[r][u] = V::load(d[r].add(i + u * V::BYTES));
+                }
+            }
+        }
+        let mut j = 0;
+        if V::PAIRS {
+            while j + 2 <= n {
+                let (s1, s2) = (srcs[j].as_ptr().add(i), srcs[j + 1].as_ptr().add(i));
+                let mut x1 = [V::split(V::zero()); U];
+                let mut x2 = [V::split(V::zero()); U];
+                for u in 0..U {
+                    x1[u] = V::split(V::load(s1.add(u * V::BYTES)));
+                    x2[u] = V::split(V::load(s2.add(u * V::BYTES)));
+                }
+                for r in 0..G {
+                    let c1 = V::coef(*cf.get_unchecked(r * n + j));
+                    let c2 = V::coef(*cf.get_unchecked(r * n + j + 1));
+                    for u in 0..U {
+                        acc[r][u] = V::mul_xor2(acc[r][u], x1[u], c1, x2[u], c2);
+                    }
+                }
+                j += 2;
+            }
+        }
+        while j < n {
+            let s = srcs[j].as_ptr().add(i);
+            let mut x = [V::split(V::zero()); U];
+            for u in 0..U {
+                x[u] = V::split(V::load(s.add(u * V::BYTES)));
+            }
+            for r in 0..G {
+                let c = V::coef(*cf.get_unchecked(r * n + j));
+                for u in 0..U {
+                    acc[r][u] = V::mul_xor(acc[r][u], x[u], c);
+                }
+            }
+            j += 1;
+        }
+        for r in 0..G {
+            for u in 0..U {
+                V::store(d[r].add(i + u * V::BYTES), acc[r][u]);
+            }
+        }
+    }
+}
+
+/// Shared unit test of an x86 kernel against [`super::scalar`]: odd
+/// lengths, unaligned buffers, several source and row counts, coefficients
+/// including 0 and 1, with and without `accumulate`.
+#[cfg(test)]
+pub(crate) fn check_against_scalar(k: &super::Kernel) {
+    use super::scalar::KERNEL as S;
+
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 24) as u8
+    };
+    const LENS: &[usize] = &[
+        0, 1, 15, 16, 17, 31, 33, 63, 64, 65, 127, 129, 255, 256, 257, 511, 1000, 4099,
+    ];
+    for &n in &[1usize, 2, 3, 5, 8, 11] {
+        for &len in LENS {
+            // Each source starts at a different offset from a 64-byte boundary.
+            let stride = len + 128;
+            let pool: Vec<u8> = (0..stride * n).map(|_| next()).collect();
+            let srcs: Vec<&[u8]> = (0..n)
+                .map(|j| {
+                    let off = j * stride + (j * 7 + 3) % 64;
+                    &pool[off..off + len]
+                })
+                .collect();
+            let ctx = format!("{} sources of {len} bytes", n);
+
+            let mut big = vec![0u8; 3 * len + 9];
+            let (want, rest) = big.split_at_mut(len);
+            let got = &mut rest[1..len + 1];
+            (S.xor)(&srcs, want);
+            (k.xor)(&srcs, got);
+            assert_eq!(want, got, "{}: xor, {ctx}", k.name);
+
+            let (mut wp, mut wq) = (vec![0u8; len], vec![0u8; len]);
+            let mut gbuf = vec![0u8; 2 * len + 5];
+            let (gp, gq) = gbuf[3..].split_at_mut(len);
+            (S.pq)(&srcs, &mut wp, &mut wq);
+            (k.pq)(&srcs, gp, &mut gq[..len]);
+            assert_eq!(wp, gp, "{}: pq p, {ctx}", k.name);
+            assert_eq!(wq, &gq[..len], "{}: pq q, {ctx}", k.name);
+
+            for rows in [1usize, 2, 4, 7] {
+                let coeffs: Vec<u8> = (0..rows * n)
+                    .map(|i| match i % 5 {
+                        0 => 0,
+                        1 => 1,
+                        _ => next(),
+                    })
+                    .collect();
+                for accumulate in [false, true] {
+                    let mut want: Vec<Vec<u8>> = (0..rows)
+                        .map(|_| (0..len).map(|_| next()).collect())
+                        .collect();
+                    // Destinations one byte past an allocation's start, same contents.
+                    let mut got: Vec<Vec<u8>> =
+                        want.iter().map(|w| [&[0u8][..], w].concat()).collect();
+                    {
+                        let mut w: Vec<&mut [u8]> = want.iter_mut().map(|c| &mut c[..]).collect();
+                        (S.matmul)(&coeffs, &srcs, &mut w, accumulate);
+                    }
+                    {
+                        let mut g: Vec<&mut [u8]> = got.iter_mut().map(|c| &mut c[1..]).collect();
+                        (k.matmul)(&coeffs, &srcs, &mut g, accumulate);
+                    }
+                    for r in 0..rows {
+                        assert_eq!(
+                            want[r],
+                            got[r][1..],
+                            "{}: matmul row {r} of {rows}, accumulate {accumulate}, {ctx}",
+                            k.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
