@@ -6,9 +6,21 @@
 //! nothing of FUSE; the FUSE adapter and the admin CLI call its API, and it
 //! is tested directly.
 
+pub mod data;
 pub mod error;
+pub mod health;
+pub mod intent;
 pub mod member;
+pub mod ops;
 
 pub use error::{ArrayError, Result};
+pub mod array;
+pub mod assemble;
+pub mod create;
 pub mod format;
 pub mod meta;
+
+pub use array::{Array, SetAttr, StatFs, Status, TimeSet};
+pub use assemble::{AssembleOptions, Selector};
+pub use create::CreateOptions;
+pub use meta::{Attr, DirEntry, FileKind, ROOT_INO};

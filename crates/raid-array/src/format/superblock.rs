@@ -11,16 +11,18 @@
 //!  16    16   array UUID
 //!  32    16   this member's UUID
 //!  48     4   this member's index (0-based slot in the member table)
-//!  52     4   level code (raid_core::Level::to_code)
-//!  56     4   level parameter (0 unless the level needs one)
-//!  60     4   number of members
-//!  64     4   chunk size in bytes
-//!  68     4   flags: bit 0 = clean (set by a clean close, cleared at assemble)
-//!  72     8   events counter (bumped on every superblock update)
-//!  80     8   metadata journal sequence at the time of this update
-//!  88     8   creation time, seconds since the Unix epoch
-//!  96    64   array name, UTF-8, NUL-padded
-//! 160    32   reserved, zero
+//!  52     4   level code (raid_core::LevelCode::code, widened)
+//!  56     4   level parameter 0 (raid_core::LevelCode::params[0])
+//!  60     4   level parameter 1 (raid_core::LevelCode::params[1])
+//!  64     4   number of members
+//!  68     4   chunk size in bytes
+//!  72     4   flags: bit 0 = clean (set by a clean close, cleared at assemble)
+//!  76     4   reserved, zero
+//!  80     8   events counter (bumped on every superblock update)
+//!  88     8   metadata journal sequence at the time of this update
+//!  96     8   creation time, seconds since the Unix epoch
+//! 104    64   array name, UTF-8, NUL-padded
+//! 168    24   reserved, zero
 //! 192  32×N   member table, one 32-byte slot per member:
 //!               +0 16 member UUID, +16 1 state (0 active, 1 failed,
 //!               2 spare, 3 rebuilding), +17 7 reserved, +24 8 rebuild
@@ -69,8 +71,8 @@ pub struct Superblock {
     pub array_uuid: [u8; 16],
     pub member_uuid: [u8; 16],
     pub member_index: u32,
-    pub level_code: u32,
-    pub level_param: u32,
+    pub level_code: u8,
+    pub level_params: [u32; 2],
     pub chunk_size: u32,
     pub clean: bool,
     pub events: u64,
@@ -84,6 +86,28 @@ impl Superblock {
     /// Number of members in the array.
     pub fn member_count(&self) -> u32 {
         self.members.len() as u32
+    }
+
+    /// The level this superblock records.
+    pub fn level(&self) -> Result<raid_core::Level> {
+        raid_core::Level::from_code(raid_core::layout::LevelCode {
+            code: self.level_code,
+            params: self.level_params,
+        })
+        .map_err(|e| ArrayError::Corrupt {
+            what: "superblock".into(),
+            detail: format!("level: {e}"),
+        })
+    }
+
+    /// The array geometry this superblock records.
+    pub fn geometry(&self) -> Result<raid_core::Geometry> {
+        raid_core::Geometry::new(self.level()?, self.members.len(), self.chunk_size).map_err(|e| {
+            ArrayError::Corrupt {
+                what: "superblock".into(),
+                detail: format!("geometry: {e}"),
+            }
+        })
     }
 
     /// Encode to bytes (see the diagram above).
@@ -108,18 +132,20 @@ impl Superblock {
         w.bytes(&self.array_uuid);
         w.bytes(&self.member_uuid);
         w.u32(self.member_index);
-        w.u32(self.level_code);
-        w.u32(self.level_param);
+        w.u32(u32::from(self.level_code));
+        w.u32(self.level_params[0]);
+        w.u32(self.level_params[1]);
         w.u32(n as u32);
         w.u32(self.chunk_size);
         w.u32(if self.clean { FLAG_CLEAN } else { 0 });
+        w.u32(0);
         w.u64(self.events);
         w.u64(self.journal_seq);
         w.u64(self.created);
         let mut name = [0u8; NAME_MAX];
         name[..self.name.len()].copy_from_slice(self.name.as_bytes());
         w.bytes(&name);
-        w.zeros(32);
+        w.zeros(24);
         debug_assert_eq!(w.buf.len(), HEADER_LEN);
         for slot in &self.members {
             w.bytes(&slot.uuid);
@@ -162,10 +188,13 @@ impl Superblock {
         let member_uuid = r.array()?;
         let member_index = r.u32()?;
         let level_code = r.u32()?;
-        let level_param = r.u32()?;
+        let level_code =
+            u8::try_from(level_code).map_err(|_| corrupt(format!("level code {level_code}")))?;
+        let level_params = [r.u32()?, r.u32()?];
         let n = r.u32()?;
         let chunk_size = r.u32()?;
         let flags = r.u32()?;
+        r.skip(4)?;
         let events = r.u64()?;
         let journal_seq = r.u64()?;
         let created = r.u64()?;
@@ -174,7 +203,7 @@ impl Superblock {
         let name = std::str::from_utf8(&name_raw[..name_len])
             .map_err(|_| corrupt("array name is not UTF-8".into()))?
             .to_string();
-        r.skip(32)?;
+        r.skip(24)?;
         if n == 0 || n > MAX_MEMBERS {
             return Err(corrupt(format!(
                 "member count {n} outside 1..={MAX_MEMBERS}"
@@ -213,7 +242,7 @@ impl Superblock {
             member_uuid,
             member_index,
             level_code,
-            level_param,
+            level_params,
             chunk_size,
             clean: flags & FLAG_CLEAN != 0,
             events,

@@ -1,0 +1,896 @@
+//! The public engine type, [`Array`]: an assembled array with POSIX-shaped
+//! operations on inode numbers. The FUSE adapter maps each of its requests
+//! to one call here and the error's `errno()` back; nothing here knows FUSE.
+//!
+//! Permissions are not checked here: the adapter mounts with the kernel's
+//! `default_permissions`, which checks mode bits against the attributes
+//! returned by this API.
+//!
+//! Durability: a metadata change is durable once its journal record is
+//! committed. With `sync_metadata` (the default) every namespace operation
+//! waits for that commit before returning; `write` never waits (its size
+//! change is committed by `fsync`, by a later namespace operation or by
+//! `close`). See docs/SEMANTICS.md.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::SystemTime;
+
+use raid_core::Geometry;
+
+use crate::assemble::{self, AssembleOptions};
+use crate::create::{self, CreateOptions};
+use crate::data::DataStore;
+use crate::format::superblock::{self, MemberSlot, SlotState, Superblock, uuid_string};
+use crate::health::{Health, HealthEvent, MemberCounters, MemberState};
+use crate::member::Member;
+use crate::meta::inode::{Body, FIRST_COOKIE, S_IFDIR, S_IFMT, S_IFREG, from_system_time, now_ns};
+use crate::meta::namespace::Effect;
+use crate::meta::ops::Op;
+use crate::meta::store::Meta;
+use crate::meta::{Attr, DirEntry, FileKind};
+use crate::{ArrayError, Result};
+
+/// Files up to this size keep their data inline in the metadata (replicated
+/// to every member) instead of in N shard files.
+pub const INLINE_MAX: u64 = 4096;
+
+const INO_LOCKS: usize = 64;
+
+/// A time to set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeSet {
+    Now,
+    At(SystemTime),
+}
+
+/// Attributes to change; `None` leaves a field alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// Permission bits (the file type cannot change).
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Truncate or extend.
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+/// Filesystem statistics (`statfs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub bsize: u32,
+    /// Total usable blocks of `bsize` bytes.
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub namelen: u32,
+}
+
+/// One member in [`Status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub index: usize,
+    pub uuid: String,
+    /// Where it is (directory), if present.
+    pub path: Option<String>,
+    pub state: MemberState,
+    pub counters: MemberCounters,
+}
+
+/// A snapshot of the array for `raidfs status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub name: String,
+    pub uuid: String,
+    pub level: String,
+    pub chunk_size: u32,
+    pub members: Vec<MemberStatus>,
+    pub events: u64,
+    pub clean: bool,
+    pub degraded: bool,
+    pub failed: bool,
+    pub failures_tolerated: usize,
+    pub journal_seq: u64,
+    pub journal_commits: u64,
+    pub inodes: u64,
+}
+
+struct SbState {
+    template: Superblock,
+}
+
+struct Inner {
+    geometry: Geometry,
+    members: Vec<Option<Arc<dyn Member>>>,
+    health: Arc<Health>,
+    meta: Meta,
+    data: DataStore,
+    sb: Mutex<SbState>,
+    open: Mutex<HashMap<u64, u32>>,
+    ino_locks: Vec<Mutex<()>>,
+    sync_metadata: bool,
+    closed: AtomicBool,
+}
+
+/// An assembled array.
+pub struct Array {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn to_health(s: SlotState) -> MemberState {
+    match s {
+        SlotState::Active => MemberState::Active,
+        SlotState::Failed => MemberState::Failed,
+        SlotState::Spare => MemberState::Spare,
+        SlotState::Rebuilding { done_bytes } => MemberState::Rebuilding { done_bytes },
+    }
+}
+
+fn to_slot(s: MemberState) -> SlotState {
+    match s {
+        MemberState::Active => SlotState::Active,
+        MemberState::Failed | MemberState::Missing => SlotState::Failed,
+        MemberState::Spare => SlotState::Spare,
+        MemberState::Rebuilding { done_bytes } => SlotState::Rebuilding { done_bytes },
+    }
+}
+
+fn name_bytes(name: &OsStr) -> &[u8] {
+    name.as_bytes()
+}
+
+fn time_ns(t: TimeSet, now: i64) -> i64 {
+    match t {
+        TimeSet::Now => now,
+        TimeSet::At(t) => from_system_time(t),
+    }
+}
+
+impl Array {
+    /// Create a new array on empty member directories and assemble it.
+    pub fn create(opts: &CreateOptions) -> Result<Array> {
+        create::create(opts)?;
+        Array::assemble(&AssembleOptions::new(opts.members.clone()))
+    }
+
+    /// Assemble an existing array from its member directories.
+    pub fn assemble(opts: &AssembleOptions) -> Result<Array> {
+        let a = assemble::analyze(opts)?;
+        let n = a.members.len();
+        let states: Vec<MemberState> = (0..n)
+            .map(|i| {
+                if a.members[i].is_none() && a.missing.contains(&i) {
+                    MemberState::Missing
+                } else {
+                    to_health(a.states[i])
+                }
+            })
+            .collect();
+        let health = Arc::new(Health::new(states));
+        let events_rx = health.subscribe();
+
+        // Mark the array dirty (and record missing members as failed) before
+        // anything else is written.
+        let mut template = a.sb.clone();
+        template.clean = false;
+        template.journal_seq = a.head;
+        template.members =
+            a.sb.members
+                .iter()
+                .zip(&a.states)
+                .map(|(s, st)| MemberSlot {
+                    uuid: s.uuid,
+                    state: *st,
+                })
+                .collect();
+        let sb = Mutex::new(SbState { template });
+        write_superblocks(&sb, &a.members, &health)?;
+
+        let meta_members: Vec<(usize, Arc<dyn Member>)> = a
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| m.is_some() && health.state(*i).writable())
+            .filter_map(|(i, m)| m.clone().map(|m| (i, m)))
+            .collect();
+        let hook_health = health.clone();
+        let hook: crate::meta::journal::FailureHook =
+            Arc::new(move |i, reason| hook_health.mark_failed(i, &format!("metadata: {reason}")));
+        let meta = Meta::open(
+            a.sb.array_uuid,
+            a.ns,
+            a.head,
+            &meta_members,
+            a.needs_checkpoint,
+            opts.checkpoint_bytes,
+            hook,
+        )?;
+        let data = DataStore::new(a.geometry.clone(), a.members.clone(), health.clone())?;
+        let inner = Arc::new(Inner {
+            geometry: a.geometry,
+            members: a.members,
+            health,
+            meta,
+            data,
+            sb,
+            open: Mutex::new(HashMap::new()),
+            ino_locks: (0..INO_LOCKS).map(|_| Mutex::new(())).collect(),
+            sync_metadata: opts.sync_metadata,
+            closed: AtomicBool::new(false),
+        });
+        spawn_health_listener(Arc::downgrade(&inner), events_rx);
+        let array = Array { inner };
+        // Orphans: files unlinked while open when the array stopped.
+        let orphans = array.inner.meta.read().orphans();
+        for ino in orphans {
+            array.free(ino)?;
+        }
+        array.inner.meta.flush()?;
+        tracing::info!(name = %a.sb.name, was_clean = a.was_clean, head = a.head, "array assembled");
+        Ok(array)
+    }
+
+    /// Shut down cleanly: data and metadata made durable, a checkpoint
+    /// written (so the next assemble replays nothing) and the superblocks
+    /// marked clean.
+    pub fn close(self) -> Result<()> {
+        let i = &self.inner;
+        i.data.close()?;
+        i.meta.flush()?;
+        let seq = i.meta.checkpoint()?;
+        {
+            let mut g = lock(&i.sb);
+            g.template.clean = true;
+            g.template.journal_seq = seq;
+        }
+        write_superblocks(&i.sb, &i.members, &i.health)?;
+        i.closed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The array's geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.inner.geometry
+    }
+
+    /// The data path (for scrub, rebuild and resync).
+    pub fn data(&self) -> &DataStore {
+        &self.inner.data
+    }
+
+    /// Member health.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.inner.health
+    }
+
+    /// A snapshot for `raidfs status`.
+    pub fn status(&self) -> Status {
+        let i = &self.inner;
+        let sb = lock(&i.sb).template.clone();
+        let states = i.health.states();
+        let counters = i.health.counters();
+        let unavailable: Vec<usize> = states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.readable())
+            .map(|(k, _)| k)
+            .collect();
+        Status {
+            name: sb.name.clone(),
+            uuid: uuid_string(&sb.array_uuid),
+            level: i.geometry.level().to_string(),
+            chunk_size: i.geometry.chunk_size(),
+            members: (0..states.len())
+                .map(|k| MemberStatus {
+                    index: k,
+                    uuid: uuid_string(&sb.members[k].uuid),
+                    path: i.members[k].as_ref().map(|m| m.describe()),
+                    state: states[k],
+                    counters: counters.get(k).copied().unwrap_or_default(),
+                })
+                .collect(),
+            events: sb.events,
+            clean: sb.clean,
+            degraded: !unavailable.is_empty(),
+            failed: !i.geometry.survives(&unavailable),
+            failures_tolerated: i.geometry.failures_tolerated(),
+            journal_seq: i.meta.seq(),
+            journal_commits: i.meta.journal_commits(),
+            inodes: i.meta.read().inodes.len() as u64,
+        }
+    }
+
+    // ---- metadata operations ------------------------------------------
+
+    fn ino_lock(&self, ino: u64) -> MutexGuard<'_, ()> {
+        lock(&self.inner.ino_locks[(ino % INO_LOCKS as u64) as usize])
+    }
+
+    /// Wait for `seq` if namespace operations are synchronous.
+    fn settle(&self, seq: u64) -> Result<()> {
+        if self.inner.sync_metadata {
+            self.inner.meta.commit(seq)?;
+        }
+        self.inner.meta.maybe_checkpoint()
+    }
+
+    fn attr_of(&self, ino: u64) -> Result<Attr> {
+        Ok(self.inner.meta.read().get(ino)?.attr(ino))
+    }
+
+    /// Handle what an operation left: an orphan not open is freed now.
+    fn after(&self, eff: Effect) -> Result<()> {
+        if let Some(ino) = eff.orphaned {
+            let open = lock(&self.inner.open).get(&ino).copied().unwrap_or(0);
+            if open == 0 {
+                self.free(ino)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop an orphan's data, then the inode.
+    fn free(&self, ino: u64) -> Result<()> {
+        let striped = matches!(
+            self.inner.meta.read().get(ino)?.body,
+            Body::File { inline: None }
+        );
+        if striped {
+            self.inner.data.remove(ino)?;
+        }
+        self.inner.meta.apply(&Op::Free { ino })?;
+        Ok(())
+    }
+
+    /// Look up `name` in directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr> {
+        let ns = self.inner.meta.read();
+        let ino = ns.lookup(parent, name_bytes(name))?;
+        Ok(ns.get(ino)?.attr(ino))
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        self.attr_of(ino)
+    }
+
+    /// Change attributes; a size change truncates or extends the file.
+    pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Attr> {
+        let now = now_ns();
+        let _g = self.ino_lock(ino);
+        if let Some(new_size) = set.size {
+            self.resize(ino, new_size)?;
+        }
+        let op = Op::SetAttr {
+            ino,
+            mode: set.mode,
+            uid: set.uid,
+            gid: set.gid,
+            size: set.size,
+            atime: set.atime.map(|t| time_ns(t, now)),
+            mtime: set.mtime.map(|t| time_ns(t, now)),
+            ctime: now,
+        };
+        let (seq, _) = self.inner.meta.apply(&op)?;
+        self.settle(seq)?;
+        self.attr_of(ino)
+    }
+
+    /// Bring a file's data to `new_size` before its size is journaled
+    /// (caller holds the inode lock).
+    fn resize(&self, ino: u64, new_size: u64) -> Result<()> {
+        let (old_size, inline) = self.file_state(ino)?;
+        match inline {
+            Some(_) if new_size <= INLINE_MAX => Ok(()),
+            Some(content) => {
+                self.uninline(ino, &content)?;
+                self.inner.data.truncate(ino, old_size, new_size)
+            }
+            None => self.inner.data.truncate(ino, old_size, new_size),
+        }
+    }
+
+    /// (size, inline contents if inline) of a regular file.
+    fn file_state(&self, ino: u64) -> Result<(u64, Option<Vec<u8>>)> {
+        let ns = self.inner.meta.read();
+        let i = ns.get(ino)?;
+        match &i.body {
+            Body::File { inline } => Ok((i.size, inline.clone())),
+            Body::Dir(_) => Err(ArrayError::IsDir),
+            _ => Err(ArrayError::Invalid("not a regular file".into())),
+        }
+    }
+
+    /// Move an inline file's contents to the striped data path. The copy is
+    /// made durable before the switch is journaled, so a crash leaves either
+    /// the inline copy or a durable striped one.
+    fn uninline(&self, ino: u64, content: &[u8]) -> Result<()> {
+        self.inner.data.remove(ino)?;
+        if !content.is_empty() {
+            self.inner.data.write(ino, 0, content, 0)?;
+        }
+        self.inner.data.sync(ino)?;
+        self.inner.meta.apply(&Op::Uninline { ino })?;
+        Ok(())
+    }
+
+    fn make(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        let time = now_ns();
+        let name = name_bytes(name).to_vec();
+        let (seq, _, ino) = self.inner.meta.apply_with(|ns| {
+            let ino = ns.next_ino;
+            Ok((
+                Op::Create {
+                    parent,
+                    name,
+                    ino,
+                    mode,
+                    uid,
+                    gid,
+                    rdev,
+                    time,
+                },
+                ino,
+            ))
+        })?;
+        self.settle(seq)?;
+        self.attr_of(ino)
+    }
+
+    /// Create a node of any type but symlink (`mode` holds the type bits;
+    /// none means a regular file).
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        let mode = if mode & S_IFMT == 0 {
+            mode | S_IFREG
+        } else {
+            mode
+        };
+        self.make(parent, name, mode, rdev, uid, gid)
+    }
+
+    /// Create and open a regular file (pair with [`Array::release`]).
+    pub fn create_file(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        let attr = self.make(parent, name, S_IFREG | (mode & 0o7777), 0, uid, gid)?;
+        self.open(attr.ino)?;
+        Ok(attr)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, uid: u32, gid: u32) -> Result<Attr> {
+        self.make(parent, name, S_IFDIR | (mode & 0o7777), 0, uid, gid)
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &OsStr,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        let time = now_ns();
+        let name = name_bytes(name).to_vec();
+        let target = name_bytes(target).to_vec();
+        let (seq, _, ino) = self.inner.meta.apply_with(|ns| {
+            let ino = ns.next_ino;
+            Ok((
+                Op::Symlink {
+                    parent,
+                    name,
+                    ino,
+                    target,
+                    uid,
+                    gid,
+                    time,
+                },
+                ino,
+            ))
+        })?;
+        self.settle(seq)?;
+        self.attr_of(ino)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        match &self.inner.meta.read().get(ino)?.body {
+            Body::Symlink(t) => Ok(t.to_vec()),
+            _ => Err(ArrayError::Invalid("not a symlink".into())),
+        }
+    }
+
+    /// A new name for `ino` in `parent`.
+    pub fn link(&self, ino: u64, parent: u64, name: &OsStr) -> Result<Attr> {
+        let op = Op::Link {
+            ino,
+            parent,
+            name: name_bytes(name).to_vec(),
+            time: now_ns(),
+        };
+        let (seq, _) = self.inner.meta.apply(&op)?;
+        self.settle(seq)?;
+        self.attr_of(ino)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        let op = Op::Unlink {
+            parent,
+            name: name_bytes(name).to_vec(),
+            time: now_ns(),
+        };
+        let (seq, eff) = self.inner.meta.apply(&op)?;
+        self.after(eff)?;
+        self.settle(seq.max(self.inner.meta.seq()))
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        let op = Op::Rmdir {
+            parent,
+            name: name_bytes(name).to_vec(),
+            time: now_ns(),
+        };
+        let (seq, _) = self.inner.meta.apply(&op)?;
+        self.settle(seq)
+    }
+
+    /// Rename, with Linux's `RENAME_NOREPLACE` / `RENAME_EXCHANGE` flags
+    /// ([`crate::meta::ops`]); a replaced file loses a link.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        let op = Op::Rename {
+            parent,
+            name: name_bytes(name).to_vec(),
+            new_parent,
+            new_name: name_bytes(new_name).to_vec(),
+            flags,
+            time: now_ns(),
+        };
+        let (seq, eff) = self.inner.meta.apply(&op)?;
+        self.after(eff)?;
+        self.settle(seq.max(self.inner.meta.seq()))
+    }
+
+    /// Up to `max` entries of directory `ino` after `offset` (0 = from the
+    /// start; "." and ".." come first at offsets 1 and 2). Offsets stay
+    /// valid while the directory changes.
+    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
+        let ns = self.inner.meta.read();
+        let dir = ns.dir(ino)?;
+        let mut out = Vec::new();
+        if offset < 1 && out.len() < max {
+            out.push(DirEntry {
+                ino,
+                offset: 1,
+                kind: FileKind::Dir,
+                name: b".".to_vec(),
+            });
+        }
+        if offset < 2 && out.len() < max {
+            out.push(DirEntry {
+                ino: dir.parent,
+                offset: 2,
+                kind: FileKind::Dir,
+                name: b"..".to_vec(),
+            });
+        }
+        for (cookie, e) in dir.entries_after(offset.max(FIRST_COOKIE - 1)) {
+            if out.len() >= max {
+                break;
+            }
+            let kind = ns.get(e.ino).map(|i| i.kind()).unwrap_or(FileKind::File);
+            out.push(DirEntry {
+                ino: e.ino,
+                offset: cookie,
+                kind,
+                name: e.name.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Count an open handle: an unlinked file keeps its data until the last release.
+    pub fn open(&self, ino: u64) -> Result<()> {
+        self.inner.meta.read().get(ino)?;
+        *lock(&self.inner.open).entry(ino).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// Release an open handle.
+    pub fn release(&self, ino: u64) -> Result<()> {
+        let last = {
+            let mut open = lock(&self.inner.open);
+            match open.get_mut(&ino) {
+                Some(c) if *c > 1 => {
+                    *c -= 1;
+                    false
+                }
+                Some(_) => {
+                    open.remove(&ino);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last && self.inner.meta.read().get(ino).is_ok_and(|i| i.nlink == 0) {
+            self.free(ino)?;
+            let seq = self.inner.meta.seq();
+            self.settle(seq)?;
+        }
+        Ok(())
+    }
+
+    /// Read up to `size` bytes at `offset` (fewer at end of file).
+    pub fn read(&self, ino: u64, offset: u64, size: usize) -> Result<Vec<u8>> {
+        let (file_size, inline) = self.file_state(ino)?;
+        if offset >= file_size {
+            return Ok(Vec::new());
+        }
+        let len = (file_size - offset).min(size as u64) as usize;
+        match inline {
+            Some(d) => Ok(d[offset as usize..offset as usize + len].to_vec()),
+            None => {
+                let mut buf = vec![0u8; len];
+                let n = self.inner.data.read(ino, offset, &mut buf, file_size)?;
+                buf.truncate(n);
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Write `data` at `offset`; returns the bytes written.
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        let _g = self.ino_lock(ino);
+        let (size, inline) = self.file_state(ino)?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| ArrayError::Invalid("write past the largest file offset".into()))?;
+        let time = now_ns();
+        match inline {
+            Some(_) if end <= INLINE_MAX => {
+                self.inner.meta.apply(&Op::WriteInline {
+                    ino,
+                    offset,
+                    data: data.to_vec(),
+                    time,
+                })?;
+            }
+            inline => {
+                if let Some(content) = inline {
+                    self.uninline(ino, &content)?;
+                }
+                self.inner.data.write(ino, offset, data, size)?;
+                self.inner.meta.apply(&Op::Extend { ino, end, time })?;
+            }
+        }
+        self.inner.meta.maybe_checkpoint()?;
+        Ok(data.len())
+    }
+
+    /// Make the file's data and all metadata durable. (`datasync` changes
+    /// nothing: the size must be committed either way, and other attributes
+    /// ride in the same journal batch.)
+    pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {
+        let (_, inline) = self.file_state(ino).or_else(|e| match e {
+            ArrayError::IsDir | ArrayError::Invalid(_) => Ok((0, Some(Vec::new()))),
+            e => Err(e),
+        })?;
+        if inline.is_none() {
+            self.inner.data.sync(ino)?;
+        }
+        self.inner.meta.flush()?;
+        Ok(())
+    }
+
+    /// Make all metadata durable (`syncfs`).
+    pub fn sync_metadata(&self) -> Result<()> {
+        self.inner.meta.flush().map(|_| ())
+    }
+
+    /// Write a metadata checkpoint now.
+    pub fn checkpoint(&self) -> Result<u64> {
+        self.inner.meta.checkpoint()
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
+        let ns = self.inner.meta.read();
+        let x = ns.get(ino)?.xattrs.as_deref().ok_or(ArrayError::NoAttr)?;
+        let name = name_bytes(name);
+        x.binary_search_by(|(n, _)| (**n).cmp(name))
+            .map(|p| x[p].1.to_vec())
+            .map_err(|_| ArrayError::NoAttr)
+    }
+
+    /// Set an attribute; `flags` are `XATTR_CREATE` / `XATTR_REPLACE`.
+    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: u32) -> Result<()> {
+        let op = Op::SetXattr {
+            ino,
+            name: name_bytes(name).to_vec(),
+            value: value.to_vec(),
+            flags,
+            time: now_ns(),
+        };
+        let (seq, _) = self.inner.meta.apply(&op)?;
+        self.settle(seq)
+    }
+
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        let ns = self.inner.meta.read();
+        Ok(ns
+            .get(ino)?
+            .xattrs
+            .as_deref()
+            .map(|x| x.iter().map(|(n, _)| n.to_vec()).collect())
+            .unwrap_or_default())
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+        let op = Op::RemoveXattr {
+            ino,
+            name: name_bytes(name).to_vec(),
+            time: now_ns(),
+        };
+        let (seq, _) = self.inner.meta.apply(&op)?;
+        self.settle(seq)
+    }
+
+    /// Usable capacity and use (by the geometry over the present members).
+    pub fn statfs(&self) -> Result<StatFs> {
+        const BSIZE: u64 = 4096;
+        let i = &self.inner;
+        let mut totals = Vec::with_capacity(i.members.len());
+        let mut avails = Vec::with_capacity(i.members.len());
+        for m in &i.members {
+            let (t, a) = match m {
+                Some(m) => m.space().unwrap_or((0, 0)),
+                None => (0, 0),
+            };
+            totals.push(t);
+            avails.push(a);
+        }
+        // A missing member is assumed as large as the smallest present one,
+        // so a degraded array still reports its real capacity.
+        let fill = |v: &mut Vec<u64>| {
+            let min = v.iter().copied().filter(|&x| x > 0).min().unwrap_or(0);
+            for (k, x) in v.iter_mut().enumerate() {
+                if i.members[k].is_none() {
+                    *x = min;
+                }
+            }
+        };
+        fill(&mut totals);
+        fill(&mut avails);
+        let total = i.geometry.usable_capacity(&totals);
+        let avail = i.geometry.usable_capacity(&avails).min(total);
+        let files = i.meta.read().inodes.len() as u64;
+        let ffree = u64::from(u32::MAX);
+        Ok(StatFs {
+            bsize: BSIZE as u32,
+            blocks: total / BSIZE,
+            bfree: avail / BSIZE,
+            bavail: avail / BSIZE,
+            files: files + ffree,
+            ffree,
+            namelen: crate::meta::inode::NAME_MAX as u32,
+        })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::SeqCst) {
+            tracing::warn!("array dropped without close: it stays marked dirty");
+        }
+    }
+}
+
+/// Write the template superblock (events + 1) to every member that is in
+/// service or a spare. Members that fail the write are marked failed.
+fn write_superblocks(
+    sb: &Mutex<SbState>,
+    members: &[Option<Arc<dyn Member>>],
+    health: &Health,
+) -> Result<()> {
+    let mut g = lock(sb);
+    g.template.events += 1;
+    let states = health.states();
+    for (k, st) in states.iter().enumerate() {
+        g.template.members[k].state = to_slot(*st);
+    }
+    let mut written = 0;
+    let mut last_err = None;
+    for (k, m) in members.iter().enumerate() {
+        let Some(m) = m else { continue };
+        if !(states[k].writable() || states[k] == MemberState::Spare) {
+            continue;
+        }
+        let mut s = g.template.clone();
+        s.member_index = k as u32;
+        s.member_uuid = s.members[k].uuid;
+        let res = s.encode().and_then(|bytes| {
+            m.write_atomic(superblock::PATH, &bytes)
+                .map_err(|e| ArrayError::MemberIo {
+                    member: k,
+                    path: m.describe(),
+                    context: "write superblock".into(),
+                    source: e,
+                })
+        });
+        match res {
+            Ok(()) => written += 1,
+            Err(e) => {
+                tracing::error!(member = k, error = %e, "superblock write failed");
+                last_err = Some(e);
+            }
+        }
+    }
+    drop(g);
+    if written == 0 {
+        return Err(last_err.unwrap_or_else(|| {
+            ArrayError::ArrayFailed("no member to write a superblock to".into())
+        }));
+    }
+    Ok(())
+}
+
+/// Persist member failures and state changes into the superblocks as they
+/// happen, so that a failed member is known as failed at the next assemble.
+fn spawn_health_listener(inner: Weak<Inner>, rx: std::sync::mpsc::Receiver<HealthEvent>) {
+    let spawned = std::thread::Builder::new().name("raidfs-health".into()).spawn(move || {
+        for ev in rx {
+            let Some(i) = inner.upgrade() else { break };
+            match ev {
+                HealthEvent::Failed { member, .. } => {
+                    i.meta.drop_member(member);
+                    if let Err(e) = write_superblocks(&i.sb, &i.members, &i.health) {
+                        tracing::error!(error = %e, "cannot record member failure in superblocks");
+                    }
+                }
+                HealthEvent::StateChanged { .. } => {
+                    if let Err(e) = write_superblocks(&i.sb, &i.members, &i.health) {
+                        tracing::error!(error = %e, "cannot record member state in superblocks");
+                    }
+                }
+                HealthEvent::Repaired { .. } => {}
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the health listener; failures will not reach the superblocks");
+    }
+}

@@ -1,0 +1,325 @@
+//! Assembling an array from member directories, like md's `analyze_sbs`:
+//! read every superblock, refuse what does not belong together, take the
+//! freshest superblock (highest events counter, then journal sequence) as
+//! the truth about the array, and pick the freshest metadata copy.
+//!
+//! Refused, with an error naming the directory: a directory without a
+//! superblock (most often a disk that did not mount — nothing is ever
+//! written there), a corrupt superblock, members of two arrays, two
+//! directories claiming one slot, a member the freshest superblock does not
+//! know (replaced), more failures than the level survives, and an array that
+//! was not shut down cleanly *and* is degraded (a write hole may hide in a
+//! stripe that can no longer be checked) unless `force` is given.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use raid_core::Geometry;
+
+use crate::format::superblock::{self, SlotState, Superblock, uuid_string};
+use crate::member::{DirMember, Member};
+use crate::meta::Namespace;
+use crate::meta::load::{self, MetaImage};
+use crate::{ArrayError, Result};
+
+/// Which array to look for among candidate directories.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    Name(String),
+    Uuid([u8; 16]),
+}
+
+/// How to assemble.
+#[derive(Clone, Debug)]
+pub struct AssembleOptions {
+    /// Member directories (any order).
+    pub members: Vec<PathBuf>,
+    /// Start even if the array is dirty and degraded.
+    pub force: bool,
+    /// Wait for the journal commit before each metadata operation returns
+    /// (durable namespace changes). Without it, metadata becomes durable at
+    /// `fsync`, `sync`, checkpoints and `close`.
+    pub sync_metadata: bool,
+    /// Journal size after which a checkpoint is written.
+    pub checkpoint_bytes: u64,
+}
+
+impl AssembleOptions {
+    pub fn new(members: Vec<PathBuf>) -> Self {
+        AssembleOptions {
+            members,
+            force: false,
+            sync_metadata: true,
+            checkpoint_bytes: crate::meta::store::DEFAULT_CHECKPOINT_BYTES,
+        }
+    }
+}
+
+/// Read the superblock of a directory, without writing anything.
+pub fn read_superblock(path: &Path) -> Result<Superblock> {
+    let m = DirMember::open(path)
+        .map_err(|e| ArrayError::NotMember(format!("{}: {e}", path.display())))?;
+    read_member_superblock(&m)
+}
+
+fn read_member_superblock(m: &dyn Member) -> Result<Superblock> {
+    let buf = match m.read_all(superblock::PATH) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ArrayError::NotMember(format!(
+                "{}: no raidfs superblock (not an array member, or its disk is not mounted)",
+                m.describe()
+            )));
+        }
+        Err(e) => {
+            return Err(ArrayError::NotMember(format!(
+                "{}: cannot read superblock: {e}",
+                m.describe()
+            )));
+        }
+    };
+    Superblock::decode(&buf).map_err(|e| match e {
+        ArrayError::Corrupt { what, detail } => ArrayError::Corrupt {
+            what: format!("{what} of {}", m.describe()),
+            detail,
+        },
+        e => e,
+    })
+}
+
+/// Directories among `candidates` whose superblock matches `selector`.
+/// Candidates without a superblock are skipped; corrupt ones too (logged).
+pub fn find_members(selector: &Selector, candidates: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut uuids = HashMap::new();
+    for c in candidates {
+        let sb = match read_superblock(c) {
+            Ok(sb) => sb,
+            Err(e) => {
+                tracing::debug!(path = %c.display(), error = %e, "not a member");
+                continue;
+            }
+        };
+        let hit = match selector {
+            Selector::Name(n) => &sb.name == n,
+            Selector::Uuid(u) => &sb.array_uuid == u,
+        };
+        if hit {
+            uuids.insert(sb.array_uuid, c.clone());
+            found.push(c.clone());
+        }
+    }
+    if uuids.len() > 1 {
+        let list: Vec<String> = uuids
+            .iter()
+            .map(|(u, p)| format!("{} (e.g. {})", uuid_string(u), p.display()))
+            .collect();
+        return Err(ArrayError::NotMember(format!(
+            "several arrays match {selector:?}: {}; choose one by UUID",
+            list.join(", ")
+        )));
+    }
+    if found.is_empty() {
+        return Err(ArrayError::NotMember(format!(
+            "no member of an array matching {selector:?} found"
+        )));
+    }
+    Ok(found)
+}
+
+/// Everything assembly decided, handed to [`crate::Array`].
+pub struct Assembled {
+    /// The freshest superblock (authoritative member table).
+    pub sb: Superblock,
+    pub geometry: Geometry,
+    /// Members by slot; `None` = missing or not used.
+    pub members: Vec<Option<Arc<dyn Member>>>,
+    /// State of each slot at assembly.
+    pub states: Vec<SlotState>,
+    /// Slots absent at assembly (their state in `states` is what the array
+    /// recorded; they are missing now).
+    pub missing: Vec<usize>,
+    /// The namespace and the sequence it is at.
+    pub ns: Namespace,
+    pub head: u64,
+    /// Whether metadata must be rewritten to every member (lagging or torn copies).
+    pub needs_checkpoint: bool,
+    /// Whether the array was shut down cleanly.
+    pub was_clean: bool,
+}
+
+/// Examine the member directories and decide (no write happens here).
+pub fn analyze(opts: &AssembleOptions) -> Result<Assembled> {
+    if opts.members.is_empty() {
+        return Err(ArrayError::Invalid("no member directories given".into()));
+    }
+    // 1. Open every directory and read its superblock.
+    let mut seen: HashMap<(u64, u64), &PathBuf> = HashMap::new();
+    let mut found: Vec<(PathBuf, Arc<dyn Member>, Superblock)> = Vec::new();
+    for path in &opts.members {
+        let md = std::fs::metadata(path)
+            .map_err(|e| ArrayError::NotMember(format!("{}: {e}", path.display())))?;
+        if let Some(other) = seen.insert((md.dev(), md.ino()), path) {
+            return Err(ArrayError::NotMember(format!(
+                "{} and {} are the same directory (duplicate member)",
+                other.display(),
+                path.display()
+            )));
+        }
+        let m = DirMember::open(path)
+            .map_err(|e| ArrayError::NotMember(format!("{}: {e}", path.display())))?;
+        let sb = read_member_superblock(&m)?;
+        found.push((path.clone(), Arc::new(m), sb));
+    }
+    // 2. One array only.
+    let first = &found[0];
+    for (p, _, sb) in &found[1..] {
+        if sb.array_uuid != first.2.array_uuid {
+            return Err(ArrayError::NotMember(format!(
+                "mixed arrays: {} belongs to array {:?} ({}) but {} to array {:?} ({})",
+                first.0.display(),
+                first.2.name,
+                uuid_string(&first.2.array_uuid),
+                p.display(),
+                sb.name,
+                uuid_string(&sb.array_uuid)
+            )));
+        }
+    }
+    // 3. The freshest superblock is the truth (events, then journal sequence).
+    let fresh = found
+        .iter()
+        .max_by_key(|(_, _, sb)| (sb.events, sb.journal_seq))
+        .map(|f| f.2.clone())
+        .ok_or_else(|| ArrayError::Invalid("no members".into()))?;
+    let n = fresh.members.len();
+    let geometry = fresh.geometry()?;
+    if found.len() > n {
+        return Err(ArrayError::NotMember(format!(
+            "{} directories given but the array has {n} members",
+            found.len()
+        )));
+    }
+    let mut members: Vec<Option<Arc<dyn Member>>> = vec![None; n];
+    let mut paths: Vec<Option<&PathBuf>> = vec![None; n];
+    let mut events: Vec<u64> = vec![0; n];
+    for (p, m, sb) in &found {
+        let same_shape = sb.members.len() == n
+            && sb.level_code == fresh.level_code
+            && sb.level_params == fresh.level_params
+            && sb.chunk_size == fresh.chunk_size;
+        if !same_shape {
+            return Err(ArrayError::Corrupt {
+                what: format!("superblock of {}", p.display()),
+                detail: "geometry differs from the other members' superblocks".into(),
+            });
+        }
+        let i = sb.member_index as usize;
+        if let Some(other) = paths[i] {
+            return Err(ArrayError::NotMember(format!(
+                "duplicate member: {} and {} both claim slot {i}",
+                other.display(),
+                p.display()
+            )));
+        }
+        if fresh.members[i].uuid != sb.member_uuid {
+            return Err(ArrayError::NotMember(format!(
+                "{} claims slot {i}, but the array's slot {i} now holds member {} (this directory was replaced)",
+                p.display(),
+                uuid_string(&fresh.members[i].uuid)
+            )));
+        }
+        paths[i] = Some(p);
+        members[i] = Some(m.clone());
+        events[i] = sb.events;
+    }
+    // 4. States: the freshest superblock's table; missing slots noted.
+    let mut states: Vec<SlotState> = fresh.members.iter().map(|s| s.state).collect();
+    let mut missing = Vec::new();
+    for i in 0..n {
+        match (&members[i], states[i]) {
+            (None, _) => missing.push(i),
+            (Some(_), SlotState::Failed) => {
+                tracing::warn!(slot = i, "member was failed; left out until it is rebuilt");
+                members[i] = None;
+            }
+            (Some(_), _) if events[i] < fresh.events => {
+                tracing::info!(
+                    slot = i,
+                    events = events[i],
+                    freshest = fresh.events,
+                    "member lags; catching up"
+                );
+            }
+            _ => {}
+        }
+    }
+    for &i in &missing {
+        if states[i] != SlotState::Spare {
+            states[i] = SlotState::Failed;
+        }
+    }
+    let unavailable: Vec<usize> = (0..n)
+        .filter(|&i| members[i].is_none() || !matches!(states[i], SlotState::Active))
+        .collect();
+    let degraded = !unavailable.is_empty();
+    if !geometry.survives(&unavailable) {
+        return Err(ArrayError::ArrayFailed(format!(
+            "{} of {n} members unavailable ({unavailable:?}); {} tolerates {}",
+            unavailable.len(),
+            geometry.level(),
+            geometry.failures_tolerated()
+        )));
+    }
+    if degraded && !fresh.clean && !opts.force {
+        return Err(ArrayError::ArrayFailed(format!(
+            "array {:?} was not shut down cleanly and is degraded (members {unavailable:?} unavailable): \
+             stripes written at the crash cannot be checked; assemble with force to start anyway",
+            fresh.name
+        )));
+    }
+    // 5. Metadata: the member holding the longest journal wins.
+    let mut images: Vec<(usize, MetaImage)> = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let Some(m) = m else { continue };
+        match load::scan(i, &**m, &fresh.array_uuid) {
+            Ok(img) => images.push((i, img)),
+            Err(e) => tracing::warn!(slot = i, error = %e, "metadata unreadable on member"),
+        }
+    }
+    images.sort_by_key(|(i, img)| std::cmp::Reverse((img.head(), events[*i])));
+    let mut loaded = None;
+    for (i, img) in &images {
+        let Some(m) = &members[*i] else { continue };
+        match load::load(*i, m, &fresh.array_uuid, img) {
+            Ok((ns, head)) => {
+                loaded = Some((ns, head));
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(slot = i, error = %e, "metadata copy does not load; trying another member")
+            }
+        }
+    }
+    let (ns, head) = loaded.ok_or_else(|| {
+        ArrayError::ArrayFailed("no member holds a readable copy of the metadata".into())
+    })?;
+    let in_use = members.iter().filter(|m| m.is_some()).count();
+    let needs_checkpoint = images.len() != in_use
+        || images
+            .iter()
+            .any(|(_, img)| img.torn || !img.records.is_empty() || img.checkpoint_seq != head);
+    Ok(Assembled {
+        was_clean: fresh.clean,
+        sb: fresh,
+        geometry,
+        members,
+        states,
+        missing,
+        ns,
+        head,
+        needs_checkpoint,
+    })
+}

@@ -1,0 +1,177 @@
+//! Creating an array: check every member directory, then write the initial
+//! metadata (an empty root) and, last, the superblocks. The superblock is
+//! written last on purpose: a directory only counts as a member once its
+//! metadata is in place, so an interrupted create leaves nothing that
+//! assembles.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use raid_core::{Geometry, Level};
+
+use crate::format::superblock::{self, MemberSlot, SlotState, Superblock, new_uuid};
+use crate::member::{DirMember, Member};
+use crate::meta::Namespace;
+use crate::meta::inode::now_ns;
+use crate::meta::store::Meta;
+use crate::{ArrayError, Result};
+
+/// Default chunk size: 64 KiB, a good fit for USB disks and a Pi's caches.
+pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+
+/// What to create.
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    /// Array name (1–64 bytes of `A-Z a-z 0-9 . _ -`), used to find members.
+    pub name: String,
+    pub level: Level,
+    pub chunk_size: u32,
+    /// Member directories, in slot order.
+    pub members: Vec<PathBuf>,
+    /// Allow two members on the same filesystem (useless for redundancy;
+    /// for tests and experiments).
+    pub allow_same_fs: bool,
+    /// Owner of the root directory.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl CreateOptions {
+    /// Options with the defaults: 64 KiB chunks, members on distinct
+    /// filesystems, root owned by the calling user.
+    pub fn new(name: &str, level: Level, members: Vec<PathBuf>) -> Self {
+        CreateOptions {
+            name: name.to_string(),
+            level,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            members,
+            allow_same_fs: false,
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+        }
+    }
+}
+
+/// Check an array name.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= superblock::NAME_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(ArrayError::Invalid(format!(
+            "array name {name:?}: use 1 to {} characters from A-Z a-z 0-9 . _ -",
+            superblock::NAME_MAX
+        )));
+    }
+    Ok(())
+}
+
+/// Write a new array to the member directories. Returns the array UUID.
+/// Nothing is written unless every directory passes every check.
+pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
+    check_name(&opts.name)?;
+    let geometry = Geometry::new(opts.level, opts.members.len(), opts.chunk_size).map_err(|e| {
+        ArrayError::Invalid(format!(
+            "{} with {} members: {e}",
+            opts.level,
+            opts.members.len()
+        ))
+    })?;
+    if opts.members.len() > superblock::MAX_MEMBERS as usize {
+        return Err(ArrayError::Invalid(format!(
+            "at most {} members",
+            superblock::MAX_MEMBERS
+        )));
+    }
+    let mut seen_dirs: HashMap<(u64, u64), &PathBuf> = HashMap::new();
+    let mut seen_fs: HashMap<u64, &PathBuf> = HashMap::new();
+    let mut members: Vec<(usize, Arc<dyn Member>)> = Vec::new();
+    for (i, path) in opts.members.iter().enumerate() {
+        let md = std::fs::metadata(path)
+            .map_err(|e| ArrayError::Invalid(format!("member {i} ({}): {e}", path.display())))?;
+        if !md.is_dir() {
+            return Err(ArrayError::Invalid(format!(
+                "member {i} ({}): not a directory",
+                path.display()
+            )));
+        }
+        if let Some(other) = seen_dirs.insert((md.dev(), md.ino()), path) {
+            return Err(ArrayError::Invalid(format!(
+                "{} and {} are the same directory",
+                other.display(),
+                path.display()
+            )));
+        }
+        if let Some(other) = seen_fs.insert(md.dev(), path) {
+            if !opts.allow_same_fs {
+                return Err(ArrayError::Invalid(format!(
+                    "{} and {} are on the same filesystem: one disk failure would take both \
+                     (allow it explicitly to override)",
+                    other.display(),
+                    path.display()
+                )));
+            }
+        }
+        let m =
+            DirMember::open(path).map_err(|e| ArrayError::Invalid(format!("member {i}: {e}")))?;
+        let has_raidfs = m.exists(".raidfs").map_err(|e| ArrayError::MemberIo {
+            member: i,
+            path: path.display().to_string(),
+            context: "check for .raidfs".into(),
+            source: e,
+        })?;
+        if has_raidfs {
+            return Err(ArrayError::Invalid(format!(
+                "member {i} ({}) already holds a .raidfs directory: it belongs to an array; \
+                 remove .raidfs first if that array is no longer wanted",
+                path.display()
+            )));
+        }
+        members.push((i, Arc::new(m)));
+    }
+    let array_uuid = new_uuid();
+    let slots: Vec<MemberSlot> = (0..members.len())
+        .map(|_| MemberSlot {
+            uuid: new_uuid(),
+            state: SlotState::Active,
+        })
+        .collect();
+    let ns = Namespace::new(opts.uid, opts.gid, now_ns());
+    Meta::format(array_uuid, &members, &ns)?;
+    let code = opts.level.to_code();
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for (i, m) in &members {
+        let sb = Superblock {
+            minor: superblock::MINOR,
+            array_uuid,
+            member_uuid: slots[*i].uuid,
+            member_index: *i as u32,
+            level_code: code.code,
+            level_params: code.params,
+            chunk_size: geometry.chunk_size(),
+            clean: true,
+            events: 1,
+            journal_seq: 0,
+            created,
+            name: opts.name.clone(),
+            members: slots.clone(),
+        };
+        m.write_atomic(superblock::PATH, &sb.encode()?)
+            .map_err(|e| ArrayError::MemberIo {
+                member: *i,
+                path: m.describe(),
+                context: "write superblock".into(),
+                source: e,
+            })?;
+    }
+    tracing::info!(name = %opts.name, uuid = %superblock::uuid_string(&array_uuid), level = %opts.level,
+        members = members.len(), "array created");
+    Ok(array_uuid)
+}
