@@ -637,11 +637,14 @@ fn codes_are_stable() {
 // ---------------------------------------------------------------------------
 // Bad input.
 
+/// A refused shape and a check of the error it must give.
+type BadCase = (Level, usize, u32, fn(&LayoutError) -> bool);
+
 #[test]
 fn bad_shapes_are_refused_with_the_right_error() {
     use LayoutError::*;
     let ls = Level::Raid5(Raid5Layout::LeftSymmetric);
-    let cases: Vec<(Level, usize, u32, fn(&LayoutError) -> bool)> = vec![
+    let cases: Vec<BadCase> = vec![
         (Level::Raid0, 0, 4096, |e| matches!(e, NoMembers)),
         (Level::Raid0, 258, 4096, |e| {
             matches!(e, TooManyMembers { max: 257, .. })

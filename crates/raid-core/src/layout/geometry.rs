@@ -148,7 +148,7 @@ fn shape(level: Level, n: usize) -> Result<Shape, LayoutError> {
             if n < copies {
                 return Err(too_few(copies));
             }
-            if n % copies != 0 {
+            if !n.is_multiple_of(copies) {
                 return Err(indivisible(copies, "whole mirror sets of `copies` members"));
             }
             Shape {
@@ -164,7 +164,7 @@ fn shape(level: Level, n: usize) -> Result<Shape, LayoutError> {
             if n < 4 {
                 return Err(too_few(4));
             }
-            if n % 2 != 0 {
+            if !n.is_multiple_of(2) {
                 return Err(indivisible(2, "two equal halves"));
             }
             Shape {
@@ -189,7 +189,7 @@ fn shape(level: Level, n: usize) -> Result<Shape, LayoutError> {
             if n < min {
                 return Err(too_few(min));
             }
-            if n % groups != 0 {
+            if !n.is_multiple_of(groups) {
                 return Err(indivisible(groups, "equal groups"));
             }
             // n ≤ MAX_MEMBERS and groups ≥ 2 keep w − m far below MAX_DATA.
