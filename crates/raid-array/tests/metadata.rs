@@ -1,0 +1,507 @@
+//! Namespace operations through the public `Array` API, journal replay
+//! after a crash (drop without close), checkpoints with journal truncation,
+//! and group commit under concurrent threads.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use raid_array::meta::ops::{RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE};
+use raid_array::{Array, ArrayError, AssembleOptions, CreateOptions, FileKind, ROOT_INO, SetAttr};
+use raid_core::Level;
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dirs: Vec<PathBuf>,
+}
+
+fn fixture(n: usize, level: Level) -> (Fixture, Array) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..n).map(|i| tmp.path().join(format!("d{i}"))).collect();
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+    }
+    let mut opts = CreateOptions::new("meta", level, dirs.clone());
+    opts.allow_same_fs = true;
+    opts.chunk_size = 4096;
+    let a = Array::create(&opts).unwrap();
+    (Fixture { _tmp: tmp, dirs }, a)
+}
+
+fn reopen(f: &Fixture) -> Array {
+    Array::assemble(&AssembleOptions::new(f.dirs.clone())).unwrap()
+}
+
+fn names(a: &Array, dir: u64) -> Vec<String> {
+    a.readdir(dir, 0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| String::from_utf8(e.name).unwrap())
+        .filter(|n| n != "." && n != "..")
+        .collect()
+}
+
+#[test]
+fn create_lookup_getattr_and_errors() {
+    let (_f, a) = fixture(3, Level::Raid5(Default::default()));
+    let d = a.mkdir(ROOT_INO, os("dir"), 0o750, 1000, 1000).unwrap();
+    assert_eq!(d.kind, FileKind::Dir);
+    assert_eq!(d.perm, 0o750);
+    assert_eq!(d.nlink, 2);
+    assert_eq!(a.getattr(ROOT_INO).unwrap().nlink, 3);
+    let f = a.create_file(d.ino, os("f"), 0o644, 1000, 1000).unwrap();
+    assert_eq!(a.lookup(d.ino, os("f")).unwrap().ino, f.ino);
+    assert_eq!(a.lookup(d.ino, os("..")).unwrap().ino, ROOT_INO);
+    assert!(matches!(
+        a.lookup(d.ino, os("nope")),
+        Err(ArrayError::NotFound)
+    ));
+    assert!(matches!(
+        a.mkdir(d.ino, os("f"), 0o755, 0, 0),
+        Err(ArrayError::Exists)
+    ));
+    let long = "x".repeat(256);
+    let e = a.create_file(d.ino, os(&long), 0o644, 0, 0).unwrap_err();
+    assert!(matches!(e, ArrayError::NameTooLong));
+    assert_eq!(e.errno(), libc_enametoolong());
+    assert!(
+        a.create_file(d.ino, os(&"y".repeat(255)), 0o644, 0, 0)
+            .is_ok()
+    );
+    assert!(matches!(
+        a.rmdir(ROOT_INO, os("dir")),
+        Err(ArrayError::NotEmpty)
+    ));
+    assert!(matches!(
+        a.unlink(ROOT_INO, os("dir")),
+        Err(ArrayError::IsDir)
+    ));
+    assert!(matches!(a.rmdir(d.ino, os("f")), Err(ArrayError::NotDir)));
+    assert!(matches!(
+        a.link(d.ino, ROOT_INO, os("dirlink")),
+        Err(ArrayError::NotPermitted(_))
+    ));
+    assert!(matches!(
+        a.create_file(f.ino, os("x"), 0o644, 0, 0),
+        Err(ArrayError::NotDir)
+    ));
+    a.close().unwrap();
+}
+
+fn libc_enametoolong() -> i32 {
+    36
+}
+
+#[test]
+fn write_read_inline_and_striped_then_truncate() {
+    let (f, a) = fixture(3, Level::Raid5(Default::default()));
+    let small = a
+        .create_file(ROOT_INO, os("small"), 0o644, 0, 0)
+        .unwrap()
+        .ino;
+    a.write(small, 0, b"hello").unwrap();
+    a.write(small, 10, b"world").unwrap();
+    assert_eq!(a.read(small, 0, 100).unwrap(), b"hello\0\0\0\0\0world");
+    let big = a.create_file(ROOT_INO, os("big"), 0o644, 0, 0).unwrap().ino;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    a.write(big, 0, &data[..3000]).unwrap();
+    a.write(big, 3000, &data[3000..]).unwrap();
+    assert_eq!(a.getattr(big).unwrap().size, 100_000);
+    assert_eq!(a.read(big, 0, 200_000).unwrap(), data);
+    assert_eq!(a.read(big, 99_990, 100).unwrap(), &data[99_990..]);
+    a.setattr(
+        big,
+        &SetAttr {
+            size: Some(5000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(a.read(big, 0, 10_000).unwrap(), &data[..5000]);
+    a.setattr(
+        big,
+        &SetAttr {
+            size: Some(8000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut want = data[..5000].to_vec();
+    want.resize(8000, 0);
+    assert_eq!(a.read(big, 0, 10_000).unwrap(), want);
+    // Inline file extended past the inline limit by truncate.
+    a.setattr(
+        small,
+        &SetAttr {
+            size: Some(10_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let got = a.read(small, 0, 20_000).unwrap();
+    assert_eq!(got.len(), 10_000);
+    assert_eq!(&got[..15], b"hello\0\0\0\0\0world");
+    assert!(got[15..].iter().all(|&b| b == 0));
+    a.release(small).unwrap();
+    a.release(big).unwrap();
+    a.close().unwrap();
+    let a = reopen(&f);
+    assert_eq!(a.read(big, 0, 10_000).unwrap(), want);
+    assert_eq!(
+        &a.read(small, 0, 20).unwrap()[..15],
+        b"hello\0\0\0\0\0world"
+    );
+    a.close().unwrap();
+}
+
+#[test]
+fn rename_variants() {
+    let (_f, a) = fixture(2, Level::Raid1);
+    let d1 = a.mkdir(ROOT_INO, os("d1"), 0o755, 0, 0).unwrap().ino;
+    let d2 = a.mkdir(ROOT_INO, os("d2"), 0o755, 0, 0).unwrap().ino;
+    let x = a.create_file(d1, os("x"), 0o644, 0, 0).unwrap().ino;
+    let y = a.create_file(d2, os("y"), 0o644, 0, 0).unwrap().ino;
+    a.write(y, 0, b"yy").unwrap();
+    // NOREPLACE onto an existing name fails and changes nothing.
+    assert!(matches!(
+        a.rename(d1, os("x"), d2, os("y"), RENAME_NOREPLACE),
+        Err(ArrayError::Exists)
+    ));
+    // EXCHANGE swaps.
+    a.rename(d1, os("x"), d2, os("y"), RENAME_EXCHANGE).unwrap();
+    assert_eq!(a.lookup(d1, os("x")).unwrap().ino, y);
+    assert_eq!(a.lookup(d2, os("y")).unwrap().ino, x);
+    // Rename over an existing file replaces it; the replaced file (not open
+    // after release) is freed.
+    a.release(x).unwrap();
+    a.rename(d1, os("x"), d2, os("y"), 0).unwrap();
+    assert_eq!(a.lookup(d2, os("y")).unwrap().ino, y);
+    assert!(matches!(a.getattr(x), Err(ArrayError::NotFound)));
+    assert_eq!(a.read(y, 0, 10).unwrap(), b"yy");
+    // Directory moves: nlink of parents follow; no move below itself.
+    a.rename(ROOT_INO, os("d2"), d1, os("d2"), 0).unwrap();
+    assert_eq!(a.getattr(d1).unwrap().nlink, 3);
+    assert_eq!(a.getattr(ROOT_INO).unwrap().nlink, 3);
+    assert_eq!(a.lookup(d2, os("..")).unwrap().ino, d1);
+    assert!(matches!(
+        a.rename(ROOT_INO, os("d1"), d2, os("inside"), 0),
+        Err(ArrayError::Invalid(_))
+    ));
+    // Dir over non-empty dir / file over dir.
+    let e = a.mkdir(ROOT_INO, os("e"), 0o755, 0, 0).unwrap().ino;
+    a.mknod(e, os("z"), 0o644, 0, 0, 0).unwrap();
+    assert!(matches!(
+        a.rename(d1, os("d2"), ROOT_INO, os("e"), 0),
+        Err(ArrayError::NotEmpty)
+    ));
+    assert!(matches!(
+        a.rename(d2, os("y"), ROOT_INO, os("e"), 0),
+        Err(ArrayError::IsDir)
+    ));
+    a.unlink(e, os("z")).unwrap();
+    a.rename(d1, os("d2"), ROOT_INO, os("e"), 0).unwrap();
+    assert_eq!(a.lookup(ROOT_INO, os("e")).unwrap().ino, d2);
+    a.close().unwrap();
+}
+
+#[test]
+fn unlink_while_open_keeps_data_until_release() {
+    let (f, a) = fixture(2, Level::Raid1);
+    let ino = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
+    let data = vec![7u8; 20_000];
+    a.write(ino, 0, &data).unwrap();
+    a.unlink(ROOT_INO, os("f")).unwrap();
+    assert!(matches!(
+        a.lookup(ROOT_INO, os("f")),
+        Err(ArrayError::NotFound)
+    ));
+    assert_eq!(a.getattr(ino).unwrap().nlink, 0);
+    assert_eq!(a.read(ino, 0, 30_000).unwrap(), data);
+    a.release(ino).unwrap();
+    assert!(matches!(a.getattr(ino), Err(ArrayError::NotFound)));
+    // A crash while an unlinked file is open: the orphan is freed at assemble.
+    let g = a.create_file(ROOT_INO, os("g"), 0o644, 0, 0).unwrap().ino;
+    a.write(g, 0, &data).unwrap();
+    a.unlink(ROOT_INO, os("g")).unwrap();
+    drop(a);
+    let a = reopen(&f);
+    assert!(matches!(a.getattr(g), Err(ArrayError::NotFound)));
+    a.close().unwrap();
+}
+
+#[test]
+fn symlinks_hardlinks_xattrs_and_special_files() {
+    let (f, a) = fixture(2, Level::Raid1);
+    let s = a
+        .symlink(ROOT_INO, os("s"), os("../target/x"), 5, 6)
+        .unwrap();
+    assert_eq!(s.kind, FileKind::Symlink);
+    assert_eq!(s.size, 11);
+    assert_eq!(a.readlink(s.ino).unwrap(), b"../target/x");
+    let file = a.create_file(ROOT_INO, os("f"), 0o600, 0, 0).unwrap().ino;
+    a.link(file, ROOT_INO, os("f2")).unwrap();
+    assert_eq!(a.getattr(file).unwrap().nlink, 2);
+    a.write(file, 0, b"shared").unwrap();
+    assert_eq!(
+        a.read(a.lookup(ROOT_INO, os("f2")).unwrap().ino, 0, 10)
+            .unwrap(),
+        b"shared"
+    );
+    a.unlink(ROOT_INO, os("f")).unwrap();
+    assert_eq!(a.getattr(file).unwrap().nlink, 1);
+    a.setxattr(file, os("user.a"), b"1", 0).unwrap();
+    a.setxattr(file, os("user.b"), b"2", XATTR_CREATE).unwrap();
+    assert!(matches!(
+        a.setxattr(file, os("user.b"), b"3", XATTR_CREATE),
+        Err(ArrayError::Exists)
+    ));
+    assert!(matches!(
+        a.setxattr(file, os("user.c"), b"3", XATTR_REPLACE),
+        Err(ArrayError::NoAttr)
+    ));
+    a.setxattr(file, os("user.b"), b"22", XATTR_REPLACE)
+        .unwrap();
+    assert_eq!(
+        a.listxattr(file).unwrap(),
+        vec![b"user.a".to_vec(), b"user.b".to_vec()]
+    );
+    a.removexattr(file, os("user.a")).unwrap();
+    assert!(matches!(
+        a.getxattr(file, os("user.a")),
+        Err(ArrayError::NoAttr)
+    ));
+    let fifo = a.mknod(ROOT_INO, os("p"), 0o010644, 0, 0, 0).unwrap();
+    assert_eq!(fifo.kind, FileKind::Fifo);
+    let dev = a.mknod(ROOT_INO, os("c"), 0o020600, 0x0103, 0, 0).unwrap();
+    assert_eq!((dev.kind, dev.rdev), (FileKind::CharDev, 0x0103));
+    a.setattr(
+        file,
+        &SetAttr {
+            mode: Some(0o4755),
+            uid: Some(9),
+            gid: Some(8),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    a.release(file).unwrap();
+    a.close().unwrap();
+    let a = reopen(&f);
+    let at = a.getattr(file).unwrap();
+    assert_eq!(
+        (at.perm, at.uid, at.gid, at.kind),
+        (0o4755, 9, 8, FileKind::File)
+    );
+    assert_eq!(a.getxattr(file, os("user.b")).unwrap(), b"22");
+    assert_eq!(a.readlink(s.ino).unwrap(), b"../target/x");
+    assert_eq!(a.lookup(ROOT_INO, os("c")).unwrap().rdev, 0x0103);
+    a.close().unwrap();
+}
+
+#[test]
+fn readdir_offsets_are_stable_under_changes() {
+    let (_f, a) = fixture(2, Level::Raid1);
+    for i in 0..20 {
+        a.mknod(ROOT_INO, os(&format!("f{i:02}")), 0o644, 0, 0, 0)
+            .unwrap();
+    }
+    let first = a.readdir(ROOT_INO, 0, 7).unwrap();
+    assert_eq!(first.len(), 7);
+    assert_eq!(first[0].name, b".");
+    assert_eq!(first[1].name, b"..");
+    let resume = first.last().unwrap().offset;
+    // Remove an entry already returned and one not yet returned; add one.
+    a.unlink(ROOT_INO, os("f00")).unwrap();
+    a.unlink(ROOT_INO, os("f10")).unwrap();
+    a.mknod(ROOT_INO, os("new"), 0o644, 0, 0, 0).unwrap();
+    let rest: Vec<String> = a
+        .readdir(ROOT_INO, resume, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| String::from_utf8(e.name).unwrap())
+        .collect();
+    let mut want: Vec<String> = (5..20)
+        .filter(|&i| i != 10)
+        .map(|i| format!("f{i:02}"))
+        .collect();
+    want.push("new".into());
+    assert_eq!(rest, want);
+    a.close().unwrap();
+}
+
+#[test]
+fn journal_replays_after_crash() {
+    let (f, a) = fixture(3, Level::Raid5(Default::default()));
+    let d = a.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).unwrap().ino;
+    let x = a.create_file(d, os("x"), 0o644, 0, 0).unwrap().ino;
+    a.write(x, 0, b"inline data").unwrap();
+    a.fsync(x, false).unwrap();
+    a.rename(d, os("x"), ROOT_INO, os("moved"), 0).unwrap();
+    a.setxattr(x, os("user.k"), b"v", 0).unwrap();
+    let before = (names(&a, ROOT_INO), a.getattr(x).unwrap());
+    drop(a); // crash: no close, no checkpoint
+    let a = reopen(&f);
+    assert!(!a.status().clean);
+    assert_eq!((names(&a, ROOT_INO), a.getattr(x).unwrap()), before);
+    assert_eq!(a.read(x, 0, 100).unwrap(), b"inline data");
+    assert_eq!(a.getxattr(x, os("user.k")).unwrap(), b"v");
+    // Crash again right after the replay: still the same.
+    drop(a);
+    let a = reopen(&f);
+    assert_eq!((names(&a, ROOT_INO), a.getattr(x).unwrap()), before);
+    a.close().unwrap();
+    let a = reopen(&f);
+    assert!(a.status().clean || a.status().events > 0);
+    a.close().unwrap();
+}
+
+#[test]
+fn torn_journal_tail_is_ignored() {
+    let (f, a) = fixture(2, Level::Raid1);
+    a.mkdir(ROOT_INO, os("kept"), 0o755, 0, 0).unwrap();
+    drop(a);
+    // Append garbage (a torn record) to every member's journal segment.
+    for d in &f.dirs {
+        let meta = d.join(".raidfs/meta");
+        for e in std::fs::read_dir(&meta).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("journal-")
+            {
+                use std::io::Write;
+                let mut file = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+                file.write_all(&[40, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
+            }
+        }
+    }
+    let a = reopen(&f);
+    assert_eq!(names(&a, ROOT_INO), vec!["kept"]);
+    a.mkdir(ROOT_INO, os("after"), 0o755, 0, 0).unwrap();
+    drop(a);
+    let a = reopen(&f);
+    assert_eq!(names(&a, ROOT_INO), vec!["kept", "after"]);
+    a.close().unwrap();
+}
+
+fn meta_files(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join(".raidfs/meta"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn checkpoint_truncates_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("d{i}"))).collect();
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+    }
+    let mut c = CreateOptions::new("ckpt", Level::Raid1, dirs.clone());
+    c.allow_same_fs = true;
+    raid_array::create::create(&c).unwrap();
+    let mut o = AssembleOptions::new(dirs.clone());
+    o.checkpoint_bytes = 16 * 1024;
+    let a = Array::assemble(&o).unwrap();
+    for i in 0..400 {
+        a.mknod(ROOT_INO, os(&format!("file-{i:04}")), 0o644, 0, 0, 0)
+            .unwrap();
+    }
+    // Automatic checkpoints happened: one checkpoint and one segment remain.
+    for d in &dirs {
+        let files = meta_files(d);
+        assert_eq!(
+            files
+                .iter()
+                .filter(|n| n.starts_with("checkpoint-"))
+                .count(),
+            1,
+            "{files:?}"
+        );
+        assert_eq!(
+            files.iter().filter(|n| n.starts_with("journal-")).count(),
+            1,
+            "{files:?}"
+        );
+        let seg = files.iter().find(|n| n.starts_with("journal-")).unwrap();
+        assert!(
+            std::fs::metadata(d.join(".raidfs/meta").join(seg))
+                .unwrap()
+                .len()
+                < 16 * 1024 + 4096
+        );
+    }
+    let seq = a.checkpoint().unwrap();
+    for d in &dirs {
+        let files = meta_files(d);
+        assert_eq!(
+            files,
+            vec![
+                format!("checkpoint-{seq:020}"),
+                format!("journal-{:020}", seq + 1)
+            ]
+        );
+    }
+    a.mknod(ROOT_INO, os("after-checkpoint"), 0o644, 0, 0, 0)
+        .unwrap();
+    drop(a);
+    let a = Array::assemble(&o).unwrap();
+    assert_eq!(names(&a, ROOT_INO).len(), 401);
+    a.close().unwrap();
+}
+
+#[test]
+fn group_commit_batches_concurrent_committers() {
+    let (f, a) = fixture(2, Level::Raid1);
+    let a = Arc::new(a);
+    let before = a.status().journal_commits;
+    let threads = 8;
+    let per = 50;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let a = a.clone();
+            s.spawn(move || {
+                let d = a
+                    .mkdir(ROOT_INO, os(&format!("t{t}")), 0o755, 0, 0)
+                    .unwrap()
+                    .ino;
+                for i in 0..per {
+                    a.mknod(d, os(&format!("f{i}")), 0o644, 0, 0, 0).unwrap();
+                }
+            });
+        }
+    });
+    let ops = (threads * (per + 1)) as u64;
+    let commits = a.status().journal_commits - before;
+    // Every operation waited for durability, yet they shared batches.
+    assert!(
+        commits < ops,
+        "{commits} commits for {ops} synchronous operations"
+    );
+    let a = Arc::into_inner(a).unwrap();
+    drop(a);
+    let a = reopen(&f);
+    for t in 0..threads {
+        let d = a.lookup(ROOT_INO, os(&format!("t{t}"))).unwrap().ino;
+        assert_eq!(names(&a, d).len(), per);
+    }
+    a.close().unwrap();
+}
+
+#[test]
+fn statfs_reports_usable_capacity() {
+    let (_f, a) = fixture(3, Level::Raid5(Default::default()));
+    let s = a.statfs().unwrap();
+    assert_eq!(s.namelen, 255);
+    assert!(s.blocks > 0 && s.bavail <= s.blocks);
+    a.close().unwrap();
+}
