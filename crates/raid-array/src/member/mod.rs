@@ -15,6 +15,7 @@
 //! directory underneath its mount point.
 
 pub mod dir;
+pub mod faulty;
 
 use std::io;
 use std::sync::Arc;

@@ -1,0 +1,1124 @@
+//! The data path: file contents striped over the members with redundancy
+//! and a checksum per 4 KiB block.
+//!
+//! A file's logical bytes are cut into stripes of `data_chunks_per_stripe`
+//! chunks; stripe `s` of inode `ino` uses the map `geometry.stripe(s + ino)`
+//! (see [`layout`]) and every member keeps its chunk of stripe `s` at byte
+//! `s × chunk_size` of its shard ([`shard`]), with checksums in a sidecar
+//! ([`checksum`]).
+//!
+//! # Writes
+//!
+//! A call is cut into batches of whole stripes. Per redundancy group the
+//! written column range is widened to 4 KiB blocks; data chunks the write
+//! covers completely need no read, others are read (reconstruct-write) and
+//! the new bytes laid over them; parity is encoded once per group and all
+//! touched chunks go to every writable member in parallel, one contiguous
+//! write per run of stripes. Bytes past the file's end are zeros by
+//! invariant, so appends never read them. Before any chunk is written its
+//! stripes are marked dirty in the write-intent log ([`crate::intent`]).
+//!
+//! # Reads
+//!
+//! Only the data chunks touched are read, in parallel per member, and every
+//! block is verified. A block that fails (I/O error, checksum mismatch,
+//! member failed) is rebuilt from the rest of its group, returned, written
+//! back to the member it came from, and counted in [`Health`]. What cannot
+//! be rebuilt is an error (EIO), never invented bytes.
+//!
+//! # Invariants
+//!
+//! - Bytes of a shard past the file's logical end are zero or absent
+//!   (`truncate` and writes past the end re-establish this with [`DataStore::cut`]).
+//! - Parity of every group matches its data, except in stripes listed dirty
+//!   in the write-intent log.
+
+pub mod checksum;
+pub(crate) mod layout;
+pub(crate) mod shard;
+
+use std::io;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use raid_core::Geometry;
+use tracing::{debug, warn};
+
+use crate::error::{ArrayError, Result};
+use crate::health::{Health, MemberState};
+use crate::intent::{self, IntentLog, IntentRecord, Targets};
+use crate::member::Member;
+use checksum::BLOCK;
+use layout::{Group, Layout, Plan, Protect};
+use shard::Handles;
+
+/// Member buffer bytes per batch: bounds memory per call.
+const BATCH_BYTES: u64 = 16 << 20;
+/// Dirty regions tolerated before every dirty file is synced and the log cleared.
+const MAX_DIRTY_REGIONS: usize = 2048;
+/// Lock stripes for per-inode locking.
+const LOCKS: usize = 256;
+
+/// The striped file store over the members of one array.
+pub struct DataStore {
+    pub(crate) layout: Layout,
+    members: RwLock<Vec<Option<Arc<dyn Member>>>>,
+    pub(crate) health: Arc<Health>,
+    handles: Handles,
+    locks: Vec<RwLock<()>>,
+    pub(crate) intent: IntentLog,
+    loaded_intent: IntentRecord,
+    pool: Mutex<Vec<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for DataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataStore")
+            .field("geometry", &self.layout.geometry)
+            .field("health", &self.health)
+            .finish()
+    }
+}
+
+/// One chunk range of one member in a batch.
+#[derive(Debug, Clone)]
+struct Seg {
+    member: usize,
+    /// Byte offset within the chunk.
+    col: usize,
+    len: usize,
+    /// Offset in the member's batch buffer.
+    buf: usize,
+    read: bool,
+    write: bool,
+    /// The read succeeded and verified (or was not needed).
+    ok: bool,
+}
+
+/// One group of one stripe in a batch; `segs` are its positions in order.
+struct Work {
+    stripe: u64,
+    plan: Arc<Plan>,
+    group: usize,
+    lo: usize,
+    hi: usize,
+    segs: std::ops::Range<usize>,
+}
+
+#[derive(Default)]
+struct Batch {
+    segs: Vec<Seg>,
+    works: Vec<Work>,
+    bufs: Vec<Vec<u8>>,
+    fill: Vec<usize>,
+    by_member: Vec<Vec<usize>>,
+}
+
+impl Batch {
+    fn seg(&mut self, member: usize, col: usize, len: usize, read: bool, write: bool) {
+        let buf = self.fill[member];
+        self.fill[member] += len;
+        self.by_member[member].push(self.segs.len());
+        self.segs.push(Seg {
+            member,
+            col,
+            len,
+            buf,
+            read,
+            write,
+            ok: !read,
+        });
+    }
+}
+
+/// Result of reading one group's column range from every position.
+pub(crate) struct GroupScan {
+    /// Contents per position (reconstructed where it was bad and could be).
+    pub bufs: Vec<Vec<u8>>,
+    /// Blocks found bad (I/O error, mismatch, member not readable) per position.
+    pub bad_blocks: u64,
+    /// Blocks found bad on readable members (real mismatches or read errors).
+    pub mismatches: u64,
+    /// Blocks rewritten on their member.
+    pub repaired: u64,
+    /// (position, block) that could not be rebuilt.
+    pub lost: Vec<(usize, usize)>,
+}
+
+fn align_down(x: usize) -> usize {
+    x & !(BLOCK - 1)
+}
+
+fn align_up(x: usize) -> usize {
+    x.div_ceil(BLOCK) * BLOCK
+}
+
+impl DataStore {
+    /// A store over `members` (`None` = missing) laid out by `geometry`.
+    /// Reads the write-intent log left by the last run; it stays dirty
+    /// until [`crate::ops::resync`] has checked it.
+    pub fn new(
+        geometry: Geometry,
+        members: Vec<Option<Arc<dyn Member>>>,
+        health: Arc<Health>,
+    ) -> Result<Self> {
+        if health.len() != members.len() {
+            return Err(ArrayError::Invalid(format!(
+                "{} member slots but health tracks {}",
+                members.len(),
+                health.len()
+            )));
+        }
+        for (i, m) in members.iter().enumerate() {
+            if m.is_none() && health.state(i).writable() {
+                health.set_state(i, MemberState::Missing);
+            }
+        }
+        let layout = Layout::new(geometry, members.len())?;
+        let loaded_intent = intent::load(&members);
+        if !loaded_intent.is_clean() {
+            warn!(
+                regions = loaded_intent.regions.len(),
+                overflow = loaded_intent.overflow,
+                "unclean shutdown: stripes need resync"
+            );
+        }
+        Ok(DataStore {
+            layout,
+            members: RwLock::new(members),
+            health,
+            handles: Handles::default(),
+            locks: (0..LOCKS).map(|_| RwLock::new(())).collect(),
+            intent: IntentLog::new(&loaded_intent),
+            loaded_intent,
+            pool: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The geometry files are laid out with.
+    pub fn geometry(&self) -> &Geometry {
+        &self.layout.geometry
+    }
+
+    /// Member health shared with the rest of the engine.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// The write-intent record found at start-up (what [`crate::ops::resync`] must check).
+    pub fn startup_intent(&self) -> &IntentRecord {
+        &self.loaded_intent
+    }
+
+    /// What is dirty now (start-up leftovers plus unsynced writes).
+    pub fn dirty_intent(&self) -> IntentRecord {
+        self.intent.snapshot()
+    }
+
+    /// Member in slot `i`, if present.
+    pub fn member(&self, i: usize) -> Option<Arc<dyn Member>> {
+        self.members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(i)
+            .cloned()
+            .flatten()
+    }
+
+    /// Put `member` in slot `i` (a rebuild target) and forget open files of
+    /// the old one. The caller sets the state.
+    pub fn set_member(&self, i: usize, member: Option<Arc<dyn Member>>) {
+        let mut g = self.members.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = g.get_mut(i) {
+            *slot = member;
+        }
+        self.handles.forget_member(i);
+    }
+
+    fn lock_read(&self, ino: u64) -> RwLockReadGuard<'_, ()> {
+        self.locks[(ino % LOCKS as u64) as usize]
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn lock_write(&self, ino: u64) -> RwLockWriteGuard<'_, ()> {
+        self.locks[(ino % LOCKS as u64) as usize]
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn targets(&self) -> Targets {
+        let g = self.members.read().unwrap_or_else(|e| e.into_inner());
+        g.iter()
+            .enumerate()
+            .filter(|(i, _)| self.health.state(*i).writable())
+            .filter_map(|(i, m)| m.clone().map(|m| (i, m)))
+            .collect()
+    }
+
+    fn take_buf(&self, len: usize) -> Vec<u8> {
+        let mut v = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        v.resize(len, 0);
+        v
+    }
+
+    fn give_buf(&self, v: Vec<u8>) {
+        let mut p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if p.len() < 64 {
+            p.push(v);
+        }
+    }
+
+    fn fail_member(&self, i: usize, what: &str, e: &io::Error) {
+        self.health.mark_failed(i, &format!("{what}: {e}"));
+        self.handles.forget_member(i);
+    }
+
+    /// Refuse to write when some group has lost more members than it tolerates.
+    fn check_writable(&self) -> Result<()> {
+        if self.layout.survives(&self.health, MemberState::writable) {
+            Ok(())
+        } else {
+            Err(ArrayError::ArrayFailed(format!(
+                "too many members failed to write safely: {:?}",
+                self.health.states()
+            )))
+        }
+    }
+
+    // ----- member I/O -----------------------------------------------------
+
+    /// Read `buf.len()` (a multiple of BLOCK) bytes of `ino`'s shard at
+    /// `off` on member `j` and verify them; returns the indices of bad blocks.
+    pub(crate) fn read_verified(
+        &self,
+        j: usize,
+        ino: u64,
+        off: u64,
+        buf: &mut [u8],
+    ) -> io::Result<Vec<usize>> {
+        let member = self
+            .member(j)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
+        let shard = self.handles.get(j, member.as_ref(), ino, false)?;
+        let n = shard.data.read_at(off, buf)?;
+        buf[n..].fill(0);
+        let mut sums = vec![0u8; buf.len() / BLOCK * checksum::ENTRY];
+        let sn = shard
+            .sums
+            .read_at(off / BLOCK as u64 * checksum::ENTRY as u64, &mut sums)?;
+        sums[sn..].fill(0);
+        let bad = checksum::bad_blocks(buf, &sums);
+        if !bad.is_empty() {
+            self.health.count_mismatch(j, bad.len() as u64);
+            debug!(
+                member = j,
+                ino,
+                off,
+                blocks = bad.len(),
+                "checksum mismatch"
+            );
+        }
+        Ok(bad)
+    }
+
+    /// Write `data` (whole blocks) at `off` of `ino`'s shard on member `j`,
+    /// then its checksums.
+    pub(crate) fn write_blocks(&self, j: usize, ino: u64, off: u64, data: &[u8]) -> io::Result<()> {
+        let member = self
+            .member(j)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
+        let shard = self.handles.get(j, member.as_ref(), ino, true)?;
+        shard.data.write_at(off, data)?;
+        let mut sums = vec![0u8; data.len() / BLOCK * checksum::ENTRY];
+        checksum::encode_sums(data, &mut sums);
+        shard
+            .sums
+            .write_at(off / BLOCK as u64 * checksum::ENTRY as u64, &sums)
+    }
+
+    /// Run the reads of a batch, one thread per member.
+    fn batch_reads(&self, ino: u64, b: &mut Batch, chunk: u64, stripes: &[u64]) {
+        let Batch {
+            segs,
+            bufs,
+            by_member,
+            ..
+        } = b;
+        let segs_ro: &Vec<Seg> = segs;
+        let results: Vec<Vec<(usize, bool)>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = bufs
+                .iter_mut()
+                .enumerate()
+                .map(|(j, buf)| {
+                    let list = &by_member[j];
+                    sc.spawn(move || {
+                        let mut out = Vec::new();
+                        if list.iter().all(|&i| !segs_ro[i].read) {
+                            return out;
+                        }
+                        let readable = self.health.state(j).readable();
+                        let mut i = 0;
+                        while i < list.len() {
+                            let s = &segs_ro[list[i]];
+                            if !s.read {
+                                i += 1;
+                                continue;
+                            }
+                            // Merge following segments contiguous on the member and in the buffer.
+                            let start_off = stripes[list[i]] * chunk + s.col as u64;
+                            let mut end = i + 1;
+                            let mut len = s.len;
+                            while end < list.len() {
+                                let t = &segs_ro[list[end]];
+                                let t_off = stripes[list[end]] * chunk + t.col as u64;
+                                if !t.read
+                                    || t_off != start_off + len as u64
+                                    || t.buf != s.buf + len
+                                {
+                                    break;
+                                }
+                                len += t.len;
+                                end += 1;
+                            }
+                            let run = &mut buf[s.buf..s.buf + len];
+                            let res = if readable {
+                                self.read_verified(j, ino, start_off, run)
+                            } else {
+                                Err(io::Error::other("member not readable"))
+                            };
+                            match res {
+                                Ok(bad) => {
+                                    let mut base = 0;
+                                    for &si in &list[i..end] {
+                                        let sl = segs_ro[si].len;
+                                        let lo = base / BLOCK;
+                                        let hi = (base + sl) / BLOCK;
+                                        let ok = !bad.iter().any(|&x| x >= lo && x < hi);
+                                        out.push((si, ok));
+                                        base += sl;
+                                    }
+                                }
+                                Err(e) => {
+                                    if readable {
+                                        self.health.count_read_error(j);
+                                        debug!(member = j, ino, error = %e, "read failed");
+                                    }
+                                    for &si in &list[i..end] {
+                                        out.push((si, false));
+                                    }
+                                }
+                            }
+                            i = end;
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for r in results {
+            for (si, ok) in r {
+                segs[si].ok = ok;
+            }
+        }
+    }
+
+    /// Run the writes of a batch, one thread per writable member. Members
+    /// whose write fails are marked failed.
+    fn batch_writes(&self, ino: u64, b: &Batch, chunk: u64, stripes: &[u64]) {
+        let Batch {
+            segs,
+            bufs,
+            by_member,
+            ..
+        } = b;
+        std::thread::scope(|sc| {
+            for (j, buf) in bufs.iter().enumerate() {
+                let list = &by_member[j];
+                if list.iter().all(|&i| !segs[i].write) || !self.health.state(j).writable() {
+                    continue;
+                }
+                sc.spawn(move || {
+                    let mut i = 0;
+                    while i < list.len() {
+                        let s = &segs[list[i]];
+                        if !s.write {
+                            i += 1;
+                            continue;
+                        }
+                        let start_off = stripes[list[i]] * chunk + s.col as u64;
+                        let mut end = i + 1;
+                        let mut len = s.len;
+                        while end < list.len() {
+                            let t = &segs[list[end]];
+                            let t_off = stripes[list[end]] * chunk + t.col as u64;
+                            if !t.write || t_off != start_off + len as u64 || t.buf != s.buf + len {
+                                break;
+                            }
+                            len += t.len;
+                            end += 1;
+                        }
+                        if let Err(e) =
+                            self.write_blocks(j, ino, start_off, &buf[s.buf..s.buf + len])
+                        {
+                            self.health.count_write_error(j);
+                            self.fail_member(j, "write failed", &e);
+                            return;
+                        }
+                        i = end;
+                    }
+                });
+            }
+        });
+    }
+
+    // ----- group scan and repair (slow path, scrub, resync, rebuild) -------
+
+    /// Read column range `[lo, hi)` of every position of group `g` of stripe
+    /// `stripe`, verify every block, rebuild bad blocks from the others, and
+    /// (with `repair`) write rebuilt blocks back to readable members.
+    pub(crate) fn scan_group(
+        &self,
+        ino: u64,
+        stripe: u64,
+        g: &Group,
+        lo: usize,
+        hi: usize,
+        repair: bool,
+    ) -> GroupScan {
+        let len = hi - lo;
+        let nblocks = len / BLOCK;
+        let w = g.width();
+        let off = stripe * self.layout.chunk + lo as u64;
+        let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; len]; w];
+        // bad[p][b]: block b of position p is not trustworthy.
+        let mut bad = vec![vec![false; nblocks]; w];
+        let mut on_disk_bad = vec![vec![false; nblocks]; w];
+        let mut mismatches = 0;
+        for p in 0..w {
+            let j = g.members[p];
+            if !self.health.state(j).readable() {
+                bad[p].fill(true);
+                continue;
+            }
+            match self.read_verified(j, ino, off, &mut bufs[p]) {
+                Ok(bl) => {
+                    for b in bl {
+                        bad[p][b] = true;
+                        on_disk_bad[p][b] = true;
+                        mismatches += 1;
+                    }
+                }
+                Err(e) => {
+                    self.health.count_read_error(j);
+                    debug!(member = j, ino, error = %e, "read failed during group scan");
+                    bad[p].fill(true);
+                    on_disk_bad[p].fill(true);
+                    mismatches += nblocks as u64;
+                }
+            }
+        }
+        let mut lost = Vec::new();
+        let mut repaired = 0;
+        let mut bad_blocks = 0;
+        let tol = g.tolerance();
+        for b in 0..nblocks {
+            let missing: Vec<usize> = (0..w).filter(|&p| bad[p][b]).collect();
+            if missing.is_empty() {
+                continue;
+            }
+            bad_blocks += missing.len() as u64;
+            let r = b * BLOCK..(b + 1) * BLOCK;
+            // Keep what the disk returned, to recognise a corrupt checksum entry.
+            let before: Vec<Vec<u8>> = missing
+                .iter()
+                .map(|&p| bufs[p][r.clone()].to_vec())
+                .collect();
+            let rebuilt = missing.len() <= tol
+                && match &g.protect {
+                    Protect::None => false,
+                    Protect::Mirror => {
+                        let Some(src) = (0..w).find(|p| !bad[*p][b]) else {
+                            unreachable_none()
+                        };
+                        let good = bufs[src][r.clone()].to_vec();
+                        for &p in &missing {
+                            bufs[p][r.clone()].copy_from_slice(&good);
+                        }
+                        true
+                    }
+                    Protect::Parity(codec) => {
+                        let mut refs: Vec<&mut [u8]> =
+                            bufs.iter_mut().map(|v| &mut v[r.clone()]).collect();
+                        codec.reconstruct(&mut refs, &missing).is_ok()
+                    }
+                };
+            if !rebuilt {
+                for &p in &missing {
+                    lost.push((p, b));
+                }
+                continue;
+            }
+            for (mi, &p) in missing.iter().enumerate() {
+                let j = g.members[p];
+                if !on_disk_bad[p][b] || !repair || !self.health.state(j).readable() {
+                    continue;
+                }
+                let same = before[mi] == bufs[p][r.clone()];
+                let boff = off + (b * BLOCK) as u64;
+                if same {
+                    debug!(
+                        member = j,
+                        ino,
+                        off = boff,
+                        "checksum entry was wrong; data agrees with redundancy"
+                    );
+                }
+                match self.write_blocks(j, ino, boff, &bufs[p][r.clone()]) {
+                    Ok(()) => {
+                        repaired += 1;
+                        self.health.count_repaired(j, 1, BLOCK as u64);
+                    }
+                    Err(e) => {
+                        self.health.count_write_error(j);
+                        self.fail_member(j, "repair write failed", &e);
+                    }
+                }
+            }
+        }
+        GroupScan {
+            bufs,
+            bad_blocks,
+            mismatches,
+            repaired,
+            lost,
+        }
+    }
+
+    // ----- public API ------------------------------------------------------
+
+    /// Write `data` at `offset` of inode `ino`, whose logical size before
+    /// the write is `file_size`.
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8], file_size: u64) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        {
+            let _g = self.lock_write(ino);
+            self.check_writable()?;
+            if offset > file_size {
+                // The hole must read as zeros: clear whatever a failed or
+                // crashed write may have left past the old end.
+                self.cut(ino, file_size)?;
+            }
+            self.write_locked(ino, offset, data, file_size)?;
+        }
+        if self.intent.dirty_regions() > MAX_DIRTY_REGIONS {
+            self.sync_all_dirty()?;
+        }
+        Ok(())
+    }
+
+    fn write_locked(&self, ino: u64, offset: u64, data: &[u8], file_size: u64) -> Result<()> {
+        let sdb = self.layout.stripe_data;
+        let chunk = self.layout.chunk;
+        let n = self.layout.members;
+        let end = offset + data.len() as u64;
+        let first = offset / sdb;
+        let last = (end - 1) / sdb;
+        let per_batch = (BATCH_BYTES / (chunk * n as u64)).max(1);
+        // Every writable member gets the shard, so a missing shard on an
+        // active member later means lost data, not a hole.
+        for (j, m) in self.targets() {
+            if let Err(e) = self.handles.get(j, m.as_ref(), ino, true) {
+                self.health.count_write_error(j);
+                self.fail_member(j, "cannot create shard", &e);
+            }
+        }
+        self.check_writable()?;
+        self.intent
+            .mark(ino, first, last, &self.targets(), &self.health)?;
+        let mut s = first;
+        while s <= last {
+            let until = (s + per_batch - 1).min(last);
+            self.write_batch(ino, s, until, offset, data, file_size)?;
+            s = until + 1;
+        }
+        self.check_writable()
+    }
+
+    fn write_batch(
+        &self,
+        ino: u64,
+        first: u64,
+        last: u64,
+        offset: u64,
+        data: &[u8],
+        file_size: u64,
+    ) -> Result<()> {
+        let sdb = self.layout.stripe_data;
+        let chunk = self.layout.chunk;
+        let cs = chunk as usize;
+        let n = self.layout.members;
+        let end = offset + data.len() as u64;
+        let mut b = Batch {
+            fill: vec![0; n],
+            by_member: vec![Vec::new(); n],
+            ..Default::default()
+        };
+        // Stripe number of each segment, parallel to b.segs.
+        let mut seg_stripe = Vec::new();
+        for s in first..=last {
+            let plan = self.layout.plan(ino, s)?;
+            for (gi, g) in plan.groups.iter().enumerate() {
+                // Column range touched in this group.
+                let mut lo = usize::MAX;
+                let mut hi = 0;
+                for i in 0..g.data {
+                    let cf = s * sdb + (g.first + i) as u64 * chunk;
+                    let a = offset.max(cf);
+                    let z = end.min(cf + chunk);
+                    if a < z {
+                        lo = lo.min(align_down((a - cf) as usize));
+                        hi = hi.max(align_up((z - cf) as usize).min(cs));
+                    }
+                }
+                if lo >= hi {
+                    continue;
+                }
+                let start = b.segs.len();
+                let parity = matches!(g.protect, Protect::Parity(_));
+                for p in 0..g.width() {
+                    let j = g.members[p];
+                    if p < g.data {
+                        let cf = s * sdb + (g.first + p) as u64 * chunk;
+                        let a = offset.max(cf + lo as u64);
+                        let z = end.min(cf + hi as u64);
+                        let touched = a < z;
+                        let covers = a <= cf + lo as u64 && z >= cf + hi as u64;
+                        // Column where the file's old end falls, clamped to the range.
+                        let eof = (file_size.saturating_sub(cf) as usize).clamp(lo, hi);
+                        let below_uncovered = if touched {
+                            // Old bytes [lo, eof) not overwritten by the new data.
+                            let (ta, tz) = ((a - cf) as usize, (z - cf) as usize);
+                            lo < eof && (ta > lo || tz < eof)
+                        } else {
+                            lo < eof
+                        };
+                        let read = !covers && below_uncovered && (parity || touched);
+                        let write = touched || (parity && eof < hi);
+                        b.seg(j, lo, hi - lo, read, write);
+                    } else {
+                        b.seg(j, lo, hi - lo, false, true);
+                    }
+                    seg_stripe.push(s);
+                }
+                b.works.push(Work {
+                    stripe: s,
+                    plan: plan.clone(),
+                    group: gi,
+                    lo,
+                    hi,
+                    segs: start..b.segs.len(),
+                });
+            }
+        }
+        b.bufs = (0..n).map(|j| self.take_buf(b.fill[j])).collect();
+        self.batch_reads(ino, &mut b, chunk, &seg_stripe);
+        let result = self.fill_and_encode(ino, &mut b, offset, data, file_size);
+        if result.is_ok() {
+            self.batch_writes(ino, &b, chunk, &seg_stripe);
+        }
+        for v in b.bufs.drain(..) {
+            self.give_buf(v);
+        }
+        result
+    }
+
+    /// Rebuild unreadable old contents, zero bytes past the old end, lay the
+    /// new data over the chunks and compute redundancy.
+    fn fill_and_encode(
+        &self,
+        ino: u64,
+        b: &mut Batch,
+        offset: u64,
+        data: &[u8],
+        file_size: u64,
+    ) -> Result<()> {
+        let sdb = self.layout.stripe_data;
+        let chunk = self.layout.chunk;
+        let end = offset + data.len() as u64;
+        for w in &b.works {
+            let g = &w.plan.groups[w.group];
+            let segs = &b.segs[w.segs.clone()];
+            if segs.iter().any(|s| s.read && !s.ok) {
+                let scan = self.scan_group(ino, w.stripe, g, w.lo, w.hi, true);
+                for p in 0..g.data {
+                    let s = &segs[p];
+                    if s.read && !s.ok {
+                        if scan.lost.iter().any(|&(lp, _)| lp == p) {
+                            return Err(self.unrecoverable(
+                                ino,
+                                w.stripe,
+                                "old contents needed for a partial-stripe write",
+                            ));
+                        }
+                        b.bufs[s.member][s.buf..s.buf + s.len].copy_from_slice(&scan.bufs[p]);
+                    }
+                }
+            }
+            for p in 0..g.data {
+                let s = &segs[p];
+                let cf = w.stripe * sdb + (g.first + p) as u64 * chunk;
+                let buf = &mut b.bufs[s.member][s.buf..s.buf + s.len];
+                let col0 = cf + s.col as u64;
+                let a = offset.max(col0);
+                let z = end.min(col0 + s.len as u64);
+                // Zero what was not read (unless the new data covers it all)
+                // and whatever lies past the old end.
+                if !s.read {
+                    if !(a == col0 && z == col0 + s.len as u64) {
+                        buf.fill(0);
+                    }
+                } else if file_size < col0 + s.len as u64 {
+                    let from = file_size.saturating_sub(col0) as usize;
+                    buf[from..].fill(0);
+                }
+                if a < z {
+                    buf[(a - col0) as usize..(z - col0) as usize]
+                        .copy_from_slice(&data[(a - offset) as usize..(z - offset) as usize]);
+                }
+            }
+            encode_group(g, segs, &mut b.bufs)?;
+        }
+        Ok(())
+    }
+
+    fn unrecoverable(&self, ino: u64, stripe: u64, what: &str) -> ArrayError {
+        if self.layout.survives(&self.health, MemberState::readable) {
+            ArrayError::Unrecoverable(format!("inode {ino} stripe {stripe}: {what}"))
+        } else {
+            ArrayError::ArrayFailed(format!(
+                "inode {ino} stripe {stripe}: {what}: too many members failed ({:?})",
+                self.health.states()
+            ))
+        }
+    }
+
+    /// Read up to `buf.len()` bytes at `offset` of inode `ino` of logical
+    /// size `file_size`; returns the number of bytes read (0 at or past the end).
+    pub fn read(&self, ino: u64, offset: u64, buf: &mut [u8], file_size: u64) -> Result<usize> {
+        if offset >= file_size || buf.is_empty() {
+            return Ok(0);
+        }
+        let len = (buf.len() as u64).min(file_size - offset) as usize;
+        let _g = self.lock_read(ino);
+        let sdb = self.layout.stripe_data;
+        let chunk = self.layout.chunk;
+        let n = self.layout.members;
+        let end = offset + len as u64;
+        let first = offset / sdb;
+        let last = (end - 1) / sdb;
+        let per_batch = (BATCH_BYTES / (chunk * n as u64)).max(1);
+        let mut s = first;
+        while s <= last {
+            let until = (s + per_batch - 1).min(last);
+            self.read_batch(ino, s, until, offset, &mut buf[..len])?;
+            s = until + 1;
+        }
+        Ok(len)
+    }
+
+    fn read_batch(
+        &self,
+        ino: u64,
+        first: u64,
+        last: u64,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let sdb = self.layout.stripe_data;
+        let chunk = self.layout.chunk;
+        let n = self.layout.members;
+        let end = offset + out.len() as u64;
+        let mut b = Batch {
+            fill: vec![0; n],
+            by_member: vec![Vec::new(); n],
+            ..Default::default()
+        };
+        let mut seg_stripe = Vec::new();
+        // (seg index, file offset of the seg's first byte) of every data seg.
+        let mut data_segs = Vec::new();
+        for s in first..=last {
+            let plan = self.layout.plan(ino, s)?;
+            for (gi, g) in plan.groups.iter().enumerate() {
+                let start = b.segs.len();
+                let mut any = false;
+                let (mut glo, mut ghi) = (usize::MAX, 0);
+                for p in 0..g.data {
+                    let cf = s * sdb + (g.first + p) as u64 * chunk;
+                    let a = offset.max(cf);
+                    let z = end.min(cf + chunk);
+                    if a < z {
+                        let lo = align_down((a - cf) as usize);
+                        let hi = align_up((z - cf) as usize).min(chunk as usize);
+                        data_segs.push((b.segs.len(), cf + lo as u64));
+                        b.seg(g.members[p], lo, hi - lo, true, false);
+                        glo = glo.min(lo);
+                        ghi = ghi.max(hi);
+                        any = true;
+                    } else {
+                        b.seg(g.members[p], 0, 0, false, false);
+                    }
+                    seg_stripe.push(s);
+                }
+                if any {
+                    b.works.push(Work {
+                        stripe: s,
+                        plan: plan.clone(),
+                        group: gi,
+                        lo: glo,
+                        hi: ghi,
+                        segs: start..b.segs.len(),
+                    });
+                } else {
+                    b.segs.truncate(start);
+                    seg_stripe.truncate(start);
+                    for list in &mut b.by_member {
+                        while list.last().is_some_and(|&i| i >= start) {
+                            list.pop();
+                        }
+                    }
+                }
+            }
+        }
+        b.bufs = (0..n).map(|j| self.take_buf(b.fill[j])).collect();
+        self.batch_reads(ino, &mut b, chunk, &seg_stripe);
+        let mut result = Ok(());
+        for w in &b.works {
+            let g = &w.plan.groups[w.group];
+            let segs = &b.segs[w.segs.clone()];
+            if segs.iter().all(|s| s.ok) {
+                continue;
+            }
+            let scan = self.scan_group(ino, w.stripe, g, w.lo, w.hi, true);
+            for (p, s) in segs.iter().enumerate() {
+                if s.ok || s.len == 0 {
+                    continue;
+                }
+                let (blo, bhi) = ((s.col - w.lo) / BLOCK, (s.col - w.lo + s.len) / BLOCK);
+                if scan
+                    .lost
+                    .iter()
+                    .any(|&(lp, lb)| lp == p && lb >= blo && lb < bhi)
+                {
+                    result = Err(self.unrecoverable(
+                        ino,
+                        w.stripe,
+                        "data chunk cannot be read or rebuilt",
+                    ));
+                    break;
+                }
+                let from = s.col - w.lo;
+                b.bufs[s.member][s.buf..s.buf + s.len]
+                    .copy_from_slice(&scan.bufs[p][from..from + s.len]);
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            for (si, foff) in data_segs {
+                let s = &b.segs[si];
+                let a = offset.max(foff);
+                let z = end.min(foff + s.len as u64);
+                if a < z {
+                    let src =
+                        &b.bufs[s.member][s.buf + (a - foff) as usize..s.buf + (z - foff) as usize];
+                    out[(a - offset) as usize..(z - offset) as usize].copy_from_slice(src);
+                }
+            }
+        }
+        for v in b.bufs.drain(..) {
+            self.give_buf(v);
+        }
+        result
+    }
+
+    /// Change the logical size of `ino` from `old_size` to `new_size`.
+    pub fn truncate(&self, ino: u64, old_size: u64, new_size: u64) -> Result<()> {
+        let _g = self.lock_write(ino);
+        self.check_writable()?;
+        // Growing exposes [old_size, new_size) as a hole: it must be zeros,
+        // whatever an interrupted write left there.
+        self.cut(ino, old_size.min(new_size))
+    }
+
+    /// Make every byte of `ino` past `size` zero or absent: zero the rest of
+    /// the stripe holding `size` (through the write path, so parity follows)
+    /// and cut every shard after that stripe. Caller holds the write lock.
+    fn cut(&self, ino: u64, size: u64) -> Result<()> {
+        let sdb = self.layout.stripe_data;
+        let stripes = self.layout.stripes_for(size);
+        if size % sdb != 0 {
+            let zeros = vec![0u8; (stripes * sdb - size) as usize];
+            self.write_locked(ino, size, &zeros, size)?;
+        }
+        let shard_len = stripes * self.layout.chunk;
+        let sums_len = shard_len / BLOCK as u64 * checksum::ENTRY as u64;
+        for (j, m) in self.targets() {
+            let r = self.handles.get(j, m.as_ref(), ino, true).and_then(|sh| {
+                if sh.data.len()? > shard_len {
+                    sh.data.set_len(shard_len)?;
+                }
+                if sh.sums.len()? > sums_len {
+                    sh.sums.set_len(sums_len)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = r {
+                self.health.count_write_error(j);
+                self.fail_member(j, "truncate failed", &e);
+            }
+        }
+        self.check_writable()
+    }
+
+    /// Remove every shard of `ino`.
+    pub fn remove(&self, ino: u64) -> Result<()> {
+        let _g = self.lock_write(ino);
+        self.handles.forget_ino(ino);
+        for (j, m) in self.targets() {
+            let r = m
+                .remove(&shard::shard_path(ino))
+                .and_then(|()| m.remove(&shard::sums_path(ino)));
+            if let Err(e) = r {
+                self.health.count_write_error(j);
+                self.fail_member(j, "remove failed", &e);
+            }
+        }
+        self.intent.clear_ino(ino);
+        Ok(())
+    }
+
+    /// Make the data of `ino` durable on every writable member.
+    pub fn sync(&self, ino: u64) -> Result<()> {
+        let _g = self.lock_read(ino);
+        self.sync_locked(ino)
+    }
+
+    fn sync_locked(&self, ino: u64) -> Result<()> {
+        let targets = self.targets();
+        std::thread::scope(|sc| {
+            for (j, m) in &targets {
+                sc.spawn(move || {
+                    let r = match self.handles.cached(*j, ino) {
+                        Some(sh) => Ok(Some(sh)),
+                        None => match self.handles.get(*j, m.as_ref(), ino, false) {
+                            Ok(sh) => Ok(Some(sh)),
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                            Err(e) => Err(e),
+                        },
+                    }
+                    .and_then(|sh| match sh {
+                        Some(sh) => {
+                            sh.data.sync_data()?;
+                            sh.sums.sync_data()
+                        }
+                        None => Ok(()),
+                    });
+                    if let Err(e) = r {
+                        self.health.count_write_error(*j);
+                        self.fail_member(*j, "sync failed", &e);
+                    }
+                });
+            }
+        });
+        self.check_writable()?;
+        self.intent.clear_ino(ino);
+        Ok(())
+    }
+
+    /// Sync every file with dirty regions and write the (now smaller)
+    /// write-intent log. Called when the dirty set grows large and at a
+    /// clean shutdown ([`DataStore::close`]).
+    pub fn sync_all_dirty(&self) -> Result<()> {
+        let snap = self.intent.snapshot();
+        let inos: std::collections::BTreeSet<u64> = snap.regions.iter().map(|&(i, _)| i).collect();
+        for ino in inos {
+            let _g = self.lock_read(ino);
+            self.sync_locked(ino)?;
+        }
+        self.intent.persist(&self.targets(), &self.health)
+    }
+
+    /// Clean shutdown of the data path: sync dirty files and record the
+    /// write-intent log as clean (as far as it is).
+    pub fn close(&self) -> Result<()> {
+        self.sync_all_dirty()
+    }
+
+    pub(crate) fn intent_targets(&self) -> Targets {
+        self.targets()
+    }
+}
+
+fn unreachable_none() -> ! {
+    // `missing.len() <= tolerance < width` guarantees a good position.
+    unreachable!("mirror group with no good copy within tolerance")
+}
+
+/// Compute the redundancy positions of one group from its data positions,
+/// all held in the per-member batch buffers.
+fn encode_group(g: &Group, segs: &[Seg], bufs: &mut [Vec<u8>]) -> Result<()> {
+    match &g.protect {
+        Protect::None => Ok(()),
+        Protect::Mirror => {
+            let src = &segs[0];
+            let (lo, len) = (src.buf, src.len);
+            for s in &segs[1..] {
+                let (a, b) = two_mut(bufs, src.member, s.member);
+                b[s.buf..s.buf + len].copy_from_slice(&a[lo..lo + len]);
+            }
+            Ok(())
+        }
+        Protect::Parity(codec) => {
+            let mut slots: Vec<Option<&mut Vec<u8>>> = bufs.iter_mut().map(Some).collect();
+            let mut data: Vec<&[u8]> = Vec::with_capacity(g.data);
+            let mut parity: Vec<&mut [u8]> = Vec::with_capacity(g.width() - g.data);
+            for (p, s) in segs.iter().enumerate() {
+                let v = slots[s.member]
+                    .take()
+                    .ok_or_else(|| ArrayError::Invalid("member twice in a group".into()))?;
+                let sl = &mut v[s.buf..s.buf + s.len];
+                if p < g.data {
+                    data.push(sl);
+                } else {
+                    parity.push(sl);
+                }
+            }
+            codec.encode(&data, &mut parity)?;
+            Ok(())
+        }
+    }
+}
+
+/// Two distinct elements of a slice, one shared and one mutable.
+fn two_mut(v: &mut [Vec<u8>], a: usize, b: usize) -> (&Vec<u8>, &mut Vec<u8>) {
+    debug_assert_ne!(a, b);
+    if a < b {
+        let (x, y) = v.split_at_mut(b);
+        (&x[a], &mut y[0])
+    } else {
+        let (x, y) = v.split_at_mut(a);
+        (&y[0], &mut x[b])
+    }
+}

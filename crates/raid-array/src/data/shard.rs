@@ -1,0 +1,96 @@
+//! Where a file's shard lives on a member, and a cache of open shard files.
+//!
+//! Shard of inode `ino`: `.raidfs/data/<xx>/<ino as 16 hex digits>`, with
+//! `xx` the low byte of `ino` in hex, so no directory grows beyond 1/256 of
+//! the files; its checksum sidecar is the same path with `.crc` appended.
+//! Opening a file through a capability handle costs a path walk per call,
+//! so open shards are cached per (member, inode).
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::member::{Member, MemberFile};
+
+/// Path of the shard of `ino` on a member.
+pub fn shard_path(ino: u64) -> String {
+    format!(".raidfs/data/{:02x}/{:016x}", ino & 0xff, ino)
+}
+
+/// Path of the checksum sidecar of `ino` on a member.
+pub fn sums_path(ino: u64) -> String {
+    format!("{}.crc", shard_path(ino))
+}
+
+/// An open shard and its checksum sidecar.
+pub(crate) struct Shard {
+    pub data: Arc<dyn MemberFile>,
+    pub sums: Arc<dyn MemberFile>,
+}
+
+/// Open shards, bounded: when full, everything is dropped and reopened on
+/// demand (cheap compared with keeping an LRU list on every access).
+#[derive(Default)]
+pub(crate) struct Handles {
+    map: Mutex<HashMap<(usize, u64), Arc<Shard>>>,
+}
+
+const MAX_OPEN: usize = 1024;
+
+impl Handles {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(usize, u64), Arc<Shard>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shard of `ino` on member `idx`; created (with its directory) when
+    /// `create`, otherwise a missing shard is `NotFound`.
+    pub fn get(
+        &self,
+        idx: usize,
+        member: &dyn Member,
+        ino: u64,
+        create: bool,
+    ) -> io::Result<Arc<Shard>> {
+        if let Some(s) = self.lock().get(&(idx, ino)) {
+            return Ok(s.clone());
+        }
+        let (data, sums) = if create {
+            (
+                member.create(&shard_path(ino))?,
+                member.create(&sums_path(ino))?,
+            )
+        } else {
+            let data = member.open(&shard_path(ino))?;
+            // A shard whose sidecar is gone reads as all-zero sums: every
+            // non-zero block then fails verification and is reconstructed.
+            let sums = match member.open(&sums_path(ino)) {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => member.create(&sums_path(ino))?,
+                Err(e) => return Err(e),
+            };
+            (data, sums)
+        };
+        let shard = Arc::new(Shard { data, sums });
+        let mut map = self.lock();
+        if map.len() >= MAX_OPEN {
+            map.clear();
+        }
+        map.insert((idx, ino), shard.clone());
+        Ok(shard)
+    }
+
+    /// The cached shard of `ino` on member `idx`, if open.
+    pub fn cached(&self, idx: usize, ino: u64) -> Option<Arc<Shard>> {
+        self.lock().get(&(idx, ino)).cloned()
+    }
+
+    /// Forget the shards of `ino`.
+    pub fn forget_ino(&self, ino: u64) {
+        self.lock().retain(|(_, i), _| *i != ino);
+    }
+
+    /// Forget every shard on member `idx` (it failed or was replaced).
+    pub fn forget_member(&self, idx: usize) {
+        self.lock().retain(|(m, _), _| *m != idx);
+    }
+}

@@ -1,0 +1,249 @@
+//! Member health: the state of every member, error counters, and events for
+//! whoever must persist failures (superblocks) or notify the user.
+//!
+//! The data path consults [`Health`] on every I/O: it reads only from
+//! [`MemberState::Active`] members and writes to active and rebuilding ones.
+//! A member that fails a write, vanishes or is declared bad is marked
+//! [`MemberState::Failed`] once ([`Health::mark_failed`] is idempotent) and
+//! an event goes to every subscriber; the data path then carries on
+//! degraded for as long as the level tolerates it.
+
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Mutex, MutexGuard};
+
+use tracing::warn;
+
+/// The state of one member slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    /// In service: read and written.
+    Active,
+    /// Failed while in service; neither read nor written.
+    Failed,
+    /// Not present at assembly.
+    Missing,
+    /// A hot spare: not part of any stripe until a rebuild takes it.
+    Spare,
+    /// Being rebuilt: written by new writes and by the rebuild, never read.
+    /// `done_bytes` is the rebuild's progress in logical file bytes.
+    Rebuilding { done_bytes: u64 },
+}
+
+impl MemberState {
+    /// Whether chunks may be read from a member in this state.
+    pub fn readable(self) -> bool {
+        matches!(self, MemberState::Active)
+    }
+
+    /// Whether writes must go to a member in this state.
+    pub fn writable(self) -> bool {
+        matches!(self, MemberState::Active | MemberState::Rebuilding { .. })
+    }
+}
+
+/// Something subscribers must know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthEvent {
+    /// A member was marked failed (first time only).
+    Failed { member: usize, reason: String },
+    /// A member changed state for another reason (rebuild start/end, spare).
+    StateChanged {
+        member: usize,
+        from: MemberState,
+        to: MemberState,
+    },
+    /// A chunk range on `member` was found bad and rewritten from redundancy.
+    Repaired { member: usize, bytes: u64 },
+}
+
+/// Error counters of one member since assembly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemberCounters {
+    /// Reads that returned an I/O error.
+    pub read_errors: u64,
+    /// Blocks whose checksum did not match what was read.
+    pub checksum_mismatches: u64,
+    /// Blocks rewritten with reconstructed data.
+    pub repaired_blocks: u64,
+    /// Writes that returned an I/O error.
+    pub write_errors: u64,
+}
+
+struct Inner {
+    states: Vec<MemberState>,
+    counters: Vec<MemberCounters>,
+    subscribers: Vec<Sender<HealthEvent>>,
+}
+
+/// Shared health of all members of one array.
+pub struct Health {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.lock();
+        f.debug_struct("Health")
+            .field("states", &g.states)
+            .field("counters", &g.counters)
+            .finish()
+    }
+}
+
+impl Health {
+    /// Health of an array whose members are in `states` (one per slot).
+    pub fn new(states: Vec<MemberState>) -> Self {
+        let counters = vec![MemberCounters::default(); states.len()];
+        Health {
+            inner: Mutex::new(Inner {
+                states,
+                counters,
+                subscribers: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain values behind; keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of member slots.
+    pub fn len(&self) -> usize {
+        self.lock().states.len()
+    }
+
+    /// Whether there are no member slots.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// State of member `i` (`Missing` for an out-of-range index).
+    pub fn state(&self, i: usize) -> MemberState {
+        self.lock()
+            .states
+            .get(i)
+            .copied()
+            .unwrap_or(MemberState::Missing)
+    }
+
+    /// States of all members.
+    pub fn states(&self) -> Vec<MemberState> {
+        self.lock().states.clone()
+    }
+
+    /// Mark member `i` failed. Idempotent: only the first call logs and
+    /// sends [`HealthEvent::Failed`]. A spare or missing member stays as it is.
+    pub fn mark_failed(&self, i: usize, reason: &str) {
+        let mut g = self.lock();
+        let Some(st) = g.states.get(i).copied() else {
+            return;
+        };
+        if !st.writable() {
+            return;
+        }
+        g.states[i] = MemberState::Failed;
+        warn!(member = i, reason, "member failed");
+        Self::send(
+            &mut g,
+            HealthEvent::Failed {
+                member: i,
+                reason: reason.to_string(),
+            },
+        );
+    }
+
+    /// Set the state of member `i` (rebuild start and end, spare takeover).
+    pub fn set_state(&self, i: usize, to: MemberState) {
+        let mut g = self.lock();
+        let Some(from) = g.states.get(i).copied() else {
+            return;
+        };
+        if from == to {
+            return;
+        }
+        g.states[i] = to;
+        // Progress updates are frequent; only announce real transitions.
+        let progress_only = matches!(
+            (from, to),
+            (
+                MemberState::Rebuilding { .. },
+                MemberState::Rebuilding { .. }
+            )
+        );
+        if !progress_only {
+            Self::send(
+                &mut g,
+                HealthEvent::StateChanged {
+                    member: i,
+                    from,
+                    to,
+                },
+            );
+        }
+    }
+
+    /// Receive every future event. Dropped receivers are forgotten.
+    pub fn subscribe(&self) -> Receiver<HealthEvent> {
+        let (tx, rx) = channel();
+        self.lock().subscribers.push(tx);
+        rx
+    }
+
+    fn send(g: &mut Inner, ev: HealthEvent) {
+        g.subscribers.retain(|s| s.send(ev.clone()).is_ok());
+    }
+
+    /// Snapshot of every member's counters.
+    pub fn counters(&self) -> Vec<MemberCounters> {
+        self.lock().counters.clone()
+    }
+
+    pub(crate) fn count_read_error(&self, i: usize) {
+        if let Some(c) = self.lock().counters.get_mut(i) {
+            c.read_errors += 1;
+        }
+    }
+
+    pub(crate) fn count_mismatch(&self, i: usize, blocks: u64) {
+        if let Some(c) = self.lock().counters.get_mut(i) {
+            c.checksum_mismatches += blocks;
+        }
+    }
+
+    pub(crate) fn count_repaired(&self, i: usize, blocks: u64, bytes: u64) {
+        let mut g = self.lock();
+        if let Some(c) = g.counters.get_mut(i) {
+            c.repaired_blocks += blocks;
+        }
+        Self::send(&mut g, HealthEvent::Repaired { member: i, bytes });
+    }
+
+    pub(crate) fn count_write_error(&self, i: usize) {
+        if let Some(c) = self.lock().counters.get_mut(i) {
+            c.write_errors += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mark_failed_is_idempotent_and_notifies_once() {
+        let h = Health::new(vec![MemberState::Active; 3]);
+        let rx = h.subscribe();
+        h.mark_failed(1, "EIO");
+        h.mark_failed(1, "EIO again");
+        assert_eq!(h.state(1), MemberState::Failed);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            HealthEvent::Failed {
+                member: 1,
+                reason: "EIO".into()
+            }
+        );
+        assert!(rx.try_recv().is_err());
+    }
+}

@@ -1,0 +1,382 @@
+//! Write-intent log (md-bitmap style): which stripes may have been written
+//! without their redundancy being brought up to date.
+//!
+//! Before a stripe is written, its *region* (`ino`, `stripe >> REGION_SHIFT`)
+//! is recorded as dirty in `.raidfs/intent` on every writable member and
+//! made durable (`fdatasync`) — only then does the data write start. Marks
+//! are batched: a region already durable costs nothing. Clearing is lazy:
+//! once a file's data is synced its regions leave the in-memory set, and the
+//! next write of the log (or a clean shutdown) drops them on disk. After an
+//! unclean shutdown [`crate::ops::resync`] checks exactly the dirty regions.
+//!
+//! # Record (`.raidfs/intent`, little-endian)
+//!
+//! Two slots, A at byte 0 and B at byte [`SLOT_BYTES`]; each write goes to
+//! the slot `seq mod 2`, so a torn write never destroys the previous record.
+//! The valid slot with the highest `seq` wins; the union over all members is
+//! what needs resyncing.
+//!
+//! ```text
+//!  0  magic    8  "RFSINTNT"
+//!  8  major    2  1   (a reader refuses another major)
+//! 10  minor    2  0   (a reader ignores minors it does not know)
+//! 12  flags    4  bit 0: overflow, every file is dirty
+//! 16  seq      8  increases by one per write
+//! 24  count    4  number of entries
+//! 28  shift    4  log2 stripes per region
+//! 32  entries  count × 16: ino u64, region u64
+//!  …  crc      4  CRC32 of every byte before it
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tracing::{debug, warn};
+
+use crate::error::{ArrayError, Result};
+use crate::health::Health;
+use crate::member::Member;
+
+/// Path of the log on a member.
+pub const INTENT_PATH: &str = ".raidfs/intent";
+/// log2 of the stripes per region.
+pub const REGION_SHIFT: u32 = 10;
+/// Bytes of one slot.
+pub const SLOT_BYTES: usize = 64 * 1024;
+const MAGIC: &[u8; 8] = b"RFSINTNT";
+const MAJOR: u16 = 1;
+const MINOR: u16 = 0;
+const HEADER: usize = 32;
+/// Entries that fit in a slot; more set the overflow flag.
+pub const MAX_ENTRIES: usize = (SLOT_BYTES - HEADER - 4) / 16;
+const FLAG_OVERFLOW: u32 = 1;
+
+/// A decoded log: what may be inconsistent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntentRecord {
+    /// Every file must be checked (the set did not fit, or a log was unreadable).
+    pub overflow: bool,
+    /// Dirty (ino, region) pairs.
+    pub regions: BTreeSet<(u64, u64)>,
+    /// Highest sequence number seen.
+    pub seq: u64,
+}
+
+impl IntentRecord {
+    /// Whether nothing needs resyncing.
+    pub fn is_clean(&self) -> bool {
+        !self.overflow && self.regions.is_empty()
+    }
+
+    /// Stripe ranges `[first, end)` of `ino` that are dirty.
+    pub fn stripes_of(&self, ino: u64) -> Vec<(u64, u64)> {
+        self.regions
+            .range((ino, 0)..=(ino, u64::MAX))
+            .map(|&(_, r)| (r << REGION_SHIFT, (r + 1) << REGION_SHIFT))
+            .collect()
+    }
+}
+
+fn encode(seq: u64, overflow: bool, regions: &BTreeSet<(u64, u64)>) -> Vec<u8> {
+    let overflow = overflow || regions.len() > MAX_ENTRIES;
+    let count = if overflow { 0 } else { regions.len() };
+    let mut b = Vec::with_capacity(HEADER + count * 16 + 4);
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&MAJOR.to_le_bytes());
+    b.extend_from_slice(&MINOR.to_le_bytes());
+    b.extend_from_slice(&(if overflow { FLAG_OVERFLOW } else { 0 }).to_le_bytes());
+    b.extend_from_slice(&seq.to_le_bytes());
+    b.extend_from_slice(&(count as u32).to_le_bytes());
+    b.extend_from_slice(&REGION_SHIFT.to_le_bytes());
+    if !overflow {
+        for &(ino, r) in regions {
+            b.extend_from_slice(&ino.to_le_bytes());
+            b.extend_from_slice(&r.to_le_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Decode one slot; `None` if it is empty, torn or of an unknown major.
+fn decode(b: &[u8]) -> Option<IntentRecord> {
+    if b.len() < HEADER + 4 || &b[..8] != MAGIC {
+        return None;
+    }
+    if u16::from_le_bytes([b[8], b[9]]) != MAJOR {
+        return None;
+    }
+    let flags = u32_at(b, 12);
+    let seq = u64_at(b, 16);
+    let count = u32_at(b, 24) as usize;
+    let shift = u32_at(b, 28);
+    let end = HEADER + count.checked_mul(16)?;
+    if count > MAX_ENTRIES || end + 4 > b.len() || u32_at(b, end) != crc32fast::hash(&b[..end]) {
+        return None;
+    }
+    let mut regions = BTreeSet::new();
+    for i in 0..count {
+        let o = HEADER + i * 16;
+        let (ino, r) = (u64_at(b, o), u64_at(b, o + 8));
+        // A record written with another region size: convert to ours, conservatively.
+        if shift >= REGION_SHIFT {
+            let n = 1u64 << (shift - REGION_SHIFT);
+            for j in 0..n {
+                regions.insert((ino, (r << (shift - REGION_SHIFT)) + j));
+            }
+        } else {
+            regions.insert((ino, r >> (REGION_SHIFT - shift)));
+        }
+    }
+    Some(IntentRecord {
+        overflow: flags & FLAG_OVERFLOW != 0,
+        regions,
+        seq,
+    })
+}
+
+/// Read the log of every present member and return the union of their
+/// newest valid slots. A member whose log exists but has no valid slot
+/// makes the record `overflow` (check everything): it cannot be trusted.
+pub fn load(members: &[Option<Arc<dyn Member>>]) -> IntentRecord {
+    let mut out = IntentRecord::default();
+    for (i, m) in members.iter().enumerate() {
+        let Some(m) = m else { continue };
+        let bytes = match m.read_all(INTENT_PATH) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                warn!(member = i, error = %e, "cannot read write-intent log; checking every file");
+                out.overflow = true;
+                continue;
+            }
+        };
+        if bytes.is_empty() {
+            continue;
+        }
+        let a = decode(&bytes[..bytes.len().min(SLOT_BYTES)]);
+        let b = if bytes.len() > SLOT_BYTES {
+            decode(&bytes[SLOT_BYTES..])
+        } else {
+            None
+        };
+        let best = match (a, b) {
+            (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        match best {
+            Some(r) => {
+                out.overflow |= r.overflow;
+                out.seq = out.seq.max(r.seq);
+                out.regions.extend(r.regions);
+            }
+            None => {
+                warn!(
+                    member = i,
+                    "write-intent log unreadable; checking every file"
+                );
+                out.overflow = true;
+            }
+        }
+    }
+    out
+}
+
+struct State {
+    regions: BTreeSet<(u64, u64)>,
+    /// Regions found dirty at start-up: only a resync may clear them.
+    pinned: BTreeSet<(u64, u64)>,
+    pinned_overflow: bool,
+    overflow: bool,
+    seq: u64,
+    /// What the members hold now (to skip needless writes).
+    durable: BTreeSet<(u64, u64)>,
+    durable_overflow: bool,
+}
+
+/// The in-memory side of the log.
+pub struct IntentLog {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for IntentLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntentLog")
+            .field("dirty", &self.lock().regions.len())
+            .finish()
+    }
+}
+
+/// Members to write the log to: (index, member).
+pub(crate) type Targets = Vec<(usize, Arc<dyn Member>)>;
+
+impl IntentLog {
+    /// A log continuing `loaded` (what the members held at start-up, kept
+    /// dirty until a resync clears it).
+    pub fn new(loaded: &IntentRecord) -> Self {
+        IntentLog {
+            state: Mutex::new(State {
+                regions: loaded.regions.clone(),
+                pinned: loaded.regions.clone(),
+                pinned_overflow: loaded.overflow,
+                overflow: loaded.overflow,
+                seq: loaded.seq,
+                durable: loaded.regions.clone(),
+                durable_overflow: loaded.overflow,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of dirty regions held in memory.
+    pub fn dirty_regions(&self) -> usize {
+        self.lock().regions.len()
+    }
+
+    /// What is dirty now.
+    pub fn snapshot(&self) -> IntentRecord {
+        let g = self.lock();
+        IntentRecord {
+            overflow: g.overflow,
+            regions: g.regions.clone(),
+            seq: g.seq,
+        }
+    }
+
+    /// Durably record stripes `first..=last` of `ino` as dirty before they
+    /// are written. Returns once every writable member holds the mark.
+    pub(crate) fn mark(
+        &self,
+        ino: u64,
+        first: u64,
+        last: u64,
+        targets: &Targets,
+        health: &Health,
+    ) -> Result<()> {
+        let mut g = self.lock();
+        let mut added = false;
+        for r in (first >> REGION_SHIFT)..=(last >> REGION_SHIFT) {
+            added |= g.regions.insert((ino, r));
+        }
+        let covered = g.durable_overflow
+            || ((first >> REGION_SHIFT)..=(last >> REGION_SHIFT))
+                .all(|r| g.durable.contains(&(ino, r)));
+        if !added && covered {
+            return Ok(());
+        }
+        Self::write(&mut g, targets, health)
+    }
+
+    /// Forget the dirty regions of `ino` (its data is synced). Lazy: the
+    /// members still list them until the next write of the log.
+    pub(crate) fn clear_ino(&self, ino: u64) {
+        let mut g = self.lock();
+        let keys: Vec<_> = g
+            .regions
+            .range((ino, 0)..=(ino, u64::MAX))
+            .copied()
+            .collect();
+        for k in keys {
+            if !g.pinned.contains(&k) {
+                g.regions.remove(&k);
+            }
+        }
+    }
+
+    /// A region left from before start-up has been resynced.
+    pub(crate) fn resolved(&self, ino: u64, region: u64) {
+        let mut g = self.lock();
+        g.pinned.remove(&(ino, region));
+        g.regions.remove(&(ino, region));
+    }
+
+    /// Every start-up region has been resynced (also ends a start-up overflow).
+    pub(crate) fn resolved_all(&self) {
+        let mut g = self.lock();
+        let pinned = std::mem::take(&mut g.pinned);
+        for k in pinned {
+            g.regions.remove(&k);
+        }
+        if g.pinned_overflow {
+            g.pinned_overflow = false;
+            g.overflow = false;
+        }
+    }
+
+    /// Write the current set to the members now (e.g. clean shutdown).
+    pub(crate) fn persist(&self, targets: &Targets, health: &Health) -> Result<()> {
+        let mut g = self.lock();
+        if g.regions == g.durable && g.overflow == g.durable_overflow {
+            return Ok(());
+        }
+        Self::write(&mut g, targets, health)
+    }
+
+    fn write(g: &mut State, targets: &Targets, health: &Health) -> Result<()> {
+        g.seq += 1;
+        let rec = encode(g.seq, g.overflow, &g.regions);
+        let slot = (g.seq % 2) * SLOT_BYTES as u64;
+        let mut written = 0;
+        for (i, m) in targets {
+            let r = m.create(INTENT_PATH).and_then(|f| {
+                f.write_at(slot, &rec)?;
+                f.sync_data()
+            });
+            match r {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    health.count_write_error(*i);
+                    health.mark_failed(*i, &format!("write-intent log write failed: {e}"));
+                }
+            }
+        }
+        if written == 0 {
+            return Err(ArrayError::ArrayFailed(
+                "write-intent log could not be written to any member".into(),
+            ));
+        }
+        debug!(
+            seq = g.seq,
+            regions = g.regions.len(),
+            "write-intent log written"
+        );
+        g.durable = g.regions.clone();
+        g.durable_overflow = g.overflow || g.regions.len() > MAX_ENTRIES;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_round_trip_and_torn_slot_is_refused() {
+        let mut set = BTreeSet::new();
+        set.insert((5, 0));
+        set.insert((5, 3));
+        set.insert((9, 1));
+        let b = encode(7, false, &set);
+        let r = decode(&b).unwrap();
+        assert_eq!(r.regions, set);
+        assert_eq!(r.seq, 7);
+        assert_eq!(decode(&b[..b.len() - 3]), None);
+        let mut bad = b.clone();
+        bad[40] ^= 1;
+        assert_eq!(decode(&bad), None);
+    }
+}

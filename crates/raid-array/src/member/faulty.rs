@@ -1,0 +1,1 @@
+//! Fault-injecting member backend (see below).
