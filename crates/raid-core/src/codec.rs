@@ -41,14 +41,22 @@ pub const MAX_PARITY: usize = 6;
 /// Largest number of data chunks per stripe (limit of the extended Cauchy matrix).
 pub const MAX_DATA: usize = 251;
 
+/// Why a codec call was refused. Every variant is detected before any
+/// buffer is written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
+    /// Unsupported `k`/`m`, a wrong number of chunks or buffers, or a chunk
+    /// listed twice as missing.
     #[error("invalid shape: {0}")]
     Shape(String),
+    /// Chunks of one call do not all have the same length.
     #[error("buffer lengths differ: {0}")]
     Length(String),
+    /// More chunks are missing than there are parity chunks: the data is
+    /// not recoverable from this stripe.
     #[error("cannot reconstruct: {missing} chunks missing but only {parity} parity chunks")]
     TooManyMissing { missing: usize, parity: usize },
+    /// A chunk index is outside the stripe.
     #[error("chunk index {index} out of range for {total} chunks")]
     Index { index: usize, total: usize },
 }
