@@ -830,3 +830,70 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// docs/LAYOUTS.md: every placement diagram must be what the code does.
+
+/// The diagrams of docs/LAYOUTS.md: `(level name, members, rows)`, each row a
+/// stripe number and one token per member (`|` group separators dropped).
+fn doc_diagrams(doc: &str) -> Vec<(String, usize, Vec<(u64, Vec<String>)>)> {
+    let mut out = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "```text" {
+            continue;
+        }
+        let Some(title) = lines.next() else { break };
+        let words: Vec<&str> = title.split_whitespace().collect();
+        let [name, "on", n, "members"] = words[..] else {
+            continue;
+        };
+        let mut rows = Vec::new();
+        for row in lines.by_ref() {
+            if row.trim() == "```" {
+                break;
+            }
+            let mut tokens = row.split_whitespace().filter(|t| *t != "|");
+            if tokens.next() != Some("stripe") {
+                continue; // the member header
+            }
+            let s = tokens.next().unwrap().parse().unwrap();
+            rows.push((s, tokens.map(str::to_string).collect()));
+        }
+        out.push((name.to_string(), n.parse().unwrap(), rows));
+    }
+    out
+}
+
+#[test]
+fn layouts_doc_diagrams_match_the_code() {
+    let doc = include_str!("../../../docs/LAYOUTS.md");
+    let diagrams = doc_diagrams(doc);
+    assert!(
+        diagrams.len() >= 13,
+        "only {} diagrams found",
+        diagrams.len()
+    );
+    for (name, n, rows) in diagrams {
+        let level: Level = name.parse().unwrap();
+        let g = Geometry::new(level, n, 4096).unwrap();
+        assert!(!rows.is_empty(), "{name}: no rows");
+        for (s, tokens) in rows {
+            assert_eq!(tokens.len(), n, "{name} stripe {s}: one token per member");
+            let map = g.stripe(s);
+            for (member, token) in tokens.iter().enumerate() {
+                let want = match g.role(s, member).unwrap() {
+                    ChunkRole::Data { index } => format!("D{index}"),
+                    ChunkRole::Redundancy { group, row } => match g.scheme() {
+                        Scheme::Mirror => format!("D{}", map.groups[group].first_data_index),
+                        _ => ["P", "Q", "R", "S", "T", "U"][row].to_string(),
+                    },
+                };
+                assert_eq!(
+                    token, &want,
+                    "docs/LAYOUTS.md {name} stripe {s} member {member}"
+                );
+            }
+        }
+    }
+}
