@@ -168,6 +168,25 @@ fn role_data_member_and_redundancy_member_agree_with_stripe() {
     }
 }
 
+#[test]
+fn rotation_period_is_the_smallest_period_of_the_maps() {
+    for g in small_geometries() {
+        let p = g.rotation_period();
+        assert!(p >= 1 && p <= g.members() as u64);
+        let maps: Vec<StripeMap> = (0..3 * p).map(|s| g.stripe(s)).collect();
+        for s in 0..2 * p {
+            assert_eq!(maps[s as usize], maps[(s + p) as usize], "{g:?}");
+            assert_eq!(g.stripe(u64::MAX - p - s), g.stripe(u64::MAX - s));
+        }
+        for q in 1..p {
+            assert!(
+                (0..p).any(|s| maps[s as usize] != maps[(s + q) as usize]),
+                "{g:?}: {q} is a smaller period than {p}"
+            );
+        }
+    }
+}
+
 fn data_of(map: &StripeMap) -> Vec<usize> {
     map.data_members().collect()
 }
@@ -834,9 +853,11 @@ proptest! {
 // ---------------------------------------------------------------------------
 // docs/LAYOUTS.md: every placement diagram must be what the code does.
 
-/// The diagrams of docs/LAYOUTS.md: `(level name, members, rows)`, each row a
-/// stripe number and one token per member (`|` group separators dropped).
-fn doc_diagrams(doc: &str) -> Vec<(String, usize, Vec<(u64, Vec<String>)>)> {
+/// One diagram of docs/LAYOUTS.md: level name, members, and rows of a stripe
+/// number with one token per member (`|` group separators dropped).
+type Diagram = (String, usize, Vec<(u64, Vec<String>)>);
+
+fn doc_diagrams(doc: &str) -> Vec<Diagram> {
     let mut out = Vec::new();
     let mut lines = doc.lines();
     while let Some(line) = lines.next() {

@@ -302,6 +302,18 @@ impl Geometry {
         len.div_ceil(self.stripe_data_bytes())
     }
 
+    /// The smallest `p ≥ 1` with `stripe(s + p) == stripe(s)` for every `s`:
+    /// the members per group when roles rotate (RAID-5/6/50/60, `k+m` with
+    /// `m ≥ 1`), else 1. At most [`MAX_MEMBERS`]. A data path can compute
+    /// one period of maps up front and index it by `s mod p`.
+    pub fn rotation_period(&self) -> u64 {
+        match self.placement {
+            Placement::Fixed => 1,
+            // A one-member group cannot rotate; none exists, but say so.
+            Placement::Raid5(_) | Placement::Rotating => self.width.max(1) as u64,
+        }
+    }
+
     /// Member index of slot `slot` of group `group`.
     fn member(&self, group: usize, slot: usize) -> usize {
         if self.halves {
