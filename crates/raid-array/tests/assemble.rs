@@ -1,0 +1,378 @@
+//! Assembling: the freshest superblock wins, lagging members catch up, and
+//! every kind of wrong member list is refused with a clear error and
+//! without writing anything.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use raid_array::assemble::{Selector, find_members, read_superblock};
+use raid_array::format::superblock::SlotState;
+use raid_array::health::MemberState;
+use raid_array::{Array, ArrayError, AssembleOptions, CreateOptions, ROOT_INO};
+use raid_core::Level;
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+fn make_dirs(root: &Path, prefix: &str, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let d = root.join(format!("{prefix}{i}"));
+            std::fs::create_dir(&d).unwrap();
+            d
+        })
+        .collect()
+}
+
+fn create(dirs: &[PathBuf], name: &str) -> Array {
+    let mut o = CreateOptions::new(name, Level::Raid5(Default::default()), dirs.to_vec());
+    o.allow_same_fs = true;
+    o.chunk_size = 4096;
+    Array::create(&o).unwrap()
+}
+
+fn assemble(dirs: &[PathBuf]) -> raid_array::Result<Array> {
+    Array::assemble(&AssembleOptions::new(dirs.to_vec()))
+}
+
+/// Every path under `root` with its size, mtime and contents.
+fn tree(root: &Path) -> BTreeMap<PathBuf, (u64, i64, i64, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let content = if md.is_file() {
+            std::fs::read(&p).unwrap()
+        } else {
+            Vec::new()
+        };
+        out.insert(p.clone(), (md.size(), md.mtime(), md.mtime_nsec(), content));
+        if md.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+fn err_text(r: raid_array::Result<Array>) -> (ArrayError, String) {
+    match r {
+        Ok(_) => panic!("assemble accepted a bad member list"),
+        Err(e) => {
+            let t = e.to_string();
+            (e, t)
+        }
+    }
+}
+
+#[test]
+fn directory_without_superblock_is_never_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, "arr");
+    a.mkdir(ROOT_INO, os("x"), 0o755, 0, 0).unwrap();
+    a.close().unwrap();
+    // The disk behind member 1 "did not mount": an empty directory is there.
+    std::fs::rename(&dirs[1], tmp.path().join("unmounted-disk")).unwrap();
+    std::fs::create_dir(&dirs[1]).unwrap();
+    let before = tree(tmp.path());
+    let (e, t) = err_text(assemble(&dirs));
+    assert!(matches!(e, ArrayError::NotMember(_)), "{e:?}");
+    assert!(
+        t.contains("no raidfs superblock") && t.contains("m1"),
+        "{t}"
+    );
+    assert!(
+        tree(tmp.path()) == before,
+        "a refused assemble wrote something"
+    );
+    // Same with the directory holding other files but no .raidfs.
+    std::fs::write(dirs[1].join("photo.jpg"), b"not ours").unwrap();
+    let before = tree(tmp.path());
+    assert!(assemble(&dirs).is_err());
+    assert!(
+        tree(tmp.path()) == before,
+        "a refused assemble wrote something"
+    );
+    // Find-by-name skips it: the array comes up degraded on the two real
+    // members, and the empty directory is still untouched.
+    let found = find_members(&Selector::Name("arr".into()), &dirs).unwrap();
+    assert_eq!(found, vec![dirs[0].clone(), dirs[2].clone()]);
+    let before_m1 = tree(&dirs[1]);
+    let a = assemble(&found).unwrap();
+    assert!(a.status().degraded);
+    a.mkdir(ROOT_INO, os("y"), 0o755, 0, 0).unwrap();
+    a.close().unwrap();
+    assert!(
+        tree(&dirs[1]) == before_m1,
+        "the unmounted directory was written"
+    );
+}
+
+#[test]
+fn removed_raidfs_dir_is_refused_without_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    create(&dirs, "arr").close().unwrap();
+    std::fs::remove_dir_all(dirs[2].join(".raidfs")).unwrap();
+    let before = tree(tmp.path());
+    let (e, _) = err_text(assemble(&dirs));
+    assert!(matches!(e, ArrayError::NotMember(_)));
+    assert!(
+        tree(tmp.path()) == before,
+        "a refused assemble wrote something"
+    );
+}
+
+#[test]
+fn foreign_mixed_and_duplicate_members_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a_dirs = make_dirs(tmp.path(), "a", 3);
+    let b_dirs = make_dirs(tmp.path(), "b", 3);
+    create(&a_dirs, "alpha").close().unwrap();
+    create(&b_dirs, "beta").close().unwrap();
+    let before = tree(tmp.path());
+    // Mixed arrays.
+    let mixed = vec![a_dirs[0].clone(), a_dirs[1].clone(), b_dirs[2].clone()];
+    let (e, t) = err_text(assemble(&mixed));
+    assert!(matches!(e, ArrayError::NotMember(_)));
+    assert!(
+        t.contains("mixed arrays") && t.contains("alpha") && t.contains("beta"),
+        "{t}"
+    );
+    // The same directory twice.
+    let twice = vec![a_dirs[0].clone(), a_dirs[1].clone(), a_dirs[1].clone()];
+    let (_, t) = err_text(assemble(&twice));
+    assert!(t.contains("same directory"), "{t}");
+    // A copy of a member: two directories claim one slot.
+    let copy = tmp.path().join("copy-of-a1");
+    copy_dir(&a_dirs[1], &copy);
+    let before_copy = tree(tmp.path());
+    let dup = vec![a_dirs[0].clone(), a_dirs[1].clone(), copy.clone()];
+    let (_, t) = err_text(assemble(&dup));
+    assert!(
+        t.contains("duplicate member") && t.contains("slot 1"),
+        "{t}"
+    );
+    assert!(
+        tree(tmp.path()) == before_copy,
+        "a refused assemble wrote something"
+    );
+    std::fs::remove_dir_all(&copy).unwrap();
+    for d in a_dirs.iter().chain(&b_dirs) {
+        assert!(
+            tree(d).iter().all(|(p, v)| before.get(p) == Some(v)),
+            "{} was written",
+            d.display()
+        );
+    }
+    // Find by name among all candidates picks the right three.
+    let _ = before;
+    let mut all = a_dirs.clone();
+    all.extend(b_dirs.iter().cloned());
+    all.push(tmp.path().to_path_buf());
+    let found = find_members(&Selector::Name("beta".into()), &all).unwrap();
+    assert_eq!(found, b_dirs);
+    let uuid = read_superblock(&a_dirs[0]).unwrap().array_uuid;
+    assert_eq!(find_members(&Selector::Uuid(uuid), &all).unwrap(), a_dirs);
+    assert!(find_members(&Selector::Name("gamma".into()), &all).is_err());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn corrupt_superblock_is_refused_with_its_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    create(&dirs, "arr").close().unwrap();
+    let sb = dirs[0].join(".raidfs/superblock");
+    let mut b = std::fs::read(&sb).unwrap();
+    b[100] ^= 0xff;
+    std::fs::write(&sb, &b).unwrap();
+    let before = tree(tmp.path());
+    let (e, t) = err_text(assemble(&dirs));
+    assert!(matches!(e, ArrayError::Corrupt { .. }));
+    assert!(t.contains("CRC") && t.contains("m0"), "{t}");
+    assert!(
+        tree(tmp.path()) == before,
+        "a refused assemble wrote something"
+    );
+}
+
+#[test]
+fn too_few_members_fail_and_the_freshest_superblock_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    create(&dirs, "arr").close().unwrap();
+    let (e, _) = err_text(assemble(&dirs[..1]));
+    assert!(matches!(e, ArrayError::ArrayFailed(_)));
+    // Run degraded without member 2: the others record it as failed.
+    let m2_before = tree(&dirs[2]);
+    let a = assemble(&dirs[..2]).unwrap();
+    assert_eq!(a.health().state(2), MemberState::Missing);
+    let x = a
+        .mkdir(ROOT_INO, os("while-degraded"), 0o755, 0, 0)
+        .unwrap()
+        .ino;
+    a.close().unwrap();
+    let sb0 = read_superblock(&dirs[0]).unwrap();
+    let sb2 = read_superblock(&dirs[2]).unwrap();
+    assert!(sb0.events > sb2.events);
+    assert_eq!(sb0.members[2].state, SlotState::Failed);
+    // Member 2 comes back with an older superblock: the freshest one says
+    // it failed, so it stays out (until rebuilt) and is not written.
+    let a = assemble(&dirs).unwrap();
+    let st = a.status();
+    assert_eq!(st.members[2].state, MemberState::Failed);
+    assert!(st.degraded);
+    assert_eq!(a.lookup(ROOT_INO, os("while-degraded")).unwrap().ino, x);
+    a.close().unwrap();
+    assert!(tree(&dirs[2]) == m2_before, "a failed member was written");
+}
+
+#[test]
+fn lagging_member_catches_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    create(&dirs, "arr").close().unwrap();
+    // Keep member 1's state as of now.
+    let saved = tmp.path().join("saved-m1");
+    copy_dir(&dirs[1].join(".raidfs"), &saved);
+    let a = assemble(&dirs).unwrap();
+    a.mkdir(ROOT_INO, os("newer"), 0o755, 0, 0).unwrap();
+    a.close().unwrap();
+    // Member 1 goes back in time (e.g. its last writes never reached the disk).
+    std::fs::remove_dir_all(dirs[1].join(".raidfs")).unwrap();
+    copy_dir(&saved, &dirs[1].join(".raidfs"));
+    assert!(read_superblock(&dirs[1]).unwrap().events < read_superblock(&dirs[0]).unwrap().events);
+    let a = assemble(&dirs).unwrap();
+    assert!(!a.status().degraded);
+    assert!(a.lookup(ROOT_INO, os("newer")).is_ok());
+    a.close().unwrap();
+    // Member 1 now holds the same metadata as the others: it alone with
+    // member 2 assembles the newest namespace.
+    let a = assemble(&[dirs[1].clone(), dirs[2].clone()]).unwrap();
+    assert!(a.lookup(ROOT_INO, os("newer")).is_ok());
+    a.close().unwrap();
+}
+
+#[test]
+fn freshest_metadata_copy_wins_when_one_member_missed_journal_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, "arr");
+    a.mkdir(ROOT_INO, os("one"), 0o755, 0, 0).unwrap();
+    drop(a); // crash
+    // Member 0's journal lost its tail (the last records never hit the disk).
+    let meta = dirs[0].join(".raidfs/meta");
+    for e in std::fs::read_dir(&meta).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("journal-")
+        {
+            let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            f.set_len(48).unwrap();
+        }
+    }
+    let a = Array::assemble(&AssembleOptions {
+        force: false,
+        ..AssembleOptions::new(dirs.clone())
+    })
+    .unwrap();
+    assert!(a.lookup(ROOT_INO, os("one")).is_ok());
+    a.close().unwrap();
+    // After the catch-up member 0 holds it too.
+    let a = assemble(&[dirs[0].clone(), dirs[1].clone()]).unwrap();
+    assert!(a.lookup(ROOT_INO, os("one")).is_ok());
+    a.close().unwrap();
+}
+
+#[test]
+fn dirty_and_degraded_needs_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, "arr");
+    let f = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
+    a.write(f, 0, &vec![1u8; 50_000]).unwrap();
+    drop(a); // crash: the array stays dirty
+    let before = tree(tmp.path());
+    let (e, t) = err_text(assemble(&dirs[..2]));
+    assert!(matches!(e, ArrayError::ArrayFailed(_)));
+    assert!(
+        t.contains("not shut down cleanly") && t.contains("force"),
+        "{t}"
+    );
+    assert!(
+        tree(tmp.path()) == before,
+        "a refused assemble wrote something"
+    );
+    let mut o = AssembleOptions::new(dirs[..2].to_vec());
+    o.force = true;
+    let a = Array::assemble(&o).unwrap();
+    assert!(a.status().degraded);
+    a.close().unwrap();
+    // Dirty but complete: assembles without force.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let dirs2 = make_dirs(tmp2.path(), "m", 3);
+    drop(create(&dirs2, "arr2"));
+    assemble(&dirs2).unwrap().close().unwrap();
+}
+
+#[test]
+fn create_validates_member_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    // Same filesystem refused by default.
+    let o = CreateOptions::new("x", Level::Raid5(Default::default()), dirs.clone());
+    let e = Array::create(&o).err().unwrap();
+    assert!(e.to_string().contains("same filesystem"), "{e}");
+    // Missing directory, bad name, a member of another array, bad geometry.
+    let mut o = CreateOptions::new("x", Level::Raid5(Default::default()), dirs.clone());
+    o.allow_same_fs = true;
+    let mut missing = o.clone();
+    missing.members[2] = tmp.path().join("nope");
+    assert!(Array::create(&missing).is_err());
+    let mut bad = o.clone();
+    bad.name = "no/slash".into();
+    assert!(Array::create(&bad).is_err());
+    let mut one = o.clone();
+    one.members.truncate(1);
+    assert!(Array::create(&one).is_err());
+    let before = tree(tmp.path());
+    assert!(
+        before
+            .keys()
+            .all(|p| !p.to_string_lossy().contains(".raidfs")),
+        "a refused create wrote"
+    );
+    create(&dirs, "first").close().unwrap();
+    let e = Array::create(&o).err().unwrap();
+    assert!(e.to_string().contains("already holds a .raidfs"), "{e}");
+    // A non-empty directory without .raidfs is fine.
+    let other = make_dirs(tmp.path(), "n", 3);
+    std::fs::write(other[0].join("existing.txt"), b"keep me").unwrap();
+    let mut o2 = CreateOptions::new("second", Level::Raid1, other.clone());
+    o2.allow_same_fs = true;
+    Array::create(&o2).unwrap().close().unwrap();
+    assert_eq!(
+        std::fs::read(other[0].join("existing.txt")).unwrap(),
+        b"keep me"
+    );
+}
