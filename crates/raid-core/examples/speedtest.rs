@@ -11,12 +11,14 @@
 //!
 //! ```text
 //! cargo run --release -p raid-core --example speedtest -- [--json]
-//!     [--kernel NAME] [--time-ms N] [--trials N] [--snapraid FILE] [--wall]
+//!     [--kernel NAME] [--time-ms N] [--trials N] [--snapraid FILE [--snapraid-scale F]] [--json-out FILE] [--wall]
 //! ```
 //!
 //! `--snapraid FILE` reads the output of `snapraid -T` and adds the ratio of
 //! each of our figures to SnapRAID's best for the same operation
-//! (gen1..gen6, rec1, rec2); `scripts/bench-parity.sh` does all of this.
+//! (gen1..gen6, rec1, rec2), its figures multiplied by `--snapraid-scale`
+//! (wall time / CPU time of its run, to compare on-CPU throughput);
+//! `--json-out FILE` also writes the JSON form; `scripts/bench-parity.sh` does all of this.
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -55,6 +57,8 @@ struct Options {
     trials: usize,
     snapraid: Option<String>,
     wall: bool,
+    json_out: Option<String>,
+    snapraid_scale: f64,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -65,6 +69,8 @@ fn parse_args() -> Result<Options, String> {
         trials: 3,
         snapraid: None,
         wall: false,
+        json_out: None,
+        snapraid_scale: 1.0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -83,9 +89,16 @@ fn parse_args() -> Result<Options, String> {
                 o.trials = v.parse().map_err(|e| format!("--trials {v}: {e}"))?;
             }
             "--snapraid" => o.snapraid = Some(value("--snapraid")?),
+            "--snapraid-scale" => {
+                let v = value("--snapraid-scale")?;
+                o.snapraid_scale = v
+                    .parse()
+                    .map_err(|e| format!("--snapraid-scale {v}: {e}"))?;
+            }
+            "--json-out" => o.json_out = Some(value("--json-out")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: speedtest [--json] [--kernel NAME] [--time-ms N] [--trials N] [--snapraid FILE] [--wall]"
+                    "usage: speedtest [--json] [--kernel NAME] [--time-ms N] [--trials N] [--snapraid FILE [--snapraid-scale F]] [--json-out FILE] [--wall]"
                 );
                 std::process::exit(0);
             }
@@ -257,7 +270,10 @@ fn main() -> ExitCode {
     let snapraid = match &o.snapraid {
         None => Vec::new(),
         Some(path) => match std::fs::read_to_string(path) {
-            Ok(t) => parse_snapraid(&t),
+            Ok(t) => parse_snapraid(&t)
+                .into_iter()
+                .map(|(n, v)| (n, v * o.snapraid_scale))
+                .collect(),
             Err(e) => {
                 eprintln!("speedtest: reading snapraid output {path}: {e}");
                 return ExitCode::FAILURE;
@@ -305,10 +321,17 @@ fn main() -> ExitCode {
     } else {
         "on-CPU"
     };
+    let json = to_json(&table, mem_read, &snapraid, timing);
     if o.json {
-        print_json(&table, mem_read, &snapraid, timing);
+        println!("{json}");
     } else {
         print_table(&table, mem_read, &snapraid, timing);
+    }
+    if let Some(path) = &o.json_out
+        && let Err(e) = std::fs::write(path, json + "\n")
+    {
+        eprintln!("speedtest: writing {path}: {e}");
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
@@ -372,7 +395,14 @@ fn print_table(
     }
 }
 
-fn print_json(table: &[(&str, Vec<f64>)], mem_read: f64, snapraid: &[(String, f64)], timing: &str) {
+/// The results as one JSON object (written by hand: no serde needed for
+/// flat numbers).
+fn to_json(
+    table: &[(&str, Vec<f64>)],
+    mem_read: f64,
+    snapraid: &[(String, f64)],
+    timing: &str,
+) -> String {
     let mut s = format!(
         "{{\"timing\":\"{timing}\",\"data_buffers\":{DATA},\"buffer_bytes\":{SIZE},\"big_total_bytes\":{BIG_TOTAL},\"unit\":\"GB/s of data\",\"memory_read_gbps\":{mem_read:.3},\"kernels\":["
     );
@@ -394,5 +424,5 @@ fn print_json(table: &[(&str, Vec<f64>)], mem_read: f64, snapraid: &[(String, f6
         s.push_str(&format!("\"{n}\":{v:.3}"));
     }
     s.push_str("}}");
-    println!("{s}");
+    s
 }
