@@ -134,8 +134,6 @@ impl Batch {
 pub(crate) struct GroupScan {
     /// Contents per position (reconstructed where it was bad and could be).
     pub bufs: Vec<Vec<u8>>,
-    /// Blocks found bad (I/O error, mismatch, member not readable) per position.
-    pub bad_blocks: u64,
     /// Blocks found bad on readable members (real mismatches or read errors).
     pub mismatches: u64,
     /// Blocks rewritten on their member.
@@ -301,6 +299,17 @@ impl DataStore {
         off: u64,
         buf: &mut [u8],
     ) -> io::Result<Vec<usize>> {
+        self.read_with_sums(j, ino, off, buf).map(|(bad, _)| bad)
+    }
+
+    /// As [`DataStore::read_verified`], also returning the stored checksum entries.
+    pub(crate) fn read_with_sums(
+        &self,
+        j: usize,
+        ino: u64,
+        off: u64,
+        buf: &mut [u8],
+    ) -> io::Result<(Vec<usize>, Vec<u8>)> {
         let member = self
             .member(j)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
@@ -323,7 +332,7 @@ impl DataStore {
                 "checksum mismatch"
             );
         }
-        Ok(bad)
+        Ok((bad, sums))
     }
 
     /// Write `data` (whole blocks) at `off` of `ino`'s shard on member `j`,
@@ -499,43 +508,57 @@ impl DataStore {
         let w = g.width();
         let off = stripe * self.layout.chunk + lo as u64;
         let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; len]; w];
+        // Per position: None = nothing trustworthy was read; Some(bad blocks, stored sums).
+        let reads: Vec<Option<(Vec<usize>, Vec<u8>)>> = std::thread::scope(|sc| {
+            let hs: Vec<_> = bufs
+                .iter_mut()
+                .enumerate()
+                .map(|(p, buf)| {
+                    let j = g.members[p];
+                    sc.spawn(move || {
+                        if !self.health.state(j).readable() {
+                            return None;
+                        }
+                        match self.read_with_sums(j, ino, off, buf) {
+                            Ok(r) => Some(r),
+                            Err(e) => {
+                                self.health.count_read_error(j);
+                                debug!(member = j, ino, error = %e, "read failed during group scan");
+                                None
+                            }
+                        }
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().ok().flatten()).collect()
+        });
         // bad[p][b]: block b of position p is not trustworthy.
         let mut bad = vec![vec![false; nblocks]; w];
-        let mut on_disk_bad = vec![vec![false; nblocks]; w];
         let mut mismatches = 0;
         for p in 0..w {
-            let j = g.members[p];
-            if !self.health.state(j).readable() {
-                bad[p].fill(true);
-                continue;
-            }
-            match self.read_verified(j, ino, off, &mut bufs[p]) {
-                Ok(bl) => {
-                    for b in bl {
+            match &reads[p] {
+                Some((bl, _)) => {
+                    for &b in bl {
                         bad[p][b] = true;
-                        on_disk_bad[p][b] = true;
                         mismatches += 1;
                     }
                 }
-                Err(e) => {
-                    self.health.count_read_error(j);
-                    debug!(member = j, ino, error = %e, "read failed during group scan");
+                None => {
                     bad[p].fill(true);
-                    on_disk_bad[p].fill(true);
-                    mismatches += nblocks as u64;
+                    if self.health.state(g.members[p]).readable() {
+                        mismatches += nblocks as u64;
+                    }
                 }
             }
         }
         let mut lost = Vec::new();
         let mut repaired = 0;
-        let mut bad_blocks = 0;
         let tol = g.tolerance();
         for b in 0..nblocks {
             let missing: Vec<usize> = (0..w).filter(|&p| bad[p][b]).collect();
             if missing.is_empty() {
                 continue;
             }
-            bad_blocks += missing.len() as u64;
             let r = b * BLOCK..(b + 1) * BLOCK;
             // Keep what the disk returned, to recognise a corrupt checksum entry.
             let before: Vec<Vec<u8>> = missing
@@ -545,16 +568,16 @@ impl DataStore {
             let rebuilt = missing.len() <= tol
                 && match &g.protect {
                     Protect::None => false,
-                    Protect::Mirror => {
-                        let Some(src) = (0..w).find(|p| !bad[*p][b]) else {
-                            unreachable_none()
-                        };
-                        let good = bufs[src][r.clone()].to_vec();
-                        for &p in &missing {
-                            bufs[p][r.clone()].copy_from_slice(&good);
+                    Protect::Mirror => match (0..w).find(|p| !bad[*p][b]) {
+                        Some(src) => {
+                            let good = bufs[src][r.clone()].to_vec();
+                            for &p in &missing {
+                                bufs[p][r.clone()].copy_from_slice(&good);
+                            }
+                            true
                         }
-                        true
-                    }
+                        None => false,
+                    },
                     Protect::Parity(codec) => {
                         let mut refs: Vec<&mut [u8]> =
                             bufs.iter_mut().map(|v| &mut v[r.clone()]).collect();
@@ -562,26 +585,27 @@ impl DataStore {
                     }
                 };
             if !rebuilt {
-                for &p in &missing {
-                    lost.push((p, b));
-                }
+                lost.extend(missing.iter().map(|&p| (p, b)));
                 continue;
             }
             for (mi, &p) in missing.iter().enumerate() {
-                let j = g.members[p];
-                if !on_disk_bad[p][b] || !repair || !self.health.state(j).readable() {
+                let Some((_, sums)) = &reads[p] else { continue };
+                // The member's own checksum is a second witness: the rebuilt
+                // block must match it, or the disk's bytes must equal the
+                // rebuilt ones (then only the checksum entry was bad). Neither
+                // means the redundancy itself is stale (an interrupted write):
+                // the block is lost rather than guessed.
+                let fits = checksum::block_sum(&bufs[p][r.clone()]) == checksum::entry(sums, b);
+                let same = before[mi] == bufs[p][r.clone()];
+                if !fits && !same {
+                    lost.push((p, b));
                     continue;
                 }
-                let same = before[mi] == bufs[p][r.clone()];
-                let boff = off + (b * BLOCK) as u64;
-                if same {
-                    debug!(
-                        member = j,
-                        ino,
-                        off = boff,
-                        "checksum entry was wrong; data agrees with redundancy"
-                    );
+                let j = g.members[p];
+                if !repair {
+                    continue;
                 }
+                let boff = off + (b * BLOCK) as u64;
                 match self.write_blocks(j, ino, boff, &bufs[p][r.clone()]) {
                     Ok(()) => {
                         repaired += 1;
@@ -596,7 +620,6 @@ impl DataStore {
         }
         GroupScan {
             bufs,
-            bad_blocks,
             mismatches,
             repaired,
             lost,
@@ -965,7 +988,7 @@ impl DataStore {
     /// Make every byte of `ino` past `size` zero or absent: zero the rest of
     /// the stripe holding `size` (through the write path, so parity follows)
     /// and cut every shard after that stripe. Caller holds the write lock.
-    fn cut(&self, ino: u64, size: u64) -> Result<()> {
+    pub(crate) fn cut(&self, ino: u64, size: u64) -> Result<()> {
         let sdb = self.layout.stripe_data;
         let stripes = self.layout.stripes_for(size);
         if size % sdb != 0 {
@@ -1015,7 +1038,7 @@ impl DataStore {
         self.sync_locked(ino)
     }
 
-    fn sync_locked(&self, ino: u64) -> Result<()> {
+    pub(crate) fn sync_locked(&self, ino: u64) -> Result<()> {
         let targets = self.targets();
         std::thread::scope(|sc| {
             for (j, m) in &targets {
@@ -1066,14 +1089,86 @@ impl DataStore {
         self.sync_all_dirty()
     }
 
-    pub(crate) fn intent_targets(&self) -> Targets {
-        self.targets()
+    /// Mark block `off` (block-aligned) of `ino` on member `j` unreadable:
+    /// zeros under a checksum entry that cannot match them, so a later read
+    /// fails (EIO) instead of returning zeros as data.
+    pub(crate) fn poison_block(&self, j: usize, ino: u64, off: u64) -> io::Result<()> {
+        let member = self
+            .member(j)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
+        let shard = self.handles.get(j, member.as_ref(), ino, true)?;
+        shard.data.write_at(off, &[0u8; BLOCK])?;
+        shard.sums.write_at(
+            off / BLOCK as u64 * checksum::ENTRY as u64,
+            &1u32.to_le_bytes(),
+        )
     }
-}
 
-fn unreachable_none() -> ! {
-    // `missing.len() <= tolerance < width` guarantees a good position.
-    unreachable!("mirror group with no good copy within tolerance")
+    /// Create the (empty) shard of `ino` on member `j`.
+    pub(crate) fn ensure_shard(&self, j: usize, ino: u64) -> io::Result<()> {
+        let member = self
+            .member(j)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
+        self.handles.get(j, member.as_ref(), ino, true).map(|_| ())
+    }
+
+    /// Members that take writes now.
+    pub(crate) fn writable_members(&self) -> Vec<Arc<dyn Member>> {
+        self.targets().into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Write the write-intent log as it stands now.
+    pub(crate) fn persist_intent(&self) -> Result<()> {
+        self.intent.persist(&self.targets(), &self.health)
+    }
+
+    /// Compare the redundancy of a scanned group with what its data implies;
+    /// returns the positions that differ and, with `repair`, rewrites them
+    /// on writable members. Data blocks are the authority here: they passed
+    /// their checksums (or were rebuilt and matched them).
+    pub(crate) fn fix_redundancy(
+        &self,
+        ino: u64,
+        stripe: u64,
+        g: &Group,
+        lo: usize,
+        scan: &GroupScan,
+        repair: bool,
+    ) -> Result<Vec<usize>> {
+        let w = g.width();
+        let len = scan.bufs.first().map_or(0, Vec::len);
+        let mut expect: Vec<Vec<u8>> = vec![vec![0u8; len]; w - g.data];
+        match &g.protect {
+            Protect::None => return Ok(Vec::new()),
+            Protect::Mirror => {
+                for e in &mut expect {
+                    e.copy_from_slice(&scan.bufs[0]);
+                }
+            }
+            Protect::Parity(codec) => {
+                let data: Vec<&[u8]> = scan.bufs[..g.data].iter().map(Vec::as_slice).collect();
+                let mut par: Vec<&mut [u8]> = expect.iter_mut().map(Vec::as_mut_slice).collect();
+                codec.encode(&data, &mut par)?;
+            }
+        }
+        let mut differ = Vec::new();
+        for (r, e) in expect.iter().enumerate() {
+            let p = g.data + r;
+            if scan.bufs[p] == *e {
+                continue;
+            }
+            differ.push(p);
+            let j = g.members[p];
+            if repair && self.health.state(j).writable() {
+                let off = stripe * self.layout.chunk + lo as u64;
+                if let Err(e) = self.write_blocks(j, ino, off, e) {
+                    self.health.count_write_error(j);
+                    self.fail_member(j, "redundancy rewrite failed", &e);
+                }
+            }
+        }
+        Ok(differ)
+    }
 }
 
 /// Compute the redundancy positions of one group from its data positions,

@@ -1,1 +1,195 @@
-//! Long-running operations.
+//! Long-running operations on the data of an array — scrub, rebuild,
+//! resync — each an engine function with an options struct, a [`Progress`]
+//! callback and a checkpoint saved on the members so it resumes after a
+//! restart. The CLI only displays what [`Progress`] reports.
+//!
+//! Files are visited in inode order; the checkpoint records the inode and
+//! stripe reached, so a resumed run skips what is done. Each step holds the
+//! file's write lock for a batch of stripes only, so reads and writes go on
+//! while an operation runs (invariant 5).
+
+pub mod rebuild;
+pub mod resync;
+pub mod scrub;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::Result;
+use crate::member::Member;
+
+pub use rebuild::{RebuildOptions, RebuildReport, rebuild};
+pub use resync::{ResyncReport, resync};
+pub use scrub::{ScrubOptions, ScrubReport, scrub};
+
+/// How often a running operation saves its checkpoint.
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// Receives progress of a long operation. Calls come from the thread
+/// running the operation; keep them cheap.
+pub trait Progress: Send + Sync {
+    /// `done` of `total` logical bytes processed.
+    fn update(&self, _done: u64, _total: u64) {}
+    /// Whether the operation should stop now: it saves its checkpoint and
+    /// returns a report with `complete == false`; the next run resumes.
+    fn should_stop(&self) -> bool {
+        false
+    }
+}
+
+/// Progress that nobody watches.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// Sleeps to keep an operation at or under a byte rate (0 = unlimited).
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    rate: u64,
+    start: Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    pub fn new(bytes_per_sec: u64) -> Self {
+        Throttle {
+            rate: bytes_per_sec,
+            start: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    pub fn account(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        if self.rate == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        let spent = self.start.elapsed();
+        if due > spent {
+            std::thread::sleep(due - spent);
+        }
+    }
+}
+
+/// Where an operation stopped. Stored at `.raidfs/ops/<op>.ckpt` on every
+/// writable member (see docs/FORMAT.md, "Data path records").
+///
+/// ```text
+///  0 magic   8  "RFSCKPT\0"
+///  8 major   2  1
+/// 10 minor   2  0
+/// 12 target  4  member index the operation works for (rebuild), else u32::MAX
+/// 16 ino     8  first inode not finished
+/// 24 stripe  8  first stripe of that inode not finished
+/// 32 done    8  logical bytes finished
+/// 40 crc     4  CRC32 of bytes 0..40
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub target: u32,
+    pub ino: u64,
+    pub stripe: u64,
+    pub done: u64,
+}
+
+const CKPT_MAGIC: &[u8; 8] = b"RFSCKPT\0";
+
+impl Checkpoint {
+    fn path(op: &str) -> String {
+        format!(".raidfs/ops/{op}.ckpt")
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(44);
+        b.extend_from_slice(CKPT_MAGIC);
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&self.target.to_le_bytes());
+        b.extend_from_slice(&self.ino.to_le_bytes());
+        b.extend_from_slice(&self.stripe.to_le_bytes());
+        b.extend_from_slice(&self.done.to_le_bytes());
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() < 44 || &b[..8] != CKPT_MAGIC || u16::from_le_bytes([b[8], b[9]]) != 1 {
+            return None;
+        }
+        let crc = u32::from_le_bytes([b[40], b[41], b[42], b[43]]);
+        if crc != crc32fast::hash(&b[..40]) {
+            return None;
+        }
+        let u64_at = |o: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[o..o + 8]);
+            u64::from_le_bytes(a)
+        };
+        Some(Checkpoint {
+            target: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+            ino: u64_at(16),
+            stripe: u64_at(24),
+            done: u64_at(32),
+        })
+    }
+
+    /// The checkpoint of `op` found on any of `members` (the furthest one).
+    pub fn load(members: &[Arc<dyn Member>], op: &str) -> Option<Self> {
+        members
+            .iter()
+            .filter_map(|m| m.read_all(&Self::path(op)).ok())
+            .filter_map(|b| Self::decode(&b))
+            .max_by_key(|c| (c.ino, c.stripe))
+    }
+
+    /// Save on every member in `members`; failures are logged, not fatal
+    /// (a lost checkpoint only costs repeated work).
+    pub fn save(&self, members: &[Arc<dyn Member>], op: &str) {
+        for m in members {
+            if let Err(e) = m.write_atomic(&Self::path(op), &self.encode()) {
+                tracing::warn!(member = %m.describe(), error = %e, "cannot save {op} checkpoint");
+            }
+        }
+    }
+
+    /// Remove the checkpoint of a finished operation.
+    pub fn clear(members: &[Arc<dyn Member>], op: &str) -> Result<()> {
+        for m in members {
+            if let Err(e) = m.remove(&Self::path(op)) {
+                tracing::warn!(member = %m.describe(), error = %e, "cannot remove {op} checkpoint");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sort and deduplicate a file list (inode, size) into the order every
+/// operation walks it.
+pub(crate) fn sorted(files: impl IntoIterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = files.into_iter().collect();
+    v.sort_unstable();
+    v.dedup_by_key(|f| f.0);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_round_trip_and_corruption() {
+        let c = Checkpoint {
+            target: 2,
+            ino: 77,
+            stripe: 5,
+            done: 1 << 20,
+        };
+        let mut b = c.encode();
+        assert_eq!(Checkpoint::decode(&b), Some(c));
+        b[20] ^= 4;
+        assert_eq!(Checkpoint::decode(&b), None);
+    }
+}
