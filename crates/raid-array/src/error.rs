@@ -46,6 +46,9 @@ pub enum ArrayError {
     /// The operation is never allowed on this object (e.g. a hard link to a directory).
     #[error("operation not permitted: {0}")]
     NotPermitted(String),
+    /// A valid request this engine does not implement (e.g. an fallocate mode).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     #[error("raid-core: {0}")]
     Codec(#[from] raid_core::CodecError),
 }
@@ -70,6 +73,7 @@ impl ArrayError {
             ArrayError::ReadOnly(_) => Errno::ROFS,
             ArrayError::NoAttr => Errno::NODATA,
             ArrayError::NotPermitted(_) => Errno::PERM,
+            ArrayError::Unsupported(_) => Errno::OPNOTSUPP,
         };
         e.raw_os_error()
     }
