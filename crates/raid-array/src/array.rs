@@ -216,7 +216,7 @@ impl Array {
             opts.checkpoint_bytes,
             hook,
         )?;
-        let data = DataStore::new(a.geometry.clone(), a.members.clone(), health.clone())?;
+        let data = DataStore::new(a.geometry, a.members.clone(), health.clone())?;
         let inner = Arc::new(Inner {
             geometry: a.geometry,
             members: a.members,

@@ -106,15 +106,15 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
                 path.display()
             )));
         }
-        if let Some(other) = seen_fs.insert(md.dev(), path) {
-            if !opts.allow_same_fs {
-                return Err(ArrayError::Invalid(format!(
-                    "{} and {} are on the same filesystem: one disk failure would take both \
-                     (allow it explicitly to override)",
-                    other.display(),
-                    path.display()
-                )));
-            }
+        if let Some(other) = seen_fs.insert(md.dev(), path)
+            && !opts.allow_same_fs
+        {
+            return Err(ArrayError::Invalid(format!(
+                "{} and {} are on the same filesystem: one disk failure would take both \
+                 (allow it explicitly to override)",
+                other.display(),
+                path.display()
+            )));
         }
         let m =
             DirMember::open(path).map_err(|e| ArrayError::Invalid(format!("member {i}: {e}")))?;

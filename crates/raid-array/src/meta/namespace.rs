@@ -571,3 +571,201 @@ impl Namespace {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(parent: u64, name: &str, ino: u64, mode: u32) -> Op {
+        Op::Create {
+            parent,
+            name: name.as_bytes().to_vec(),
+            ino,
+            mode,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            time: 1,
+        }
+    }
+
+    fn sample() -> Namespace {
+        let mut ns = Namespace::new(0, 0, 0);
+        for op in [
+            create(ROOT_INO, "d", 2, S_IFDIR | 0o755),
+            create(2, "sub", 3, S_IFDIR | 0o755),
+            create(ROOT_INO, "f", 4, S_IFREG | 0o644),
+            create(3, "g", 5, S_IFREG | 0o644),
+        ] {
+            ns.apply(&op).unwrap();
+        }
+        ns
+    }
+
+    /// A failing operation leaves the namespace exactly as it was.
+    #[test]
+    fn failed_operations_change_nothing() {
+        let failing = [
+            create(ROOT_INO, "f", 9, S_IFREG | 0o644),
+            create(4, "x", 9, S_IFREG | 0o644),
+            create(ROOT_INO, "new", 4, S_IFREG | 0o644),
+            create(ROOT_INO, &"n".repeat(256), 9, S_IFREG | 0o644),
+            Op::Unlink {
+                parent: ROOT_INO,
+                name: b"d".to_vec(),
+                time: 2,
+            },
+            Op::Rmdir {
+                parent: ROOT_INO,
+                name: b"d".to_vec(),
+                time: 2,
+            },
+            Op::Rmdir {
+                parent: ROOT_INO,
+                name: b"f".to_vec(),
+                time: 2,
+            },
+            Op::Link {
+                ino: 2,
+                parent: ROOT_INO,
+                name: b"l".to_vec(),
+                time: 2,
+            },
+            Op::Link {
+                ino: 4,
+                parent: ROOT_INO,
+                name: b"d".to_vec(),
+                time: 2,
+            },
+            Op::Rename {
+                parent: ROOT_INO,
+                name: b"d".to_vec(),
+                new_parent: 3,
+                new_name: b"x".to_vec(),
+                flags: 0,
+                time: 2,
+            },
+            Op::Rename {
+                parent: ROOT_INO,
+                name: b"f".to_vec(),
+                new_parent: ROOT_INO,
+                new_name: b"d".to_vec(),
+                flags: 0,
+                time: 2,
+            },
+            Op::Rename {
+                parent: ROOT_INO,
+                name: b"d".to_vec(),
+                new_parent: ROOT_INO,
+                new_name: b"f".to_vec(),
+                flags: 0,
+                time: 2,
+            },
+            Op::Rename {
+                parent: 2,
+                name: b"sub".to_vec(),
+                new_parent: ROOT_INO,
+                new_name: b"f".to_vec(),
+                flags: 3,
+                time: 2,
+            },
+            Op::Rename {
+                parent: ROOT_INO,
+                name: b"f".to_vec(),
+                new_parent: ROOT_INO,
+                new_name: b"zz".to_vec(),
+                flags: 2,
+                time: 2,
+            },
+            Op::SetAttr {
+                ino: 2,
+                mode: Some(0o700),
+                uid: None,
+                gid: None,
+                size: Some(0),
+                atime: None,
+                mtime: None,
+                ctime: 2,
+            },
+            Op::RemoveXattr {
+                ino: 4,
+                name: b"user.none".to_vec(),
+                time: 2,
+            },
+            Op::Free { ino: 4 },
+            Op::Extend {
+                ino: 4,
+                end: 10,
+                time: 2,
+            },
+        ];
+        for op in &failing {
+            let mut ns = sample();
+            let before = ns.clone();
+            assert!(ns.apply(op).is_err(), "{op:?} succeeded");
+            assert_eq!(ns, before, "{op:?} changed the namespace");
+        }
+    }
+
+    #[test]
+    fn directory_index_survives_many_inserts_and_removes() {
+        let mut d = Dir::new(ROOT_INO);
+        for i in 0..5000u64 {
+            d.insert(format!("n{i}").as_bytes(), i + 10);
+        }
+        for i in (0..5000u64).step_by(3) {
+            assert_eq!(d.remove(format!("n{i}").as_bytes()), Some(i + 10));
+        }
+        for i in 0..5000u64 {
+            let want = (i % 3 != 0).then_some(i + 10);
+            assert_eq!(d.get(format!("n{i}").as_bytes()), want);
+        }
+        assert_eq!(d.len(), 5000 - 1667);
+        assert!(d.replace(b"n1", 99));
+        assert_eq!(d.get(b"n1"), Some(99));
+    }
+
+    #[test]
+    fn nlink_bookkeeping_of_directories_and_links() {
+        let mut ns = sample();
+        assert_eq!(ns.get(ROOT_INO).unwrap().nlink, 3);
+        ns.apply(&Op::Rename {
+            parent: 2,
+            name: b"sub".to_vec(),
+            new_parent: ROOT_INO,
+            new_name: b"sub".to_vec(),
+            flags: 0,
+            time: 3,
+        })
+        .unwrap();
+        assert_eq!(ns.get(ROOT_INO).unwrap().nlink, 4);
+        assert_eq!(ns.get(2).unwrap().nlink, 2);
+        ns.apply(&Op::Link {
+            ino: 4,
+            parent: 3,
+            name: b"h".to_vec(),
+            time: 3,
+        })
+        .unwrap();
+        assert_eq!(ns.get(4).unwrap().nlink, 2);
+        let e = ns
+            .apply(&Op::Unlink {
+                parent: ROOT_INO,
+                name: b"f".to_vec(),
+                time: 4,
+            })
+            .unwrap();
+        assert_eq!(e.orphaned, None);
+        let e = ns
+            .apply(&Op::Unlink {
+                parent: 3,
+                name: b"h".to_vec(),
+                time: 4,
+            })
+            .unwrap();
+        assert_eq!(e.orphaned, Some(4));
+        assert_eq!(ns.orphans(), vec![4]);
+        ns.apply(&Op::Free { ino: 4 }).unwrap();
+        assert!(ns.orphans().is_empty());
+    }
+}
