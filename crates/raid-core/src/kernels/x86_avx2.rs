@@ -21,8 +21,12 @@ pub fn supported() -> bool {
     is_x86_feature_detected!("avx2")
 }
 
-/// Registers per source in the main loop.
+/// Registers per source per pass in `xor` and `pq`.
 const U: usize = 4;
+/// Registers per source per pass in `matmul`, for up to four rows and
+/// for five or six rows.
+const UM: usize = 2;
+const UM_WIDE: usize = 2;
 /// Output rows per `matmul` pass.
 const R: usize = 4;
 
@@ -164,7 +168,7 @@ unsafe fn pq_simd(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
 #[target_feature(enable = "avx2")]
 unsafe fn matmul_simd(coeffs: &[u8], srcs: &[&[u8]], dsts: &mut [&mut [u8]], accumulate: bool) {
     // SAFETY: forwarded contract; `V` only needs the enabled features.
-    unsafe { simd::matmul::<V, U, R>(coeffs, srcs, dsts, accumulate) }
+    unsafe { simd::matmul::<V, UM, UM_WIDE, R>(coeffs, srcs, dsts, accumulate) }
 }
 
 #[cfg(test)]

@@ -239,43 +239,95 @@ unsafe fn pq_block<V: Simd, const U: usize>(srcs: &[&[u8]], p: *mut u8, q: *mut 
 
 // ------------------------------------------------------------- matmul ----
 
+/// Leading rows of a group that are cheaper than general multiplication:
+/// the encoding matrix starts with P (all ones: plain XOR) and Q (`2^j`:
+/// Horner's rule, one multiply-by-2 per source), so a codec that hands all
+/// parity rows to `matmul` gets P, Q and the Cauchy rows in one pass over
+/// the data instead of one pass for P+Q and another for the rest.
+const LEAD_NONE: u8 = 0;
+/// Row 0 is all ones.
+const LEAD_P: u8 = 1;
+/// Row 0 is all ones and row 1 is `2^j` (and not accumulating: Horner's
+/// rule would also multiply the old contents).
+const LEAD_PQ: u8 = 2;
+
+/// Which lead rows `cf` (`g` rows of `n` coefficients) starts with.
+fn lead_rows(cf: &[u8], n: usize, g: usize, accumulate: bool) -> u8 {
+    if !cf[..n].iter().all(|&c| c == 1) {
+        return LEAD_NONE;
+    }
+    if !accumulate
+        && g >= 2
+        && cf[n..2 * n]
+            .iter()
+            .enumerate()
+            .all(|(j, &c)| c == gf::pow2(j))
+    {
+        LEAD_PQ
+    } else {
+        LEAD_P
+    }
+}
+
 /// `dsts[r] (^)= ⊕_j coeffs[r·n + j]·srcs[j]`, at most `R` rows per pass
-/// over the sources (`R` ≤ 6), `U` registers per source per pass.
+/// over the sources (`R` ≤ 6), `U` registers per source per pass for up to
+/// four rows and `UB` for five or six (fewer, so that the accumulators stay
+/// in registers).
 ///
 /// # Safety
 /// The CPU has `V`'s features. `coeffs.len() == dsts.len() * srcs.len()`;
 /// every source is at least as long as every destination, and all
 /// destinations have the same length.
 #[inline(always)]
-pub(crate) unsafe fn matmul<V: Simd, const U: usize, const R: usize>(
+pub(crate) unsafe fn matmul<V: Simd, const U: usize, const UB: usize, const R: usize>(
     coeffs: &[u8],
     srcs: &[&[u8]],
     dsts: &mut [&mut [u8]],
     accumulate: bool,
 ) {
     let n = srcs.len();
+    if n == 0 {
+        if !accumulate {
+            dsts.iter_mut().for_each(|d| d.fill(0));
+        }
+        return;
+    }
     for (g, rows) in dsts.chunks_mut(R).enumerate() {
         let cf = &coeffs[g * R * n..(g * R + rows.len()) * n];
+        let lead = lead_rows(cf, n, rows.len(), accumulate);
         // SAFETY: forwarded contract; `cf` has rows.len() × n entries.
         unsafe {
-            match rows.len() {
-                1 => rows_pass::<V, U, 1>(cf, srcs, rows, accumulate),
-                2 => rows_pass::<V, U, 2>(cf, srcs, rows, accumulate),
-                3 => rows_pass::<V, U, 3>(cf, srcs, rows, accumulate),
-                4 => rows_pass::<V, U, 4>(cf, srcs, rows, accumulate),
-                5 => rows_pass::<V, U, 5>(cf, srcs, rows, accumulate),
-                _ => rows_pass::<V, U, 6>(cf, srcs, rows, accumulate),
+            match (rows.len(), lead) {
+                (1, LEAD_NONE) => rows_pass::<V, U, 1, LEAD_NONE>(cf, srcs, rows, accumulate),
+                (1, _) => rows_pass::<V, U, 1, LEAD_P>(cf, srcs, rows, accumulate),
+                (2, LEAD_NONE) => rows_pass::<V, U, 2, LEAD_NONE>(cf, srcs, rows, accumulate),
+                (2, LEAD_P) => rows_pass::<V, U, 2, LEAD_P>(cf, srcs, rows, accumulate),
+                (2, _) => rows_pass::<V, U, 2, LEAD_PQ>(cf, srcs, rows, accumulate),
+                (3, LEAD_NONE) => rows_pass::<V, U, 3, LEAD_NONE>(cf, srcs, rows, accumulate),
+                (3, LEAD_P) => rows_pass::<V, U, 3, LEAD_P>(cf, srcs, rows, accumulate),
+                (3, _) => rows_pass::<V, U, 3, LEAD_PQ>(cf, srcs, rows, accumulate),
+                (4, LEAD_NONE) => rows_pass::<V, U, 4, LEAD_NONE>(cf, srcs, rows, accumulate),
+                (4, LEAD_P) => rows_pass::<V, U, 4, LEAD_P>(cf, srcs, rows, accumulate),
+                (4, _) => rows_pass::<V, U, 4, LEAD_PQ>(cf, srcs, rows, accumulate),
+                (5, LEAD_NONE) => rows_pass::<V, UB, 5, LEAD_NONE>(cf, srcs, rows, accumulate),
+                (5, LEAD_P) => rows_pass::<V, UB, 5, LEAD_P>(cf, srcs, rows, accumulate),
+                (5, _) => rows_pass::<V, UB, 5, LEAD_PQ>(cf, srcs, rows, accumulate),
+                (_, LEAD_NONE) => rows_pass::<V, UB, 6, LEAD_NONE>(cf, srcs, rows, accumulate),
+                (_, LEAD_P) => rows_pass::<V, UB, 6, LEAD_P>(cf, srcs, rows, accumulate),
+                (_, _) => rows_pass::<V, UB, 6, LEAD_PQ>(cf, srcs, rows, accumulate),
             }
         }
     }
 }
 
-/// One pass over the sources for exactly `G` destination rows.
+/// One pass over the sources for exactly `G` destination rows, the first
+/// `L` of them lead rows (see [`LEAD_P`], [`LEAD_PQ`]).
 ///
 /// # Safety
-/// As [`matmul`], with `rows.len() == G` and `cf.len() == G · srcs.len()`.
+/// As [`matmul`], with `rows.len() == G`, `cf.len() == G · srcs.len()`,
+/// `srcs` non-empty and `L` what [`lead_rows`] found.
 #[inline(always)]
-unsafe fn rows_pass<V: Simd, const U: usize, const G: usize>(
+unsafe fn rows_pass<V: Simd, const U: usize, const G: usize, const L: u8>(
     cf: &[u8],
     srcs: &[&[u8]],
     rows: &mut [&mut [u8]],
@@ -290,12 +342,12 @@ unsafe fn rows_pass<V: Simd, const U: usize, const G: usize>(
     let mut i = 0;
     while i + U * V::BYTES <= len {
         // SAFETY: bytes i..i + U·BYTES are in bounds of every buffer.
-        unsafe { matmul_block::<V, U, G>(cf, srcs, &d, i, accumulate) };
+        unsafe { matmul_block::<V, U, G, L>(cf, srcs, &d, i, accumulate) };
         i += U * V::BYTES;
     }
     while i + V::BYTES <= len {
         // SAFETY: as above for one register.
-        unsafe { matmul_block::<V, 1, G>(cf, srcs, &d, i, accumulate) };
+        unsafe { matmul_block::<V, 1, G, L>(cf, srcs, &d, i, accumulate) };
         i += V::BYTES;
     }
     for (r, row) in rows.iter_mut().enumerate() {
@@ -313,10 +365,14 @@ unsafe fn rows_pass<V: Simd, const U: usize, const G: usize>(
     }
 }
 
+/// `U` registers of every destination row at offset `i`. Sources are
+/// consumed from the last to the first, as Horner's rule for a Q lead row
+/// needs (the order does not matter to the other rows).
+///
 /// # Safety
 /// See [`rows_pass`]; bytes `i..i + U·BYTES` are in bounds of every buffer.
 #[inline(always)]
-unsafe fn matmul_block<V: Simd, const U: usize, const G: usize>(
+unsafe fn matmul_block<V: Simd, const U: usize, const G: usize, const L: u8>(
     cf: &[u8],
     srcs: &[&[u8]],
     d: &[*mut u8; G],
@@ -324,7 +380,9 @@ unsafe fn matmul_block<V: Simd, const U: usize, const G: usize>(
     accumulate: bool,
 ) {
     let n = srcs.len();
-    // SAFETY: in bounds per the contract; `V`'s features are present.
+    let lead = L as usize;
+    // SAFETY: in bounds per the contract (coefficient indices are below
+    // G·n = cf.len()); `V`'s features are present.
     unsafe {
         let mut acc = [[V::zero(); U]; G];
         if accumulate {
@@ -334,39 +392,66 @@ unsafe fn matmul_block<V: Simd, const U: usize, const G: usize>(
                 }
             }
         }
-        let mut j = 0;
+        let mut j = n;
         if V::PAIRS {
-            while j + 2 <= n {
-                let (s1, s2) = (srcs[j].as_ptr().add(i), srcs[j + 1].as_ptr().add(i));
-                let mut x1 = [V::split(V::zero()); U];
-                let mut x2 = [V::split(V::zero()); U];
+            while j >= 2 {
+                let (s1, s2) = (srcs[j - 1].as_ptr().add(i), srcs[j - 2].as_ptr().add(i));
+                let mut x1 = [V::zero(); U];
+                let mut x2 = [V::zero(); U];
                 for u in 0..U {
-                    x1[u] = V::split(V::load(s1.add(u * V::BYTES)));
-                    x2[u] = V::split(V::load(s2.add(u * V::BYTES)));
+                    x1[u] = V::load(s1.add(u * V::BYTES));
+                    x2[u] = V::load(s2.add(u * V::BYTES));
                 }
-                for r in 0..G {
-                    let c1 = V::coef(*cf.get_unchecked(r * n + j));
-                    let c2 = V::coef(*cf.get_unchecked(r * n + j + 1));
+                if L >= LEAD_P {
                     for u in 0..U {
-                        acc[r][u] = V::mul_xor2(acc[r][u], x1[u], c1, x2[u], c2);
+                        acc[0][u] = V::xor3(acc[0][u], x1[u], x2[u]);
                     }
                 }
-                j += 2;
+                if L >= LEAD_PQ {
+                    for u in 0..U {
+                        acc[1][u] = V::mul2_xor(V::mul2_xor(acc[1][u], x1[u]), x2[u]);
+                    }
+                }
+                for r in lead..G {
+                    let c1 = V::coef(*cf.get_unchecked(r * n + j - 1));
+                    let c2 = V::coef(*cf.get_unchecked(r * n + j - 2));
+                    for u in 0..U {
+                        acc[r][u] =
+                            V::mul_xor2(acc[r][u], V::split(x1[u]), c1, V::split(x2[u]), c2);
+                    }
+                }
+                j -= 2;
             }
         }
-        while j < n {
+        while j > 0 {
+            j -= 1;
             let s = srcs[j].as_ptr().add(i);
-            let mut x = [V::split(V::zero()); U];
+            let mut x = [V::zero(); U];
             for u in 0..U {
-                x[u] = V::split(V::load(s.add(u * V::BYTES)));
+                x[u] = V::load(s.add(u * V::BYTES));
             }
-            for r in 0..G {
-                let c = V::coef(*cf.get_unchecked(r * n + j));
+            if L >= LEAD_P {
                 for u in 0..U {
-                    acc[r][u] = V::mul_xor(acc[r][u], x[u], c);
+                    acc[0][u] = V::xor(acc[0][u], x[u]);
                 }
             }
-            j += 1;
+            if L >= LEAD_PQ {
+                for u in 0..U {
+                    acc[1][u] = V::mul2_xor(acc[1][u], x[u]);
+                }
+            }
+            if lead < G {
+                let mut y = [V::split(V::zero()); U];
+                for u in 0..U {
+                    y[u] = V::split(x[u]);
+                }
+                for r in lead..G {
+                    let c = V::coef(*cf.get_unchecked(r * n + j));
+                    for u in 0..U {
+                        acc[r][u] = V::mul_xor(acc[r][u], y[u], c);
+                    }
+                }
+            }
         }
         for r in 0..G {
             for u in 0..U {
@@ -421,14 +506,27 @@ pub(crate) fn check_against_scalar(k: &super::Kernel) {
             assert_eq!(wp, gp, "{}: pq p, {ctx}", k.name);
             assert_eq!(wq, &gq[..len], "{}: pq q, {ctx}", k.name);
 
-            for rows in [1usize, 2, 4, 7] {
-                let coeffs: Vec<u8> = (0..rows * n)
+            // Coefficient shapes: arbitrary (with 0s and 1s); a P row (all
+            // ones) first; P then Q (2^j) first, as the encoding matrix.
+            let shapes = [1usize, 2, 3, 4, 6, 7]
+                .into_iter()
+                .flat_map(|rows| (0..3).map(move |lead| (rows, lead)));
+            for (rows, lead) in shapes {
+                let mut coeffs: Vec<u8> = (0..rows * n)
                     .map(|i| match i % 5 {
                         0 => 0,
                         1 => 1,
                         _ => next(),
                     })
                     .collect();
+                if lead >= 1 {
+                    coeffs[..n].fill(1);
+                }
+                if lead >= 2 && rows >= 2 {
+                    for j in 0..n {
+                        coeffs[n + j] = crate::gf::pow2(j);
+                    }
+                }
                 for accumulate in [false, true] {
                     let mut want: Vec<Vec<u8>> = (0..rows)
                         .map(|_| (0..len).map(|_| next()).collect())
