@@ -64,21 +64,7 @@ fn check_chunk_size(chunk_size: u32) -> Result<(), LayoutError> {
     }
 }
 
-/// Decide whether `level` fits `members`, and how. Minimums, with reasons:
-///
-/// - RAID-0 ≥ 1, RAID-1 ≥ 2 (fewer has nothing to stripe or mirror).
-/// - RAID-4/5 ≥ 3. md accepts a 2-member RAID-5, but only as a step of a
-///   RAID-1 → RAID-5 reshape; it stores exactly what a 2-way mirror stores
-///   while paying for parity and read-modify-write, and raidfs does not
-///   reshape, so it is refused (erasure `1+1` remains for whoever wants it).
-/// - RAID-6 ≥ 4, as md.
-/// - RAID-10 ≥ `copies` and divisible by it (md's "near" layout with whole
-///   mirror sets; md also allows other counts by wrapping copies around, which
-///   would put two chunks of one stripe on a member).
-/// - RAID-01 ≥ 4 and even (two halves of at least two members each).
-/// - RAID-50/60: ≥ 2 groups of ≥ 3 (resp. 4) members, divisible by `groups`.
-/// - Parity groups hold at most 251 data chunks and erasure at most 6 parity
-///   chunks: the codec's limits.
+/// Decide whether `level` fits `members`, and how (rules on [`Geometry::new`]).
 fn shape(level: Level, n: usize) -> Result<Shape, LayoutError> {
     let too_few = |min: usize| LayoutError::TooFewMembers {
         level,
@@ -237,8 +223,23 @@ fn shape(level: Level, n: usize) -> Result<Shape, LayoutError> {
 
 impl Geometry {
     /// Validate `level` on `members` members with chunks of `chunk_size`
-    /// bytes (a power of two in 4 KiB ..= 16 MiB). The rules and their
-    /// reasons are in the [module docs](super).
+    /// bytes (a power of two in 4 KiB ..= 16 MiB, at most [`MAX_MEMBERS`]
+    /// members). Minimums per level, with reasons:
+    ///
+    ///
+    /// - RAID-0 ≥ 1, RAID-1 ≥ 2 (fewer has nothing to stripe or mirror).
+    /// - RAID-4/5 ≥ 3. md accepts a 2-member RAID-5, but only as a step of a
+    ///   RAID-1 → RAID-5 reshape; it stores exactly what a 2-way mirror stores
+    ///   while paying for parity and read-modify-write, and raidfs does not
+    ///   reshape, so it is refused (erasure `1+1` remains for whoever wants it).
+    /// - RAID-6 ≥ 4, as md.
+    /// - RAID-10 ≥ `copies` and divisible by it (md's "near" layout with whole
+    ///   mirror sets; md also allows other counts by wrapping copies around, which
+    ///   would put two chunks of one stripe on a member).
+    /// - RAID-01 ≥ 4 and even (two halves of at least two members each).
+    /// - RAID-50/60: ≥ 2 groups of ≥ 3 (resp. 4) members, divisible by `groups`.
+    /// - Parity groups hold at most 251 data chunks and erasure at most 6 parity
+    ///   chunks: the codec's limits.
     pub fn new(level: Level, members: usize, chunk_size: u32) -> Result<Geometry, LayoutError> {
         check_chunk_size(chunk_size)?;
         if members == 0 {

@@ -6,14 +6,7 @@
 //! failed than it tolerates — none for a stripe, `copies − 1` for a mirror,
 //! `m` for a parity group.
 //!
-//! RAID-01 is judged per chunk, not as classic RAID 0+1. In a classic
-//! RAID 0+1 the first failure takes its whole striped half offline, so the
-//! array then dies with any failure in the other half. raidfs addresses
-//! chunks individually: data chunk `i` can be read from member `i` or from
-//! its copy on member `i + n/2`, whatever else has failed. The array therefore
-//! survives every set that leaves each pair `(i, i + n/2)` one live member —
-//! the same sets as RAID-10 with pairs arranged differently. Reporting the
-//! classic, weaker answer would make `raidfs` refuse to serve data it can read.
+//! RAID-01 is judged per chunk: see [`Geometry::survives`].
 
 use super::geometry::Geometry;
 
@@ -29,6 +22,16 @@ impl Geometry {
     /// reconstructed with the members in `failed` gone. Duplicates count
     /// once; indices not below [`members`](Self::members) name no member and
     /// are ignored.
+    ///
+    /// RAID-01 is judged per chunk, not as classic RAID 0+1. In a classic
+    /// RAID 0+1 the first failure takes its whole striped half offline, so
+    /// the array then dies with any failure in the other half. raidfs reads
+    /// chunks individually: data chunk `i` can be read from member `i` or
+    /// from its copy on member `i + n/2`, whatever else has failed. The array
+    /// therefore survives every set that leaves each pair `(i, i + n/2)` one
+    /// live member (the sets RAID-10 survives, with the pairs arranged
+    /// differently). Reporting the classic, weaker answer would make raidfs
+    /// refuse to serve data it can read.
     pub fn survives(&self, failed: &[usize]) -> bool {
         let mut gone = vec![false; self.members()];
         for &f in failed {
