@@ -226,7 +226,6 @@ impl Geometry {
     /// bytes (a power of two in 4 KiB ..= 16 MiB, at most [`MAX_MEMBERS`]
     /// members). Minimums per level, with reasons:
     ///
-    ///
     /// - RAID-0 ≥ 1, RAID-1 ≥ 2 (fewer has nothing to stripe or mirror).
     /// - RAID-4/5 ≥ 3. md accepts a 2-member RAID-5, but only as a step of a
     ///   RAID-1 → RAID-5 reshape; it stores exactly what a 2-way mirror stores
