@@ -23,10 +23,18 @@ fn members(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -51,13 +59,32 @@ fn main() -> anyhow::Result<()> {
             let mut parent = ROOT_INO;
             for i in 0..files {
                 if i % 1000 == 0 {
-                    parent = array.mkdir(ROOT_INO, OsStr::new(&format!("dir-{:06}", i / 1000)), 0o755, 0, 0)?.ino;
+                    parent = array
+                        .mkdir(
+                            ROOT_INO,
+                            OsStr::new(&format!("dir-{:06}", i / 1000)),
+                            0o755,
+                            0,
+                            0,
+                        )?
+                        .ino;
                 }
-                array.mknod(parent, OsStr::new(&format!("file-{i:09}.jpg")), 0o100644, 0, 1000, 1000)?;
+                array.mknod(
+                    parent,
+                    OsStr::new(&format!("file-{i:09}.jpg")),
+                    0o100644,
+                    0,
+                    1000,
+                    1000,
+                )?;
             }
             let created = t.elapsed();
             array.close()?;
-            println!("populate: {files} files in {:.2?} (+ close {:.2?})", created, t.elapsed() - created);
+            println!(
+                "populate: {files} files in {:.2?} (+ close {:.2?})",
+                created,
+                t.elapsed() - created
+            );
         }
         Some("assemble") => {
             let dir = PathBuf::from(&args[2]);
@@ -66,9 +93,10 @@ fn main() -> anyhow::Result<()> {
             let took = t.elapsed();
             let inodes = array.status().inodes;
             println!(
-                "assemble: {inodes} inodes in {:.2?}, peak RSS {} MiB",
+                "assemble: {inodes} inodes in {:.2?}, peak RSS {} MiB, RSS after {} MiB",
                 took,
-                peak_rss_kib() / 1024
+                peak_rss_kib() / 1024,
+                rss_kib() / 1024
             );
             array.close()?;
         }

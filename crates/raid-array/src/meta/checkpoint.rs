@@ -16,10 +16,9 @@
 //! Hand-written rather than serde so that loading a million inodes costs
 //! one pass and no intermediate structures.
 
-use std::collections::HashMap;
-
 use super::inode::{Body, Dir, Inode};
 use super::namespace::Namespace;
+use super::table::InodeTable;
 use crate::format::bytes::{Reader, Writer};
 use crate::{ArrayError, Result};
 
@@ -27,11 +26,10 @@ use crate::{ArrayError, Result};
 pub fn encode(ns: &Namespace) -> (Vec<u8>, u64) {
     let mut w = Writer::with_capacity(ns.inodes.len() * 96 + 8);
     w.u64(ns.next_ino);
-    let mut inos: Vec<u64> = ns.inodes.keys().copied().collect();
-    inos.sort_unstable();
-    for ino in &inos {
-        let i = &ns.inodes[ino];
-        w.u64(*ino);
+    let mut count = 0u64;
+    for (ino, i) in ns.inodes.iter() {
+        count += 1;
+        w.u64(ino);
         w.u32(i.mode);
         w.u32(i.uid);
         w.u32(i.gid);
@@ -76,7 +74,7 @@ pub fn encode(ns: &Namespace) -> (Vec<u8>, u64) {
             w.bytes(v);
         }
     }
-    (w.buf, inos.len() as u64)
+    (w.buf, count)
 }
 
 /// Rebuild a namespace from a payload holding `count` inodes.
@@ -88,10 +86,7 @@ pub fn decode(payload: &[u8], count: u64) -> Result<Namespace> {
     };
     let mut r = Reader::new(WHAT, payload);
     let next_ino = r.u64()?;
-    let cap = usize::try_from(count)
-        .map_err(|_| corrupt("inode count".into()))?
-        .min(payload.len() / 64);
-    let mut inodes = HashMap::with_capacity(cap);
+    let mut inodes = InodeTable::new();
     for _ in 0..count {
         let ino = r.u64()?;
         let mode = r.u32()?;
@@ -112,13 +107,19 @@ pub fn decode(payload: &[u8], count: u64) -> Result<Namespace> {
                 }
             }
             2 => {
-                let mut d = Dir::new(r.u64()?);
+                let parent = r.u64()?;
                 let next_cookie = r.u64()?;
                 let n = r.u32()?;
+                let mut d = Dir::with_capacity(parent, (n as usize).min(payload.len() / 20));
                 for _ in 0..n {
                     let cookie = r.u64()?;
                     let child = r.u64()?;
                     let len = r.u16()? as usize;
+                    if cookie <= d.last_cookie() || child == 0 {
+                        return Err(corrupt(format!(
+                            "directory {ino}: entries out of order or inode 0"
+                        )));
+                    }
                     d.insert_at(cookie, r.take(len)?.into(), child);
                 }
                 d.next_cookie = d.next_cookie.max(next_cookie);

@@ -6,7 +6,7 @@
 //! directory stores each name once (looked up through a hash of the name),
 //! extended attributes and inline data cost nothing when absent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -186,117 +186,172 @@ fn name_hash(name: &[u8]) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(name)
 }
 
-/// Cookies of the entries whose names share one hash (almost always one).
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Bucket {
-    One(u64),
-    Many(Vec<u64>),
-}
-
 /// A directory entry as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub name: Box<[u8]>,
+    /// 0 marks a removed entry awaiting compaction (inode 0 is never used).
     pub ino: u64,
 }
 
-/// A directory: entries by readdir cookie (stable: a cookie is never
-/// reused within a directory, so a `readdir` resumed at an offset neither
-/// skips nor repeats entries that stayed), plus a name-hash index.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A directory: entries in a vector ordered by readdir cookie, plus an
+/// index from name hash to position.
+///
+/// Cookies only grow (a new entry gets `next_cookie`), so appending keeps
+/// the vector sorted and `readdir` resumes by binary search; a cookie is
+/// never reused within a directory, so a `readdir` resumed at an offset
+/// neither skips nor repeats entries that stayed. Removal leaves a
+/// tombstone; the vector is compacted (and the index rebuilt) once half of
+/// it is tombstones. Each name is stored once: about 80 bytes per entry
+/// with the index, which matters at a million files.
+#[derive(Clone, Debug)]
 pub struct Dir {
     pub parent: u64,
     pub next_cookie: u64,
-    entries: BTreeMap<u64, Entry>,
-    index: HashMap<u64, Bucket>,
+    slots: Vec<(u64, Entry)>,
+    live: usize,
+    /// Name hash → position of the one live entry indexed under it.
+    index: HashMap<u64, u32>,
+    /// Positions of live entries whose hash was already indexed (rare).
+    dups: Vec<u32>,
 }
+
+impl PartialEq for Dir {
+    fn eq(&self, other: &Self) -> bool {
+        self.parent == other.parent
+            && self.next_cookie == other.next_cookie
+            && self.entries_after(0).eq(other.entries_after(0))
+    }
+}
+
+impl Eq for Dir {}
 
 impl Dir {
     pub fn new(parent: u64) -> Self {
         Dir {
             parent,
             next_cookie: FIRST_COOKIE,
-            entries: BTreeMap::new(),
+            slots: Vec::new(),
+            live: 0,
             index: HashMap::new(),
+            dups: Vec::new(),
         }
+    }
+
+    /// An empty directory that will receive `n` entries (checkpoint load).
+    pub fn with_capacity(parent: u64, n: usize) -> Self {
+        let mut d = Dir::new(parent);
+        d.slots.reserve_exact(n);
+        d.index.reserve(n);
+        d
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.live == 0
     }
 
-    fn find_cookie(&self, name: &[u8]) -> Option<u64> {
-        let matches = |c: &u64| self.entries.get(c).is_some_and(|e| &*e.name == name);
-        match self.index.get(&name_hash(name))? {
-            Bucket::One(c) => Some(*c).filter(matches),
-            Bucket::Many(v) => v.iter().copied().find(matches),
+    fn find(&self, name: &[u8]) -> Option<usize> {
+        let hit = |p: usize| {
+            let (_, e) = &self.slots[p];
+            e.ino != 0 && &*e.name == name
+        };
+        if let Some(&p) = self.index.get(&name_hash(name))
+            && hit(p as usize)
+        {
+            return Some(p as usize);
         }
+        self.dups.iter().map(|&p| p as usize).find(|&p| hit(p))
     }
 
     /// Inode of `name`, if present.
     pub fn get(&self, name: &[u8]) -> Option<u64> {
-        self.find_cookie(name)
-            .and_then(|c| self.entries.get(&c))
-            .map(|e| e.ino)
+        self.find(name).map(|p| self.slots[p].1.ino)
     }
 
     /// Add an entry (the caller has checked that `name` is absent) under
     /// the next cookie.
     pub fn insert(&mut self, name: &[u8], ino: u64) {
         let cookie = self.next_cookie;
-        self.next_cookie += 1;
         self.insert_at(cookie, name.into(), ino);
     }
 
-    /// Add an entry under a given cookie (checkpoint load).
+    /// Add an entry under a given cookie, which must be above every cookie
+    /// in the directory (checkpoint load; the loader checks the order).
     pub fn insert_at(&mut self, cookie: u64, name: Box<[u8]>, ino: u64) {
+        debug_assert!(self.slots.last().is_none_or(|(c, _)| *c < cookie));
+        let pos = self.slots.len() as u32;
         let h = name_hash(&name);
-        self.entries.insert(cookie, Entry { name, ino });
+        self.slots.push((cookie, Entry { name, ino }));
+        self.live += 1;
         self.next_cookie = self.next_cookie.max(cookie + 1);
-        match self.index.get_mut(&h) {
-            None => {
-                self.index.insert(h, Bucket::One(cookie));
+        match self.index.entry(h) {
+            std::collections::hash_map::Entry::Occupied(_) => self.dups.push(pos),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(pos);
             }
-            Some(b) => match b {
-                Bucket::One(c) => *b = Bucket::Many(vec![*c, cookie]),
-                Bucket::Many(v) => v.push(cookie),
-            },
         }
+    }
+
+    /// Highest cookie in use (0 if none).
+    pub fn last_cookie(&self) -> u64 {
+        self.slots.last().map_or(0, |(c, _)| *c)
     }
 
     /// Remove `name`; returns its inode.
     pub fn remove(&mut self, name: &[u8]) -> Option<u64> {
-        let cookie = self.find_cookie(name)?;
+        let pos = self.find(name)?;
         let h = name_hash(name);
-        if let Some(b) = self.index.get_mut(&h) {
-            match b {
-                Bucket::One(_) => {
-                    self.index.remove(&h);
-                }
-                Bucket::Many(v) => {
-                    v.retain(|&c| c != cookie);
-                    if v.len() == 1 {
-                        *b = Bucket::One(v[0]);
-                    }
+        let (_, e) = &mut self.slots[pos];
+        let ino = e.ino;
+        e.ino = 0;
+        e.name = Box::default();
+        self.live -= 1;
+        if self.index.get(&h) == Some(&(pos as u32)) {
+            self.index.remove(&h);
+            let slots = &self.slots;
+            if let Some(k) = self
+                .dups
+                .iter()
+                .position(|&d| name_hash(&slots[d as usize].1.name) == h)
+            {
+                let d = self.dups.swap_remove(k);
+                self.index.insert(h, d);
+            }
+        } else {
+            self.dups.retain(|&d| d as usize != pos);
+        }
+        if self.slots.len() >= 64 && self.live * 2 < self.slots.len() {
+            self.compact();
+        }
+        Some(ino)
+    }
+
+    fn compact(&mut self) {
+        self.slots.retain(|(_, e)| e.ino != 0);
+        self.slots.shrink_to_fit();
+        self.index.clear();
+        self.dups.clear();
+        for (p, (_, e)) in self.slots.iter().enumerate() {
+            match self.index.entry(name_hash(&e.name)) {
+                std::collections::hash_map::Entry::Occupied(_) => self.dups.push(p as u32),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(p as u32);
                 }
             }
         }
-        self.entries.remove(&cookie).map(|e| e.ino)
+        self.index.shrink_to_fit();
     }
 
     /// Point an existing entry at another inode (rename exchange), keeping
     /// its cookie.
     pub fn replace(&mut self, name: &[u8], ino: u64) -> bool {
-        match self
-            .find_cookie(name)
-            .and_then(|c| self.entries.get_mut(&c))
-        {
-            Some(e) => {
-                e.ino = ino;
+        match self.find(name) {
+            Some(p) => {
+                self.slots[p].1.ino = ino;
                 true
             }
             None => false,
@@ -305,8 +360,10 @@ impl Dir {
 
     /// Entries with a cookie greater than `after`, in cookie order.
     pub fn entries_after(&self, after: u64) -> impl Iterator<Item = (u64, &Entry)> {
-        self.entries
-            .range(after.saturating_add(1)..)
+        let start = self.slots.partition_point(|(c, _)| *c <= after);
+        self.slots[start..]
+            .iter()
+            .filter(|(_, e)| e.ino != 0)
             .map(|(c, e)| (*c, e))
     }
 }

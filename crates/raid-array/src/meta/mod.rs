@@ -7,6 +7,7 @@
 //! - [`journal`]: the group-committing journal writer.
 //! - [`checkpoint`]: the snapshot payload.
 //! - [`load`]: reading a member's metadata back (checkpoint + replay).
+//! - [`table`]: the inode table.
 //! - [`store`]: the three put together, as the array uses them.
 
 pub mod checkpoint;
@@ -16,6 +17,7 @@ pub mod load;
 pub mod namespace;
 pub mod ops;
 pub mod store;
+pub mod table;
 
 pub use inode::{Attr, DirEntry, FileKind, ROOT_INO};
 pub use namespace::Namespace;

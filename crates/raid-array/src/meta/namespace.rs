@@ -4,10 +4,9 @@
 //! error and leaves the namespace untouched; the live path journals only
 //! operations that applied, and replay applies the same operations again.
 
-use std::collections::HashMap;
-
 use super::inode::*;
 use super::ops::{Op, RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE};
+use super::table::InodeTable;
 use crate::{ArrayError, Result};
 
 /// What an applied operation leaves for the caller to do.
@@ -23,7 +22,7 @@ pub struct Effect {
 /// All inodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Namespace {
-    pub inodes: HashMap<u64, Inode>,
+    pub inodes: InodeTable,
     /// Next inode number to hand out (numbers are never reused).
     pub next_ino: u64,
 }
@@ -45,7 +44,7 @@ fn check_name(name: &[u8]) -> Result<()> {
 impl Namespace {
     /// A namespace holding only an empty root directory.
     pub fn new(uid: u32, gid: u32, time: i64) -> Self {
-        let mut inodes = HashMap::new();
+        let mut inodes = InodeTable::new();
         inodes.insert(
             ROOT_INO,
             Inode {
@@ -565,7 +564,7 @@ impl Namespace {
             .inodes
             .iter()
             .filter(|(_, i)| i.nlink == 0 && !i.is_dir())
-            .map(|(&ino, _)| ino)
+            .map(|(ino, _)| ino)
             .collect();
         v.sort_unstable();
         v
@@ -723,6 +722,32 @@ mod tests {
         assert_eq!(d.len(), 5000 - 1667);
         assert!(d.replace(b"n1", 99));
         assert_eq!(d.get(b"n1"), Some(99));
+        // Remove most of the rest: the directory compacts, cookies stay.
+        let cookies: Vec<(u64, Box<[u8]>)> = d
+            .entries_after(0)
+            .map(|(c, e)| (c, e.name.clone()))
+            .collect();
+        for (k, (_, name)) in cookies.iter().enumerate() {
+            if k % 10 != 0 {
+                d.remove(name).unwrap();
+            }
+        }
+        let kept: Vec<(u64, Box<[u8]>)> = cookies.iter().step_by(10).cloned().collect();
+        let now: Vec<(u64, Box<[u8]>)> = d
+            .entries_after(0)
+            .map(|(c, e)| (c, e.name.clone()))
+            .collect();
+        assert_eq!(now, kept);
+        assert_eq!(d.len(), kept.len());
+        for (c, name) in &kept {
+            assert!(d.get(name).is_some());
+            // Resuming after any kept cookie yields exactly the later ones.
+            let after: Vec<u64> = d.entries_after(*c).map(|(c, _)| c).collect();
+            assert!(after.iter().all(|x| x > c));
+            assert_eq!(after.len(), kept.iter().filter(|(k, _)| k > c).count());
+        }
+        d.insert(b"fresh", 7);
+        assert!(d.entries_after(0).last().unwrap().0 > kept.last().unwrap().0);
     }
 
     #[test]
