@@ -1,0 +1,590 @@
+//! `raidfs-sync`: mirror a directory tree to S3 continuously, with history,
+//! point-in-time restore and verification. See docs/SYNC.md.
+//!
+//! Exit codes: 0 success; 1 the run completed but something is not in sync
+//! (failed files, verify differences); 2 the run could not be done (bad
+//! arguments, unreachable bucket, refused restore).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use raid_sync::keys::KeyPrefix;
+use raid_sync::reconcile::{Summary, Syncer, unix_now};
+use raid_sync::s3::{Bucket, Connection};
+use raid_sync::state::{State, StateStore};
+use raid_sync::upload::{PutOptions, Uploader};
+use raid_sync::{history, lifecycle, metrics, restore, s3, verify, watch};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "raidfs-sync",
+    version,
+    about = "Mirror a directory tree to S3 with history, restore and verify"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    sync: SyncArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Rebuild the tree as it was at a point in time.
+    Restore {
+        /// Point in time: RFC 3339 (2026-11-20T10:00:00Z), a date, or an age (2h, 3days). Default: latest.
+        #[arg(long)]
+        at: Option<String>,
+        /// Restore only this subtree (relative path inside the mirror).
+        #[arg(long)]
+        path: Option<String>,
+        /// Overwrite existing files in TARGET.
+        #[arg(long)]
+        force: bool,
+        /// Concurrent downloads.
+        #[arg(long, default_value_t = 16)]
+        jobs: usize,
+        /// Directory to restore into.
+        target: PathBuf,
+    },
+    /// List the history of one file (relative path inside the mirror).
+    Versions { path: String },
+    /// Compare every local file with its object by CRC-32.
+    Verify {
+        /// Download every object and checksum its content.
+        #[arg(long)]
+        download: bool,
+        /// Concurrent checks.
+        #[arg(long, default_value_t = 16)]
+        jobs: usize,
+        source: PathBuf,
+    },
+    /// Write lifecycle rules: archive and expire old versions.
+    Lifecycle {
+        /// Move noncurrent versions to the transition class this long after they were replaced (e.g. 30d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        glacier_after: Option<Duration>,
+        /// Also move current objects after the same period.
+        #[arg(long)]
+        current_too: bool,
+        /// Storage class for transitions.
+        #[arg(long, default_value = "GLACIER")]
+        transition_class: String,
+        /// Only objects larger than this are transitioned (S3's default is 128 KiB; 0 = all).
+        #[arg(long, default_value = "128KiB", value_parser = parse_size)]
+        min_transition_size: u64,
+        /// Delete noncurrent versions this long after they were replaced (e.g. 365d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expire_noncurrent_after: Option<Duration>,
+        /// Only print the bucket's current rules.
+        #[arg(long)]
+        show: bool,
+    },
+}
+
+/// Options shared by every command.
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// Bucket name.
+    #[arg(long, global = true, env = "RAIDFS_SYNC_BUCKET")]
+    bucket: Option<String>,
+    /// Key prefix inside the bucket.
+    #[arg(long, global = true, default_value = "")]
+    prefix: String,
+    /// S3 endpoint (MinIO, Ceph RGW, Garage, …); path-style addressing is used.
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL_S3")]
+    endpoint_url: Option<String>,
+    /// Region (default: from the AWS configuration, else us-east-1).
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// AWS profile from ~/.aws/config.
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    /// Attempts per request (exponential backoff with jitter between them).
+    #[arg(long, global = true, default_value_t = 5)]
+    retries: u32,
+    /// Print a JSON summary on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct SyncArgs {
+    /// Directory to mirror.
+    source: Option<PathBuf>,
+    /// One pass, then exit (no watching).
+    #[arg(long)]
+    once: bool,
+    /// List the bucket and reconcile against it, even if the state is current.
+    #[arg(long)]
+    full: bool,
+    /// State file (default: $STATE_DIRECTORY, $XDG_STATE_HOME/raidfs-sync or ~/.local/state/raidfs-sync).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Concurrent requests.
+    #[arg(long, default_value_t = 16)]
+    jobs: usize,
+    /// Files at least this large are uploaded in parts.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    multipart_threshold: u64,
+    /// Part size for multipart uploads.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    part_size: u64,
+    /// Bandwidth limit in bytes per second (K/M/G suffixes, binary), 0 = none.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    bwlimit: u64,
+    /// Storage class for uploads (STANDARD, STANDARD_IA, GLACIER_IR, …).
+    #[arg(long)]
+    storage_class: Option<String>,
+    /// Server-side encryption: AES256 (SSE-S3) or aws:kms (SSE-KMS).
+    #[arg(long)]
+    sse: Option<String>,
+    /// KMS key for --sse aws:kms.
+    #[arg(long)]
+    sse_kms_key_id: Option<String>,
+    /// Quiet time after a change before uploading.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    debounce: Duration,
+    /// Cap of the retry delay after failed passes.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    retry_max: Duration,
+    /// Create the bucket if it does not exist.
+    #[arg(long)]
+    create_bucket: bool,
+    /// Refuse to run (instead of turning it on) if the bucket is not versioned.
+    #[arg(long)]
+    no_enable_versioning: bool,
+    /// Prometheus textfile to write after every pass.
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
+    /// Shell command run when a pass fails (RAIDFS_SYNC_EVENT, RAIDFS_SYNC_MESSAGE in its environment).
+    #[arg(long)]
+    notify_cmd: Option<String>,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// Parses `1024`, `64K`, `8MiB`, `1.5G` (binary multiples).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {s:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("unknown size unit in {s:?}")),
+    };
+    if n < 0.0 {
+        return Err(format!("negative size {s:?}"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RAIDFS_SYNC_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,aws=warn,aws_smithy_runtime=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raidfs-sync: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("raidfs-sync: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn connect(c: &Common) -> Result<(Arc<Bucket>, KeyPrefix)> {
+    let name = c
+        .bucket
+        .clone()
+        .context("--bucket is required (or RAIDFS_SYNC_BUCKET)")?;
+    let prefix = KeyPrefix::new(&c.prefix)?;
+    let conn = Connection {
+        endpoint_url: c.endpoint_url.clone(),
+        region: c.region.clone(),
+        profile: c.profile.clone(),
+        max_attempts: c.retries,
+    };
+    let client = s3::client(&conn).await;
+    Ok((Arc::new(Bucket::new(client, &name)), prefix))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let common = cli.common;
+    match cli.cmd {
+        None => sync(common, cli.sync).await,
+        Some(Cmd::Restore {
+            at,
+            path,
+            force,
+            jobs,
+            target,
+        }) => {
+            let (bucket, prefix) = connect(&common).await?;
+            let at_ns = at.as_deref().map(history::parse_time).transpose()?;
+            let opts = restore::RestoreOptions {
+                at_ns,
+                path,
+                target: target.clone(),
+                force,
+                jobs,
+                progress: true,
+            };
+            let sum = restore::restore(bucket, &prefix, &opts).await?;
+            if common.json {
+                println!("{}", serde_json::to_string(&sum)?);
+            } else {
+                eprintln!(
+                    "restored {} files, {} symlinks, {} directories ({} bytes) into {} in {:.1}s",
+                    sum.files,
+                    sum.symlinks,
+                    sum.dirs,
+                    sum.bytes,
+                    target.display(),
+                    sum.seconds
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Cmd::Versions { path }) => {
+            let (bucket, prefix) = connect(&common).await?;
+            let rel = path.trim_matches('/');
+            let file_key = prefix.key(rel, false);
+            let dir_key = prefix.key(rel, true);
+            let mut vs: Vec<history::Version> = history::list_versions(&bucket, &file_key)
+                .await?
+                .into_iter()
+                .filter(|v| v.key == file_key || v.key == dir_key)
+                .collect();
+            vs.sort_by(|a, b| b.last_modified_ns.cmp(&a.last_modified_ns));
+            if common.json {
+                println!("{}", serde_json::to_string(&vs)?);
+            } else if vs.is_empty() {
+                eprintln!(
+                    "no versions of {rel} in s3://{}/{}",
+                    bucket.name,
+                    prefix.as_str()
+                );
+                return Ok(ExitCode::from(1));
+            } else {
+                println!("{:<26} {:>12}  {:<8} VERSION", "TIME", "SIZE", "STATE");
+                for v in &vs {
+                    let state = match (v.delete_marker, v.is_latest) {
+                        (true, _) => "deleted",
+                        (false, true) => "current",
+                        (false, false) => "old",
+                    };
+                    println!(
+                        "{:<26} {:>12}  {:<8} {}",
+                        v.time(),
+                        v.size,
+                        state,
+                        v.version_id.as_deref().unwrap_or("null")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Cmd::Verify {
+            download,
+            jobs,
+            source,
+        }) => {
+            let (bucket, prefix) = connect(&common).await?;
+            let r = verify::verify(bucket, &prefix, &source, download, jobs).await?;
+            if common.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                for d in &r.differences {
+                    println!("{:<8} {}  ({})", d.kind, d.path, d.detail);
+                }
+                eprintln!(
+                    "verified {} entries: {} match, {} differ{}",
+                    r.checked,
+                    r.matched,
+                    r.differences.len(),
+                    if r.downloaded > 0 {
+                        format!(" ({} downloaded)", r.downloaded)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(if r.differences.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Some(Cmd::Lifecycle {
+            glacier_after,
+            current_too,
+            transition_class,
+            min_transition_size,
+            expire_noncurrent_after,
+            show,
+        }) => {
+            let (bucket, prefix) = connect(&common).await?;
+            let rules = if show {
+                lifecycle::current(&bucket).await?
+            } else {
+                if glacier_after.is_none() && expire_noncurrent_after.is_none() {
+                    bail!(
+                        "nothing to do: give --glacier-after and/or --expire-noncurrent-after (or --show)"
+                    );
+                }
+                let plan = lifecycle::LifecyclePlan {
+                    prefix: prefix.as_str().to_string(),
+                    archive_after_days: glacier_after.map(lifecycle::days).transpose()?,
+                    current_too,
+                    transition_class,
+                    min_transition_size: i64::try_from(min_transition_size)?,
+                    expire_noncurrent_after_days: expire_noncurrent_after
+                        .map(lifecycle::days)
+                        .transpose()?,
+                };
+                lifecycle::apply(&bucket, &plan).await?
+            };
+            for r in &rules {
+                println!("{r:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Default state file: one per bucket + prefix + source, in the service's
+/// state directory.
+fn default_state_path(bucket: &str, prefix: &str, source: &Path) -> Result<PathBuf> {
+    let dir = if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
+        PathBuf::from(d)
+    } else if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        PathBuf::from(d).join("raidfs-sync")
+    } else if let Some(h) = std::env::var_os("HOME") {
+        PathBuf::from(h).join(".local/state/raidfs-sync")
+    } else {
+        bail!("no state directory: give --state");
+    };
+    let id = crc32fast::hash(format!("{bucket}\0{prefix}\0{}", source.display()).as_bytes());
+    let safe: String = bucket
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok(dir.join(format!("{safe}-{id:08x}.json")))
+}
+
+/// Writes metrics and runs the failure hook after each pass.
+struct PassHooks {
+    bucket: String,
+    store: Arc<StateStore>,
+    metrics_file: Option<PathBuf>,
+    notify_cmd: Option<String>,
+}
+
+impl PassHooks {
+    fn failure_message(result: &raid_sync::Result<Summary>) -> Option<String> {
+        match result {
+            Ok(s) if s.failed == 0 => None,
+            Ok(s) => Some(format!(
+                "{} file operation(s) failed, e.g. {}",
+                s.failed,
+                s.failures.first().map(String::as_str).unwrap_or("?")
+            )),
+            Err(e) => Some(e.to_string()),
+        }
+    }
+}
+
+impl watch::Observer for PassHooks {
+    fn pass_done(&self, result: &raid_sync::Result<Summary>) {
+        let empty = Summary {
+            failed: 1,
+            ..Summary::default()
+        };
+        let summary = result.as_ref().unwrap_or(&empty);
+        match result {
+            Ok(s) => tracing::info!(
+                uploaded = s.uploaded,
+                bytes = s.uploaded_bytes,
+                copied = s.copied,
+                deleted = s.deleted,
+                failed = s.failed,
+                requests = s.s3_requests,
+                "pass done in {:.2}s",
+                s.seconds
+            ),
+            Err(e) => tracing::error!(error = %e, "pass failed"),
+        }
+        if let Some(path) = &self.metrics_file {
+            let mut totals = self.store.lock().totals.clone();
+            if result.is_err() {
+                totals.failed_runs += 1;
+            }
+            if let Err(e) = metrics::write(path, &self.bucket, summary, &totals, unix_now()) {
+                tracing::warn!(error = %e, "writing metrics");
+            }
+        }
+        if let (Some(cmd), Some(msg)) = (&self.notify_cmd, Self::failure_message(result)) {
+            tracing::error!("sync failure: {msg}");
+            match std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .env("RAIDFS_SYNC_EVENT", "failure")
+                .env("RAIDFS_SYNC_BUCKET", &self.bucket)
+                .env("RAIDFS_SYNC_MESSAGE", &msg)
+                .spawn()
+            {
+                // Reap it off the async runtime; its exit status is only logged.
+                Ok(mut child) => {
+                    std::thread::spawn(move || {
+                        if let Ok(st) = child.wait()
+                            && !st.success()
+                        {
+                            tracing::warn!(status = %st, "--notify-cmd failed");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "running --notify-cmd"),
+            }
+        }
+    }
+}
+
+async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
+    let source = args
+        .source
+        .clone()
+        .context("SOURCE directory is required")?;
+    let source =
+        std::fs::canonicalize(&source).with_context(|| format!("source {}", source.display()))?;
+    if !source.is_dir() {
+        bail!("{} is not a directory", source.display());
+    }
+    let (bucket, prefix) = connect(&common).await?;
+    if args.part_size < 1 << 20 {
+        bail!("--part-size must be at least 1MiB");
+    }
+    let state_path = match &args.state {
+        Some(p) => p.clone(),
+        None => default_state_path(&bucket.name, prefix.as_str(), &source)?,
+    };
+    let state = State::load(&state_path, &bucket.name, prefix.as_str())?;
+    let store = Arc::new(StateStore::new(state_path.clone(), state));
+    tracing::debug!(state = %state_path.display(), "state file");
+
+    if args.create_bucket {
+        bucket.create_if_missing(common.region.as_deref()).await?;
+    }
+    // Versioning is checked at most once a day when the state is current,
+    // so an unchanged tree costs no request.
+    let checked = store.lock().versioning_checked_unix;
+    if checked.is_none_or(|t| unix_now() - t > 86_400) {
+        bucket.ensure_versioning(!args.no_enable_versioning).await?;
+        store.lock().versioning_checked_unix = Some(unix_now());
+    }
+
+    let put = PutOptions {
+        storage_class: args
+            .storage_class
+            .as_deref()
+            .map(aws_sdk_s3::types::StorageClass::from),
+        sse: args
+            .sse
+            .as_deref()
+            .map(aws_sdk_s3::types::ServerSideEncryption::from),
+        sse_kms_key_id: args.sse_kms_key_id.clone(),
+        multipart_threshold: args.multipart_threshold.max(1),
+        part_size: args.part_size,
+    };
+    let up = Arc::new(Uploader::new(bucket.clone(), put, args.bwlimit, args.jobs));
+    let syncer = Arc::new(Syncer {
+        source: source.clone(),
+        prefix,
+        bucket: bucket.clone(),
+        up,
+        store: store.clone(),
+        progress: !args.no_progress && !common.json,
+    });
+    let hooks = PassHooks {
+        bucket: bucket.name.clone(),
+        store: store.clone(),
+        metrics_file: args.metrics_file.clone(),
+        notify_cmd: args.notify_cmd.clone(),
+    };
+
+    if args.once {
+        let result = syncer.pass(&[String::new()], args.full).await;
+        watch::Observer::pass_done(&hooks, &result);
+        let sum = result?;
+        if common.json {
+            println!("{}", serde_json::to_string(&sum)?);
+        } else {
+            eprintln!(
+                "{} uploaded ({} bytes), {} copied, {} attribute updates, {} adopted, {} deleted, {} unchanged, {} failed in {:.2}s ({} S3 requests)",
+                sum.uploaded,
+                sum.uploaded_bytes,
+                sum.copied,
+                sum.metadata_updated,
+                sum.adopted,
+                sum.deleted,
+                sum.unchanged,
+                sum.failed,
+                sum.seconds,
+                sum.s3_requests
+            );
+        }
+        for f in &sum.failures {
+            eprintln!("raidfs-sync: failed: {f}");
+        }
+        return Ok(if sum.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    if args.full {
+        let r = syncer.pass(&[String::new()], true).await;
+        watch::Observer::pass_done(&hooks, &r);
+    }
+    let opts = watch::DaemonOptions {
+        debounce: args.debounce,
+        max_delay: args.debounce.max(Duration::from_secs(10)),
+        retry_max: args.retry_max,
+    };
+    watch::run(syncer, opts, &hooks).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,81 @@
+//! The crate's error type: every variant names what it was working on (a path,
+//! a key, an S3 operation), so a message alone tells the operator where to look.
+
+use std::path::PathBuf;
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while syncing, restoring or verifying.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A local file or directory could not be read or written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An S3 request failed (after the SDK's own retries).
+    #[error("S3 {op} {key}: {message}")]
+    S3 {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+    /// A key in the bucket cannot be turned into a path inside the target.
+    #[error("unsafe key {key:?}: {reason}")]
+    UnsafeKey { key: String, reason: &'static str },
+    /// A local name that cannot become an S3 key (not UTF-8, or a newline).
+    #[error("cannot map {path} to an S3 key: {reason}")]
+    BadName { path: PathBuf, reason: &'static str },
+    /// The state file is unreadable or belongs to another bucket/prefix.
+    #[error("state file {path}: {message}")]
+    State { path: PathBuf, message: String },
+    /// The bucket is not (and cannot be made) versioned.
+    #[error("bucket {bucket}: {message}")]
+    Versioning { bucket: String, message: String },
+    /// A file changed while it was being uploaded; it is retried later.
+    #[error("{path} changed while it was being uploaded; will retry")]
+    Changed { path: PathBuf },
+    /// Restore would overwrite existing files.
+    #[error(
+        "restore would overwrite {count} existing path(s), e.g. {example}; use --force to overwrite"
+    )]
+    WouldOverwrite { count: usize, example: PathBuf },
+    /// A checksum did not match.
+    #[error("checksum mismatch for {what}: expected {expected:08x}, got {actual:08x}")]
+    Checksum {
+        what: String,
+        expected: u32,
+        actual: u32,
+    },
+    /// Invalid option or argument.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done and to which path.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Wraps an SDK error with the operation and key, keeping the full
+    /// error chain (the SDK's top-level Display is just "service error").
+    pub fn s3<E>(op: &'static str, key: impl Into<String>, err: E) -> Self
+    where
+        E: std::error::Error,
+    {
+        Error::S3 {
+            op,
+            key: key.into(),
+            message: aws_sdk_s3::error::DisplayErrorContext(err).to_string(),
+        }
+    }
+}

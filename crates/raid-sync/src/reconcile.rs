@@ -1,0 +1,508 @@
+//! One sync pass: compare the local tree (or part of it) with the state, and
+//! bring the bucket in line — uploads, server-side copies for renames and
+//! attribute changes, delete markers for removals.
+//!
+//! The state is trusted as a description of the bucket, so a pass over an
+//! unchanged tree sends no request. The bucket is listed only when the state
+//! has never been reconciled (first run, lost state) or `--full` asks for it;
+//! then objects that already hold the right content (same size and
+//! `x-amz-meta-crc32`) are adopted instead of uploaded again, and objects with
+//! no local counterpart get a delete marker.
+//!
+//! Ordering: copies (rename targets) happen before the deletes of their
+//! sources; a failed file keeps its old state entry, so the next pass retries
+//! it; the state is saved every few seconds during long passes and at the end.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::keys::{self, KeyPrefix};
+use crate::object_meta::{Kind, ObjectMeta};
+use crate::s3::Bucket;
+use crate::scan::{self, Scan};
+use crate::state::{Entry, StateStore};
+use crate::upload::{self, MAX_COPY_SIZE, Uploader};
+
+/// How often a long pass saves the state.
+const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// What one pass did (printed by `--json`).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Summary {
+    /// Whether the bucket was listed (first run, lost state or `--full`).
+    pub full_reconcile: bool,
+    pub scanned: u64,
+    pub unchanged: u64,
+    pub uploaded: u64,
+    pub uploaded_bytes: u64,
+    /// Multipart parts already on the server from an interrupted upload.
+    pub parts_reused: u64,
+    /// Renames done as server-side copies.
+    pub copied: u64,
+    /// Attribute-only changes done as server-side copies.
+    pub metadata_updated: u64,
+    /// Objects already in the bucket with the right content (full reconcile).
+    pub adopted: u64,
+    pub deleted: u64,
+    pub failed: u64,
+    pub failures: Vec<String>,
+    pub skipped: Vec<String>,
+    pub s3_requests: u64,
+    pub seconds: f64,
+}
+
+/// The pass engine for one source tree and one bucket prefix.
+#[derive(Debug)]
+pub struct Syncer {
+    pub source: PathBuf,
+    pub prefix: KeyPrefix,
+    pub bucket: Arc<Bucket>,
+    pub up: Arc<Uploader>,
+    pub store: Arc<StateStore>,
+    /// Show a progress bar (initial sync in a terminal).
+    pub progress: bool,
+}
+
+/// One thing to bring to the bucket.
+struct Job {
+    rel: String,
+    now: Entry,
+    old: Option<Entry>,
+}
+
+/// Rename sources: removed files, found by inode or by size + CRC.
+#[derive(Default)]
+struct RenameIndex {
+    by_inode: HashMap<(u64, u64, u64, i64, u32), String>,
+    by_crc: HashMap<(u64, u32), String>,
+}
+
+impl Syncer {
+    /// Runs one pass over `scopes` (relative paths; `[""]` = whole tree).
+    /// `full` lists the bucket and reconciles against it.
+    pub async fn pass(&self, scopes: &[String], full: bool) -> Result<Summary> {
+        let t0 = Instant::now();
+        let req0 = self.bucket.requests();
+        let full = full || !self.store.lock().reconciled;
+        let scopes: Vec<String> = if full {
+            vec![String::new()]
+        } else {
+            minimal_scopes(scopes)
+        };
+        let mut sum = Summary {
+            full_reconcile: full,
+            ..Summary::default()
+        };
+
+        // Local side.
+        let source = self.source.clone();
+        let sc = scopes.clone();
+        let scan: Scan = tokio::task::spawn_blocking(move || {
+            let mut s = Scan::default();
+            for scope in &sc {
+                scan::scan_scope(&source, scope, &mut s)?;
+            }
+            Ok::<_, Error>(s)
+        })
+        .await
+        .map_err(|e| Error::io("scanning", &self.source, std::io::Error::other(e)))??;
+        sum.scanned = scan.entries.len() as u64;
+        sum.skipped = scan.skipped;
+        for s in &sum.skipped {
+            tracing::warn!("skipped {s}");
+        }
+
+        // Remote side, only when reconciling fully.
+        let remote: Option<HashMap<String, u64>> = if full {
+            let listed = self.bucket.list(self.prefix.as_str()).await?;
+            Some(listed.into_iter().map(|o| (o.key, o.size)).collect())
+        } else {
+            None
+        };
+
+        // Plan.
+        let (jobs, removed) = {
+            let st = self.store.lock();
+            let mut jobs = Vec::new();
+            for (rel, now) in &scan.entries {
+                let old = st.entries.get(rel);
+                match old {
+                    Some(o) if o.unchanged(now) => {
+                        let present = remote
+                            .as_ref()
+                            .is_none_or(|r| r.contains_key(&self.key_of(rel, o.kind)));
+                        if present {
+                            sum.unchanged += 1;
+                            continue;
+                        }
+                        jobs.push(Job {
+                            rel: rel.clone(),
+                            now: now.clone(),
+                            old: None,
+                        });
+                    }
+                    _ => jobs.push(Job {
+                        rel: rel.clone(),
+                        now: now.clone(),
+                        old: old.filter(|o| o.kind == now.kind).cloned(),
+                    }),
+                }
+            }
+            let mut removed: Vec<(String, Entry)> = st
+                .entries
+                .iter()
+                .filter(|(rel, e)| {
+                    scopes.iter().any(|s| keys::in_scope(rel, s))
+                        && scan.entries.get(*rel).is_none_or(|n| n.kind != e.kind)
+                })
+                .map(|(r, e)| (r.clone(), e.clone()))
+                .collect();
+            removed.sort_by(|a, b| a.0.cmp(&b.0));
+            (jobs, removed)
+        };
+
+        let mut renames = RenameIndex::default();
+        for (rel, e) in &removed {
+            if e.kind == Kind::File && e.size <= MAX_COPY_SIZE {
+                renames.by_inode.insert(
+                    (e.dev, e.ino, e.size, e.mtime_sec, e.mtime_nsec),
+                    rel.clone(),
+                );
+                if let Some(c) = e.crc32 {
+                    renames.by_crc.insert((e.size, c), rel.clone());
+                }
+            }
+        }
+
+        let bar = self.bar(jobs.len() as u64);
+        let sum = Mutex::new(sum);
+        let last_save = Mutex::new(Instant::now());
+        let renames = &renames;
+        let remote_ref = remote.as_ref();
+        let (sum_r, save_r, bar_r) = (&sum, &last_save, &bar);
+        futures::stream::iter(jobs)
+            .map(move |job| async move {
+                let rel = job.rel.clone();
+                let r = self.apply(job, renames, remote_ref).await;
+                bar_r.inc(1);
+                let mut s = sum_r.lock().unwrap_or_else(|p| p.into_inner());
+                match r {
+                    Ok(done) => done.add_to(&mut s),
+                    Err(e) => {
+                        tracing::warn!(path = %rel, error = %e, "upload failed");
+                        s.failed += 1;
+                        s.failures.push(e.to_string());
+                    }
+                }
+                drop(s);
+                let due = {
+                    let mut l = save_r.lock().unwrap_or_else(|p| p.into_inner());
+                    let due = l.elapsed() >= SAVE_EVERY;
+                    if due {
+                        *l = Instant::now();
+                    }
+                    due
+                };
+                if due && let Err(e) = self.store.save() {
+                    tracing::warn!(error = %e, "saving state");
+                }
+            })
+            .buffer_unordered(self.up.jobs)
+            .collect::<()>()
+            .await;
+        bar.finish_and_clear();
+        let mut sum = sum.into_inner().unwrap_or_else(|p| p.into_inner());
+
+        // Deletes: removed entries, and (full) remote keys with no local entry.
+        let mut to_delete: BTreeMap<String, Option<String>> = removed
+            .iter()
+            .map(|(rel, e)| (self.key_of(rel, e.kind), Some(rel.clone())))
+            .collect();
+        if let Some(remote) = &remote {
+            let wanted: HashSet<String> = scan
+                .entries
+                .iter()
+                .map(|(rel, e)| self.key_of(rel, e.kind))
+                .collect();
+            for key in remote.keys() {
+                if !wanted.contains(key) {
+                    to_delete.entry(key.clone()).or_insert(None);
+                }
+            }
+        }
+        if !to_delete.is_empty() {
+            let keys: Vec<String> = to_delete.keys().cloned().collect();
+            match self.bucket.delete_keys(&keys).await {
+                Ok(failed) => {
+                    let failed_keys: HashSet<&str> =
+                        failed.iter().map(|(k, _)| k.as_str()).collect();
+                    let mut st = self.store.lock();
+                    for (key, rel) in &to_delete {
+                        if failed_keys.contains(key.as_str()) {
+                            continue;
+                        }
+                        sum.deleted += 1;
+                        if let Some(rel) = rel {
+                            st.entries.remove(rel);
+                        }
+                    }
+                    for (k, why) in failed {
+                        sum.failed += 1;
+                        sum.failures.push(format!("delete {k}: {why}"));
+                    }
+                }
+                Err(e) => {
+                    sum.failed += keys.len() as u64;
+                    sum.failures.push(e.to_string());
+                }
+            }
+        }
+
+        {
+            let mut st = self.store.lock();
+            if full && sum.failed == 0 {
+                st.reconciled = true;
+            }
+            st.totals.uploaded_bytes += sum.uploaded_bytes;
+            st.totals.uploaded_objects += sum.uploaded;
+            st.totals.copied_objects += sum.copied + sum.metadata_updated;
+            st.totals.deleted_objects += sum.deleted;
+            st.totals.failed_files += sum.failed;
+            if sum.failed == 0 {
+                st.totals.last_success_unix = Some(unix_now());
+            } else {
+                st.totals.failed_runs += 1;
+            }
+        }
+        self.store.save()?;
+        sum.s3_requests = self.bucket.requests() - req0;
+        sum.seconds = t0.elapsed().as_secs_f64();
+        Ok(sum)
+    }
+
+    fn key_of(&self, rel: &str, kind: Kind) -> String {
+        self.prefix.key(rel, kind == Kind::Dir)
+    }
+
+    fn bar(&self, len: u64) -> indicatif::ProgressBar {
+        if !self.progress || len < 2 {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(len);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} {pos}/{len} files [{elapsed_precise}] {wide_bar} eta {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    }
+
+    /// Brings one entry to the bucket and records it in the state.
+    async fn apply(
+        &self,
+        job: Job,
+        renames: &RenameIndex,
+        remote: Option<&HashMap<String, u64>>,
+    ) -> Result<Done> {
+        let Job { rel, mut now, old } = job;
+        let path = keys::join(&self.source, &rel);
+        let key = self.key_of(&rel, now.kind);
+        let mut done = Done::default();
+        match now.kind {
+            Kind::Dir => {
+                let meta = meta_of(&now, None);
+                self.up.put_small(&key, Vec::new(), &meta).await?;
+                done.uploaded = 1;
+            }
+            Kind::Symlink => {
+                let target = now.target.clone().unwrap_or_default().into_bytes();
+                let crc = crc32fast::hash(&target);
+                now.crc32 = Some(crc);
+                if old.as_ref().is_some_and(|o| o.target == now.target) {
+                    self.up.copy(&key, &key, &meta_of(&now, Some(crc))).await?;
+                    done.metadata_updated = 1;
+                } else {
+                    done.uploaded_bytes = self
+                        .up
+                        .put_small(&key, target, &meta_of(&now, Some(crc)))
+                        .await?;
+                    done.uploaded = 1;
+                }
+            }
+            Kind::File => {
+                let multipart = self.up.is_multipart(now.size);
+                let part_size = self.up.part_size_for(now.size);
+                let (p, e) = (path.clone(), now.clone());
+                let (data, crcs) = tokio::task::spawn_blocking(move || {
+                    if multipart {
+                        upload::crc_file(&p, e.size, part_size).map(|c| (None, c))
+                    } else {
+                        upload::read_small(&p, &e).map(|d| {
+                            let full = crc32fast::hash(&d);
+                            (
+                                Some(d),
+                                upload::FileCrcs {
+                                    full,
+                                    parts: Vec::new(),
+                                    part_size,
+                                },
+                            )
+                        })
+                    }
+                })
+                .await
+                .map_err(|e| Error::io("reading", &path, std::io::Error::other(e)))??;
+                let crc = crcs.full;
+                now.crc32 = Some(crc);
+                let meta = meta_of(&now, Some(crc));
+                if let Some(o) = old
+                    .as_ref()
+                    .filter(|o| o.size == now.size && o.crc32 == Some(crc))
+                {
+                    // Same content: only attributes (or nothing visible) changed.
+                    if meta_of(o, Some(crc)) != meta {
+                        self.up.copy(&key, &key, &meta).await?;
+                        done.metadata_updated = 1;
+                    }
+                } else if let Some(src) = self.rename_source(renames, &now, crc) {
+                    let src_key = self.key_of(&src, Kind::File);
+                    self.up.copy(&src_key, &key, &meta).await?;
+                    tracing::info!(from = %src, to = %rel, "rename: server-side copy");
+                    done.copied = 1;
+                } else if remote.and_then(|r| r.get(&key)) == Some(&now.size)
+                    && self.remote_crc(&key).await == Some(crc)
+                {
+                    if self.remote_meta(&key).await.as_ref() != Some(&meta) {
+                        self.up.copy(&key, &key, &meta).await?;
+                        done.metadata_updated = 1;
+                    } else {
+                        done.adopted = 1;
+                    }
+                } else if let Some(d) = data {
+                    done.uploaded_bytes = self.up.put_small(&key, d, &meta).await?;
+                    done.uploaded = 1;
+                } else {
+                    let sent = self
+                        .up
+                        .put_multipart(&self.store, &rel, &path, &key, &now, &meta, &crcs)
+                        .await?;
+                    done.uploaded_bytes = sent.bytes;
+                    done.parts_reused = sent.parts_reused;
+                    done.uploaded = 1;
+                }
+            }
+        }
+        self.store.lock().entries.insert(rel, now);
+        Ok(done)
+    }
+
+    fn rename_source(&self, idx: &RenameIndex, now: &Entry, crc: u32) -> Option<String> {
+        idx.by_inode
+            .get(&(now.dev, now.ino, now.size, now.mtime_sec, now.mtime_nsec))
+            .or_else(|| idx.by_crc.get(&(now.size, crc)))
+            .cloned()
+    }
+
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Option<aws_sdk_s3::operation::head_object::HeadObjectOutput> {
+        self.bucket.count();
+        self.bucket
+            .client
+            .head_object()
+            .bucket(&self.bucket.name)
+            .key(key)
+            .send()
+            .await
+            .ok()
+    }
+
+    async fn remote_crc(&self, key: &str) -> Option<u32> {
+        let h = self.head(key).await?;
+        ObjectMeta::from_map(h.metadata(), false, 0).crc32
+    }
+
+    async fn remote_meta(&self, key: &str) -> Option<ObjectMeta> {
+        let h = self.head(key).await?;
+        Some(ObjectMeta::from_map(h.metadata(), key.ends_with('/'), 0))
+    }
+}
+
+/// What applying one job did.
+#[derive(Debug, Default)]
+struct Done {
+    uploaded: u64,
+    uploaded_bytes: u64,
+    parts_reused: u64,
+    copied: u64,
+    metadata_updated: u64,
+    adopted: u64,
+}
+
+impl Done {
+    fn add_to(&self, s: &mut Summary) {
+        s.uploaded += self.uploaded;
+        s.uploaded_bytes += self.uploaded_bytes;
+        s.parts_reused += self.parts_reused;
+        s.copied += self.copied;
+        s.metadata_updated += self.metadata_updated;
+        s.adopted += self.adopted;
+    }
+}
+
+/// The object metadata for an entry.
+pub fn meta_of(e: &Entry, crc32: Option<u32>) -> ObjectMeta {
+    ObjectMeta {
+        kind: e.kind,
+        perm: e.perm,
+        uid: e.uid,
+        gid: e.gid,
+        mtime_sec: e.mtime_sec,
+        mtime_nsec: e.mtime_nsec,
+        crc32,
+    }
+}
+
+/// Sorted scopes with any scope inside another removed.
+pub fn minimal_scopes(scopes: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = scopes.to_vec();
+    v.sort();
+    v.dedup();
+    let mut out: Vec<String> = Vec::new();
+    for s in v {
+        if !out.iter().any(|o| keys::in_scope(&s, o)) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_are_minimised() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            minimal_scopes(&s(&["a/b", "a", "ab", "a/c"])),
+            s(&["a", "ab"])
+        );
+        assert_eq!(minimal_scopes(&s(&["x", ""])), s(&[""]));
+    }
+}

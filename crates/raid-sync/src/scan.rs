@@ -1,0 +1,138 @@
+//! Reading the local tree: `lstat` of every entry in a scope, never following
+//! symlinks, skipping what S3 cannot hold (sockets, FIFOs, devices, names that
+//! are not UTF-8).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::object_meta::Kind;
+use crate::state::Entry;
+
+/// Entries found, by relative path, and what had to be skipped.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub entries: BTreeMap<String, Entry>,
+    /// Paths skipped, with the reason (reported, never fatal).
+    pub skipped: Vec<String>,
+}
+
+/// Builds an [`Entry`] from `lstat` data (CRC not yet known).
+pub fn entry_of(path: &Path, md: &fs::Metadata) -> Result<Option<Entry>> {
+    let ft = md.file_type();
+    let (kind, target) = if ft.is_file() {
+        (Kind::File, None)
+    } else if ft.is_dir() {
+        (Kind::Dir, None)
+    } else if ft.is_symlink() {
+        let t = fs::read_link(path).map_err(|e| Error::io("reading symlink", path, e))?;
+        let t = t.to_str().ok_or_else(|| Error::BadName {
+            path: path.to_path_buf(),
+            reason: "symlink target is not valid UTF-8",
+        })?;
+        (Kind::Symlink, Some(t.to_string()))
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Entry {
+        kind,
+        size: if kind == Kind::File { md.size() } else { 0 },
+        mtime_sec: md.mtime(),
+        mtime_nsec: md.mtime_nsec() as u32,
+        ctime_sec: md.ctime(),
+        ctime_nsec: md.ctime_nsec() as u32,
+        dev: md.dev(),
+        ino: md.ino(),
+        perm: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        crc32: None,
+        target,
+    }))
+}
+
+/// Scans `scope` (a relative path; empty = the whole tree) under `root`. A
+/// scope that no longer exists yields nothing, which the caller reads as
+/// "deleted".
+pub fn scan_scope(root: &Path, scope: &str, out: &mut Scan) -> Result<()> {
+    let path = if scope.is_empty() {
+        root.to_path_buf()
+    } else {
+        keys::join(root, scope)
+    };
+    let md = match fs::symlink_metadata(&path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if scope.is_empty() => return Err(Error::io("reading source", path, e)),
+        Err(e) => {
+            out.skipped.push(format!("{scope}: {e}"));
+            return Ok(());
+        }
+    };
+    if scope.is_empty() {
+        if !md.is_dir() {
+            return Err(Error::Config(format!(
+                "{} is not a directory",
+                root.display()
+            )));
+        }
+        walk_dir(root, &path, out)
+    } else {
+        visit(root, &path, scope.to_string(), &md, out)
+    }
+}
+
+fn visit(root: &Path, path: &Path, rel: String, md: &fs::Metadata, out: &mut Scan) -> Result<()> {
+    match entry_of(path, md) {
+        Ok(Some(e)) => {
+            let is_dir = e.kind == Kind::Dir;
+            out.entries.insert(rel, e);
+            if is_dir {
+                walk_dir(root, path, out)?;
+            }
+        }
+        Ok(None) => out
+            .skipped
+            .push(format!("{rel}: not a file, directory or symlink")),
+        Err(e) => out.skipped.push(e.to_string()),
+    }
+    Ok(())
+}
+
+fn walk_dir(root: &Path, dir: &Path, out: &mut Scan) -> Result<()> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if dir == root => return Err(Error::io("reading directory", dir, e)),
+        Err(e) => {
+            out.skipped.push(format!("{}: {e}", dir.display()));
+            return Ok(());
+        }
+    };
+    for de in rd {
+        let de = match de {
+            Ok(de) => de,
+            Err(e) => {
+                out.skipped.push(format!("{}: {e}", dir.display()));
+                continue;
+            }
+        };
+        let path = de.path();
+        let rel = match keys::rel_path(root, &path) {
+            Ok(r) => r,
+            Err(e) => {
+                out.skipped.push(e.to_string());
+                continue;
+            }
+        };
+        match fs::symlink_metadata(&path) {
+            Ok(md) => visit(root, &path, rel, &md, out)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => out.skipped.push(format!("{rel}: {e}")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! The local state: what the bucket holds for each path, as of the last
+//! successful upload, plus multipart uploads in progress and running totals.
+//!
+//! It lets a pass over an unchanged tree finish with `stat` calls only — no S3
+//! listing, no request at all — and lets an interrupted multipart upload be
+//! resumed. It is a single JSON file replaced atomically (write to a temporary
+//! file, fsync, rename, fsync the directory), so a crash leaves either the old
+//! or the new state, never a torn one. Losing it costs one full reconciliation
+//! against the bucket, nothing more: the bucket is the truth.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::object_meta::Kind;
+
+/// Version of the state file layout; a different one is refused, not guessed.
+pub const STATE_FORMAT: u32 = 1;
+
+/// One tree entry as last seen (local scan) or last uploaded (state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// CRC-32 of the content (files) or of the target (symlinks); `None`
+    /// until read.
+    pub crc32: Option<u32>,
+    /// Symlink target.
+    pub target: Option<String>,
+}
+
+impl Entry {
+    /// Whether `stat` says nothing changed since `self` was recorded. Directory
+    /// times are ignored: a directory's mtime moves with every child, and
+    /// re-uploading its marker each time would only add versions.
+    pub fn unchanged(&self, now: &Entry) -> bool {
+        let attrs = self.kind == now.kind
+            && self.perm == now.perm
+            && self.uid == now.uid
+            && self.gid == now.gid;
+        match self.kind {
+            Kind::Dir => attrs,
+            Kind::Symlink => attrs && self.target == now.target,
+            Kind::File => {
+                attrs
+                    && self.size == now.size
+                    && self.mtime_sec == now.mtime_sec
+                    && self.mtime_nsec == now.mtime_nsec
+                    && self.ctime_sec == now.ctime_sec
+                    && self.ctime_nsec == now.ctime_nsec
+                    && self.ino == now.ino
+                    && self.dev == now.dev
+            }
+        }
+    }
+}
+
+/// A multipart upload that was started and not yet completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    pub ino: u64,
+    pub part_size: u64,
+    /// Whether the upload was created with the FULL_OBJECT checksum type.
+    pub full_object_checksum: bool,
+}
+
+/// Running totals for the metrics file; they survive restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub uploaded_bytes: u64,
+    pub uploaded_objects: u64,
+    pub copied_objects: u64,
+    pub deleted_objects: u64,
+    pub failed_files: u64,
+    pub failed_runs: u64,
+    pub last_success_unix: Option<i64>,
+}
+
+/// The whole state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub format: u32,
+    pub bucket: String,
+    pub prefix: String,
+    /// Set once a pass has completed against the bucket: until then the bucket
+    /// contents are unknown and the first pass lists it.
+    pub reconciled: bool,
+    pub entries: BTreeMap<String, Entry>,
+    pub uploads: BTreeMap<String, PendingUpload>,
+    /// Unix time of the last check that the bucket is versioned.
+    pub versioning_checked_unix: Option<i64>,
+    pub totals: Totals,
+}
+
+impl State {
+    /// An empty state for a bucket and prefix.
+    pub fn new(bucket: &str, prefix: &str) -> Self {
+        State {
+            format: STATE_FORMAT,
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            reconciled: false,
+            entries: BTreeMap::new(),
+            uploads: BTreeMap::new(),
+            versioning_checked_unix: None,
+            totals: Totals::default(),
+        }
+    }
+
+    /// Loads the state, or starts an empty one if the file does not exist.
+    /// A state of another bucket or prefix is refused: mixing them up would
+    /// make the tool believe objects exist that do not.
+    pub fn load(path: &Path, bucket: &str, prefix: &str) -> Result<Self> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(State::new(bucket, prefix));
+            }
+            Err(e) => return Err(Error::io("reading state file", path, e)),
+        };
+        let st: State = serde_json::from_slice(&bytes).map_err(|e| Error::State {
+            path: path.to_path_buf(),
+            message: format!("unreadable ({e}); delete it to rebuild it from the bucket"),
+        })?;
+        if st.format != STATE_FORMAT {
+            return Err(Error::State {
+                path: path.to_path_buf(),
+                message: format!("format {} is not {STATE_FORMAT}", st.format),
+            });
+        }
+        if st.bucket != bucket || st.prefix != prefix {
+            return Err(Error::State {
+                path: path.to_path_buf(),
+                message: format!(
+                    "belongs to s3://{}/{}, not s3://{bucket}/{prefix}; use another --state",
+                    st.bucket, st.prefix
+                ),
+            });
+        }
+        Ok(st)
+    }
+
+    /// Writes the state atomically and durably.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(|e| Error::io("creating state directory", dir, e))?;
+        let json = serde_json::to_vec(self).map_err(|e| Error::State {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        write_atomic(path, &json)
+    }
+}
+
+/// Replaces `path` with `data`: temporary file, fsync, rename, fsync directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = tmp_name(path);
+    let mut f = fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io("writing", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // Durability of the rename; failure here only weakens, never corrupts.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// The state shared by concurrent tasks of a pass, with its file.
+#[derive(Debug)]
+pub struct StateStore {
+    path: PathBuf,
+    state: std::sync::Mutex<State>,
+    /// Serialises writers of the file (they share one temporary name).
+    writing: std::sync::Mutex<()>,
+}
+
+impl StateStore {
+    pub fn new(path: PathBuf, state: State) -> Self {
+        StateStore {
+            path,
+            state: std::sync::Mutex::new(state),
+            writing: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// Locks the in-memory state. A poisoned lock (a panic elsewhere) still
+    /// holds consistent data: every update is a single insert or remove.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the current state to its file.
+    pub fn save(&self) -> Result<()> {
+        let _w = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = self.lock().clone();
+        snapshot.save(&self.path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_refuses_other_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s/state.json");
+        let mut st = State::load(&path, "b", "p/").unwrap();
+        st.reconciled = true;
+        st.totals.uploaded_bytes = 7;
+        st.save(&path).unwrap();
+        assert_eq!(State::load(&path, "b", "p/").unwrap(), st);
+        assert!(matches!(
+            State::load(&path, "other", "p/"),
+            Err(Error::State { .. })
+        ));
+        fs::write(&path, b"{garbage").unwrap();
+        assert!(matches!(
+            State::load(&path, "b", "p/"),
+            Err(Error::State { .. })
+        ));
+    }
+}

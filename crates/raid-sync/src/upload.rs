@@ -1,0 +1,614 @@
+//! Moving bytes to S3: single PUTs for small files, multipart uploads for
+//! large ones, resumed after a crash, every request carrying a CRC-32.
+//!
+//! Checksums: each PUT and each part carries `x-amz-checksum-crc32`, so the
+//! server rejects a body damaged in transit. A multipart upload asks for the
+//! FULL_OBJECT checksum type, so the object's checksum is the CRC-32 of the
+//! whole content, comparable with a local file; if the server refuses that
+//! type, the upload falls back to the default (composite) type. Either way the
+//! whole-content CRC-32 is also stored in `x-amz-meta-crc32`, which is what
+//! `verify` and `restore` rely on first.
+//!
+//! Resume: a multipart upload is recorded in the state file the moment it is
+//! created. After a crash the next upload of the same unchanged file asks the
+//! server which parts it already holds (ListParts) and sends only the rest.
+//! Without a record (a crash between create and record), ListMultipartUploads
+//! finds the upload and it is resumed if the server can vouch for each part's
+//! CRC-32, otherwise aborted and restarted.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart, MetadataDirective,
+    ServerSideEncryption, StorageClass,
+};
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::object_meta::{ObjectMeta, crc32_b64, crc32_from_b64};
+use crate::ratelimit::RateLimit;
+use crate::s3::{Bucket, copy_source};
+use crate::state::{Entry, PendingUpload, StateStore};
+
+/// S3 allows at most 10,000 parts per upload.
+const MAX_PARTS: u64 = 10_000;
+/// Largest object CopyObject can copy in one request.
+pub const MAX_COPY_SIZE: u64 = 5 << 30;
+
+/// How objects are written.
+#[derive(Debug, Clone)]
+pub struct PutOptions {
+    pub storage_class: Option<StorageClass>,
+    pub sse: Option<ServerSideEncryption>,
+    pub sse_kms_key_id: Option<String>,
+    /// Files at least this large go multipart.
+    pub multipart_threshold: u64,
+    /// Preferred part size (raised if a file would need more than 10,000).
+    pub part_size: u64,
+}
+
+/// Result of one multipart upload.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sent {
+    pub bytes: u64,
+    pub parts_reused: u64,
+}
+
+/// Shared by all uploads of a process: client, options, request slots and
+/// bandwidth budget.
+#[derive(Debug)]
+pub struct Uploader {
+    pub bucket: Arc<Bucket>,
+    pub opts: PutOptions,
+    pub limit: Option<RateLimit>,
+    /// Requests in flight (also bounds the memory held by part buffers).
+    pub slots: Semaphore,
+    pub jobs: usize,
+    /// Cleared once the server refuses the FULL_OBJECT checksum type.
+    full_object_ok: AtomicBool,
+}
+
+/// A large file's CRCs: whole content and each part.
+#[derive(Debug, Clone)]
+pub struct FileCrcs {
+    pub full: u32,
+    pub parts: Vec<u32>,
+    pub part_size: u64,
+}
+
+impl Uploader {
+    pub fn new(bucket: Arc<Bucket>, opts: PutOptions, bwlimit: u64, jobs: usize) -> Self {
+        let jobs = jobs.max(1);
+        Uploader {
+            bucket,
+            opts,
+            limit: RateLimit::new(bwlimit),
+            slots: Semaphore::new(jobs),
+            jobs,
+            full_object_ok: AtomicBool::new(true),
+        }
+    }
+
+    /// Part size for a file of `size` bytes: the preferred one, or larger if
+    /// the file would otherwise need more than 10,000 parts (rounded to MiB).
+    pub fn part_size_for(&self, size: u64) -> u64 {
+        let min = size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20);
+        self.opts.part_size.max(min).max(1)
+    }
+
+    /// Whether a file of this size goes multipart.
+    pub fn is_multipart(&self, size: u64) -> bool {
+        size >= self.opts.multipart_threshold && size > 0
+    }
+
+    /// One PUT of an in-memory body (small files, symlinks, directory markers).
+    pub async fn put_small(&self, key: &str, body: Vec<u8>, meta: &ObjectMeta) -> Result<u64> {
+        let len = body.len() as u64;
+        let crc = meta.crc32.unwrap_or_else(|| crc32fast::hash(&body));
+        let _slot = self.slots.acquire().await.map_err(closed)?;
+        if let Some(l) = &self.limit {
+            l.acquire(len).await;
+        }
+        self.bucket.count();
+        self.bucket
+            .client
+            .put_object()
+            .bucket(&self.bucket.name)
+            .key(key)
+            .body(ByteStream::from(body))
+            .checksum_crc32(crc32_b64(crc))
+            .set_metadata(Some(meta.to_map()))
+            .set_storage_class(self.opts.storage_class.clone())
+            .set_server_side_encryption(self.opts.sse.clone())
+            .set_ssekms_key_id(self.opts.sse_kms_key_id.clone())
+            .send()
+            .await
+            .map_err(|e| Error::s3("PutObject", key, e))?;
+        Ok(len)
+    }
+
+    /// Server-side copy with new metadata: renames (`src != dst`) and
+    /// attribute-only changes (`src == dst`), with no bytes re-sent.
+    pub async fn copy(&self, src: &str, dst: &str, meta: &ObjectMeta) -> Result<()> {
+        let _slot = self.slots.acquire().await.map_err(closed)?;
+        self.bucket.count();
+        self.bucket
+            .client
+            .copy_object()
+            .bucket(&self.bucket.name)
+            .copy_source(copy_source(&self.bucket.name, src, None))
+            .key(dst)
+            .metadata_directive(MetadataDirective::Replace)
+            .set_metadata(Some(meta.to_map()))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .set_storage_class(self.opts.storage_class.clone())
+            .set_server_side_encryption(self.opts.sse.clone())
+            .set_ssekms_key_id(self.opts.sse_kms_key_id.clone())
+            .send()
+            .await
+            .map_err(|e| Error::s3("CopyObject", format!("{src} -> {dst}"), e))?;
+        Ok(())
+    }
+
+    /// Multipart upload of a large file, resuming a previous attempt if one
+    /// is recorded (or found) for the same unchanged file.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_multipart(
+        &self,
+        store: &StateStore,
+        rel: &str,
+        path: &Path,
+        key: &str,
+        entry: &Entry,
+        meta: &ObjectMeta,
+        crcs: &FileCrcs,
+    ) -> Result<Sent> {
+        let part_size = crcs.part_size;
+        let (upload_id, full, existing) = self
+            .resume_or_create(store, rel, key, entry, meta, part_size)
+            .await?;
+        let result = self
+            .send_parts(path, key, &upload_id, full, existing, entry, crcs)
+            .await;
+        match result {
+            Ok(sent) => {
+                store.lock().uploads.remove(rel);
+                Ok(sent)
+            }
+            Err(e @ Error::Changed { .. }) => {
+                // The file moved on; this upload can never complete. Free it.
+                self.abort(key, &upload_id).await;
+                store.lock().uploads.remove(rel);
+                let _ = store.save();
+                Err(e)
+            }
+            // Anything else (network, server): keep the upload for resume.
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn resume_or_create(
+        &self,
+        store: &StateStore,
+        rel: &str,
+        key: &str,
+        entry: &Entry,
+        meta: &ObjectMeta,
+        part_size: u64,
+    ) -> Result<(String, bool, HashMap<i32, RemotePart>)> {
+        let recorded = store.lock().uploads.get(rel).cloned();
+        if let Some(p) = recorded {
+            let same = p.key == key
+                && p.size == entry.size
+                && p.mtime_sec == entry.mtime_sec
+                && p.mtime_nsec == entry.mtime_nsec
+                && p.ino == entry.ino
+                && p.part_size == part_size;
+            if same {
+                match self.list_parts(key, &p.upload_id).await {
+                    Ok(parts) => {
+                        tracing::info!(%key, parts = parts.len(), "resuming multipart upload");
+                        return Ok((p.upload_id, p.full_object_checksum, parts));
+                    }
+                    Err(e) => {
+                        tracing::info!(%key, error = %e, "recorded upload is gone; starting anew")
+                    }
+                }
+            } else {
+                self.abort(&p.key, &p.upload_id).await;
+            }
+            store.lock().uploads.remove(rel);
+        } else if let Some((id, parts)) = self.find_unrecorded(key).await {
+            // Only parts whose CRC-32 the server reports can be trusted to be
+            // this file's; `send_parts` re-sends any other.
+            let full = self.full_object_ok.load(Ordering::Relaxed);
+            store
+                .lock()
+                .uploads
+                .insert(rel.to_string(), pending(key, &id, entry, part_size, full));
+            store.save()?;
+            return Ok((id, full, parts));
+        }
+        let (id, full) = self.create(key, meta).await?;
+        store
+            .lock()
+            .uploads
+            .insert(rel.to_string(), pending(key, &id, entry, part_size, full));
+        store.save()?;
+        Ok((id, full, HashMap::new()))
+    }
+
+    /// An in-progress upload for exactly `key` that the state does not know
+    /// (crash between CreateMultipartUpload and saving the state).
+    async fn find_unrecorded(&self, key: &str) -> Option<(String, HashMap<i32, RemotePart>)> {
+        self.bucket.count();
+        let out = self
+            .bucket
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket.name)
+            .prefix(key)
+            .send()
+            .await
+            .ok()?;
+        let mut found = None;
+        for u in out.uploads() {
+            let (Some(k), Some(id)) = (u.key(), u.upload_id()) else {
+                continue;
+            };
+            if k != key {
+                continue;
+            }
+            if found.is_none() {
+                found = Some(id.to_string());
+            } else {
+                self.abort(key, id).await;
+            }
+        }
+        let id = found?;
+        let mut parts = self.list_parts(key, &id).await.ok()?;
+        parts.retain(|_, p| p.crc32.is_some());
+        Some((id, parts))
+    }
+
+    async fn create(&self, key: &str, meta: &ObjectMeta) -> Result<(String, bool)> {
+        let try_full = self.full_object_ok.load(Ordering::Relaxed);
+        let attempt = |full: bool| {
+            self.bucket.count();
+            self.bucket
+                .client
+                .create_multipart_upload()
+                .bucket(&self.bucket.name)
+                .key(key)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .set_checksum_type(full.then_some(ChecksumType::FullObject))
+                .set_metadata(Some(meta.to_map()))
+                .set_storage_class(self.opts.storage_class.clone())
+                .set_server_side_encryption(self.opts.sse.clone())
+                .set_ssekms_key_id(self.opts.sse_kms_key_id.clone())
+                .send()
+        };
+        let out = match attempt(try_full).await {
+            Ok(o) => Ok((o, try_full)),
+            Err(e) if try_full => {
+                tracing::warn!(
+                    %key,
+                    error = %aws_sdk_s3::error::DisplayErrorContext(&e),
+                    "server refused the FULL_OBJECT checksum type; using composite \
+                     checksums (the whole-object CRC-32 stays in x-amz-meta-crc32)"
+                );
+                self.full_object_ok.store(false, Ordering::Relaxed);
+                attempt(false).await.map(|o| (o, false))
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| Error::s3("CreateMultipartUpload", key, e))?;
+        let id = out
+            .0
+            .upload_id()
+            .ok_or_else(|| Error::S3 {
+                op: "CreateMultipartUpload",
+                key: key.to_string(),
+                message: "no upload id in the reply".into(),
+            })?
+            .to_string();
+        Ok((id, out.1))
+    }
+
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<HashMap<i32, RemotePart>> {
+        let mut parts = HashMap::new();
+        let mut marker: Option<String> = None;
+        loop {
+            self.bucket.count();
+            let out = self
+                .bucket
+                .client
+                .list_parts()
+                .bucket(&self.bucket.name)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| Error::s3("ListParts", key, e))?;
+            for p in out.parts() {
+                if let (Some(n), Some(etag)) = (p.part_number(), p.e_tag()) {
+                    parts.insert(
+                        n,
+                        RemotePart {
+                            etag: etag.to_string(),
+                            size: p.size().unwrap_or(-1),
+                            crc32: p.checksum_crc32().and_then(crc32_from_b64),
+                        },
+                    );
+                }
+            }
+            match out.next_part_number_marker() {
+                Some(m) if out.is_truncated() == Some(true) => marker = Some(m.to_string()),
+                _ => break,
+            }
+        }
+        Ok(parts)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_parts(
+        &self,
+        path: &Path,
+        key: &str,
+        upload_id: &str,
+        full: bool,
+        existing: HashMap<i32, RemotePart>,
+        entry: &Entry,
+        crcs: &FileCrcs,
+    ) -> Result<Sent> {
+        let file = Arc::new(
+            std::fs::File::open(path).map_err(|e| Error::io("opening for upload", path, e))?,
+        );
+        let size = entry.size;
+        let n = crcs.parts.len();
+        let mut done: Vec<Option<String>> = vec![None; n];
+        let mut sent = Sent::default();
+        for (i, slot) in done.iter_mut().enumerate() {
+            let len = part_len(size, crcs.part_size, i);
+            if let Some(p) = existing.get(&(i as i32 + 1))
+                && p.size == len as i64
+                && p.crc32.is_none_or(|c| c == crcs.parts[i])
+            {
+                *slot = Some(p.etag.clone());
+                sent.parts_reused += 1;
+            }
+        }
+        let todo: Vec<usize> = (0..n).filter(|i| done[*i].is_none()).collect();
+        let uploaded: Vec<(usize, String)> = futures::stream::iter(todo)
+            .map(|i| {
+                let file = file.clone();
+                async move {
+                    let len = part_len(size, crcs.part_size, i);
+                    let off = i as u64 * crcs.part_size;
+                    let _slot = self.slots.acquire().await.map_err(closed)?;
+                    let p = path.to_path_buf();
+                    let buf = tokio::task::spawn_blocking(move || read_at(&file, &p, off, len))
+                        .await
+                        .map_err(|e| Error::io("reading part", path, std::io::Error::other(e)))??;
+                    if crc32fast::hash(&buf) != crcs.parts[i] {
+                        return Err(Error::Changed {
+                            path: path.to_path_buf(),
+                        });
+                    }
+                    if let Some(l) = &self.limit {
+                        l.acquire(len).await;
+                    }
+                    self.bucket.count();
+                    let out = self
+                        .bucket
+                        .client
+                        .upload_part()
+                        .bucket(&self.bucket.name)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .part_number(i as i32 + 1)
+                        .checksum_crc32(crc32_b64(crcs.parts[i]))
+                        .body(ByteStream::from(buf))
+                        .send()
+                        .await
+                        .map_err(|e| Error::s3("UploadPart", key, e))?;
+                    let etag = out.e_tag().unwrap_or_default().to_string();
+                    Ok::<_, Error>((i, etag))
+                }
+            })
+            .buffer_unordered(self.jobs)
+            .try_collect()
+            .await?;
+        for (i, etag) in uploaded {
+            sent.bytes += part_len(size, crcs.part_size, i);
+            done[i] = Some(etag);
+        }
+        // The file must still be what the CRCs describe.
+        let md = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
+        if crate::scan::entry_of(path, &md)?.is_none_or(|now| !same_content_stat(entry, &now)) {
+            return Err(Error::Changed {
+                path: path.to_path_buf(),
+            });
+        }
+        let parts = done
+            .into_iter()
+            .enumerate()
+            .map(|(i, etag)| {
+                CompletedPart::builder()
+                    .part_number(i as i32 + 1)
+                    .e_tag(etag.unwrap_or_default())
+                    .checksum_crc32(crc32_b64(crcs.parts[i]))
+                    .build()
+            })
+            .collect();
+        let mut req = self
+            .bucket
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket.name)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        if full {
+            req = req
+                .checksum_crc32(crc32_b64(crcs.full))
+                .checksum_type(ChecksumType::FullObject);
+        }
+        self.bucket.count();
+        req.send()
+            .await
+            .map_err(|e| Error::s3("CompleteMultipartUpload", key, e))?;
+        Ok(sent)
+    }
+
+    /// Best-effort abort; a leftover upload is also cleaned by the lifecycle
+    /// rule `lifecycle` writes.
+    pub async fn abort(&self, key: &str, upload_id: &str) {
+        self.bucket.count();
+        if let Err(e) = self
+            .bucket
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket.name)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            tracing::debug!(%key, error = %aws_sdk_s3::error::DisplayErrorContext(e), "abort failed");
+        }
+    }
+}
+
+/// A part the server already holds.
+#[derive(Debug, Clone)]
+pub struct RemotePart {
+    etag: String,
+    size: i64,
+    crc32: Option<u32>,
+}
+
+fn pending(key: &str, id: &str, e: &Entry, part_size: u64, full: bool) -> PendingUpload {
+    PendingUpload {
+        key: key.to_string(),
+        upload_id: id.to_string(),
+        size: e.size,
+        mtime_sec: e.mtime_sec,
+        mtime_nsec: e.mtime_nsec,
+        ino: e.ino,
+        part_size,
+        full_object_checksum: full,
+    }
+}
+
+fn part_len(size: u64, part_size: u64, i: usize) -> u64 {
+    let off = i as u64 * part_size;
+    part_size.min(size - off)
+}
+
+fn closed(_: tokio::sync::AcquireError) -> Error {
+    Error::Config("upload slots closed".into())
+}
+
+fn read_at(file: &std::fs::File, path: &Path, off: u64, len: u64) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, off)
+        .map_err(|e| Error::io("reading", path, e))?;
+    Ok(buf)
+}
+
+/// Whether two stats describe the same content (size, mtime, inode).
+pub fn same_content_stat(a: &Entry, b: &Entry) -> bool {
+    a.size == b.size
+        && a.mtime_sec == b.mtime_sec
+        && a.mtime_nsec == b.mtime_nsec
+        && a.ino == b.ino
+        && a.dev == b.dev
+}
+
+/// Reads a small file whole and checks it did not change meanwhile.
+pub fn read_small(path: &Path, entry: &Entry) -> Result<Vec<u8>> {
+    let data = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let md = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    let now = crate::scan::entry_of(path, &md)?;
+    if data.len() as u64 != entry.size || now.is_none_or(|n| !same_content_stat(entry, &n)) {
+        return Err(Error::Changed {
+            path: PathBuf::from(path),
+        });
+    }
+    Ok(data)
+}
+
+/// CRC-32 of a large file, whole and per part, in one read.
+pub fn crc_file(path: &Path, size: u64, part_size: u64) -> Result<FileCrcs> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let mut full = crc32fast::Hasher::new();
+    let mut parts = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let mut part = crc32fast::Hasher::new();
+    let mut in_part = 0u64;
+    loop {
+        let want = buf.len().min((part_size - in_part) as usize);
+        let n = f
+            .read(&mut buf[..want])
+            .map_err(|e| Error::io("reading", path, e))?;
+        if n == 0 {
+            break;
+        }
+        full.update(&buf[..n]);
+        part.update(&buf[..n]);
+        in_part += n as u64;
+        total += n as u64;
+        if in_part == part_size {
+            parts.push(std::mem::take(&mut part).finalize());
+            in_part = 0;
+        }
+    }
+    if in_part > 0 {
+        parts.push(part.finalize());
+    }
+    if total != size {
+        return Err(Error::Changed {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(FileCrcs {
+        full: full.finalize(),
+        parts,
+        part_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_crcs_cover_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data: Vec<u8> = (0..(3 << 20) + 5).map(|i| (i * 7) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let c = crc_file(&p, data.len() as u64, 1 << 20).unwrap();
+        assert_eq!(c.full, crc32fast::hash(&data));
+        assert_eq!(c.parts.len(), 4);
+        assert_eq!(c.parts[3], crc32fast::hash(&data[3 << 20..]));
+        assert!(matches!(
+            crc_file(&p, 1, 1 << 20),
+            Err(Error::Changed { .. })
+        ));
+    }
+}

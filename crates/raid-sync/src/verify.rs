@@ -1,0 +1,200 @@
+//! `verify`: compare every local entry with its object, by CRC-32.
+//!
+//! For each file the local CRC-32 is computed and compared with every
+//! checksum the bucket can vouch for without a download: `x-amz-meta-crc32`
+//! (written by raidfs-sync) and the server's own `x-amz-checksum-crc32` when
+//! it is a whole-object checksum. If neither exists (an object written by
+//! another tool), or with `--download`, the object is downloaded and its
+//! CRC-32 computed. Keys in the bucket with no local entry are reported too.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_sdk_s3::types::ChecksumMode;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::keys::{self, KeyPrefix};
+use crate::object_meta::{Kind, ObjectMeta, crc32_from_b64};
+use crate::s3::Bucket;
+use crate::scan::{self, Scan};
+
+/// One disagreement between the tree and the bucket.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Difference {
+    pub path: String,
+    /// `missing` (no object), `extra` (no local entry), `size`, `checksum`.
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// Result of a verify run.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct VerifyReport {
+    pub checked: u64,
+    pub matched: u64,
+    pub downloaded: u64,
+    pub differences: Vec<Difference>,
+}
+
+/// Verifies `source` against the objects under `prefix`.
+pub async fn verify(
+    bucket: Arc<Bucket>,
+    prefix: &KeyPrefix,
+    source: &Path,
+    download: bool,
+    jobs: usize,
+) -> Result<VerifyReport> {
+    let src = source.to_path_buf();
+    let scan: Scan = tokio::task::spawn_blocking(move || {
+        let mut s = Scan::default();
+        scan::scan_scope(&src, "", &mut s).map(|_| s)
+    })
+    .await
+    .map_err(|e| Error::io("scanning", source, std::io::Error::other(e)))??;
+    let mut remote: HashMap<String, u64> = bucket
+        .list(prefix.as_str())
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    let mut report = VerifyReport::default();
+    let mut to_check = Vec::new();
+    for (rel, e) in &scan.entries {
+        report.checked += 1;
+        let key = prefix.key(rel, e.kind == Kind::Dir);
+        let Some(size) = remote.remove(&key) else {
+            report.differences.push(Difference {
+                path: rel.clone(),
+                kind: "missing",
+                detail: format!("no object {key}"),
+            });
+            continue;
+        };
+        match e.kind {
+            Kind::Dir => report.matched += 1,
+            Kind::File if size != e.size => report.differences.push(Difference {
+                path: rel.clone(),
+                kind: "size",
+                detail: format!("local {} bytes, object {size} bytes", e.size),
+            }),
+            _ => to_check.push((rel.clone(), key, e.clone())),
+        }
+    }
+    for key in remote.keys() {
+        report.differences.push(Difference {
+            path: prefix
+                .rel_of(key)
+                .map(|r| r.0)
+                .unwrap_or_else(|_| key.clone()),
+            kind: "extra",
+            detail: format!("object {key} has no local entry"),
+        });
+    }
+    let results: Vec<(Option<Difference>, bool)> = futures::stream::iter(to_check)
+        .map(|(rel, key, e)| {
+            let bucket = bucket.clone();
+            let path = keys::join(source, &rel);
+            async move { check_one(&bucket, &path, rel, &key, &e, download).await }
+        })
+        .buffer_unordered(jobs.max(1))
+        .try_collect()
+        .await?;
+    for (d, downloaded) in results {
+        report.downloaded += u64::from(downloaded);
+        match d {
+            Some(d) => report.differences.push(d),
+            None => report.matched += 1,
+        }
+    }
+    report.differences.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(report)
+}
+
+async fn check_one(
+    bucket: &Bucket,
+    path: &Path,
+    rel: String,
+    key: &str,
+    e: &crate::state::Entry,
+    download: bool,
+) -> Result<(Option<Difference>, bool)> {
+    let local = match e.kind {
+        Kind::Symlink => crc32fast::hash(e.target.as_deref().unwrap_or_default().as_bytes()),
+        _ => {
+            let p = path.to_path_buf();
+            tokio::task::spawn_blocking(move || crc_of(&p))
+                .await
+                .map_err(|err| Error::io("reading", path, std::io::Error::other(err)))??
+        }
+    };
+    bucket.count();
+    let head = bucket
+        .client
+        .head_object()
+        .bucket(&bucket.name)
+        .key(key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .map_err(|err| Error::s3("HeadObject", key, err))?;
+    let mut claims: Vec<(&str, u32)> = Vec::new();
+    if let Some(c) = ObjectMeta::from_map(head.metadata(), false, 0).crc32 {
+        claims.push(("x-amz-meta-crc32", c));
+    }
+    if let Some(c) = head.checksum_crc32().and_then(crc32_from_b64) {
+        claims.push(("x-amz-checksum-crc32", c));
+    }
+    let mut downloaded = false;
+    if download || claims.is_empty() {
+        bucket.count();
+        let out = bucket
+            .client
+            .get_object()
+            .bucket(&bucket.name)
+            .key(key)
+            .send()
+            .await
+            .map_err(|err| Error::s3("GetObject", key, err))?;
+        let mut body = out.body;
+        let mut h = crc32fast::Hasher::new();
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|err| Error::s3("GetObject", key, err))?
+        {
+            h.update(&chunk);
+        }
+        claims.push(("content", h.finalize()));
+        downloaded = true;
+    }
+    let bad: Vec<String> = claims
+        .iter()
+        .filter(|(_, c)| *c != local)
+        .map(|(what, c)| format!("{what} {c:08x}"))
+        .collect();
+    let diff = (!bad.is_empty()).then(|| Difference {
+        path: rel,
+        kind: "checksum",
+        detail: format!("local crc32 {local:08x}, bucket {}", bad.join(", ")),
+    });
+    Ok((diff, downloaded))
+}
+
+fn crc_of(path: &Path) -> Result<u32> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io("reading", path, e))?;
+        if n == 0 {
+            return Ok(h.finalize());
+        }
+        h.update(&buf[..n]);
+    }
+}

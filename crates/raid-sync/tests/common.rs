@@ -1,0 +1,276 @@
+//! Test harness: a real moto S3 server on 127.0.0.1 (one per test binary),
+//! a TCP proxy that can take the "network" down, and helpers to run the
+//! `raidfs-sync` binary.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+
+pub struct Moto {
+    pub endpoint: String,
+    child: Mutex<Child>,
+}
+
+static MOTO: OnceLock<Moto> = OnceLock::new();
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The moto server of this test binary, started on first use. It runs under
+/// a small shell watchdog that stops it when the test process exits (statics
+/// are never dropped).
+pub fn moto() -> &'static Moto {
+    MOTO.get_or_init(|| {
+        let exe = std::env::var("RAIDFS_MOTO").unwrap_or_else(|_| {
+            panic!(
+                "RAIDFS_MOTO is not set: these tests need a real S3-compatible server. Run \
+                 `scripts/s3-server.sh install` and set RAIDFS_MOTO=$(scripts/s3-server.sh path) \
+                 (make test does this)."
+            )
+        });
+        let mut exe = PathBuf::from(exe);
+        if exe.is_dir() {
+            exe = exe.join("bin/moto_server");
+        }
+        assert!(exe.exists(), "RAIDFS_MOTO={} does not exist", exe.display());
+        let port = free_port();
+        let script = format!(
+            "\"{}\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+             while kill -0 {} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; kill $m",
+            exe.display(),
+            std::process::id()
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            // Small parts keep the multipart tests cheap.
+            .env("S3_UPLOAD_PART_MIN_SIZE", "65536")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawning moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "moto_server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            endpoint,
+            child: Mutex::new(child),
+        }
+    })
+}
+
+static BUCKETS: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh bucket name for one test.
+pub fn bucket_name(test: &str) -> String {
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        BUCKETS.fetch_add(1, Ordering::Relaxed),
+        test.replace('_', "-")
+    )
+}
+
+/// An S3 client for checking the bucket from the test side.
+pub fn client(endpoint: &str) -> Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    Client::from_conf(conf)
+}
+
+/// A `raidfs-sync` command with test credentials (moto accepts any).
+pub fn cmd(endpoint: &str, bucket: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_raidfs-sync"));
+    c.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL_S3")
+        .env("RAIDFS_SYNC_LOG", "info,raid_sync=debug")
+        .arg("--bucket")
+        .arg(bucket)
+        .arg("--endpoint-url")
+        .arg(endpoint);
+    c
+}
+
+/// Runs a command, returning its output (stdout, stderr, status).
+pub fn run(mut c: Command) -> Output {
+    c.stdin(Stdio::null())
+        .output()
+        .expect("running raidfs-sync")
+}
+
+/// Parses the JSON summary a `--json` run printed.
+pub fn json(o: &Output) -> serde_json::Value {
+    let s = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| {
+        panic!(
+            "no JSON on stdout ({e}): {s}\nstderr: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+/// Polls `f` until it is true (panics with `what` after `limit`).
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(t0.elapsed() < limit, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn exists(c: &Client, bucket: &str, key: &str) -> bool {
+    c.head_object().bucket(bucket).key(key).send().await.is_ok()
+}
+
+pub async fn get(c: &Client, bucket: &str, key: &str) -> Vec<u8> {
+    let o = c.get_object().bucket(bucket).key(key).send().await.unwrap();
+    o.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+pub async fn keys(c: &Client, bucket: &str) -> Vec<String> {
+    let o = c.list_objects_v2().bucket(bucket).send().await.unwrap();
+    let mut k: Vec<String> = o
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(String::from))
+        .collect();
+    k.sort();
+    k
+}
+
+pub fn write(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let mut f = std::fs::File::create(&p).unwrap();
+    f.write_all(data).unwrap();
+}
+
+/// A daemon child that is killed when dropped.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP forwarder to the S3 server that can be switched off (connection
+/// refused, open connections cut) and on again on the same port.
+pub struct Proxy {
+    pub port: u16,
+    upstream: String,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn new(upstream_endpoint: &str) -> Proxy {
+        let upstream = upstream_endpoint.trim_start_matches("http://").to_string();
+        let mut p = Proxy {
+            port: free_port(),
+            upstream,
+            up: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+            accept: None,
+        };
+        p.start();
+        p
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("rebinding proxy port");
+        self.up.store(true, Ordering::SeqCst);
+        let (up, conns, upstream) = (self.up.clone(), self.conns.clone(), self.upstream.clone());
+        self.accept = Some(std::thread::spawn(move || {
+            for s in listener.incoming() {
+                if !up.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = s else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut l = conns.lock().unwrap();
+                l.push(client.try_clone().unwrap());
+                l.push(server.try_clone().unwrap());
+                drop(l);
+                pump(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pump(server, client);
+            }
+        }));
+    }
+
+    pub fn stop(&mut self) {
+        self.up.store(false, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wake accept()
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}

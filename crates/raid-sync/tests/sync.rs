@@ -1,0 +1,560 @@
+//! End-to-end tests of `raidfs-sync` against a real S3-compatible server
+//! (moto) on 127.0.0.1: the binary runs as a user would run it.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(40);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_sync_mirrors_the_tree_and_an_unchanged_tree_costs_no_request() {
+    let m = moto();
+    let b = bucket_name("initial");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    write(root, "a.txt", b"hello world");
+    write(root, "dir/sub/b.bin", &vec![7u8; 100_000]);
+    std::fs::create_dir(root.join("empty")).unwrap();
+    std::os::unix::fs::symlink("dir/sub/b.bin", root.join("link")).unwrap();
+    std::fs::set_permissions(root.join("a.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let st = state.path().join("s.json");
+    let once = |extra: &[&str]| {
+        let mut k = cmd(&m.endpoint, &b);
+        k.args(["--once", "--json", "--create-bucket", "--state"])
+            .arg(&st)
+            .args(extra)
+            .arg(root);
+        run(k)
+    };
+
+    let o = once(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j = json(&o);
+    assert_eq!(j["full_reconcile"], true);
+    assert_eq!(j["failed"], 0);
+    assert_eq!(
+        keys(&c, &b).await,
+        [
+            "a.txt",
+            "dir/",
+            "dir/sub/",
+            "dir/sub/b.bin",
+            "empty/",
+            "link"
+        ]
+    );
+    assert_eq!(get(&c, &b, "a.txt").await, b"hello world");
+    assert_eq!(get(&c, &b, "link").await, b"dir/sub/b.bin");
+    let h = c
+        .head_object()
+        .bucket(&b)
+        .key("a.txt")
+        .send()
+        .await
+        .unwrap();
+    let meta = h.metadata().unwrap();
+    let md = std::fs::metadata(root.join("a.txt")).unwrap();
+    assert_eq!(meta["mode"], (0o100600u32).to_string());
+    assert_eq!(meta["uid"], md.uid().to_string());
+    assert_eq!(
+        meta["mtime"],
+        format!("{}.{:09}", md.mtime(), md.mtime_nsec())
+    );
+    assert_eq!(meta["crc32"], "0d4a1185");
+    let v = c.get_bucket_versioning().bucket(&b).send().await.unwrap();
+    assert_eq!(v.status().map(|s| s.as_str()), Some("Enabled"));
+
+    // Unchanged tree: nothing sent, not even a listing.
+    let j = json(&once(&[]));
+    assert_eq!(j["s3_requests"], 0, "{j}");
+    assert_eq!(j["unchanged"], 6);
+
+    // One change: one upload; an attribute change: a server-side copy.
+    write(root, "a.txt", b"hello again");
+    std::fs::set_permissions(
+        root.join("dir/sub/b.bin"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let j = json(&once(&[]));
+    assert_eq!(
+        (j["uploaded"].as_u64(), j["metadata_updated"].as_u64()),
+        (Some(1), Some(1)),
+        "{j}"
+    );
+    assert_eq!(get(&c, &b, "a.txt").await, b"hello again");
+
+    // Lost state: the full reconcile adopts what is already there.
+    std::fs::remove_file(&st).unwrap();
+    let j = json(&once(&[]));
+    assert_eq!(
+        (j["uploaded"].as_u64(), j["adopted"].as_u64()),
+        (Some(4), Some(2)),
+        "{j}"
+    );
+
+    let mut k = cmd(&m.endpoint, &b);
+    k.arg("verify").arg(root);
+    let o = run(k);
+    assert!(
+        o.status.success(),
+        "verify: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_uploads_renames_and_deletes_while_running() {
+    let m = moto();
+    let b = bucket_name("daemon");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path().to_path_buf();
+    let metrics = state.path().join("sync.prom");
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["--create-bucket", "--debounce", "200ms", "--state"])
+        .arg(state.path().join("s.json"))
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .arg(&root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _d = Daemon(k.spawn().unwrap());
+
+    write(&root, "docs/report.txt", &vec![b'x'; 300_000]);
+    wait_for("new file uploaded", WAIT, || {
+        exists(&c, &b, "docs/report.txt")
+    })
+    .await;
+
+    std::fs::rename(root.join("docs/report.txt"), root.join("docs/final.txt")).unwrap();
+    wait_for("rename mirrored", WAIT, || async {
+        exists(&c, &b, "docs/final.txt").await && !exists(&c, &b, "docs/report.txt").await
+    })
+    .await;
+    assert_eq!(get(&c, &b, "docs/final.txt").await, vec![b'x'; 300_000]);
+    // The rename was a server-side copy, not a second upload.
+    wait_for("metrics show the copy", WAIT, || async {
+        copied(&s_or(&metrics)) >= 1
+    })
+    .await;
+
+    std::fs::remove_file(root.join("docs/final.txt")).unwrap();
+    wait_for("delete mirrored", WAIT, || async {
+        !exists(&c, &b, "docs/final.txt").await
+    })
+    .await;
+    let vs = c
+        .list_object_versions()
+        .bucket(&b)
+        .prefix("docs/final.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vs.delete_markers().len(), 1, "a delete is a delete marker");
+    assert_eq!(vs.versions().len(), 1, "the content is kept as a version");
+}
+
+fn s_or(p: &std::path::Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn copied(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("raidfs_sync_copied_objects_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_multipart_upload_resumes_from_the_parts_already_sent() {
+    let m = moto();
+    let b = bucket_name("resume");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let data: Vec<u8> = (0..(12u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    write(root, "big.bin", &data);
+    let st = state.path().join("s.json");
+    let args = |k: &mut std::process::Command| {
+        k.args([
+            "--once",
+            "--json",
+            "--create-bucket",
+            "--multipart-threshold",
+            "1MiB",
+            "--part-size",
+            "1MiB",
+        ])
+        .arg("--state")
+        .arg(&st);
+    };
+    let mut k = cmd(&m.endpoint, &b);
+    args(&mut k);
+    k.args(["--bwlimit", "2MiB", "--jobs", "2"])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut d = Daemon(k.spawn().unwrap());
+
+    // Kill it once some (not all) parts are on the server.
+    let parts = std::sync::atomic::AtomicUsize::new(0);
+    wait_for("some parts uploaded", WAIT, || async {
+        let Ok(u) = c.list_multipart_uploads().bucket(&b).send().await else {
+            return false;
+        };
+        let Some(up) = u.uploads().first() else {
+            return false;
+        };
+        let l = c
+            .list_parts()
+            .bucket(&b)
+            .key("big.bin")
+            .upload_id(up.upload_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        parts.store(l.parts().len(), std::sync::atomic::Ordering::SeqCst);
+        l.parts().len() >= 3
+    })
+    .await;
+    d.0.kill().unwrap();
+    d.0.wait().unwrap();
+    assert!(
+        parts.into_inner() < 12,
+        "the upload finished before it could be interrupted"
+    );
+
+    let mut k = cmd(&m.endpoint, &b);
+    args(&mut k);
+    k.arg(root);
+    let o = run(k);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j = json(&o);
+    assert!(j["parts_reused"].as_u64().unwrap() >= 3, "{j}");
+    assert_eq!(get(&c, &b, "big.bin").await, data);
+    let h = c
+        .head_object()
+        .bucket(&b)
+        .key("big.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        h.metadata().unwrap()["crc32"],
+        format!("{:08x}", crc32fast::hash(&data))
+    );
+    let u = c.list_multipart_uploads().bucket(&b).send().await.unwrap();
+    assert!(u.uploads().is_empty(), "no upload left behind");
+    let mut k = cmd(&m.endpoint, &b);
+    k.arg("verify").arg(root);
+    assert!(run(k).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_at_a_time_before_and_after_a_delete() {
+    let m = moto();
+    let b = bucket_name("restore");
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let st = state.path().join("s.json");
+    let sync = || {
+        let mut k = cmd(&m.endpoint, &b);
+        k.args(["--once", "--create-bucket", "--state"])
+            .arg(&st)
+            .arg(root);
+        let o = run(k);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    write(root, "keep.txt", b"keep");
+    write(root, "gone/doomed.txt", b"doomed v1");
+    std::fs::set_permissions(
+        root.join("gone/doomed.txt"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let mtime = std::fs::metadata(root.join("gone/doomed.txt"))
+        .unwrap()
+        .mtime();
+    sync();
+    // S3 times have whole seconds at worst: keep a clear second between events.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before_delete = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let next_second = 1000
+        - (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis() as u64);
+    tokio::time::sleep(Duration::from_millis(next_second + 200)).await;
+    std::fs::remove_dir_all(root.join("gone")).unwrap();
+    write(root, "later.txt", b"created after");
+    sync();
+
+    let restore = |at: Option<&str>, target: &std::path::Path, force: bool| {
+        let mut k = cmd(&m.endpoint, &b);
+        k.arg("restore");
+        if let Some(at) = at {
+            k.args(["--at", at]);
+        }
+        if force {
+            k.arg("--force");
+        }
+        run({
+            k.arg(target);
+            k
+        })
+    };
+    let t1 = out.path().join("before");
+    let o = restore(Some(&before_delete), &t1, false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(t1.join("gone/doomed.txt")).unwrap(),
+        b"doomed v1"
+    );
+    assert_eq!(std::fs::read(t1.join("keep.txt")).unwrap(), b"keep");
+    assert!(
+        !t1.join("later.txt").exists(),
+        "a later file must be absent"
+    );
+    let md = std::fs::metadata(t1.join("gone/doomed.txt")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o640);
+    assert_eq!(md.mtime(), mtime);
+
+    let t2 = out.path().join("latest");
+    assert!(restore(None, &t2, false).status.success());
+    assert!(!t2.join("gone/doomed.txt").exists());
+    assert_eq!(
+        std::fs::read(t2.join("later.txt")).unwrap(),
+        b"created after"
+    );
+
+    // Existing files are not overwritten without --force.
+    std::fs::write(t1.join("keep.txt"), b"local edit").unwrap();
+    let o = restore(Some(&before_delete), &t1, false);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
+    assert_eq!(std::fs::read(t1.join("keep.txt")).unwrap(), b"local edit");
+    assert!(restore(Some(&before_delete), &t1, true).status.success());
+    assert_eq!(std::fs::read(t1.join("keep.txt")).unwrap(), b"keep");
+
+    // History of one file.
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["versions", "gone/doomed.txt"]);
+    let o = run(k);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert_eq!(
+        text.lines().filter(|l| l.contains("deleted")).count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" old ")).count(),
+        1,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_catches_a_tampered_object() {
+    let m = moto();
+    let b = bucket_name("verify");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    write(root, "good.txt", b"good");
+    write(root, "victim.txt", b"original content");
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["--once", "--create-bucket", "--state"])
+        .arg(state.path().join("s"))
+        .arg(root);
+    assert!(run(k).status.success());
+    let verify = || {
+        let mut k = cmd(&m.endpoint, &b);
+        k.args(["verify", "--json"]).arg(root);
+        run(k)
+    };
+    assert!(verify().status.success());
+
+    // Same size, different bytes, even the metadata copied over.
+    let h = c
+        .head_object()
+        .bucket(&b)
+        .key("victim.txt")
+        .send()
+        .await
+        .unwrap();
+    c.put_object()
+        .bucket(&b)
+        .key("victim.txt")
+        .set_metadata(h.metadata().cloned())
+        .body(b"tampered content".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1));
+    let j = json(&o);
+    let diffs = j["differences"].as_array().unwrap();
+    assert_eq!(diffs.len(), 1, "{j}");
+    assert_eq!(diffs[0]["path"], "victim.txt");
+    assert_eq!(diffs[0]["kind"], "checksum");
+
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["verify", "--download", "--json"]).arg(root);
+    assert_eq!(json(&run(k))["differences"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_keys_that_escape_the_target() {
+    let m = moto();
+    let b = bucket_name("escape");
+    let c = client(&m.endpoint);
+    c.create_bucket().bucket(&b).send().await.unwrap();
+    for key in ["ok.txt", "../escaped.txt"] {
+        c.put_object()
+            .bucket(&b)
+            .key(key)
+            .body(b"x".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("t");
+    let mut k = cmd(&m.endpoint, &b);
+    k.arg("restore").arg(&target);
+    let o = run(k);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("../escaped.txt") && err.contains("refusing"),
+        "{err}"
+    );
+    assert!(!out.path().join("escaped.txt").exists());
+    assert!(
+        !target.join("ok.txt").exists(),
+        "nothing is written when refusing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_the_server_is_down_arrive_when_it_is_back() {
+    let m = moto();
+    let b = bucket_name("outage");
+    let c = client(&m.endpoint);
+    let mut proxy = Proxy::new(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path().to_path_buf();
+    write(&root, "before.txt", b"before");
+    let marker = state.path().join("notified");
+    let mut k = cmd(&proxy.endpoint(), &b);
+    k.args([
+        "--create-bucket",
+        "--debounce",
+        "200ms",
+        "--retry-max",
+        "2s",
+        "--retries",
+        "2",
+        "--state",
+    ])
+    .arg(state.path().join("s.json"))
+    .arg("--notify-cmd")
+    .arg(format!(
+        "echo \"$RAIDFS_SYNC_MESSAGE\" > {}",
+        marker.display()
+    ))
+    .arg(&root)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let _d = Daemon(k.spawn().unwrap());
+    wait_for("initial upload", WAIT, || exists(&c, &b, "before.txt")).await;
+
+    proxy.stop();
+    for i in 0..5 {
+        write(
+            &root,
+            &format!("during/{i}.txt"),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    std::fs::remove_file(root.join("before.txt")).unwrap();
+    wait_for("failure notified", WAIT, || async { marker.exists() }).await;
+    proxy.start();
+
+    wait_for("everything mirrored after the outage", WAIT, || async {
+        let k = keys(&c, &b).await;
+        (0..5).all(|i| k.contains(&format!("during/{i}.txt")))
+            && !k.contains(&"before.txt".to_string())
+    })
+    .await;
+    assert_eq!(get(&c, &b, "during/3.txt").await, b"file 3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_rules_state_the_transition_size_explicitly() {
+    let m = moto();
+    let b = bucket_name("lifecycle");
+    let c = client(&m.endpoint);
+    c.create_bucket().bucket(&b).send().await.unwrap();
+    let mut k = cmd(&m.endpoint, &b);
+    k.args([
+        "--prefix",
+        "pi",
+        "lifecycle",
+        "--glacier-after",
+        "30d",
+        "--expire-noncurrent-after",
+        "365d",
+    ]);
+    let o = run(k);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let conf = c
+        .get_bucket_lifecycle_configuration()
+        .bucket(&b)
+        .send()
+        .await
+        .unwrap();
+    let rules = conf.rules();
+    assert_eq!(rules.len(), 2);
+    let archive = rules
+        .iter()
+        .find(|r| r.id() == Some("raidfs-sync-archive"))
+        .unwrap();
+    let and = archive.filter().unwrap().and().unwrap();
+    assert_eq!(and.prefix(), Some("pi/"));
+    assert_eq!(and.object_size_greater_than(), Some(131_072));
+    assert_eq!(
+        archive.noncurrent_version_transitions()[0].noncurrent_days(),
+        Some(30)
+    );
+    let expire = rules
+        .iter()
+        .find(|r| r.id() == Some("raidfs-sync-expire"))
+        .unwrap();
+    assert_eq!(
+        expire
+            .noncurrent_version_expiration()
+            .unwrap()
+            .noncurrent_days(),
+        Some(365)
+    );
+}
