@@ -148,10 +148,10 @@ impl Model {
             .any(|p| p.len() == dir.len() + 1 && p.starts_with(dir))
     }
     fn drop_entry(&mut self, p: &Path) {
-        if let Some(Entry::File(id)) = self.entries.remove(p) {
-            if self.links(id) == 0 {
-                self.files.remove(&id);
-            }
+        if let Some(Entry::File(id)) = self.entries.remove(p)
+            && self.links(id) == 0
+        {
+            self.files.remove(&id);
         }
     }
 }
