@@ -1,1 +1,15 @@
-//! FUSE adapter for raidfs (in progress).
+//! raid-fuse: mounts a raidfs array as a POSIX filesystem and administers it.
+//!
+//! - [`adapter`]: the `fuser::Filesystem` implementation, a thin translation
+//!   onto [`raid_array::Array`].
+//! - [`mount`]: what `mount.raidfs` does, from arguments to a served mount.
+//! - [`options`], [`fstab`], [`spec`]: the mount(8) helper conventions.
+//! - [`daemon`]: backgrounding with a readiness report.
+
+pub mod adapter;
+pub mod cli;
+pub mod daemon;
+pub mod fstab;
+pub mod mount;
+pub mod options;
+pub mod spec;

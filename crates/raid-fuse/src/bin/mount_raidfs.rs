@@ -1,0 +1,153 @@
+//! `mount.raidfs` — mount a raidfs array (the mount(8) helper).
+//!
+//! ```text
+//! mount.raidfs SPEC DIR [-f] [-v] [-o OPTIONS]   SPEC: /mnt/d1:/mnt/d2:… | NAME | UUID
+//! mount.raidfs DIR                               SPEC and options from /etc/fstab
+//! ```
+//! It returns once the filesystem is mounted (or failed to), leaving a
+//! daemon serving it; `-f` keeps it in the foreground.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use raid_fuse::daemon;
+use raid_fuse::fstab;
+use raid_fuse::mount::{self, MountRequest};
+use raid_fuse::options::MountOptions;
+use raid_fuse::spec;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mount.raidfs",
+    version,
+    about = "Mount a raidfs array",
+    disable_help_subcommand = true
+)]
+struct Args {
+    /// SPEC and DIR, or only DIR to take SPEC and options from /etc/fstab.
+    #[arg(required = true, num_args = 1..=2, value_name = "SPEC DIR")]
+    positional: Vec<String>,
+    /// Mount options, comma-separated (may be repeated).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Stay in the foreground.
+    #[arg(short = 'f')]
+    foreground: bool,
+    /// Verbose logging.
+    #[arg(short = 'v')]
+    verbose: bool,
+    /// Accepted for mount(8) compatibility (sloppy options, no mtab).
+    #[arg(short = 's', hide = true)]
+    sloppy: bool,
+    #[arg(short = 'n', hide = true)]
+    no_mtab: bool,
+    /// Filesystem type as passed by mount(8); ignored.
+    #[arg(short = 't', hide = true)]
+    fstype: Option<String>,
+}
+
+fn fstab_path() -> PathBuf {
+    std::env::var_os("RAIDFS_FSTAB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/fstab"))
+}
+
+fn request(args: &Args) -> Result<MountRequest> {
+    let mut options = MountOptions::default();
+    let (source, dir) = match args.positional.as_slice() {
+        [dir] => {
+            let path = fstab_path();
+            let entry = fstab::find(&path, std::path::Path::new(dir))
+                .with_context(|| format!("reading {}", path.display()))?
+                .with_context(|| {
+                    format!(
+                        "{dir}: no raidfs line for this mount point in {}",
+                        path.display()
+                    )
+                })?;
+            options.parse_into(&entry.options)?;
+            (entry.spec, dir.clone())
+        }
+        [spec, dir] => (spec.clone(), dir.clone()),
+        _ => bail!("usage: mount.raidfs SPEC DIR [-o OPTIONS]"),
+    };
+    for o in &args.options {
+        options.parse_into(o)?;
+    }
+    options.foreground |= args.foreground;
+    let mountpoint = PathBuf::from(&dir);
+    mount::preflight(&mountpoint)?;
+    let parsed = spec::parse(&source)?;
+    let members = spec::resolve(&parsed, &options.candidates)?;
+    let mountpoint = mountpoint
+        .canonicalize()
+        .with_context(|| format!("mount point {dir}"))?;
+    Ok(MountRequest {
+        source,
+        members,
+        mountpoint,
+        options,
+    })
+}
+
+fn init_logging(verbose: bool, daemon_child: bool) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if verbose { "debug" } else { "info" })
+    });
+    let journald = daemon_child && std::path::Path::new("/run/systemd/journal/socket").exists();
+    let registry = tracing_subscriber::registry().with(filter);
+    if journald && let Ok(layer) = tracing_journald::layer() {
+        registry
+            .with(layer.with_syslog_identifier("raidfs".into()))
+            .init();
+        return;
+    }
+    registry
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let daemon_child = std::env::var_os(daemon::READY_ENV).is_some();
+    init_logging(args.verbose, daemon_child);
+    let req = match request(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            let r = Err(e);
+            daemon::report(&r);
+            if let Err(e) = r {
+                eprintln!("mount.raidfs: {e:#}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if !req.options.foreground {
+        let forward: Vec<OsString> = std::env::args_os().skip(1).collect();
+        let log = req.options.log_file.as_ref().map(PathBuf::from);
+        return match daemon::spawn_and_wait(&forward, log.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mount.raidfs: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if daemon_child {
+        daemon::detach();
+    }
+    match mount::serve(&req, daemon::report) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !daemon_child {
+                eprintln!("mount.raidfs: {e:#}");
+            }
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

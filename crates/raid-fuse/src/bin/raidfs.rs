@@ -1,0 +1,68 @@
+//! `raidfs` — create and administer raidfs arrays.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use raid_fuse::cli;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "raidfs",
+    version,
+    about = "Create and administer raidfs arrays"
+)]
+struct Cli {
+    /// Verbose logging.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create an array on empty member directories.
+    Create(cli::create::CreateArgs),
+    /// Show an array's level, members and state (like mdadm --detail).
+    Status(cli::status::StatusArgs),
+    /// Check the parity kernels against the reference implementation and
+    /// name the one in use.
+    Selftest,
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        Command::Create(a) => cli::create::run(a),
+        Command::Status(a) => cli::status::run(a),
+        Command::Selftest => {
+            for k in raid_core::kernels::available() {
+                match raid_core::selftest::check_kernel(k) {
+                    Ok(()) => println!("{:<10} ok", k.name),
+                    Err(e) => println!("{:<10} FAILED: {e}", k.name),
+                }
+            }
+            let active = raid_core::selftest::run().map_err(anyhow::Error::msg)?;
+            println!("in use: {active}");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = if cli.verbose { "debug" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raidfs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! `raidfs create`: write superblocks and an empty filesystem onto member
+//! directories.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use raid_array::{Array, CreateOptions};
+use raid_core::Level;
+
+/// Arguments of `raidfs create`.
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// RAID level: raid0, raid1, raid4, raid5, raid6, raid10, raid01,
+    /// raid50, raid60, or K+M (e.g. 4+3).
+    #[arg(long, short = 'l')]
+    pub level: String,
+    /// Array name, used by `mount.raidfs NAME DIR` to find the members.
+    #[arg(long, short = 'n')]
+    pub name: String,
+    /// Chunk size (power of two, 4K..16M).
+    #[arg(long, short = 'c', default_value = "64K", value_parser = super::parse_size)]
+    pub chunk: u32,
+    /// Allow several members on one filesystem (no real redundancy; for
+    /// trials and tests).
+    #[arg(long)]
+    pub allow_same_fs: bool,
+    /// Member directories, in slot order.
+    #[arg(required = true)]
+    pub members: Vec<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &CreateArgs) -> Result<()> {
+    let level: Level = args
+        .level
+        .parse()
+        .with_context(|| format!("level {:?}", args.level))?;
+    let mut opts = CreateOptions::new(&args.name, level, args.members.clone());
+    opts.chunk_size = args.chunk;
+    opts.allow_same_fs = args.allow_same_fs;
+    let array = Array::create(&opts).context("cannot create the array")?;
+    let status = array.status();
+    array.close().context("closing the new array")?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&super::status::StatusJson::from(&status))?
+        );
+    } else {
+        println!(
+            "created {} array {:?} ({}) on {} members, chunk {} KiB",
+            status.level,
+            status.name,
+            status.uuid,
+            status.members.len(),
+            status.chunk_size / 1024
+        );
+        println!("mount it with: mount.raidfs {} /mnt/array", args.name);
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! What `mount.raidfs` does once its arguments are understood: check the
+//! mount point and the FUSE device, assemble the array, mount it, serve
+//! requests until unmounted, then close the array clean.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use fuser::{Config, MountOption, SessionACL};
+use raid_array::{Array, AssembleOptions};
+use tracing::{info, warn};
+
+use crate::adapter::RaidFs;
+use crate::options::MountOptions;
+
+/// How often metadata changes are committed to the journal when nobody
+/// calls fsync (like ext4's `commit=` interval).
+pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything `mount.raidfs` needs.
+#[derive(Debug, Clone)]
+pub struct MountRequest {
+    /// The SPEC as given, shown as the filesystem's source in /proc/mounts.
+    pub source: String,
+    pub members: Vec<PathBuf>,
+    pub mountpoint: PathBuf,
+    pub options: MountOptions,
+}
+
+/// Checks that need nothing written, done before anything else so a bad
+/// mount point or a missing FUSE device is reported plainly.
+pub fn preflight(mountpoint: &Path) -> Result<()> {
+    let meta = std::fs::metadata(mountpoint)
+        .with_context(|| format!("mount point {} does not exist", mountpoint.display()))?;
+    if !meta.is_dir() {
+        bail!("mount point {} is not a directory", mountpoint.display());
+    }
+    if crate::spec::is_mountpoint(mountpoint)? {
+        bail!(
+            "mount point {} is busy: something is already mounted there",
+            mountpoint.display()
+        );
+    }
+    if !Path::new("/dev/fuse").exists() {
+        bail!(
+            "the FUSE device /dev/fuse is missing: install fuse3 and load the fuse module (modprobe fuse)"
+        );
+    }
+    Ok(())
+}
+
+/// Assemble the array for a mount.
+pub fn assemble(req: &MountRequest) -> Result<Array> {
+    let mut opts = AssembleOptions::new(req.members.clone());
+    opts.force = req.options.force;
+    // Namespace changes are committed by the periodic flusher, by fsync and
+    // at unmount, as on a local filesystem, not one journal sync per create.
+    opts.sync_metadata = false;
+    Array::assemble(&opts).context("cannot assemble the array")
+}
+
+/// FUSE session configuration for these options.
+pub fn fuse_config(req: &MountRequest) -> Config {
+    let o = &req.options;
+    let mut mount_options = vec![
+        MountOption::FSName(req.source.clone()),
+        MountOption::Subtype("raidfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+    ];
+    if o.read_only {
+        mount_options.push(MountOption::RO);
+    }
+    let mut config = Config::default();
+    config.mount_options = mount_options;
+    config.acl = if o.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(o.threads);
+    config.clone_fd = true;
+    config
+}
+
+/// Mount and serve until unmounted (by `umount`, `fusermount3 -u`, SIGTERM
+/// or SIGINT). `ready` is called once the kernel accepted the mount.
+pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> {
+    let array = match assemble(req) {
+        Ok(a) => Arc::new(a),
+        Err(e) => {
+            let r = Err(e);
+            ready(&r);
+            return r;
+        }
+    };
+    let fs = RaidFs::new(Arc::clone(&array), req.options.read_only);
+    let config = fuse_config(req);
+    let mut session = match fuser::Session::new(fs, &req.mountpoint, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            let r = Err(anyhow::Error::new(e)
+                .context(format!("cannot mount on {}", req.mountpoint.display())));
+            ready(&r);
+            close(array);
+            return r;
+        }
+    };
+    info!(mountpoint = %req.mountpoint.display(), source = %req.source, "mounted");
+    ready(&Ok(()));
+
+    let mut unmounter = session.unmount_callable();
+    let mountpoint = req.mountpoint.clone();
+    std::thread::spawn(move || {
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ]) else {
+            warn!("cannot install signal handlers; unmount with umount or fusermount3 -u");
+            return;
+        };
+        if let Some(sig) = signals.forever().next() {
+            info!(signal = sig, mountpoint = %mountpoint.display(), "unmounting on signal");
+            if let Err(e) = unmounter.unmount() {
+                warn!(error = %e, "unmount on signal failed");
+            }
+        }
+    });
+
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let flusher = {
+        let array = Arc::clone(&array);
+        std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(COMMIT_INTERVAL)
+            {
+                if let Err(e) = array.sync_metadata() {
+                    warn!(error = %e, "periodic metadata commit failed");
+                }
+            }
+        })
+    };
+
+    let served = session.run().context("FUSE session failed");
+    drop(stop);
+    let _ = flusher.join();
+    close(array);
+    info!("unmounted; array closed clean");
+    served
+}
+
+fn close(array: Arc<Array>) {
+    match Arc::try_unwrap(array) {
+        Ok(a) => {
+            if let Err(e) = a.close() {
+                warn!(error = %e, "closing the array failed; it will be resynced at next assembly");
+            }
+        }
+        Err(a) => {
+            if let Err(e) = a.sync_metadata() {
+                warn!(error = %e, "flushing metadata failed");
+            }
+            warn!(
+                "array still referenced at exit; left dirty, it will be resynced at next assembly"
+            );
+        }
+    }
+}

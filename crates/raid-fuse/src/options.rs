@@ -1,0 +1,254 @@
+//! `-o` mount options, as `mount(8)` passes them to a `mount.<type>` helper
+//! and as they appear in the fourth field of an `/etc/fstab` line.
+//!
+//! Options that belong to `mount(8)` or systemd (`defaults`, `nofail`,
+//! `noauto`, `x-systemd.*`, `_netdev`, …) are accepted and ignored, as every
+//! helper does; an option nobody knows is an error, so a typo in fstab is
+//! reported instead of silently changing behaviour.
+
+use std::fmt;
+
+/// Options of one raidfs mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOptions {
+    /// Let users other than the mounting one access the filesystem (FUSE
+    /// `allow_other`; requires root or `user_allow_other` in /etc/fuse.conf).
+    pub allow_other: bool,
+    /// Let the kernel check permissions from mode/uid/gid (recommended with
+    /// `allow_other`).
+    pub default_permissions: bool,
+    /// Mount read-only: nothing is written to the members, not even the
+    /// clean/dirty flag.
+    pub read_only: bool,
+    /// Number of threads serving FUSE requests.
+    pub threads: usize,
+    /// Bytes of chunk cache (`cache=<MiB>`).
+    pub cache_bytes: u64,
+    /// Assemble even a dirty and degraded array (like `mdadm --run --force`).
+    pub force: bool,
+    /// Stay in the foreground (`-f` on the command line, or `foreground`).
+    pub foreground: bool,
+    /// Extra candidate directories to search for members when SPEC is an
+    /// array name or UUID (`members=/mnt/d1:/mnt/d2`).
+    pub candidates: Vec<String>,
+    /// Shell command run on member failure and other events (`notify=`).
+    pub notify_cmd: Option<String>,
+    /// Write the daemon's log to this file (`log=`) instead of the journal.
+    pub log_file: Option<String>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            allow_other: false,
+            default_permissions: false,
+            read_only: false,
+            threads: 4,
+            cache_bytes: 64 << 20,
+            force: false,
+            foreground: false,
+            candidates: Vec::new(),
+            notify_cmd: None,
+            log_file: None,
+        }
+    }
+}
+
+/// A bad `-o` option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionError(pub String);
+
+impl fmt::Display for OptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OptionError {}
+
+/// Options handled by mount(8), systemd or the kernel's generic VFS layer,
+/// which a helper accepts without effect.
+const IGNORED: &[&str] = &[
+    "defaults",
+    "auto",
+    "noauto",
+    "nofail",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "group",
+    "_netdev",
+    "rw",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nodiratime",
+    "diratime",
+    "async",
+    "sync",
+    "comment",
+    "loud",
+    "silent",
+    "nosymfollow",
+    "lazytime",
+];
+
+impl MountOptions {
+    /// Parse a comma-separated option string, on top of `self`.
+    pub fn parse_into(&mut self, opts: &str) -> Result<(), OptionError> {
+        for opt in split_options(opts) {
+            let (key, value) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt.as_str(), None),
+            };
+            let flag = |name: &str| -> Result<(), OptionError> {
+                match value {
+                    None => Ok(()),
+                    Some(_) => Err(OptionError(format!("option {name} takes no value"))),
+                }
+            };
+            let number = |name: &str| -> Result<u64, OptionError> {
+                let v = value.ok_or_else(|| {
+                    OptionError(format!("option {name} needs a value, e.g. {name}=4"))
+                })?;
+                v.parse::<u64>()
+                    .map_err(|_| OptionError(format!("option {name}={v}: not a number")))
+            };
+            match key {
+                "allow_other" => {
+                    flag(key)?;
+                    self.allow_other = true;
+                }
+                "default_permissions" => {
+                    flag(key)?;
+                    self.default_permissions = true;
+                }
+                "ro" => {
+                    flag(key)?;
+                    self.read_only = true;
+                }
+                "force" => {
+                    flag(key)?;
+                    self.force = true;
+                }
+                "foreground" => {
+                    flag(key)?;
+                    self.foreground = true;
+                }
+                "threads" => {
+                    let n = number(key)?;
+                    if !(1..=64).contains(&n) {
+                        return Err(OptionError(format!(
+                            "threads={n}: must be between 1 and 64"
+                        )));
+                    }
+                    self.threads = n as usize;
+                }
+                "cache" => {
+                    let mib = number(key)?;
+                    self.cache_bytes = mib
+                        .checked_mul(1 << 20)
+                        .ok_or_else(|| OptionError(format!("cache={mib}: too large")))?;
+                }
+                "members" => {
+                    let v = value.ok_or_else(|| {
+                        OptionError(
+                            "option members needs a value, e.g. members=/mnt/d1:/mnt/d2".into(),
+                        )
+                    })?;
+                    self.candidates
+                        .extend(v.split(':').filter(|s| !s.is_empty()).map(str::to_string));
+                }
+                "notify" => {
+                    self.notify_cmd = Some(
+                        value
+                            .ok_or_else(|| OptionError("option notify needs a command".into()))?
+                            .to_string(),
+                    );
+                }
+                "log" => {
+                    self.log_file = Some(
+                        value
+                            .ok_or_else(|| OptionError("option log needs a file name".into()))?
+                            .to_string(),
+                    );
+                }
+                k if k.starts_with("x-") || IGNORED.contains(&k) => {}
+                k if k == "fsname" || k == "subtype" || k == "uhelper" || k == "helper" => {}
+                _ => return Err(OptionError(format!("unknown mount option {opt:?}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Split on commas, honouring double quotes (systemd writes
+/// `x-systemd.requires-mounts-for="/a b"`).
+fn split_options(opts: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in opts.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_and_ignores_generic_options() {
+        let mut o = MountOptions::default();
+        o.parse_into("defaults,nofail,x-systemd.requires-mounts-for=/mnt/d1,allow_other,threads=8,cache=16,ro").unwrap();
+        assert!(o.allow_other && o.read_only);
+        assert_eq!(o.threads, 8);
+        assert_eq!(o.cache_bytes, 16 << 20);
+    }
+
+    #[test]
+    fn rejects_unknown_and_malformed_options() {
+        let mut o = MountOptions::default();
+        assert!(o.parse_into("alow_other").is_err());
+        assert!(o.parse_into("threads=zero").is_err());
+        assert!(o.parse_into("threads=0").is_err());
+        assert!(o.parse_into("ro=1").is_err());
+        assert!(o.parse_into("cache").is_err());
+    }
+
+    #[test]
+    fn quoted_values_keep_commas() {
+        assert_eq!(
+            split_options(r#"a,x-systemd.requires-mounts-for="/m/a,b",c"#),
+            vec!["a", "x-systemd.requires-mounts-for=/m/a,b", "c"]
+        );
+    }
+
+    #[test]
+    fn members_accumulate() {
+        let mut o = MountOptions::default();
+        o.parse_into("members=/a:/b,members=/c").unwrap();
+        assert_eq!(o.candidates, vec!["/a", "/b", "/c"]);
+    }
+}
