@@ -15,8 +15,10 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::SystemTime;
 
 use raid_core::Geometry;
@@ -26,12 +28,16 @@ use crate::create::{self, CreateOptions};
 use crate::data::DataStore;
 use crate::format::superblock::{self, MemberSlot, SlotState, Superblock, uuid_string};
 use crate::health::{Health, HealthEvent, MemberCounters, MemberState};
+use crate::member::DirMember;
 use crate::member::Member;
 use crate::meta::inode::{Body, FIRST_COOKIE, S_IFDIR, S_IFMT, S_IFREG, from_system_time, now_ns};
 use crate::meta::namespace::Effect;
 use crate::meta::ops::Op;
 use crate::meta::store::Meta;
 use crate::meta::{Attr, DirEntry, FileKind};
+use crate::ops::{
+    self, Progress, RebuildOptions, RebuildReport, ResyncReport, ScrubOptions, ScrubReport,
+};
 use crate::{ArrayError, Result};
 
 /// Files up to this size keep their data inline in the metadata (replicated
@@ -108,7 +114,8 @@ struct SbState {
 
 struct Inner {
     geometry: Geometry,
-    members: Vec<Option<Arc<dyn Member>>>,
+    /// Members by slot (a replace puts a new one in).
+    members: RwLock<Vec<Option<Arc<dyn Member>>>>,
     health: Arc<Health>,
     meta: Meta,
     data: DataStore,
@@ -219,7 +226,7 @@ impl Array {
         let data = DataStore::new(a.geometry, a.members.clone(), health.clone())?;
         let inner = Arc::new(Inner {
             geometry: a.geometry,
-            members: a.members,
+            members: RwLock::new(a.members),
             health,
             meta,
             data,
@@ -254,7 +261,7 @@ impl Array {
             g.template.clean = true;
             g.template.journal_seq = seq;
         }
-        write_superblocks(&i.sb, &i.members, &i.health)?;
+        write_superblocks(&i.sb, &i.members(), &i.health)?;
         i.closed.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -280,6 +287,7 @@ impl Array {
         let sb = lock(&i.sb).template.clone();
         let states = i.health.states();
         let counters = i.health.counters();
+        let members = i.members();
         let unavailable: Vec<usize> = states
             .iter()
             .enumerate()
@@ -295,7 +303,7 @@ impl Array {
                 .map(|k| MemberStatus {
                     index: k,
                     uuid: uuid_string(&sb.members[k].uuid),
-                    path: i.members[k].as_ref().map(|m| m.describe()),
+                    path: members[k].as_ref().map(|m| m.describe()),
                     state: states[k],
                     counters: counters.get(k).copied().unwrap_or_default(),
                 })
@@ -309,6 +317,120 @@ impl Array {
             journal_commits: i.meta.journal_commits(),
             inodes: i.meta.read().inodes.len() as u64,
         }
+    }
+
+    // ---- long operations on the data ------------------------------------
+
+    /// Every regular file whose data is striped, as (inode, size), in inode
+    /// order: what scrub, resync and rebuild walk. Inline files live in the
+    /// metadata and are covered by its copies on every member.
+    pub fn striped_files(&self) -> Vec<(u64, u64)> {
+        let ns = self.inner.meta.read();
+        ns.inodes
+            .iter()
+            .filter(|(_, i)| matches!(i.body, Body::File { inline: None }))
+            .map(|(ino, i)| (ino, i.size))
+            .collect()
+    }
+
+    /// Verify every checksum and parity of the striped files, repairing what
+    /// redundancy allows.
+    pub fn scrub(&self, opts: ScrubOptions, progress: &dyn Progress) -> Result<ScrubReport> {
+        ops::scrub(&self.inner.data, self.striped_files(), opts, progress)
+    }
+
+    /// Check the stripes the write-intent log left dirty (after an unclean
+    /// shutdown).
+    pub fn resync(&self) -> Result<ResyncReport> {
+        ops::resync(&self.inner.data, self.striped_files())
+    }
+
+    /// Put the empty directory `path` in place of failed or missing member
+    /// `slot` and rebuild its chunks onto it, online. Calling it again with
+    /// the same directory resumes an interrupted rebuild.
+    ///
+    /// Order of writes, so that a crash at any point leaves a consistent
+    /// array: the new member first receives the metadata (checkpoint and
+    /// journal), then its superblock (state rebuilding: never read from,
+    /// not counted as redundancy), then its chunks; only a complete rebuild
+    /// marks it active in every superblock.
+    pub fn replace(
+        &self,
+        slot: usize,
+        path: &Path,
+        opts: RebuildOptions,
+        progress: &dyn Progress,
+    ) -> Result<RebuildReport> {
+        let i = &self.inner;
+        let n = i.geometry.members();
+        if slot >= n {
+            return Err(ArrayError::Invalid(format!(
+                "no member slot {slot} (the array has {n})"
+            )));
+        }
+        let state = i.health.state(slot);
+        if state.readable() {
+            return Err(ArrayError::Invalid(format!(
+                "member {slot} is active; only a failed or missing member is replaced"
+            )));
+        }
+        let md = std::fs::metadata(path)
+            .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?;
+        if !md.is_dir() {
+            return Err(ArrayError::Invalid(format!(
+                "{}: not a directory",
+                path.display()
+            )));
+        }
+        let members = i.members();
+        for (k, m) in members.iter().enumerate() {
+            let Some(m) = m else { continue };
+            let same = std::fs::metadata(m.describe())
+                .is_ok_and(|o| o.dev() == md.dev() && o.ino() == md.ino());
+            if same && k != slot {
+                return Err(ArrayError::Invalid(format!(
+                    "{} is already member {k}",
+                    path.display()
+                )));
+            }
+        }
+        let dir = DirMember::open(path)
+            .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?;
+        let member: Arc<dyn Member> = Arc::new(dir);
+        let resuming = matches!(state, MemberState::Rebuilding { .. });
+        if resuming {
+            let sb = assemble::read_superblock(path)?;
+            let ours = lock(&i.sb).template.clone();
+            if sb.array_uuid != ours.array_uuid || sb.member_uuid != ours.members[slot].uuid {
+                return Err(ArrayError::NotMember(format!(
+                    "{} is not the member being rebuilt in slot {slot}",
+                    path.display()
+                )));
+            }
+        } else {
+            let has = member.exists(".raidfs").map_err(|e| ArrayError::MemberIo {
+                member: slot,
+                path: member.describe(),
+                context: "check for .raidfs".into(),
+                source: e,
+            })?;
+            if has {
+                return Err(ArrayError::Invalid(format!(
+                    "{} already holds a .raidfs directory: it belongs to an array",
+                    path.display()
+                )));
+            }
+            i.meta.add_member(slot, &member)?;
+            lock(&i.sb).template.members[slot].uuid = superblock::new_uuid();
+        }
+        i.members.write().unwrap_or_else(|p| p.into_inner())[slot] = Some(member.clone());
+        i.health
+            .set_state(slot, MemberState::Rebuilding { done_bytes: 0 });
+        write_superblocks(&i.sb, &i.members(), &i.health)?;
+        let report = ops::rebuild(&i.data, slot, member, self.striped_files(), opts, progress)?;
+        write_superblocks(&i.sb, &i.members(), &i.health)?;
+        tracing::info!(slot, complete = report.complete, "replace finished");
+        Ok(report)
     }
 
     // ---- metadata operations ------------------------------------------
@@ -773,9 +895,10 @@ impl Array {
     pub fn statfs(&self) -> Result<StatFs> {
         const BSIZE: u64 = 4096;
         let i = &self.inner;
-        let mut totals = Vec::with_capacity(i.members.len());
-        let mut avails = Vec::with_capacity(i.members.len());
-        for m in &i.members {
+        let members = i.members();
+        let mut totals = Vec::with_capacity(members.len());
+        let mut avails = Vec::with_capacity(members.len());
+        for m in &members {
             let (t, a) = match m {
                 Some(m) => m.space().unwrap_or((0, 0)),
                 None => (0, 0),
@@ -788,7 +911,7 @@ impl Array {
         let fill = |v: &mut Vec<u64>| {
             let min = v.iter().copied().filter(|&x| x > 0).min().unwrap_or(0);
             for (k, x) in v.iter_mut().enumerate() {
-                if i.members[k].is_none() {
+                if members[k].is_none() {
                     *x = min;
                 }
             }
@@ -808,6 +931,15 @@ impl Array {
             ffree,
             namelen: crate::meta::inode::NAME_MAX as u32,
         })
+    }
+}
+
+impl Inner {
+    fn members(&self) -> Vec<Option<Arc<dyn Member>>> {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -877,12 +1009,12 @@ fn spawn_health_listener(inner: Weak<Inner>, rx: std::sync::mpsc::Receiver<Healt
             match ev {
                 HealthEvent::Failed { member, .. } => {
                     i.meta.drop_member(member);
-                    if let Err(e) = write_superblocks(&i.sb, &i.members, &i.health) {
+                    if let Err(e) = write_superblocks(&i.sb, &i.members(), &i.health) {
                         tracing::error!(error = %e, "cannot record member failure in superblocks");
                     }
                 }
                 HealthEvent::StateChanged { .. } => {
-                    if let Err(e) = write_superblocks(&i.sb, &i.members, &i.health) {
+                    if let Err(e) = write_superblocks(&i.sb, &i.members(), &i.health) {
                         tracing::error!(error = %e, "cannot record member state in superblocks");
                     }
                 }

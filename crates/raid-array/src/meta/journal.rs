@@ -178,6 +178,19 @@ impl Journal {
             .collect()
     }
 
+    /// Start writing to another member (a rebuild target) from the next
+    /// record on. The caller holds the lock that orders appends and has
+    /// flushed, so the member's copy (a checkpoint at `last_seq`) plus this
+    /// segment hold everything.
+    pub fn add_member(&self, index: usize, member: &Arc<dyn Member>) -> Result<()> {
+        let next = self.last_seq() + 1;
+        let mut segs = lock(&self.segments);
+        segs.retain(|s| s.index != index);
+        let seg = start_segment(index, member, &self.array_uuid, next)?;
+        segs.push(seg);
+        Ok(())
+    }
+
     /// Stop writing to a member (it failed elsewhere).
     pub fn drop_member(&self, index: usize) {
         lock(&self.segments).retain(|s| s.index != index);

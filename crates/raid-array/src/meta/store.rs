@@ -223,6 +223,31 @@ impl Meta {
         self.journal.drop_member(index);
     }
 
+    /// Give a new member (a rebuild target) the whole metadata: a
+    /// checkpoint of the current namespace, then every later record.
+    pub fn add_member(&self, index: usize, member: &Arc<dyn Member>) -> Result<()> {
+        let _one = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // The read lock keeps appends out until the member is in the journal.
+        let ns = self.read();
+        let seq = self.journal.flush()?;
+        let bytes = checkpoint_bytes(&self.array_uuid, &ns, seq);
+        let path = format!("{META_DIR}/{}", cfmt::file_name(seq));
+        let io = |context: &str, e: std::io::Error| ArrayError::MemberIo {
+            member: index,
+            path: member.describe(),
+            context: context.into(),
+            source: e,
+        };
+        member
+            .write_atomic(&path, &bytes)
+            .map_err(|e| io("write checkpoint", e))?;
+        prune(&**member, seq).map_err(|e| io("remove old metadata", e))?;
+        self.journal.add_member(index, member)
+    }
+
     /// Take a checkpoint if the journal has grown past the threshold.
     pub fn maybe_checkpoint(&self) -> Result<()> {
         if self.journal.segment_bytes() >= self.checkpoint_bytes {
