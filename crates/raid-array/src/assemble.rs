@@ -217,18 +217,18 @@ pub fn analyze(opts: &AssembleOptions) -> Result<Assembled> {
             });
         }
         let i = sb.member_index as usize;
-        if let Some(other) = paths[i] {
-            return Err(ArrayError::NotMember(format!(
-                "duplicate member: {} and {} both claim slot {i}",
-                other.display(),
-                p.display()
-            )));
-        }
         if fresh.members[i].uuid != sb.member_uuid {
             return Err(ArrayError::NotMember(format!(
                 "{} claims slot {i}, but the array's slot {i} now holds member {} (this directory was replaced)",
                 p.display(),
                 uuid_string(&fresh.members[i].uuid)
+            )));
+        }
+        if let Some(other) = paths[i] {
+            return Err(ArrayError::NotMember(format!(
+                "duplicate member: {} and {} both claim slot {i}",
+                other.display(),
+                p.display()
             )));
         }
         paths[i] = Some(p);

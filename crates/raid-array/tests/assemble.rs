@@ -376,3 +376,62 @@ fn create_validates_member_directories() {
         b"keep me"
     );
 }
+
+#[test]
+fn replace_rebuilds_a_missing_member_and_it_serves_afterwards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, "arr");
+    let big = a.create_file(ROOT_INO, os("big"), 0o644, 0, 0).unwrap().ino;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    a.write(big, 0, &data).unwrap();
+    a.release(big).unwrap();
+    let small = a.mknod(ROOT_INO, os("small"), 0o644, 0, 0, 0).unwrap().ino;
+    a.write(small, 0, b"tiny").unwrap();
+    a.close().unwrap();
+    // Member 2's disk died; a new empty disk takes its place.
+    let a = assemble(&dirs[..2]).unwrap();
+    assert!(a.status().degraded);
+    let fresh = tmp.path().join("new-disk");
+    std::fs::create_dir(&fresh).unwrap();
+    // Refused: an active slot, a directory of another array, a member twice.
+    assert!(
+        a.replace(0, &fresh, Default::default(), &raid_array::ops::NoProgress)
+            .is_err()
+    );
+    assert!(
+        a.replace(
+            2,
+            &dirs[1],
+            Default::default(),
+            &raid_array::ops::NoProgress
+        )
+        .is_err()
+    );
+    let report = a
+        .replace(2, &fresh, Default::default(), &raid_array::ops::NoProgress)
+        .unwrap();
+    assert!(report.complete);
+    assert_eq!(report.unrecoverable, 0);
+    assert!(!a.status().degraded);
+    a.close().unwrap();
+    let new_set = vec![dirs[0].clone(), dirs[1].clone(), fresh.clone()];
+    let a = assemble(&new_set).unwrap();
+    assert!(
+        a.status()
+            .members
+            .iter()
+            .all(|m| m.state == MemberState::Active)
+    );
+    a.close().unwrap();
+    // Without member 0, the rebuilt member supplies its chunks and metadata.
+    let a = assemble(&[dirs[1].clone(), fresh.clone()]).unwrap();
+    assert_eq!(a.read(big, 0, 400_000).unwrap(), data);
+    assert_eq!(a.read(small, 0, 10).unwrap(), b"tiny");
+    a.close().unwrap();
+    // The old member 2 is refused: its slot now belongs to the new disk.
+    let e = assemble(&[dirs[1].clone(), fresh.clone(), dirs[2].clone()])
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("replaced"), "{e}");
+}
