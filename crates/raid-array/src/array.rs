@@ -173,7 +173,13 @@ impl Array {
 
     /// Assemble an existing array from its member directories.
     pub fn assemble(opts: &AssembleOptions) -> Result<Array> {
-        let a = assemble::analyze(opts)?;
+        Array::assemble_with(opts, &assemble::open_dir)
+    }
+
+    /// [`Array::assemble`] with members opened by `open` (tests use it to
+    /// put a fault-injecting member around each directory).
+    pub fn assemble_with(opts: &AssembleOptions, open: assemble::Opener<'_>) -> Result<Array> {
+        let a = assemble::analyze_with(opts, open)?;
         let n = a.members.len();
         let states: Vec<MemberState> = (0..n)
             .map(|i| {

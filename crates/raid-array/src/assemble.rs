@@ -150,8 +150,22 @@ pub struct Assembled {
     pub was_clean: bool,
 }
 
+/// Opens a member directory as a [`Member`]: [`DirMember`] normally; tests
+/// wrap it (e.g. in a fault-injecting member).
+pub type Opener<'a> = &'a dyn Fn(&Path) -> std::io::Result<Arc<dyn Member>>;
+
+/// The normal opener: a [`DirMember`] over the directory.
+pub fn open_dir(path: &Path) -> std::io::Result<Arc<dyn Member>> {
+    Ok(Arc::new(DirMember::open(path)?))
+}
+
 /// Examine the member directories and decide (no write happens here).
 pub fn analyze(opts: &AssembleOptions) -> Result<Assembled> {
+    analyze_with(opts, &open_dir)
+}
+
+/// [`analyze`] with members opened by `open`.
+pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assembled> {
     if opts.members.is_empty() {
         return Err(ArrayError::Invalid("no member directories given".into()));
     }
@@ -168,10 +182,10 @@ pub fn analyze(opts: &AssembleOptions) -> Result<Assembled> {
                 path.display()
             )));
         }
-        let m = DirMember::open(path)
-            .map_err(|e| ArrayError::NotMember(format!("{}: {e}", path.display())))?;
-        let sb = read_member_superblock(&m)?;
-        found.push((path.clone(), Arc::new(m), sb));
+        let m =
+            open(path).map_err(|e| ArrayError::NotMember(format!("{}: {e}", path.display())))?;
+        let sb = read_member_superblock(&*m)?;
+        found.push((path.clone(), m, sb));
     }
     // 2. One array only.
     let first = &found[0];

@@ -435,3 +435,37 @@ fn replace_rebuilds_a_missing_member_and_it_serves_afterwards() {
         .unwrap();
     assert!(e.to_string().contains("replaced"), "{e}");
 }
+
+#[test]
+fn a_member_failing_a_journal_write_is_recorded_as_failed() {
+    use raid_array::assemble::open_dir;
+    use raid_array::member::Member;
+    use raid_array::member::faulty::{Fault, FaultyMember, Op};
+    use std::sync::{Arc, Mutex};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    create(&dirs, "arr").close().unwrap();
+    let faulty: Mutex<Vec<Arc<FaultyMember>>> = Mutex::new(Vec::new());
+    let open = |p: &Path| -> std::io::Result<Arc<dyn Member>> {
+        let f = Arc::new(FaultyMember::new(open_dir(p)?));
+        faulty.lock().unwrap().push(f.clone());
+        Ok(f)
+    };
+    let a = Array::assemble_with(&AssembleOptions::new(dirs.clone()), &open).unwrap();
+    faulty.lock().unwrap()[1].inject(Fault::eio(Op::Write, "journal"));
+    // The operation still succeeds: two members hold it.
+    a.mkdir(ROOT_INO, os("after-failure"), 0o755, 0, 0).unwrap();
+    assert_eq!(a.health().state(1), MemberState::Failed);
+    assert!(a.status().degraded);
+    a.close().unwrap();
+    let sb0 = read_superblock(&dirs[0]).unwrap();
+    assert_eq!(sb0.members[1].state, SlotState::Failed);
+    assert!(sb0.events > read_superblock(&dirs[1]).unwrap().events);
+    // At the next assemble the failed member stays out, and the namespace
+    // comes from the members that kept the journal.
+    let a = assemble(&dirs).unwrap();
+    assert_eq!(a.health().state(1), MemberState::Failed);
+    assert!(a.lookup(ROOT_INO, os("after-failure")).is_ok());
+    a.close().unwrap();
+}
