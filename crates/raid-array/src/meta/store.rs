@@ -250,8 +250,15 @@ impl Meta {
 
     /// Take a checkpoint if the journal has grown past the threshold.
     pub fn maybe_checkpoint(&self) -> Result<()> {
+        if self.journal.segment_bytes() < self.checkpoint_bytes {
+            return Ok(());
+        }
+        // One checkpoint at a time; whoever finds one running goes on.
+        let Ok(_one) = self.checkpoint_lock.try_lock() else {
+            return Ok(());
+        };
         if self.journal.segment_bytes() >= self.checkpoint_bytes {
-            self.checkpoint()?;
+            self.checkpoint_locked()?;
         }
         Ok(())
     }
@@ -264,6 +271,10 @@ impl Meta {
             .checkpoint_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        self.checkpoint_locked()
+    }
+
+    fn checkpoint_locked(&self) -> Result<u64> {
         // Readers go on; appends (which need the write lock) wait while the
         // journal rotates and the snapshot is encoded.
         let (seq, bytes) = {
