@@ -40,6 +40,7 @@ struct V(__m256i);
 unsafe impl Simd for V {
     const BYTES: usize = 32;
     const PAIRS: bool = false;
+    const STREAM_PQ: bool = false;
     type Split = (__m256i, __m256i);
     type Coef = (__m256i, __m256i);
 
@@ -52,6 +53,11 @@ unsafe impl Simd for V {
     unsafe fn store(p: *mut u8, v: Self) {
         // SAFETY: `p` is writable for 32 bytes (caller); AVX present.
         unsafe { _mm256_storeu_si256(p.cast(), v.0) }
+    }
+    #[inline(always)]
+    unsafe fn stream(p: *mut u8, v: Self) {
+        // SAFETY: `p` is writable for 32 bytes and 32-byte aligned (caller); AVX present.
+        unsafe { _mm256_stream_si256(p.cast(), v.0) }
     }
     #[inline(always)]
     unsafe fn zero() -> Self {

@@ -46,6 +46,7 @@ struct V(__m512i);
 unsafe impl Simd for V {
     const BYTES: usize = 64;
     const PAIRS: bool = true;
+    const STREAM_PQ: bool = true;
     type Split = __m512i;
     type Coef = __m512i;
 
@@ -58,6 +59,11 @@ unsafe impl Simd for V {
     unsafe fn store(p: *mut u8, v: Self) {
         // SAFETY: `p` is writable for 64 bytes (caller); AVX-512F present.
         unsafe { _mm512_storeu_si512(p.cast(), v.0) }
+    }
+    #[inline(always)]
+    unsafe fn stream(p: *mut u8, v: Self) {
+        // SAFETY: `p` is writable for 64 bytes and 64-byte aligned (caller); AVX-512F present.
+        unsafe { _mm512_stream_si512(p.cast(), v.0) }
     }
     #[inline(always)]
     unsafe fn zero() -> Self {

@@ -42,6 +42,9 @@ pub(crate) unsafe trait Simd: Copy {
     /// Whether [`Simd::mul_xor2`] is cheaper than two [`Simd::mul_xor`]s,
     /// so that `matmul` should consume sources in pairs.
     const PAIRS: bool;
+    /// Whether `pq` writes P and Q with streaming stores (measured faster
+    /// with 64-byte registers, slower with AVX2: docs/PERF-NOTES.md).
+    const STREAM_PQ: bool;
     /// A source register prepared for multiplication by constants (its two
     /// nibbles for `pshufb`, the register itself for GFNI).
     type Split: Copy;
@@ -55,6 +58,11 @@ pub(crate) unsafe trait Simd: Copy {
     /// # Safety
     /// `p` valid for writing `BYTES` bytes; any alignment.
     unsafe fn store(p: *mut u8, v: Self);
+    /// Non-temporal store, bypassing the caches.
+    ///
+    /// # Safety
+    /// `p` valid for writing `BYTES` bytes and `BYTES`-aligned.
+    unsafe fn stream(p: *mut u8, v: Self);
     /// # Safety
     /// The CPU has the features of the implementation.
     unsafe fn zero() -> Self;
@@ -111,7 +119,24 @@ fn mul2_byte(b: u8) -> u8 {
 
 // ---------------------------------------------------------------- xor ----
 
-/// `dst = ⊕ srcs`, `U` registers per pass.
+/// Bytes from `ptr` to the next `BYTES` boundary.
+#[inline(always)]
+fn to_boundary<V: Simd>(ptr: *const u8) -> usize {
+    (ptr as usize).wrapping_neg() % V::BYTES
+}
+
+/// Orders earlier streaming stores before any later store (`sfence`), so
+/// that other threads see parity as if it had been stored normally.
+#[inline(always)]
+fn stream_fence() {
+    // SAFETY: `sfence` is SSE, part of x86-64; it has no operands.
+    unsafe { core::arch::x86_64::_mm_sfence() }
+}
+
+/// `dst = ⊕ srcs`, `U` registers per pass. Like Linux md and SnapRAID,
+/// parity is written with streaming (non-temporal) stores: it is not read
+/// again by the computation, and storing it around the caches saves
+/// reading each destination line in first (docs/PERF-NOTES.md).
 ///
 /// # Safety
 /// The CPU has `V`'s features. `srcs` is non-empty and every source is at
@@ -120,10 +145,13 @@ fn mul2_byte(b: u8) -> u8 {
 pub(crate) unsafe fn xor<V: Simd, const U: usize>(srcs: &[&[u8]], dst: &mut [u8]) {
     let len = dst.len();
     let d = dst.as_mut_ptr();
-    let mut i = 0;
+    // Bytes before the first register boundary of `dst`, one at a time.
+    let head = to_boundary::<V>(d).min(len);
+    xor_bytes(srcs, dst, 0, head);
+    let mut i = head;
     while i + U * V::BYTES <= len {
         // SAFETY: bytes i..i + U·BYTES are in bounds of every buffer (loop
-        // condition and the caller's length contract).
+        // condition and the caller's length contract); `d + i` is aligned.
         unsafe { xor_block::<V, U>(srcs, d, i) };
         i += U * V::BYTES;
     }
@@ -132,15 +160,22 @@ pub(crate) unsafe fn xor<V: Simd, const U: usize>(srcs: &[&[u8]], dst: &mut [u8]
         unsafe { xor_block::<V, 1>(srcs, d, i) };
         i += V::BYTES;
     }
-    let tail = &mut dst[i..];
-    tail.copy_from_slice(&srcs[0][i..len]);
+    stream_fence();
+    xor_bytes(srcs, dst, i, len);
+}
+
+/// Bytes `from..to` of `dst = ⊕ srcs`, one at a time (head and tail).
+fn xor_bytes(srcs: &[&[u8]], dst: &mut [u8], from: usize, to: usize) {
+    let t = &mut dst[from..to];
+    t.copy_from_slice(&srcs[0][from..to]);
     for s in &srcs[1..] {
-        tail.iter_mut().zip(&s[i..len]).for_each(|(a, b)| *a ^= *b);
+        t.iter_mut().zip(&s[from..to]).for_each(|(a, b)| *a ^= *b);
     }
 }
 
 /// # Safety
-/// See [`xor`]; bytes `i..i + U·BYTES` are in bounds of every buffer.
+/// See [`xor`]; bytes `i..i + U·BYTES` are in bounds of every buffer and
+/// `d + i` is `BYTES`-aligned.
 #[inline(always)]
 unsafe fn xor_block<V: Simd, const U: usize>(srcs: &[&[u8]], d: *mut u8, i: usize) {
     // SAFETY: in bounds per the contract; `V`'s features are present.
@@ -169,14 +204,17 @@ unsafe fn xor_block<V: Simd, const U: usize>(srcs: &[&[u8]], d: *mut u8, i: usiz
             }
         }
         for (u, a) in a.iter().enumerate() {
-            V::store(d.add(i + u * V::BYTES), *a);
+            V::stream(d.add(i + u * V::BYTES), *a);
         }
     }
 }
 
 // ----------------------------------------------------------------- pq ----
 
-/// `p = ⊕ srcs[i]`, `q = ⊕ 2^i·srcs[i]`, `U` registers per pass.
+/// `p = ⊕ srcs[i]`, `q = ⊕ 2^i·srcs[i]`, `U` registers per pass; P and Q
+/// are written with streaming stores when `V::STREAM_PQ` and they are
+/// equally misaligned (as buffers from one allocator are), else with
+/// ordinary ones.
 ///
 /// # Safety
 /// The CPU has `V`'s features. `srcs` is non-empty; every source and `q`
@@ -186,22 +224,39 @@ pub(crate) unsafe fn pq<V: Simd, const U: usize>(srcs: &[&[u8]], p: &mut [u8], q
     let len = p.len();
     let (pp, qp) = (p.as_mut_ptr(), q.as_mut_ptr());
     let mut i = 0;
+    let head = to_boundary::<V>(pp);
+    if V::STREAM_PQ && head == to_boundary::<V>(qp) && head < len {
+        pq_bytes(srcs, p, q, 0, head);
+        i = head;
+        while i + U * V::BYTES <= len {
+            // SAFETY: bytes i..i + U·BYTES are in bounds of every buffer,
+            // and `p + i`, `q + i` are register-aligned.
+            unsafe { pq_block::<V, U, true>(srcs, pp, qp, i) };
+            i += U * V::BYTES;
+        }
+        stream_fence();
+    }
     while i + U * V::BYTES <= len {
         // SAFETY: bytes i..i + U·BYTES are in bounds of every buffer.
-        unsafe { pq_block::<V, U>(srcs, pp, qp, i) };
+        unsafe { pq_block::<V, U, false>(srcs, pp, qp, i) };
         i += U * V::BYTES;
     }
     while i + V::BYTES <= len {
         // SAFETY: as above for one register.
-        unsafe { pq_block::<V, 1>(srcs, pp, qp, i) };
+        unsafe { pq_block::<V, 1, false>(srcs, pp, qp, i) };
         i += V::BYTES;
     }
+    pq_bytes(srcs, p, q, i, len);
+}
+
+/// Bytes `from..to` of P and Q, one at a time (head and tail).
+fn pq_bytes(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8], from: usize, to: usize) {
     let last = srcs.len() - 1;
-    let (pt, qt) = (&mut p[i..], &mut q[i..len]);
-    pt.copy_from_slice(&srcs[last][i..len]);
-    qt.copy_from_slice(&srcs[last][i..len]);
+    let (pt, qt) = (&mut p[from..to], &mut q[from..to]);
+    pt.copy_from_slice(&srcs[last][from..to]);
+    qt.copy_from_slice(&srcs[last][from..to]);
     for s in srcs[..last].iter().rev() {
-        for ((a, b), x) in pt.iter_mut().zip(qt.iter_mut()).zip(&s[i..len]) {
+        for ((a, b), x) in pt.iter_mut().zip(qt.iter_mut()).zip(&s[from..to]) {
             *a ^= *x;
             *b = mul2_byte(*b) ^ *x;
         }
@@ -209,10 +264,17 @@ pub(crate) unsafe fn pq<V: Simd, const U: usize>(srcs: &[&[u8]], p: &mut [u8], q
 }
 
 /// # Safety
-/// See [`pq`]; bytes `i..i + U·BYTES` are in bounds of every buffer.
+/// See [`pq`]; bytes `i..i + U·BYTES` are in bounds of every buffer; with
+/// `STREAM`, `p + i` and `q + i` are `BYTES`-aligned.
 #[inline(always)]
-unsafe fn pq_block<V: Simd, const U: usize>(srcs: &[&[u8]], p: *mut u8, q: *mut u8, i: usize) {
-    // SAFETY: in bounds per the contract; `V`'s features are present.
+unsafe fn pq_block<V: Simd, const U: usize, const STREAM: bool>(
+    srcs: &[&[u8]],
+    p: *mut u8,
+    q: *mut u8,
+    i: usize,
+) {
+    // SAFETY: in bounds (and aligned for streaming) per the contract; `V`'s
+    // features are present.
     unsafe {
         let last = srcs.len() - 1;
         let mut wp = [V::zero(); U];
@@ -231,8 +293,13 @@ unsafe fn pq_block<V: Simd, const U: usize>(srcs: &[&[u8]], p: *mut u8, q: *mut 
             }
         }
         for u in 0..U {
-            V::store(p.add(i + u * V::BYTES), wp[u]);
-            V::store(q.add(i + u * V::BYTES), wq[u]);
+            if STREAM {
+                V::stream(p.add(i + u * V::BYTES), wp[u]);
+                V::stream(q.add(i + u * V::BYTES), wq[u]);
+            } else {
+                V::store(p.add(i + u * V::BYTES), wp[u]);
+                V::store(q.add(i + u * V::BYTES), wq[u]);
+            }
         }
     }
 }

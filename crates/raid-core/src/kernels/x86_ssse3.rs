@@ -49,6 +49,7 @@ struct V(__m128i);
 unsafe impl Simd for V {
     const BYTES: usize = 16;
     const PAIRS: bool = false;
+    const STREAM_PQ: bool = false;
     type Split = (__m128i, __m128i);
     type Coef = (__m128i, __m128i);
 
@@ -61,6 +62,11 @@ unsafe impl Simd for V {
     unsafe fn store(p: *mut u8, v: Self) {
         // SAFETY: `p` is writable for 16 bytes (caller); `storeu` needs no alignment.
         unsafe { _mm_storeu_si128(p.cast(), v.0) }
+    }
+    #[inline(always)]
+    unsafe fn stream(p: *mut u8, v: Self) {
+        // SAFETY: `p` is writable for 16 bytes and 16-byte aligned (caller); SSE2 is part of x86-64.
+        unsafe { _mm_stream_si128(p.cast(), v.0) }
     }
     #[inline(always)]
     unsafe fn zero() -> Self {
