@@ -14,7 +14,7 @@ deps:
 build: deps
 	$(CARGO) build --workspace
 
-## The main job: self-test the parity kernels and report their speed.
+## The main job: a RAID-5 demo array over four file-backed members, mounted on ./demo/array.
 demo: deps
 	@scripts/demo.sh
 

@@ -21,7 +21,7 @@ pub const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Everything `mount.raidfs` needs.
 #[derive(Debug, Clone)]
 pub struct MountRequest {
-    /// The SPEC as given, shown as the filesystem's source in /proc/mounts.
+    /// The SPEC as given (member list, name or UUID), for messages.
     pub source: String,
     pub members: Vec<PathBuf>,
     pub mountpoint: PathBuf,
@@ -61,10 +61,10 @@ pub fn assemble(req: &MountRequest) -> Result<Array> {
 }
 
 /// FUSE session configuration for these options.
-pub fn fuse_config(req: &MountRequest) -> Config {
+pub fn fuse_config(req: &MountRequest, array_name: &str) -> Config {
     let o = &req.options;
     let mut mount_options = vec![
-        MountOption::FSName(req.source.clone()),
+        MountOption::FSName(array_name.to_string()),
         MountOption::Subtype("raidfs".into()),
         MountOption::DefaultPermissions,
         MountOption::NoDev,
@@ -96,7 +96,7 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
         }
     };
     let fs = RaidFs::new(Arc::clone(&array), req.options.read_only);
-    let config = fuse_config(req);
+    let config = fuse_config(req, &array.status().name);
     let mut session = match fuser::Session::new(fs, &req.mountpoint, &config) {
         Ok(s) => s,
         Err(e) => {

@@ -131,7 +131,18 @@ pub fn resolve(spec: &Spec, extra_candidates: &[String]) -> Result<Vec<PathBuf>>
         Spec::Members(m) => Ok(m.clone()),
         Spec::Array(sel) => {
             let c = candidates(extra_candidates)?;
-            Ok(raid_array::assemble::find_members(sel, &c)?)
+            let what = match sel {
+                Selector::Name(n) => format!("array {n:?}"),
+                Selector::Uuid(u) => {
+                    format!("array {}", raid_array::format::superblock::uuid_string(u))
+                }
+            };
+            raid_array::assemble::find_members(sel, &c).with_context(|| {
+                format!(
+                    "looking for the members of {what} on the mounted filesystems \
+                     (are the member disks mounted? -o members=DIR:DIR searches elsewhere)"
+                )
+            })
         }
     }
 }
