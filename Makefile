@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all demo deps build test test-unit test-arm lint fmt bench clean
+.PHONY: all demo deps build install test test-unit test-arm lint fmt bench clean
 
 all: build
 
@@ -13,6 +13,10 @@ deps:
 
 build: deps
 	$(CARGO) build --workspace
+
+## Install the binaries (release) and systemd units under /usr/local.
+install: deps
+	@scripts/install.sh
 
 ## The main job: a RAID-5 demo array over four file-backed members, mounted on ./demo/array.
 demo: deps

@@ -22,8 +22,6 @@ pub struct MountOptions {
     pub read_only: bool,
     /// Number of threads serving FUSE requests.
     pub threads: usize,
-    /// Bytes of chunk cache (`cache=<MiB>`).
-    pub cache_bytes: u64,
     /// Assemble even a dirty and degraded array (like `mdadm --run --force`).
     pub force: bool,
     /// Stay in the foreground (`-f` on the command line, or `foreground`).
@@ -31,8 +29,6 @@ pub struct MountOptions {
     /// Extra candidate directories to search for members when SPEC is an
     /// array name or UUID (`members=/mnt/d1:/mnt/d2`).
     pub candidates: Vec<String>,
-    /// Shell command run on member failure and other events (`notify=`).
-    pub notify_cmd: Option<String>,
     /// Write the daemon's log to this file (`log=`) instead of the journal.
     pub log_file: Option<String>,
 }
@@ -44,11 +40,9 @@ impl Default for MountOptions {
             default_permissions: false,
             read_only: false,
             threads: 4,
-            cache_bytes: 64 << 20,
             force: false,
             foreground: false,
             candidates: Vec::new(),
-            notify_cmd: None,
             log_file: None,
         }
     }
@@ -153,12 +147,6 @@ impl MountOptions {
                     }
                     self.threads = n as usize;
                 }
-                "cache" => {
-                    let mib = number(key)?;
-                    self.cache_bytes = mib
-                        .checked_mul(1 << 20)
-                        .ok_or_else(|| OptionError(format!("cache={mib}: too large")))?;
-                }
                 "members" => {
                     let v = value.ok_or_else(|| {
                         OptionError(
@@ -167,13 +155,6 @@ impl MountOptions {
                     })?;
                     self.candidates
                         .extend(v.split(':').filter(|s| !s.is_empty()).map(str::to_string));
-                }
-                "notify" => {
-                    self.notify_cmd = Some(
-                        value
-                            .ok_or_else(|| OptionError("option notify needs a command".into()))?
-                            .to_string(),
-                    );
                 }
                 "log" => {
                     self.log_file = Some(
@@ -221,10 +202,12 @@ mod tests {
     #[test]
     fn parses_known_and_ignores_generic_options() {
         let mut o = MountOptions::default();
-        o.parse_into("defaults,nofail,x-systemd.requires-mounts-for=/mnt/d1,allow_other,threads=8,cache=16,ro").unwrap();
+        o.parse_into(
+            "defaults,nofail,x-systemd.requires-mounts-for=/mnt/d1,allow_other,threads=8,ro",
+        )
+        .unwrap();
         assert!(o.allow_other && o.read_only);
         assert_eq!(o.threads, 8);
-        assert_eq!(o.cache_bytes, 16 << 20);
     }
 
     #[test]
@@ -234,7 +217,7 @@ mod tests {
         assert!(o.parse_into("threads=zero").is_err());
         assert!(o.parse_into("threads=0").is_err());
         assert!(o.parse_into("ro=1").is_err());
-        assert!(o.parse_into("cache").is_err());
+        assert!(o.parse_into("log").is_err());
     }
 
     #[test]

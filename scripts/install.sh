@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install the raidfs binaries (release build) and the systemd units.
+#   /usr/local/bin/raidfs, /usr/local/bin/raidfs-sync
+#   /usr/local/sbin/mount.raidfs (+ /usr/sbin/mount.raidfs link, where mount(8) looks)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+PREFIX="${PREFIX:-/usr/local}"
+cargo build --release -p raid-fuse
+BIN="${CARGO_TARGET_DIR:-target}/release"
+install -D -m 0755 "$BIN/raidfs" "$PREFIX/bin/raidfs"
+install -D -m 0755 "$BIN/mount-raidfs" "$PREFIX/sbin/mount.raidfs"
+ln -sf "$PREFIX/sbin/mount.raidfs" /usr/sbin/mount.raidfs
+if cargo build --release -p raid-sync 2>/dev/null && [ -x "$BIN/raidfs-sync" ]; then
+    install -D -m 0755 "$BIN/raidfs-sync" "$PREFIX/bin/raidfs-sync"
+fi
+if [ -d /etc/systemd/system ]; then
+    install -m 0644 scripts/systemd/*.service /etc/systemd/system/ 2>/dev/null || true
+    install -m 0644 scripts/systemd/*.timer /etc/systemd/system/ 2>/dev/null || true
+    command -v systemctl >/dev/null && systemctl daemon-reload 2>/dev/null || true
+fi
+echo "installed into $PREFIX"
