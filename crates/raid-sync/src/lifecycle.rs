@@ -42,7 +42,7 @@ pub struct LifecyclePlan {
 /// Whole days in a duration (at least one).
 pub fn days(d: std::time::Duration) -> Result<i32> {
     let days = d.as_secs() / 86_400;
-    if days == 0 || d.as_secs() % 86_400 != 0 {
+    if days == 0 || !d.as_secs().is_multiple_of(86_400) {
         return Err(Error::Config(format!(
             "lifecycle periods are whole days (got {})",
             humantime::format_duration(d)
@@ -162,4 +162,43 @@ pub async fn apply(bucket: &Bucket, plan: &LifecyclePlan) -> Result<Vec<Lifecycl
         .await
         .map_err(|e| Error::s3("PutBucketLifecycleConfiguration", &bucket.name, e))?;
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_rule_states_the_minimum_size() {
+        let plan = LifecyclePlan {
+            prefix: "pi/".into(),
+            archive_after_days: Some(30),
+            current_too: false,
+            transition_class: "GLACIER".into(),
+            min_transition_size: 131_072,
+            expire_noncurrent_after_days: Some(365),
+        };
+        let r = rules(&plan).unwrap();
+        assert_eq!(r.len(), 2);
+        let and = r[0].filter().unwrap().and().unwrap();
+        assert_eq!(
+            (and.prefix(), and.object_size_greater_than()),
+            (Some("pi/"), Some(131_072))
+        );
+        assert!(
+            r[0].transitions().is_empty(),
+            "current objects stay unless asked"
+        );
+        assert_eq!(
+            r[0].noncurrent_version_transitions()[0].noncurrent_days(),
+            Some(30)
+        );
+        assert_eq!(
+            r[1].noncurrent_version_expiration()
+                .unwrap()
+                .noncurrent_days(),
+            Some(365)
+        );
+        assert!(days(std::time::Duration::from_secs(86_400 + 1)).is_err());
+    }
 }

@@ -130,15 +130,26 @@ impl Bucket {
     /// Turns it on if it is off; refuses clearly if that is not allowed.
     pub async fn ensure_versioning(&self, may_enable: bool) -> Result<()> {
         self.count();
-        let out = self
+        let status = self
             .client
             .get_bucket_versioning()
             .bucket(&self.name)
             .send()
-            .await
-            .map_err(|e| Error::s3("GetBucketVersioning", &self.name, e))?;
-        if out.status() == Some(&BucketVersioningStatus::Enabled) {
-            return Ok(());
+            .await;
+        match &status {
+            Ok(out) if out.status() == Some(&BucketVersioningStatus::Enabled) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => {
+                use aws_sdk_s3::error::ProvideErrorMetadata;
+                // A missing bucket or a denied request is final; an
+                // unparsable reply (some servers answer an empty
+                // <GetBucketVersioningResponse/> for a never-versioned
+                // bucket) means "not enabled".
+                if e.code().is_some() || !matches!(e, aws_sdk_s3::error::SdkError::ServiceError(_))
+                {
+                    return Err(Error::s3("GetBucketVersioning", &self.name, e));
+                }
+            }
         }
         if !may_enable {
             return Err(Error::Versioning {

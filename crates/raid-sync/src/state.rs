@@ -80,6 +80,18 @@ pub struct PendingUpload {
     pub part_size: u64,
     /// Whether the upload was created with the FULL_OBJECT checksum type.
     pub full_object_checksum: bool,
+    /// Parts the server acknowledged, by part number: used when the server
+    /// cannot list them (ListParts) and to check what it lists.
+    #[serde(default)]
+    pub parts: BTreeMap<i32, RecordedPart>,
+}
+
+/// One acknowledged part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedPart {
+    pub etag: String,
+    pub size: u64,
+    pub crc32: u32,
 }
 
 /// Running totals for the metrics file; they survive restarts.

@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::object_meta::{ObjectMeta, crc32_b64, crc32_from_b64};
 use crate::ratelimit::RateLimit;
 use crate::s3::{Bucket, copy_source};
-use crate::state::{Entry, PendingUpload, StateStore};
+use crate::state::{Entry, PendingUpload, RecordedPart, StateStore};
 
 /// S3 allows at most 10,000 parts per upload.
 const MAX_PARTS: u64 = 10_000;
@@ -174,7 +174,9 @@ impl Uploader {
             .resume_or_create(store, rel, key, entry, meta, part_size)
             .await?;
         let result = self
-            .send_parts(path, key, &upload_id, full, existing, entry, crcs)
+            .send_parts(
+                store, rel, path, key, &upload_id, full, existing, entry, crcs,
+            )
             .await;
         match result {
             Ok(sent) => {
@@ -211,13 +213,43 @@ impl Uploader {
                 && p.ino == entry.ino
                 && p.part_size == part_size;
             if same {
+                let recorded: HashMap<i32, RemotePart> = p
+                    .parts
+                    .iter()
+                    .map(|(n, r)| {
+                        (
+                            *n,
+                            RemotePart {
+                                etag: r.etag.clone(),
+                                size: r.size as i64,
+                                crc32: Some(r.crc32),
+                            },
+                        )
+                    })
+                    .collect();
                 match self.list_parts(key, &p.upload_id).await {
-                    Ok(parts) => {
+                    Ok(mut parts) => {
+                        // Where the server gives no part checksum, our record
+                        // of what was sent stands in for it.
+                        for (n, part) in parts.iter_mut() {
+                            if part.crc32.is_none() {
+                                part.crc32 = recorded.get(n).and_then(|r| r.crc32);
+                            }
+                        }
                         tracing::info!(%key, parts = parts.len(), "resuming multipart upload");
                         return Ok((p.upload_id, p.full_object_checksum, parts));
                     }
-                    Err(e) => {
-                        tracing::info!(%key, error = %e, "recorded upload is gone; starting anew")
+                    Err(ListPartsError::Gone) => {
+                        tracing::info!(%key, "recorded upload is gone; starting anew")
+                    }
+                    Err(ListPartsError::Other(e)) => {
+                        // The server could not list the parts (or its reply
+                        // could not be read): trust the parts it acknowledged.
+                        // Should they be gone, completion fails and the next
+                        // pass starts afresh.
+                        tracing::info!(%key, parts = recorded.len(), error = %e,
+                            "resuming multipart upload from the recorded parts");
+                        return Ok((p.upload_id, p.full_object_checksum, recorded));
                     }
                 }
             } else {
@@ -321,7 +353,11 @@ impl Uploader {
         Ok((id, out.1))
     }
 
-    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<HashMap<i32, RemotePart>> {
+    async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> std::result::Result<HashMap<i32, RemotePart>, ListPartsError> {
         let mut parts = HashMap::new();
         let mut marker: Option<String> = None;
         loop {
@@ -336,7 +372,14 @@ impl Uploader {
                 .set_part_number_marker(marker.take())
                 .send()
                 .await
-                .map_err(|e| Error::s3("ListParts", key, e))?;
+                .map_err(|e| {
+                    use aws_sdk_s3::error::ProvideErrorMetadata;
+                    if e.code() == Some("NoSuchUpload") {
+                        ListPartsError::Gone
+                    } else {
+                        ListPartsError::Other(Error::s3("ListParts", key, e))
+                    }
+                })?;
             for p in out.parts() {
                 if let (Some(n), Some(etag)) = (p.part_number(), p.e_tag()) {
                     parts.insert(
@@ -360,6 +403,8 @@ impl Uploader {
     #[allow(clippy::too_many_arguments)]
     async fn send_parts(
         &self,
+        store: &StateStore,
+        rel: &str,
         path: &Path,
         key: &str,
         upload_id: &str,
@@ -420,6 +465,17 @@ impl Uploader {
                         .await
                         .map_err(|e| Error::s3("UploadPart", key, e))?;
                     let etag = out.e_tag().unwrap_or_default().to_string();
+                    if let Some(p) = store.lock().uploads.get_mut(rel) {
+                        p.parts.insert(
+                            i as i32 + 1,
+                            RecordedPart {
+                                etag: etag.clone(),
+                                size: len,
+                                crc32: crcs.parts[i],
+                            },
+                        );
+                    }
+                    store.save()?;
                     Ok::<_, Error>((i, etag))
                 }
             })
@@ -491,6 +547,14 @@ impl Uploader {
     }
 }
 
+/// Why ListParts gave no answer.
+#[derive(Debug)]
+enum ListPartsError {
+    /// The upload no longer exists (completed, aborted, expired).
+    Gone,
+    Other(Error),
+}
+
 /// A part the server already holds.
 #[derive(Debug, Clone)]
 pub struct RemotePart {
@@ -509,6 +573,7 @@ fn pending(key: &str, id: &str, e: &Entry, part_size: u64, full: bool) -> Pendin
         ino: e.ino,
         part_size,
         full_object_checksum: full,
+        parts: Default::default(),
     }
 }
 

@@ -284,7 +284,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .into_iter()
                 .filter(|v| v.key == file_key || v.key == dir_key)
                 .collect();
-            vs.sort_by(|a, b| b.last_modified_ns.cmp(&a.last_modified_ns));
+            vs.sort_by_key(|v| std::cmp::Reverse(v.last_modified_ns));
             if common.json {
                 println!("{}", serde_json::to_string(&vs)?);
             } else if vs.is_empty() {
