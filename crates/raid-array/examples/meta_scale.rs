@@ -7,6 +7,8 @@
 //! ```
 //! `populate` creates a 3-member RAID-5 under DIR (members DIR/m0..m2) with
 //! FILES files in directories of 1000, then closes it cleanly (checkpoint).
+//! `populate-crash` does the same but stops without closing (metadata
+//! committed, array dirty), so `assemble` measures a journal replay.
 //! `assemble` assembles it in a fresh process and prints the time taken and
 //! the process's peak resident memory (VmHWM), the figures the 1,000,000-file
 //! goal is stated in (≤ 10 s, ≤ 400 MiB).
@@ -42,7 +44,7 @@ fn status_kib(field: &str) -> u64 {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("populate") => {
+        Some(mode @ ("populate" | "populate-crash")) => {
             let dir = PathBuf::from(&args[2]);
             let files: u64 = args[3].parse()?;
             let dirs = members(&dir);
@@ -79,6 +81,13 @@ fn main() -> anyhow::Result<()> {
                 )?;
             }
             let created = t.elapsed();
+            if mode == "populate-crash" {
+                // Leave the array dirty: the next assemble replays the journal.
+                array.sync_metadata()?;
+                drop(array);
+                println!("populate: {files} files in {created:.2?}, left dirty");
+                return Ok(());
+            }
             array.close()?;
             println!(
                 "populate: {files} files in {:.2?} (+ close {:.2?})",
@@ -100,7 +109,9 @@ fn main() -> anyhow::Result<()> {
             );
             array.close()?;
         }
-        _ => anyhow::bail!("usage: meta_scale populate DIR FILES | meta_scale assemble DIR"),
+        _ => anyhow::bail!(
+            "usage: meta_scale populate|populate-crash DIR FILES | meta_scale assemble DIR"
+        ),
     }
     Ok(())
 }

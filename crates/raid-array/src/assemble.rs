@@ -324,7 +324,7 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
     let needs_checkpoint = images.len() != in_use
         || images
             .iter()
-            .any(|(_, img)| img.torn || !img.records.is_empty() || img.checkpoint_seq != head);
+            .any(|(_, img)| img.torn || img.records != 0 || img.checkpoint_seq != head);
     Ok(Assembled {
         was_clean: fresh.clean,
         sb: fresh,

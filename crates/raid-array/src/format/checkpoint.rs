@@ -35,20 +35,32 @@ pub struct CheckpointHeader {
 
 /// Frame a payload into a whole checkpoint file.
 pub fn encode(h: &CheckpointHeader, payload: &[u8]) -> Vec<u8> {
-    let mut w = Writer::with_capacity(HEADER_LEN + payload.len() + 4);
+    let mut buf = Vec::with_capacity(HEADER_LEN + payload.len() + 4);
+    buf.resize(HEADER_LEN, 0);
+    buf.extend_from_slice(payload);
+    seal(&mut buf, h);
+    buf
+}
+
+/// Finish a checkpoint built in place: `buf` holds `HEADER_LEN` reserved
+/// bytes followed by the payload. Fills in the header and appends the
+/// payload CRC, so a large snapshot is never copied.
+pub fn seal(buf: &mut Vec<u8>, h: &CheckpointHeader) {
+    let payload_len = buf.len().saturating_sub(HEADER_LEN);
+    let payload_crc = crc32fast::hash(&buf[HEADER_LEN.min(buf.len())..]);
+    let mut w = Writer::with_capacity(HEADER_LEN);
     w.bytes(&MAGIC);
     w.u16(MAJOR);
     w.u16(MINOR);
     w.u32(HEADER_LEN as u32);
     w.bytes(&h.array_uuid);
     w.u64(h.seq);
-    w.u64(payload.len() as u64);
+    w.u64(payload_len as u64);
     w.u64(h.inodes);
     w.u32(0);
-    let mut buf = w.finish_crc();
-    buf.extend_from_slice(payload);
-    buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    buf
+    let header = w.finish_crc();
+    buf[..HEADER_LEN].copy_from_slice(&header);
+    buf.extend_from_slice(&payload_crc.to_le_bytes());
 }
 
 /// Verify a checkpoint file and return its header and payload.

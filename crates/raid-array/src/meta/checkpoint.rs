@@ -20,11 +20,34 @@ use super::inode::{Body, Dir, Inode};
 use super::namespace::Namespace;
 use super::table::InodeTable;
 use crate::format::bytes::{Reader, Writer};
+use crate::format::checkpoint as cfmt;
 use crate::{ArrayError, Result};
 
 /// Serialize the namespace; returns (payload, inode count).
 pub fn encode(ns: &Namespace) -> (Vec<u8>, u64) {
-    let mut w = Writer::with_capacity(ns.inodes.len() * 96 + 8);
+    let mut w = Writer::with_capacity(ns.inodes.len() * 112 + 8);
+    let count = encode_into(ns, &mut w);
+    (w.buf, count)
+}
+
+/// A whole checkpoint file for `ns` covering `seq`, built in one buffer.
+pub fn encode_file(ns: &Namespace, array_uuid: &[u8; 16], seq: u64) -> Vec<u8> {
+    let mut w = Writer::with_capacity(cfmt::HEADER_LEN + ns.inodes.len() * 112 + 12);
+    w.zeros(cfmt::HEADER_LEN);
+    let inodes = encode_into(ns, &mut w);
+    let mut buf = w.buf;
+    cfmt::seal(
+        &mut buf,
+        &cfmt::CheckpointHeader {
+            array_uuid: *array_uuid,
+            seq,
+            inodes,
+        },
+    );
+    buf
+}
+
+fn encode_into(ns: &Namespace, w: &mut Writer) -> u64 {
     w.u64(ns.next_ino);
     let mut count = 0u64;
     for (ino, i) in ns.inodes.iter() {
@@ -74,7 +97,7 @@ pub fn encode(ns: &Namespace) -> (Vec<u8>, u64) {
             w.bytes(v);
         }
     }
-    (w.buf, count)
+    count
 }
 
 /// Rebuild a namespace from a payload holding `count` inodes.

@@ -16,8 +16,10 @@ use crate::{ArrayError, Result};
 pub struct MetaImage {
     /// Sequence covered by the newest checkpoint with a valid header.
     pub checkpoint_seq: u64,
-    /// Journal records after the checkpoint, in order, contiguous.
-    pub records: Vec<(u64, Vec<u8>)>,
+    /// Journal records after the checkpoint (contiguous, in order).
+    pub records: u64,
+    /// Sequence of the last of them (the checkpoint's if none).
+    pub head: u64,
     /// Whether anything follows the last valid record (a torn tail, a
     /// gap, or a record of the wrong sequence).
     pub torn: bool,
@@ -26,7 +28,7 @@ pub struct MetaImage {
 impl MetaImage {
     /// Last sequence this member holds.
     pub fn head(&self) -> u64 {
-        self.records.last().map_or(self.checkpoint_seq, |r| r.0)
+        self.head
     }
 }
 
@@ -84,12 +86,36 @@ pub fn scan(index: usize, member: &dyn Member, array_uuid: &[u8; 16]) -> Result<
         what: format!("metadata of member {index} ({})", member.describe()),
         detail: "no valid checkpoint".into(),
     })?;
+    let (head, records, torn) =
+        walk_journal(index, member, array_uuid, &names, checkpoint_seq, |_, _| {
+            Ok(())
+        })?;
+    Ok(MetaImage {
+        checkpoint_seq,
+        records,
+        head,
+        torn,
+    })
+}
+
+/// Walk a member's journal records after `checkpoint_seq`, in sequence,
+/// calling `each(seq, payload)`; one segment is in memory at a time.
+/// Returns (last sequence, records walked, whether something invalid
+/// followed).
+fn walk_journal(
+    index: usize,
+    member: &dyn Member,
+    array_uuid: &[u8; 16],
+    names: &[String],
+    checkpoint_seq: u64,
+    mut each: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<(u64, u64, bool)> {
     let mut segs: Vec<u64> = names
         .iter()
         .filter_map(|n| jfmt::parse_segment_name(n))
         .collect();
     segs.sort_unstable();
-    let mut records = Vec::new();
+    let mut records = 0u64;
     let mut expect = checkpoint_seq + 1;
     let mut torn = false;
     for (j, &first) in segs.iter().enumerate() {
@@ -117,7 +143,8 @@ pub fn scan(index: usize, member: &dyn Member, array_uuid: &[u8; 16]) -> Result<
         let mut pos = jfmt::HEADER_LEN;
         while let Some(rec) = jfmt::decode_record(&buf, pos) {
             if rec.seq == expect {
-                records.push((rec.seq, rec.payload.to_vec()));
+                each(rec.seq, rec.payload)?;
+                records += 1;
                 expect += 1;
             } else if rec.seq > expect {
                 torn = true;
@@ -129,16 +156,12 @@ pub fn scan(index: usize, member: &dyn Member, array_uuid: &[u8; 16]) -> Result<
             torn = true;
         }
     }
-    Ok(MetaImage {
-        checkpoint_seq,
-        records,
-        torn,
-    })
+    Ok((expect - 1, records, torn))
 }
 
-/// Load the namespace a member holds: its checkpoint plus the given
-/// records (normally `image.records`, possibly a longer run from another
-/// member). Returns the namespace and the last applied sequence.
+/// Load the namespace a member holds: its checkpoint plus its journal
+/// records, applied as they are read (one segment in memory at a time).
+/// Returns the namespace and the last applied sequence.
 pub fn load(
     index: usize,
     member: &Arc<dyn Member>,
@@ -158,17 +181,26 @@ pub fn load(
     }
     let mut ns = super::checkpoint::decode(payload, hdr.inodes)?;
     drop(buf);
-    let mut head = hdr.seq;
-    for (seq, payload) in &image.records {
-        let op: Op = postcard::from_bytes(payload).map_err(|e| ArrayError::Corrupt {
-            what: format!("journal record {seq}"),
-            detail: e.to_string(),
-        })?;
-        ns.apply(&op).map_err(|e| ArrayError::Corrupt {
-            what: format!("journal record {seq}"),
-            detail: format!("does not replay: {e}"),
-        })?;
-        head = *seq;
-    }
+    let names = member
+        .list(META_DIR)
+        .map_err(|e| io_err(index, &**member, "list metadata", e))?;
+    let (head, _, _) = walk_journal(
+        index,
+        &**member,
+        array_uuid,
+        &names,
+        hdr.seq,
+        |seq, payload| {
+            let op: Op = postcard::from_bytes(payload).map_err(|e| ArrayError::Corrupt {
+                what: format!("journal record {seq}"),
+                detail: e.to_string(),
+            })?;
+            ns.apply(&op).map_err(|e| ArrayError::Corrupt {
+                what: format!("journal record {seq}"),
+                detail: format!("does not replay: {e}"),
+            })?;
+            Ok(())
+        },
+    )?;
     Ok((ns, head))
 }
