@@ -1,0 +1,189 @@
+//! Bad input to `mount.raidfs` and `raidfs create`: each one exits non-zero
+//! with a clear message on stderr, and writes nothing into any directory
+//! involved (trees are snapshotted before and after).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use raidfs_tests::{TestArray, bins, is_mounted, run, snapshot};
+
+/// Run mount.raidfs the way a user does (daemonizing, no -f).
+fn mount_cmd(spec: &str, mnt: &Path, opts: Option<&str>) -> Output {
+    let mut c = Command::new(&bins().mount);
+    c.arg(spec).arg(mnt);
+    if let Some(o) = opts {
+        c.arg("-o").arg(o);
+    }
+    let out = run(&mut c);
+    if out.status.success() && is_mounted(mnt) {
+        // Do not leave a stray daemon behind if the refusal failed.
+        let _ = run(Command::new("umount").arg(mnt));
+    }
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The command failed, and stderr says why, mentioning `needle`.
+fn assert_refused(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "accepted; stderr: {err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "stderr does not mention {needle:?}: {err}"
+    );
+}
+
+fn snapshots(dirs: &[PathBuf]) -> Vec<impl PartialEq + std::fmt::Debug> {
+    dirs.iter().map(|d| (d.clone(), snapshot(d))).collect()
+}
+
+/// An array created (not mounted) on four directories plus a spare empty
+/// directory that belongs to no array.
+fn array_and_stranger() -> (TestArray, PathBuf) {
+    let a = TestArray::new("raid5", 4).create();
+    let stranger = a.root.join("stranger");
+    fs::create_dir(&stranger).unwrap();
+    fs::write(stranger.join("keep.txt"), b"user data").unwrap();
+    (a, stranger)
+}
+
+#[test]
+fn mount_with_a_non_member_directory_is_refused() {
+    let (a, stranger) = array_and_stranger();
+    let mut members = a.members.clone();
+    members[3] = stranger.clone();
+    let spec = members
+        .iter()
+        .map(|m| m.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut all = a.members.clone();
+    all.push(stranger.clone());
+    let before = snapshots(&all);
+    let out = mount_cmd(&spec, &a.mnt, None);
+    assert_refused(&out, &stranger.display().to_string());
+    assert!(!is_mounted(&a.mnt));
+    assert_eq!(before, snapshots(&all), "a refused mount wrote something");
+}
+
+#[test]
+fn mount_mixing_members_of_two_arrays_is_refused() {
+    let a = TestArray::new("raid5", 4).create();
+    let b = TestArray::new("raid5", 4).create();
+    let mut members = a.members.clone();
+    members[1] = b.members[1].clone();
+    let spec = members
+        .iter()
+        .map(|m| m.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut all = a.members.clone();
+    all.extend(b.members.iter().cloned());
+    let before = snapshots(&all);
+    let out = mount_cmd(&spec, &a.mnt, None);
+    assert_refused(&out, "array");
+    assert!(!is_mounted(&a.mnt));
+    assert_eq!(before, snapshots(&all), "a refused mount wrote something");
+}
+
+#[test]
+fn mount_on_a_missing_mountpoint_is_refused() {
+    let a = TestArray::new("raid5", 4).create();
+    let missing = a.root.join("no-such-dir");
+    let before = snapshots(&a.members);
+    let out = mount_cmd(&a.spec(), &missing, None);
+    assert_refused(&out, "does not exist");
+    assert!(!missing.exists(), "the mount point was created");
+    assert_eq!(before, snapshots(&a.members));
+}
+
+#[test]
+fn mount_on_a_busy_mountpoint_is_refused() {
+    let mounted = TestArray::raid5();
+    fs::write(mounted.path("mine"), b"first array").unwrap();
+    let other = TestArray::new("raid5", 4).create();
+    let before = snapshots(&other.members);
+    let out = mount_cmd(&other.spec(), &mounted.mnt, None);
+    assert_refused(&out, "busy");
+    assert_eq!(before, snapshots(&other.members));
+    // The first mount is untouched and still serving.
+    assert_eq!(fs::read(mounted.path("mine")).unwrap(), b"first array");
+}
+
+#[test]
+fn mount_with_an_unknown_option_is_refused() {
+    let a = TestArray::new("raid5", 4).create();
+    let before = snapshots(&a.members);
+    let out = mount_cmd(&a.spec(), &a.mnt, Some("allow_other,no_such_option"));
+    assert_refused(&out, "no_such_option");
+    assert!(!is_mounted(&a.mnt));
+    let out = mount_cmd(&a.spec(), &a.mnt, Some("threads=lots"));
+    assert_refused(&out, "threads");
+    assert_eq!(before, snapshots(&a.members));
+}
+
+fn create(args: &[&str], dirs: &[PathBuf]) -> Output {
+    run(Command::new(&bins().raidfs)
+        .arg("create")
+        .args(args)
+        .arg("--allow-same-fs")
+        .args(dirs))
+}
+
+fn fresh_dirs(root: &Path, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let d = root.join(format!("c{i}"));
+            fs::create_dir(&d).unwrap();
+            d
+        })
+        .collect()
+}
+
+#[test]
+fn create_on_a_non_empty_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = fresh_dirs(tmp.path(), 4);
+    fs::write(dirs[2].join("photo.jpg"), b"precious").unwrap();
+    let before = snapshots(&dirs);
+    let out = create(&["--level", "raid5", "--name", "x"], &dirs);
+    assert_refused(&out, &dirs[2].display().to_string());
+    assert_eq!(before, snapshots(&dirs), "a refused create wrote something");
+}
+
+#[test]
+fn create_on_a_member_of_another_array_is_refused() {
+    let a = TestArray::new("raid5", 4).create();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dirs = fresh_dirs(tmp.path(), 3);
+    dirs.push(a.members[0].clone());
+    let before = snapshots(&dirs);
+    let out = create(&["--level", "raid5", "--name", "x"], &dirs);
+    assert_refused(&out, &a.members[0].display().to_string());
+    assert_eq!(before, snapshots(&dirs), "a refused create wrote something");
+}
+
+#[test]
+fn create_with_a_bad_level_or_chunk_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = fresh_dirs(tmp.path(), 4);
+    let before = snapshots(&dirs);
+    let out = create(&["--level", "raid7", "--name", "x"], &dirs);
+    assert_refused(&out, "raid7");
+    let out = create(&["--level", "raid5", "--name", "x", "--chunk", "3K"], &dirs);
+    assert_refused(&out, "chunk");
+    let out = create(
+        &["--level", "raid5", "--name", "x", "--chunk", "lots"],
+        &dirs,
+    );
+    assert_refused(&out, "lots");
+    // Too few members for the level.
+    let out = create(&["--level", "raid6", "--name", "x"], &dirs[..2]);
+    assert!(!out.status.success(), "raid6 on 2 members accepted");
+    assert!(!stderr(&out).trim().is_empty());
+    assert_eq!(before, snapshots(&dirs), "a refused create wrote something");
+}

@@ -1,0 +1,1013 @@
+//! POSIX behaviour of a mounted array, one test per behaviour. Each test
+//! mounts its own RAID-5 array (four directories) so tests are independent
+//! and run in parallel. Where data could be served from the kernel's page
+//! cache, the test also checks it after a remount, so the engine itself is
+//! what answers.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use raidfs_tests::{TestArray, names, pattern, run};
+use rustix::fs::{CWD, FallocateFlags, FlockOperation, RenameFlags};
+
+fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("no NUL in path")
+}
+
+fn read_at(p: &Path, off: u64, len: usize) -> Vec<u8> {
+    let f = File::open(p).expect("open");
+    let mut buf = vec![0u8; len];
+    let n = f.read_at(&mut buf, off).expect("pread");
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn create_write_read() {
+    let mut a = TestArray::raid5();
+    let p = a.path("f");
+    let data = pattern(1, 300_000);
+    fs::write(&p, &data).unwrap();
+    assert_eq!(fs::read(&p).unwrap(), data);
+    assert_eq!(fs::metadata(&p).unwrap().len(), data.len() as u64);
+    a.remount();
+    assert_eq!(fs::read(a.path("f")).unwrap(), data);
+}
+
+#[test]
+fn o_append_appends_for_every_writer() {
+    let mut a = TestArray::raid5();
+    let p = a.path("log");
+    fs::write(&p, b"hello").unwrap();
+    let mut f1 = OpenOptions::new().append(true).open(&p).unwrap();
+    let mut f2 = OpenOptions::new().append(true).open(&p).unwrap();
+    f1.write_all(b" world").unwrap();
+    f2.write_all(b"1").unwrap();
+    f1.write_all(b"2").unwrap();
+    // pwrite on an O_APPEND descriptor appends too on Linux.
+    f2.write_at(b"3", 0).unwrap();
+    drop((f1, f2));
+    assert_eq!(fs::read(&p).unwrap(), b"hello world123");
+    a.remount();
+    assert_eq!(fs::read(a.path("log")).unwrap(), b"hello world123");
+}
+
+#[test]
+fn o_trunc_empties_the_file() {
+    let mut a = TestArray::raid5();
+    let p = a.path("t");
+    fs::write(&p, pattern(2, 200_000)).unwrap();
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().len(), 0);
+    f.write_all(b"new").unwrap();
+    drop(f);
+    let got = fs::read(&p).unwrap();
+    assert!(
+        got == b"new",
+        "read {} bytes after O_TRUNC + 3-byte write",
+        got.len()
+    );
+    a.remount();
+    let got = fs::read(a.path("t")).unwrap();
+    assert!(got == b"new", "read {} bytes after remount", got.len());
+}
+
+#[test]
+fn o_excl_refuses_an_existing_name() {
+    let a = TestArray::raid5();
+    let p = a.path("x");
+    fs::write(&p, b"first").unwrap();
+    let e = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+        .unwrap_err();
+    assert_eq!(errno(&e), libc::EEXIST);
+    assert_eq!(fs::read(&p).unwrap(), b"first");
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(a.path("y"))
+        .unwrap();
+}
+
+#[test]
+fn truncate_down_then_up_reads_zeros() {
+    let mut a = TestArray::raid5();
+    let p = a.path("t");
+    let data = pattern(3, 200_000);
+    fs::write(&p, &data).unwrap();
+    let f = OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(3000).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().len(), 3000);
+    f.set_len(200_000).unwrap();
+    drop(f);
+    let check = |got: Vec<u8>| {
+        assert_eq!(got.len(), 200_000);
+        assert_eq!(&got[..3000], &data[..3000]);
+        let first_nonzero = got[3000..].iter().position(|&b| b != 0);
+        assert_eq!(first_nonzero, None, "bytes past the old end must read zero");
+    };
+    check(fs::read(&p).unwrap());
+    a.remount();
+    check(fs::read(a.path("t")).unwrap());
+}
+
+#[test]
+fn truncate_by_path_up_and_down() {
+    let mut a = TestArray::raid5();
+    let p = a.path("t");
+    let data = pattern(4, 70_000);
+    fs::write(&p, &data).unwrap();
+    let c = cpath(&p);
+    // SAFETY: FFI call with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::truncate(c.as_ptr(), 1_000_000) }, 0);
+    assert_eq!(fs::metadata(&p).unwrap().len(), 1_000_000);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::truncate(c.as_ptr(), 10) }, 0);
+    assert_eq!(fs::read(&p).unwrap(), &data[..10]);
+    a.remount();
+    assert_eq!(fs::read(a.path("t")).unwrap(), &data[..10]);
+}
+
+#[test]
+fn sparse_file_holes_read_as_zeros() {
+    let mut a = TestArray::raid5();
+    let p = a.path("sparse");
+    let far: u64 = 8 << 30;
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    f.write_at(b"head", 0).unwrap();
+    f.write_at(b"tail", far).unwrap();
+    drop(f);
+    let check = |p: &Path| {
+        assert_eq!(fs::metadata(p).unwrap().len(), far + 4);
+        assert_eq!(read_at(p, 0, 4), b"head");
+        assert_eq!(read_at(p, far, 10), b"tail");
+        assert!(read_at(p, 3 << 30, 65536).iter().all(|&b| b == 0));
+        assert!(read_at(p, far - 100, 100).iter().all(|&b| b == 0));
+    };
+    check(&p);
+    a.remount();
+    check(&a.path("sparse"));
+}
+
+#[test]
+fn mkdir_rmdir_and_enotempty() {
+    let a = TestArray::raid5();
+    let d = a.path("d");
+    fs::create_dir(&d).unwrap();
+    assert!(fs::metadata(&d).unwrap().is_dir());
+    assert_eq!(errno(&fs::create_dir(&d).unwrap_err()), libc::EEXIST);
+    fs::write(d.join("f"), b"x").unwrap();
+    assert_eq!(errno(&fs::remove_dir(&d).unwrap_err()), libc::ENOTEMPTY);
+    fs::remove_file(d.join("f")).unwrap();
+    fs::remove_dir(&d).unwrap();
+    assert_eq!(errno(&fs::metadata(&d).unwrap_err()), libc::ENOENT);
+}
+
+#[test]
+fn directory_nlink_counts_subdirectories() {
+    let a = TestArray::raid5();
+    let d = a.path("d");
+    fs::create_dir(&d).unwrap();
+    assert_eq!(fs::metadata(&d).unwrap().nlink(), 2);
+    fs::create_dir(d.join("s1")).unwrap();
+    fs::create_dir(d.join("s2")).unwrap();
+    fs::write(d.join("f"), b"").unwrap();
+    assert_eq!(fs::metadata(&d).unwrap().nlink(), 4);
+    fs::remove_dir(d.join("s1")).unwrap();
+    assert_eq!(fs::metadata(&d).unwrap().nlink(), 3);
+}
+
+#[test]
+fn unlink_removes_the_name() {
+    let mut a = TestArray::raid5();
+    fs::write(a.path("f"), b"x").unwrap();
+    fs::remove_file(a.path("f")).unwrap();
+    assert_eq!(errno(&fs::metadata(a.path("f")).unwrap_err()), libc::ENOENT);
+    assert_eq!(
+        errno(&fs::remove_file(a.path("f")).unwrap_err()),
+        libc::ENOENT
+    );
+    a.remount();
+    assert!(names(&a.mnt).is_empty(), "{:?}", names(&a.mnt));
+}
+
+#[test]
+fn unlinked_open_file_stays_readable() {
+    let mut a = TestArray::raid5();
+    let p = a.path("open");
+    let data = pattern(5, 500_000);
+    fs::write(&p, &data).unwrap();
+    // Drop the kernel's cached pages: the reads below must reach the engine.
+    a.remount();
+    let p = a.path("open");
+    let mut f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    fs::remove_file(&p).unwrap();
+    assert!(!names(&a.mnt).contains(&b"open".to_vec()));
+    assert_eq!(errno(&fs::metadata(&p).unwrap_err()), libc::ENOENT);
+    let mut got = Vec::new();
+    f.read_to_end(&mut got).unwrap();
+    assert_eq!(got, data);
+    f.write_at(b"still writable", 10).unwrap();
+    let mut buf = [0u8; 14];
+    f.read_exact_at(&mut buf, 10).unwrap();
+    assert_eq!(&buf, b"still writable");
+    drop(f);
+    a.remount();
+    assert!(names(&a.mnt).is_empty());
+}
+
+#[test]
+fn rename_over_an_existing_file() {
+    let mut a = TestArray::raid5();
+    fs::write(a.path("a"), b"AAAA").unwrap();
+    fs::write(a.path("b"), b"BB").unwrap();
+    let ino_a = fs::metadata(a.path("a")).unwrap().ino();
+    fs::rename(a.path("a"), a.path("b")).unwrap();
+    assert_eq!(fs::read(a.path("b")).unwrap(), b"AAAA");
+    assert_eq!(fs::metadata(a.path("b")).unwrap().ino(), ino_a);
+    assert!(!a.path("a").exists());
+    a.remount();
+    assert_eq!(names(&a.mnt), vec![b"b".to_vec()]);
+    assert_eq!(fs::read(a.path("b")).unwrap(), b"AAAA");
+}
+
+#[test]
+fn rename_directories() {
+    let mut a = TestArray::raid5();
+    fs::create_dir_all(a.path("d1/sub")).unwrap();
+    fs::write(a.path("d1/sub/f"), b"deep").unwrap();
+    fs::create_dir(a.path("other")).unwrap();
+    fs::create_dir(a.path("empty")).unwrap();
+    fs::rename(a.path("d1"), a.path("other/d2")).unwrap();
+    assert_eq!(fs::read(a.path("other/d2/sub/f")).unwrap(), b"deep");
+    // Over an empty directory: allowed; over a non-empty one: ENOTEMPTY.
+    fs::rename(a.path("other/d2"), a.path("empty")).unwrap();
+    fs::create_dir(a.path("d3")).unwrap();
+    fs::write(a.path("d3/x"), b"").unwrap();
+    let e = fs::rename(a.path("empty"), a.path("d3")).unwrap_err();
+    assert_eq!(errno(&e), libc::ENOTEMPTY);
+    // A directory into its own subtree: EINVAL.
+    let e = fs::rename(a.path("empty"), a.path("empty/sub/x")).unwrap_err();
+    assert_eq!(errno(&e), libc::EINVAL);
+    a.remount();
+    assert_eq!(fs::read(a.path("empty/sub/f")).unwrap(), b"deep");
+    assert!(names(&a.path("other")).is_empty());
+}
+
+#[test]
+fn rename_noreplace_refuses_an_existing_target() {
+    let a = TestArray::raid5();
+    fs::write(a.path("a"), b"A").unwrap();
+    fs::write(a.path("b"), b"B").unwrap();
+    let e = rustix::fs::renameat_with(CWD, a.path("a"), CWD, a.path("b"), RenameFlags::NOREPLACE)
+        .unwrap_err();
+    assert_eq!(e, rustix::io::Errno::EXIST);
+    assert_eq!(fs::read(a.path("a")).unwrap(), b"A");
+    assert_eq!(fs::read(a.path("b")).unwrap(), b"B");
+    rustix::fs::renameat_with(CWD, a.path("a"), CWD, a.path("c"), RenameFlags::NOREPLACE).unwrap();
+    assert_eq!(fs::read(a.path("c")).unwrap(), b"A");
+}
+
+#[test]
+fn rename_exchange_swaps_two_names() {
+    let mut a = TestArray::raid5();
+    fs::write(a.path("a"), b"AAA").unwrap();
+    fs::create_dir(a.path("d")).unwrap();
+    fs::write(a.path("d/inner"), b"I").unwrap();
+    let ino_a = fs::metadata(a.path("a")).unwrap().ino();
+    let ino_d = fs::metadata(a.path("d")).unwrap().ino();
+    rustix::fs::renameat_with(CWD, a.path("a"), CWD, a.path("d"), RenameFlags::EXCHANGE).unwrap();
+    assert_eq!(fs::read(a.path("d")).unwrap(), b"AAA");
+    assert_eq!(fs::read(a.path("a/inner")).unwrap(), b"I");
+    assert_eq!(fs::metadata(a.path("d")).unwrap().ino(), ino_a);
+    assert_eq!(fs::metadata(a.path("a")).unwrap().ino(), ino_d);
+    // Exchange with a missing name: ENOENT.
+    let e = rustix::fs::renameat_with(CWD, a.path("a"), CWD, a.path("nope"), RenameFlags::EXCHANGE)
+        .unwrap_err();
+    assert_eq!(e, rustix::io::Errno::NOENT);
+    a.remount();
+    assert_eq!(fs::read(a.path("d")).unwrap(), b"AAA");
+    assert_eq!(fs::read(a.path("a/inner")).unwrap(), b"I");
+}
+
+#[test]
+fn hard_links_share_the_inode_and_count() {
+    let mut a = TestArray::raid5();
+    fs::write(a.path("a"), b"shared").unwrap();
+    fs::create_dir(a.path("d")).unwrap();
+    fs::hard_link(a.path("a"), a.path("d/b")).unwrap();
+    let (ma, mb) = (
+        fs::metadata(a.path("a")).unwrap(),
+        fs::metadata(a.path("d/b")).unwrap(),
+    );
+    assert_eq!(ma.ino(), mb.ino());
+    assert_eq!(ma.nlink(), 2);
+    assert_eq!(mb.nlink(), 2);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(a.path("d/b"))
+        .unwrap()
+        .write_at(b"SH", 0)
+        .unwrap();
+    assert_eq!(fs::read(a.path("a")).unwrap(), b"SHared");
+    // A link to a directory is refused.
+    let e = fs::hard_link(a.path("d"), a.path("d2")).unwrap_err();
+    assert_eq!(errno(&e), libc::EPERM);
+    fs::remove_file(a.path("a")).unwrap();
+    assert_eq!(fs::metadata(a.path("d/b")).unwrap().nlink(), 1);
+    a.remount();
+    let m = fs::metadata(a.path("d/b")).unwrap();
+    assert_eq!((m.ino(), m.nlink()), (ma.ino(), 1));
+    assert_eq!(fs::read(a.path("d/b")).unwrap(), b"SHared");
+}
+
+#[test]
+fn hard_link_counts_survive_remount() {
+    let mut a = TestArray::raid5();
+    fs::write(a.path("a"), b"x").unwrap();
+    fs::hard_link(a.path("a"), a.path("b")).unwrap();
+    fs::hard_link(a.path("a"), a.path("c")).unwrap();
+    a.remount();
+    for n in ["a", "b", "c"] {
+        assert_eq!(fs::metadata(a.path(n)).unwrap().nlink(), 3, "{n}");
+    }
+}
+
+#[test]
+fn symlinks_readlink_and_lstat() {
+    let mut a = TestArray::raid5();
+    fs::create_dir(a.path("dir")).unwrap();
+    fs::write(a.path("dir/target"), b"T").unwrap();
+    std::os::unix::fs::symlink("dir/target", a.path("l")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/dangling", a.path("dangling")).unwrap();
+    let check = |a: &TestArray| {
+        assert_eq!(fs::read_link(a.path("l")).unwrap(), Path::new("dir/target"));
+        let lm = fs::symlink_metadata(a.path("l")).unwrap();
+        assert!(lm.file_type().is_symlink());
+        assert_eq!(lm.len(), "dir/target".len() as u64);
+        assert_eq!(fs::read(a.path("l")).unwrap(), b"T");
+        assert!(fs::metadata(a.path("l")).unwrap().is_file());
+        assert_eq!(
+            errno(&fs::metadata(a.path("dangling")).unwrap_err()),
+            libc::ENOENT
+        );
+        assert_eq!(
+            fs::read_link(a.path("dangling")).unwrap(),
+            Path::new("/nonexistent/dangling")
+        );
+    };
+    check(&a);
+    a.remount();
+    check(&a);
+}
+
+#[test]
+fn chmod_chown_round_trip() {
+    let mut a = TestArray::raid5();
+    let p = a.path("f");
+    fs::write(&p, b"x").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o4751)).unwrap();
+    std::os::unix::fs::chown(&p, Some(1234), Some(5678)).unwrap();
+    std::os::unix::fs::symlink("f", a.path("l")).unwrap();
+    std::os::unix::fs::lchown(a.path("l"), Some(42), Some(43)).unwrap();
+    let check = |a: &TestArray| {
+        let m = fs::metadata(a.path("f")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o4751);
+        assert_eq!((m.uid(), m.gid()), (1234, 5678));
+        let l = fs::symlink_metadata(a.path("l")).unwrap();
+        assert_eq!((l.uid(), l.gid()), (42, 43));
+    };
+    check(&a);
+    a.remount();
+    check(&a);
+}
+
+fn as_nobody(args: &[&str]) -> std::process::Output {
+    run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(args))
+}
+
+#[test]
+fn non_owner_cannot_chmod_or_write_but_owner_can() {
+    let a = TestArray::new("raid5", 4).option("allow_other").mount();
+    fs::set_permissions(&a.mnt, fs::Permissions::from_mode(0o777)).unwrap();
+    let roots = a.path("roots");
+    fs::write(&roots, b"root's").unwrap();
+    fs::set_permissions(&roots, fs::Permissions::from_mode(0o644)).unwrap();
+    let r = roots.to_str().unwrap();
+
+    let out = as_nobody(&["chmod", "666", r]);
+    assert!(!out.status.success(), "nobody chmod'ed root's file");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::metadata(&roots).unwrap().mode() & 0o777, 0o644);
+    let out = as_nobody(&["sh", "-c", &format!("echo x > {r}")]);
+    assert!(!out.status.success(), "nobody wrote to a 0644 root file");
+    assert_eq!(fs::read(&roots).unwrap(), b"root's");
+    // Readable by others.
+    let out = as_nobody(&["cat", r]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"root's");
+
+    // A file nobody creates is nobody's, and nobody may chmod it.
+    let mine = a.path("mine");
+    let m = mine.to_str().unwrap();
+    let out = as_nobody(&["sh", "-c", &format!("echo hi > {m} && chmod 600 {m}")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = fs::metadata(&mine).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o777),
+        (65534, 65534, 0o600)
+    );
+}
+
+#[test]
+fn mtime_changes_on_write() {
+    let a = TestArray::raid5();
+    let p = a.path("f");
+    fs::write(&p, b"x").unwrap();
+    let old = UNIX_EPOCH + Duration::from_secs(946_684_800);
+    File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(old).set_accessed(old))
+        .unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().modified().unwrap(), old);
+    let before = SystemTime::now() - Duration::from_secs(2);
+    let mut f = OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all(b"more").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mtime = fs::metadata(&p).unwrap().modified().unwrap();
+    assert!(mtime > before, "mtime {mtime:?} not updated by write");
+}
+
+#[test]
+fn ctime_changes_on_chmod() {
+    let a = TestArray::raid5();
+    let p = a.path("f");
+    fs::write(&p, b"x").unwrap();
+    let m0 = fs::metadata(&p).unwrap();
+    let c0 = (m0.ctime(), m0.ctime_nsec());
+    std::thread::sleep(Duration::from_millis(50));
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    let m1 = fs::metadata(&p).unwrap();
+    assert!(
+        (m1.ctime(), m1.ctime_nsec()) > c0,
+        "ctime unchanged by chmod"
+    );
+    assert_eq!(
+        (m1.mtime(), m1.mtime_nsec()),
+        (m0.mtime(), m0.mtime_nsec()),
+        "chmod must not change mtime"
+    );
+}
+
+#[test]
+fn utimens_round_trips_nanoseconds() {
+    let mut a = TestArray::raid5();
+    let p = a.path("f");
+    fs::write(&p, b"x").unwrap();
+    let at = UNIX_EPOCH + Duration::new(1_600_000_000, 123_456_789);
+    let mt = UNIX_EPOCH + Duration::new(1_500_000_000, 987_654_321);
+    File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_accessed(at).set_modified(mt))
+        .unwrap();
+    // Also through utimensat on a directory.
+    fs::create_dir(a.path("d")).unwrap();
+    File::open(a.path("d"))
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(mt))
+        .unwrap();
+    let check = |a: &TestArray| {
+        let m = fs::metadata(a.path("f")).unwrap();
+        assert_eq!((m.atime(), m.atime_nsec()), (1_600_000_000, 123_456_789));
+        assert_eq!((m.mtime(), m.mtime_nsec()), (1_500_000_000, 987_654_321));
+        let d = fs::metadata(a.path("d")).unwrap();
+        assert_eq!((d.mtime(), d.mtime_nsec()), (1_500_000_000, 987_654_321));
+    };
+    check(&a);
+    a.remount();
+    check(&a);
+}
+
+fn setxattr(p: &Path, name: &str, value: &[u8], flags: i32) -> Result<(), i32> {
+    let (c, n) = (cpath(p), CString::new(name).unwrap());
+    // SAFETY: FFI with valid NUL-terminated strings and a live value slice.
+    let r = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+/// getxattr into a buffer of `size` bytes (0 asks for the size).
+fn getxattr(p: &Path, name: &str, size: usize) -> Result<Vec<u8>, i32> {
+    let (c, n) = (cpath(p), CString::new(name).unwrap());
+    let mut buf = vec![0u8; size];
+    // SAFETY: FFI; buf is valid for `size` bytes.
+    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), size) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(if size == 0 { 0 } else { r as usize });
+    if size == 0 {
+        buf = vec![0; r as usize];
+    }
+    Ok(buf)
+}
+
+fn listxattr(p: &Path, size: usize) -> Result<Vec<u8>, i32> {
+    let c = cpath(p);
+    let mut buf = vec![0u8; size];
+    // SAFETY: FFI; buf is valid for `size` bytes.
+    let r = unsafe { libc::listxattr(c.as_ptr(), buf.as_mut_ptr().cast(), size) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(if size == 0 { 0 } else { r as usize });
+    if size == 0 {
+        buf = vec![0; r as usize];
+    }
+    Ok(buf)
+}
+
+fn removexattr(p: &Path, name: &str) -> Result<(), i32> {
+    let (c, n) = (cpath(p), CString::new(name).unwrap());
+    // SAFETY: FFI with valid NUL-terminated strings.
+    let r = unsafe { libc::removexattr(c.as_ptr(), n.as_ptr()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+#[test]
+fn xattrs_set_get_list_remove() {
+    let mut a = TestArray::raid5();
+    let p = a.path("f");
+    fs::write(&p, b"x").unwrap();
+    let big = pattern(6, 3000);
+    setxattr(&p, "user.one", b"1", 0).unwrap();
+    setxattr(&p, "user.big", &big, 0).unwrap();
+    setxattr(&p, "user.empty", b"", 0).unwrap();
+    assert_eq!(getxattr(&p, "user.one", 100).unwrap(), b"1");
+    assert_eq!(getxattr(&p, "user.big", 0).unwrap().len(), 3000);
+    assert_eq!(getxattr(&p, "user.big", 4096).unwrap(), big);
+    assert_eq!(getxattr(&p, "user.empty", 10).unwrap(), b"");
+    let mut list: Vec<Vec<u8>> = listxattr(&p, 4096)
+        .unwrap()
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    list.sort();
+    assert_eq!(
+        list,
+        vec![
+            b"user.big".to_vec(),
+            b"user.empty".to_vec(),
+            b"user.one".to_vec()
+        ]
+    );
+    a.remount();
+    let p = a.path("f");
+    assert_eq!(getxattr(&p, "user.big", 4096).unwrap(), big);
+    removexattr(&p, "user.one").unwrap();
+    assert_eq!(getxattr(&p, "user.one", 100), Err(libc::ENODATA));
+    assert_eq!(removexattr(&p, "user.one"), Err(libc::ENODATA));
+    a.remount();
+    let p = a.path("f");
+    assert_eq!(getxattr(&p, "user.one", 100), Err(libc::ENODATA));
+    assert_eq!(getxattr(&p, "user.empty", 10).unwrap(), b"");
+}
+
+#[test]
+fn xattr_create_replace_and_erange() {
+    let a = TestArray::raid5();
+    let p = a.path("f");
+    fs::write(&p, b"x").unwrap();
+    setxattr(&p, "user.k", b"v1", libc::XATTR_CREATE).unwrap();
+    assert_eq!(
+        setxattr(&p, "user.k", b"v2", libc::XATTR_CREATE),
+        Err(libc::EEXIST)
+    );
+    assert_eq!(
+        setxattr(&p, "user.missing", b"v", libc::XATTR_REPLACE),
+        Err(libc::ENODATA)
+    );
+    setxattr(&p, "user.k", b"v3", libc::XATTR_REPLACE).unwrap();
+    assert_eq!(getxattr(&p, "user.k", 10).unwrap(), b"v3");
+    assert_eq!(getxattr(&p, "user.k", 1), Err(libc::ERANGE));
+    assert_eq!(listxattr(&p, 3), Err(libc::ERANGE));
+    assert_eq!(getxattr(&p, "user.nope", 10), Err(libc::ENODATA));
+}
+
+#[test]
+fn xattrs_on_directories_and_symlinks() {
+    let a = TestArray::raid5();
+    fs::create_dir(a.path("d")).unwrap();
+    setxattr(&a.path("d"), "user.dir", b"D", 0).unwrap();
+    assert_eq!(getxattr(&a.path("d"), "user.dir", 8).unwrap(), b"D");
+    setxattr(&a.path("d"), "trusted.t", b"T", 0).unwrap();
+    assert_eq!(getxattr(&a.path("d"), "trusted.t", 8).unwrap(), b"T");
+}
+
+#[test]
+fn statfs_reports_raid5_capacity_of_separate_members() {
+    let a = TestArray::new("raid5", 4)
+        .backing(raidfs_tests::Backing::Loop { mib: 128 })
+        .mount();
+    let member = rustix::fs::statvfs(a.member_fs(0)).unwrap();
+    let member_bytes = member.f_blocks * member.f_frsize;
+    let st = rustix::fs::statvfs(&a.mnt).unwrap();
+    let bytes = st.f_blocks * st.f_frsize;
+    let expect = 3 * member_bytes;
+    assert!(
+        bytes <= expect && bytes >= expect - expect / 50,
+        "f_blocks*f_frsize = {bytes}, expected about 3 x {member_bytes} = {expect}"
+    );
+    assert!(st.f_bavail <= st.f_blocks && st.f_bfree <= st.f_blocks);
+    assert_eq!(st.f_namemax, 255);
+}
+
+#[test]
+fn statfs_does_not_overcount_members_sharing_one_filesystem() {
+    // Four members on one filesystem: RAID-5 can store at most 3/4 of it.
+    let a = TestArray::raid5();
+    let host = rustix::fs::statvfs(&a.root).unwrap();
+    let host_bytes = host.f_blocks * host.f_frsize;
+    let st = rustix::fs::statvfs(&a.mnt).unwrap();
+    let bytes = st.f_blocks * st.f_frsize;
+    let expect = host_bytes / 4 * 3;
+    assert!(
+        bytes <= expect + expect / 50 && bytes >= expect - expect / 50,
+        "f_blocks*f_frsize = {bytes}, expected about 3/4 of the one member filesystem ({host_bytes}) = {expect}"
+    );
+}
+
+/// Fork a child that tries to take a lock with `attempt` (async-signal-safe
+/// calls only) and report its errno (0 = got it).
+fn child_lock_attempt(attempt: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: fork in a threaded process; the child only calls
+    // async-signal-safe functions (open, flock, fcntl, _exit) before exiting.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let r = attempt();
+        // SAFETY: terminating the forked child without running destructors.
+        unsafe { libc::_exit(r) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid);
+    assert!(libc::WIFEXITED(status));
+    libc::WEXITSTATUS(status)
+}
+
+fn last_errno() -> i32 {
+    // SAFETY: reading this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+#[test]
+fn flock_excludes_another_process() {
+    let a = TestArray::raid5();
+    let p = a.path("lock");
+    fs::write(&p, b"").unwrap();
+    let f = File::open(&p).unwrap();
+    let c = cpath(&p);
+    let try_flock = || {
+        // SAFETY: open/flock on a valid path; only async-signal-safe calls.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+        if fd < 0 {
+            return 100;
+        }
+        // SAFETY: as above.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            0
+        } else {
+            last_errno()
+        }
+    };
+    rustix::fs::flock(&f, FlockOperation::LockExclusive).unwrap();
+    assert_eq!(child_lock_attempt(try_flock), libc::EWOULDBLOCK);
+    rustix::fs::flock(&f, FlockOperation::Unlock).unwrap();
+    assert_eq!(child_lock_attempt(try_flock), 0);
+}
+
+#[test]
+fn posix_fcntl_lock_excludes_another_process() {
+    let a = TestArray::raid5();
+    let p = a.path("lock");
+    fs::write(&p, vec![0u8; 100]).unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    let fd = f.as_raw_fd();
+    let lock = |kind: i32, start: i64, len: i64| {
+        // SAFETY: flock is a plain C struct; all-zero is valid.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = kind as i16;
+        fl.l_whence = libc::SEEK_SET as i16;
+        fl.l_start = start;
+        fl.l_len = len;
+        fl
+    };
+    let mine = lock(libc::F_WRLCK, 0, 50);
+    // SAFETY: fcntl on our open fd with a valid flock struct.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETLK, &mine) }, 0);
+    let overlapping = lock(libc::F_WRLCK, 10, 10);
+    let disjoint = lock(libc::F_WRLCK, 60, 10);
+    let attempt = |fl: libc::flock| {
+        move || {
+            // SAFETY: fcntl on the inherited fd; async-signal-safe.
+            if unsafe { libc::fcntl(fd, libc::F_SETLK, &fl) } == 0 {
+                0
+            } else {
+                last_errno()
+            }
+        }
+    };
+    let e = child_lock_attempt(attempt(overlapping));
+    assert!(
+        e == libc::EAGAIN || e == libc::EACCES,
+        "second process got errno {e} on a locked range"
+    );
+    assert_eq!(child_lock_attempt(attempt(disjoint)), 0);
+    let unlock = lock(libc::F_UNLCK, 0, 0);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETLK, &unlock) }, 0);
+    assert_eq!(child_lock_attempt(attempt(overlapping)), 0);
+}
+
+#[test]
+fn name_of_255_bytes_ok_256_too_long() {
+    let mut a = TestArray::raid5();
+    let ok = "n".repeat(255);
+    fs::write(a.path(&ok), b"x").unwrap();
+    fs::create_dir(a.path("d".repeat(255))).unwrap();
+    let long = "n".repeat(256);
+    let e = fs::write(a.path(&long), b"x").unwrap_err();
+    assert_eq!(errno(&e), libc::ENAMETOOLONG);
+    let e = fs::rename(a.path(&ok), a.path(&long)).unwrap_err();
+    assert_eq!(errno(&e), libc::ENAMETOOLONG);
+    a.remount();
+    assert_eq!(fs::read(a.path(&ok)).unwrap(), b"x");
+    assert_eq!(names(&a.mnt).len(), 2);
+}
+
+#[test]
+fn deep_paths_of_depth_100() {
+    let mut a = TestArray::raid5();
+    let mut p = a.mnt.clone();
+    for i in 0..100 {
+        p.push(format!("level{i:03}"));
+    }
+    fs::create_dir_all(&p).unwrap();
+    fs::write(p.join("bottom"), b"deep").unwrap();
+    a.remount();
+    assert_eq!(fs::read(p.join("bottom")).unwrap(), b"deep");
+    let rel = p.strip_prefix(&a.mnt).unwrap();
+    assert_eq!(rel.components().count(), 100);
+    fs::remove_dir_all(a.path("level000")).unwrap();
+    assert!(names(&a.mnt).is_empty());
+}
+
+#[test]
+fn readdir_of_5000_entries() {
+    let mut a = TestArray::raid5();
+    let d = a.path("big");
+    fs::create_dir(&d).unwrap();
+    for i in 0..5000 {
+        File::create(d.join(format!("entry-{i:05}"))).unwrap();
+    }
+    let check = |d: &Path| {
+        let got = names(d);
+        assert_eq!(got.len(), 5000, "entries listed");
+        let mut dedup = got.clone();
+        dedup.dedup();
+        assert_eq!(dedup.len(), 5000, "duplicates in the listing");
+        for (i, n) in got.iter().enumerate() {
+            assert_eq!(n, format!("entry-{i:05}").as_bytes());
+        }
+    };
+    check(&d);
+    a.remount();
+    check(&a.path("big"));
+}
+
+#[test]
+fn readdir_during_concurrent_changes_misses_nothing_stable() {
+    let a = TestArray::raid5();
+    let d = a.path("dir");
+    fs::create_dir(&d).unwrap();
+    for i in 0..1500 {
+        File::create(d.join(format!("stable-{i:04}"))).unwrap();
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let churn = s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let p = d.join(format!("churn-{n}"));
+                File::create(&p).unwrap();
+                if n >= 20 {
+                    fs::remove_file(d.join(format!("churn-{}", n - 20))).unwrap();
+                }
+                n += 1;
+            }
+            n
+        });
+        for _ in 0..15 {
+            let mut stable: Vec<String> = fs::read_dir(&d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("stable-"))
+                .collect();
+            stable.sort();
+            let total = stable.len();
+            stable.dedup();
+            assert_eq!(total, stable.len(), "a stable entry was listed twice");
+            assert_eq!(stable.len(), 1500, "a stable entry was missed");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let n = churn.join().unwrap();
+        assert!(n > 20, "the churn thread ran ({n} creates)");
+    });
+}
+
+#[test]
+fn inode_numbers_stable_across_rename_and_remount() {
+    let mut a = TestArray::raid5();
+    fs::create_dir(a.path("d")).unwrap();
+    fs::write(a.path("f"), b"x").unwrap();
+    let (fi, di) = (
+        fs::metadata(a.path("f")).unwrap().ino(),
+        fs::metadata(a.path("d")).unwrap().ino(),
+    );
+    fs::rename(a.path("f"), a.path("d/g")).unwrap();
+    fs::rename(a.path("d"), a.path("e")).unwrap();
+    assert_eq!(fs::metadata(a.path("e/g")).unwrap().ino(), fi);
+    assert_eq!(fs::metadata(a.path("e")).unwrap().ino(), di);
+    let root = fs::metadata(&a.mnt).unwrap().ino();
+    a.remount();
+    assert_eq!(fs::metadata(a.path("e/g")).unwrap().ino(), fi);
+    assert_eq!(fs::metadata(a.path("e")).unwrap().ino(), di);
+    assert_eq!(fs::metadata(&a.mnt).unwrap().ino(), root);
+}
+
+#[test]
+fn mmap_read() {
+    let mut a = TestArray::raid5();
+    let data = pattern(7, 1_000_000);
+    fs::write(a.path("m"), &data).unwrap();
+    a.remount();
+    let f = File::open(a.path("m")).unwrap();
+    // SAFETY: mapping a whole open file read-only; unmapped below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            data.len(),
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(ptr, libc::MAP_FAILED);
+    // SAFETY: the mapping is data.len() bytes long and readable.
+    let mapped = unsafe { std::slice::from_raw_parts(ptr as *const u8, data.len()) };
+    assert!(
+        mapped == data.as_slice(),
+        "mapped bytes differ from the file"
+    );
+    // SAFETY: unmapping what we mapped; `mapped` is not used afterwards.
+    assert_eq!(unsafe { libc::munmap(ptr, data.len()) }, 0);
+}
+
+#[test]
+fn shared_writable_mmap_persists() {
+    let mut a = TestArray::raid5();
+    let len = 600_000;
+    let p = a.path("m");
+    fs::write(&p, vec![b'.'; len]).unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    // SAFETY: mapping the whole open file shared and writable; unmapped below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(ptr, libc::MAP_FAILED);
+    let data = pattern(8, len);
+    // SAFETY: the mapping is len bytes long and writable; nothing else
+    // aliases it in this process.
+    let mapped = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len) };
+    mapped.copy_from_slice(&data);
+    // SAFETY: msync/munmap on the mapping created above.
+    assert_eq!(unsafe { libc::msync(ptr, len, libc::MS_SYNC) }, 0);
+    // SAFETY: as above; `mapped` is not used afterwards.
+    assert_eq!(unsafe { libc::munmap(ptr, len) }, 0);
+    drop(f);
+    a.remount();
+    let mut got = Vec::new();
+    File::open(a.path("m"))
+        .unwrap()
+        .read_to_end(&mut got)
+        .unwrap();
+    assert!(got == data, "bytes written through the map did not persist");
+}
+
+#[test]
+fn fallocate_grows_and_punch_hole_zeros() {
+    let mut a = TestArray::raid5();
+    let p = a.path("fa");
+    let data = pattern(9, 300_000);
+    fs::write(&p, &data).unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    rustix::fs::fallocate(&f, FallocateFlags::empty(), 200_000, 400_000).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 600_000);
+    rustix::fs::fallocate(
+        &f,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        65_536,
+        100_000,
+    )
+    .unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 600_000);
+    drop(f);
+    let check = |got: Vec<u8>| {
+        assert_eq!(got.len(), 600_000);
+        assert_eq!(&got[..65_536], &data[..65_536]);
+        assert!(
+            got[65_536..165_536].iter().all(|&b| b == 0),
+            "punched range"
+        );
+        assert_eq!(&got[165_536..300_000], &data[165_536..]);
+        assert!(got[300_000..].iter().all(|&b| b == 0), "allocated range");
+    };
+    check(fs::read(&p).unwrap());
+    a.remount();
+    check(fs::read(a.path("fa")).unwrap());
+}
+
+#[test]
+fn fsync_and_fdatasync_succeed() {
+    let a = TestArray::raid5();
+    let mut f = File::create(a.path("s")).unwrap();
+    f.write_all(&pattern(10, 100_000)).unwrap();
+    f.sync_data().unwrap();
+    f.seek(SeekFrom::Start(5)).unwrap();
+    f.write_all(b"again").unwrap();
+    f.sync_all().unwrap();
+    File::open(&a.mnt).unwrap().sync_all().unwrap();
+}
