@@ -37,7 +37,7 @@ import os, random, sys
 base = sys.argv[1]
 rng = random.Random(42)
 for i in range(2000):
-    d = os.path.join(base, f"d{i % 20:02d}", f"s{(i // 20) % 10}", f"t{(i // 200) % 2}")
+    d = os.path.join(base, f"d{i % 20:02d}", f"s{(i // 20) % 5}")
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, f"f{i:04d}.dat"), "wb") as f:
         f.write(rng.randbytes(rng.randint(1024, 65536)))
@@ -52,7 +52,7 @@ fi
 change() { # 11 changes: rewrite 10 small files, add one
     local dir="$1"
     for i in 0 1 2 3 4 5 6 7 8 9; do
-        head -c 5000 /dev/urandom >"$dir/d0$i/s0/t0/f00$(printf %02d $i).dat"
+        head -c 5000 /dev/urandom >"$dir/d0$i/s0/f00$(printf %02d $i).dat"
     done
     head -c 7000 /dev/urandom >"$dir/d00/new-file.dat"
 }

@@ -50,6 +50,9 @@ pub struct Summary {
     /// Objects already in the bucket with the right content (full reconcile).
     pub adopted: u64,
     pub deleted: u64,
+    /// Files that changed while being read; the next pass takes them (the
+    /// daemon is woken by the change itself). Not failures.
+    pub deferred: u64,
     pub failed: u64,
     pub failures: Vec<String>,
     pub skipped: Vec<String>,
@@ -194,6 +197,10 @@ impl Syncer {
                 let mut s = sum_r.lock().unwrap_or_else(|p| p.into_inner());
                 match r {
                     Ok(done) => done.add_to(&mut s),
+                    Err(e @ Error::Changed { .. }) => {
+                        tracing::info!(path = %rel, "{e}");
+                        s.deferred += 1;
+                    }
                     Err(e) => {
                         tracing::warn!(path = %rel, error = %e, "upload failed");
                         s.failed += 1;

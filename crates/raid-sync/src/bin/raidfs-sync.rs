@@ -570,7 +570,13 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         for f in &sum.failures {
             eprintln!("raidfs-sync: failed: {f}");
         }
-        return Ok(if sum.failed == 0 {
+        if sum.deferred > 0 {
+            eprintln!(
+                "raidfs-sync: {} file(s) changed while being read; run again once they settle",
+                sum.deferred
+            );
+        }
+        return Ok(if sum.failed == 0 && sum.deferred == 0 {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
