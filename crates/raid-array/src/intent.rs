@@ -40,7 +40,7 @@ use crate::member::Member;
 /// Path of the log on a member.
 pub const INTENT_PATH: &str = ".raidfs/intent";
 /// log2 of the stripes per region.
-pub const REGION_SHIFT: u32 = 10;
+pub const REGION_SHIFT: u32 = 6;
 /// Bytes of one slot.
 pub const SLOT_BYTES: usize = 64 * 1024;
 const MAGIC: &[u8; 8] = b"RFSINTNT";

@@ -135,6 +135,9 @@ struct Shared {
     inner: Arc<dyn Member>,
     state: Mutex<State>,
     vanished: AtomicBool,
+    /// Whether `sync_data` reaches the inner member (off: durability is
+    /// only modelled, which keeps crash tests fast).
+    real_sync: AtomicBool,
     power: Arc<Power>,
 }
 
@@ -235,6 +238,7 @@ impl FaultyMember {
                 inner,
                 state: Mutex::new(State::default()),
                 vanished: AtomicBool::new(false),
+                real_sync: AtomicBool::new(true),
                 power,
             }),
         }
@@ -248,6 +252,12 @@ impl FaultyMember {
     /// Remove every fault.
     pub fn clear_faults(&self) {
         self.sh.lock().faults.clear();
+    }
+
+    /// Let `sync_data` only update the durability model, without flushing
+    /// the inner member (crash tests: the image is built from the model).
+    pub fn model_sync_only(&self) {
+        self.sh.real_sync.store(false, Ordering::SeqCst);
     }
 
     /// Make every call fail from now on.
@@ -386,7 +396,9 @@ impl MemberFile for FaultyFile {
         if self.sh.check(Op::Sync, &self.path, true)?.is_some() {
             return Err(eio(&self.path));
         }
-        self.inner.sync_data()?;
+        if self.sh.real_sync.load(Ordering::SeqCst) {
+            self.inner.sync_data()?;
+        }
         self.sh.synced(&self.path);
         Ok(())
     }

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use tracing::{info, warn};
 
 use crate::data::DataStore;
+use crate::data::checksum::BLOCK;
+use crate::data::layout::{Group, Protect};
 use crate::error::Result;
 use crate::intent::REGION_SHIFT;
 
@@ -87,6 +89,27 @@ pub fn resync(
                         );
                         continue;
                     }
+                    let unreadable = g
+                        .members
+                        .iter()
+                        .filter(|&&m| !store.health.state(m).readable())
+                        .count();
+                    let data_unreadable = g.members[..g.data]
+                        .iter()
+                        .any(|&m| !store.health.state(m).readable());
+                    if data_unreadable && matches!(g.protect, Protect::Parity(_)) {
+                        // Dirty and degraded: the chunks of the missing members
+                        // were rebuilt from parity that an interrupted write may
+                        // have left stale. Trust them only if a spare parity row
+                        // confirms them; otherwise poison the parity, so those
+                        // chunks read as EIO instead of as guessed bytes.
+                        let surplus = g.tolerance() > unreadable;
+                        let differ = store.fix_redundancy(ino, st, g, 0, &scan, false)?;
+                        if !surplus || !differ.is_empty() {
+                            rep.unrecoverable += poison_parity(store, ino, st, g, chunk);
+                        }
+                        continue;
+                    }
                     rep.redundancy_fixed +=
                         store.fix_redundancy(ino, st, g, 0, &scan, true)?.len() as u64;
                 }
@@ -104,4 +127,22 @@ pub fn resync(
     store.persist_intent()?;
     info!(?rep, "resync finished");
     Ok(rep)
+}
+
+/// Poison every readable parity chunk of a group; returns blocks poisoned.
+fn poison_parity(store: &DataStore, ino: u64, stripe: u64, g: &Group, chunk: usize) -> u64 {
+    let mut n = 0;
+    for &m in &g.members[g.data..] {
+        if !store.health.state(m).writable() {
+            continue;
+        }
+        for b in 0..chunk / BLOCK {
+            let off = stripe * store.layout.chunk + (b * BLOCK) as u64;
+            match store.poison_block(m, ino, off) {
+                Ok(()) => n += 1,
+                Err(e) => warn!(member = m, ino, error = %e, "resync: cannot poison parity"),
+            }
+        }
+    }
+    n
 }
