@@ -42,8 +42,9 @@ pub(crate) unsafe trait Simd: Copy {
     /// Whether [`Simd::mul_xor2`] is cheaper than two [`Simd::mul_xor`]s,
     /// so that `matmul` should consume sources in pairs.
     const PAIRS: bool;
-    /// Whether `pq` writes P and Q with streaming stores (measured faster
-    /// with 64-byte registers, slower with AVX2: docs/PERF-NOTES.md).
+    /// Whether `pq` and `matmul` write their rows with streaming stores
+    /// (measured faster with 64-byte registers, slower with AVX2:
+    /// docs/PERF-NOTES.md).
     const STREAM_PQ: bool;
     /// A source register prepared for multiplication by constants (its two
     /// nibbles for `pshufb`, the register itself for GFNI).
@@ -400,32 +401,57 @@ unsafe fn rows_pass<V: Simd, const U: usize, const G: usize, const L: u8>(
     rows: &mut [&mut [u8]],
     accumulate: bool,
 ) {
-    let n = srcs.len();
     let len = rows[0].len();
     let mut d = [core::ptr::null_mut::<u8>(); G];
     for (d, row) in d.iter_mut().zip(rows.iter_mut()) {
         *d = row.as_mut_ptr();
     }
     let mut i = 0;
+    // Streaming stores (see `pq`) when every row is equally misaligned.
+    let head = to_boundary::<V>(d[0]);
+    if V::STREAM_PQ && !accumulate && head < len && d.iter().all(|&p| to_boundary::<V>(p) == head) {
+        matmul_bytes(cf, srcs, rows, 0, head, accumulate);
+        i = head;
+        while i + U * V::BYTES <= len {
+            // SAFETY: bytes i..i + U·BYTES are in bounds of every buffer,
+            // and every `d[r] + i` is register-aligned.
+            unsafe { matmul_block::<V, U, G, L>(cf, srcs, &d, i, accumulate, true) };
+            i += U * V::BYTES;
+        }
+        stream_fence();
+    }
     while i + U * V::BYTES <= len {
         // SAFETY: bytes i..i + U·BYTES are in bounds of every buffer.
-        unsafe { matmul_block::<V, U, G, L>(cf, srcs, &d, i, accumulate) };
+        unsafe { matmul_block::<V, U, G, L>(cf, srcs, &d, i, accumulate, false) };
         i += U * V::BYTES;
     }
     while i + V::BYTES <= len {
         // SAFETY: as above for one register.
-        unsafe { matmul_block::<V, 1, G, L>(cf, srcs, &d, i, accumulate) };
+        unsafe { matmul_block::<V, 1, G, L>(cf, srcs, &d, i, accumulate, false) };
         i += V::BYTES;
     }
+    matmul_bytes(cf, srcs, rows, i, len, accumulate);
+}
+
+/// Bytes `from..to` of every row, one at a time (head and tail).
+fn matmul_bytes(
+    cf: &[u8],
+    srcs: &[&[u8]],
+    rows: &mut [&mut [u8]],
+    from: usize,
+    to: usize,
+    accumulate: bool,
+) {
+    let n = srcs.len();
     for (r, row) in rows.iter_mut().enumerate() {
-        let t = &mut row[i..len];
+        let t = &mut row[from..to];
         if !accumulate {
             t.fill(0);
         }
         for (j, s) in srcs.iter().enumerate() {
             let c = cf[r * n + j] as usize;
             let (lo, hi) = (&gf::MUL_LO[c], &gf::MUL_HI[c]);
-            for (a, x) in t.iter_mut().zip(&s[i..len]) {
+            for (a, x) in t.iter_mut().zip(&s[from..to]) {
                 *a ^= lo[(x & 15) as usize] ^ hi[(x >> 4) as usize];
             }
         }
@@ -437,7 +463,8 @@ unsafe fn rows_pass<V: Simd, const U: usize, const G: usize, const L: u8>(
 /// needs (the order does not matter to the other rows).
 ///
 /// # Safety
-/// See [`rows_pass`]; bytes `i..i + U·BYTES` are in bounds of every buffer.
+/// See [`rows_pass`]; bytes `i..i + U·BYTES` are in bounds of every buffer;
+/// with `stream`, every `d[r] + i` is `BYTES`-aligned.
 #[inline(always)]
 unsafe fn matmul_block<V: Simd, const U: usize, const G: usize, const L: u8>(
     cf: &[u8],
@@ -445,6 +472,7 @@ unsafe fn matmul_block<V: Simd, const U: usize, const G: usize, const L: u8>(
     d: &[*mut u8; G],
     i: usize,
     accumulate: bool,
+    stream: bool,
 ) {
     let n = srcs.len();
     let lead = L as usize;
@@ -522,7 +550,11 @@ unsafe fn matmul_block<V: Simd, const U: usize, const G: usize, const L: u8>(
         }
         for r in 0..G {
             for u in 0..U {
-                V::store(d[r].add(i + u * V::BYTES), acc[r][u]);
+                if stream {
+                    V::stream(d[r].add(i + u * V::BYTES), acc[r][u]);
+                } else {
+                    V::store(d[r].add(i + u * V::BYTES), acc[r][u]);
+                }
             }
         }
     }
