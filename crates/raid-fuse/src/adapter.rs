@@ -331,12 +331,25 @@ impl Filesystem for RaidFs {
         if self.read_only && acc != 0 {
             return reply.error(Errno::EROFS);
         }
-        match self.array.open(ino.0) {
-            // The page cache stays valid across opens: nobody else changes
-            // the array behind the kernel's back.
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(&e)),
+        if let Err(e) = self.array.open(ino.0) {
+            return reply.error(errno(&e));
         }
+        // With FUSE_ATOMIC_O_TRUNC the kernel leaves O_TRUNC to us and
+        // already takes the file as empty: truncate here, or the old bytes
+        // past what is written next come back.
+        if (flags.0 as u32) & rustix::fs::OFlags::TRUNC.bits() != 0 && acc != 0 {
+            let set = SetAttr {
+                size: Some(0),
+                ..SetAttr::default()
+            };
+            if let Err(e) = self.array.setattr(ino.0, &set) {
+                let _ = self.array.release(ino.0);
+                return reply.error(errno(&e));
+            }
+        }
+        // The page cache stays valid across opens: nobody else changes
+        // the array behind the kernel's back.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
     }
 
     fn read(
