@@ -279,6 +279,13 @@ async fn restore_at_a_time_before_and_after_a_delete() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     write(root, "keep.txt", b"keep");
+    std::os::unix::fs::symlink("keep.txt", root.join("lnk")).unwrap();
+    std::fs::create_dir(root.join("emptydir")).unwrap();
+    std::fs::set_permissions(
+        root.join("emptydir"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
     write(root, "gone/doomed.txt", b"doomed v1");
     std::fs::set_permissions(
         root.join("gone/doomed.txt"),
@@ -331,6 +338,13 @@ async fn restore_at_a_time_before_and_after_a_delete() {
     let md = std::fs::metadata(t1.join("gone/doomed.txt")).unwrap();
     assert_eq!(md.mode() & 0o7777, 0o640);
     assert_eq!(md.mtime(), mtime);
+    assert_eq!(
+        std::fs::read_link(t1.join("lnk")).unwrap(),
+        std::path::Path::new("keep.txt")
+    );
+    let d = std::fs::metadata(t1.join("emptydir")).unwrap();
+    assert!(d.is_dir());
+    assert_eq!(d.mode() & 0o7777, 0o700);
 
     let t2 = out.path().join("latest");
     assert!(restore(None, &t2, false).status.success());
