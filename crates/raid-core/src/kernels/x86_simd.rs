@@ -650,6 +650,27 @@ pub(crate) fn check_against_scalar(k: &super::Kernel) {
                         );
                     }
                 }
+                // Rows carved from one allocation 64·k bytes apart are all
+                // equally misaligned: the case written with streaming stores.
+                let mut want: Vec<Vec<u8>> = vec![vec![0u8; len]; rows];
+                {
+                    let mut w: Vec<&mut [u8]> = want.iter_mut().map(|c| &mut c[..]).collect();
+                    (S.matmul)(&coeffs, &srcs, &mut w, false);
+                }
+                let stride = (len + 64) / 64 * 64;
+                let mut pool = vec![0xa5u8; rows * stride + 5];
+                let mut g: Vec<&mut [u8]> = pool[5..]
+                    .chunks_mut(stride)
+                    .map(|c| &mut c[..len])
+                    .collect();
+                (k.matmul)(&coeffs, &srcs, &mut g, false);
+                for r in 0..rows {
+                    assert_eq!(
+                        want[r], g[r],
+                        "{}: matmul row {r} of {rows}, co-aligned rows, {ctx}",
+                        k.name
+                    );
+                }
             }
         }
     }
