@@ -1,9 +1,12 @@
-//! GFNI kernel (AVX-512 + GFNI): multiplication by any constant is one
-//! `vgf2p8affineqb` with the 8×8 bit matrix `gf::GFNI_MATRIX[c]`
-//! (GFNI's own `gf2p8mul` uses the AES polynomial 0x11b, not md's 0x11d).
-//! That makes `q = q·2 ^ d` two instructions and `matmul` one affine
-//! instruction per source and row, with two products folded into the
-//! accumulator per `vpternlogq`.
+//! GFNI kernel: multiplication by any constant is one `vgf2p8affineqb` with
+//! the 8×8 bit matrix `gf::GFNI_MATRIX[c]` (GFNI's own `gf2p8mul` uses the
+//! AES polynomial 0x11b, not md's 0x11d). That makes `q = q·2 ^ d` two
+//! instructions and `matmul` one affine instruction per source and row.
+//!
+//! Two register widths behind one kernel: 64-byte registers where the CPU
+//! also has AVX-512BW (two products folded into the accumulator per
+//! `vpternlogq`), else 32-byte VEX-encoded GFNI with AVX2 (CPUs with GFNI
+//! but no AVX-512, such as recent Intel client cores).
 
 use core::arch::x86_64::*;
 
@@ -19,11 +22,22 @@ pub static KERNEL: Kernel = Kernel {
     matmul,
 };
 
-/// Whether this CPU can run the kernel (avx512f, avx512bw, gfni).
+/// Whether this CPU can run the kernel (gfni, with avx512f and avx512bw or
+/// with avx2).
 pub fn supported() -> bool {
+    wide() || narrow()
+}
+
+/// GFNI on 64-byte registers: avx512f, avx512bw, gfni.
+fn wide() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("gfni")
+}
+
+/// GFNI on 32-byte registers: avx2, gfni.
+fn narrow() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("gfni")
 }
 
 /// Registers per source per pass in `xor` and `pq`.
@@ -128,8 +142,8 @@ unsafe impl Simd for V {
 fn xor(srcs: &[&[u8]], dst: &mut [u8]) {
     assert!(!srcs.is_empty(), "xor needs at least one source");
     assert_lengths(dst.len(), srcs, &[]);
-    if !supported() {
-        return (scalar::KERNEL.xor)(srcs, dst);
+    if !wide() {
+        return xor_narrow(srcs, dst);
     }
     // SAFETY: the CPU has the features (checked just above) and every
     // source is as long as `dst` (asserted).
@@ -140,8 +154,8 @@ fn pq(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
     assert!(!srcs.is_empty(), "pq needs at least one source");
     assert!(q.len() == p.len(), "pq: q length mismatch");
     assert_lengths(p.len(), srcs, &[]);
-    if !supported() {
-        return (scalar::KERNEL.pq)(srcs, p, q);
+    if !wide() {
+        return pq_narrow(srcs, p, q);
     }
     // SAFETY: the CPU has the features (checked just above); every source
     // and `q` are as long as `p` (asserted).
@@ -155,8 +169,8 @@ fn matmul(coeffs: &[u8], srcs: &[&[u8]], dsts: &mut [&mut [u8]], accumulate: boo
     );
     let len = dsts.first().map_or(0, |d| d.len());
     assert_lengths(len, srcs, dsts);
-    if !supported() {
-        return (scalar::KERNEL.matmul)(coeffs, srcs, dsts, accumulate);
+    if !wide() {
+        return matmul_narrow(coeffs, srcs, dsts, accumulate);
     }
     // SAFETY: the CPU has the features (checked just above); the
     // coefficient count and all lengths are asserted equal.
@@ -187,6 +201,144 @@ unsafe fn matmul_simd(coeffs: &[u8], srcs: &[&[u8]], dsts: &mut [&mut [u8]], acc
     unsafe { simd::matmul::<V, UM, UM_WIDE, R>(coeffs, srcs, dsts, accumulate) }
 }
 
+// ------------------------------------------- 32-byte registers (AVX2) ----
+
+/// One 32-byte register, for CPUs with GFNI and AVX2 but no AVX-512.
+#[derive(Clone, Copy)]
+struct N(__m256i);
+
+// SAFETY: the methods execute AVX, AVX2 and (VEX-encoded) GFNI
+// instructions only; `N` is used only inside the
+// `#[target_feature(enable = "avx2,gfni")]` functions below, which run
+// after `narrow()` confirmed both.
+unsafe impl Simd for N {
+    const BYTES: usize = 32;
+    const PAIRS: bool = false;
+    const STREAM_PQ: bool = false;
+    type Split = __m256i;
+    type Coef = __m256i;
+
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Self {
+        // SAFETY: `p` is readable for 32 bytes (caller); AVX present.
+        N(unsafe { _mm256_loadu_si256(p.cast()) })
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut u8, v: Self) {
+        // SAFETY: `p` is writable for 32 bytes (caller); AVX present.
+        unsafe { _mm256_storeu_si256(p.cast(), v.0) }
+    }
+    #[inline(always)]
+    unsafe fn stream(p: *mut u8, v: Self) {
+        // SAFETY: `p` is writable for 32 bytes and 32-byte aligned (caller); AVX present.
+        unsafe { _mm256_stream_si256(p.cast(), v.0) }
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: AVX present (trait contract).
+        N(unsafe { _mm256_setzero_si256() })
+    }
+    #[inline(always)]
+    unsafe fn xor(a: Self, b: Self) -> Self {
+        // SAFETY: AVX2 present (trait contract).
+        N(unsafe { _mm256_xor_si256(a.0, b.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul2_xor(q: Self, d: Self) -> Self {
+        // SAFETY: AVX2 and GFNI present (trait contract).
+        unsafe {
+            let two = _mm256_set1_epi64x(gf::GFNI_MATRIX[2] as i64);
+            N(_mm256_xor_si256(
+                _mm256_gf2p8affine_epi64_epi8::<0>(q.0, two),
+                d.0,
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn split(x: Self) -> Self::Split {
+        x.0
+    }
+    #[inline(always)]
+    unsafe fn coef(c: u8) -> Self::Coef {
+        // SAFETY: AVX present (trait contract).
+        unsafe { _mm256_set1_epi64x(gf::GFNI_MATRIX[c as usize] as i64) }
+    }
+    #[inline(always)]
+    unsafe fn mul_xor(acc: Self, x: Self::Split, c: Self::Coef) -> Self {
+        // SAFETY: AVX2 and GFNI present (trait contract).
+        N(unsafe { _mm256_xor_si256(acc.0, _mm256_gf2p8affine_epi64_epi8::<0>(x, c)) })
+    }
+}
+
+/// The three primitives on 32-byte registers (same checks as above).
+fn xor_narrow(srcs: &[&[u8]], dst: &mut [u8]) {
+    assert!(!srcs.is_empty(), "xor needs at least one source");
+    assert_lengths(dst.len(), srcs, &[]);
+    if !narrow() {
+        return (scalar::KERNEL.xor)(srcs, dst);
+    }
+    // SAFETY: the CPU has the features (checked just above) and every
+    // source is as long as `dst` (asserted).
+    unsafe { xor_narrow_simd(srcs, dst) }
+}
+
+fn pq_narrow(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
+    assert!(!srcs.is_empty(), "pq needs at least one source");
+    assert!(q.len() == p.len(), "pq: q length mismatch");
+    assert_lengths(p.len(), srcs, &[]);
+    if !narrow() {
+        return (scalar::KERNEL.pq)(srcs, p, q);
+    }
+    // SAFETY: the CPU has the features (checked just above); every source
+    // and `q` are as long as `p` (asserted).
+    unsafe { pq_narrow_simd(srcs, p, q) }
+}
+
+fn matmul_narrow(coeffs: &[u8], srcs: &[&[u8]], dsts: &mut [&mut [u8]], accumulate: bool) {
+    assert!(
+        coeffs.len() == srcs.len() * dsts.len(),
+        "matmul: coefficient count mismatch"
+    );
+    let len = dsts.first().map_or(0, |d| d.len());
+    assert_lengths(len, srcs, dsts);
+    if !narrow() {
+        return (scalar::KERNEL.matmul)(coeffs, srcs, dsts, accumulate);
+    }
+    // SAFETY: the CPU has the features (checked just above); the
+    // coefficient count and all lengths are asserted equal.
+    unsafe { matmul_narrow_simd(coeffs, srcs, dsts, accumulate) }
+}
+
+/// # Safety
+/// The CPU has avx2,gfni; as [`simd::xor`].
+#[target_feature(enable = "avx2,gfni")]
+unsafe fn xor_narrow_simd(srcs: &[&[u8]], dst: &mut [u8]) {
+    // SAFETY: forwarded contract; `N` only needs the enabled features.
+    unsafe { simd::xor::<N, U>(srcs, dst) }
+}
+
+/// # Safety
+/// The CPU has avx2,gfni; as [`simd::pq`].
+#[target_feature(enable = "avx2,gfni")]
+unsafe fn pq_narrow_simd(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
+    // SAFETY: forwarded contract; `N` only needs the enabled features.
+    unsafe { simd::pq::<N, U>(srcs, p, q) }
+}
+
+/// # Safety
+/// The CPU has avx2,gfni; as [`simd::matmul`]. Sixteen registers: two
+/// per source for up to four rows, one for more.
+#[target_feature(enable = "avx2,gfni")]
+unsafe fn matmul_narrow_simd(
+    coeffs: &[u8],
+    srcs: &[&[u8]],
+    dsts: &mut [&mut [u8]],
+    accumulate: bool,
+) {
+    // SAFETY: forwarded contract; `N` only needs the enabled features.
+    unsafe { simd::matmul::<N, 2, 1, 6>(coeffs, srcs, dsts, accumulate) }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -196,5 +348,21 @@ mod tests {
             return;
         }
         super::simd::check_against_scalar(&super::KERNEL);
+    }
+
+    /// The 32-byte path, which CPUs with AVX-512 never take by themselves.
+    #[test]
+    fn narrow_path_matches_scalar() {
+        if !super::narrow() {
+            eprintln!("skipped: this CPU lacks GFNI with AVX2");
+            return;
+        }
+        let k = super::Kernel {
+            name: "gfni-256",
+            xor: super::xor_narrow,
+            pq: super::pq_narrow,
+            matmul: super::matmul_narrow,
+        };
+        super::simd::check_against_scalar(&k);
     }
 }
