@@ -15,6 +15,9 @@ scripts/s3-server.sh install
 export RAIDFS_MOTO
 RAIDFS_MOTO="$(scripts/s3-server.sh path)"
 
+step "build the binaries the end-to-end tests run (mount-raidfs, raidfs, raidfs-sync)"
+cargo build --workspace --bins
+
 step "workspace tests (unit, engine, end-to-end)"
 cargo test --workspace
 
