@@ -1,0 +1,115 @@
+//! A member disk yanked during a copy. Members are small ext4 images on
+//! loop devices; "yanking" shuts that filesystem down (EXT4_IOC_SHUTDOWN:
+//! every later I/O on it fails, like a disk pulled from USB) and then
+//! detaches it with `umount -l`. The copy must finish, everything must read
+//! back identical, and the array must record the member as failed.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use raidfs_tests::{Backing, TestArray, pattern, run_ok};
+
+/// `_IOR('X', 125, __u32)`: shut an ext4 filesystem down.
+const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
+/// Do not flush the journal: the disk is gone.
+const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
+
+const FILES: usize = 30;
+const SIZE: usize = 1 << 20;
+
+fn yank(fs_root: &Path) {
+    let d = File::open(fs_root).unwrap();
+    let flags = EXT4_GOING_FLAGS_NOLOGFLUSH;
+    // SAFETY: ioctl on an open directory of the filesystem with a pointer to
+    // a live u32, as EXT4_IOC_SHUTDOWN expects.
+    let r = unsafe { libc::ioctl(d.as_raw_fd(), EXT4_IOC_SHUTDOWN, &flags) };
+    assert_eq!(
+        r,
+        0,
+        "EXT4_IOC_SHUTDOWN: {}",
+        std::io::Error::last_os_error()
+    );
+    drop(d);
+    run_ok(Command::new("umount").arg("-l").arg(fs_root));
+}
+
+/// Mount RAID-5 on four loop-backed members, copy `FILES` files (each
+/// fsynced), yank member 2 after the eighth, and check the copy finished,
+/// reads back identical, and that the array records member 2 as failed.
+/// Returns the array unmounted.
+fn yank_during_copy() -> TestArray {
+    let mut a = TestArray::new("raid5", 4)
+        .backing(Backing::Loop { mib: 128 })
+        .mount();
+    let dir = a.path("copy");
+    fs::create_dir(&dir).unwrap();
+    let written = AtomicUsize::new(0);
+    let victim = a.member_fs(2).to_path_buf();
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for i in 0..FILES {
+                let mut f = File::create(dir.join(format!("f{i}")))
+                    .unwrap_or_else(|e| panic!("create f{i}: {e}"));
+                for chunk in pattern(i as u64, SIZE).chunks(128 << 10) {
+                    f.write_all(chunk)
+                        .unwrap_or_else(|e| panic!("write f{i}: {e}"));
+                }
+                f.sync_all().unwrap_or_else(|e| panic!("fsync f{i}: {e}"));
+                written.store(i + 1, Ordering::SeqCst);
+            }
+        });
+        let t = Instant::now();
+        while written.load(Ordering::SeqCst) < 8 && t.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        yank(&victim);
+        writer
+            .join()
+            .expect("the copy must finish with a member gone");
+    });
+    // Nothing may be written where the yanked disk was mounted.
+    assert!(
+        fs::read_dir(&victim).unwrap().next().is_none(),
+        "files appeared under the yanked member's mount point"
+    );
+    check(&a);
+    a.unmount();
+    let st = a.status_json();
+    assert_eq!(st["degraded"], true, "status after the yank: {st}");
+    assert_eq!(st["failed"], false, "{st}");
+    assert_eq!(
+        st["members"][2]["state"], "failed",
+        "the survivors must record member 2 as failed: {st}"
+    );
+    a
+}
+
+fn check(a: &TestArray) {
+    for i in 0..FILES {
+        let got = fs::read(a.path(format!("copy/f{i}")))
+            .unwrap_or_else(|e| panic!("read f{i} degraded: {e}"));
+        assert!(got == pattern(i as u64, SIZE), "f{i} reads back wrong");
+    }
+}
+
+#[test]
+fn member_yanked_during_copy_then_mount_the_survivors() {
+    let mut a = yank_during_copy();
+    a.members.remove(2);
+    a.mount();
+    check(&a);
+}
+
+#[test]
+fn member_yanked_during_copy_then_mount_with_the_dead_member_listed() {
+    // As from /etc/fstab: the list still names the dead disk's directory,
+    // which no longer exists. The array must come up degraded.
+    let mut a = yank_during_copy();
+    a.mount();
+    check(&a);
+}
