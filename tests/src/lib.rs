@@ -217,7 +217,7 @@ pub struct TestArray {
 impl TestArray {
     /// An array of `members` members at `level` (e.g. "raid5"), 64K chunks,
     /// plain directories.
-    pub fn new(level: &str, members: usize) -> Builder {
+    pub fn builder(level: &str, members: usize) -> Builder {
         Builder {
             level: level.to_string(),
             members,
@@ -229,7 +229,7 @@ impl TestArray {
 
     /// RAID-5 on four directories, mounted: the common case.
     pub fn raid5() -> TestArray {
-        TestArray::new("raid5", 4).mount()
+        TestArray::builder("raid5", 4).mount()
     }
 
     fn add_loop_member(&mut self, i: usize, mib: u64) -> PathBuf {

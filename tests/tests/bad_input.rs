@@ -44,7 +44,7 @@ fn snapshots(dirs: &[PathBuf]) -> Vec<impl PartialEq + std::fmt::Debug> {
 /// An array created (not mounted) on four directories plus a spare empty
 /// directory that belongs to no array.
 fn array_and_stranger() -> (TestArray, PathBuf) {
-    let a = TestArray::new("raid5", 4).create();
+    let a = TestArray::builder("raid5", 4).create();
     let stranger = a.root.join("stranger");
     fs::create_dir(&stranger).unwrap();
     fs::write(stranger.join("keep.txt"), b"user data").unwrap();
@@ -72,8 +72,8 @@ fn mount_with_a_non_member_directory_is_refused() {
 
 #[test]
 fn mount_mixing_members_of_two_arrays_is_refused() {
-    let a = TestArray::new("raid5", 4).create();
-    let b = TestArray::new("raid5", 4).create();
+    let a = TestArray::builder("raid5", 4).create();
+    let b = TestArray::builder("raid5", 4).create();
     let mut members = a.members.clone();
     members[1] = b.members[1].clone();
     let spec = members
@@ -92,7 +92,7 @@ fn mount_mixing_members_of_two_arrays_is_refused() {
 
 #[test]
 fn mount_on_a_missing_mountpoint_is_refused() {
-    let a = TestArray::new("raid5", 4).create();
+    let a = TestArray::builder("raid5", 4).create();
     let missing = a.root.join("no-such-dir");
     let before = snapshots(&a.members);
     let out = mount_cmd(&a.spec(), &missing, None);
@@ -105,7 +105,7 @@ fn mount_on_a_missing_mountpoint_is_refused() {
 fn mount_on_a_busy_mountpoint_is_refused() {
     let mounted = TestArray::raid5();
     fs::write(mounted.path("mine"), b"first array").unwrap();
-    let other = TestArray::new("raid5", 4).create();
+    let other = TestArray::builder("raid5", 4).create();
     let before = snapshots(&other.members);
     let out = mount_cmd(&other.spec(), &mounted.mnt, None);
     assert_refused(&out, "busy");
@@ -116,7 +116,7 @@ fn mount_on_a_busy_mountpoint_is_refused() {
 
 #[test]
 fn mount_with_an_unknown_option_is_refused() {
-    let a = TestArray::new("raid5", 4).create();
+    let a = TestArray::builder("raid5", 4).create();
     let before = snapshots(&a.members);
     let out = mount_cmd(&a.spec(), &a.mnt, Some("allow_other,no_such_option"));
     assert_refused(&out, "no_such_option");
@@ -157,7 +157,7 @@ fn create_on_a_non_empty_directory_is_refused() {
 
 #[test]
 fn create_on_a_member_of_another_array_is_refused() {
-    let a = TestArray::new("raid5", 4).create();
+    let a = TestArray::builder("raid5", 4).create();
     let tmp = tempfile::tempdir().unwrap();
     let mut dirs = fresh_dirs(tmp.path(), 3);
     dirs.push(a.members[0].clone());

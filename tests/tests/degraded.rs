@@ -43,7 +43,7 @@ fn yank(fs_root: &Path) {
 /// reads back identical, and that the array records member 2 as failed.
 /// Returns the array unmounted.
 fn yank_during_copy() -> TestArray {
-    let mut a = TestArray::new("raid5", 4)
+    let mut a = TestArray::builder("raid5", 4)
         .backing(Backing::Loop { mib: 128 })
         .mount();
     let dir = a.path("copy");

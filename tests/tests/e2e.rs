@@ -29,16 +29,16 @@ fn cp_r_thousands_of_files_raid5_then_remount() {
 
 #[test]
 fn cp_r_raid6_five_members() {
-    let mut a = TestArray::new("raid6", 5).mount();
+    let mut a = TestArray::builder("raid6", 5).mount();
     copy_tree_and_verify(&mut a, 600, 2 << 20);
 }
 
 #[test]
 fn cp_r_raid10_and_raid1() {
-    let mut a = TestArray::new("raid10", 4).chunk("16K").mount();
+    let mut a = TestArray::builder("raid10", 4).chunk("16K").mount();
     copy_tree_and_verify(&mut a, 300, 1 << 20);
     drop(a);
-    let mut a = TestArray::new("raid1", 2).mount();
+    let mut a = TestArray::builder("raid1", 2).mount();
     copy_tree_and_verify(&mut a, 300, 1 << 20);
 }
 

@@ -412,7 +412,7 @@ fn as_nobody(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn non_owner_cannot_chmod_or_write_but_owner_can() {
-    let a = TestArray::new("raid5", 4).option("allow_other").mount();
+    let a = TestArray::builder("raid5", 4).option("allow_other").mount();
     fs::set_permissions(&a.mnt, fs::Permissions::from_mode(0o777)).unwrap();
     let roots = a.path("roots");
     fs::write(&roots, b"root's").unwrap();
@@ -659,7 +659,7 @@ fn xattrs_on_directories_and_symlinks() {
 
 #[test]
 fn statfs_reports_raid5_capacity_of_separate_members() {
-    let a = TestArray::new("raid5", 4)
+    let a = TestArray::builder("raid5", 4)
         .backing(raidfs_tests::Backing::Loop { mib: 128 })
         .mount();
     let member = rustix::fs::statvfs(a.member_fs(0)).unwrap();
