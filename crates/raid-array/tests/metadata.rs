@@ -616,3 +616,35 @@ fn power_cut_at_any_step_keeps_every_acknowledged_operation() {
         a.close().unwrap();
     }
 }
+
+#[test]
+fn deferred_metadata_commits_lose_only_a_suffix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("d{i}"))).collect();
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+    }
+    let mut c = CreateOptions::new("deferred", Level::Raid1, dirs.clone());
+    c.allow_same_fs = true;
+    raid_array::create::create(&c).unwrap();
+    let mut o = AssembleOptions::new(dirs.clone());
+    o.sync_metadata = false;
+    let a = Array::assemble(&o).unwrap();
+    let commits = a.status().journal_commits;
+    for i in 0..50 {
+        a.mknod(ROOT_INO, os(&format!("n{i:02}")), 0o644, 0, 0, 0)
+            .unwrap();
+        if i == 29 {
+            a.sync_metadata().unwrap();
+        }
+    }
+    // Nothing waited for the journal except the explicit sync.
+    assert_eq!(a.status().journal_commits, commits + 1);
+    drop(a);
+    let a = Array::assemble(&AssembleOptions::new(dirs.clone())).unwrap();
+    let got = names(&a, ROOT_INO);
+    let want: Vec<String> = (0..got.len()).map(|i| format!("n{i:02}")).collect();
+    assert_eq!(got, want, "not a prefix");
+    assert!(got.len() >= 30, "synced operations lost: {}", got.len());
+    a.close().unwrap();
+}
