@@ -1,0 +1,150 @@
+//! Members on real filesystems: small ext4 images on loop devices, mounted.
+//! One member's filesystem is lazily unmounted in the middle of a write and
+//! its device shrunk to nothing underneath (what an unplugged USB disk looks
+//! like to the filesystem: every device I/O fails). The store must notice,
+//! go degraded, and keep every byte.
+//!
+//! Needs root, loop devices, `mkfs.ext4` and `losetup`; without them the
+//! test fails with a message saying what is missing (it does not skip).
+//! Mounts, loop devices and images are removed on drop, also on failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use raid_array::data::DataStore;
+use raid_array::health::{Health, MemberState};
+use raid_array::member::{DirMember, Member};
+use raid_core::Geometry;
+use raid_core::layout::{Level, Raid5Layout};
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
+        panic!("loopdev test needs `{cmd}` (root, util-linux, e2fsprogs): {e}")
+    });
+    assert!(
+        out.status.success(),
+        "`{cmd} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct LoopMember {
+    image: PathBuf,
+    mount: PathBuf,
+    device: String,
+    mounted: bool,
+}
+
+impl LoopMember {
+    fn new(root: &Path, i: usize) -> Self {
+        let image = root.join(format!("m{i}.img"));
+        let mount = root.join(format!("m{i}"));
+        std::fs::create_dir_all(&mount).unwrap();
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
+        let device = run("losetup", &["--find", "--show", image.to_str().unwrap()]);
+        let mut m = LoopMember {
+            image,
+            mount,
+            device,
+            mounted: false,
+        };
+        run("mount", &[&m.device, m.mount.to_str().unwrap()]);
+        m.mounted = true;
+        m
+    }
+
+    /// Detach the filesystem (`umount -l`) and take the device away under it.
+    fn unplug(&mut self) {
+        run("umount", &["-l", self.mount.to_str().unwrap()]);
+        self.mounted = false;
+        std::fs::File::options()
+            .write(true)
+            .open(&self.image)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        run("losetup", &["--set-capacity", &self.device]);
+    }
+}
+
+impl Drop for LoopMember {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+        }
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn unplugged_member_mid_write_goes_degraded_and_keeps_data() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "loopdev test needs root (to create loop devices and mount ext4 images)"
+    );
+    assert!(
+        Path::new("/dev/loop-control").exists(),
+        "loopdev test needs loop device support (/dev/loop-control is missing; modprobe loop)"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let mut loops: Vec<LoopMember> = (0..3).map(|i| LoopMember::new(root.path(), i)).collect();
+    let members: Vec<Option<Arc<dyn Member>>> = loops
+        .iter()
+        .map(|l| Some(Arc::new(DirMember::open(&l.mount).unwrap()) as Arc<dyn Member>))
+        .collect();
+    let health = Arc::new(Health::new(vec![MemberState::Active; 3]));
+    let geometry = Geometry::new(Level::Raid5(Raid5Layout::LeftSymmetric), 3, 16 * 1024).unwrap();
+    let store = DataStore::new(geometry, members, health.clone()).unwrap();
+
+    let a = pattern(1, 4 << 20);
+    store.write(1, 0, &a, 0).unwrap();
+    store.sync(1).unwrap();
+
+    let b = pattern(2, 6 << 20);
+    let mut off = 0;
+    for (i, piece) in b.chunks(256 * 1024).enumerate() {
+        if i == 10 {
+            loops[1].unplug();
+        }
+        store.write(2, off as u64, piece, off as u64).unwrap();
+        off += piece.len();
+    }
+    store.sync(2).unwrap();
+    assert_eq!(
+        health.state(1),
+        MemberState::Failed,
+        "the unplugged member must be marked failed"
+    );
+    assert_eq!(health.state(0), MemberState::Active);
+    assert_eq!(health.state(2), MemberState::Active);
+
+    for (ino, want) in [(1u64, &a), (2, &b)] {
+        let mut got = vec![0u8; want.len()];
+        assert_eq!(
+            store.read(ino, 0, &mut got, want.len() as u64).unwrap(),
+            want.len()
+        );
+        assert!(got == *want, "inode {ino} differs after the unplug");
+    }
+    drop(store);
+}
