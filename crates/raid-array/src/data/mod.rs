@@ -554,6 +554,8 @@ impl DataStore {
         let mut lost = Vec::new();
         let mut repaired = 0;
         let tol = g.tolerance();
+        // `b` indexes a column across every position's buffers and flags.
+        #[allow(clippy::needless_range_loop)]
         for b in 0..nblocks {
             let missing: Vec<usize> = (0..w).filter(|&p| bad[p][b]).collect();
             if missing.is_empty() {
@@ -784,8 +786,7 @@ impl DataStore {
             let segs = &b.segs[w.segs.clone()];
             if segs.iter().any(|s| s.read && !s.ok) {
                 let scan = self.scan_group(ino, w.stripe, g, w.lo, w.hi, true);
-                for p in 0..g.data {
-                    let s = &segs[p];
+                for (p, s) in segs.iter().enumerate().take(g.data) {
                     if s.read && !s.ok {
                         if scan.lost.iter().any(|&(lp, _)| lp == p) {
                             return Err(self.unrecoverable(
@@ -798,8 +799,7 @@ impl DataStore {
                     }
                 }
             }
-            for p in 0..g.data {
-                let s = &segs[p];
+            for (p, s) in segs.iter().enumerate().take(g.data) {
                 let cf = w.stripe * sdb + (g.first + p) as u64 * chunk;
                 let buf = &mut b.bufs[s.member][s.buf..s.buf + s.len];
                 let col0 = cf + s.col as u64;
@@ -991,7 +991,7 @@ impl DataStore {
     pub(crate) fn cut(&self, ino: u64, size: u64) -> Result<()> {
         let sdb = self.layout.stripe_data;
         let stripes = self.layout.stripes_for(size);
-        if size % sdb != 0 {
+        if !size.is_multiple_of(sdb) {
             let zeros = vec![0u8; (stripes * sdb - size) as usize];
             self.write_locked(ino, size, &zeros, size)?;
         }
