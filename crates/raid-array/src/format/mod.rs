@@ -17,6 +17,7 @@
 
 pub mod bytes;
 pub mod checkpoint;
+pub mod dump;
 pub mod journal;
 pub mod superblock;
 
