@@ -313,6 +313,11 @@ impl TestArray {
         self.child = Some(child);
     }
 
+    /// Replace the `-o` options used by the next [`TestArray::mount`].
+    pub fn set_options(&mut self, opts: &[&str]) {
+        self.options = opts.iter().map(|o| o.to_string()).collect();
+    }
+
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

@@ -268,3 +268,37 @@ fn rsync_round_trip_preserves_everything() {
     let out = run(&mut Command::new(dst.join("sub/exec")));
     assert_eq!(out.stdout, b"hi\n");
 }
+
+#[test]
+fn daemon_mode_returns_once_mounted_and_umount_closes_clean() {
+    let mut a = TestArray::builder("raid5", 4).create();
+    let out = run_ok(
+        Command::new(&raidfs_tests::bins().mount)
+            .arg(a.spec())
+            .arg(&a.mnt),
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Mounted by the time the helper returns (it waits for the daemon).
+    assert!(raidfs_tests::is_mounted(&a.mnt));
+    fs::write(a.path("f"), b"daemonized").unwrap();
+    run_ok(Command::new("umount").arg(&a.mnt));
+    // The daemon closes the array after the kernel lets go: wait for it.
+    let start = std::time::Instant::now();
+    loop {
+        let st = a.status_json();
+        if st["clean"] == true {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "array not marked clean after umount: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.mount();
+    assert_eq!(fs::read(a.path("f")).unwrap(), b"daemonized");
+}

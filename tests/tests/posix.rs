@@ -1011,3 +1011,56 @@ fn fsync_and_fdatasync_succeed() {
     f.sync_all().unwrap();
     File::open(&a.mnt).unwrap().sync_all().unwrap();
 }
+
+#[test]
+fn read_only_mount_refuses_writes_and_writes_nothing() {
+    let mut a = TestArray::raid5();
+    fs::write(a.path("f"), pattern(11, 100_000)).unwrap();
+    a.unmount();
+    let before: Vec<_> = a
+        .members
+        .iter()
+        .map(|m| raidfs_tests::snapshot(m))
+        .collect();
+    a.set_options(&["ro"]);
+    a.mount();
+    assert!(fs::read(a.path("f")).unwrap() == pattern(11, 100_000));
+    let e = fs::write(a.path("g"), b"x").unwrap_err();
+    assert_eq!(errno(&e), libc::EROFS);
+    let e = OpenOptions::new()
+        .write(true)
+        .open(a.path("f"))
+        .unwrap_err();
+    assert_eq!(errno(&e), libc::EROFS);
+    assert_eq!(
+        errno(&fs::create_dir(a.path("d")).unwrap_err()),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno(&fs::remove_file(a.path("f")).unwrap_err()),
+        libc::EROFS
+    );
+    a.unmount();
+    let after: Vec<_> = a
+        .members
+        .iter()
+        .map(|m| raidfs_tests::snapshot(m))
+        .collect();
+    let mut changed = Vec::new();
+    for (b, a) in before.iter().zip(&after) {
+        for (k, v) in a {
+            if b.get(k) != Some(v) {
+                changed.push(k.display().to_string());
+            }
+        }
+        changed.extend(
+            b.keys()
+                .filter(|k| !a.contains_key(*k))
+                .map(|k| k.display().to_string()),
+        );
+    }
+    assert!(
+        changed.is_empty(),
+        "a read-only mount changed the members: {changed:?}"
+    );
+}
