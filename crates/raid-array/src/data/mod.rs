@@ -41,6 +41,7 @@ use std::io;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use raid_core::Geometry;
+use rayon::prelude::*;
 use tracing::{debug, warn};
 
 use crate::error::{ArrayError, Result};
@@ -359,13 +360,13 @@ impl DataStore {
             ..
         } = b;
         let segs_ro: &Vec<Seg> = segs;
-        let results: Vec<Vec<(usize, bool)>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = bufs
-                .iter_mut()
+        // Members are read in parallel on the shared pool (no thread spawn per call).
+        let results: Vec<Vec<(usize, bool)>> = {
+            bufs.par_iter_mut()
                 .enumerate()
                 .map(|(j, buf)| {
                     let list = &by_member[j];
-                    sc.spawn(move || {
+                    (move || {
                         let mut out = Vec::new();
                         if list.iter().all(|&i| !segs_ro[i].read) {
                             return out;
@@ -425,14 +426,10 @@ impl DataStore {
                             i = end;
                         }
                         out
-                    })
+                    })()
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
                 .collect()
-        });
+        };
         for r in results {
             for (si, ok) in r {
                 segs[si].ok = ok;
@@ -449,43 +446,39 @@ impl DataStore {
             by_member,
             ..
         } = b;
-        std::thread::scope(|sc| {
-            for (j, buf) in bufs.iter().enumerate() {
-                let list = &by_member[j];
-                if list.iter().all(|&i| !segs[i].write) || !self.health.state(j).writable() {
-                    continue;
-                }
-                sc.spawn(move || {
-                    let mut i = 0;
-                    while i < list.len() {
-                        let s = &segs[list[i]];
-                        if !s.write {
-                            i += 1;
-                            continue;
-                        }
-                        let start_off = stripes[list[i]] * chunk + s.col as u64;
-                        let mut end = i + 1;
-                        let mut len = s.len;
-                        while end < list.len() {
-                            let t = &segs[list[end]];
-                            let t_off = stripes[list[end]] * chunk + t.col as u64;
-                            if !t.write || t_off != start_off + len as u64 || t.buf != s.buf + len {
-                                break;
-                            }
-                            len += t.len;
-                            end += 1;
-                        }
-                        if let Err(e) =
-                            self.write_blocks(j, ino, start_off, &buf[s.buf..s.buf + len])
-                        {
-                            self.health.count_write_error(j);
-                            self.fail_member(j, "write failed", &e);
-                            return;
-                        }
-                        i = end;
-                    }
-                });
+        bufs.par_iter().enumerate().for_each(|(j, buf)| {
+            let list = &by_member[j];
+            if list.iter().all(|&i| !segs[i].write) || !self.health.state(j).writable() {
+                return;
             }
+            (move || {
+                let mut i = 0;
+                while i < list.len() {
+                    let s = &segs[list[i]];
+                    if !s.write {
+                        i += 1;
+                        continue;
+                    }
+                    let start_off = stripes[list[i]] * chunk + s.col as u64;
+                    let mut end = i + 1;
+                    let mut len = s.len;
+                    while end < list.len() {
+                        let t = &segs[list[end]];
+                        let t_off = stripes[list[end]] * chunk + t.col as u64;
+                        if !t.write || t_off != start_off + len as u64 || t.buf != s.buf + len {
+                            break;
+                        }
+                        len += t.len;
+                        end += 1;
+                    }
+                    if let Err(e) = self.write_blocks(j, ino, start_off, &buf[s.buf..s.buf + len]) {
+                        self.health.count_write_error(j);
+                        self.fail_member(j, "write failed", &e);
+                        return;
+                    }
+                    i = end;
+                }
+            })();
         });
     }
 
