@@ -390,3 +390,22 @@ fn rebuild_resumes_from_its_checkpoint() {
         assert_eq!(read_all(&r.store, *ino, d.len()).unwrap(), *d);
     }
 }
+
+#[test]
+fn a_member_that_vanishes_under_reads_is_failed_and_reads_go_on() {
+    let r = rig(Level::Raid5(Raid5Layout::LeftSymmetric), 4);
+    let data = pattern(12, 400_000);
+    r.store.write(6, 0, &data, 0).unwrap();
+    r.store.sync(6).unwrap();
+    let events = r.health.subscribe();
+    r.faulty[2].vanish();
+    assert_eq!(read_all(&r.store, 6, data.len()).unwrap(), data);
+    assert_eq!(r.health.state(2), MemberState::Failed);
+    assert!(
+        events
+            .try_iter()
+            .any(|e| matches!(e, raid_array::health::HealthEvent::Failed { member: 2, .. }))
+    );
+    assert!(r.health.counters()[2].read_errors >= 1);
+    assert_eq!(read_all(&r.store, 6, data.len()).unwrap(), data);
+}

@@ -613,6 +613,30 @@ impl DataStore {
                 }
             }
         }
+        // A readable member whose read failed outright (EIO, missing shard):
+        // as md does, rewrite what was rebuilt; if even that fails, the
+        // member is failed (a vanished disk ends here).
+        if repair {
+            for p in 0..w {
+                let j = g.members[p];
+                if reads[p].is_some()
+                    || !self.health.state(j).readable()
+                    || lost.iter().any(|&(lp, _)| lp == p)
+                {
+                    continue;
+                }
+                match self.write_blocks(j, ino, off, &bufs[p]) {
+                    Ok(()) => {
+                        repaired += nblocks as u64;
+                        self.health.count_repaired(j, nblocks as u64, len as u64);
+                    }
+                    Err(e) => {
+                        self.health.count_write_error(j);
+                        self.fail_member(j, "rewrite after read error failed", &e);
+                    }
+                }
+            }
+        }
         GroupScan {
             bufs,
             mismatches,
