@@ -187,3 +187,55 @@ fn create_with_a_bad_level_or_chunk_is_refused() {
     assert!(!stderr(&out).trim().is_empty());
     assert_eq!(before, snapshots(&dirs), "a refused create wrote something");
 }
+
+/// A full array: writes fail with ENOSPC (not EIO), no member is marked
+/// failed, what was written before reads back, and space comes back after
+/// a delete.
+#[test]
+fn full_array_gives_enospc_and_loses_nothing() {
+    use std::io::Write;
+    let mut a = TestArray::builder("raid5", 4)
+        .backing(raidfs_tests::Backing::Loop { mib: 64 })
+        .mount();
+    let keep = raidfs_tests::pattern(1, 3 << 20);
+    fs::write(a.path("keep"), &keep).unwrap();
+    let mut f = fs::File::create(a.path("filler")).unwrap();
+    let block = raidfs_tests::pattern(2, 1 << 20);
+    let mut written = 0u64;
+    let err = loop {
+        match f.write_all(&block).and_then(|_| f.sync_data()) {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 400, "wrote {written} MiB into a ~170 MiB array");
+    };
+    drop(f);
+    // Every problem is collected, so one run tells the whole story.
+    let mut problems = Vec::new();
+    if err.raw_os_error() != Some(libc::ENOSPC) {
+        problems.push(format!(
+            "a full array must say ENOSPC, got {err} after {written} MiB"
+        ));
+    }
+    if fs::read(a.path("keep")).map(|d| d == keep).ok() != Some(true) {
+        problems.push("a file written before the array filled up is unreadable or wrong".into());
+    }
+    fs::remove_file(a.path("filler")).unwrap();
+    if let Err(e) = fs::write(a.path("after"), &block) {
+        problems.push(format!("no space after deleting the filler: {e}"));
+    }
+    a.unmount();
+    let st = a.status_json();
+    if st["degraded"] != false || st["failed"] != false {
+        problems.push(format!("filling the array failed members: {st}"));
+    }
+    if !problems.is_empty() {
+        eprintln!("before remount:\n{}", problems.join("\n"));
+    }
+    a.mount();
+    if fs::read(a.path("keep")).map(|d| d == keep).ok() != Some(true) {
+        problems.push("after remount, the early file is unreadable or wrong".into());
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(fs::read(a.path("after")).unwrap() == block);
+}
