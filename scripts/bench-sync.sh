@@ -7,7 +7,7 @@
 # run after 11 changes (10 small files rewritten, 1 added). Then the time from
 # closing a changed file to its object being in the bucket, with the daemon.
 #
-#   scripts/bench-sync.sh            (BENCH_DIR to put the data elsewhere)
+#   scripts/bench-sync.sh   (BENCH_DIR: where the data goes; BENCH_BIN: a prebuilt binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
@@ -17,9 +17,13 @@ BENCH_DIR="${BENCH_DIR:-$PWD/target/bench-sync}"
 VENV="${RAIDFS_S3_VENV:-$PWD/target/s3-venv}"
 mkdir -p "$BENCH_DIR"
 
-echo "==> building raidfs-sync (release)"
-cargo build --release -p raid-sync --bin raidfs-sync >&2
-BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/raidfs-sync"
+if [ -n "${BENCH_BIN:-}" ]; then
+    BIN="$BENCH_BIN"
+else
+    echo "==> building raidfs-sync (release)"
+    cargo build --release -p raid-sync --bin raidfs-sync >&2
+    BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/raidfs-sync"
+fi
 
 command -v aws >/dev/null || { scripts/s3-server.sh install; "$VENV/bin/pip" install --quiet awscli; PATH="$VENV/bin:$PATH"; }
 command -v rclone >/dev/null || { apt-get install -y -qq rclone >/dev/null; }
