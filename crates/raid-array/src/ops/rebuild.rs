@@ -86,6 +86,7 @@ pub fn rebuild(
     let per_step = (STEP_BYTES / chunk).max(1);
     let mut rep = RebuildReport::default();
     let mut throttle = Throttle::new(opts.throttle_bytes_per_sec);
+    let mut scratch: Vec<Vec<u8>> = Vec::new();
     let mut last_save = Instant::now();
     for &(ino, size) in &files {
         let mut first = 0;
@@ -125,7 +126,7 @@ pub fn rebuild(
             let until = (s + per_step).min(stripes);
             {
                 let _g = store.lock_write(ino);
-                rep.unrecoverable += step(store, slot, ino, s, until)?;
+                rep.unrecoverable += step(store, slot, ino, s, until, &mut scratch)?;
             }
             let bytes = (until - s) * chunk;
             rep.bytes += bytes;
@@ -174,7 +175,16 @@ fn store_path(ino: u64) -> String {
 }
 
 /// Rebuild stripes `first..until` of `ino` on `slot`; returns blocks lost.
-fn step(store: &DataStore, slot: usize, ino: u64, first: u64, until: u64) -> Result<u64> {
+/// `scratch` holds one buffer per member plus the output, reused across
+/// steps: every byte of them is overwritten before it is used.
+fn step(
+    store: &DataStore,
+    slot: usize,
+    ino: u64,
+    first: u64,
+    until: u64,
+    scratch: &mut Vec<Vec<u8>>,
+) -> Result<u64> {
     let layout = &store.layout;
     let chunk = layout.chunk as usize;
     let n = layout.members;
@@ -199,15 +209,16 @@ fn step(store: &DataStore, slot: usize, ino: u64, first: u64, until: u64) -> Res
         plans.push((plan, gi));
     }
     let off = first * layout.chunk;
-    let mut bufs: Vec<Vec<u8>> = (0..n)
-        .map(|j| {
-            if sources[j] {
-                vec![0u8; count * chunk]
-            } else {
-                Vec::new()
-            }
-        })
-        .collect();
+    scratch.resize_with(n + 1, Vec::new);
+    for (j, b) in scratch.iter_mut().enumerate() {
+        if j == n || sources[j] {
+            b.resize(count * chunk, 0);
+        } else {
+            b.clear();
+        }
+    }
+    let (bufs, out) = scratch.split_at_mut(n);
+    let out = &mut out[0];
     // Per member: bad blocks of its read (None: unreadable).
     let bad: Vec<Option<Vec<usize>>> = std::thread::scope(|sc| {
         let hs: Vec<_> = bufs
@@ -231,7 +242,6 @@ fn step(store: &DataStore, slot: usize, ino: u64, first: u64, until: u64) -> Res
             .collect();
         hs.into_iter().map(|h| h.join().ok().flatten()).collect()
     });
-    let mut out = vec![0u8; count * chunk];
     let mut lost = 0;
     let blocks_per_chunk = chunk / BLOCK;
     for (i, (plan, gi)) in plans.iter().enumerate() {
