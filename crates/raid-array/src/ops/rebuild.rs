@@ -297,9 +297,8 @@ fn step(
                 out[r.start + b * BLOCK..r.start + (b + 1) * BLOCK].fill(0);
             }
         }
-        let _ = missing;
     }
-    if let Err(e) = store.write_blocks(slot, ino, off, &out) {
+    if let Err(e) = store.write_blocks(slot, ino, off, out) {
         store.health.count_write_error(slot);
         store
             .health
