@@ -1064,3 +1064,54 @@ fn read_only_mount_refuses_writes_and_writes_nothing() {
         "a read-only mount changed the members: {changed:?}"
     );
 }
+
+#[test]
+fn parallel_namespace_changes_in_one_directory() {
+    let mut a = TestArray::raid5();
+    let d = a.path("shared");
+    fs::create_dir(&d).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let d = &d;
+            s.spawn(move || {
+                for i in 0..300 {
+                    let p = d.join(format!("t{t}-{i}"));
+                    fs::write(&p, format!("{t}/{i}")).unwrap();
+                    match i % 3 {
+                        0 => fs::remove_file(&p).unwrap(),
+                        1 => fs::rename(&p, d.join(format!("r{t}-{i}"))).unwrap(),
+                        _ => fs::hard_link(&p, d.join(format!("h{t}-{i}"))).unwrap(),
+                    }
+                }
+            });
+        }
+    });
+    let mut expected = Vec::new();
+    for t in 0..4 {
+        for i in 0..300 {
+            match i % 3 {
+                0 => {}
+                1 => expected.push(format!("r{t}-{i}").into_bytes()),
+                _ => {
+                    expected.push(format!("t{t}-{i}").into_bytes());
+                    expected.push(format!("h{t}-{i}").into_bytes());
+                }
+            }
+        }
+    }
+    expected.sort();
+    assert_eq!(names(&d), expected);
+    a.remount();
+    let d = a.path("shared");
+    assert_eq!(names(&d), expected);
+    for t in 0..4 {
+        for i in (0..300).filter(|i| i % 3 == 2) {
+            let m = fs::metadata(d.join(format!("h{t}-{i}"))).unwrap();
+            assert_eq!(m.nlink(), 2);
+            assert_eq!(
+                fs::read(d.join(format!("h{t}-{i}"))).unwrap(),
+                format!("{t}/{i}").as_bytes()
+            );
+        }
+    }
+}
