@@ -57,8 +57,12 @@ fn kill_9_during_copy_keeps_fsynced_files_and_consistency() {
             }
             1000
         });
+        // Let the copy run across a few periodic metadata commits, so some
+        // files are committed while their data is still being written.
         let t = Instant::now();
-        while started.load(Ordering::SeqCst) < 6 && t.elapsed() < Duration::from_secs(120) {
+        while (started.load(Ordering::SeqCst) < 6 || t.elapsed() < Duration::from_millis(2500))
+            && t.elapsed() < Duration::from_secs(120)
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(
