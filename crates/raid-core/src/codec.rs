@@ -165,6 +165,10 @@ impl Codec {
     fn encode_rows(&self, data: &[&[u8]], rows: &[usize], dsts: &mut [&mut [u8]]) {
         debug_assert_eq!(rows.len(), dsts.len());
         let (done, rest_rows) = match (rows, &mut *dsts) {
+            // Three or more rows: one matmul pass reads the data once (the
+            // kernels compute leading P and Q rows as XOR and Horner inside
+            // that pass); pq then matmul would read it twice.
+            (r, _) if r.len() >= 3 => (0, rows),
             ([0, 1, ..], [p, q, ..]) => {
                 (self.kernel.pq)(data, p, q);
                 (2, &rows[2..])
