@@ -53,7 +53,10 @@ use layout::{Group, Layout, Plan, Protect};
 use shard::Handles;
 
 /// Member buffer bytes per batch: bounds memory per call.
-const BATCH_BYTES: u64 = 16 << 20;
+const BATCH_BYTES: u64 = 8 << 20;
+/// Member buffers kept for reuse between calls (each at most
+/// `BATCH_BYTES / members`): a Pi has little memory, so the pool stays small.
+const MAX_POOLED: usize = 16;
 /// Dirty regions tolerated before every dirty file is synced and the log cleared.
 const MAX_DIRTY_REGIONS: usize = 2048;
 /// Lock stripes for per-inode locking.
@@ -267,7 +270,7 @@ impl DataStore {
 
     fn give_buf(&self, v: Vec<u8>) {
         let mut p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if p.len() < 64 {
+        if p.len() < MAX_POOLED {
             p.push(v);
         }
     }
