@@ -116,76 +116,86 @@ fn kill_9_during_copy_keeps_fsynced_files_and_consistency() {
 
 /// The atomic-replace idiom (write a temporary file, fsync it, rename it
 /// over the target) under kill -9: afterwards the target holds one complete
-/// version, never a mix, an empty file or bytes of a freed file.
+/// version, never a mix, an empty file or bytes of a freed file. Three
+/// crash rounds, so the kill lands between a rename and the next commit
+/// at least once in all likelihood.
 #[test]
 fn kill_9_during_atomic_replaces_leaves_a_whole_version() {
-    let version = |v: u64| pattern(90_000 + v, 150_000 + (v as usize % 7) * 10_000);
+    let version = |v: u64| pattern(90_000 + v, 1_000_000 + (v as usize % 7) * 10_000);
     let mut a = TestArray::raid5();
     let target = a.path("config");
     let mut f = File::create(&target).unwrap();
     f.write_all(&version(0)).unwrap();
     f.sync_all().unwrap();
     File::open(&a.mnt).unwrap().sync_all().unwrap();
-    let done = AtomicUsize::new(0);
-    let mnt = a.mnt.clone();
-    std::thread::scope(|s| {
-        let writer = s.spawn(|| {
-            for v in 1..100_000u64 {
-                let tmp = mnt.join(format!("config.tmp{v}"));
-                let Ok(mut f) = File::create(&tmp) else {
-                    return;
-                };
-                if f.write_all(&version(v)).is_err() || f.sync_all().is_err() {
-                    return;
+    let mut next = 1u64;
+    for round in 0..3 {
+        let done = AtomicUsize::new(0);
+        let mnt = a.mnt.clone();
+        let first = next;
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                for v in first..first + 100_000 {
+                    let tmp = mnt.join(format!("config.tmp{v}"));
+                    let Ok(mut f) = File::create(&tmp) else {
+                        return;
+                    };
+                    if f.write_all(&version(v)).is_err() || f.sync_all().is_err() {
+                        return;
+                    }
+                    drop(f);
+                    if fs::rename(&tmp, mnt.join("config")).is_err() {
+                        return;
+                    }
+                    done.store(v as usize, Ordering::SeqCst);
                 }
-                drop(f);
-                if fs::rename(&tmp, &target).is_err() {
-                    return;
-                }
-                done.store(v as usize, Ordering::SeqCst);
+            });
+            let t = Instant::now();
+            while done.load(Ordering::SeqCst) < (first + 15) as usize
+                && t.elapsed() < Duration::from_secs(120)
+            {
+                std::thread::sleep(Duration::from_millis(3));
             }
-        });
-        let t = Instant::now();
-        while done.load(Ordering::SeqCst) < 40 && t.elapsed() < Duration::from_secs(120) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            done.load(Ordering::SeqCst) >= 40,
-            "the replace loop did not run"
-        );
-        a.kill9();
-        writer.join().unwrap();
-    });
-    let last = done.load(Ordering::SeqCst) as u64;
-    a.mount();
-    let got = fs::read(a.path("config")).unwrap_or_else(|e| {
-        panic!(
-            "reading config after the crash (last acknowledged version {last}): {e}\ndaemon log:\n{}",
-            a.log_text()
-        )
-    });
-    let matched = (0..=last + 1).find(|&v| version(v) == got);
-    assert!(
-        matched.is_some(),
-        "config ({} bytes) is not any whole version 0..={}",
-        got.len(),
-        last + 1
-    );
-    // Leftover temporaries are whole versions too (each was fsynced).
-    for e in fs::read_dir(&a.mnt).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(v) = name.strip_prefix("config.tmp") {
-            let v: u64 = v.parse().unwrap();
-            let data = fs::read(e.path()).unwrap();
             assert!(
-                data.is_empty() || data == version(v) || data.len() < version(v).len(),
-                "{name} holds wrong bytes"
+                done.load(Ordering::SeqCst) >= (first + 15) as usize,
+                "the replace loop did not run"
             );
-            if !data.is_empty() {
-                assert_eq!(data, version(v)[..data.len()], "{name} holds wrong bytes");
+            // Land somewhere inside an iteration, not right after a rename.
+            std::thread::sleep(Duration::from_millis(7 * round as u64 + 3));
+            a.kill9();
+            writer.join().unwrap();
+        });
+        let last = done.load(Ordering::SeqCst) as u64;
+        next = last + 2;
+        a.mount();
+        let got = fs::read(a.path("config")).unwrap_or_else(|e| {
+            panic!(
+                "round {round}: reading config after the crash (last acknowledged version {last}): {e}\ndaemon log:\n{}",
+                a.log_text()
+            )
+        });
+        let matched = (0..=last + 1).find(|&v| version(v) == got);
+        assert!(
+            matched.is_some(),
+            "round {round}: config ({} bytes) is not any whole version 0..={}",
+            got.len(),
+            last + 1
+        );
+        // Leftover temporaries hold a prefix of their version at most.
+        for e in fs::read_dir(&a.mnt).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(v) = name.strip_prefix("config.tmp") {
+                let v: u64 = v.parse().unwrap();
+                let data = fs::read(e.path())
+                    .unwrap_or_else(|err| panic!("round {round}: reading {name}: {err}"));
+                let want = version(v);
+                assert!(
+                    data.len() <= want.len() && data == want[..data.len()],
+                    "round {round}: {name} holds wrong bytes"
+                );
             }
         }
+        eprintln!("round {round}: config is version {matched:?}, last acknowledged {last}");
     }
-    eprintln!("config is version {:?}, last acknowledged {last}", matched);
 }

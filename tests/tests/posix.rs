@@ -848,21 +848,29 @@ fn readdir_during_concurrent_changes_misses_nothing_stable() {
     for i in 0..1500 {
         File::create(d.join(format!("stable-{i:04}"))).unwrap();
     }
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = AtomicBool::new(false);
+    let churned = AtomicU64::new(0);
     std::thread::scope(|s| {
-        let churn = s.spawn(|| {
+        s.spawn(|| {
             let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let p = d.join(format!("churn-{n}"));
-                File::create(&p).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                File::create(d.join(format!("churn-{n}"))).unwrap();
                 if n >= 20 {
                     fs::remove_file(d.join(format!("churn-{}", n - 20))).unwrap();
                 }
                 n += 1;
+                churned.store(n, Ordering::Relaxed);
             }
-            n
         });
-        for _ in 0..15 {
+        // List while the churn is running: wait for it to start, and keep
+        // listing until it has made many changes during the listings.
+        while churned.load(Ordering::Relaxed) < 50 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let at_start = churned.load(Ordering::Relaxed);
+        let mut listings = 0;
+        while listings < 15 || churned.load(Ordering::Relaxed) < at_start + 300 {
             let mut stable: Vec<String> = fs::read_dir(&d)
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -873,10 +881,10 @@ fn readdir_during_concurrent_changes_misses_nothing_stable() {
             stable.dedup();
             assert_eq!(total, stable.len(), "a stable entry was listed twice");
             assert_eq!(stable.len(), 1500, "a stable entry was missed");
+            listings += 1;
+            assert!(listings < 100_000, "the churn thread stalled");
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let n = churn.join().unwrap();
-        assert!(n > 20, "the churn thread ran ({n} creates)");
+        stop.store(true, Ordering::Relaxed);
     });
 }
 
