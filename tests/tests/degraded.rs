@@ -49,6 +49,7 @@ fn yank_during_copy() -> TestArray {
     let dir = a.path("copy");
     fs::create_dir(&dir).unwrap();
     let written = AtomicUsize::new(0);
+    let yanked = std::sync::atomic::AtomicBool::new(false);
     let victim = a.member_fs(2).to_path_buf();
     std::thread::scope(|s| {
         let writer = s.spawn(|| {
@@ -61,6 +62,10 @@ fn yank_during_copy() -> TestArray {
                 }
                 f.sync_all().unwrap_or_else(|e| panic!("fsync f{i}: {e}"));
                 written.store(i + 1, Ordering::SeqCst);
+                // The rest of the copy happens with the member gone.
+                while i == 7 && !yanked.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
         });
         let t = Instant::now();
@@ -68,6 +73,7 @@ fn yank_during_copy() -> TestArray {
             std::thread::sleep(Duration::from_millis(5));
         }
         yank(&victim);
+        yanked.store(true, Ordering::SeqCst);
         writer
             .join()
             .expect("the copy must finish with a member gone");
