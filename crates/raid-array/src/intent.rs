@@ -338,6 +338,9 @@ impl IntentLog {
             });
             match r {
                 Ok(()) => written += 1,
+                Err(e) if crate::data::is_no_space(&e) => {
+                    return Err(ArrayError::NoSpace);
+                }
                 Err(e) => {
                     health.count_write_error(*i);
                     health.mark_failed(*i, &format!("write-intent log write failed: {e}"));

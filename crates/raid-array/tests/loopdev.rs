@@ -148,3 +148,51 @@ fn unplugged_member_mid_write_goes_degraded_and_keeps_data() {
     }
     drop(store);
 }
+
+#[test]
+fn a_full_member_answers_enospc_and_fails_nobody() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "loopdev test needs root (to create loop devices and mount ext4 images)"
+    );
+    assert!(
+        Path::new("/dev/loop-control").exists(),
+        "loopdev test needs loop device support (/dev/loop-control is missing; modprobe loop)"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let loops: Vec<LoopMember> = (0..2).map(|i| LoopMember::new(root.path(), i)).collect();
+    let members: Vec<Option<Arc<dyn Member>>> = loops
+        .iter()
+        .map(|l| Some(Arc::new(DirMember::open(&l.mount).unwrap()) as Arc<dyn Member>))
+        .collect();
+    let health = Arc::new(Health::new(vec![MemberState::Active; 2]));
+    let geometry = Geometry::new(Level::Raid1, 2, 64 * 1024).unwrap();
+    let store = DataStore::new(geometry, members, health.clone()).unwrap();
+    let piece = pattern(3, 1 << 20);
+    let mut size = 0u64;
+    let err = loop {
+        match store.write(1, size, &piece, size) {
+            Ok(()) => size += piece.len() as u64,
+            Err(e) => break e,
+        }
+        assert!(size < 256 << 20, "a 64 MiB member never filled up");
+    };
+    assert!(
+        matches!(err, raid_array::ArrayError::NoSpace),
+        "got {err:?}"
+    );
+    assert_eq!(err.errno(), 28);
+    assert_eq!(
+        health.states(),
+        vec![MemberState::Active; 2],
+        "a full disk is not a failed disk"
+    );
+    let mut got = vec![0u8; piece.len()];
+    for k in 0..size / piece.len() as u64 {
+        store
+            .read(1, k * piece.len() as u64, &mut got, size)
+            .unwrap();
+        assert!(got == piece, "piece {k} differs");
+    }
+    drop(store);
+}

@@ -442,7 +442,9 @@ impl DataStore {
 
     /// Run the writes of a batch, one thread per writable member. Members
     /// whose write fails are marked failed.
-    fn batch_writes(&self, ino: u64, b: &Batch, chunk: u64, stripes: &[u64]) {
+    fn batch_writes(&self, ino: u64, b: &Batch, chunk: u64, stripes: &[u64]) -> Result<()> {
+        let full = std::sync::atomic::AtomicBool::new(false);
+        let full_ref = &full;
         let Batch {
             segs,
             bufs,
@@ -475,6 +477,12 @@ impl DataStore {
                         end += 1;
                     }
                     if let Err(e) = self.write_blocks(j, ino, start_off, &buf[s.buf..s.buf + len]) {
+                        if is_no_space(&e) {
+                            // A full disk is not a broken one: report ENOSPC,
+                            // fail nobody (the stripe stays dirty for resync).
+                            full_ref.store(true, std::sync::atomic::Ordering::Relaxed);
+                            return;
+                        }
                         self.health.count_write_error(j);
                         self.fail_member(j, "write failed", &e);
                         return;
@@ -483,6 +491,10 @@ impl DataStore {
                 }
             })();
         });
+        if full.into_inner() {
+            return Err(ArrayError::NoSpace);
+        }
+        Ok(())
     }
 
     // ----- group scan and repair (slow path, scrub, resync, rebuild) -------
@@ -684,6 +696,9 @@ impl DataStore {
         // active member later means lost data, not a hole.
         for (j, m) in self.targets() {
             if let Err(e) = self.handles.get(j, m.as_ref(), ino, true) {
+                if is_no_space(&e) {
+                    return Err(ArrayError::NoSpace);
+                }
                 self.health.count_write_error(j);
                 self.fail_member(j, "cannot create shard", &e);
             }
@@ -779,9 +794,7 @@ impl DataStore {
         b.bufs = (0..n).map(|j| self.take_buf(b.fill[j])).collect();
         self.batch_reads(ino, &mut b, chunk, &seg_stripe);
         let result = self.fill_and_encode(ino, &mut b, offset, data, file_size);
-        if result.is_ok() {
-            self.batch_writes(ino, &b, chunk, &seg_stripe);
-        }
+        let result = result.and_then(|()| self.batch_writes(ino, &b, chunk, &seg_stripe));
         for v in b.bufs.drain(..) {
             self.give_buf(v);
         }
@@ -1189,6 +1202,14 @@ impl DataStore {
         }
         Ok(differ)
     }
+}
+
+/// ENOSPC (or EDQUOT): the member is full, not failing.
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Compute the redundancy positions of one group from its data positions,
