@@ -144,6 +144,8 @@ pub(crate) struct GroupScan {
     pub repaired: u64,
     /// (position, block) that could not be rebuilt.
     pub lost: Vec<(usize, usize)>,
+    /// Per position: whether any of its blocks was bad or unreadable.
+    pub suspect: Vec<bool>,
 }
 
 fn align_down(x: usize) -> usize {
@@ -559,6 +561,7 @@ impl DataStore {
                 }
             }
         }
+        let suspect: Vec<bool> = bad.iter().map(|v| v.iter().any(|&x| x)).collect();
         let mut lost = Vec::new();
         let mut repaired = 0;
         let tol = g.tolerance();
@@ -657,6 +660,7 @@ impl DataStore {
             mismatches,
             repaired,
             lost,
+            suspect,
         }
     }
 

@@ -79,6 +79,27 @@ pub fn resync(
                 for g in &plan.groups {
                     let scan = store.scan_group(ino, st, g, 0, chunk, true);
                     rep.repaired += scan.repaired;
+                    let data_unreadable = g.members[..g.data]
+                        .iter()
+                        .any(|&m| !store.health.state(m).readable());
+                    if data_unreadable && matches!(g.protect, Protect::Parity(_)) {
+                        // Dirty and degraded: the chunks of the missing members
+                        // are rebuilt from parity that an interrupted write may
+                        // have left stale. Trust them only if a parity row not
+                        // used for the rebuild confirms them; otherwise poison
+                        // the parity, so those chunks read as EIO instead of as
+                        // guessed bytes.
+                        let suspects = scan.suspect.iter().filter(|&&x| x).count();
+                        let confirmed = scan.lost.is_empty()
+                            && g.tolerance() > suspects
+                            && store
+                                .fix_redundancy(ino, st, g, 0, &scan, false)?
+                                .is_empty();
+                        if !confirmed {
+                            rep.unrecoverable += poison_parity(store, ino, st, g, chunk);
+                        }
+                        continue;
+                    }
                     if !scan.lost.is_empty() {
                         rep.unrecoverable += scan.lost.len() as u64;
                         warn!(
@@ -87,27 +108,6 @@ pub fn resync(
                             blocks = scan.lost.len(),
                             "resync: blocks without a consistent version"
                         );
-                        continue;
-                    }
-                    let unreadable = g
-                        .members
-                        .iter()
-                        .filter(|&&m| !store.health.state(m).readable())
-                        .count();
-                    let data_unreadable = g.members[..g.data]
-                        .iter()
-                        .any(|&m| !store.health.state(m).readable());
-                    if data_unreadable && matches!(g.protect, Protect::Parity(_)) {
-                        // Dirty and degraded: the chunks of the missing members
-                        // were rebuilt from parity that an interrupted write may
-                        // have left stale. Trust them only if a spare parity row
-                        // confirms them; otherwise poison the parity, so those
-                        // chunks read as EIO instead of as guessed bytes.
-                        let surplus = g.tolerance() > unreadable;
-                        let differ = store.fix_redundancy(ino, st, g, 0, &scan, false)?;
-                        if !surplus || !differ.is_empty() {
-                            rep.unrecoverable += poison_parity(store, ino, st, g, chunk);
-                        }
                         continue;
                     }
                     rep.redundancy_fixed +=
