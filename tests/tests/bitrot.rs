@@ -23,11 +23,14 @@ fn corrupted_chunks_are_detected_rebuilt_and_written_back() {
     let others: Vec<Vec<u8>> = (1..4).map(|m| fs::read(shard_of(m)).unwrap()).collect();
     let original =
         fs::read(&shard).unwrap_or_else(|e| panic!("shard {} of the file: {e}", shard.display()));
-    // Member 0 holds data (not parity) in stripes 0, 1, 2 and 4 of a
-    // left-symmetric RAID-5 on four members; one byte range in each.
-    let stripes = [0u64, 1, 2, 4];
+    // Stripe s of inode `ino` is placed by the layout's stripe s + ino (the
+    // engine rotates per inode, docs/FORMAT.md). In left-symmetric RAID-5 on
+    // four members, parity of layout stripe t is on member 3 - t mod 4, so
+    // member 0 holds parity where t mod 4 == 3: corrupt four stripes where
+    // it holds data (a normal read never reads parity; scrub checks that).
+    let stripes: Vec<u64> = (0u64..).filter(|s| (s + ino) % 4 != 3).take(4).collect();
     let f = fs::OpenOptions::new().write(true).open(&shard).unwrap();
-    for s in stripes {
+    for &s in &stripes {
         let off = s * CHUNK + 1000 + s * 7;
         f.write_all_at(&[0xde, 0xad, 0xbe, 0xef], off).unwrap();
     }
@@ -62,7 +65,8 @@ fn corrupted_chunks_are_detected_rebuilt_and_written_back() {
         "member 0's healthy chunks changed in stripes {stray:?}"
     );
     let not_repaired: Vec<u64> = stripes
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|&s| {
             let r = (s * CHUNK) as usize..((s + 1) * CHUNK) as usize;
             after[r.clone()] != original[r]
