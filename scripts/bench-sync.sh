@@ -106,7 +106,7 @@ for tool in raidfs-sync aws rclone; do run_tool "$tool"; done
 
 echo "==> change latency (daemon, file closed -> object visible)"
 LAT_DIR="$BENCH_DIR/latency" LAT_BUCKET="bench-latency-$RANDOM"
-rm -rf "$LAT_DIR" && mkdir -p "$LAT_DIR"
+rm -rf "$LAT_DIR" "$BENCH_DIR/latency.state" && mkdir -p "$LAT_DIR"
 "$BIN" --bucket "$LAT_BUCKET" --endpoint-url "$ENDPOINT" --create-bucket --no-progress \
     --state "$BENCH_DIR/latency.state" "$LAT_DIR" >"$BENCH_DIR/latency.log" 2>&1 &
 DAEMON=$!
@@ -125,6 +125,8 @@ for i in range(5):
             s3.head_object(Bucket=bucket, Key=f"file{i}.txt")
             break
         except Exception:
+            if time.time() - t0 > 30:
+                sys.exit("change did not arrive within 30 s")
             time.sleep(0.02)
     worst = max(worst, time.time() - t0)
     time.sleep(0.5)
