@@ -12,7 +12,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use raidfs_tests::{Backing, TestArray, pattern, run_ok};
+use std::process::Stdio;
+
+use raidfs_tests::{Backing, TestArray, bins, pattern, run, run_ok};
 
 /// `_IOR('X', 125, __u32)`: shut an ext4 filesystem down.
 const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
@@ -114,8 +116,65 @@ fn member_yanked_during_copy_then_mount_the_survivors() {
 #[test]
 fn member_yanked_during_copy_then_mount_with_the_dead_member_listed() {
     // As from /etc/fstab: the list still names the dead disk's directory,
-    // which no longer exists. The array must come up degraded.
-    let mut a = yank_during_copy();
-    a.mount();
+    // which no longer exists. Like `mdadm --assemble` with explicit devices,
+    // an explicit list naming a non-member is refused; the message names the
+    // directory and says how to start the array degraded without it.
+    let a = yank_during_copy();
+    let dead = a.members[2].display().to_string();
+    let out = run(Command::new(&bins().mount)
+        .arg(a.spec())
+        .arg(&a.mnt)
+        .arg("-f")
+        .stdin(Stdio::null()));
+    assert!(!out.status.success(), "a list naming a dead member mounted");
+    assert!(!raidfs_tests::is_mounted(&a.mnt));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&dead),
+        "the message names the directory: {err}"
+    );
+    assert!(err.contains("degraded"), "the message says degraded: {err}");
+    assert!(
+        err.contains("mount.raidfs") && err.contains("leave"),
+        "the message says how to mount without it: {err}"
+    );
+    // Mounting by UUID (unique, where the name could match another test's
+    // array) among candidate directories that include the dead one: the
+    // members found assemble degraded and everything reads back.
+    let uuid = a.status_json()["uuid"].as_str().unwrap().to_string();
+    let candidates = a.spec();
+    let log = std::fs::File::create(a.root.join("by-uuid.log")).unwrap();
+    let mut child = Command::new(&bins().mount)
+        .arg(&uuid)
+        .arg(&a.mnt)
+        .arg("-f")
+        .arg("-o")
+        .arg(format!("members={candidates}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !raidfs_tests::is_mounted(&a.mnt) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "mount by UUID exited ({status}):\n{}",
+                fs::read_to_string(a.root.join("by-uuid.log")).unwrap_or_default()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "mount by UUID did not appear"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     check(&a);
+    run_ok(Command::new("umount").arg(&a.mnt));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "daemon exited with {status}");
+    let st = a.status_json();
+    assert_eq!(st["degraded"], true, "{st}");
+    assert_eq!(st["failed"], false, "{st}");
 }

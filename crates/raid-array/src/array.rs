@@ -123,6 +123,14 @@ struct Inner {
     open: Mutex<HashMap<u64, u32>>,
     ino_locks: Vec<Mutex<()>>,
     sync_metadata: bool,
+    /// Nothing is written to the members ([`AssembleOptions::read_only`]).
+    read_only: bool,
+    /// Freed striped inodes whose shard files are still on the members, with
+    /// the journal sequence of the record that frees them. The shards go
+    /// only once that record is durable: before that, a crash replays a
+    /// namespace in which the inode (e.g. the file a rename replaced) still
+    /// exists, and its data must still be there.
+    pending_free: Mutex<Vec<(u64, u64)>>,
     closed: AtomicBool,
 }
 
@@ -151,6 +159,11 @@ fn to_slot(s: MemberState) -> SlotState {
         MemberState::Spare => SlotState::Spare,
         MemberState::Rebuilding { done_bytes } => SlotState::Rebuilding { done_bytes },
     }
+}
+
+/// Whether an error means a member filesystem is full.
+fn no_space(e: &ArrayError) -> bool {
+    e.errno() == rustix::io::Errno::NOSPC.raw_os_error()
 }
 
 fn name_bytes(name: &OsStr) -> &[u8] {
@@ -196,7 +209,7 @@ impl Array {
         // Mark the array dirty (and record missing members as failed) before
         // anything else is written.
         let mut template = a.sb.clone();
-        template.clean = false;
+        template.clean = opts.read_only && a.sb.clean;
         template.journal_seq = a.head;
         template.members =
             a.sb.members
@@ -208,7 +221,9 @@ impl Array {
                 })
                 .collect();
         let sb = Mutex::new(SbState { template });
-        write_superblocks(&sb, &a.members, &health)?;
+        if !opts.read_only {
+            write_superblocks(&sb, &a.members, &health)?;
+        }
 
         let meta_members: Vec<(usize, Arc<dyn Member>)> = a
             .members
@@ -220,15 +235,19 @@ impl Array {
         let hook_health = health.clone();
         let hook: crate::meta::journal::FailureHook =
             Arc::new(move |i, reason| hook_health.mark_failed(i, &format!("metadata: {reason}")));
-        let meta = Meta::open(
-            a.sb.array_uuid,
-            a.ns,
-            a.head,
-            &meta_members,
-            a.needs_checkpoint,
-            opts.checkpoint_bytes,
-            hook,
-        )?;
+        let meta = if opts.read_only {
+            Meta::open_read_only(a.sb.array_uuid, a.ns, a.head, hook)
+        } else {
+            Meta::open(
+                a.sb.array_uuid,
+                a.ns,
+                a.head,
+                &meta_members,
+                a.needs_checkpoint,
+                opts.checkpoint_bytes,
+                hook,
+            )?
+        };
         let data = DataStore::new(a.geometry, a.members.clone(), health.clone())?;
         let inner = Arc::new(Inner {
             geometry: a.geometry,
@@ -240,17 +259,23 @@ impl Array {
             open: Mutex::new(HashMap::new()),
             ino_locks: (0..INO_LOCKS).map(|_| Mutex::new(())).collect(),
             sync_metadata: opts.sync_metadata,
+            read_only: opts.read_only,
+            pending_free: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
         });
         spawn_health_listener(Arc::downgrade(&inner), events_rx);
         let array = Array { inner };
-        // Orphans: files unlinked while open when the array stopped.
-        let orphans = array.inner.meta.read().orphans();
-        for ino in orphans {
-            array.free(ino)?;
+        // Orphans: files unlinked while open when the array stopped (or
+        // whose free had not reached the journal at a crash).
+        if !opts.read_only {
+            let orphans = array.inner.meta.read().orphans();
+            for ino in orphans {
+                array.free(ino)?;
+            }
+            array.inner.meta.flush()?;
+            array.reap();
         }
-        array.inner.meta.flush()?;
-        tracing::info!(name = %a.sb.name, was_clean = a.was_clean, head = a.head, "array assembled");
+        tracing::info!(name = %a.sb.name, was_clean = a.was_clean, head = a.head, read_only = opts.read_only, "array assembled");
         Ok(array)
     }
 
@@ -259,8 +284,13 @@ impl Array {
     /// marked clean.
     pub fn close(self) -> Result<()> {
         let i = &self.inner;
+        if i.read_only {
+            i.closed.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
         i.data.close()?;
         i.meta.flush()?;
+        self.reap();
         let seq = i.meta.checkpoint()?;
         {
             let mut g = lock(&i.sb);
@@ -348,6 +378,7 @@ impl Array {
     /// Check the stripes the write-intent log left dirty (after an unclean
     /// shutdown).
     pub fn resync(&self) -> Result<ResyncReport> {
+        self.writable()?;
         ops::resync(&self.inner.data, self.striped_files())
     }
 
@@ -367,6 +398,7 @@ impl Array {
         opts: RebuildOptions,
         progress: &dyn Progress,
     ) -> Result<RebuildReport> {
+        self.writable()?;
         let i = &self.inner;
         let n = i.geometry.members();
         if slot >= n {
@@ -445,12 +477,46 @@ impl Array {
         lock(&self.inner.ino_locks[(ino % INO_LOCKS as u64) as usize])
     }
 
+    /// Refuse a change on a read-only array.
+    fn writable(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Err(ArrayError::ReadOnly(
+                "the array was assembled read-only".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Wait for `seq` if namespace operations are synchronous.
     fn settle(&self, seq: u64) -> Result<()> {
         if self.inner.sync_metadata {
             self.inner.meta.commit(seq)?;
         }
-        self.inner.meta.maybe_checkpoint()
+        self.inner.meta.maybe_checkpoint()?;
+        self.reap();
+        Ok(())
+    }
+
+    /// Delete the shard files of freed inodes whose free is durable.
+    /// A failure only leaks space (the inode is gone from the namespace),
+    /// so it is logged, not returned.
+    fn reap(&self) {
+        let durable = self.inner.meta.durable_seq();
+        let ready: Vec<u64> = {
+            let mut pending = lock(&self.inner.pending_free);
+            if pending.is_empty() {
+                return;
+            }
+            let (ready, keep): (Vec<_>, Vec<_>) =
+                pending.drain(..).partition(|&(seq, _)| seq <= durable);
+            *pending = keep;
+            ready.into_iter().map(|(_, ino)| ino).collect()
+        };
+        for ino in ready {
+            if let Err(e) = self.inner.data.remove(ino) {
+                tracing::warn!(ino, error = %e, "cannot remove the data of a freed file; its space stays used");
+            }
+        }
     }
 
     fn attr_of(&self, ino: u64) -> Result<Attr> {
@@ -468,16 +534,17 @@ impl Array {
         Ok(())
     }
 
-    /// Drop an orphan's data, then the inode.
+    /// Free an orphan: the inode now, its striped data once the free is
+    /// durable ([`Array::reap`]).
     fn free(&self, ino: u64) -> Result<()> {
         let striped = matches!(
             self.inner.meta.read().get(ino)?.body,
             Body::File { inline: None }
         );
+        let (seq, _) = self.inner.meta.apply(&Op::Free { ino })?;
         if striped {
-            self.inner.data.remove(ino)?;
+            lock(&self.inner.pending_free).push((seq, ino));
         }
-        self.inner.meta.apply(&Op::Free { ino })?;
         Ok(())
     }
 
@@ -494,10 +561,14 @@ impl Array {
 
     /// Change attributes; a size change truncates or extends the file.
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Attr> {
+        self.writable()?;
         let now = now_ns();
         let _g = self.ino_lock(ino);
         if let Some(new_size) = set.size {
-            self.resize(ino, new_size)?;
+            match self.resize(ino, new_size) {
+                Err(e) if no_space(&e) && self.reclaim()? => self.resize(ino, new_size)?,
+                r => r?,
+            }
         }
         let op = Op::SetAttr {
             ino,
@@ -561,6 +632,7 @@ impl Array {
         uid: u32,
         gid: u32,
     ) -> Result<Attr> {
+        self.writable()?;
         let time = now_ns();
         let name = name_bytes(name).to_vec();
         let (seq, _, ino) = self.inner.meta.apply_with(|ns| {
@@ -628,6 +700,7 @@ impl Array {
         uid: u32,
         gid: u32,
     ) -> Result<Attr> {
+        self.writable()?;
         let time = now_ns();
         let name = name_bytes(name).to_vec();
         let target = name_bytes(target).to_vec();
@@ -659,6 +732,7 @@ impl Array {
 
     /// A new name for `ino` in `parent`.
     pub fn link(&self, ino: u64, parent: u64, name: &OsStr) -> Result<Attr> {
+        self.writable()?;
         let op = Op::Link {
             ino,
             parent,
@@ -671,6 +745,7 @@ impl Array {
     }
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.writable()?;
         let op = Op::Unlink {
             parent,
             name: name_bytes(name).to_vec(),
@@ -682,6 +757,7 @@ impl Array {
     }
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.writable()?;
         let op = Op::Rmdir {
             parent,
             name: name_bytes(name).to_vec(),
@@ -701,6 +777,7 @@ impl Array {
         new_name: &OsStr,
         flags: u32,
     ) -> Result<()> {
+        self.writable()?;
         let op = Op::Rename {
             parent,
             name: name_bytes(name).to_vec(),
@@ -775,7 +852,10 @@ impl Array {
                 None => false,
             }
         };
-        if last && self.inner.meta.read().get(ino).is_ok_and(|i| i.nlink == 0) {
+        if last
+            && !self.inner.read_only
+            && self.inner.meta.read().get(ino).is_ok_and(|i| i.nlink == 0)
+        {
             self.free(ino)?;
             let seq = self.inner.meta.seq();
             self.settle(seq)?;
@@ -803,7 +883,29 @@ impl Array {
 
     /// Write `data` at `offset`; returns the bytes written.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        self.writable()?;
         let _g = self.ino_lock(ino);
+        match self.write_locked(ino, offset, data) {
+            // Space of deleted files comes back when their free is durable;
+            // commit now rather than fail a write that fits after all.
+            Err(e) if no_space(&e) && self.reclaim()? => self.write_locked(ino, offset, data),
+            r => r,
+        }
+    }
+
+    /// Commit the journal so that freed files' data can go now; returns
+    /// whether any went.
+    fn reclaim(&self) -> Result<bool> {
+        if lock(&self.inner.pending_free).is_empty() {
+            return Ok(false);
+        }
+        self.inner.meta.flush()?;
+        self.reap();
+        Ok(true)
+    }
+
+    /// [`Array::write`] with the inode lock held.
+    fn write_locked(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize> {
         let (size, inline) = self.file_state(ino)?;
         let end = offset
             .checked_add(data.len() as u64)
@@ -834,6 +936,9 @@ impl Array {
     /// nothing: the size must be committed either way, and other attributes
     /// ride in the same journal batch.)
     pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
         let (_, inline) = self.file_state(ino).or_else(|e| match e {
             ArrayError::IsDir | ArrayError::Invalid(_) => Ok((0, Some(Vec::new()))),
             e => Err(e),
@@ -842,17 +947,24 @@ impl Array {
             self.inner.data.sync(ino)?;
         }
         self.inner.meta.flush()?;
+        self.reap();
         Ok(())
     }
 
-    /// Make all metadata durable (`syncfs`).
+    /// Make all metadata durable (`syncfs`), then delete the data of the
+    /// files whose free it made durable.
     pub fn sync_metadata(&self) -> Result<()> {
-        self.inner.meta.flush().map(|_| ())
+        self.inner.meta.flush()?;
+        self.reap();
+        Ok(())
     }
 
     /// Write a metadata checkpoint now.
     pub fn checkpoint(&self) -> Result<u64> {
-        self.inner.meta.checkpoint()
+        self.writable()?;
+        let seq = self.inner.meta.checkpoint()?;
+        self.reap();
+        Ok(seq)
     }
 
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
@@ -866,6 +978,7 @@ impl Array {
 
     /// Set an attribute; `flags` are `XATTR_CREATE` / `XATTR_REPLACE`.
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: u32) -> Result<()> {
+        self.writable()?;
         let op = Op::SetXattr {
             ino,
             name: name_bytes(name).to_vec(),
@@ -888,6 +1001,7 @@ impl Array {
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+        self.writable()?;
         let op = Op::RemoveXattr {
             ino,
             name: name_bytes(name).to_vec(),
@@ -904,6 +1018,7 @@ impl Array {
         let members = i.members();
         let mut totals = Vec::with_capacity(members.len());
         let mut avails = Vec::with_capacity(members.len());
+        let mut fs_ids = Vec::with_capacity(members.len());
         for m in &members {
             let (t, a) = match m {
                 Some(m) => m.space().unwrap_or((0, 0)),
@@ -911,6 +1026,19 @@ impl Array {
             };
             totals.push(t);
             avails.push(a);
+            fs_ids.push(m.as_ref().and_then(|m| m.filesystem_id().ok().flatten()));
+        }
+        // Members on one filesystem share its space: each gets an even part,
+        // or the level's rule would count that space once per member.
+        let mut sharing: HashMap<u64, u64> = HashMap::new();
+        for id in fs_ids.iter().flatten() {
+            *sharing.entry(*id).or_insert(0) += 1;
+        }
+        for (k, id) in fs_ids.iter().enumerate() {
+            if let Some(n) = id.and_then(|id| sharing.get(&id).copied()) {
+                totals[k] /= n;
+                avails[k] /= n;
+            }
         }
         // A missing member is assumed as large as the smallest present one,
         // so a degraded array still reports its real capacity.
@@ -1012,6 +1140,13 @@ fn spawn_health_listener(inner: Weak<Inner>, rx: std::sync::mpsc::Receiver<Healt
     let spawned = std::thread::Builder::new().name("raidfs-health".into()).spawn(move || {
         for ev in rx {
             let Some(i) = inner.upgrade() else { break };
+            if i.read_only {
+                // Failures are noticed in memory; the members stay untouched.
+                if let HealthEvent::Failed { member, .. } = ev {
+                    i.meta.drop_member(member);
+                }
+                continue;
+            }
             match ev {
                 HealthEvent::Failed { member, .. } => {
                     i.meta.drop_member(member);

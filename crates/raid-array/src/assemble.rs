@@ -44,6 +44,10 @@ pub struct AssembleOptions {
     pub sync_metadata: bool,
     /// Journal size after which a checkpoint is written.
     pub checkpoint_bytes: u64,
+    /// Write nothing to the members, ever: no superblock update (the array
+    /// is not even marked dirty), no journal, no checkpoint, no freeing of
+    /// orphans; every change is refused with [`ArrayError::ReadOnly`].
+    pub read_only: bool,
 }
 
 impl AssembleOptions {
@@ -53,6 +57,7 @@ impl AssembleOptions {
             force: false,
             sync_metadata: true,
             checkpoint_bytes: crate::meta::store::DEFAULT_CHECKPOINT_BYTES,
+            read_only: false,
         }
     }
 }
@@ -129,6 +134,37 @@ pub fn find_members(selector: &Selector, candidates: &[PathBuf]) -> Result<Vec<P
     Ok(found)
 }
 
+/// The refusal of a listed directory that is missing or holds no
+/// superblock. Like `mdadm --assemble` with explicit devices, an explicit
+/// list is taken at its word and not second-guessed; but the usual cause is
+/// a dead or unmounted disk, so the message says how to start the array
+/// degraded without it.
+fn listed_not_member(path: &Path, detail: &str, opts: &AssembleOptions) -> ArrayError {
+    let others: Vec<&PathBuf> = opts.members.iter().filter(|p| *p != path).collect();
+    let name = others
+        .iter()
+        .find_map(|p| read_superblock(p).ok())
+        .map(|sb| sb.name);
+    let by_name = match &name {
+        Some(n) => format!("mount.raidfs {n} DIR"),
+        None => "mount.raidfs NAME DIR".to_string(),
+    };
+    let rest = others
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    ArrayError::NotMember(format!(
+        "{detail}. {} is listed as a member but is not one, so the array was not started. \
+         If that member's disk is dead or not mounted, the array can still be started degraded \
+         without it (if its level tolerates the loss): mount it by array name or UUID \
+         (`{by_name}`), which uses the members it finds, or leave {} out of the member list \
+         ({rest})",
+        path.display(),
+        path.display()
+    ))
+}
+
 /// Everything assembly decided, handed to [`crate::Array`].
 pub struct Assembled {
     /// The freshest superblock (authoritative member table).
@@ -174,7 +210,7 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
     let mut found: Vec<(PathBuf, Arc<dyn Member>, Superblock)> = Vec::new();
     for path in &opts.members {
         let md = std::fs::metadata(path)
-            .map_err(|e| ArrayError::NotMember(format!("{}: {e}", path.display())))?;
+            .map_err(|e| listed_not_member(path, &format!("{}: {e}", path.display()), opts))?;
         if let Some(other) = seen.insert((md.dev(), md.ino()), path) {
             return Err(ArrayError::NotMember(format!(
                 "{} and {} are the same directory (duplicate member)",
@@ -182,9 +218,12 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
                 path.display()
             )));
         }
-        let m =
-            open(path).map_err(|e| ArrayError::NotMember(format!("{}: {e}", path.display())))?;
-        let sb = read_member_superblock(&*m)?;
+        let m = open(path)
+            .map_err(|e| listed_not_member(path, &format!("{}: {e}", path.display()), opts))?;
+        let sb = read_member_superblock(&*m).map_err(|e| match e {
+            ArrayError::NotMember(detail) => listed_not_member(path, &detail, opts),
+            e => e,
+        })?;
         found.push((path.clone(), m, sb));
     }
     // 2. One array only.

@@ -70,6 +70,48 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuse a member directory holding anything but an empty `lost+found`
+/// (what a fresh ext4 has): creating an array there would bury the files in
+/// a directory the array owns, and most likely the wrong directory was named.
+fn check_empty(i: usize, path: &std::path::Path) -> Result<()> {
+    let io =
+        |e: std::io::Error| ArrayError::Invalid(format!("member {i} ({}): {e}", path.display()));
+    let mut held = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        if name == "lost+found" && entry.file_type().map_err(io)?.is_dir() {
+            let empty = std::fs::read_dir(entry.path())
+                .map_err(io)?
+                .next()
+                .is_none();
+            if empty {
+                continue;
+            }
+        }
+        held.push(name.to_string_lossy().into_owned());
+    }
+    if held.is_empty() {
+        return Ok(());
+    }
+    held.sort();
+    const SHOWN: usize = 5;
+    let mut list = held
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if held.len() > SHOWN {
+        list.push_str(&format!(" and {} more", held.len() - SHOWN));
+    }
+    Err(ArrayError::Invalid(format!(
+        "member {i} ({}) is not empty: it holds {list}; an array is created only on empty \
+         directories (an empty lost+found is allowed) — check the path, or move those files away",
+        path.display()
+    )))
+}
+
 /// Write a new array to the member directories. Returns the array UUID.
 /// Nothing is written unless every directory passes every check.
 pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
@@ -131,6 +173,7 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
                 path.display()
             )));
         }
+        check_empty(i, path)?;
         members.push((i, Arc::new(m)));
     }
     let array_uuid = new_uuid();

@@ -365,16 +365,26 @@ fn create_validates_member_directories() {
     create(&dirs, "first").close().unwrap();
     let e = Array::create(&o).err().unwrap();
     assert!(e.to_string().contains("already holds a .raidfs"), "{e}");
-    // A non-empty directory without .raidfs is fine.
+    // A directory holding anything is refused, naming the directory and
+    // what it holds, and nothing is written to any of the directories.
     let other = make_dirs(tmp.path(), "n", 3);
-    std::fs::write(other[0].join("existing.txt"), b"keep me").unwrap();
+    std::fs::write(other[1].join("existing.txt"), b"keep me").unwrap();
     let mut o2 = CreateOptions::new("second", Level::Raid1, other.clone());
     o2.allow_same_fs = true;
+    let before = tree(tmp.path());
+    let e = Array::create(&o2).err().unwrap().to_string();
+    assert!(e.contains(&other[1].display().to_string()), "{e}");
+    assert!(e.contains("existing.txt") && e.contains("not empty"), "{e}");
+    assert_eq!(before, tree(tmp.path()), "a refused create wrote");
+    // An empty lost+found (a fresh ext4) is fine; a non-empty one is not.
+    std::fs::remove_file(other[1].join("existing.txt")).unwrap();
+    std::fs::create_dir(other[0].join("lost+found")).unwrap();
+    std::fs::write(other[0].join("lost+found/#12"), b"x").unwrap();
+    let e = Array::create(&o2).err().unwrap().to_string();
+    assert!(e.contains("lost+found"), "{e}");
+    std::fs::remove_file(other[0].join("lost+found/#12")).unwrap();
     Array::create(&o2).unwrap().close().unwrap();
-    assert_eq!(
-        std::fs::read(other[0].join("existing.txt")).unwrap(),
-        b"keep me"
-    );
+    assert!(other[0].join("lost+found").is_dir());
 }
 
 #[test]
@@ -467,5 +477,58 @@ fn a_member_failing_a_journal_write_is_recorded_as_failed() {
     let a = assemble(&dirs).unwrap();
     assert_eq!(a.health().state(1), MemberState::Failed);
     assert!(a.lookup(ROOT_INO, os("after-failure")).is_ok());
+    a.close().unwrap();
+}
+
+#[test]
+fn read_only_assembly_writes_nothing_and_refuses_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, "arr");
+    let f = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
+    a.write(f, 0, &[7u8; 20_000]).unwrap();
+    a.release(f).unwrap();
+    a.close().unwrap();
+    let before = tree(tmp.path());
+    let mut o = AssembleOptions::new(dirs.clone());
+    o.read_only = true;
+    let a = Array::assemble(&o).unwrap();
+    assert_eq!(a.read(f, 0, 30_000).unwrap(), vec![7u8; 20_000]);
+    let ro = |r: raid_array::Result<()>| matches!(r, Err(ArrayError::ReadOnly(_)));
+    assert!(ro(a.write(f, 0, b"x").map(|_| ())));
+    assert!(ro(a.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).map(|_| ())));
+    assert!(ro(a.unlink(ROOT_INO, os("f"))));
+    assert!(ro(a.rename(ROOT_INO, os("f"), ROOT_INO, os("g"), 0)));
+    assert!(ro(a.checkpoint().map(|_| ())));
+    a.fsync(f, false).unwrap();
+    a.sync_metadata().unwrap();
+    assert!(
+        a.status().clean,
+        "a read-only assembly marked the array dirty"
+    );
+    a.close().unwrap();
+    assert!(tree(tmp.path()) == before, "a read-only assembly wrote");
+}
+
+#[test]
+fn a_listed_directory_that_is_no_member_says_how_to_start_degraded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    create(&dirs, "photos").close().unwrap();
+    // Member 2's disk is gone: its directory went with it.
+    std::fs::rename(&dirs[2], tmp.path().join("gone")).unwrap();
+    let before = tree(tmp.path());
+    let (e, t) = err_text(assemble(&dirs));
+    assert!(matches!(e, ArrayError::NotMember(_)), "{e:?}");
+    assert!(t.contains(&dirs[2].display().to_string()), "{t}");
+    assert!(t.contains("degraded"), "{t}");
+    assert!(t.contains("mount.raidfs photos DIR"), "{t}");
+    assert!(tree(tmp.path()) == before, "a refused assemble wrote");
+    // By name, among candidates that include the missing directory, the
+    // members found assemble degraded.
+    let found = find_members(&Selector::Name("photos".into()), &dirs).unwrap();
+    assert_eq!(found, dirs[..2].to_vec());
+    let a = assemble(&found).unwrap();
+    assert!(a.status().degraded && !a.status().failed);
     a.close().unwrap();
 }

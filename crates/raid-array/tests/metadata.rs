@@ -648,3 +648,78 @@ fn deferred_metadata_commits_lose_only_a_suffix() {
     assert!(got.len() >= 30, "synced operations lost: {}", got.len());
     a.close().unwrap();
 }
+
+/// Write tmp, fsync, rename it over `config`, again and again, then stop
+/// without committing the last renames (a crash): whatever version the
+/// journal replays, its data must still be there. The replaced file's
+/// shards may only go once the rename that frees it is durable.
+#[test]
+fn a_replaced_file_keeps_its_data_until_the_rename_is_durable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..3).map(|i| tmp.path().join(format!("d{i}"))).collect();
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+    }
+    let mut c = CreateOptions::new("replace", Level::Raid5(Default::default()), dirs.clone());
+    c.allow_same_fs = true;
+    c.chunk_size = 4096;
+    raid_array::create::create(&c).unwrap();
+    let mut o = AssembleOptions::new(dirs.clone());
+    o.sync_metadata = false;
+    let a = Array::assemble(&o).unwrap();
+    let version = |v: u8| vec![v; 50_000];
+    for v in 0..4u8 {
+        let ino = a.create_file(ROOT_INO, os("tmp"), 0o644, 0, 0).unwrap().ino;
+        a.write(ino, 0, &version(v)).unwrap();
+        a.fsync(ino, false).unwrap();
+        a.release(ino).unwrap();
+        a.rename(ROOT_INO, os("tmp"), ROOT_INO, os("config"), 0)
+            .unwrap();
+    }
+    // Crash: the renames since the last fsync are not in the journal.
+    drop(a);
+    let mut o = AssembleOptions::new(dirs.clone());
+    o.force = true;
+    let a = Array::assemble(&o).unwrap();
+    let ino = a.lookup(ROOT_INO, os("config")).unwrap().ino;
+    let got = a.read(ino, 0, 100_000).unwrap();
+    assert!(
+        (0..4).any(|v| got == version(v)),
+        "config is not a whole version ({} bytes)",
+        got.len()
+    );
+    // A rename lost at the crash leaves its source in place.
+    match a.unlink(ROOT_INO, os("tmp")) {
+        Ok(()) | Err(ArrayError::NotFound) => {}
+        Err(e) => panic!("unlink tmp: {e}"),
+    }
+    // The space of replaced versions comes back once their free is durable.
+    let ino = a.create_file(ROOT_INO, os("tmp"), 0o644, 0, 0).unwrap().ino;
+    a.write(ino, 0, &version(9)).unwrap();
+    a.release(ino).unwrap();
+    a.rename(ROOT_INO, os("tmp"), ROOT_INO, os("config"), 0)
+        .unwrap();
+    a.close().unwrap();
+    let a = Array::assemble(&AssembleOptions::new(dirs.clone())).unwrap();
+    let ino = a.lookup(ROOT_INO, os("config")).unwrap().ino;
+    assert_eq!(a.read(ino, 0, 100_000).unwrap(), version(9));
+    assert_eq!(a.striped_files().len(), 1, "a replaced file was not freed");
+    a.close().unwrap();
+}
+
+/// Members on one filesystem share its space: RAID-5 on three of them can
+/// store two thirds of it, not twice all of it.
+#[test]
+fn statfs_splits_a_filesystem_shared_by_members() {
+    let (f, a) = fixture(3, Level::Raid5(Default::default()));
+    let host = rustix::fs::statvfs(f.dirs[0].as_path()).unwrap();
+    let host_bytes = host.f_blocks * host.f_frsize;
+    let s = a.statfs().unwrap();
+    let bytes = s.blocks * u64::from(s.bsize);
+    let expect = host_bytes / 3 * 2;
+    assert!(
+        bytes.abs_diff(expect) <= expect / 50 + 4096,
+        "statfs says {bytes} bytes, expected about {expect} (2/3 of {host_bytes})"
+    );
+    a.close().unwrap();
+}

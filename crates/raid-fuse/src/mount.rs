@@ -57,6 +57,9 @@ pub fn assemble(req: &MountRequest) -> Result<Array> {
     // Namespace changes are committed by the periodic flusher, by fsync and
     // at unmount, as on a local filesystem, not one journal sync per create.
     opts.sync_metadata = false;
+    // A read-only mount writes nothing to the members, not even the
+    // superblock's dirty flag.
+    opts.read_only = req.options.read_only;
     let array = Array::assemble(&opts).context("cannot assemble the array")?;
     if !req.options.read_only {
         // After an unclean shutdown the write-intent log names the stripes

@@ -24,9 +24,16 @@ impl DirMember {
     /// open: if its filesystem is later unmounted, operations fail instead of
     /// landing on whatever is mounted below.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let root = Dir::open_ambient_dir(path, ambient_authority())
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot open member directory {}: {e}", path.display())))?;
-        Ok(DirMember { root, path: path.to_path_buf() })
+        let root = Dir::open_ambient_dir(path, ambient_authority()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open member directory {}: {e}", path.display()),
+            )
+        })?;
+        Ok(DirMember {
+            root,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The directory this member was opened from.
@@ -79,7 +86,9 @@ impl Member for DirMember {
 
     fn open(&self, path: &str) -> io::Result<Arc<dyn MemberFile>> {
         check_relative(path)?;
-        let f = self.root.open_with(path, OpenOptions::new().read(true).write(true))?;
+        let f = self
+            .root
+            .open_with(path, OpenOptions::new().read(true).write(true))?;
         Ok(Arc::new(DirFile(f.into_std())))
     }
 
@@ -88,7 +97,9 @@ impl Member for DirMember {
         if let Some(p) = parent(path) {
             self.root.create_dir_all(p)?;
         }
-        let f = self.root.open_with(path, OpenOptions::new().read(true).write(true).create(true))?;
+        let f = self
+            .root
+            .open_with(path, OpenOptions::new().read(true).write(true).create(true))?;
         Ok(Arc::new(DirFile(f.into_std())))
     }
 
@@ -148,6 +159,14 @@ impl Member for DirMember {
         let f = self.root.open(".")?.into_std();
         let st = rustix::fs::fstatvfs(&f).map_err(io::Error::from)?;
         Ok((st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize))
+    }
+
+    /// The device number of the root: shared by every directory of one
+    /// filesystem (bind mounts included).
+    fn filesystem_id(&self) -> io::Result<Option<u64>> {
+        let f = self.root.open(".")?.into_std();
+        let st = rustix::fs::fstat(&f).map_err(io::Error::from)?;
+        Ok(Some(st.st_dev))
     }
 }
 

@@ -65,6 +65,12 @@ pub trait Member: Send + Sync {
     fn read_all(&self, path: &str) -> io::Result<Vec<u8>>;
     /// (total bytes, available bytes) of the filesystem holding the member.
     fn space(&self) -> io::Result<(u64, u64)>;
+    /// An identifier of the filesystem holding the member (equal for two
+    /// members on one filesystem), so capacity shared by several members is
+    /// not counted once per member. `None` when the backend cannot tell.
+    fn filesystem_id(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// Reject absolute paths, empty components and `..`.
@@ -72,9 +78,14 @@ pub(crate) fn check_relative(path: &str) -> io::Result<()> {
     let bad = path.is_empty()
         || path.starts_with('/')
         || path.contains('\0')
-        || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid member path {path:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid member path {path:?}"),
+        ));
     }
     Ok(())
 }

@@ -134,6 +134,27 @@ impl Journal {
         })
     }
 
+    /// A journal that writes nowhere, for a read-only array: nothing may be
+    /// appended to it (a commit of an appended record fails).
+    pub fn detached(array_uuid: [u8; 16], next_seq: u64, on_failure: FailureHook) -> Self {
+        Journal {
+            array_uuid,
+            state: Mutex::new(State {
+                pending: Vec::new(),
+                next_seq,
+                durable_seq: next_seq - 1,
+                writing: false,
+                failed: None,
+                segment_first: next_seq,
+                segment_bytes: 0,
+                commits: 0,
+            }),
+            cond: Condvar::new(),
+            segments: Mutex::new(Vec::new()),
+            on_failure,
+        }
+    }
+
     /// Queue one record; returns its sequence number. Call while holding the
     /// lock that orders the operations.
     pub fn append(&self, payload: &[u8]) -> u64 {

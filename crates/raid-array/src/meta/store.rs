@@ -157,6 +157,24 @@ impl Meta {
         })
     }
 
+    /// Take over a loaded namespace without writing anything: no
+    /// checkpoint, no journal segment (a read-only array).
+    pub fn open_read_only(
+        array_uuid: [u8; 16],
+        ns: Namespace,
+        head: u64,
+        on_failure: FailureHook,
+    ) -> Self {
+        Meta {
+            ns: RwLock::new(ns),
+            journal: Journal::detached(array_uuid, head + 1, on_failure.clone()),
+            array_uuid,
+            checkpoint_lock: Mutex::new(()),
+            checkpoint_bytes: u64::MAX,
+            on_failure,
+        }
+    }
+
     /// Read access to the namespace.
     pub fn read(&self) -> RwLockReadGuard<'_, Namespace> {
         self.ns.read().unwrap_or_else(|p| p.into_inner())
@@ -197,6 +215,11 @@ impl Meta {
     /// Make everything applied so far durable.
     pub fn flush(&self) -> Result<u64> {
         self.journal.flush()
+    }
+
+    /// Sequence of the last durable record.
+    pub fn durable_seq(&self) -> u64 {
+        self.journal.durable_seq()
     }
 
     /// Last applied sequence.
