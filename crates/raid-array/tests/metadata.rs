@@ -228,8 +228,15 @@ fn unlink_while_open_keeps_data_until_release() {
     a.write(g, 0, &data).unwrap();
     a.unlink(ROOT_INO, os("g")).unwrap();
     drop(a);
+    // The on-disk place of a shard (docs: `.raidfs/data/<xx>/<ino>`).
+    let shard = |d: &PathBuf| d.join(format!(".raidfs/data/{:02x}/{g:016x}", g & 0xff));
+    assert!(f.dirs.iter().any(|d| shard(d).exists()));
     let a = reopen(&f);
     assert!(matches!(a.getattr(g), Err(ArrayError::NotFound)));
+    // ...and its data with it.
+    for d in &f.dirs {
+        assert!(!shard(d).exists(), "{} left behind", shard(d).display());
+    }
     a.close().unwrap();
 }
 
