@@ -274,6 +274,9 @@ impl Array {
             }
             array.inner.meta.flush()?;
             array.reap();
+            if !a.was_clean {
+                array.sweep_shards();
+            }
         }
         tracing::info!(name = %a.sb.name, was_clean = a.was_clean, head = a.head, read_only = opts.read_only, "array assembled");
         Ok(array)
@@ -532,6 +535,64 @@ impl Array {
             }
         }
         Ok(())
+    }
+
+    /// After an unclean stop, delete the shards of inodes the namespace does
+    /// not hold as striped files: frees that were durable when the array
+    /// stopped but whose shards were still waiting for [`Array::reap`] (and
+    /// leftovers of an interrupted move out of inline storage). Only then,
+    /// because it lists every shard directory of every member.
+    fn sweep_shards(&self) {
+        use crate::data::shard::shard_path;
+        let keep: std::collections::HashSet<u64> = self
+            .striped_files()
+            .into_iter()
+            .map(|(ino, _)| ino)
+            .collect();
+        let mut garbage = std::collections::BTreeSet::new();
+        for (k, m) in self.inner.members().iter().enumerate() {
+            let Some(m) = m else { continue };
+            if !self.inner.health.state(k).writable() {
+                continue;
+            }
+            let dirs = match m.list(".raidfs/data") {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(member = k, error = %e, "cannot list the data directory");
+                    continue;
+                }
+            };
+            for dir in dirs {
+                let path = format!(".raidfs/data/{dir}");
+                let names = match m.list(&path) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(member = k, path, error = %e, "cannot list a data directory");
+                        continue;
+                    }
+                };
+                for name in names {
+                    let hex = name.strip_suffix(".crc").unwrap_or(&name);
+                    let Ok(ino) = u64::from_str_radix(hex, 16) else {
+                        continue;
+                    };
+                    if shard_path(ino) == format!("{path}/{hex}") && !keep.contains(&ino) {
+                        garbage.insert(ino);
+                    }
+                }
+            }
+        }
+        if !garbage.is_empty() {
+            tracing::info!(
+                files = garbage.len(),
+                "removing the data of files freed before the unclean stop"
+            );
+        }
+        for ino in garbage {
+            if let Err(e) = self.inner.data.remove(ino) {
+                tracing::warn!(ino, error = %e, "cannot remove the data of a freed file; its space stays used");
+            }
+        }
     }
 
     /// Free an orphan: the inode now, its striped data once the free is

@@ -730,3 +730,35 @@ fn statfs_splits_a_filesystem_shared_by_members() {
     );
     a.close().unwrap();
 }
+
+/// A crash after a free reached the journal but before the freed file's
+/// shards were deleted leaves shards no inode owns; the next assemble of
+/// the unclean array deletes them and keeps every live file's.
+#[test]
+fn shards_no_inode_owns_are_removed_after_an_unclean_stop() {
+    let (f, a) = fixture(3, Level::Raid5(Default::default()));
+    let ino = a
+        .create_file(ROOT_INO, os("live"), 0o644, 0, 0)
+        .unwrap()
+        .ino;
+    a.write(ino, 0, &[5u8; 30_000]).unwrap();
+    a.release(ino).unwrap();
+    a.fsync(ino, false).unwrap();
+    // Stop without close (a crash), then plant the shards of a freed inode.
+    drop(a);
+    let shard = |d: &PathBuf, i: u64| d.join(format!(".raidfs/data/{:02x}/{i:016x}", i & 0xff));
+    let dead = 0x1234u64;
+    for d in &f.dirs {
+        let p = shard(d, dead);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::copy(shard(d, ino), &p).unwrap();
+        std::fs::write(format!("{}.crc", p.display()), b"x").unwrap();
+    }
+    let a = reopen(&f);
+    for d in &f.dirs {
+        assert!(!shard(d, dead).exists(), "a shard no inode owns was kept");
+        assert!(shard(d, ino).exists(), "a live file's shard was removed");
+    }
+    assert_eq!(a.read(ino, 0, 40_000).unwrap(), vec![5u8; 30_000]);
+    a.close().unwrap();
+}
