@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/bench-parity.sh
+scripts/bench-sync.sh

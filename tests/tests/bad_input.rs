@@ -238,8 +238,15 @@ fn full_array_gives_enospc_and_loses_nothing() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     let after = fs::read(a.path("after")).unwrap();
-    assert_eq!(after.len(), block.len(), "size of the file written after freeing space");
+    assert_eq!(
+        after.len(),
+        block.len(),
+        "size of the file written after freeing space"
+    );
     if let Some(bad) = after.iter().zip(&block).position(|(x, y)| x != y) {
-        panic!("file written after freeing space differs from offset {bad} (byte {:#x}, want {:#x})", after[bad], block[bad]);
+        panic!(
+            "file written after freeing space differs from offset {bad} (byte {:#x}, want {:#x})",
+            after[bad], block[bad]
+        );
     }
 }

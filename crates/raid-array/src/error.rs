@@ -9,7 +9,13 @@ use std::io;
 pub enum ArrayError {
     /// I/O on one member failed; `member` is its index in the array.
     #[error("member {member} ({path}): {context}: {source}")]
-    MemberIo { member: usize, path: String, context: String, #[source] source: io::Error },
+    MemberIo {
+        member: usize,
+        path: String,
+        context: String,
+        #[source]
+        source: io::Error,
+    },
     /// More members are missing or failed than the level tolerates.
     #[error("array has failed: {0}")]
     ArrayFailed(String),
@@ -59,10 +65,17 @@ impl ArrayError {
         use rustix::io::Errno;
         let e = match self {
             ArrayError::MemberIo { source, .. } => {
-                return source.raw_os_error().filter(|&n| n == Errno::NOSPC.raw_os_error()).unwrap_or(Errno::IO.raw_os_error());
+                return source
+                    .raw_os_error()
+                    .filter(|&n| n == Errno::NOSPC.raw_os_error())
+                    .unwrap_or(Errno::IO.raw_os_error());
             }
-            ArrayError::ArrayFailed(_) | ArrayError::Unrecoverable(_) | ArrayError::Corrupt { .. } => Errno::IO,
-            ArrayError::NotMember(_) | ArrayError::Invalid(_) | ArrayError::Codec(_) => Errno::INVAL,
+            ArrayError::ArrayFailed(_)
+            | ArrayError::Unrecoverable(_)
+            | ArrayError::Corrupt { .. } => Errno::IO,
+            ArrayError::NotMember(_) | ArrayError::Invalid(_) | ArrayError::Codec(_) => {
+                Errno::INVAL
+            }
             ArrayError::NotFound => Errno::NOENT,
             ArrayError::Exists => Errno::EXIST,
             ArrayError::NotDir => Errno::NOTDIR,

@@ -172,7 +172,10 @@ mod tests {
             for b in 0..=255u8 {
                 let want = mul_bitwise(a, b);
                 assert_eq!(mul(a, b), want, "{a}*{b}");
-                assert_eq!(MUL_LO[a as usize][(b & 15) as usize] ^ MUL_HI[a as usize][(b >> 4) as usize], want);
+                assert_eq!(
+                    MUL_LO[a as usize][(b & 15) as usize] ^ MUL_HI[a as usize][(b >> 4) as usize],
+                    want
+                );
                 assert_eq!(affine(GFNI_MATRIX[a as usize], b), want, "gfni {a}*{b}");
             }
         }

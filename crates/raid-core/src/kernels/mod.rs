@@ -20,16 +20,16 @@
 
 pub mod scalar;
 
-#[cfg(target_arch = "x86_64")]
-pub mod x86_ssse3;
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64_neon;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_avx512;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_gfni;
-#[cfg(target_arch = "aarch64")]
-pub mod aarch64_neon;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_ssse3;
 
 use std::sync::OnceLock;
 
@@ -95,7 +95,9 @@ static ACTIVE: OnceLock<&'static Kernel> = OnceLock::new();
 /// unsupported name falls back to automatic choice.
 pub fn active() -> &'static Kernel {
     ACTIVE.get_or_init(|| {
-        let forced = std::env::var("RAIDFS_KERNEL").ok().and_then(|n| by_name(&n));
+        let forced = std::env::var("RAIDFS_KERNEL")
+            .ok()
+            .and_then(|n| by_name(&n));
         let candidates: Vec<&'static Kernel> = match forced {
             Some(k) => vec![k],
             None => available().into_iter().rev().collect(),
@@ -112,6 +114,12 @@ pub fn active() -> &'static Kernel {
 /// Shared length check for kernels: every slice the same length as `len`.
 #[inline]
 pub(crate) fn assert_lengths(len: usize, srcs: &[&[u8]], dsts: &[&mut [u8]]) {
-    assert!(srcs.iter().all(|s| s.len() == len), "kernel: source length mismatch");
-    assert!(dsts.iter().all(|d| d.len() == len), "kernel: destination length mismatch");
+    assert!(
+        srcs.iter().all(|s| s.len() == len),
+        "kernel: source length mismatch"
+    );
+    assert!(
+        dsts.iter().all(|d| d.len() == len),
+        "kernel: destination length mismatch"
+    );
 }

@@ -5,7 +5,12 @@
 use super::{Kernel, assert_lengths};
 use crate::gf;
 
-pub static KERNEL: Kernel = Kernel { name: "scalar", xor, pq, matmul };
+pub static KERNEL: Kernel = Kernel {
+    name: "scalar",
+    xor,
+    pq,
+    matmul,
+};
 
 const W: usize = 8;
 
@@ -77,7 +82,10 @@ fn pq(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
 
 fn matmul(coeffs: &[u8], srcs: &[&[u8]], dsts: &mut [&mut [u8]], accumulate: bool) {
     let n = srcs.len();
-    assert!(coeffs.len() == n * dsts.len(), "matmul: coefficient count mismatch");
+    assert!(
+        coeffs.len() == n * dsts.len(),
+        "matmul: coefficient count mismatch"
+    );
     let len = dsts.first().map_or(0, |d| d.len());
     assert_lengths(len, srcs, dsts);
     for (r, dst) in dsts.iter_mut().enumerate() {
