@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/bench-parity.sh
+# The engine's data path against one plain directory (same disk, same run).
+cargo bench -p raid-array --bench datapath
 scripts/bench-sync.sh
