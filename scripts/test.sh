@@ -15,8 +15,10 @@ scripts/s3-server.sh install
 export RAIDFS_MOTO
 RAIDFS_MOTO="$(scripts/s3-server.sh path)"
 
-step "build the binaries the end-to-end tests run (mount-raidfs, raidfs, raidfs-sync)"
-cargo build --workspace --bins
+step "build the binaries the end-to-end tests run, with the tests (one feature set, one build)"
+# Building bins alone would resolve features without the dev-dependencies
+# and make `cargo test` rebuild shared crates a second time.
+cargo build --workspace --bins --tests --examples
 
 step "workspace tests (unit, engine, end-to-end)"
 cargo test --workspace
