@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all demo deps build install test test-unit test-arm lint fmt bench clean
+.PHONY: all demo deps build build-arm install test test-unit test-arm lint fmt bench clean
 
 all: build
 
@@ -32,6 +32,13 @@ test-unit: deps
 
 test-arm:
 	@scripts/test-arm.sh
+
+## Cross-build every binary for the Raspberry Pi 4 (aarch64-unknown-linux-gnu);
+## test-arm installs the cross toolchain. The C parts of the TLS stack need CC.
+build-arm: test-arm
+	CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	$(CARGO) build --release --workspace --bins --target aarch64-unknown-linux-gnu
 
 lint: deps
 	$(CARGO) fmt --all -- --check
