@@ -126,67 +126,7 @@ unsafe impl Simd for V {
     }
 }
 
-fn xor(srcs: &[&[u8]], dst: &mut [u8]) {
-    assert!(!srcs.is_empty(), "xor needs at least one source");
-    assert_lengths(dst.len(), srcs, &[]);
-    if !supported() {
-        return (scalar::KERNEL.xor)(srcs, dst);
-    }
-    // SAFETY: the CPU has the features (checked just above) and every
-    // source is as long as `dst` (asserted).
-    unsafe { xor_simd(srcs, dst) }
-}
-
-fn pq(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
-    assert!(!srcs.is_empty(), "pq needs at least one source");
-    assert!(q.len() == p.len(), "pq: q length mismatch");
-    assert_lengths(p.len(), srcs, &[]);
-    if !supported() {
-        return (scalar::KERNEL.pq)(srcs, p, q);
-    }
-    // SAFETY: the CPU has the features (checked just above); every source
-    // and `q` are as long as `p` (asserted).
-    unsafe { pq_simd(srcs, p, q) }
-}
-
-fn matmul(coeffs: &[u8], srcs: &[&[u8]], dsts: &mut [&mut [u8]], accumulate: bool) {
-    assert!(
-        coeffs.len() == srcs.len() * dsts.len(),
-        "matmul: coefficient count mismatch"
-    );
-    let len = dsts.first().map_or(0, |d| d.len());
-    assert_lengths(len, srcs, dsts);
-    if !supported() {
-        return (scalar::KERNEL.matmul)(coeffs, srcs, dsts, accumulate);
-    }
-    // SAFETY: the CPU has the features (checked just above); the
-    // coefficient count and all lengths are asserted equal.
-    unsafe { matmul_simd(coeffs, srcs, dsts, accumulate) }
-}
-
-/// # Safety
-/// The CPU has ssse3; as [`simd::xor`].
-#[target_feature(enable = "ssse3")]
-unsafe fn xor_simd(srcs: &[&[u8]], dst: &mut [u8]) {
-    // SAFETY: forwarded contract; `V` only needs the enabled features.
-    unsafe { simd::xor::<V, U>(srcs, dst) }
-}
-
-/// # Safety
-/// The CPU has ssse3; as [`simd::pq`].
-#[target_feature(enable = "ssse3")]
-unsafe fn pq_simd(srcs: &[&[u8]], p: &mut [u8], q: &mut [u8]) {
-    // SAFETY: forwarded contract; `V` only needs the enabled features.
-    unsafe { simd::pq::<V, U>(srcs, p, q) }
-}
-
-/// # Safety
-/// The CPU has ssse3; as [`simd::matmul`].
-#[target_feature(enable = "ssse3")]
-unsafe fn matmul_simd(coeffs: &[u8], srcs: &[&[u8]], dsts: &mut [&mut [u8]], accumulate: bool) {
-    // SAFETY: forwarded contract; `V` only needs the enabled features.
-    unsafe { simd::matmul::<V, UM, UM_WIDE, R>(coeffs, srcs, dsts, accumulate) }
-}
+simd::entry_points!("ssse3");
 
 #[cfg(test)]
 mod tests {
