@@ -8,4 +8,6 @@ cd "$(dirname "$0")/.."
 scripts/bench-parity.sh
 # The engine's data path against one plain directory (same disk, same run).
 cargo bench -p raid-array --bench datapath
+# The mounted filesystem against mergerfs and a raw directory (same run).
+scripts/bench-fuse.sh
 scripts/bench-sync.sh
