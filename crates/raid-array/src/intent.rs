@@ -4,7 +4,11 @@
 //! Before a stripe is written, its *region* (`ino`, `stripe >> REGION_SHIFT`)
 //! is recorded as dirty in `.raidfs/intent` on every writable member and
 //! made durable (`fdatasync`) — only then does the data write start. Marks
-//! are batched: a region already durable costs nothing. Clearing is lazy:
+//! are batched: a region already durable costs nothing, concurrent writers
+//! share one write of the log (group commit), and each write also marks a
+//! few regions ahead of the writer and the first region of the next inodes,
+//! so sequential writers and streams of new files rarely wait for the log.
+//! The members' log files stay open between writes. Clearing is lazy:
 //! once a file's data is synced its regions leave the in-memory set, and the
 //! next write of the log (or a clean shutdown) drops them on disk. After an
 //! unclean shutdown [`crate::ops::resync`] checks exactly the dirty regions.
@@ -29,13 +33,14 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use rayon::prelude::*;
 use tracing::{debug, warn};
 
 use crate::error::{ArrayError, Result};
 use crate::health::Health;
-use crate::member::Member;
+use crate::member::{Member, MemberFile};
 
 /// Path of the log on a member.
 pub const INTENT_PATH: &str = ".raidfs/intent";
@@ -200,14 +205,41 @@ struct State {
     pinned_overflow: bool,
     overflow: bool,
     seq: u64,
-    /// What the members hold now (to skip needless writes).
+    /// What the members hold now (to skip needless writes): a superset of
+    /// the regions being written, plus the speculative marks of [`ahead`].
     durable: BTreeSet<(u64, u64)>,
     durable_overflow: bool,
+    /// A write of the log is in progress (its leader holds no lock while
+    /// writing); others wait on [`IntentLog::done`] and are served by the
+    /// next write, which carries every region added meanwhile.
+    writing: bool,
 }
+
+/// Regions marked ahead of the next writes, so that a sequential writer and
+/// a stream of new files cost one log write per several regions or files
+/// instead of one each. Marking a region that is not written is harmless:
+/// a resync after a crash merely checks stripes that are already consistent
+/// (or of inodes that do not exist, which it skips).
+fn ahead(ino: u64, last_region: u64) -> impl Iterator<Item = (u64, u64)> {
+    // The next regions of this file (a sequential writer).
+    let this = (1..=AHEAD_REGIONS).map(move |d| (ino, last_region.saturating_add(d)));
+    // The first region of the next inodes (new files are numbered in order).
+    let next = (1..=AHEAD_INODES).map(move |d| (ino.saturating_add(d), 0));
+    this.chain(next)
+}
+
+/// Regions of the same file marked ahead of a write.
+const AHEAD_REGIONS: u64 = 4;
+/// Following inodes whose first region is marked ahead of a write.
+const AHEAD_INODES: u64 = 32;
 
 /// The in-memory side of the log.
 pub struct IntentLog {
     state: Mutex<State>,
+    done: Condvar,
+    /// Open log file per member slot, with the member it belongs to (a
+    /// replaced member gets a new handle).
+    files: Mutex<Vec<Option<(Arc<dyn Member>, Arc<dyn MemberFile>)>>>,
 }
 
 impl std::fmt::Debug for IntentLog {
@@ -234,7 +266,10 @@ impl IntentLog {
                 seq: loaded.seq,
                 durable: loaded.regions.clone(),
                 durable_overflow: loaded.overflow,
+                writing: false,
             }),
+            done: Condvar::new(),
+            files: Mutex::new(Vec::new()),
         }
     }
 
@@ -259,6 +294,8 @@ impl IntentLog {
 
     /// Durably record stripes `first..=last` of `ino` as dirty before they
     /// are written. Returns once every writable member holds the mark.
+    /// Regions the members already hold cost nothing; concurrent callers
+    /// share one write of the log (group commit).
     pub(crate) fn mark(
         &self,
         ino: u64,
@@ -267,18 +304,23 @@ impl IntentLog {
         targets: &Targets,
         health: &Health,
     ) -> Result<()> {
+        let (r0, r1) = (first >> REGION_SHIFT, last >> REGION_SHIFT);
         let mut g = self.lock();
-        let mut added = false;
-        for r in (first >> REGION_SHIFT)..=(last >> REGION_SHIFT) {
-            added |= g.regions.insert((ino, r));
+        for r in r0..=r1 {
+            g.regions.insert((ino, r));
         }
-        let covered = g.durable_overflow
-            || ((first >> REGION_SHIFT)..=(last >> REGION_SHIFT))
-                .all(|r| g.durable.contains(&(ino, r)));
-        if !added && covered {
-            return Ok(());
+        loop {
+            let covered = g.durable_overflow || (r0..=r1).all(|r| g.durable.contains(&(ino, r)));
+            if covered {
+                return Ok(());
+            }
+            if g.writing {
+                g = self.done.wait(g).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            let extra: Vec<(u64, u64)> = ahead(ino, r1).collect();
+            g = self.write(g, &extra, targets, health)?;
         }
-        Self::write(&mut g, targets, health)
     }
 
     /// Forget the dirty regions of `ino` (its data is synced). Lazy: the
@@ -317,31 +359,78 @@ impl IntentLog {
         }
     }
 
-    /// Write the current set to the members now (e.g. clean shutdown).
+    /// Write the current set to the members now (e.g. clean shutdown),
+    /// without marks ahead.
     pub(crate) fn persist(&self, targets: &Targets, health: &Health) -> Result<()> {
         let mut g = self.lock();
+        while g.writing {
+            g = self.done.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
         if g.regions == g.durable && g.overflow == g.durable_overflow {
             return Ok(());
         }
-        Self::write(&mut g, targets, health)
+        self.write(g, &[], targets, health).map(drop)
     }
 
-    fn write(g: &mut State, targets: &Targets, health: &Health) -> Result<()> {
+    /// Write the dirty set plus `extra` as the next record, on every target
+    /// in parallel, with the state lock released meanwhile. The caller saw
+    /// `writing` false; returns the lock again.
+    fn write<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, State>,
+        extra: &[(u64, u64)],
+        targets: &Targets,
+        health: &Health,
+    ) -> Result<MutexGuard<'a, State>> {
+        g.writing = true;
         g.seq += 1;
-        let rec = encode(g.seq, g.overflow, &g.regions);
-        let slot = (g.seq % 2) * SLOT_BYTES as u64;
+        let seq = g.seq;
+        let mut set = g.regions.clone();
+        if set.len() + extra.len() <= MAX_ENTRIES {
+            set.extend(extra.iter().copied());
+        }
+        let overflow = g.overflow || set.len() > MAX_ENTRIES;
+        drop(g);
+        let res = self.write_record(seq, overflow, &set, targets, health);
+        let mut g = self.lock();
+        g.writing = false;
+        self.done.notify_all();
+        res?;
+        debug!(seq, regions = set.len(), "write-intent log written");
+        g.durable = set;
+        g.durable_overflow = overflow;
+        Ok(g)
+    }
+
+    fn write_record(
+        &self,
+        seq: u64,
+        overflow: bool,
+        set: &BTreeSet<(u64, u64)>,
+        targets: &Targets,
+        health: &Health,
+    ) -> Result<()> {
+        let rec = encode(seq, overflow, set);
+        let slot = (seq % 2) * SLOT_BYTES as u64;
+        let results: Vec<std::io::Result<()>> = crate::data::pool::install(|| {
+            targets
+                .par_iter()
+                .map(|(i, m)| {
+                    let f = self.file(*i, m)?;
+                    f.write_at(slot, &rec)?;
+                    f.sync_data()
+                })
+                .collect()
+        });
         let mut written = 0;
-        for (i, m) in targets {
-            let r = m.create(INTENT_PATH).and_then(|f| {
-                f.write_at(slot, &rec)?;
-                f.sync_data()
-            });
+        for ((i, _), r) in targets.iter().zip(results) {
             match r {
                 Ok(()) => written += 1,
                 Err(e) if crate::data::is_no_space(&e) => {
                     return Err(ArrayError::NoSpace);
                 }
                 Err(e) => {
+                    self.forget(*i);
                     health.count_write_error(*i);
                     health.mark_failed(*i, &format!("write-intent log write failed: {e}"));
                 }
@@ -352,14 +441,33 @@ impl IntentLog {
                 "write-intent log could not be written to any member".into(),
             ));
         }
-        debug!(
-            seq = g.seq,
-            regions = g.regions.len(),
-            "write-intent log written"
-        );
-        g.durable = g.regions.clone();
-        g.durable_overflow = g.overflow || g.regions.len() > MAX_ENTRIES;
         Ok(())
+    }
+
+    /// The open log file of member slot `i` (opened, or created, once).
+    fn file(&self, i: usize, m: &Arc<dyn Member>) -> std::io::Result<Arc<dyn MemberFile>> {
+        {
+            let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(Some((held, f))) = files.get(i)
+                && Arc::ptr_eq(held, m)
+            {
+                return Ok(f.clone());
+            }
+        }
+        let f = m.create(INTENT_PATH)?;
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if files.len() <= i {
+            files.resize_with(i + 1, || None);
+        }
+        files[i] = Some((m.clone(), f.clone()));
+        Ok(f)
+    }
+
+    fn forget(&self, i: usize) {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = files.get_mut(i) {
+            *slot = None;
+        }
     }
 }
 
@@ -381,5 +489,91 @@ mod tests {
         let mut bad = b.clone();
         bad[40] ^= 1;
         assert_eq!(decode(&bad), None);
+    }
+
+    #[test]
+    fn a_mark_is_on_every_member_before_mark_returns_and_marks_ahead_spare_writes() {
+        use crate::health::MemberState;
+        use crate::member::DirMember;
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let targets: Targets = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                (
+                    i,
+                    Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>,
+                )
+            })
+            .collect();
+        let members: Vec<Option<Arc<dyn Member>>> =
+            targets.iter().map(|(_, m)| Some(m.clone())).collect();
+        let health = Health::new(vec![MemberState::Active; 3]);
+        let log = IntentLog::new(&IntentRecord::default());
+
+        log.mark(10, 0, 3, &targets, &health).unwrap();
+        for m in &members {
+            let one = load(std::slice::from_ref(m));
+            assert!(one.regions.contains(&(10, 0)), "member lacks the mark");
+        }
+        let seq = load(&members).seq;
+        // The next file and the next region of the same file were marked ahead.
+        log.mark(11, 0, 0, &targets, &health).unwrap();
+        log.mark(10, 1 << REGION_SHIFT, 2 << REGION_SHIFT, &targets, &health)
+            .unwrap();
+        assert_eq!(
+            load(&members).seq,
+            seq,
+            "marks ahead should spare a log write"
+        );
+        assert!(log.snapshot().regions.contains(&(11, 0)));
+        // A far inode needs a write of its own.
+        log.mark(500, 0, 0, &targets, &health).unwrap();
+        let rec = load(&members);
+        assert_eq!(rec.seq, seq + 1);
+        assert!(rec.regions.contains(&(500, 0)) && rec.regions.contains(&(11, 0)));
+        // Clean: the synced set is persisted without marks ahead.
+        for ino in [10, 11, 500] {
+            log.clear_ino(ino);
+        }
+        log.persist(&targets, &health).unwrap();
+        assert!(load(&members).is_clean());
+    }
+
+    #[test]
+    fn concurrent_marks_all_reach_the_log() {
+        use crate::health::MemberState;
+        use crate::member::DirMember;
+        let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let targets: Targets = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                (
+                    i,
+                    Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>,
+                )
+            })
+            .collect();
+        let members: Vec<Option<Arc<dyn Member>>> =
+            targets.iter().map(|(_, m)| Some(m.clone())).collect();
+        let health = Health::new(vec![MemberState::Active; 2]);
+        let log = IntentLog::new(&IntentRecord::default());
+        // Inodes far apart, so marks ahead do not cover each other.
+        std::thread::scope(|s| {
+            for t in 0..8u64 {
+                let (log, targets, health) = (&log, &targets, &health);
+                s.spawn(move || {
+                    for k in 0..10u64 {
+                        let ino = 1000 * (t * 10 + k + 1);
+                        log.mark(ino, 0, 0, targets, health).unwrap();
+                    }
+                });
+            }
+        });
+        let rec = load(&members);
+        for i in 1..=80u64 {
+            assert!(rec.regions.contains(&(1000 * i, 0)));
+        }
     }
 }

@@ -35,6 +35,7 @@
 
 pub mod checksum;
 pub(crate) mod layout;
+pub(crate) mod pool;
 pub(crate) mod shard;
 
 use std::io;
@@ -366,7 +367,7 @@ impl DataStore {
         } = b;
         let segs_ro: &Vec<Seg> = segs;
         // Members are read in parallel on the shared pool (no thread spawn per call).
-        let results: Vec<Vec<(usize, bool)>> = {
+        let results: Vec<Vec<(usize, bool)>> = pool::install(|| {
             bufs.par_iter_mut()
                 .enumerate()
                 .map(|(j, buf)| {
@@ -434,7 +435,7 @@ impl DataStore {
                     })()
                 })
                 .collect()
-        };
+        });
         for r in results {
             for (si, ok) in r {
                 segs[si].ok = ok;
@@ -453,45 +454,49 @@ impl DataStore {
             by_member,
             ..
         } = b;
-        bufs.par_iter().enumerate().for_each(|(j, buf)| {
-            let list = &by_member[j];
-            if list.iter().all(|&i| !segs[i].write) || !self.health.state(j).writable() {
-                return;
-            }
-            (move || {
-                let mut i = 0;
-                while i < list.len() {
-                    let s = &segs[list[i]];
-                    if !s.write {
-                        i += 1;
-                        continue;
-                    }
-                    let start_off = stripes[list[i]] * chunk + s.col as u64;
-                    let mut end = i + 1;
-                    let mut len = s.len;
-                    while end < list.len() {
-                        let t = &segs[list[end]];
-                        let t_off = stripes[list[end]] * chunk + t.col as u64;
-                        if !t.write || t_off != start_off + len as u64 || t.buf != s.buf + len {
-                            break;
+        pool::install(|| {
+            bufs.par_iter().enumerate().for_each(|(j, buf)| {
+                let list = &by_member[j];
+                if list.iter().all(|&i| !segs[i].write) || !self.health.state(j).writable() {
+                    return;
+                }
+                (move || {
+                    let mut i = 0;
+                    while i < list.len() {
+                        let s = &segs[list[i]];
+                        if !s.write {
+                            i += 1;
+                            continue;
                         }
-                        len += t.len;
-                        end += 1;
-                    }
-                    if let Err(e) = self.write_blocks(j, ino, start_off, &buf[s.buf..s.buf + len]) {
-                        if is_no_space(&e) {
-                            // A full disk is not a broken one: report ENOSPC,
-                            // fail nobody (the stripe stays dirty for resync).
-                            full_ref.store(true, std::sync::atomic::Ordering::Relaxed);
+                        let start_off = stripes[list[i]] * chunk + s.col as u64;
+                        let mut end = i + 1;
+                        let mut len = s.len;
+                        while end < list.len() {
+                            let t = &segs[list[end]];
+                            let t_off = stripes[list[end]] * chunk + t.col as u64;
+                            if !t.write || t_off != start_off + len as u64 || t.buf != s.buf + len {
+                                break;
+                            }
+                            len += t.len;
+                            end += 1;
+                        }
+                        if let Err(e) =
+                            self.write_blocks(j, ino, start_off, &buf[s.buf..s.buf + len])
+                        {
+                            if is_no_space(&e) {
+                                // A full disk is not a broken one: report ENOSPC,
+                                // fail nobody (the stripe stays dirty for resync).
+                                full_ref.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return;
+                            }
+                            self.health.count_write_error(j);
+                            self.fail_member(j, "write failed", &e);
                             return;
                         }
-                        self.health.count_write_error(j);
-                        self.fail_member(j, "write failed", &e);
-                        return;
+                        i = end;
                     }
-                    i = end;
-                }
-            })();
+                })();
+            })
         });
         if full.into_inner() {
             return Err(ArrayError::NoSpace);
@@ -519,28 +524,24 @@ impl DataStore {
         let off = stripe * self.layout.chunk + lo as u64;
         let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; len]; w];
         // Per position: None = nothing trustworthy was read; Some(bad blocks, stored sums).
-        let reads: Vec<Option<(Vec<usize>, Vec<u8>)>> = std::thread::scope(|sc| {
-            let hs: Vec<_> = bufs
-                .iter_mut()
+        let reads: Vec<Option<(Vec<usize>, Vec<u8>)>> = pool::install(|| {
+            bufs.par_iter_mut()
                 .enumerate()
                 .map(|(p, buf)| {
                     let j = g.members[p];
-                    sc.spawn(move || {
-                        if !self.health.state(j).readable() {
-                            return None;
+                    if !self.health.state(j).readable() {
+                        return None;
+                    }
+                    match self.read_with_sums(j, ino, off, buf) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            self.health.count_read_error(j);
+                            debug!(member = j, ino, error = %e, "read failed during group scan");
+                            None
                         }
-                        match self.read_with_sums(j, ino, off, buf) {
-                            Ok(r) => Some(r),
-                            Err(e) => {
-                                self.health.count_read_error(j);
-                                debug!(member = j, ino, error = %e, "read failed during group scan");
-                                None
-                            }
-                        }
-                    })
+                    }
                 })
-                .collect();
-            hs.into_iter().map(|h| h.join().ok().flatten()).collect()
+                .collect()
         });
         // bad[p][b]: block b of position p is not trustworthy.
         let mut bad = vec![vec![false; nblocks]; w];
@@ -1077,30 +1078,28 @@ impl DataStore {
 
     pub(crate) fn sync_locked(&self, ino: u64) -> Result<()> {
         let targets = self.targets();
-        std::thread::scope(|sc| {
-            for (j, m) in &targets {
-                sc.spawn(move || {
-                    let r = match self.handles.cached(*j, ino) {
-                        Some(sh) => Ok(Some(sh)),
-                        None => match self.handles.get(*j, m.as_ref(), ino, false) {
-                            Ok(sh) => Ok(Some(sh)),
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                            Err(e) => Err(e),
-                        },
+        pool::install(|| {
+            targets.par_iter().for_each(|(j, m)| {
+                let r = match self.handles.cached(*j, ino) {
+                    Some(sh) => Ok(Some(sh)),
+                    None => match self.handles.get(*j, m.as_ref(), ino, false) {
+                        Ok(sh) => Ok(Some(sh)),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                        Err(e) => Err(e),
+                    },
+                }
+                .and_then(|sh| match sh {
+                    Some(sh) => {
+                        sh.data.sync_data()?;
+                        sh.sums.sync_data()
                     }
-                    .and_then(|sh| match sh {
-                        Some(sh) => {
-                            sh.data.sync_data()?;
-                            sh.sums.sync_data()
-                        }
-                        None => Ok(()),
-                    });
-                    if let Err(e) = r {
-                        self.health.count_write_error(*j);
-                        self.fail_member(*j, "sync failed", &e);
-                    }
+                    None => Ok(()),
                 });
-            }
+                if let Err(e) = r {
+                    self.health.count_write_error(*j);
+                    self.fail_member(*j, "sync failed", &e);
+                }
+            });
         });
         self.check_writable()?;
         self.intent.clear_ino(ino);
