@@ -10,6 +10,8 @@ pub mod adapter;
 pub mod cli;
 pub mod daemon;
 pub mod fstab;
+pub mod metrics;
 pub mod mount;
+pub mod notify;
 pub mod options;
 pub mod spec;

@@ -170,12 +170,46 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
         })
     };
 
+    let (notifier, metrics) = start_monitoring(req, &array);
     let served = session.run().context("FUSE session failed");
+    // Both hold the array: stopped before it is closed.
+    if let Some(m) = metrics {
+        m.stop();
+    }
+    if let Some(n) = notifier {
+        n.stop();
+    }
     drop(stop);
     let _ = flusher.join();
     close(array);
     info!("unmounted; array closed clean");
     served
+}
+
+/// Start the event notifier (always: it logs every health event, and runs
+/// the `notify=` program if one is set) and the `metrics=` textfile writer.
+/// Neither failing stops the mount; both are logged.
+fn start_monitoring(
+    req: &MountRequest,
+    array: &Arc<Array>,
+) -> (
+    Option<crate::notify::Notifier>,
+    Option<crate::metrics::MetricsWriter>,
+) {
+    let cfg = crate::notify::NotifyConfig {
+        program: req.options.notify_cmd.as_ref().map(PathBuf::from),
+        array: array.status().name,
+        mountpoint: req.mountpoint.clone(),
+    };
+    let notifier = crate::notify::Notifier::start(array, cfg)
+        .inspect_err(|e| warn!(error = %e, "cannot start the event notifier"))
+        .ok();
+    let metrics = req.options.metrics_file.as_ref().and_then(|p| {
+        crate::metrics::MetricsWriter::start(array, PathBuf::from(p))
+            .inspect_err(|e| warn!(error = %format!("{e:#}"), "metrics file disabled"))
+            .ok()
+    });
+    (notifier, metrics)
 }
 
 fn close(array: Arc<Array>) {

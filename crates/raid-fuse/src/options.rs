@@ -31,6 +31,12 @@ pub struct MountOptions {
     pub candidates: Vec<String>,
     /// Write the daemon's log to this file (`log=`) instead of the journal.
     pub log_file: Option<String>,
+    /// Program run on member failures, rebuilds and repairs (`notify=`),
+    /// as `PROGRAM EVENT ARRAY MEMBER`, like `mdadm --monitor --program`.
+    pub notify_cmd: Option<String>,
+    /// Prometheus textfile rewritten every 10 s and on every health event
+    /// (`metrics=`), for node_exporter's textfile collector.
+    pub metrics_file: Option<String>,
 }
 
 impl Default for MountOptions {
@@ -44,6 +50,8 @@ impl Default for MountOptions {
             foreground: false,
             candidates: Vec::new(),
             log_file: None,
+            notify_cmd: None,
+            metrics_file: None,
         }
     }
 }
@@ -163,12 +171,34 @@ impl MountOptions {
                             .to_string(),
                     );
                 }
+                "notify" => {
+                    self.notify_cmd = Some(non_empty(key, value, "/usr/local/bin/raidfs-alert")?);
+                }
+                "metrics" => {
+                    let v = non_empty(key, value, "/var/lib/prometheus/node-exporter/raidfs.prom")?;
+                    if !v.ends_with(".prom") {
+                        return Err(OptionError(format!(
+                            "metrics={v}: node_exporter reads only files ending in .prom"
+                        )));
+                    }
+                    self.metrics_file = Some(v);
+                }
                 k if k.starts_with("x-") || IGNORED.contains(&k) => {}
                 k if k == "fsname" || k == "subtype" || k == "uhelper" || k == "helper" => {}
                 _ => return Err(OptionError(format!("unknown mount option {opt:?}"))),
             }
         }
         Ok(())
+    }
+}
+
+/// The value of a `key=value` option that needs a non-empty one.
+fn non_empty(key: &str, value: Option<&str>, example: &str) -> Result<String, OptionError> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(v.to_string()),
+        _ => Err(OptionError(format!(
+            "option {key} needs a value, e.g. {key}={example}"
+        ))),
     }
 }
 
@@ -226,6 +256,18 @@ mod tests {
             split_options(r#"a,x-systemd.requires-mounts-for="/m/a,b",c"#),
             vec!["a", "x-systemd.requires-mounts-for=/m/a,b", "c"]
         );
+    }
+
+    #[test]
+    fn notify_and_metrics_take_paths() {
+        let mut o = MountOptions::default();
+        o.parse_into(r#"notify="/usr/local/bin/alert",metrics=/var/lib/node/raidfs.prom"#)
+            .unwrap();
+        assert_eq!(o.notify_cmd.as_deref(), Some("/usr/local/bin/alert"));
+        assert_eq!(o.metrics_file.as_deref(), Some("/var/lib/node/raidfs.prom"));
+        assert!(o.parse_into("notify").is_err());
+        assert!(o.parse_into("notify=").is_err());
+        assert!(o.parse_into("metrics=/tmp/raidfs.txt").is_err());
     }
 
     #[test]
