@@ -15,8 +15,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::SystemTime;
@@ -28,17 +27,18 @@ use crate::create::{self, CreateOptions};
 use crate::data::DataStore;
 use crate::format::superblock::{self, MemberSlot, SlotState, Superblock, uuid_string};
 use crate::health::{Health, HealthEvent, MemberCounters, MemberState};
-use crate::member::DirMember;
 use crate::member::Member;
 use crate::meta::inode::{Body, FIRST_COOKIE, S_IFDIR, S_IFMT, S_IFREG, from_system_time, now_ns};
 use crate::meta::namespace::Effect;
 use crate::meta::ops::Op;
 use crate::meta::store::Meta;
 use crate::meta::{Attr, DirEntry, FileKind};
-use crate::ops::{
-    self, Progress, RebuildOptions, RebuildReport, ResyncReport, ScrubOptions, ScrubReport,
-};
+use crate::ops::ScrubSummary;
+use crate::ops::{self, Progress, RebuildOptions, ResyncReport, ScrubOptions, ScrubReport};
 use crate::{ArrayError, Result};
+
+mod members;
+mod worker;
 
 /// Files up to this size keep their data inline in the metadata (replicated
 /// to every member) instead of in N shard files.
@@ -106,10 +106,48 @@ pub struct Status {
     pub journal_seq: u64,
     pub journal_commits: u64,
     pub inodes: u64,
+    /// Hot spares attached to the array.
+    pub spares: Vec<SpareStatus>,
+    /// The rebuild running now, if any.
+    pub rebuild: Option<RebuildStatus>,
+    /// The last scrub (kept on the members, so it survives a remount).
+    pub last_scrub: Option<ScrubSummary>,
+}
+
+/// One hot spare in [`Status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpareStatus {
+    pub uuid: String,
+    /// Its directory.
+    pub path: String,
+}
+
+/// The running rebuild in [`Status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebuildStatus {
+    /// The slot being rebuilt.
+    pub slot: usize,
+    /// Logical file bytes done (a resumed rebuild starts at its checkpoint).
+    pub done_bytes: u64,
+    /// Logical bytes of the files it walks.
+    pub total_bytes: u64,
+    /// When this run started, seconds since the Unix epoch.
+    pub started_unix: u64,
 }
 
 struct SbState {
     template: Superblock,
+    /// The health generation whose states the superblocks last recorded
+    /// ([`Inner::record_failures`] compares it with the current one).
+    persisted_gen: u64,
+}
+
+/// An attached hot spare.
+#[derive(Clone)]
+struct Spare {
+    uuid: [u8; 16],
+    path: PathBuf,
+    member: Arc<dyn Member>,
 }
 
 struct Inner {
@@ -132,6 +170,17 @@ struct Inner {
     /// exists, and its data must still be there.
     pending_free: Mutex<Vec<(u64, u64)>>,
     closed: AtomicBool,
+    /// Hot spares (the template's spare table lists the same UUIDs).
+    spares: Mutex<Vec<Spare>>,
+    /// The background rebuild worker.
+    worker: Mutex<worker::Worker>,
+    /// Progress of the running rebuild, for [`Array::status`].
+    rebuild_status: Mutex<Option<RebuildStatus>>,
+    /// Close (or drop) asked the worker to stop; nothing new starts.
+    stopping: AtomicBool,
+    /// Options of the rebuilds the engine starts itself (spare takeover, resume).
+    auto_rebuild: RebuildOptions,
+    last_scrub: Mutex<Option<ScrubSummary>>,
 }
 
 /// An assembled array.
@@ -181,7 +230,9 @@ impl Array {
     /// Create a new array on empty member directories and assemble it.
     pub fn create(opts: &CreateOptions) -> Result<Array> {
         create::create(opts)?;
-        Array::assemble(&AssembleOptions::new(opts.members.clone()))
+        let mut dirs = opts.members.clone();
+        dirs.extend(opts.spares.iter().cloned());
+        Array::assemble(&AssembleOptions::new(dirs))
     }
 
     /// Assemble an existing array from its member directories.
@@ -220,9 +271,21 @@ impl Array {
                     state: *st,
                 })
                 .collect();
-        let sb = Mutex::new(SbState { template });
+        let spares: Vec<Spare> = a
+            .spares
+            .iter()
+            .map(|(uuid, path, member)| Spare {
+                uuid: *uuid,
+                path: path.clone(),
+                member: member.clone(),
+            })
+            .collect();
+        let sb = Mutex::new(SbState {
+            template,
+            persisted_gen: 0,
+        });
         if !opts.read_only {
-            write_superblocks(&sb, &a.members, &health)?;
+            write_superblocks(&sb, &a.members, &spares, &health)?;
         }
 
         let meta_members: Vec<(usize, Arc<dyn Member>)> = a
@@ -249,6 +312,8 @@ impl Array {
             )?
         };
         let data = DataStore::new(a.geometry, a.members.clone(), health.clone())?;
+        let present: Vec<Arc<dyn Member>> = a.members.iter().flatten().cloned().collect();
+        let last_scrub = ScrubSummary::load(&present);
         let inner = Arc::new(Inner {
             geometry: a.geometry,
             members: RwLock::new(a.members),
@@ -262,6 +327,15 @@ impl Array {
             read_only: opts.read_only,
             pending_free: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            spares: Mutex::new(spares),
+            worker: Mutex::new(worker::Worker::default()),
+            rebuild_status: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            auto_rebuild: RebuildOptions {
+                resume: false,
+                ..opts.rebuild
+            },
+            last_scrub: Mutex::new(last_scrub),
         });
         spawn_health_listener(Arc::downgrade(&inner), events_rx);
         let array = Array { inner };
@@ -277,6 +351,9 @@ impl Array {
             if !a.was_clean {
                 array.sweep_shards();
             }
+            // A rebuild left in state rebuilding resumes; a failed slot
+            // with a spare at hand is taken over.
+            worker::kick(&array.inner);
         }
         tracing::info!(name = %a.sb.name, was_clean = a.was_clean, head = a.head, read_only = opts.read_only, "array assembled");
         Ok(array)
@@ -287,6 +364,8 @@ impl Array {
     /// marked clean.
     pub fn close(self) -> Result<()> {
         let i = &self.inner;
+        // The rebuild worker saves its checkpoint and ends first.
+        worker::stop(i);
         if i.read_only {
             i.closed.store(true, Ordering::SeqCst);
             return Ok(());
@@ -300,7 +379,7 @@ impl Array {
             g.template.clean = true;
             g.template.journal_seq = seq;
         }
-        write_superblocks(&i.sb, &i.members(), &i.health)?;
+        i.write_sbs()?;
         i.closed.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -355,6 +434,15 @@ impl Array {
             journal_seq: i.meta.seq(),
             journal_commits: i.meta.journal_commits(),
             inodes: i.meta.read().inodes.len() as u64,
+            spares: lock(&i.spares)
+                .iter()
+                .map(|s| SpareStatus {
+                    uuid: uuid_string(&s.uuid),
+                    path: s.path.display().to_string(),
+                })
+                .collect(),
+            rebuild: lock(&i.rebuild_status).clone(),
+            last_scrub: *lock(&i.last_scrub),
         }
     }
 
@@ -364,18 +452,20 @@ impl Array {
     /// order: what scrub, resync and rebuild walk. Inline files live in the
     /// metadata and are covered by its copies on every member.
     pub fn striped_files(&self) -> Vec<(u64, u64)> {
-        let ns = self.inner.meta.read();
-        ns.inodes
-            .iter()
-            .filter(|(_, i)| matches!(i.body, Body::File { inline: None }))
-            .map(|(ino, i)| (ino, i.size))
-            .collect()
+        self.inner.striped_files()
     }
 
     /// Verify every checksum and parity of the striped files, repairing what
-    /// redundancy allows.
+    /// redundancy allows. Its summary is kept on the members
+    /// ([`Status::last_scrub`]).
     pub fn scrub(&self, opts: ScrubOptions, progress: &dyn Progress) -> Result<ScrubReport> {
-        ops::scrub(&self.inner.data, self.striped_files(), opts, progress)
+        let rep = ops::scrub(&self.inner.data, self.striped_files(), opts, progress)?;
+        let summary = ScrubSummary::of(&rep, opts.repair);
+        if !self.inner.read_only {
+            summary.save(&self.inner.data.writable_members());
+        }
+        *lock(&self.inner.last_scrub) = Some(summary);
+        Ok(rep)
     }
 
     /// Check the stripes the write-intent log left dirty (after an unclean
@@ -383,95 +473,6 @@ impl Array {
     pub fn resync(&self) -> Result<ResyncReport> {
         self.writable()?;
         ops::resync(&self.inner.data, self.striped_files())
-    }
-
-    /// Put the empty directory `path` in place of failed or missing member
-    /// `slot` and rebuild its chunks onto it, online. Calling it again with
-    /// the same directory resumes an interrupted rebuild.
-    ///
-    /// Order of writes, so that a crash at any point leaves a consistent
-    /// array: the new member first receives the metadata (checkpoint and
-    /// journal), then its superblock (state rebuilding: never read from,
-    /// not counted as redundancy), then its chunks; only a complete rebuild
-    /// marks it active in every superblock.
-    pub fn replace(
-        &self,
-        slot: usize,
-        path: &Path,
-        opts: RebuildOptions,
-        progress: &dyn Progress,
-    ) -> Result<RebuildReport> {
-        self.writable()?;
-        let i = &self.inner;
-        let n = i.geometry.members();
-        if slot >= n {
-            return Err(ArrayError::Invalid(format!(
-                "no member slot {slot} (the array has {n})"
-            )));
-        }
-        let state = i.health.state(slot);
-        if state.readable() {
-            return Err(ArrayError::Invalid(format!(
-                "member {slot} is active; only a failed or missing member is replaced"
-            )));
-        }
-        let md = std::fs::metadata(path)
-            .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?;
-        if !md.is_dir() {
-            return Err(ArrayError::Invalid(format!(
-                "{}: not a directory",
-                path.display()
-            )));
-        }
-        let members = i.members();
-        for (k, m) in members.iter().enumerate() {
-            let Some(m) = m else { continue };
-            let same = std::fs::metadata(m.describe())
-                .is_ok_and(|o| o.dev() == md.dev() && o.ino() == md.ino());
-            if same && k != slot {
-                return Err(ArrayError::Invalid(format!(
-                    "{} is already member {k}",
-                    path.display()
-                )));
-            }
-        }
-        let dir = DirMember::open(path)
-            .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?;
-        let member: Arc<dyn Member> = Arc::new(dir);
-        let resuming = matches!(state, MemberState::Rebuilding { .. });
-        if resuming {
-            let sb = assemble::read_superblock(path)?;
-            let ours = lock(&i.sb).template.clone();
-            if sb.array_uuid != ours.array_uuid || sb.member_uuid != ours.members[slot].uuid {
-                return Err(ArrayError::NotMember(format!(
-                    "{} is not the member being rebuilt in slot {slot}",
-                    path.display()
-                )));
-            }
-        } else {
-            let has = member.exists(".raidfs").map_err(|e| ArrayError::MemberIo {
-                member: slot,
-                path: member.describe(),
-                context: "check for .raidfs".into(),
-                source: e,
-            })?;
-            if has {
-                return Err(ArrayError::Invalid(format!(
-                    "{} already holds a .raidfs directory: it belongs to an array",
-                    path.display()
-                )));
-            }
-            i.meta.add_member(slot, &member)?;
-            lock(&i.sb).template.members[slot].uuid = superblock::new_uuid();
-        }
-        i.members.write().unwrap_or_else(|p| p.into_inner())[slot] = Some(member.clone());
-        i.health
-            .set_state(slot, MemberState::Rebuilding { done_bytes: 0 });
-        write_superblocks(&i.sb, &i.members(), &i.health)?;
-        let report = ops::rebuild(&i.data, slot, member, self.striped_files(), opts, progress)?;
-        write_superblocks(&i.sb, &i.members(), &i.health)?;
-        tracing::info!(slot, complete = report.complete, "replace finished");
-        Ok(report)
     }
 
     // ---- metadata operations ------------------------------------------
@@ -1009,7 +1010,10 @@ impl Array {
         }
         self.inner.meta.flush()?;
         self.reap();
-        Ok(())
+        // A member that failed (here or earlier) is on record before the
+        // caller is told its data is safe: otherwise a crash now could
+        // assemble the stale member as if it held this data.
+        self.inner.record_failures()
     }
 
     /// Make all metadata durable (`syncfs`), then delete the data of the
@@ -1017,7 +1021,7 @@ impl Array {
     pub fn sync_metadata(&self) -> Result<()> {
         self.inner.meta.flush()?;
         self.reap();
-        Ok(())
+        self.inner.record_failures()
     }
 
     /// Write a metadata checkpoint now.
@@ -1136,6 +1140,79 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    fn set_member(&self, slot: usize, member: Option<Arc<dyn Member>>) {
+        if let Some(m) = self
+            .members
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(slot)
+        {
+            *m = member;
+        }
+    }
+
+    fn spares(&self) -> Vec<Spare> {
+        lock(&self.spares).clone()
+    }
+
+    /// Write the superblocks of every member in service and every spare.
+    fn write_sbs(&self) -> Result<()> {
+        write_superblocks(&self.sb, &self.members(), &self.spares(), &self.health)
+    }
+
+    /// Return only once every failure and state change the health has
+    /// seen so far is recorded in the superblocks of the members in
+    /// service (written now if the listener has not got to it yet).
+    fn record_failures(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        // A transient write error is retried; a member failing meanwhile
+        // is itself a new state to record. A few rounds settle both.
+        let mut last = None;
+        for _ in 0..4 {
+            if self.health.generation() <= lock(&self.sb).persisted_gen {
+                return Ok(());
+            }
+            if let Err(e) = self.write_sbs() {
+                tracing::warn!(error = %e, "recording member states failed; retrying");
+                last = Some(e);
+            }
+        }
+        if self.health.generation() <= lock(&self.sb).persisted_gen {
+            return Ok(());
+        }
+        Err(last.unwrap_or_else(|| {
+            ArrayError::ArrayFailed("member states keep changing; not all are on record".into())
+        }))
+    }
+
+    /// One attempt to bring the superblocks up to the health generation
+    /// (the listener's; [`Inner::record_failures`] retries).
+    fn record_once(&self) -> Result<()> {
+        if self.health.generation() <= lock(&self.sb).persisted_gen {
+            return Ok(());
+        }
+        self.write_sbs()
+    }
+
+    /// Every regular file whose data is striped, as (inode, size).
+    fn striped_files(&self) -> Vec<(u64, u64)> {
+        let ns = self.meta.read();
+        ns.inodes
+            .iter()
+            .filter(|(_, i)| matches!(i.body, Body::File { inline: None }))
+            .map(|(ino, i)| (ino, i.size))
+            .collect()
+    }
+}
+
+impl Drop for Array {
+    fn drop(&mut self) {
+        // Also after close: then there is nothing left to stop.
+        worker::stop(&self.inner);
+    }
 }
 
 impl Drop for Inner {
@@ -1151,11 +1228,12 @@ impl Drop for Inner {
 fn write_superblocks(
     sb: &Mutex<SbState>,
     members: &[Option<Arc<dyn Member>>],
+    spares: &[Spare],
     health: &Health,
 ) -> Result<()> {
     let mut g = lock(sb);
     g.template.events += 1;
-    let states = health.states();
+    let (generation, states) = health.snapshot();
     for (k, st) in states.iter().enumerate() {
         g.template.members[k].state = to_slot(*st);
     }
@@ -1186,12 +1264,26 @@ fn write_superblocks(
             }
         }
     }
-    drop(g);
+    for spare in spares {
+        let mut s = g.template.clone();
+        s.member_index = superblock::SPARE_INDEX;
+        s.member_uuid = spare.uuid;
+        let res = s.encode().and_then(|bytes| {
+            spare
+                .member
+                .write_atomic(superblock::PATH, &bytes)
+                .map_err(|e| ArrayError::Invalid(format!("{}: {e}", spare.path.display())))
+        });
+        if let Err(e) = res {
+            tracing::error!(spare = %spare.path.display(), error = %e, "spare superblock write failed");
+        }
+    }
     if written == 0 {
         return Err(last_err.unwrap_or_else(|| {
             ArrayError::ArrayFailed("no member to write a superblock to".into())
         }));
     }
+    g.persisted_gen = g.persisted_gen.max(generation);
     Ok(())
 }
 
@@ -1210,13 +1302,22 @@ fn spawn_health_listener(inner: Weak<Inner>, rx: std::sync::mpsc::Receiver<Healt
             }
             match ev {
                 HealthEvent::Failed { member, .. } => {
-                    i.meta.drop_member(member);
-                    if let Err(e) = write_superblocks(&i.sb, &i.members(), &i.health) {
+                    {
+                        // Under the worker lock: a spare may already have
+                        // taken the slot (then its journal stays).
+                        let _w = lock(&i.worker);
+                        if i.health.state(member) == MemberState::Failed {
+                            i.meta.drop_member(member);
+                        }
+                    }
+                    if let Err(e) = i.record_once() {
                         tracing::error!(error = %e, "cannot record member failure in superblocks");
                     }
+                    // A hot spare takes over.
+                    worker::kick(&i);
                 }
                 HealthEvent::StateChanged { .. } => {
-                    if let Err(e) = write_superblocks(&i.sb, &i.members(), &i.health) {
+                    if let Err(e) = i.record_once() {
                         tracing::error!(error = %e, "cannot record member state in superblocks");
                     }
                 }

@@ -48,6 +48,10 @@ pub struct AssembleOptions {
     /// is not even marked dirty), no journal, no checkpoint, no freeing of
     /// orphans; every change is refused with [`ArrayError::ReadOnly`].
     pub read_only: bool,
+    /// Options of the rebuilds the engine starts by itself (a hot spare
+    /// taking over, a rebuild resumed at assemble); `resume` is decided
+    /// per rebuild.
+    pub rebuild: crate::ops::RebuildOptions,
 }
 
 impl AssembleOptions {
@@ -58,6 +62,7 @@ impl AssembleOptions {
             sync_metadata: true,
             checkpoint_bytes: crate::meta::store::DEFAULT_CHECKPOINT_BYTES,
             read_only: false,
+            rebuild: crate::ops::RebuildOptions::default(),
         }
     }
 }
@@ -184,6 +189,10 @@ pub struct Assembled {
     pub needs_checkpoint: bool,
     /// Whether the array was shut down cleanly.
     pub was_clean: bool,
+    /// Hot spares found among the directories and recorded in the freshest
+    /// superblock's spare table: (UUID, directory, member). The table in
+    /// `sb.spares` lists exactly these (spares not found are forgotten).
+    pub spares: Vec<([u8; 16], PathBuf, Arc<dyn Member>)>,
 }
 
 /// Opens a member directory as a [`Member`]: [`DirMember`] normally; tests
@@ -247,8 +256,48 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
         .max_by_key(|(_, _, sb)| (sb.events, sb.journal_seq))
         .map(|f| f.2.clone())
         .ok_or_else(|| ArrayError::Invalid("no members".into()))?;
+    let mut fresh = fresh;
     let n = fresh.members.len();
     let geometry = fresh.geometry()?;
+    // Hot spares: a spare superblock whose UUID the array still lists as a
+    // spare is attached; one the array took into a slot (its own superblock
+    // missed the update) counts as that member; any other is stale and left
+    // untouched.
+    let mut spares: Vec<([u8; 16], PathBuf, Arc<dyn Member>)> = Vec::new();
+    let mut found_members = Vec::with_capacity(found.len());
+    for (p, m, mut sb) in found {
+        if !sb.is_spare() {
+            found_members.push((p, m, sb));
+            continue;
+        }
+        if fresh.spares.iter().any(|s| s.uuid == sb.member_uuid) {
+            if sb.array_uuid == fresh.array_uuid {
+                spares.push((sb.member_uuid, p, m));
+            }
+        } else if let Some(i) = fresh.members.iter().position(|s| s.uuid == sb.member_uuid) {
+            tracing::info!(slot = i, path = %p.display(), "spare was taken into a slot; using it as that member");
+            sb.member_index = i as u32;
+            found_members.push((p, m, sb));
+        } else {
+            tracing::warn!(path = %p.display(), "spare no longer recorded by the array; left alone");
+        }
+    }
+    let found = found_members;
+    let before = fresh.spares.len();
+    fresh
+        .spares
+        .retain(|s| spares.iter().any(|(u, _, _)| *u == s.uuid));
+    if fresh.spares.len() != before {
+        tracing::warn!(
+            forgotten = before - fresh.spares.len(),
+            "recorded spares not among the directories; forgotten"
+        );
+    }
+    if found.is_empty() {
+        return Err(ArrayError::NotMember(
+            "only spares given: no member directory of the array".into(),
+        ));
+    }
     if found.len() > n {
         return Err(ArrayError::NotMember(format!(
             "{} directories given but the array has {n} members",
@@ -365,6 +414,7 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
             .iter()
             .any(|(_, img)| img.torn || img.records != 0 || img.checkpoint_seq != head);
     Ok(Assembled {
+        spares,
         was_clean: fresh.clean,
         sb: fresh,
         geometry,

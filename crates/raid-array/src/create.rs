@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use raid_core::{Geometry, Level};
 
-use crate::format::superblock::{self, MemberSlot, SlotState, Superblock, new_uuid};
+use crate::format::superblock::{self, MemberSlot, SlotState, SpareSlot, Superblock, new_uuid};
 use crate::member::{DirMember, Member};
 use crate::meta::Namespace;
 use crate::meta::inode::now_ns;
@@ -30,6 +30,9 @@ pub struct CreateOptions {
     pub chunk_size: u32,
     /// Member directories, in slot order.
     pub members: Vec<PathBuf>,
+    /// Empty directories to record as hot spares: each takes over a failed
+    /// member automatically.
+    pub spares: Vec<PathBuf>,
     /// Allow two members on the same filesystem (useless for redundancy;
     /// for tests and experiments).
     pub allow_same_fs: bool,
@@ -47,6 +50,7 @@ impl CreateOptions {
             level,
             chunk_size: DEFAULT_CHUNK_SIZE,
             members,
+            spares: Vec::new(),
             allow_same_fs: false,
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
@@ -73,9 +77,8 @@ pub fn check_name(name: &str) -> Result<()> {
 /// Refuse a member directory holding anything but an empty `lost+found`
 /// (what a fresh ext4 has): creating an array there would bury the files in
 /// a directory the array owns, and most likely the wrong directory was named.
-fn check_empty(i: usize, path: &std::path::Path) -> Result<()> {
-    let io =
-        |e: std::io::Error| ArrayError::Invalid(format!("member {i} ({}): {e}", path.display()));
+pub(crate) fn check_empty(what: &str, path: &std::path::Path) -> Result<()> {
+    let io = |e: std::io::Error| ArrayError::Invalid(format!("{what} ({}): {e}", path.display()));
     let mut held = Vec::new();
     for entry in std::fs::read_dir(path).map_err(io)? {
         let entry = entry.map_err(io)?;
@@ -106,7 +109,7 @@ fn check_empty(i: usize, path: &std::path::Path) -> Result<()> {
         list.push_str(&format!(" and {} more", held.len() - SHOWN));
     }
     Err(ArrayError::Invalid(format!(
-        "member {i} ({}) is not empty: it holds {list}; an array is created only on empty \
+        "{what} ({}) is not empty: it holds {list}; an array uses only empty \
          directories (an empty lost+found is allowed) — check the path, or move those files away",
         path.display()
     )))
@@ -132,12 +135,21 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
     let mut seen_dirs: HashMap<(u64, u64), &PathBuf> = HashMap::new();
     let mut seen_fs: HashMap<u64, &PathBuf> = HashMap::new();
     let mut members: Vec<(usize, Arc<dyn Member>)> = Vec::new();
-    for (i, path) in opts.members.iter().enumerate() {
+    let mut spares: Vec<Arc<dyn Member>> = Vec::new();
+    let all = opts.members.iter().chain(&opts.spares).enumerate();
+    for (k, path) in all {
+        let is_spare = k >= opts.members.len();
+        let what = if is_spare {
+            format!("spare {}", k - opts.members.len())
+        } else {
+            format!("member {k}")
+        };
+        let i = k;
         let md = std::fs::metadata(path)
-            .map_err(|e| ArrayError::Invalid(format!("member {i} ({}): {e}", path.display())))?;
+            .map_err(|e| ArrayError::Invalid(format!("{what} ({}): {e}", path.display())))?;
         if !md.is_dir() {
             return Err(ArrayError::Invalid(format!(
-                "member {i} ({}): not a directory",
+                "{what} ({}): not a directory",
                 path.display()
             )));
         }
@@ -158,8 +170,7 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
                 path.display()
             )));
         }
-        let m =
-            DirMember::open(path).map_err(|e| ArrayError::Invalid(format!("member {i}: {e}")))?;
+        let m = DirMember::open(path).map_err(|e| ArrayError::Invalid(format!("{what}: {e}")))?;
         let has_raidfs = m.exists(".raidfs").map_err(|e| ArrayError::MemberIo {
             member: i,
             path: path.display().to_string(),
@@ -168,19 +179,36 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
         })?;
         if has_raidfs {
             return Err(ArrayError::Invalid(format!(
-                "member {i} ({}) already holds a .raidfs directory: it belongs to an array; \
+                "{what} ({}) already holds a .raidfs directory: it belongs to an array; \
                  remove .raidfs first if that array is no longer wanted",
                 path.display()
             )));
         }
-        check_empty(i, path)?;
-        members.push((i, Arc::new(m)));
+        check_empty(&what, path)?;
+        if is_spare {
+            spares.push(Arc::new(m));
+        } else {
+            members.push((i, Arc::new(m)));
+        }
+    }
+    if opts.spares.len() > superblock::MAX_MEMBERS as usize {
+        return Err(ArrayError::Invalid(format!(
+            "at most {} spares",
+            superblock::MAX_MEMBERS
+        )));
     }
     let array_uuid = new_uuid();
     let slots: Vec<MemberSlot> = (0..members.len())
         .map(|_| MemberSlot {
             uuid: new_uuid(),
             state: SlotState::Active,
+        })
+        .collect();
+    let spare_slots: Vec<SpareSlot> = spares
+        .iter()
+        .map(|_| SpareSlot {
+            uuid: new_uuid(),
+            flags: 0,
         })
         .collect();
     let ns = Namespace::new(opts.uid, opts.gid, now_ns());
@@ -190,12 +218,23 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    for (i, m) in &members {
+    // Members first: a spare's superblock alone never assembles.
+    let targets = members
+        .iter()
+        .map(|(i, m)| (*i, slots[*i].uuid, *i as u32, m))
+        .chain(
+            spares
+                .iter()
+                .zip(&spare_slots)
+                .enumerate()
+                .map(|(k, (m, s))| (members.len() + k, s.uuid, superblock::SPARE_INDEX, m)),
+        );
+    for (i, uuid, index, m) in targets {
         let sb = Superblock {
             minor: superblock::MINOR,
             array_uuid,
-            member_uuid: slots[*i].uuid,
-            member_index: *i as u32,
+            member_uuid: uuid,
+            member_index: index,
             level_code: code.code,
             level_params: code.params,
             chunk_size: geometry.chunk_size(),
@@ -205,16 +244,17 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
             created,
             name: opts.name.clone(),
             members: slots.clone(),
+            spares: spare_slots.clone(),
         };
         m.write_atomic(superblock::PATH, &sb.encode()?)
             .map_err(|e| ArrayError::MemberIo {
-                member: *i,
+                member: i,
                 path: m.describe(),
                 context: "write superblock".into(),
                 source: e,
             })?;
     }
     tracing::info!(name = %opts.name, uuid = %superblock::uuid_string(&array_uuid), level = %opts.level,
-        members = members.len(), "array created");
+        members = members.len(), spares = spares.len(), "array created");
     Ok(array_uuid)
 }

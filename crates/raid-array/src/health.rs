@@ -71,6 +71,10 @@ pub struct MemberCounters {
 
 struct Inner {
     states: Vec<MemberState>,
+    /// Bumped on every failure and every real state transition (not on
+    /// rebuild progress): whoever persists states compares it with the
+    /// generation it last wrote.
+    generation: u64,
     counters: Vec<MemberCounters>,
     subscribers: Vec<Sender<HealthEvent>>,
 }
@@ -97,6 +101,7 @@ impl Health {
         Health {
             inner: Mutex::new(Inner {
                 states,
+                generation: 0,
                 counters,
                 subscribers: Vec::new(),
             }),
@@ -132,6 +137,19 @@ impl Health {
         self.lock().states.clone()
     }
 
+    /// The state generation: it grows with every failure and every state
+    /// transition, so a writer of superblocks can tell whether what it last
+    /// recorded is behind.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// The generation and the states it stands for, taken together.
+    pub fn snapshot(&self) -> (u64, Vec<MemberState>) {
+        let g = self.lock();
+        (g.generation, g.states.clone())
+    }
+
     /// Mark member `i` failed. Idempotent: only the first call logs and
     /// sends [`HealthEvent::Failed`]. A spare or missing member stays as it is.
     pub fn mark_failed(&self, i: usize, reason: &str) {
@@ -143,6 +161,7 @@ impl Health {
             return;
         }
         g.states[i] = MemberState::Failed;
+        g.generation += 1;
         warn!(member = i, reason, "member failed");
         Self::send(
             &mut g,
@@ -172,6 +191,7 @@ impl Health {
             )
         );
         if !progress_only {
+            g.generation += 1;
             Self::send(
                 &mut g,
                 HealthEvent::StateChanged {
@@ -245,5 +265,19 @@ mod tests {
             }
         );
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn generation_counts_transitions_not_progress() {
+        let h = Health::new(vec![MemberState::Active; 2]);
+        assert_eq!(h.generation(), 0);
+        h.mark_failed(0, "EIO");
+        h.mark_failed(0, "EIO");
+        assert_eq!(h.generation(), 1);
+        h.set_state(0, MemberState::Rebuilding { done_bytes: 0 });
+        h.set_state(0, MemberState::Rebuilding { done_bytes: 10 });
+        assert_eq!(h.generation(), 2);
+        h.set_state(0, MemberState::Active);
+        assert_eq!(h.snapshot(), (3, vec![MemberState::Active; 2]));
     }
 }

@@ -20,7 +20,8 @@ pub mod create;
 pub mod format;
 pub mod meta;
 
-pub use array::{Array, SetAttr, StatFs, Status, TimeSet};
+pub use array::{Array, RebuildStatus, SetAttr, SpareStatus, StatFs, Status, TimeSet};
 pub use assemble::{AssembleOptions, Selector};
 pub use create::CreateOptions;
 pub use meta::{Attr, DirEntry, FileKind, ROOT_INO};
+pub use ops::ScrubSummary;

@@ -43,6 +43,7 @@ fn sample() -> Superblock {
                 },
             },
         ],
+        spares: Vec::new(),
     }
 }
 

@@ -6,18 +6,19 @@
 //! off   size  field
 //!   0     8   magic "RAIDFSSB"
 //!   8     2   major version (1)
-//!  10     2   minor version (0)
-//!  12     4   record length in bytes, CRC included (192 + 32 × members + 4)
+//!  10     2   minor version (0, or 1 when spares are recorded)
+//!  12     4   record length in bytes, CRC included (192 + 32 × (members + spares) + 4)
 //!  16    16   array UUID
 //!  32    16   this member's UUID
-//!  48     4   this member's index (0-based slot in the member table)
+//!  48     4   this member's index (0-based slot in the member table);
+//!             u32::MAX on a hot spare's own superblock (minor 1)
 //!  52     4   level code (raid_core::LevelCode::code, widened)
 //!  56     4   level parameter 0 (raid_core::LevelCode::params[0])
 //!  60     4   level parameter 1 (raid_core::LevelCode::params[1])
 //!  64     4   number of members
 //!  68     4   chunk size in bytes
 //!  72     4   flags: bit 0 = clean (set by a clean close, cleared at assemble)
-//!  76     4   reserved, zero
+//!  76     4   number of spares S (minor 1; reserved, zero, in minor 0)
 //!  80     8   events counter (bumped on every superblock update)
 //!  88     8   metadata journal sequence at the time of this update
 //!  96     8   creation time, seconds since the Unix epoch
@@ -27,18 +28,33 @@
 //!               +0 16 member UUID, +16 1 state (0 active, 1 failed,
 //!               2 spare, 3 rebuilding), +17 7 reserved, +24 8 rebuild
 //!               progress in bytes (state 3 only)
+//! 192+32N 32×S spare table (minor 1), one 32-byte entry per hot spare:
+//!               +0 16 spare UUID, +16 4 flags (none defined yet, zero),
+//!               +20 12 reserved
 //! end     4   CRC32 of all preceding bytes
 //! ```
+//!
+//! Spares live in their own table rather than in the member table because
+//! the member table is the geometry: its length is the number of members
+//! every stripe is laid over. A record without spares is written as minor 0
+//! (byte-identical to what a 1.0 build writes, so such a build still reads
+//! it); a record with spares is minor 1, which a 1.0 build refuses on the
+//! record length instead of misreading.
 
 use super::bytes::{Reader, Writer, check_trailing_crc};
 use crate::{ArrayError, Result};
 
 pub const MAGIC: [u8; 8] = *b"RAIDFSSB";
 pub const MAJOR: u16 = 1;
-pub const MINOR: u16 = 0;
+/// Newest minor version this build reads and writes.
+pub const MINOR: u16 = 1;
+/// `member_index` of a hot spare's own superblock.
+pub const SPARE_INDEX: u32 = u32::MAX;
 /// Bytes before the member table.
 pub const HEADER_LEN: usize = 192;
 pub const SLOT_LEN: usize = 32;
+/// Bytes per spare table entry.
+pub const SPARE_LEN: usize = 32;
 /// Longest array name, in bytes.
 pub const NAME_MAX: usize = 64;
 /// Most members an array may have (keeps the record small and bounded).
@@ -64,6 +80,14 @@ pub struct MemberSlot {
     pub state: SlotState,
 }
 
+/// One hot spare as seen in the spare table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpareSlot {
+    pub uuid: [u8; 16],
+    /// Reserved for per-spare flags; none defined yet (written zero).
+    pub flags: u32,
+}
+
 /// The decoded superblock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Superblock {
@@ -80,12 +104,19 @@ pub struct Superblock {
     pub created: u64,
     pub name: String,
     pub members: Vec<MemberSlot>,
+    /// Hot spares of the array (minor 1; empty in a minor-0 record).
+    pub spares: Vec<SpareSlot>,
 }
 
 impl Superblock {
     /// Number of members in the array.
     pub fn member_count(&self) -> u32 {
         self.members.len() as u32
+    }
+
+    /// Whether this is a hot spare's own superblock.
+    pub fn is_spare(&self) -> bool {
+        self.member_index == SPARE_INDEX
     }
 
     /// The level this superblock records.
@@ -123,11 +154,20 @@ impl Superblock {
                 "member count {n} outside 1..={MAX_MEMBERS}"
             )));
         }
-        let len = HEADER_LEN + SLOT_LEN * n + 4;
+        let s = self.spares.len();
+        if s > MAX_MEMBERS as usize {
+            return Err(ArrayError::Invalid(format!(
+                "spare count {s} above {MAX_MEMBERS}"
+            )));
+        }
+        // The oldest minor that can express the record: without spares a
+        // 1.0 reader reads it unchanged.
+        let minor = if s == 0 && !self.is_spare() { 0 } else { 1 };
+        let len = HEADER_LEN + SLOT_LEN * n + SPARE_LEN * s + 4;
         let mut w = Writer::with_capacity(len);
         w.bytes(&MAGIC);
         w.u16(MAJOR);
-        w.u16(MINOR);
+        w.u16(minor);
         w.u32(len as u32);
         w.bytes(&self.array_uuid);
         w.bytes(&self.member_uuid);
@@ -138,7 +178,7 @@ impl Superblock {
         w.u32(n as u32);
         w.u32(self.chunk_size);
         w.u32(if self.clean { FLAG_CLEAN } else { 0 });
-        w.u32(0);
+        w.u32(s as u32);
         w.u64(self.events);
         w.u64(self.journal_seq);
         w.u64(self.created);
@@ -158,6 +198,11 @@ impl Superblock {
             w.u8(code);
             w.zeros(7);
             w.u64(progress);
+        }
+        for spare in &self.spares {
+            w.bytes(&spare.uuid);
+            w.u32(spare.flags);
+            w.zeros(12);
         }
         Ok(w.finish_crc())
     }
@@ -194,7 +239,9 @@ impl Superblock {
         let n = r.u32()?;
         let chunk_size = r.u32()?;
         let flags = r.u32()?;
-        r.skip(4)?;
+        // Reserved (and ignored) in minor 0.
+        let spare_count = r.u32()?;
+        let spare_count = if minor >= 1 { spare_count } else { 0 };
         let events = r.u64()?;
         let journal_seq = r.u64()?;
         let created = r.u64()?;
@@ -209,12 +256,18 @@ impl Superblock {
                 "member count {n} outside 1..={MAX_MEMBERS}"
             )));
         }
-        if len != HEADER_LEN + SLOT_LEN * n as usize + 4 {
+        if spare_count > MAX_MEMBERS {
             return Err(corrupt(format!(
-                "record length {len} does not match {n} members"
+                "spare count {spare_count} above {MAX_MEMBERS}"
             )));
         }
-        if member_index >= n {
+        if len != HEADER_LEN + SLOT_LEN * n as usize + SPARE_LEN * spare_count as usize + 4 {
+            return Err(corrupt(format!(
+                "record length {len} does not match {n} members and {spare_count} spares"
+            )));
+        }
+        let spare_self = minor >= 1 && member_index == SPARE_INDEX;
+        if member_index >= n && !spare_self {
             return Err(corrupt(format!(
                 "member index {member_index} but only {n} members"
             )));
@@ -236,6 +289,13 @@ impl Superblock {
             };
             members.push(MemberSlot { uuid, state });
         }
+        let mut spares = Vec::with_capacity(spare_count as usize);
+        for _ in 0..spare_count {
+            let uuid = r.array()?;
+            let flags = r.u32()?;
+            r.skip(12)?;
+            spares.push(SpareSlot { uuid, flags });
+        }
         let sb = Superblock {
             minor,
             array_uuid,
@@ -250,8 +310,15 @@ impl Superblock {
             created,
             name,
             members,
+            spares,
         };
-        if sb.members[member_index as usize].uuid != member_uuid {
+        if spare_self {
+            if !sb.spares.iter().any(|s| s.uuid == member_uuid) {
+                return Err(corrupt(
+                    "spare superblock whose UUID is not in the spare table".into(),
+                ));
+            }
+        } else if sb.members[member_index as usize].uuid != member_uuid {
             return Err(corrupt(format!(
                 "member UUID does not match slot {member_index} of the member table"
             )));

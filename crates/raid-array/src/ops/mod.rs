@@ -20,7 +20,7 @@ use crate::member::Member;
 
 pub use rebuild::{RebuildOptions, RebuildReport, rebuild};
 pub use resync::{ResyncReport, resync};
-pub use scrub::{ScrubOptions, ScrubReport, scrub};
+pub use scrub::{ScrubOptions, ScrubReport, ScrubSummary, scrub};
 
 /// How often a running operation saves its checkpoint.
 pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);

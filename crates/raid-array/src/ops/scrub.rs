@@ -11,6 +11,10 @@ use crate::member::Member;
 use super::{Checkpoint, Progress, Throttle, sorted};
 
 const OP: &str = "scrub";
+/// Where the last scrub's summary is kept on every writable member.
+pub const SUMMARY_PATH: &str = ".raidfs/ops/last-scrub";
+const SUMMARY_MAGIC: &[u8; 8] = b"RFSSCRUB";
+const SUMMARY_LEN: usize = 76;
 /// Stripes checked per hold of a file's write lock.
 const STRIPES_PER_STEP: u64 = 16;
 
@@ -42,6 +46,127 @@ pub struct ScrubReport {
     pub unrecoverable: u64,
     /// False when stopped early through [`Progress::should_stop`].
     pub complete: bool,
+}
+
+/// The outcome of the last scrub, kept on the members so that `raidfs
+/// status` still shows it after a remount.
+///
+/// ```text
+///  0 magic          8  "RFSSCRUB"
+///  8 major          2  1
+/// 10 minor          2  0
+/// 12 flags          4  bit 0 repair, bit 1 complete
+/// 16 finished_unix  8  seconds since the Unix epoch
+/// 24 bytes          8
+/// 32 mismatches     8
+/// 40 redundancy_mismatches 8
+/// 48 repaired       8
+/// 56 unrecoverable  8
+/// 64 reserved       8  zero
+/// 72 crc            4  CRC32 of bytes 0..72
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrubSummary {
+    pub finished_unix: u64,
+    pub repair: bool,
+    pub complete: bool,
+    pub bytes: u64,
+    pub mismatches: u64,
+    pub redundancy_mismatches: u64,
+    pub repaired: u64,
+    pub unrecoverable: u64,
+}
+
+impl ScrubSummary {
+    /// The summary of `rep`, finished now.
+    pub fn of(rep: &ScrubReport, repair: bool) -> Self {
+        ScrubSummary {
+            finished_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            repair,
+            complete: rep.complete,
+            bytes: rep.bytes,
+            mismatches: rep.mismatches,
+            redundancy_mismatches: rep.redundancy_mismatches,
+            repaired: rep.repaired,
+            unrecoverable: rep.unrecoverable,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(SUMMARY_LEN);
+        b.extend_from_slice(SUMMARY_MAGIC);
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        let flags = u32::from(self.repair) | (u32::from(self.complete) << 1);
+        b.extend_from_slice(&flags.to_le_bytes());
+        for v in [
+            self.finished_unix,
+            self.bytes,
+            self.mismatches,
+            self.redundancy_mismatches,
+            self.repaired,
+            self.unrecoverable,
+            0,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decode; `None` for anything damaged or of another major version.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != SUMMARY_LEN
+            || &b[..8] != SUMMARY_MAGIC
+            || u16::from_le_bytes([b[8], b[9]]) != 1
+        {
+            return None;
+        }
+        let crc = u32::from_le_bytes([b[72], b[73], b[74], b[75]]);
+        if crc != crc32fast::hash(&b[..72]) {
+            return None;
+        }
+        let u64_at = |o: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[o..o + 8]);
+            u64::from_le_bytes(a)
+        };
+        let flags = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        Some(ScrubSummary {
+            finished_unix: u64_at(16),
+            repair: flags & 1 != 0,
+            complete: flags & 2 != 0,
+            bytes: u64_at(24),
+            mismatches: u64_at(32),
+            redundancy_mismatches: u64_at(40),
+            repaired: u64_at(48),
+            unrecoverable: u64_at(56),
+        })
+    }
+
+    /// Save on every member given; failures are logged (a lost summary
+    /// only hides history).
+    pub fn save(&self, members: &[Arc<dyn Member>]) {
+        let bytes = self.encode();
+        for m in members {
+            if let Err(e) = m.write_atomic(SUMMARY_PATH, &bytes) {
+                tracing::warn!(member = %m.describe(), error = %e, "cannot save the scrub summary");
+            }
+        }
+    }
+
+    /// The newest summary found on any of `members`.
+    pub fn load(members: &[Arc<dyn Member>]) -> Option<Self> {
+        members
+            .iter()
+            .filter_map(|m| m.read_all(SUMMARY_PATH).ok())
+            .filter_map(|b| Self::decode(&b))
+            .max_by_key(|s| s.finished_unix)
+    }
 }
 
 /// Scrub the given files (inode, logical size).
@@ -131,4 +256,28 @@ pub fn scrub(
     Checkpoint::clear(&members, OP)?;
     rep.complete = true;
     Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_round_trip_and_corruption() {
+        let s = ScrubSummary {
+            finished_unix: 1_800_000_000,
+            repair: true,
+            complete: false,
+            bytes: 1 << 33,
+            mismatches: 3,
+            redundancy_mismatches: 1,
+            repaired: 4,
+            unrecoverable: 0,
+        };
+        let mut b = s.encode();
+        assert_eq!(b.len(), SUMMARY_LEN);
+        assert_eq!(ScrubSummary::decode(&b), Some(s));
+        b[30] ^= 1;
+        assert_eq!(ScrubSummary::decode(&b), None);
+    }
 }

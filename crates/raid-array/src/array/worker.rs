@@ -1,0 +1,506 @@
+//! The background rebuild worker an [`Array`] owns.
+//!
+//! One rebuild runs at a time. The worker thread is started on demand
+//! ([`kick`]) when there is something to do:
+//!
+//! - a slot left in state rebuilding by the last run (resumed from its
+//!   checkpoint; assemble kicks, a read-only array never does),
+//! - a failed or missing slot while a hot spare is attached (the spare takes
+//!   the slot: metadata copied, state rebuilding, rebuild, then active),
+//! - [`Array::start_replace`] onto a new directory.
+//!
+//! After each rebuild the thread looks for the next job and ends when there
+//! is none. [`stop`] (from `close` and drop) asks it to stop: the rebuild
+//! saves its checkpoint at its next step and the thread ends; the next
+//! assemble resumes from there.
+//!
+//! Lock order: the worker lock comes before every other lock of the array;
+//! preparing a job (which writes metadata and superblocks) holds it, so two
+//! jobs never prepare the same slot and the health listener never drops the
+//! journal of a slot a spare has just taken.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use super::{Array, Inner, Spare, lock};
+use crate::assemble;
+use crate::create::check_empty;
+use crate::format::superblock;
+use crate::health::MemberState;
+use crate::member::{DirMember, Member};
+use crate::ops::{self, NoProgress, Progress, RebuildOptions, RebuildReport};
+use crate::{ArrayError, Result};
+
+use std::os::unix::fs::MetadataExt;
+
+type Outcome = Option<Result<RebuildReport>>;
+
+/// The worker's bookkeeping (behind `Inner::worker`).
+#[derive(Default)]
+pub(super) struct Worker {
+    handle: Option<JoinHandle<Outcome>>,
+    /// A rebuild is running, in the worker thread or in a synchronous
+    /// [`Array::replace`]; nothing else starts meanwhile.
+    busy: bool,
+    /// The outcome of a worker run that ended before anyone waited for it.
+    finished: Outcome,
+}
+
+/// One rebuild to run: the member is already in its slot, in state
+/// rebuilding, and recorded so in the superblocks.
+struct Job {
+    slot: usize,
+    member: Arc<dyn Member>,
+    opts: RebuildOptions,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn busy_error() -> ArrayError {
+    ArrayError::Invalid(
+        "a rebuild is already running; wait for it to finish (status shows its progress)".into(),
+    )
+}
+
+/// Join a finished or finishing worker thread.
+fn join(h: JoinHandle<Outcome>) -> Outcome {
+    h.join().unwrap_or_else(|_| {
+        Some(Err(ArrayError::ArrayFailed(
+            "the rebuild worker panicked".into(),
+        )))
+    })
+}
+
+/// Start the worker if it is idle and there is work: a rebuild to resume,
+/// or a failed slot and a spare.
+pub(super) fn kick(inner: &Arc<Inner>) {
+    if inner.read_only || inner.stopping.load(Ordering::SeqCst) {
+        return;
+    }
+    let mut w = lock(&inner.worker);
+    if w.busy {
+        return;
+    }
+    if let Some(h) = w.handle.take()
+        && let Some(r) = join(h)
+    {
+        w.finished = Some(r);
+    }
+    if let Some(job) = next_job(inner, &[]) {
+        spawn(inner, &mut w, job);
+    }
+}
+
+/// Ask the worker to stop and wait for it (its rebuild saves a checkpoint).
+/// Nothing starts afterwards.
+pub(super) fn stop(inner: &Arc<Inner>) {
+    inner.stopping.store(true, Ordering::SeqCst);
+    let h = lock(&inner.worker).handle.take();
+    if let Some(h) = h {
+        tracing::info!("stopping the rebuild worker");
+        if let Some(Err(e)) = join(h) {
+            tracing::warn!(error = %e, "rebuild ended with an error");
+        }
+    }
+}
+
+fn spawn(inner: &Arc<Inner>, w: &mut Worker, job: Job) {
+    let arc = inner.clone();
+    let spawned = std::thread::Builder::new()
+        .name("raidfs-rebuild".into())
+        .spawn(move || run(arc, job));
+    match spawned {
+        Ok(h) => {
+            w.busy = true;
+            w.handle = Some(h);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot start the rebuild worker"),
+    }
+}
+
+/// Clears `busy` if the worker thread panics.
+struct PanicGuard<'a>(&'a Inner);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(&self.0.worker).busy = false;
+        }
+    }
+}
+
+/// The worker thread: run jobs until there is none left.
+fn run(inner: Arc<Inner>, first: Job) -> Outcome {
+    let _guard = PanicGuard(&inner);
+    let mut job = first;
+    // Slots whose rebuild failed: not retried in this run.
+    let mut skip = Vec::new();
+    loop {
+        let r = run_rebuild(&inner, &job, &NoProgress);
+        if let Err(e) = &r {
+            tracing::error!(slot = job.slot, error = %e, "rebuild failed");
+            skip.push(job.slot);
+        }
+        let mut w = lock(&inner.worker);
+        match next_job(&inner, &skip) {
+            Some(j) => job = j,
+            None => {
+                w.busy = false;
+                return Some(r);
+            }
+        }
+    }
+}
+
+/// Progress of a rebuild: shown in `status().rebuild`, stopped by close or
+/// when its target fails.
+struct StatusProgress<'a> {
+    inner: &'a Inner,
+    slot: usize,
+    outer: &'a dyn Progress,
+}
+
+impl Progress for StatusProgress<'_> {
+    fn update(&self, done: u64, total: u64) {
+        if let Some(s) = lock(&self.inner.rebuild_status).as_mut() {
+            s.done_bytes = done;
+            s.total_bytes = total;
+        }
+        self.outer.update(done, total);
+    }
+
+    fn should_stop(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+            || !self.inner.health.state(self.slot).writable()
+            || self.outer.should_stop()
+    }
+}
+
+/// Run one rebuild and record its outcome in the superblocks.
+fn run_rebuild(inner: &Inner, job: &Job, outer: &dyn Progress) -> Result<RebuildReport> {
+    let slot = job.slot;
+    let files = inner.striped_files();
+    let total: u64 = files.iter().map(|f| f.1).sum();
+    let done = match inner.health.state(slot) {
+        MemberState::Rebuilding { done_bytes } if job.opts.resume => done_bytes,
+        _ => 0,
+    };
+    *lock(&inner.rebuild_status) = Some(super::RebuildStatus {
+        slot,
+        done_bytes: done,
+        total_bytes: total,
+        started_unix: now_unix(),
+    });
+    tracing::info!(
+        slot,
+        total_bytes = total,
+        resume = job.opts.resume,
+        member = %job.member.describe(),
+        "rebuild starting"
+    );
+    let progress = StatusProgress { inner, slot, outer };
+    let r = ops::rebuild(
+        &inner.data,
+        slot,
+        job.member.clone(),
+        files,
+        job.opts,
+        &progress,
+    );
+    *lock(&inner.rebuild_status) = None;
+    // The end state (active, or rebuilding with its progress) on record.
+    let written = inner.write_sbs();
+    let rep = r?;
+    written?;
+    tracing::info!(
+        slot,
+        complete = rep.complete,
+        bytes = rep.bytes,
+        unrecoverable = rep.unrecoverable,
+        "rebuild ended"
+    );
+    Ok(rep)
+}
+
+/// The next thing to rebuild (worker lock held): a slot to resume, else a
+/// failed slot a spare takes over.
+fn next_job(inner: &Inner, skip: &[usize]) -> Option<Job> {
+    if inner.read_only || inner.stopping.load(Ordering::SeqCst) {
+        return None;
+    }
+    let states = inner.health.states();
+    let members = inner.members();
+    for (k, st) in states.iter().enumerate() {
+        if let (MemberState::Rebuilding { .. }, Some(m)) = (st, &members[k])
+            && !skip.contains(&k)
+        {
+            return Some(Job {
+                slot: k,
+                member: m.clone(),
+                opts: RebuildOptions {
+                    resume: true,
+                    ..inner.auto_rebuild
+                },
+            });
+        }
+    }
+    let unavailable: Vec<usize> = (0..states.len())
+        .filter(|&k| !states[k].readable())
+        .collect();
+    if !inner.geometry.survives(&unavailable) {
+        // Nothing to rebuild from.
+        return None;
+    }
+    for (k, st) in states.iter().enumerate() {
+        if !matches!(st, MemberState::Failed | MemberState::Missing) || skip.contains(&k) {
+            continue;
+        }
+        loop {
+            let spare = {
+                let mut spares = lock(&inner.spares);
+                if spares.is_empty() {
+                    return None;
+                }
+                spares.remove(0)
+            };
+            match take_over(inner, k, &spare) {
+                Ok(()) => {
+                    return Some(Job {
+                        slot: k,
+                        member: spare.member,
+                        opts: RebuildOptions {
+                            resume: false,
+                            ..inner.auto_rebuild
+                        },
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(slot = k, spare = %spare.path.display(), error = %e,
+                        "spare cannot take over; it is dropped");
+                    lock(&inner.sb)
+                        .template
+                        .spares
+                        .retain(|s| s.uuid != spare.uuid);
+                    if let Err(e) = inner.write_sbs() {
+                        tracing::error!(error = %e, "cannot record the dropped spare");
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Put `spare` (already out of the spare list) into failed slot `slot`:
+/// metadata first, then the superblocks saying rebuilding (spare record
+/// gone), as a replace does.
+fn take_over(inner: &Inner, slot: usize, spare: &Spare) -> Result<()> {
+    tracing::warn!(slot, spare = %spare.path.display(), "hot spare taking over a failed member");
+    inner.meta.add_member(slot, &spare.member)?;
+    {
+        let mut g = lock(&inner.sb);
+        g.template.members[slot].uuid = spare.uuid;
+        g.template.spares.retain(|s| s.uuid != spare.uuid);
+    }
+    inner.set_member(slot, Some(spare.member.clone()));
+    inner.data.set_member(slot, Some(spare.member.clone()));
+    inner
+        .health
+        .set_state(slot, MemberState::Rebuilding { done_bytes: 0 });
+    inner.write_sbs()
+}
+
+impl Array {
+    /// Put the empty directory `path` in place of failed or missing member
+    /// `slot` and rebuild its chunks onto it, online, on the calling
+    /// thread. Calling it again with the same directory resumes an
+    /// interrupted rebuild.
+    ///
+    /// Order of writes, so that a crash at any point leaves a consistent
+    /// array: the new member first receives the metadata (checkpoint and
+    /// journal), then its superblock (state rebuilding: never read from,
+    /// not counted as redundancy), then its chunks; only a complete rebuild
+    /// marks it active in every superblock.
+    pub fn replace(
+        &self,
+        slot: usize,
+        path: &Path,
+        opts: RebuildOptions,
+        progress: &dyn Progress,
+    ) -> Result<RebuildReport> {
+        self.writable()?;
+        let i = &self.inner;
+        let (member, resuming) = validate_replace(i, slot, path)?;
+        {
+            let mut w = lock(&i.worker);
+            if w.busy {
+                return Err(busy_error());
+            }
+            prepare_replace(i, slot, &member, resuming)?;
+            w.busy = true;
+        }
+        let job = Job {
+            slot,
+            member,
+            opts: RebuildOptions {
+                resume: opts.resume || resuming,
+                ..opts
+            },
+        };
+        let r = run_rebuild(i, &job, progress);
+        lock(&i.worker).busy = false;
+        kick(i);
+        r
+    }
+
+    /// Validate now (errors are returned at once), then rebuild `slot` onto
+    /// the empty directory `path` in the background worker; progress shows
+    /// in [`Array::status`]. Errors if a rebuild is already running.
+    pub fn start_replace(&self, slot: usize, path: &Path, opts: RebuildOptions) -> Result<()> {
+        self.writable()?;
+        let i = &self.inner;
+        if i.stopping.load(Ordering::SeqCst) {
+            return Err(ArrayError::Invalid("the array is closing".into()));
+        }
+        let mut w = lock(&i.worker);
+        if w.busy {
+            return Err(busy_error());
+        }
+        let (member, resuming) = validate_replace(i, slot, path)?;
+        if let Some(h) = w.handle.take()
+            && let Some(r) = join(h)
+        {
+            w.finished = Some(r);
+        }
+        prepare_replace(i, slot, &member, resuming)?;
+        let job = Job {
+            slot,
+            member,
+            opts: RebuildOptions {
+                resume: opts.resume || resuming,
+                ..opts
+            },
+        };
+        spawn(i, &mut w, job);
+        if !w.busy {
+            return Err(ArrayError::Invalid(
+                "cannot start the rebuild worker thread".into(),
+            ));
+        }
+        tracing::info!(slot, path = %path.display(), "replace started in the background");
+        Ok(())
+    }
+
+    /// Block until the background rebuild (if any) ends, and return how it
+    /// ended; `None` if none was running or left an outcome to collect.
+    pub fn wait_rebuild(&self) -> Option<Result<RebuildReport>> {
+        // Work noticed but not yet started (a failure the health listener
+        // has not handled yet) starts now, so it is waited for too.
+        kick(&self.inner);
+        let (h, old) = {
+            let mut w = lock(&self.inner.worker);
+            (w.handle.take(), w.finished.take())
+        };
+        h.and_then(join).or(old)
+    }
+}
+
+/// Check a replace of `slot` by `path`; returns the opened member and
+/// whether it resumes an interrupted rebuild onto the same directory.
+fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Member>, bool)> {
+    let n = i.geometry.members();
+    if slot >= n {
+        return Err(ArrayError::Invalid(format!(
+            "no member slot {slot} (the array has {n}: 0..{})",
+            n - 1
+        )));
+    }
+    let state = i.health.state(slot);
+    if state.readable() {
+        return Err(ArrayError::Invalid(format!(
+            "member {slot} is active; only a failed or missing member is replaced \
+             (fail it first to replace a working disk)"
+        )));
+    }
+    let md = std::fs::metadata(path)
+        .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?;
+    if !md.is_dir() {
+        return Err(ArrayError::Invalid(format!(
+            "{}: not a directory",
+            path.display()
+        )));
+    }
+    for (k, m) in i.members().iter().enumerate() {
+        let Some(m) = m else { continue };
+        let same = std::fs::metadata(m.describe())
+            .is_ok_and(|o| o.dev() == md.dev() && o.ino() == md.ino());
+        if same && k != slot {
+            return Err(ArrayError::Invalid(format!(
+                "{} is already member {k}",
+                path.display()
+            )));
+        }
+    }
+    for s in lock(&i.spares).iter() {
+        let same =
+            std::fs::metadata(&s.path).is_ok_and(|o| o.dev() == md.dev() && o.ino() == md.ino());
+        if same {
+            return Err(ArrayError::Invalid(format!(
+                "{} is a spare of this array (a spare takes over a failed slot by itself)",
+                path.display()
+            )));
+        }
+    }
+    let dir = DirMember::open(path)
+        .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?;
+    let member: Arc<dyn Member> = Arc::new(dir);
+    let resuming = matches!(state, MemberState::Rebuilding { .. });
+    if resuming {
+        let sb = assemble::read_superblock(path)?;
+        let ours = lock(&i.sb).template.clone();
+        if sb.array_uuid != ours.array_uuid || sb.member_uuid != ours.members[slot].uuid {
+            return Err(ArrayError::NotMember(format!(
+                "{} is not the member being rebuilt in slot {slot}",
+                path.display()
+            )));
+        }
+    } else {
+        let has = member.exists(".raidfs").map_err(|e| ArrayError::MemberIo {
+            member: slot,
+            path: member.describe(),
+            context: "check for .raidfs".into(),
+            source: e,
+        })?;
+        if has {
+            return Err(ArrayError::Invalid(format!(
+                "{} already holds a .raidfs directory: it belongs to an array",
+                path.display()
+            )));
+        }
+        check_empty("replacement", path)?;
+    }
+    Ok((member, resuming))
+}
+
+/// Put a validated replacement into `slot` (worker lock held): metadata,
+/// then superblocks saying rebuilding.
+fn prepare_replace(i: &Inner, slot: usize, member: &Arc<dyn Member>, resuming: bool) -> Result<()> {
+    if !resuming {
+        i.meta.add_member(slot, member)?;
+        lock(&i.sb).template.members[slot].uuid = superblock::new_uuid();
+    }
+    i.set_member(slot, Some(member.clone()));
+    i.data.set_member(slot, Some(member.clone()));
+    if !resuming {
+        i.health
+            .set_state(slot, MemberState::Rebuilding { done_bytes: 0 });
+    }
+    i.write_sbs()
+}
