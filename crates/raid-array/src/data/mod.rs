@@ -21,7 +21,8 @@
 //! # Reads
 //!
 //! Only the data chunks touched are read, in parallel per member, and every
-//! block is verified. A block that fails (I/O error, checksum mismatch,
+//! block is verified. Sequential readers are served from windows of whole
+//! stripes read ahead ([`readahead`]). A block that fails (I/O error, checksum mismatch,
 //! member failed) is rebuilt from the rest of its group, returned, written
 //! back to the member it came from, and counted in [`Health`]. What cannot
 //! be rebuilt is an error (EIO), never invented bytes.
@@ -36,6 +37,7 @@
 pub mod checksum;
 pub(crate) mod layout;
 pub(crate) mod pool;
+pub(crate) mod readahead;
 pub(crate) mod shard;
 
 use std::io;
@@ -73,6 +75,7 @@ pub struct DataStore {
     pub(crate) intent: IntentLog,
     loaded_intent: IntentRecord,
     pool: Mutex<Vec<Vec<u8>>>,
+    readahead: readahead::ReadAhead,
 }
 
 impl std::fmt::Debug for DataStore {
@@ -196,6 +199,7 @@ impl DataStore {
             intent: IntentLog::new(&loaded_intent),
             loaded_intent,
             pool: Mutex::new(Vec::new()),
+            readahead: readahead::ReadAhead::default(),
         })
     }
 
@@ -690,6 +694,7 @@ impl DataStore {
     }
 
     fn write_locked(&self, ino: u64, offset: u64, data: &[u8], file_size: u64) -> Result<()> {
+        self.readahead.invalidate(ino);
         let sdb = self.layout.stripe_data;
         let chunk = self.layout.chunk;
         let n = self.layout.members;
@@ -883,19 +888,39 @@ impl DataStore {
         let len = (buf.len() as u64).min(file_size - offset) as usize;
         let _g = self.lock_read(ino);
         let sdb = self.layout.stripe_data;
+        let window = (readahead::WINDOW_BYTES / sdb).max(1) * sdb;
+        let out = &mut buf[..len];
+        let served = self
+            .readahead
+            .read(ino, offset, out, file_size, window, |at, b| {
+                self.read_locked(ino, at, b)
+            });
+        if !served {
+            self.read_locked(ino, offset, out)?;
+        }
+        Ok(len)
+    }
+
+    /// Read `out.len()` bytes at `offset` (all below the file's end) from
+    /// the members. Caller holds the inode's lock.
+    fn read_locked(&self, ino: u64, offset: u64, out: &mut [u8]) -> Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let sdb = self.layout.stripe_data;
         let chunk = self.layout.chunk;
         let n = self.layout.members;
-        let end = offset + len as u64;
+        let end = offset + out.len() as u64;
         let first = offset / sdb;
         let last = (end - 1) / sdb;
         let per_batch = (BATCH_BYTES / (chunk * n as u64)).max(1);
         let mut s = first;
         while s <= last {
             let until = (s + per_batch - 1).min(last);
-            self.read_batch(ino, s, until, offset, &mut buf[..len])?;
+            self.read_batch(ino, s, until, offset, out)?;
             s = until + 1;
         }
-        Ok(len)
+        Ok(())
     }
 
     fn read_batch(
@@ -1027,6 +1052,7 @@ impl DataStore {
     /// the stripe holding `size` (through the write path, so parity follows)
     /// and cut every shard after that stripe. Caller holds the write lock.
     pub(crate) fn cut(&self, ino: u64, size: u64) -> Result<()> {
+        self.readahead.invalidate(ino);
         let sdb = self.layout.stripe_data;
         let stripes = self.layout.stripes_for(size);
         if !size.is_multiple_of(sdb) {
@@ -1056,6 +1082,7 @@ impl DataStore {
     /// Remove every shard of `ino`.
     pub fn remove(&self, ino: u64) -> Result<()> {
         let _g = self.lock_write(ino);
+        self.readahead.invalidate(ino);
         self.handles.forget_ino(ino);
         for (j, m) in self.targets() {
             let r = m
@@ -1132,6 +1159,7 @@ impl DataStore {
         let member = self
             .member(j)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
+        self.readahead.invalidate(ino);
         let shard = self.handles.get(j, member.as_ref(), ino, true)?;
         shard.data.write_at(off, &[0u8; BLOCK])?;
         shard.sums.write_at(

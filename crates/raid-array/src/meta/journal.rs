@@ -271,22 +271,14 @@ impl Journal {
                     .and_then(|()| s.file.sync_data()),
             ]
         } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = segs
-                    .iter()
+            // On the I/O pool: a commit spawns no threads of its own.
+            crate::data::pool::install(|| {
+                use rayon::prelude::*;
+                segs.par_iter()
                     .map(|s| {
-                        scope.spawn(move || {
-                            s.file
-                                .write_at(s.offset, batch)
-                                .and_then(|()| s.file.sync_data())
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(io::Error::other("journal writer panicked")))
+                        s.file
+                            .write_at(s.offset, batch)
+                            .and_then(|()| s.file.sync_data())
                     })
                     .collect()
             })

@@ -38,28 +38,14 @@ fn write_checkpoint(
     on_failure: &FailureHook,
 ) -> Vec<usize> {
     let path = format!("{META_DIR}/{}", cfmt::file_name(seq));
-    let results: Vec<(usize, std::io::Result<()>)> = std::thread::scope(|s| {
-        let hs: Vec<_> = members
-            .iter()
+    // On the I/O pool: a checkpoint spawns no threads of its own.
+    let results: Vec<(usize, std::io::Result<()>)> = crate::data::pool::install(|| {
+        use rayon::prelude::*;
+        members
+            .par_iter()
             .map(|(i, m)| {
-                let path = &path;
-                (
-                    *i,
-                    s.spawn(move || -> std::io::Result<()> {
-                        m.write_atomic(path, bytes)?;
-                        prune(&**m, seq)
-                    }),
-                )
-            })
-            .collect();
-        hs.into_iter()
-            .map(|(i, h)| {
-                (
-                    i,
-                    h.join().unwrap_or_else(|_| {
-                        Err(std::io::Error::other("checkpoint writer panicked"))
-                    }),
-                )
+                let r = m.write_atomic(&path, bytes).and_then(|()| prune(&**m, seq));
+                (*i, r)
             })
             .collect()
     });

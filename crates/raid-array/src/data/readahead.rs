@@ -1,0 +1,261 @@
+//! Read-ahead for sequential readers.
+//!
+//! The kernel hands a FUSE filesystem reads of at most 128 KiB, one after
+//! the other; served one by one, each costs a round trip to two or three
+//! members and cold sequential reads stall far below what the disks give.
+//! So when a file is read sequentially, the data path reads *windows* of
+//! whole stripes (about 1 MiB of data, every member in parallel, one
+//! contiguous request per member) a few windows ahead of the reader, keeps
+//! them in memory and serves the following reads from them.
+//!
+//! Bounds: at most [`MAX_STREAMS`] files are followed (least recently used
+//! first out), each with at most [`AHEAD`] + 1 windows, so memory stays a
+//! few tens of MiB however many files are open.
+//!
+//! Consistency: windows are filled and used while the caller holds the
+//! inode's read lock, and every change of a file's bytes ([`DataStore`]
+//! write, truncate, remove) drops its windows under the write lock, so a
+//! window never outlives the bytes it copied.
+//!
+//! [`DataStore`]: super::DataStore
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::Result;
+
+/// Files followed at once.
+pub(crate) const MAX_STREAMS: usize = 8;
+/// Windows read ahead of the one being read, in one go.
+pub(crate) const AHEAD: u64 = 3;
+/// Target bytes of data per window (rounded to whole stripes).
+pub(crate) const WINDOW_BYTES: u64 = 1 << 20;
+
+/// Bytes `[start, end)` of a file; `data` is `None` until filled, and stays
+/// `None` if the fill failed (the reader then reads directly and gets the
+/// error or the repaired bytes itself).
+struct Window {
+    start: u64,
+    end: u64,
+    data: Mutex<Option<Vec<u8>>>,
+}
+
+struct Stream {
+    ino: u64,
+    /// Where the next sequential read is expected.
+    next: u64,
+    windows: VecDeque<Arc<Window>>,
+}
+
+/// The read-ahead state of one data store.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    /// Most recently used last.
+    streams: Mutex<Vec<Stream>>,
+}
+
+impl std::fmt::Debug for ReadAhead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAhead").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ReadAhead {
+    /// Forget the windows of `ino` (its bytes change). Caller holds the
+    /// inode's write lock.
+    pub(crate) fn invalidate(&self, ino: u64) {
+        lock(&self.streams).retain(|s| s.ino != ino);
+    }
+
+    /// Serve a read of `out.len()` bytes at `offset` of `ino` (logical size
+    /// `size`) from windows of `window` bytes, reading missing windows with
+    /// `fill(start, buf)` when the file is read sequentially. Returns
+    /// whether `out` was filled; if not, the caller reads directly. Caller
+    /// holds the inode's read lock.
+    pub(crate) fn read(
+        &self,
+        ino: u64,
+        offset: u64,
+        out: &mut [u8],
+        size: u64,
+        window: u64,
+        fill: impl Fn(u64, &mut [u8]) -> Result<()>,
+    ) -> bool {
+        let end = offset + out.len() as u64;
+        // Windows to fill now (created here, their data locked until filled).
+        let mut created: Vec<Arc<Window>> = Vec::new();
+        let mut wanted: Vec<Arc<Window>> = Vec::new();
+        {
+            let mut streams = lock(&self.streams);
+            let Some(pos) = streams.iter().position(|s| s.ino == ino) else {
+                if streams.len() >= MAX_STREAMS {
+                    streams.remove(0);
+                }
+                streams.push(Stream {
+                    ino,
+                    next: end,
+                    windows: VecDeque::new(),
+                });
+                return false;
+            };
+            let mut st = streams.remove(pos);
+            // Sequential: near where the last read ended (the kernel may
+            // send a few reads out of order).
+            let sequential = offset + window >= st.next && offset <= st.next + window;
+            st.next = st.next.max(end);
+            if !sequential {
+                st.next = end;
+                st.windows.clear();
+                streams.push(st);
+                return false;
+            }
+            while st.windows.front().is_some_and(|w| w.end <= offset) {
+                st.windows.pop_front();
+            }
+            let first = offset / window;
+            let last = (end - 1) / window;
+            // Read ahead in one go when the window after this read is missing.
+            let upto = if st.windows.iter().any(|w| w.start == (last + 1) * window) {
+                last
+            } else {
+                last + AHEAD
+            };
+            for k in first..=upto {
+                let start = k * window;
+                if start >= size {
+                    break;
+                }
+                let w = match st.windows.iter().find(|w| w.start == start) {
+                    Some(w) => w.clone(),
+                    None => {
+                        let w = Arc::new(Window {
+                            start,
+                            end: (start + window).min(size),
+                            data: Mutex::new(None),
+                        });
+                        st.windows.push_back(w.clone());
+                        created.push(w.clone());
+                        w
+                    }
+                };
+                if k <= last {
+                    wanted.push(w);
+                }
+            }
+            st.windows.make_contiguous().sort_by_key(|w| w.start);
+            streams.push(st);
+        }
+        if !created.is_empty() {
+            // Lock the new windows before anyone else can (they are only
+            // reachable through the stream, and the fill is ours).
+            let guards: Vec<MutexGuard<'_, Option<Vec<u8>>>> =
+                created.iter().map(|w| lock(&w.data)).collect();
+            let (a, z) = (created[0].start, created[created.len() - 1].end);
+            let contiguous = created.windows(2).all(|p| p[0].end == p[1].start);
+            let mut guards = guards;
+            if contiguous {
+                let mut buf = vec![0u8; (z - a) as usize];
+                if fill(a, &mut buf).is_ok() {
+                    for (w, g) in created.iter().zip(guards.iter_mut()) {
+                        let from = (w.start - a) as usize;
+                        let to = (w.end - a) as usize;
+                        **g = Some(buf[from..to].to_vec());
+                    }
+                }
+            } else {
+                for (w, g) in created.iter().zip(guards.iter_mut()) {
+                    let mut buf = vec![0u8; (w.end - w.start) as usize];
+                    if fill(w.start, &mut buf).is_ok() {
+                        **g = Some(buf);
+                    }
+                }
+            }
+        }
+        // Copy what the read wants; any piece not covered means a direct read.
+        let mut at = offset;
+        for w in &wanted {
+            if at >= end {
+                break;
+            }
+            let g = lock(&w.data);
+            let Some(d) = g.as_ref() else { return false };
+            if at < w.start || at >= w.end {
+                return false;
+            }
+            let z = end.min(w.end);
+            out[(at - offset) as usize..(z - offset) as usize]
+                .copy_from_slice(&d[(at - w.start) as usize..(z - w.start) as usize]);
+            at = z;
+        }
+        at >= end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn pattern(off: u64, buf: &mut [u8]) {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = ((off + i as u64) % 251) as u8;
+        }
+    }
+
+    #[test]
+    fn sequential_reads_come_from_windows_and_match_the_file() {
+        let ra = ReadAhead::default();
+        let fills = AtomicUsize::new(0);
+        let fill = |off: u64, buf: &mut [u8]| {
+            fills.fetch_add(1, Ordering::Relaxed);
+            pattern(off, buf);
+            Ok(())
+        };
+        let size = 10_000_000;
+        let mut served = 0;
+        let mut off = 0;
+        while off < size {
+            let n = (128 * 1024).min(size - off) as usize;
+            let mut out = vec![0u8; n];
+            if ra.read(7, off, &mut out, size, 1_000_000, fill) {
+                served += 1;
+                let mut want = vec![0u8; n];
+                pattern(off, &mut want);
+                assert_eq!(out, want, "wrong bytes at {off}");
+            }
+            off += n as u64;
+        }
+        // Only the first read misses; windows are filled a few at a time.
+        assert_eq!(served, 10_000_000usize.div_ceil(128 * 1024) - 1);
+        assert!(fills.load(Ordering::Relaxed) <= 4, "{fills:?} fills");
+    }
+
+    #[test]
+    fn random_reads_and_invalidated_files_are_read_directly() {
+        let ra = ReadAhead::default();
+        let fill = |off: u64, buf: &mut [u8]| {
+            pattern(off, buf);
+            Ok(())
+        };
+        let mut out = vec![0u8; 4096];
+        assert!(!ra.read(1, 0, &mut out, 1 << 30, 1 << 20, fill));
+        assert!(ra.read(1, 4096, &mut out, 1 << 30, 1 << 20, fill));
+        assert!(!ra.read(1, 500 << 20, &mut out, 1 << 30, 1 << 20, fill));
+        assert!(!ra.read(1, 900 << 20, &mut out, 1 << 30, 1 << 20, fill));
+        ra.invalidate(1);
+        assert!(!ra.read(1, (900 << 20) + 4096, &mut out, 1 << 30, 1 << 20, fill));
+    }
+
+    #[test]
+    fn a_failed_fill_leaves_the_read_to_the_caller() {
+        let ra = ReadAhead::default();
+        let fail = |_: u64, _: &mut [u8]| Err(crate::ArrayError::Invalid("boom".into()));
+        let mut out = vec![0u8; 4096];
+        assert!(!ra.read(3, 0, &mut out, 1 << 30, 1 << 20, fail));
+        assert!(!ra.read(3, 4096, &mut out, 1 << 30, 1 << 20, fail));
+    }
+}
