@@ -1123,3 +1123,63 @@ fn parallel_namespace_changes_in_one_directory() {
         }
     }
 }
+
+#[test]
+fn atime_follows_relatime() {
+    // Read past the page cache, so that the read reaches the filesystem.
+    fn read_uncached(p: &Path) -> Vec<u8> {
+        let mut f = File::open(p).unwrap();
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).unwrap();
+        v
+    }
+    fn atime(p: &Path) -> (i64, i64) {
+        let m = fs::metadata(p).unwrap();
+        (m.atime(), m.atime_nsec())
+    }
+    let mut a = TestArray::raid5();
+    let p = a.path("f");
+    let data = pattern(7, 100_000);
+    fs::write(&p, &data).unwrap();
+    File::open(&p).unwrap().sync_all().unwrap();
+    let old = SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
+    File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_accessed(old).set_modified(old))
+        .unwrap();
+    let before = atime(&p);
+
+    // The access time is not newer than the change time (utimens just set
+    // it): a read moves it. Attributes are cached by the kernel for up to a
+    // second, so wait for the new value rather than for a fixed time.
+    assert_eq!(read_uncached(&p), data);
+    let mut moved = atime(&p);
+    for _ in 0..50 {
+        if moved != before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        moved = atime(&p);
+    }
+    assert_ne!(moved, before, "a read left an access time older than ctime");
+    let m = fs::metadata(&p).unwrap();
+    assert!(
+        (m.atime(), m.atime_nsec()) >= (m.ctime(), m.ctime_nsec()),
+        "the new access time is not after the change time"
+    );
+    let old_secs = old.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert_eq!(m.mtime(), old_secs, "a read changed the modification time");
+
+    // Now newer than both mtime and ctime and younger than a day: a second
+    // read leaves it (checked after the attribute cache has expired).
+    assert_eq!(read_uncached(&p), data);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(atime(&p), moved, "relatime moved a fresh access time");
+
+    // Journaled like any attribute change.
+    a.remount();
+    assert_eq!(atime(&a.path("f")), moved);
+}

@@ -932,15 +932,22 @@ impl Array {
             return Ok(Vec::new());
         }
         let len = (file_size - offset).min(size as u64) as usize;
-        match inline {
-            Some(d) => Ok(d[offset as usize..offset as usize + len].to_vec()),
+        let out = match inline {
+            Some(d) => d[offset as usize..offset as usize + len].to_vec(),
             None => {
                 let mut buf = vec![0u8; len];
                 let n = self.inner.data.read(ino, offset, &mut buf, file_size)?;
                 buf.truncate(n);
-                Ok(buf)
+                buf
             }
+        };
+        // relatime (docs/SEMANTICS.md); a failure to record it fails no read.
+        if !self.inner.read_only
+            && let Err(e) = self.inner.meta.relatime(ino, now_ns())
+        {
+            tracing::debug!(ino, error = %e, "cannot record the access time");
         }
+        Ok(out)
     }
 
     /// Write `data` at `offset`; returns the bytes written.

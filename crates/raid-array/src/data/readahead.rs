@@ -30,6 +30,11 @@ pub(crate) const MAX_STREAMS: usize = 8;
 pub(crate) const AHEAD: u64 = 3;
 /// Target bytes of data per window (rounded to whole stripes).
 pub(crate) const WINDOW_BYTES: u64 = 1 << 20;
+/// How far from the expected offset a read still counts as sequential.
+const SLACK: u64 = 256 << 10;
+/// Sequential reads in a row before windows are read: a random reader that
+/// happens to land near its last read must not pay for megabytes.
+const MIN_RUN: u32 = 2;
 
 /// Bytes `[start, end)` of a file; `data` is `None` until filled, and stays
 /// `None` if the fill failed (the reader then reads directly and gets the
@@ -44,6 +49,8 @@ struct Stream {
     ino: u64,
     /// Where the next sequential read is expected.
     next: u64,
+    /// Sequential reads in a row.
+    run: u32,
     windows: VecDeque<Arc<Window>>,
 }
 
@@ -98,18 +105,25 @@ impl ReadAhead {
                 streams.push(Stream {
                     ino,
                     next: end,
+                    run: 0,
                     windows: VecDeque::new(),
                 });
                 return false;
             };
             let mut st = streams.remove(pos);
             // Sequential: near where the last read ended (the kernel may
-            // send a few reads out of order).
-            let sequential = offset + window >= st.next && offset <= st.next + window;
+            // send the reads of its own read-ahead a little out of order).
+            let sequential = offset + SLACK >= st.next && offset <= st.next + SLACK;
             st.next = st.next.max(end);
             if !sequential {
                 st.next = end;
+                st.run = 0;
                 st.windows.clear();
+                streams.push(st);
+                return false;
+            }
+            st.run = st.run.saturating_add(1);
+            if st.run < MIN_RUN && st.windows.is_empty() {
                 streams.push(st);
                 return false;
             }
@@ -229,8 +243,11 @@ mod tests {
             }
             off += n as u64;
         }
-        // Only the first read misses; windows are filled a few at a time.
-        assert_eq!(served, 10_000_000usize.div_ceil(128 * 1024) - 1);
+        // The first reads miss (no run yet); windows are filled a few at a time.
+        assert_eq!(
+            served,
+            10_000_000usize.div_ceil(128 * 1024) - MIN_RUN as usize
+        );
         assert!(fills.load(Ordering::Relaxed) <= 4, "{fills:?} fills");
     }
 
@@ -243,8 +260,14 @@ mod tests {
         };
         let mut out = vec![0u8; 4096];
         assert!(!ra.read(1, 0, &mut out, 1 << 30, 1 << 20, fill));
-        assert!(ra.read(1, 4096, &mut out, 1 << 30, 1 << 20, fill));
+        assert!(!ra.read(1, 4096, &mut out, 1 << 30, 1 << 20, fill));
+        assert!(ra.read(1, 8192, &mut out, 1 << 30, 1 << 20, fill));
+        let mut want = vec![0u8; 4096];
+        pattern(8192, &mut want);
+        assert_eq!(out, want);
         assert!(!ra.read(1, 500 << 20, &mut out, 1 << 30, 1 << 20, fill));
+        // One read near the last one is not yet a run.
+        assert!(!ra.read(1, (500 << 20) + 100_000, &mut out, 1 << 30, 1 << 20, fill));
         assert!(!ra.read(1, 900 << 20, &mut out, 1 << 30, 1 << 20, fill));
         ra.invalidate(1);
         assert!(!ra.read(1, (900 << 20) + 4096, &mut out, 1 << 30, 1 << 20, fill));
@@ -255,7 +278,8 @@ mod tests {
         let ra = ReadAhead::default();
         let fail = |_: u64, _: &mut [u8]| Err(crate::ArrayError::Invalid("boom".into()));
         let mut out = vec![0u8; 4096];
-        assert!(!ra.read(3, 0, &mut out, 1 << 30, 1 << 20, fail));
-        assert!(!ra.read(3, 4096, &mut out, 1 << 30, 1 << 20, fail));
+        for k in 0..4 {
+            assert!(!ra.read(3, k * 4096, &mut out, 1 << 30, 1 << 20, fail));
+        }
     }
 }

@@ -16,6 +16,9 @@ use crate::format::{checkpoint as cfmt, journal as jfmt};
 use crate::member::Member;
 use crate::{ArrayError, Result};
 
+/// Age after which `relatime` moves the access time of a file read again.
+pub const RELATIME_AGE_NS: i64 = 24 * 3600 * 1_000_000_000;
+
 /// Default journal size after which a checkpoint is taken.
 pub const DEFAULT_CHECKPOINT_BYTES: u64 = 64 << 20;
 
@@ -191,6 +194,39 @@ impl Meta {
         let eff = ns.apply(&op)?;
         let seq = self.journal.append(&payload);
         Ok((seq, eff, t))
+    }
+
+    /// Record a read of `ino` at `now` (nanoseconds) the way Linux's
+    /// `relatime` does: the access time moves only when it is not newer
+    /// than the modification or change time, or is a day old, so that
+    /// "read since last written" stays answerable while a file read over
+    /// and over costs no metadata traffic. The change is journaled like any
+    /// attribute change (not committed here) and leaves `ctime` alone.
+    /// Returns whether the access time moved.
+    pub fn relatime(&self, ino: u64, now: i64) -> Result<bool> {
+        let stale = |i: &super::inode::Inode| {
+            i.atime <= i.mtime
+                || i.atime <= i.ctime
+                || now.saturating_sub(i.atime) >= RELATIME_AGE_NS
+        };
+        if !stale(self.read().get(ino)?) {
+            return Ok(false);
+        }
+        self.apply_with(|ns| {
+            let ctime = ns.get(ino)?.ctime;
+            let op = Op::SetAttr {
+                ino,
+                mode: None,
+                uid: None,
+                gid: None,
+                size: None,
+                atime: Some(now),
+                mtime: None,
+                ctime,
+            };
+            Ok((op, ()))
+        })?;
+        Ok(true)
     }
 
     /// Wait until record `seq` (and all before it) is durable.
