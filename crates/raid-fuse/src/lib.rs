@@ -5,9 +5,11 @@
 //! - [`mount`]: what `mount.raidfs` does, from arguments to a served mount.
 //! - [`options`], [`fstab`], [`spec`]: the mount(8) helper conventions.
 //! - [`daemon`]: backgrounding with a readiness report.
+//! - [`control`]: the control socket the admin CLI uses on a live mount.
 
 pub mod adapter;
 pub mod cli;
+pub mod control;
 pub mod daemon;
 pub mod fstab;
 pub mod metrics;

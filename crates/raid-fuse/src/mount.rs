@@ -136,6 +136,7 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
         }
     };
     info!(mountpoint = %req.mountpoint.display(), source = %req.source, "mounted");
+    let control = start_control(&array, &req.mountpoint);
     ready(&Ok(()));
 
     let mut unmounter = session.unmount_callable();
@@ -172,6 +173,9 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
 
     let (notifier, metrics) = start_monitoring(req, &array);
     let served = session.run().context("FUSE session failed");
+    if let Some(c) = control {
+        c.stop();
+    }
     // Both hold the array: stopped before it is closed.
     if let Some(m) = metrics {
         m.stop();
@@ -226,6 +230,21 @@ fn close(array: Arc<Array>) {
             warn!(
                 "array still referenced at exit; left dirty, it will be resynced at next assembly"
             );
+        }
+    }
+}
+
+/// The admin commands reach a live array through its control socket. A
+/// mount without one still serves files, so a failure is logged, not fatal.
+fn start_control(array: &Arc<Array>, mountpoint: &Path) -> Option<crate::control::server::Server> {
+    match crate::control::server::Server::start(Arc::clone(array), mountpoint) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(
+                error = %format!("{e:#}"),
+                "no control socket: raidfs status, scrub and replace cannot reach this mount"
+            );
+            None
         }
     }
 }

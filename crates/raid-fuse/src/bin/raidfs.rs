@@ -24,8 +24,22 @@ struct Cli {
 enum Command {
     /// Create an array on empty member directories.
     Create(cli::create::CreateArgs),
-    /// Show an array's level, members and state (like mdadm --detail).
+    /// Show an array's level, members and state (like mdadm --detail);
+    /// every mounted array without arguments (like /proc/mdstat).
     Status(cli::status::StatusArgs),
+    /// Verify every checksum and parity; --repair fixes what it finds
+    /// (exit 0 clean, 1 mismatches found, 2 error).
+    Scrub(cli::scrub::ScrubArgs),
+    /// Rebuild a failed or missing member onto an empty directory.
+    Replace(cli::replace::ReplaceArgs),
+    /// Add an empty directory as a hot spare.
+    AddSpare(cli::add_spare::AddSpareArgs),
+    /// Take a hot spare out of the array.
+    RemoveSpare(cli::remove_spare::RemoveSpareArgs),
+    /// Mark an active member failed (a drill, like mdadm --fail).
+    Fail(cli::fail::FailArgs),
+    /// Detach a failed or missing member (like mdadm --remove).
+    Remove(cli::remove::RemoveArgs),
     /// Check the parity kernels against the reference implementation and
     /// name the one in use.
     Selftest,
@@ -35,6 +49,12 @@ fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Create(a) => cli::create::run(a),
         Command::Status(a) => cli::status::run(a),
+        Command::Scrub(a) => cli::scrub::run(a),
+        Command::Replace(a) => cli::replace::run(a),
+        Command::AddSpare(a) => cli::add_spare::run(a),
+        Command::RemoveSpare(a) => cli::remove_spare::run(a),
+        Command::Fail(a) => cli::fail::run(a),
+        Command::Remove(a) => cli::remove::run(a),
         Command::Selftest => {
             for k in raid_core::kernels::available() {
                 match raid_core::selftest::check_kernel(k) {
@@ -62,7 +82,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("raidfs: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(cli::target::exit_code(&e))
         }
     }
 }

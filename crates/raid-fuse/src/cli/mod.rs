@@ -1,8 +1,15 @@
 //! The admin CLI `raidfs`: one module per command; each parses nothing
 //! itself (clap does) and calls the engine.
 
+pub mod add_spare;
 pub mod create;
+pub mod fail;
+pub mod remove;
+pub mod remove_spare;
+pub mod replace;
+pub mod scrub;
 pub mod status;
+pub mod target;
 
 /// Parse a size such as `64K`, `1M`, `65536`.
 pub fn parse_size(s: &str) -> Result<u32, String> {

@@ -1,5 +1,7 @@
-//! `raidfs status`: the array as its superblocks describe it, like
-//! `mdadm --detail` (read-only: nothing is written).
+//! `raidfs status`: like `/proc/mdstat` and `mdadm --detail`. A mounted
+//! array is asked through its control socket (live member states, error
+//! counters, rebuild and scrub progress); an array that is not mounted is
+//! described from its superblocks (read-only: nothing is written).
 
 use std::path::PathBuf;
 
@@ -7,30 +9,155 @@ use anyhow::{Context, Result, bail};
 use raid_array::Status;
 use raid_array::assemble::read_superblock;
 use raid_array::format::superblock::{SlotState, Superblock, uuid_string};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::control::client;
+use crate::control::protocol::{Request, Response};
 
 /// Arguments of `raidfs status`.
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
-    /// Member directories, or one array name / UUID to search for.
-    #[arg(required = true)]
+    /// An array name, UUID or mount point, or member directories. Without
+    /// any, every mounted array.
     pub spec: Vec<String>,
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
 }
 
+/// Per-member error counters since the array was mounted (live only).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountersJson {
+    pub read_errors: u64,
+    pub write_errors: u64,
+    pub checksum_errors: u64,
+    /// Blocks rewritten with reconstructed data (checksum errors repaired).
+    pub repaired_blocks: u64,
+}
+
 /// One member in the JSON output.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MemberJson {
     pub index: usize,
     pub uuid: String,
     pub path: Option<String>,
+    /// active, failed, missing, spare or rebuilding.
     pub state: String,
+    /// `null` when read from the superblocks (not mounted).
+    pub counters: Option<CountersJson>,
 }
 
-/// The JSON shape of `raidfs status --json` (stable for scripts).
-#[derive(Serialize, Debug)]
+/// A hot spare.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SpareJson {
+    pub uuid: String,
+    pub path: String,
+}
+
+/// A rebuild in progress.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RebuildJson {
+    pub slot: usize,
+    pub done_bytes: u64,
+    /// `null` when unknown (offline).
+    pub total_bytes: Option<u64>,
+    pub percent: Option<f64>,
+    /// Estimated seconds left, from the rate so far.
+    pub eta_seconds: Option<u64>,
+}
+
+impl From<&raid_array::RebuildStatus> for RebuildJson {
+    fn from(r: &raid_array::RebuildStatus) -> Self {
+        let elapsed = now_unix().saturating_sub(r.started_unix);
+        let left = r.total_bytes.saturating_sub(r.done_bytes);
+        // The rate of this run only: a resumed rebuild's checkpointed bytes
+        // were not done in `elapsed`, so the estimate errs long, never short.
+        let eta_seconds = (r.done_bytes > 0 && elapsed > 0)
+            .then(|| (elapsed as f64 * left as f64 / r.done_bytes as f64).ceil() as u64);
+        RebuildJson {
+            slot: r.slot,
+            done_bytes: r.done_bytes,
+            total_bytes: Some(r.total_bytes),
+            percent: Some(percent(r.done_bytes, r.total_bytes)),
+            eta_seconds,
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The last scrub, as the engine keeps it on the members.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastScrubJson {
+    pub finished_unix: u64,
+    pub repair: bool,
+    pub complete: bool,
+    pub bytes: u64,
+    pub mismatches: u64,
+    pub redundancy_mismatches: u64,
+    pub repaired: u64,
+    pub unrecoverable: u64,
+}
+
+impl From<raid_array::ScrubSummary> for LastScrubJson {
+    fn from(s: raid_array::ScrubSummary) -> Self {
+        LastScrubJson {
+            finished_unix: s.finished_unix,
+            repair: s.repair,
+            complete: s.complete,
+            bytes: s.bytes,
+            mismatches: s.mismatches,
+            redundancy_mismatches: s.redundancy_mismatches,
+            repaired: s.repaired,
+            unrecoverable: s.unrecoverable,
+        }
+    }
+}
+
+/// A scrub running in the daemon.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ScrubProgressJson {
+    pub repair: bool,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    pub percent: f64,
+}
+
+impl ScrubProgressJson {
+    pub fn new(repair: bool, done: u64, total: u64) -> Self {
+        ScrubProgressJson {
+            repair,
+            done_bytes: done,
+            total_bytes: total,
+            percent: percent(done, total),
+        }
+    }
+}
+
+fn percent(done: u64, total: u64) -> f64 {
+    if total == 0 {
+        100.0
+    } else {
+        (done as f64 * 1000.0 / total as f64).round() / 10.0
+    }
+}
+
+/// What the daemon adds to the engine's status.
+#[derive(Debug, Clone)]
+pub struct LiveExtras {
+    pub mountpoint: String,
+    pub pid: u32,
+    pub scrub: Option<ScrubProgressJson>,
+}
+
+/// The JSON shape of `raidfs status --json` (stable for scripts: keys are
+/// only ever added).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct StatusJson {
     pub name: String,
     pub uuid: String,
@@ -42,6 +169,50 @@ pub struct StatusJson {
     pub failed: bool,
     pub failures_tolerated: usize,
     pub members: Vec<MemberJson>,
+    /// Whether this came from the mount daemon (else from superblocks).
+    pub live: bool,
+    pub mountpoint: Option<String>,
+    /// The mount daemon's PID.
+    pub pid: Option<u32>,
+    pub spares: Vec<SpareJson>,
+    pub rebuild: Option<RebuildJson>,
+    /// A scrub running now.
+    pub scrub: Option<ScrubProgressJson>,
+    /// The last scrub that ran to its end.
+    pub last_scrub: Option<LastScrubJson>,
+}
+
+/// A member state's name in the status.
+pub fn state_name(s: raid_array::health::MemberState) -> String {
+    use raid_array::health::MemberState as M;
+    match s {
+        M::Active => "active",
+        M::Failed => "failed",
+        M::Missing => "missing",
+        M::Spare => "spare",
+        M::Rebuilding { .. } => "rebuilding",
+    }
+    .into()
+}
+
+impl StatusJson {
+    /// The status of a mounted array, as its daemon reports it.
+    pub fn live(s: &Status, extras: LiveExtras) -> Self {
+        let mut j = StatusJson::from(s);
+        j.live = true;
+        j.mountpoint = Some(extras.mountpoint);
+        j.pid = Some(extras.pid);
+        j.scrub = extras.scrub;
+        for (m, js) in s.members.iter().zip(j.members.iter_mut()) {
+            js.counters = Some(CountersJson {
+                read_errors: m.counters.read_errors,
+                write_errors: m.counters.write_errors,
+                checksum_errors: m.counters.checksum_mismatches,
+                repaired_blocks: m.counters.repaired_blocks,
+            });
+        }
+        j
+    }
 }
 
 impl From<&Status> for StatusJson {
@@ -63,9 +234,24 @@ impl From<&Status> for StatusJson {
                     index: m.index,
                     uuid: m.uuid.clone(),
                     path: m.path.clone(),
-                    state: format!("{:?}", m.state).to_lowercase(),
+                    state: state_name(m.state),
+                    counters: None,
                 })
                 .collect(),
+            live: false,
+            mountpoint: None,
+            pid: None,
+            spares: s
+                .spares
+                .iter()
+                .map(|sp| SpareJson {
+                    uuid: sp.uuid.clone(),
+                    path: sp.path.clone(),
+                })
+                .collect(),
+            rebuild: s.rebuild.as_ref().map(RebuildJson::from),
+            scrub: None,
+            last_scrub: s.last_scrub.map(LastScrubJson::from),
         }
     }
 }
@@ -75,7 +261,7 @@ fn slot_state(s: SlotState) -> String {
         SlotState::Active => "active".into(),
         SlotState::Failed => "failed".into(),
         SlotState::Spare => "spare".into(),
-        SlotState::Rebuilding { done_bytes } => format!("rebuilding ({done_bytes} bytes done)"),
+        SlotState::Rebuilding { .. } => "rebuilding".into(),
     }
 }
 
@@ -123,6 +309,7 @@ pub fn offline(members: &[PathBuf]) -> Result<StatusJson> {
                 uuid: uuid_string(&slot.uuid),
                 path,
                 state,
+                counters: None,
             }
         })
         .collect();
@@ -137,31 +324,168 @@ pub fn offline(members: &[PathBuf]) -> Result<StatusJson> {
         failed: !geometry.survives(&failed),
         failures_tolerated: geometry.failures_tolerated(),
         members: members_json,
+        live: false,
+        mountpoint: None,
+        pid: None,
+        spares: fresh
+            .spares
+            .iter()
+            .map(|sp| SpareJson {
+                uuid: uuid_string(&sp.uuid),
+                path: found
+                    .iter()
+                    .find(|(_, sb)| sb.member_uuid == sp.uuid)
+                    .map(|(p, _)| p.display().to_string())
+                    .unwrap_or_else(|| "-".into()),
+            })
+            .collect(),
+        rebuild: fresh
+            .members
+            .iter()
+            .enumerate()
+            .find_map(|(slot, m)| match m.state {
+                SlotState::Rebuilding { done_bytes } => Some(RebuildJson {
+                    slot,
+                    done_bytes,
+                    total_bytes: None,
+                    percent: None,
+                    eta_seconds: None,
+                }),
+                _ => None,
+            }),
+        scrub: None,
+        last_scrub: None,
     })
 }
 
-pub fn run(args: &StatusArgs) -> Result<()> {
-    let members: Vec<PathBuf> = if args.spec.len() == 1 && !args.spec[0].contains('/') {
-        let spec = crate::spec::parse(&args.spec[0])?;
-        crate::spec::resolve(&spec, &[]).context("finding the members")?
-    } else {
-        args.spec.iter().map(PathBuf::from).collect()
+/// Where a status comes from.
+pub enum Source {
+    Live(crate::control::record::Record),
+    Offline(Vec<PathBuf>),
+}
+
+/// Resolve TARGET words (a name, UUID, mount point, member directories
+/// as separate words or one `/a:/b:/c` list) to the live daemon or, when
+/// the array is not mounted, to its member directories.
+pub fn resolve(spec: &[String]) -> Result<Source> {
+    let Some(first) = spec.first() else {
+        bail!("no array given");
     };
-    let st = offline(&members)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+    if let Some(rec) = client::find(first)? {
+        return Ok(Source::Live(rec));
+    }
+    let members: Vec<PathBuf> = if spec.len() == 1 {
+        let parsed = crate::spec::parse(first)?;
+        crate::spec::resolve(&parsed, &[])
+            .with_context(|| format!("{first:?} is not a mounted array; looking for its members"))?
+    } else {
+        spec.iter().map(PathBuf::from).collect()
+    };
+    // A member list of a mounted array goes to its daemon.
+    if let Some(m) = members.first()
+        && let Some(rec) = client::find(&m.display().to_string())?
+    {
+        return Ok(Source::Live(rec));
+    }
+    if members.len() == 1 && crate::spec::is_mountpoint(&members[0]).unwrap_or(false) {
+        bail!(
+            "{} is a mount point but no raidfs daemon answers for it",
+            members[0].display()
+        );
+    }
+    Ok(Source::Offline(members))
+}
+
+/// Ask a live daemon for its status.
+pub fn live(rec: &crate::control::record::Record) -> Result<StatusJson> {
+    match client::call(rec, &Request::Status)? {
+        Response::Status { status } => Ok(*status),
+        other => bail!("unexpected answer to status: {other:?}"),
+    }
+}
+
+/// The status of whatever `spec` names.
+pub fn get(spec: &[String]) -> Result<StatusJson> {
+    match resolve(spec)? {
+        Source::Live(rec) => live(&rec),
+        Source::Offline(members) => offline(&members),
+    }
+}
+
+pub fn run(args: &StatusArgs) -> Result<()> {
+    if args.spec.is_empty() {
+        let mut all = Vec::new();
+        for rec in client::live_arrays() {
+            match live(&rec) {
+                Ok(st) => all.push(st),
+                Err(e) => eprintln!("raidfs: {}: {e:#}", rec.name),
+            }
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        } else if all.is_empty() {
+            println!("no raidfs array is mounted");
+        } else {
+            for (k, st) in all.iter().enumerate() {
+                if k > 0 {
+                    println!();
+                }
+                print_text(st);
+            }
+        }
         return Ok(());
     }
+    let st = get(&args.spec)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print_text(&st);
+    }
+    Ok(())
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn human_secs(s: u64) -> String {
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn print_text(st: &StatusJson) {
     let state = if st.failed {
         "FAILED"
+    } else if st.rebuild.is_some() {
+        "degraded, recovering"
     } else if st.degraded {
         "degraded"
     } else if st.clean {
         "clean"
     } else {
-        "active (dirty)"
+        "active"
     };
     println!("{} ({})", st.name, st.uuid);
+    match (&st.mountpoint, st.pid) {
+        (Some(m), Some(pid)) => println!("  mounted on {m} (daemon pid {pid})"),
+        _ => println!("  not mounted (from the superblocks)"),
+    }
     println!(
         "  level: {}  chunk: {} KiB  members: {}  tolerates: {} failure(s)",
         st.level,
@@ -169,14 +493,65 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         st.members.len(),
         st.failures_tolerated
     );
-    println!("  state: {state}  events: {}", st.events);
+    println!(
+        "  state: {state}  {}  events: {}",
+        if st.clean { "clean" } else { "dirty" },
+        st.events
+    );
     for m in &st.members {
-        println!(
-            "  [{}] {:<12} {}",
+        let mut line = format!(
+            "  [{}] {:<11} {}",
             m.index,
             m.state,
             m.path.as_deref().unwrap_or("-")
         );
+        if let Some(c) = m.counters
+            && (c.read_errors | c.write_errors | c.checksum_errors | c.repaired_blocks) != 0
+        {
+            line.push_str(&format!(
+                "  (read errors {}, write errors {}, checksum errors {}, repaired {})",
+                c.read_errors, c.write_errors, c.checksum_errors, c.repaired_blocks
+            ));
+        }
+        println!("{line}");
     }
-    Ok(())
+    for s in &st.spares {
+        println!("  [S] spare       {}", s.path);
+    }
+    if let Some(r) = &st.rebuild {
+        let pct = r
+            .percent
+            .map(|p| format!("{p:.1}%"))
+            .unwrap_or_else(|| "?".into());
+        let eta = r
+            .eta_seconds
+            .map(|s| format!(", about {} left", human_secs(s)))
+            .unwrap_or_default();
+        println!(
+            "  rebuild of member {}: {pct} ({} done{eta})",
+            r.slot,
+            human_bytes(r.done_bytes)
+        );
+    }
+    if let Some(s) = &st.scrub {
+        println!(
+            "  scrub{} running: {:.1}% of {}",
+            if s.repair { " --repair" } else { "" },
+            s.percent,
+            human_bytes(s.total_bytes)
+        );
+    }
+    match &st.last_scrub {
+        Some(s) => println!(
+            "  last scrub: {} mismatches, {} parity mismatches, {} repaired, {} unrecoverable ({} checked{})",
+            s.mismatches,
+            s.redundancy_mismatches,
+            s.repaired,
+            s.unrecoverable,
+            human_bytes(s.bytes),
+            if s.repair { ", repair" } else { "" }
+        ),
+        None if st.live => println!("  last scrub: none recorded"),
+        None => {}
+    }
 }

@@ -1,0 +1,149 @@
+//! `raidfs replace`: put an empty directory in place of a failed or missing
+//! member and rebuild onto it, like `mdadm --replace`/`--add`.
+//!
+//! On a mounted array the daemon's engine rebuilds in the background (it
+//! resumes after a remount or reboot); this command follows the progress
+//! until the member is active, unless `--no-wait`. Ctrl-C stops watching,
+//! not rebuilding. On an array that is not mounted the rebuild runs here.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use raid_array::ops::{Progress, RebuildOptions};
+
+use super::status::{self, Source};
+use super::target;
+use crate::control::protocol::Request;
+use crate::control::record::Record;
+
+/// Arguments of `raidfs replace`.
+#[derive(clap::Args, Debug)]
+pub struct ReplaceArgs {
+    /// The array: name, UUID, mount point, or member directories
+    /// (`/d1:/d2:/d3`).
+    pub target: String,
+    /// The member to replace: its slot number or its directory.
+    pub member: String,
+    /// The empty directory that becomes the new member.
+    pub new_dir: PathBuf,
+    /// Limit rebuild writes to this many MB/s.
+    #[arg(long, value_name = "MB/s", value_parser = target::parse_rate)]
+    pub throttle: Option<u64>,
+    /// Return once the rebuild started (follow it with `raidfs status`).
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// How often the rebuild's progress is asked for.
+const POLL: Duration = Duration::from_millis(500);
+
+fn bar() -> ProgressBar {
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "rebuild {bar:40} {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+struct Local(ProgressBar);
+
+impl Progress for Local {
+    fn update(&self, done: u64, total: u64) {
+        self.0.set_length(total);
+        self.0.set_position(done);
+    }
+}
+
+pub fn run(args: &ReplaceArgs) -> Result<()> {
+    let new_dir = target::absolute(&args.new_dir)?;
+    let throttle = args.throttle.unwrap_or(0);
+    match target::resolve(&args.target)? {
+        Source::Live(rec) => {
+            let k = target::slot(&status::live(&rec)?, &args.member)?;
+            let msg = target::call(
+                &rec,
+                &Request::Replace {
+                    slot: k,
+                    path: new_dir,
+                    throttle_bytes_per_sec: throttle,
+                },
+            )?;
+            println!("{msg}");
+            if args.no_wait {
+                return Ok(());
+            }
+            follow(&rec, k)
+        }
+        Source::Offline(members) => {
+            let k = target::slot(&status::offline(&members)?, &args.member)?;
+            let array = target::assemble_offline(&members)?;
+            let pb = Local(bar());
+            let r = array.replace(
+                k,
+                &new_dir,
+                RebuildOptions {
+                    throttle_bytes_per_sec: throttle,
+                    resume: true,
+                },
+                &pb,
+            );
+            pb.0.finish_and_clear();
+            target::close(array)?;
+            let rep = r.context("rebuild failed")?;
+            if !rep.complete {
+                bail!("the rebuild stopped early; run the same command again to resume");
+            }
+            println!(
+                "member {k} rebuilt onto {}: {} bytes written, {} unrecoverable blocks",
+                new_dir.display(),
+                rep.bytes,
+                rep.unrecoverable
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Show the daemon's rebuild of `slot` until it ends; an error unless the
+/// member ends up active.
+pub fn follow(rec: &Record, slot: usize) -> Result<()> {
+    let pb = bar();
+    let start = Instant::now();
+    loop {
+        let st = status::live(rec).context("following the rebuild")?;
+        let state = st
+            .members
+            .get(slot)
+            .map(|m| m.state.clone())
+            .unwrap_or_default();
+        match &st.rebuild {
+            Some(r) if r.slot == slot => {
+                pb.set_length(r.total_bytes.unwrap_or(0));
+                pb.set_position(r.done_bytes);
+            }
+            _ if state == "active" => {
+                pb.finish_and_clear();
+                println!(
+                    "member {slot} is active: rebuild finished in {:.0?}",
+                    start.elapsed()
+                );
+                return Ok(());
+            }
+            // Between the request and the worker's first report.
+            _ if state == "rebuilding" => {}
+            _ => {
+                pb.abandon();
+                bail!(
+                    "the rebuild of member {slot} ended with the member {state}; \
+                     see the mount daemon's log (journalctl -t raidfs)"
+                );
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}

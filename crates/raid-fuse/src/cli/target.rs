@@ -1,0 +1,159 @@
+//! What the admin commands share: naming an array (live through its
+//! daemon, or offline by its members), naming a member by slot or path,
+//! reading throttles, and exit codes.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use raid_array::{Array, AssembleOptions};
+
+use super::status::{self, Source, StatusJson};
+use crate::control::client;
+use crate::control::protocol::{Request, Response};
+
+/// An error that asks for a particular exit code (scrub: 1 = mismatches
+/// found, 2 = could not check).
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// The exit code for an error from a command: the one it asked for, else 1.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    e.downcast_ref::<Exit>().map(|x| x.code).unwrap_or(1)
+}
+
+/// Parse a rate in MB/s (decimal megabytes, as `dd` and `rsync` count)
+/// into bytes per second.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches("MB/s")
+        .trim_end_matches("M")
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate in MB/s (e.g. 20 or 0.5)"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("{s}: the rate must be a positive number of MB/s"));
+    }
+    Ok((v * 1e6).max(1.0) as u64)
+}
+
+/// The slot MEMBER names: a slot number, or the directory of a member.
+pub fn slot(st: &StatusJson, member: &str) -> Result<usize> {
+    let n = st.members.len();
+    if let Ok(k) = member.parse::<usize>() {
+        if k >= n {
+            bail!(
+                "no member slot {k}: array {:?} has slots 0..{}",
+                st.name,
+                n - 1
+            );
+        }
+        return Ok(k);
+    }
+    let want = Path::new(member).canonicalize().with_context(|| {
+        format!("{member:?} is neither a slot number nor an existing member directory")
+    })?;
+    st.members
+        .iter()
+        .find(|m| {
+            m.path
+                .as_deref()
+                .and_then(|p| Path::new(p).canonicalize().ok())
+                .is_some_and(|p| p == want)
+        })
+        .map(|m| m.index)
+        .with_context(|| {
+            format!(
+                "{} is not a member of array {:?} (members: {})",
+                want.display(),
+                st.name,
+                st.members
+                    .iter()
+                    .map(|m| format!("{}={}", m.index, m.path.as_deref().unwrap_or("missing")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// An absolute path for the daemon (whose working directory is not ours).
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    p.canonicalize()
+        .with_context(|| format!("{}: no such directory", p.display()))
+}
+
+/// Assemble an array that is not mounted, for an offline command.
+pub fn assemble_offline(members: &[PathBuf]) -> Result<Array> {
+    let opts = AssembleOptions::new(members.to_vec());
+    Array::assemble(&opts).context("cannot assemble the array")
+}
+
+/// Close an array assembled by [`assemble_offline`].
+pub fn close(array: Array) -> Result<()> {
+    array.close().context("closing the array")
+}
+
+/// Resolve one TARGET word.
+pub fn resolve(target: &str) -> Result<Source> {
+    status::resolve(&[target.to_string()])
+}
+
+/// Send a member operation to a live daemon; its message on success.
+pub fn call(rec: &crate::control::record::Record, req: &Request) -> Result<String> {
+    match client::call(rec, req)? {
+        Response::Done { message } => Ok(message),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+}
+
+/// A member operation on TARGET: through the daemon when mounted, else on
+/// the assembled members. `req` gets the slot (resolved against the
+/// status) and must return the request; `offline` does it on an array.
+pub fn member_op(
+    target: &str,
+    member: Option<&str>,
+    req: impl FnOnce(usize) -> Result<Request>,
+    offline: impl FnOnce(&Array, usize) -> Result<String>,
+) -> Result<String> {
+    match resolve(target)? {
+        Source::Live(rec) => {
+            let k = match member {
+                Some(m) => slot(&status::live(&rec)?, m)?,
+                None => 0,
+            };
+            call(&rec, &req(k)?)
+        }
+        Source::Offline(members) => {
+            let k = match member {
+                Some(m) => slot(&status::offline(&members)?, m)?,
+                None => 0,
+            };
+            let array = assemble_offline(&members)?;
+            let r = offline(&array, k);
+            close(array)?;
+            r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates() {
+        assert_eq!(super::parse_rate("20"), Ok(20_000_000));
+        assert_eq!(super::parse_rate("0.5"), Ok(500_000));
+        assert!(super::parse_rate("0").is_err());
+        assert!(super::parse_rate("fast").is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! Member operations the daemon carries out for a client: replace, spares,
+//! fail, remove. Each is one engine call; the engine validates and its
+//! error text goes back to the admin unchanged.
+
+use anyhow::{Result, bail};
+use raid_array::Array;
+use raid_array::ops::RebuildOptions;
+
+use super::protocol::Request;
+
+/// Carry out a member operation; the message says what was done.
+pub fn apply(array: &Array, req: &Request) -> Result<String> {
+    Ok(match req {
+        Request::Replace {
+            slot,
+            path,
+            throttle_bytes_per_sec,
+        } => {
+            let opts = RebuildOptions {
+                throttle_bytes_per_sec: *throttle_bytes_per_sec,
+                resume: true,
+            };
+            array.start_replace(*slot, path, opts)?;
+            format!(
+                "rebuilding member {slot} onto {} in the background",
+                path.display()
+            )
+        }
+        Request::AddSpare { path } => {
+            array.add_spare(path)?;
+            format!("{} added as a hot spare", path.display())
+        }
+        Request::RemoveSpare { path } => {
+            array.remove_spare(path)?;
+            format!("spare {} removed", path.display())
+        }
+        Request::Fail { slot } => {
+            array.fail(*slot)?;
+            format!("member {slot} marked failed")
+        }
+        Request::Remove { slot } => {
+            array.remove(*slot)?;
+            format!("member {slot} removed")
+        }
+        Request::Status | Request::Scrub { .. } | Request::ScrubCancel => {
+            bail!("not a member operation: {req:?}")
+        }
+    })
+}
