@@ -40,6 +40,13 @@ enum Command {
     Fail(cli::fail::FailArgs),
     /// Detach a failed or missing member (like mdadm --remove).
     Remove(cli::remove::RemoveArgs),
+    /// Print on-disk records (superblock, journal, an inode) for support;
+    /// only reads.
+    #[command(subcommand_required = true)]
+    Debug(cli::debug::DebugArgs),
+    /// Copy the files out of the member directories without mounting (read-only
+    /// assembly; the last resort when the array will not mount).
+    Extract(cli::extract::ExtractArgs),
     /// Check the parity kernels against the reference implementation and
     /// name the one in use.
     Selftest,
@@ -49,6 +56,8 @@ fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Create(a) => cli::create::run(a),
         Command::Status(a) => cli::status::run(a),
+        Command::Debug(a) => cli::debug::run(a),
+        Command::Extract(a) => cli::extract::run(a),
         Command::Scrub(a) => cli::scrub::run(a),
         Command::Replace(a) => cli::replace::run(a),
         Command::AddSpare(a) => cli::add_spare::run(a),

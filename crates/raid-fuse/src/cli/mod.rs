@@ -3,6 +3,9 @@
 
 pub mod add_spare;
 pub mod create;
+pub mod debug;
+pub mod extract;
+pub mod readonly;
 pub mod fail;
 pub mod remove;
 pub mod remove_spare;
