@@ -112,6 +112,8 @@ pub(super) fn stop(inner: &Arc<Inner>) {
 }
 
 fn spawn(inner: &Arc<Inner>, w: &mut Worker, job: Job) {
+    // Shown in status from now on, not only once the thread runs.
+    announce(inner, &job, &inner.striped_files());
     let arc = inner.clone();
     let spawned = std::thread::Builder::new()
         .name("raidfs-rebuild".into())
@@ -121,7 +123,10 @@ fn spawn(inner: &Arc<Inner>, w: &mut Worker, job: Job) {
             w.busy = true;
             w.handle = Some(h);
         }
-        Err(e) => tracing::error!(error = %e, "cannot start the rebuild worker"),
+        Err(e) => {
+            *lock(&inner.rebuild_status) = None;
+            tracing::error!(error = %e, "cannot start the rebuild worker");
+        }
     }
 }
 
@@ -183,21 +188,33 @@ impl Progress for StatusProgress<'_> {
     }
 }
 
+/// Show `job` in `status().rebuild`; returns the bytes it walks.
+fn announce(inner: &Inner, job: &Job, files: &[(u64, u64)]) -> u64 {
+    let total: u64 = files.iter().map(|f| f.1).sum();
+    let done = match inner.health.state(job.slot) {
+        MemberState::Rebuilding { done_bytes } if job.opts.resume => done_bytes,
+        _ => 0,
+    };
+    let mut g = lock(&inner.rebuild_status);
+    // The same job announced again (by its thread): keep its start time.
+    let started_unix = match g.as_ref() {
+        Some(s) if s.slot == job.slot => s.started_unix,
+        _ => now_unix(),
+    };
+    *g = Some(super::RebuildStatus {
+        slot: job.slot,
+        done_bytes: done,
+        total_bytes: total,
+        started_unix,
+    });
+    total
+}
+
 /// Run one rebuild and record its outcome in the superblocks.
 fn run_rebuild(inner: &Inner, job: &Job, outer: &dyn Progress) -> Result<RebuildReport> {
     let slot = job.slot;
     let files = inner.striped_files();
-    let total: u64 = files.iter().map(|f| f.1).sum();
-    let done = match inner.health.state(slot) {
-        MemberState::Rebuilding { done_bytes } if job.opts.resume => done_bytes,
-        _ => 0,
-    };
-    *lock(&inner.rebuild_status) = Some(super::RebuildStatus {
-        slot,
-        done_bytes: done,
-        total_bytes: total,
-        started_unix: now_unix(),
-    });
+    let total = announce(inner, job, &files);
     tracing::info!(
         slot,
         total_bytes = total,

@@ -1,0 +1,594 @@
+//! Online member management on real directories: hot spares (format,
+//! assembly, automatic takeover), `fail` / `remove` / `start_replace`, the
+//! background rebuild worker stopped by close and resumed at assemble,
+//! failures on record before fsync returns, and the last scrub kept across
+//! a remount.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use raid_array::assemble::{open_dir, read_superblock};
+use raid_array::format::superblock::{self, MemberSlot, SlotState, SpareSlot, Superblock};
+use raid_array::health::{HealthEvent, MemberState};
+use raid_array::member::faulty::{Fault, FaultyMember, Op};
+use raid_array::member::{DirMember, Member};
+use raid_array::ops::{Checkpoint, NoProgress, RebuildOptions, ScrubOptions};
+use raid_array::{Array, ArrayError, AssembleOptions, CreateOptions, ROOT_INO};
+use raid_core::Level;
+
+const CHUNK: u32 = 4096;
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+fn make_dirs(root: &Path, prefix: &str, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let d = root.join(format!("{prefix}{i}"));
+            std::fs::create_dir(&d).unwrap();
+            d
+        })
+        .collect()
+}
+
+fn create(dirs: &[PathBuf], spares: &[PathBuf]) -> Array {
+    let mut o = CreateOptions::new("spares", Level::Raid5(Default::default()), dirs.to_vec());
+    o.spares = spares.to_vec();
+    o.allow_same_fs = true;
+    o.chunk_size = CHUNK;
+    Array::create(&o).unwrap()
+}
+
+fn assemble(dirs: &[PathBuf]) -> raid_array::Result<Array> {
+    Array::assemble(&AssembleOptions::new(dirs.to_vec()))
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Write `count` striped files of `size` bytes; returns (ino, crc) each.
+fn fill(a: &Array, count: u64, size: usize) -> Vec<(u64, u32)> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    (0..count)
+        .map(|k| {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ino = a
+                .create_file(ROOT_INO, os(&format!("f{n}")), 0o644, 0, 0)
+                .unwrap()
+                .ino;
+            let data = pattern(k + 1, size);
+            a.write(ino, 0, &data).unwrap();
+            a.release(ino).unwrap();
+            (ino, crc32fast::hash(&data))
+        })
+        .collect()
+}
+
+fn check(a: &Array, files: &[(u64, u32)]) {
+    for &(ino, crc) in files {
+        let size = a.getattr(ino).unwrap().size as usize;
+        let data = a.read(ino, 0, size).unwrap();
+        assert_eq!(crc32fast::hash(&data), crc, "file {ino} differs");
+    }
+}
+
+/// Assemble with every directory behind a fault-injecting member, in the
+/// order of `dirs`.
+fn assemble_faulty(dirs: &[PathBuf]) -> (Array, Vec<Arc<FaultyMember>>) {
+    let faulty: Mutex<Vec<(PathBuf, Arc<FaultyMember>)>> = Mutex::new(Vec::new());
+    let open = |p: &Path| -> std::io::Result<Arc<dyn Member>> {
+        let f = Arc::new(FaultyMember::new(open_dir(p)?));
+        faulty.lock().unwrap().push((p.to_path_buf(), f.clone()));
+        Ok(f)
+    };
+    let a = Array::assemble_with(&AssembleOptions::new(dirs.to_vec()), &open).unwrap();
+    let opened = faulty.into_inner().unwrap();
+    let by_dir = dirs
+        .iter()
+        .map(|d| {
+            opened
+                .iter()
+                .find(|(p, _)| p == d)
+                .map(|(_, f)| f.clone())
+                .unwrap()
+        })
+        .collect();
+    (a, by_dir)
+}
+
+fn sb_events(dirs: &[PathBuf]) -> Vec<u64> {
+    dirs.iter()
+        .map(|d| read_superblock(d).unwrap().events)
+        .collect()
+}
+
+#[test]
+fn a_spare_takes_over_a_failed_member_and_the_data_survives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let spare = make_dirs(tmp.path(), "spare", 1).remove(0);
+    let a = create(&dirs, std::slice::from_ref(&spare));
+    assert_eq!(a.status().spares.len(), 1);
+    let files = fill(&a, 4, 50_000);
+    a.close().unwrap();
+    // The spare's own superblock: state spare, its UUID in the table.
+    let ssb = read_superblock(&spare).unwrap();
+    assert!(ssb.is_spare());
+    assert_eq!(ssb.spares.len(), 1);
+    assert_eq!(ssb.spares[0].uuid, ssb.member_uuid);
+    assert_eq!(read_superblock(&dirs[0]).unwrap().spares, ssb.spares);
+
+    let mut all = dirs.clone();
+    all.push(spare.clone());
+    let (a, faulty) = assemble_faulty(&all);
+    let st = a.status();
+    assert_eq!(st.spares.len(), 1);
+    assert_eq!(st.spares[0].path, spare.display().to_string());
+    let events = a.health().subscribe();
+    // Member 1's disk starts failing every data write.
+    faulty[1].inject(Fault::eio(Op::Write, ".raidfs/data"));
+    let more = fill(&a, 2, 30_000);
+    assert_eq!(a.health().state(1), MemberState::Failed);
+    let rep = a.wait_rebuild().expect("a rebuild ran").unwrap();
+    assert!(rep.complete);
+    assert_eq!(rep.unrecoverable, 0);
+    let st = a.status();
+    assert!(st.spares.is_empty());
+    assert!(!st.degraded);
+    assert_eq!(st.members[1].state, MemberState::Active);
+    assert_eq!(
+        st.members[1].uuid,
+        superblock::uuid_string(&ssb.member_uuid)
+    );
+    assert!(st.rebuild.is_none());
+    let seen: Vec<HealthEvent> = events.try_iter().collect();
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            HealthEvent::StateChanged {
+                member: 1,
+                to: MemberState::Rebuilding { .. },
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            HealthEvent::StateChanged {
+                member: 1,
+                to: MemberState::Active,
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+    check(&a, &files);
+    check(&a, &more);
+    a.close().unwrap();
+    // Every superblock forgot the spare; the old spare is member 1 now.
+    for d in [&dirs[0], &dirs[2], &spare] {
+        let sb = read_superblock(d).unwrap();
+        assert!(sb.spares.is_empty(), "{}", d.display());
+        assert_eq!(sb.members[1].uuid, ssb.member_uuid);
+        assert_eq!(sb.members[1].state, SlotState::Active);
+    }
+    assert_eq!(read_superblock(&spare).unwrap().member_index, 1);
+    // Without member 0, the former spare supplies its share.
+    let a = assemble(&[dirs[2].clone(), spare.clone()]).unwrap();
+    check(&a, &files);
+    check(&a, &more);
+    a.close().unwrap();
+}
+
+#[test]
+fn fail_drill_then_start_replace_onto_a_new_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, &[]);
+    let files = fill(&a, 3, 40_000);
+    a.fail(1).unwrap();
+    // Durable at once: the survivors' superblocks say so.
+    assert_eq!(
+        read_superblock(&dirs[0]).unwrap().members[1].state,
+        SlotState::Failed
+    );
+    assert_eq!(a.health().state(1), MemberState::Failed);
+    assert!(a.status().degraded);
+    // Refusals, with nothing written.
+    let before = sb_events(&[dirs[0].clone(), dirs[2].clone()]);
+    let e = a.fail(0).unwrap_err().to_string();
+    assert!(e.contains("would fail the array"), "{e}");
+    let e = a.fail(1).unwrap_err().to_string();
+    assert!(e.contains("already failed"), "{e}");
+    let e = a.fail(7).unwrap_err().to_string();
+    assert!(e.contains("no member slot 7"), "{e}");
+    let e = a
+        .start_replace(0, &tmp.path().join("nope"), RebuildOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("active"), "{e}");
+    let e = a
+        .start_replace(1, &tmp.path().join("nope"), RebuildOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope"), "{e}");
+    let e = a
+        .start_replace(1, &dirs[2], RebuildOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already member 2"), "{e}");
+    let full = tmp.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("photo.jpg"), b"x").unwrap();
+    let e = a
+        .start_replace(1, &full, RebuildOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not empty"), "{e}");
+    assert_eq!(sb_events(&[dirs[0].clone(), dirs[2].clone()]), before);
+    assert_eq!(std::fs::read_dir(&full).unwrap().count(), 1);
+
+    let fresh = tmp.path().join("new-disk");
+    std::fs::create_dir(&fresh).unwrap();
+    a.start_replace(1, &fresh, RebuildOptions::default())
+        .unwrap();
+    let rep = a.wait_rebuild().expect("the replace ran").unwrap();
+    assert!(rep.complete);
+    assert!(rep.bytes > 0);
+    assert!(a.wait_rebuild().is_none());
+    assert!(!a.status().degraded);
+    check(&a, &files);
+    a.close().unwrap();
+    let a = assemble(&[dirs[2].clone(), fresh.clone()]).unwrap();
+    check(&a, &files);
+    a.close().unwrap();
+}
+
+#[test]
+fn remove_detaches_only_a_failed_member() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, &[]);
+    let files = fill(&a, 2, 20_000);
+    let e = a.remove(0).unwrap_err().to_string();
+    assert!(e.contains("active"), "{e}");
+    let e = a.remove(3).unwrap_err().to_string();
+    assert!(e.contains("no member slot 3"), "{e}");
+    a.fail(2).unwrap();
+    a.remove(2).unwrap();
+    let st = a.status();
+    assert_eq!(st.members[2].state, MemberState::Missing);
+    assert_eq!(st.members[2].path, None);
+    assert!(st.degraded && !st.failed);
+    let e = a.remove(2).unwrap_err().to_string();
+    assert!(e.contains("already detached"), "{e}");
+    // Nothing is written to the removed member any more.
+    let events2 = read_superblock(&dirs[2]).unwrap().events;
+    fill(&a, 1, 10_000);
+    a.sync_metadata().unwrap();
+    assert_eq!(read_superblock(&dirs[2]).unwrap().events, events2);
+    check(&a, &files);
+    a.close().unwrap();
+    assert_eq!(
+        read_superblock(&dirs[0]).unwrap().members[2].state,
+        SlotState::Failed
+    );
+}
+
+#[test]
+fn spares_are_added_and_removed_and_bad_ones_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let other = make_dirs(tmp.path(), "o", 3);
+    create(&other, &[]).close().unwrap();
+    let a = create(&dirs, &[]);
+    let before = sb_events(&dirs);
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let full = tmp.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("keep"), b"x").unwrap();
+    let cases: Vec<(&Path, &str)> = vec![
+        (&file, "not a directory"),
+        (Path::new("/nonexistent-raidfs-dir"), "nonexistent"),
+        (&full, "not empty"),
+        (&dirs[1], "already member 1"),
+        (&other[0], "belongs to array"),
+    ];
+    for (p, want) in cases {
+        let e = a.add_spare(p).unwrap_err().to_string();
+        assert!(e.contains(want), "{}: {e}", p.display());
+    }
+    let e = a.remove_spare(&dirs[0]).unwrap_err().to_string();
+    assert!(e.contains("not a spare"), "{e}");
+    assert_eq!(sb_events(&dirs), before, "a refused request wrote");
+    assert_eq!(std::fs::read_dir(&full).unwrap().count(), 1);
+
+    let s = make_dirs(tmp.path(), "s", 2);
+    a.add_spare(&s[0]).unwrap();
+    let e = a.add_spare(&s[0]).unwrap_err().to_string();
+    assert!(e.contains("already a spare"), "{e}");
+    a.add_spare(&s[1]).unwrap();
+    assert_eq!(a.status().spares.len(), 2);
+    assert_eq!(read_superblock(&dirs[2]).unwrap().spares.len(), 2);
+    assert!(read_superblock(&s[1]).unwrap().is_spare());
+    a.remove_spare(&s[0]).unwrap();
+    assert_eq!(
+        std::fs::read_dir(&s[0]).unwrap().count(),
+        0,
+        "spare not emptied"
+    );
+    let st = a.status();
+    assert_eq!(st.spares.len(), 1);
+    assert_eq!(st.spares[0].path, s[1].display().to_string());
+    a.close().unwrap();
+    // The remaining spare is found again at assemble (listed among the directories).
+    let mut all = dirs.clone();
+    all.push(s[1].clone());
+    let a = assemble(&all).unwrap();
+    assert_eq!(a.status().spares.len(), 1);
+    a.close().unwrap();
+    // Read-only: refused.
+    let mut o = AssembleOptions::new(all.clone());
+    o.read_only = true;
+    let a = Array::assemble(&o).unwrap();
+    assert!(matches!(a.add_spare(&s[0]), Err(ArrayError::ReadOnly(_))));
+    assert!(matches!(a.fail(0), Err(ArrayError::ReadOnly(_))));
+    a.close().unwrap();
+}
+
+#[test]
+fn create_refuses_a_bad_spare_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let spare = make_dirs(tmp.path(), "s", 1).remove(0);
+    std::fs::write(spare.join("x"), b"x").unwrap();
+    let mut o = CreateOptions::new("c", Level::Raid5(Default::default()), dirs.clone());
+    o.spares = vec![spare.clone()];
+    o.allow_same_fs = true;
+    let e = Array::create(&o).err().unwrap().to_string();
+    assert!(e.contains("spare 0") && e.contains("not empty"), "{e}");
+    for d in &dirs {
+        assert_eq!(std::fs::read_dir(d).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn close_during_a_rebuild_then_assemble_resumes_from_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, &[]);
+    const FILES: u64 = 8;
+    const SIZE: usize = 64 * 1024;
+    let files = fill(&a, FILES, SIZE);
+    a.close().unwrap();
+    // Member 2's disk is gone; a new one is rebuilt slowly (throttled).
+    let a = assemble(&dirs[..2]).unwrap();
+    let fresh = tmp.path().join("new-disk");
+    std::fs::create_dir(&fresh).unwrap();
+    let slow = RebuildOptions {
+        throttle_bytes_per_sec: 32 * 1024,
+        resume: false,
+    };
+    a.start_replace(2, &fresh, slow).unwrap();
+    let e = a.start_replace(2, &fresh, slow).unwrap_err().to_string();
+    assert!(e.contains("already running"), "{e}");
+    // Wait until some of it is done, then close in the middle.
+    let mut polls = 0;
+    loop {
+        let Some(r) = a.status().rebuild else {
+            panic!("no rebuild in status; it ended: {:?}", a.wait_rebuild());
+        };
+        assert_eq!(r.slot, 2);
+        assert_eq!(r.total_bytes, FILES * SIZE as u64);
+        if r.done_bytes > 0 {
+            break;
+        }
+        polls += 1;
+        assert!(polls < 6000, "the rebuild made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    a.close().unwrap();
+    let new_member: Arc<dyn Member> = Arc::new(DirMember::open(&fresh).unwrap());
+    let ckpt = Checkpoint::load(&[new_member], "rebuild").expect("a rebuild checkpoint");
+    assert_eq!(ckpt.target, 2);
+    assert!(ckpt.done > 0 && ckpt.done < FILES * SIZE as u64, "{ckpt:?}");
+    let sb = read_superblock(&dirs[0]).unwrap();
+    assert!(
+        matches!(sb.members[2].state, SlotState::Rebuilding { .. }),
+        "{:?}",
+        sb.members[2].state
+    );
+    // Remount: the worker resumes where it stopped and completes.
+    let a = assemble(&[dirs[0].clone(), dirs[1].clone(), fresh.clone()]).unwrap();
+    let rep = a.wait_rebuild().expect("the rebuild resumed").unwrap();
+    assert!(rep.complete);
+    // A full rebuild writes 32 KiB per file to the new member; the resumed
+    // one skipped the files done before the close.
+    let full_bytes = FILES * 32 * 1024;
+    assert!(rep.files < FILES, "{rep:?}");
+    assert!(rep.bytes < full_bytes, "{rep:?}");
+    assert_eq!(a.health().state(2), MemberState::Active);
+    check(&a, &files);
+    a.close().unwrap();
+    // The rebuilt member serves alone with member 1.
+    let a = assemble(&[dirs[1].clone(), fresh.clone()]).unwrap();
+    check(&a, &files);
+    a.close().unwrap();
+}
+
+#[test]
+fn fsync_returns_only_once_the_survivors_record_the_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    create(&dirs, &[]).close().unwrap();
+    let (a, faulty) = assemble_faulty(&dirs);
+    let ino = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
+    a.write(ino, 0, &pattern(9, 40_000)).unwrap();
+    a.fsync(ino, false).unwrap();
+    // The next superblock write of each survivor fails once: the
+    // asynchronous listener cannot record the failure; fsync must.
+    for f in &faulty[..2] {
+        f.inject(Fault {
+            op: Op::WriteAtomic,
+            path: "superblock".into(),
+            skip: 0,
+            times: 1,
+            kind: raid_array::member::faulty::FaultKind::Eio,
+        });
+    }
+    faulty[2].inject(Fault::eio(Op::Write, ".raidfs/data"));
+    a.write(ino, 40_000, &pattern(10, 40_000)).unwrap();
+    assert_eq!(a.health().state(2), MemberState::Failed);
+    a.fsync(ino, false).unwrap();
+    for d in &dirs[..2] {
+        assert_eq!(
+            read_superblock(d).unwrap().members[2].state,
+            SlotState::Failed,
+            "{} does not record the failure",
+            d.display()
+        );
+    }
+    a.release(ino).unwrap();
+    a.close().unwrap();
+}
+
+#[test]
+fn the_last_scrub_survives_reassembly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, &[]);
+    fill(&a, 2, 30_000);
+    assert!(a.status().last_scrub.is_none());
+    let opts = ScrubOptions {
+        repair: true,
+        ..Default::default()
+    };
+    let rep = a.scrub(opts, &NoProgress).unwrap();
+    let s = a.status().last_scrub.expect("scrub summary");
+    assert!(s.complete && s.repair);
+    assert_eq!(s.bytes, rep.bytes);
+    assert_eq!(s.bytes, 60_000);
+    assert_eq!(s.mismatches, 0);
+    assert!(s.finished_unix > 0);
+    a.close().unwrap();
+    let a = assemble(&dirs).unwrap();
+    assert_eq!(a.status().last_scrub, Some(s));
+    a.close().unwrap();
+    // Also with a member gone.
+    let a = assemble(&dirs[1..]).unwrap();
+    assert_eq!(a.status().last_scrub, Some(s));
+    a.close().unwrap();
+}
+
+fn sample(spares: Vec<SpareSlot>) -> Superblock {
+    Superblock {
+        minor: superblock::MINOR,
+        array_uuid: [1; 16],
+        member_uuid: [2; 16],
+        member_index: 0,
+        level_code: 5,
+        level_params: [0, 0],
+        chunk_size: 65536,
+        clean: true,
+        events: 7,
+        journal_seq: 3,
+        created: 1_700_000_000,
+        name: "a".into(),
+        members: (0..3)
+            .map(|k| MemberSlot {
+                uuid: [2 + k; 16],
+                state: SlotState::Active,
+            })
+            .collect(),
+        spares,
+    }
+}
+
+fn reseal(buf: &mut [u8]) {
+    let n = buf.len() - 4;
+    let crc = crc32fast::hash(&buf[..n]);
+    buf[n..].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn superblock_spare_table_and_minor_versions() {
+    // The 1.0 golden image still decodes, with no spares.
+    let golden = include_bytes!("golden/superblock-v1.0.bin");
+    let sb = Superblock::decode(golden).unwrap();
+    assert_eq!(sb.minor, 0);
+    assert!(sb.spares.is_empty());
+    // Without spares a record stays minor 0 (a 1.0 build reads it).
+    let plain = sample(Vec::new()).encode().unwrap();
+    assert_eq!(u16::from_le_bytes([plain[10], plain[11]]), 0);
+    assert_eq!(plain.len(), 192 + 32 * 3 + 4);
+    // With spares: minor 1, spare count at 76, table after the members.
+    let spares = vec![
+        SpareSlot {
+            uuid: [9; 16],
+            flags: 0,
+        },
+        SpareSlot {
+            uuid: [8; 16],
+            flags: 0,
+        },
+    ];
+    let sb = sample(spares.clone());
+    let b = sb.encode().unwrap();
+    assert_eq!(u16::from_le_bytes([b[10], b[11]]), 1);
+    assert_eq!(u32::from_le_bytes([b[76], b[77], b[78], b[79]]), 2);
+    assert_eq!(b.len(), 192 + 32 * 3 + 32 * 2 + 4);
+    assert_eq!(&b[192 + 96..192 + 96 + 16], &[9; 16]);
+    let back = Superblock::decode(&b).unwrap();
+    assert_eq!(back.spares, spares);
+    assert_eq!(back.members, sb.members);
+    // A spare's own superblock.
+    let mut own = sample(spares.clone());
+    own.member_index = superblock::SPARE_INDEX;
+    own.member_uuid = [8; 16];
+    let ob = own.encode().unwrap();
+    let back = Superblock::decode(&ob).unwrap();
+    assert!(back.is_spare());
+    assert_eq!(back.member_uuid, [8; 16]);
+    // A spare superblock whose UUID the table lacks is refused.
+    let mut bad = sample(spares.clone());
+    bad.member_index = superblock::SPARE_INDEX;
+    bad.member_uuid = [7; 16];
+    assert!(Superblock::decode(&bad.encode().unwrap()).is_err());
+    // What a minor-0 reader sees in a record with spares: the count is a
+    // reserved field to it, so the length does not match and it refuses
+    // the record rather than misreading it.
+    let mut as_minor0 = b.clone();
+    as_minor0[10] = 0;
+    reseal(&mut as_minor0);
+    let e = Superblock::decode(&as_minor0).unwrap_err().to_string();
+    assert!(e.contains("record length"), "{e}");
+    // Every flipped bit of a minor-1 record is detected.
+    for i in 0..ob.len() {
+        let mut x = ob.clone();
+        x[i] ^= 0x10;
+        assert!(Superblock::decode(&x).is_err(), "flip at {i}");
+    }
+}
+
+#[test]
+fn a_created_array_without_spares_writes_minor_0_superblocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    create(&dirs, &[]).close().unwrap();
+    let raw = std::fs::read(dirs[0].join(".raidfs/superblock")).unwrap();
+    assert_eq!(u16::from_le_bytes([raw[10], raw[11]]), 0);
+}
