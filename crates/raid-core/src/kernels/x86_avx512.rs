@@ -137,4 +137,13 @@ mod tests {
         }
         super::simd::check_against_scalar(&super::KERNEL);
     }
+
+    #[test]
+    fn streamed_rows_match_scalar() {
+        if !super::supported() {
+            eprintln!("skipped: this CPU lacks the avx512bw kernel's features");
+            return;
+        }
+        super::simd::check_streaming_rows(&super::KERNEL);
+    }
 }

@@ -350,6 +350,15 @@ mod tests {
         super::simd::check_against_scalar(&super::KERNEL);
     }
 
+    #[test]
+    fn streamed_rows_match_scalar() {
+        if !super::supported() {
+            eprintln!("skipped: this CPU lacks the gfni kernel's features");
+            return;
+        }
+        super::simd::check_streaming_rows(&super::KERNEL);
+    }
+
     /// The 32-byte path, which CPUs with AVX-512 never take by themselves.
     #[test]
     fn narrow_path_matches_scalar() {
