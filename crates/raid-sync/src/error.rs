@@ -51,6 +51,14 @@ pub enum Error {
         expected: u32,
         actual: u32,
     },
+    /// An encrypted object could not be decrypted (tampered, truncated, or
+    /// sealed with another key).
+    #[error("cannot decrypt {key}: {source}")]
+    Decrypt {
+        key: String,
+        #[source]
+        source: crate::crypt::CryptError,
+    },
     /// Invalid option or argument.
     #[error("{0}")]
     Config(String),

@@ -12,12 +12,15 @@
 //! [`scan`] reads the local tree; [`reconcile`] plans and applies one pass;
 //! [`upload`] moves bytes (multipart, resume, checksums); [`watch`] is the
 //! daemon loop; [`history`] reads versions; [`restore`], [`verify`] and
-//! [`lifecycle`] are the other commands; [`metrics`] writes the Prometheus
+//! [`lifecycle`] are the other commands; [`crypt`] and [`keysource`] are the
+//! optional client-side encryption; [`metrics`] writes the Prometheus
 //! textfile.
 
+pub mod crypt;
 pub mod error;
 pub mod history;
 pub mod keys;
+pub mod keysource;
 pub mod lifecycle;
 pub mod metrics;
 pub mod object_meta;

@@ -10,6 +10,7 @@
 //! | `x-amz-meta-gid`       | decimal gid                                              |
 //! | `x-amz-meta-mtime`     | seconds since the epoch, `SECS.NNNNNNNNN` (nanoseconds)  |
 //! | `x-amz-meta-crc32`     | CRC-32 (IEEE) of the whole content, 8 lowercase hex digits |
+//! | `x-amz-meta-raidfs-enc`| only on client-side encrypted objects: fingerprint of the key ([`crate::crypt`]); the CRC-32 is then of the plaintext |
 //!
 //! A symlink's object body is its target (as with s3fs); a directory is a
 //! zero-byte `dir/` key.
@@ -35,6 +36,8 @@ pub const META_GID: &str = "gid";
 pub const META_MTIME: &str = "mtime";
 /// Whole-content CRC-32.
 pub const META_CRC32: &str = "crc32";
+/// Fingerprint of the key an encrypted body was sealed with.
+pub const META_ENC: &str = "raidfs-enc";
 
 /// What kind of tree entry an object stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -56,6 +59,8 @@ pub struct ObjectMeta {
     pub mtime_nsec: u32,
     /// CRC-32 of the content (files and symlink targets).
     pub crc32: Option<u32>,
+    /// Key fingerprint if the body is client-side encrypted.
+    pub enc: Option<String>,
 }
 
 impl ObjectMeta {
@@ -79,6 +84,9 @@ impl ObjectMeta {
         );
         if let Some(c) = self.crc32 {
             m.insert(META_CRC32.into(), format!("{c:08x}"));
+        }
+        if let Some(k) = &self.enc {
+            m.insert(META_ENC.into(), k.clone());
         }
         m
     }
@@ -113,6 +121,7 @@ impl ObjectMeta {
             mtime_sec,
             mtime_nsec,
             crc32: get(META_CRC32).and_then(|v| u32::from_str_radix(v, 16).ok()),
+            enc: get(META_ENC).map(str::to_string),
         }
     }
 
@@ -172,6 +181,7 @@ mod tests {
             mtime_sec: 1_700_000_000,
             mtime_nsec: 5,
             crc32: Some(0xdeadbeef),
+            enc: Some("0011223344556677".into()),
         };
         let map = m.to_map();
         assert_eq!(map["mode"], (S_IFLNK | 0o4755).to_string());

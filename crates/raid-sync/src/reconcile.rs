@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::keys::{self, KeyPrefix};
+use crate::keysource;
 use crate::object_meta::{Kind, ObjectMeta};
 use crate::s3::Bucket;
 use crate::scan::{self, Scan};
@@ -124,7 +125,13 @@ impl Syncer {
         // Remote side, only when reconciling fully.
         let remote: Option<HashMap<String, u64>> = if full {
             let listed = self.bucket.list(self.prefix.as_str()).await?;
-            Some(listed.into_iter().map(|o| (o.key, o.size)).collect())
+            Some(
+                listed
+                    .into_iter()
+                    .filter(|o| !self.is_reserved_key(&o.key))
+                    .map(|o| (o.key, o.size))
+                    .collect(),
+            )
         } else {
             None
         };
@@ -134,6 +141,9 @@ impl Syncer {
             let st = self.store.lock();
             let mut jobs = Vec::new();
             for (rel, now) in &scan.entries {
+                if keysource::is_reserved(rel) {
+                    continue;
+                }
                 let old = st.entries.get(rel);
                 match old {
                     Some(o) if o.unchanged(now) => {
@@ -297,6 +307,22 @@ impl Syncer {
         self.prefix.key(rel, kind == Kind::Dir)
     }
 
+    /// Keys under `<prefix>.raidfs-sync/` hold the tool's own data (key
+    /// parameters), not part of the tree.
+    fn is_reserved_key(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .is_some_and(keysource::is_reserved)
+    }
+
+    /// The object metadata for an entry, marked encrypted when bodies are.
+    fn meta(&self, e: &Entry, crc32: Option<u32>) -> ObjectMeta {
+        let mut m = meta_of(e, crc32);
+        if e.kind != Kind::Dir {
+            m.enc = self.up.enc_id();
+        }
+        m
+    }
+
     fn bar(&self, len: u64) -> indicatif::ProgressBar {
         if !self.progress || len < 2 {
             return indicatif::ProgressBar::hidden();
@@ -323,7 +349,7 @@ impl Syncer {
         let mut done = Done::default();
         match now.kind {
             Kind::Dir => {
-                let meta = meta_of(&now, None);
+                let meta = self.meta(&now, None);
                 self.up.put_small(&key, Vec::new(), &meta).await?;
                 done.uploaded = 1;
             }
@@ -332,12 +358,14 @@ impl Syncer {
                 let crc = crc32fast::hash(&target);
                 now.crc32 = Some(crc);
                 if old.as_ref().is_some_and(|o| o.target == now.target) {
-                    self.up.copy(&key, &key, &meta_of(&now, Some(crc))).await?;
+                    self.up
+                        .copy(&key, &key, &self.meta(&now, Some(crc)))
+                        .await?;
                     done.metadata_updated = 1;
                 } else {
                     done.uploaded_bytes = self
                         .up
-                        .put_small(&key, target, &meta_of(&now, Some(crc)))
+                        .put_small(&key, target, &self.meta(&now, Some(crc)))
                         .await?;
                     done.uploaded = 1;
                 }
@@ -367,13 +395,13 @@ impl Syncer {
                 .map_err(|e| Error::io("reading", &path, std::io::Error::other(e)))??;
                 let crc = crcs.full;
                 now.crc32 = Some(crc);
-                let meta = meta_of(&now, Some(crc));
+                let meta = self.meta(&now, Some(crc));
                 if let Some(o) = old
                     .as_ref()
                     .filter(|o| o.size == now.size && o.crc32 == Some(crc))
                 {
                     // Same content: only attributes (or nothing visible) changed.
-                    if meta_of(o, Some(crc)) != meta {
+                    if self.meta(o, Some(crc)) != meta {
                         self.up.copy(&key, &key, &meta).await?;
                         done.metadata_updated = 1;
                     }
@@ -382,10 +410,13 @@ impl Syncer {
                     self.up.copy(&src_key, &key, &meta).await?;
                     tracing::info!(from = %src, to = %rel, "rename: server-side copy");
                     done.copied = 1;
-                } else if remote.and_then(|r| r.get(&key)) == Some(&now.size)
-                    && self.remote_crc(&key).await == Some(crc)
+                } else if remote.and_then(|r| r.get(&key)) == Some(&self.up.object_len(now.size))
+                    && let Some(rm) = self.remote_meta(&key).await
+                    && rm.crc32 == Some(crc)
+                    && rm.enc == meta.enc
                 {
-                    if self.remote_meta(&key).await.as_ref() != Some(&meta) {
+                    // Same content (and same encryption key) already there.
+                    if rm != meta {
                         self.up.copy(&key, &key, &meta).await?;
                         done.metadata_updated = 1;
                     } else {
@@ -431,11 +462,6 @@ impl Syncer {
             .ok()
     }
 
-    async fn remote_crc(&self, key: &str) -> Option<u32> {
-        let h = self.head(key).await?;
-        ObjectMeta::from_map(h.metadata(), false, 0).crc32
-    }
-
     async fn remote_meta(&self, key: &str) -> Option<ObjectMeta> {
         let h = self.head(key).await?;
         Some(ObjectMeta::from_map(h.metadata(), key.ends_with('/'), 0))
@@ -474,6 +500,7 @@ pub fn meta_of(e: &Entry, crc32: Option<u32>) -> ObjectMeta {
         mtime_sec: e.mtime_sec,
         mtime_nsec: e.mtime_nsec,
         crc32,
+        enc: None,
     }
 }
 

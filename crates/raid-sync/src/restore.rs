@@ -7,6 +7,11 @@
 //! so a refused restore writes nothing. Files are written to a temporary name,
 //! checked against their CRC-32, given mode, owner (when running as root) and
 //! mtime, and renamed into place.
+//!
+//! Encrypted objects (`x-amz-meta-raidfs-enc`) are decrypted chunk by chunk
+//! as they arrive; a failed authentication tag removes the temporary file and
+//! fails the restore. The key is checked against the bucket's key parameters
+//! before anything is written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -18,6 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
+use crate::crypt::Key;
 use crate::error::{Error, Result};
 use crate::history::{self, Version};
 use crate::keys::{self, KeyPrefix};
@@ -35,6 +41,8 @@ pub struct RestoreOptions {
     pub force: bool,
     pub jobs: usize,
     pub progress: bool,
+    /// Client-side encryption key (needed if any object is encrypted).
+    pub key: Option<Arc<Key>>,
 }
 
 /// What a restore did.
@@ -78,6 +86,12 @@ pub async fn restore(
     let mut items: BTreeMap<String, (bool, Version)> = BTreeMap::new();
     let mut unsafe_keys = Vec::new();
     for (key, v) in chosen {
+        if key
+            .strip_prefix(prefix.as_str())
+            .is_some_and(crate::keysource::is_reserved)
+        {
+            continue;
+        }
         match prefix.rel_of(&key) {
             Ok((rel, is_dir)) => {
                 if sub.as_ref().is_none_or(|s| keys::in_scope(&rel, s)) {
@@ -163,7 +177,15 @@ pub async fn restore(
             let bucket = bucket.clone();
             let bar = bar.clone();
             async move {
-                let r = restore_one(&bucket, &opts.target, &rel, &v, opts.force).await;
+                let r = restore_one(
+                    &bucket,
+                    &opts.target,
+                    &rel,
+                    &v,
+                    opts.force,
+                    opts.key.as_deref(),
+                )
+                .await;
                 bar.inc(v.size);
                 r
             }
@@ -212,6 +234,7 @@ async fn restore_one(
     rel: &str,
     v: &Version,
     force: bool,
+    key: Option<&Key>,
 ) -> Result<(Kind, u64)> {
     bucket.count();
     let out = bucket
@@ -226,9 +249,16 @@ async fn restore_one(
     let fallback = (v.last_modified_ns / 1_000_000_000) as i64;
     let meta = ObjectMeta::from_map(out.metadata(), false, fallback);
     let has_owner = ObjectMeta::has_owner(out.metadata());
+    let key = body_key(&v.key, &meta, key)?;
+    let mut dec = key.map(|k| k.decryptor());
+    let decrypt_err = |source| Error::Decrypt {
+        key: v.key.clone(),
+        source,
+    };
     let dest = keys::join(target, rel);
     let tmp = tmp_path(&dest);
     let mut body = out.body;
+    let mut plain = Vec::new();
     let mut hasher = crc32fast::Hasher::new();
     let mut len = 0u64;
     if meta.kind == Kind::Symlink {
@@ -239,6 +269,9 @@ async fn restore_one(
             .map_err(|e| Error::s3("GetObject", &v.key, e))?
         {
             t.extend_from_slice(&chunk);
+        }
+        if let Some(k) = key {
+            t = k.decrypt_all(&t).map_err(decrypt_err)?;
         }
         hasher.update(&t);
         check_crc(&v.key, &meta, hasher.finalize())?;
@@ -258,9 +291,34 @@ async fn restore_one(
             .await
             .map_err(|e| Error::s3("GetObject", &v.key, e))?
         {
-            hasher.update(&chunk);
-            len += chunk.len() as u64;
-            f.write_all(&chunk)
+            let data: &[u8] = match dec.as_mut() {
+                Some(d) => {
+                    plain.clear();
+                    if let Err(e) = d.push(&chunk, &mut plain) {
+                        drop(f);
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(decrypt_err(e));
+                    }
+                    &plain
+                }
+                None => &chunk,
+            };
+            hasher.update(data);
+            len += data.len() as u64;
+            f.write_all(data)
+                .await
+                .map_err(|e| Error::io("writing", &tmp, e))?;
+        }
+        if let Some(d) = dec.take() {
+            plain.clear();
+            if let Err(e) = d.finish(&mut plain) {
+                drop(f);
+                let _ = std::fs::remove_file(&tmp);
+                return Err(decrypt_err(e));
+            }
+            hasher.update(&plain);
+            len += plain.len() as u64;
+            f.write_all(&plain)
                 .await
                 .map_err(|e| Error::io("writing", &tmp, e))?;
         }
@@ -282,6 +340,26 @@ async fn restore_one(
     }
     std::fs::rename(&tmp, &dest).map_err(|e| Error::io("renaming into place", &dest, e))?;
     Ok((meta.kind, len))
+}
+
+/// The key to decrypt an object with: `None` for a plain object; an error if
+/// it is encrypted and no key (or another key) was given.
+pub fn body_key<'k>(
+    object: &str,
+    meta: &ObjectMeta,
+    key: Option<&'k Key>,
+) -> Result<Option<&'k Key>> {
+    match (&meta.enc, key) {
+        (None, _) => Ok(None),
+        (Some(id), Some(k)) if id == k.id() => Ok(Some(k)),
+        (Some(id), Some(k)) => Err(Error::Config(format!(
+            "{object} was encrypted with another key (fingerprint {id}, yours {})",
+            k.id()
+        ))),
+        (Some(_), None) => Err(Error::Config(format!(
+            "{object} is encrypted: give --encrypt-key-file or --encrypt-passphrase-file              (or RAIDFS_SYNC_PASSPHRASE)"
+        ))),
+    }
 }
 
 fn check_crc(key: &str, meta: &ObjectMeta, actual: u32) -> Result<()> {

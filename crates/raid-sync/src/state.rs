@@ -84,13 +84,22 @@ pub struct PendingUpload {
     /// cannot list them (ListParts) and to check what it lists.
     #[serde(default)]
     pub parts: BTreeMap<i32, RecordedPart>,
+    /// Client-side encryption: the key fingerprint and the object's nonce
+    /// prefix (hex). A resumed upload must seal the remaining parts with the
+    /// same ones, so the parts already sent stay valid.
+    #[serde(default)]
+    pub enc_key: Option<String>,
+    #[serde(default)]
+    pub enc_prefix: Option<String>,
 }
 
 /// One acknowledged part of a multipart upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedPart {
     pub etag: String,
+    /// Bytes sent (ciphertext when encrypted).
     pub size: u64,
+    /// CRC-32 of the bytes sent.
     pub crc32: u32,
 }
 
@@ -120,6 +129,11 @@ pub struct State {
     /// Unix time of the last check that the bucket is versioned.
     pub versioning_checked_unix: Option<i64>,
     pub totals: Totals,
+    /// Fingerprint of the client-side encryption key the entries were
+    /// uploaded with (`None`: plain). When it changes, the entries no longer
+    /// describe what should be in the bucket and are dropped.
+    #[serde(default)]
+    pub enc_key: Option<String>,
 }
 
 impl State {
@@ -134,6 +148,7 @@ impl State {
             uploads: BTreeMap::new(),
             versioning_checked_unix: None,
             totals: Totals::default(),
+            enc_key: None,
         }
     }
 

@@ -9,6 +9,14 @@
 //! whole-content CRC-32 is also stored in `x-amz-meta-crc32`, which is what
 //! `verify` and `restore` rely on first.
 //!
+//! Client-side encryption ([`crate::crypt`]), when enabled, seals each body
+//! before it leaves: a small file in memory, a large one part by part (a part
+//! is a run of whole 64 KiB chunks, so memory stays at one part per request
+//! slot). The request checksums are then of the ciphertext and multipart
+//! uploads use composite checksums; `x-amz-meta-crc32` stays the plaintext's.
+//! A resumed encrypted upload reuses only parts recorded in the state, sealed
+//! with the recorded nonce prefix and key.
+//!
 //! Resume: a multipart upload is recorded in the state file the moment it is
 //! created. After a crash the next upload of the same unchanged file asks the
 //! server which parts it already holds (ListParts) and sends only the rest.
@@ -30,6 +38,7 @@ use aws_sdk_s3::types::{
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
+use crate::crypt::{self, Key};
 use crate::error::{Error, Result};
 use crate::object_meta::{ObjectMeta, crc32_b64, crc32_from_b64};
 use crate::ratelimit::RateLimit;
@@ -72,6 +81,8 @@ pub struct Uploader {
     pub jobs: usize,
     /// Cleared once the server refuses the FULL_OBJECT checksum type.
     full_object_ok: AtomicBool,
+    /// Client-side encryption key, if enabled.
+    pub key: Option<Arc<Key>>,
 }
 
 /// A large file's CRCs: whole content and each part.
@@ -92,6 +103,27 @@ impl Uploader {
             slots: Semaphore::new(jobs),
             jobs,
             full_object_ok: AtomicBool::new(true),
+            key: None,
+        }
+    }
+
+    /// Enables client-side encryption of file and symlink bodies.
+    pub fn with_key(mut self, key: Option<Key>) -> Self {
+        self.key = key.map(Arc::new);
+        self
+    }
+
+    /// The key fingerprint to record in metadata (`None`: not encrypting).
+    pub fn enc_id(&self) -> Option<String> {
+        self.key.as_ref().map(|k| k.id().to_string())
+    }
+
+    /// Size of the object that holds `size` bytes of content.
+    pub fn object_len(&self, size: u64) -> u64 {
+        if self.key.is_some() {
+            crypt::encrypted_len(size)
+        } else {
+            size
         }
     }
 
@@ -99,7 +131,13 @@ impl Uploader {
     /// the file would otherwise need more than 10,000 parts (rounded to MiB).
     pub fn part_size_for(&self, size: u64) -> u64 {
         let min = size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20);
-        self.opts.part_size.max(min).max(1)
+        let p = self.opts.part_size.max(min).max(1);
+        if self.key.is_some() {
+            // Parts must be runs of whole encryption chunks.
+            p.next_multiple_of(crypt::CHUNK as u64)
+        } else {
+            p
+        }
     }
 
     /// Whether a file of this size goes multipart.
@@ -107,10 +145,25 @@ impl Uploader {
         size >= self.opts.multipart_threshold && size > 0
     }
 
-    /// One PUT of an in-memory body (small files, symlinks, directory markers).
+    /// One PUT of an in-memory body (small files, symlinks, directory
+    /// markers), sealed first if `meta.enc` says so. Returns the content bytes.
     pub async fn put_small(&self, key: &str, body: Vec<u8>, meta: &ObjectMeta) -> Result<u64> {
         let len = body.len() as u64;
-        let crc = meta.crc32.unwrap_or_else(|| crc32fast::hash(&body));
+        let (body, crc) = match (&self.key, &meta.enc) {
+            (Some(k), Some(_)) => {
+                let k = k.clone();
+                let sealed = tokio::task::spawn_blocking(move || k.encrypt_all(&body))
+                    .await
+                    .map_err(|e| Error::Config(format!("encrypting {key}: {e}")))?
+                    .map_err(|e| Error::Config(format!("encrypting {key}: {e}")))?;
+                let crc = crc32fast::hash(&sealed);
+                (sealed, crc)
+            }
+            _ => {
+                let crc = meta.crc32.unwrap_or_else(|| crc32fast::hash(&body));
+                (body, crc)
+            }
+        };
         let _slot = self.slots.acquire().await.map_err(closed)?;
         if let Some(l) = &self.limit {
             l.acquire(len).await;
@@ -170,12 +223,12 @@ impl Uploader {
         crcs: &FileCrcs,
     ) -> Result<Sent> {
         let part_size = crcs.part_size;
-        let (upload_id, full, existing) = self
+        let (upload_id, full, existing, enc) = self
             .resume_or_create(store, rel, key, entry, meta, part_size)
             .await?;
         let result = self
             .send_parts(
-                store, rel, path, key, &upload_id, full, existing, entry, crcs,
+                store, rel, path, key, &upload_id, full, existing, entry, crcs, enc,
             )
             .await;
         match result {
@@ -203,15 +256,23 @@ impl Uploader {
         entry: &Entry,
         meta: &ObjectMeta,
         part_size: u64,
-    ) -> Result<(String, bool, HashMap<i32, RemotePart>)> {
+    ) -> Result<(
+        String,
+        bool,
+        HashMap<i32, RemotePart>,
+        Option<[u8; crypt::PREFIX]>,
+    )> {
         let recorded = store.lock().uploads.get(rel).cloned();
         if let Some(p) = recorded {
+            let enc_prefix = p.enc_prefix.as_deref().and_then(parse_prefix);
             let same = p.key == key
                 && p.size == entry.size
                 && p.mtime_sec == entry.mtime_sec
                 && p.mtime_nsec == entry.mtime_nsec
                 && p.ino == entry.ino
-                && p.part_size == part_size;
+                && p.part_size == part_size
+                && p.enc_key == self.enc_id()
+                && enc_prefix.is_some() == self.key.is_some();
             if same {
                 let recorded: HashMap<i32, RemotePart> = p
                     .parts
@@ -236,8 +297,19 @@ impl Uploader {
                                 part.crc32 = recorded.get(n).and_then(|r| r.crc32);
                             }
                         }
+                        if self.key.is_some() {
+                            // Only parts we sealed and recorded can be trusted
+                            // to match what we would send now.
+                            parts.retain(|n, part| {
+                                recorded.get(n).is_some_and(|r| {
+                                    r.crc32.is_some()
+                                        && r.crc32 == part.crc32
+                                        && r.size == part.size
+                                })
+                            });
+                        }
                         tracing::info!(%key, parts = parts.len(), "resuming multipart upload");
-                        return Ok((p.upload_id, p.full_object_checksum, parts));
+                        return Ok((p.upload_id, p.full_object_checksum, parts, enc_prefix));
                     }
                     Err(ListPartsError::Gone) => {
                         tracing::info!(%key, "recorded upload is gone; starting anew")
@@ -249,14 +321,16 @@ impl Uploader {
                         // pass starts afresh.
                         tracing::info!(%key, parts = recorded.len(), error = %e,
                             "resuming multipart upload from the recorded parts");
-                        return Ok((p.upload_id, p.full_object_checksum, recorded));
+                        return Ok((p.upload_id, p.full_object_checksum, recorded, enc_prefix));
                     }
                 }
             } else {
                 self.abort(&p.key, &p.upload_id).await;
             }
             store.lock().uploads.remove(rel);
-        } else if let Some((id, parts)) = self.find_unrecorded(key).await {
+        } else if self.key.is_none()
+            && let Some((id, parts)) = self.find_unrecorded(key).await
+        {
             // Only parts whose CRC-32 the server reports can be trusted to be
             // this file's; `send_parts` re-sends any other.
             let full = self.full_object_ok.load(Ordering::Relaxed);
@@ -265,15 +339,16 @@ impl Uploader {
                 .uploads
                 .insert(rel.to_string(), pending(key, &id, entry, part_size, full));
             store.save()?;
-            return Ok((id, full, parts));
+            return Ok((id, full, parts, None));
         }
         let (id, full) = self.create(key, meta).await?;
-        store
-            .lock()
-            .uploads
-            .insert(rel.to_string(), pending(key, &id, entry, part_size, full));
+        let mut p = pending(key, &id, entry, part_size, full);
+        let enc_prefix = self.key.as_ref().map(|_| Key::new_prefix());
+        p.enc_key = self.enc_id();
+        p.enc_prefix = enc_prefix.map(|x| x.iter().map(|b| format!("{b:02x}")).collect());
+        store.lock().uploads.insert(rel.to_string(), p);
         store.save()?;
-        Ok((id, full, HashMap::new()))
+        Ok((id, full, HashMap::new(), enc_prefix))
     }
 
     /// An in-progress upload for exactly `key` that the state does not know
@@ -310,7 +385,9 @@ impl Uploader {
     }
 
     async fn create(&self, key: &str, meta: &ObjectMeta) -> Result<(String, bool)> {
-        let try_full = self.full_object_ok.load(Ordering::Relaxed);
+        // Encrypted parts are sealed as they are sent, so the whole-object
+        // CRC-32 of the ciphertext is not known up front: composite checksums.
+        let try_full = self.full_object_ok.load(Ordering::Relaxed) && self.key.is_none();
         let attempt = |full: bool| {
             self.bucket.count();
             self.bucket
@@ -412,28 +489,47 @@ impl Uploader {
         existing: HashMap<i32, RemotePart>,
         entry: &Entry,
         crcs: &FileCrcs,
+        enc: Option<[u8; crypt::PREFIX]>,
     ) -> Result<Sent> {
+        let seal = match (&self.key, enc) {
+            (Some(k), Some(p)) => Some((k.clone(), p)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(format!(
+                    "multipart upload of {key}: encryption state does not match the recorded upload"
+                )));
+            }
+        };
+        let n_chunks_per_part = crcs.part_size / crypt::CHUNK as u64;
         let file = Arc::new(
             std::fs::File::open(path).map_err(|e| Error::io("opening for upload", path, e))?,
         );
         let size = entry.size;
         let n = crcs.parts.len();
-        let mut done: Vec<Option<String>> = vec![None; n];
+        // Per part: ETag and CRC-32 of the bytes the server holds.
+        let mut done: Vec<Option<(String, u32)>> = vec![None; n];
         let mut sent = Sent::default();
         for (i, slot) in done.iter_mut().enumerate() {
             let len = part_len(size, crcs.part_size, i);
-            if let Some(p) = existing.get(&(i as i32 + 1))
-                && p.size == len as i64
-                && p.crc32.is_none_or(|c| c == crcs.parts[i])
-            {
-                *slot = Some(p.etag.clone());
+            let Some(p) = existing.get(&(i as i32 + 1)) else {
+                continue;
+            };
+            if seal.is_some() {
+                // Filtered in resume_or_create: recorded, same size and CRC.
+                if let Some(c) = p.crc32 {
+                    *slot = Some((p.etag.clone(), c));
+                    sent.parts_reused += 1;
+                }
+            } else if p.size == len as i64 && p.crc32.is_none_or(|c| c == crcs.parts[i]) {
+                *slot = Some((p.etag.clone(), crcs.parts[i]));
                 sent.parts_reused += 1;
             }
         }
         let todo: Vec<usize> = (0..n).filter(|i| done[*i].is_none()).collect();
-        let uploaded: Vec<(usize, String)> = futures::stream::iter(todo)
+        let uploaded: Vec<(usize, String, u32)> = futures::stream::iter(todo)
             .map(|i| {
                 let file = file.clone();
+                let seal = seal.clone();
                 async move {
                     let len = part_len(size, crcs.part_size, i);
                     let off = i as u64 * crcs.part_size;
@@ -447,8 +543,38 @@ impl Uploader {
                             path: path.to_path_buf(),
                         });
                     }
+                    let (buf, crc) = match seal {
+                        None => (buf, crcs.parts[i]),
+                        Some((k, prefix)) => {
+                            let last = i + 1 == n;
+                            let first =
+                                u32::try_from(i as u64 * n_chunks_per_part).map_err(|_| {
+                                    Error::Config(format!("{key}: too large to encrypt"))
+                                })?;
+                            let sealed = tokio::task::spawn_blocking(move || {
+                                let mut out = if i == 0 {
+                                    Key::header(&prefix)
+                                } else {
+                                    Vec::new()
+                                };
+                                out.reserve(
+                                    buf.len()
+                                        + buf.len() / crypt::CHUNK * crypt::TAG
+                                        + 2 * crypt::TAG,
+                                );
+                                k.encrypt_chunks(&prefix, first, &buf, last, &mut out)
+                                    .map(|()| out)
+                            })
+                            .await
+                            .map_err(|e| Error::Config(format!("encrypting {key}: {e}")))?
+                            .map_err(|e| Error::Config(format!("encrypting {key}: {e}")))?;
+                            let crc = crc32fast::hash(&sealed);
+                            (sealed, crc)
+                        }
+                    };
+                    let sent_len = buf.len() as u64;
                     if let Some(l) = &self.limit {
-                        l.acquire(len).await;
+                        l.acquire(sent_len).await;
                     }
                     self.bucket.count();
                     let out = self
@@ -459,7 +585,7 @@ impl Uploader {
                         .key(key)
                         .upload_id(upload_id)
                         .part_number(i as i32 + 1)
-                        .checksum_crc32(crc32_b64(crcs.parts[i]))
+                        .checksum_crc32(crc32_b64(crc))
                         .body(ByteStream::from(buf))
                         .send()
                         .await
@@ -470,21 +596,21 @@ impl Uploader {
                             i as i32 + 1,
                             RecordedPart {
                                 etag: etag.clone(),
-                                size: len,
-                                crc32: crcs.parts[i],
+                                size: sent_len,
+                                crc32: crc,
                             },
                         );
                     }
                     store.save()?;
-                    Ok::<_, Error>((i, etag))
+                    Ok::<_, Error>((i, etag, crc))
                 }
             })
             .buffer_unordered(self.jobs)
             .try_collect()
             .await?;
-        for (i, etag) in uploaded {
+        for (i, etag, crc) in uploaded {
             sent.bytes += part_len(size, crcs.part_size, i);
-            done[i] = Some(etag);
+            done[i] = Some((etag, crc));
         }
         // The file must still be what the CRCs describe.
         let md = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
@@ -496,11 +622,12 @@ impl Uploader {
         let parts = done
             .into_iter()
             .enumerate()
-            .map(|(i, etag)| {
+            .map(|(i, part)| {
+                let (etag, crc) = part.unwrap_or_default();
                 CompletedPart::builder()
                     .part_number(i as i32 + 1)
-                    .e_tag(etag.unwrap_or_default())
-                    .checksum_crc32(crc32_b64(crcs.parts[i]))
+                    .e_tag(etag)
+                    .checksum_crc32(crc32_b64(crc))
                     .build()
             })
             .collect();
@@ -574,7 +701,20 @@ fn pending(key: &str, id: &str, e: &Entry, part_size: u64, full: bool) -> Pendin
         part_size,
         full_object_checksum: full,
         parts: Default::default(),
+        enc_key: None,
+        enc_prefix: None,
     }
+}
+
+fn parse_prefix(hex: &str) -> Option<[u8; crypt::PREFIX]> {
+    if hex.len() != 2 * crypt::PREFIX {
+        return None;
+    }
+    let mut out = [0u8; crypt::PREFIX];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn part_len(size: u64, part_size: u64, i: usize) -> u64 {

@@ -6,6 +6,11 @@
 //! it is a whole-object checksum. If neither exists (an object written by
 //! another tool), or with `--download`, the object is downloaded and its
 //! CRC-32 computed. Keys in the bucket with no local entry are reported too.
+//!
+//! A client-side encrypted object is always downloaded and decrypted: its
+//! stored CRC-32 is of the plaintext, and only decryption proves the
+//! ciphertext intact. A failed authentication tag is reported as a
+//! `tampered` difference.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,6 +20,7 @@ use aws_sdk_s3::types::ChecksumMode;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::crypt::{self, Key};
 use crate::error::{Error, Result};
 use crate::keys::{self, KeyPrefix};
 use crate::object_meta::{Kind, ObjectMeta, crc32_from_b64};
@@ -25,7 +31,9 @@ use crate::scan::{self, Scan};
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Difference {
     pub path: String,
-    /// `missing` (no object), `extra` (no local entry), `size`, `checksum`.
+    /// `missing` (no object), `extra` (no local entry), `size`, `checksum`,
+    /// `tampered` (an encrypted object failed authentication), `key` (an
+    /// encrypted object and no key or another key).
     pub kind: &'static str,
     pub detail: String,
 }
@@ -46,6 +54,7 @@ pub async fn verify(
     source: &Path,
     download: bool,
     jobs: usize,
+    dkey: Option<Arc<Key>>,
 ) -> Result<VerifyReport> {
     let src = source.to_path_buf();
     let scan: Scan = tokio::task::spawn_blocking(move || {
@@ -58,11 +67,19 @@ pub async fn verify(
         .list(prefix.as_str())
         .await?
         .into_iter()
+        .filter(|o| {
+            !o.key
+                .strip_prefix(prefix.as_str())
+                .is_some_and(crate::keysource::is_reserved)
+        })
         .map(|o| (o.key, o.size))
         .collect();
     let mut report = VerifyReport::default();
     let mut to_check = Vec::new();
     for (rel, e) in &scan.entries {
+        if crate::keysource::is_reserved(rel) {
+            continue;
+        }
         report.checked += 1;
         let key = prefix.key(rel, e.kind == Kind::Dir);
         let Some(size) = remote.remove(&key) else {
@@ -75,11 +92,15 @@ pub async fn verify(
         };
         match e.kind {
             Kind::Dir => report.matched += 1,
-            Kind::File if size != e.size => report.differences.push(Difference {
-                path: rel.clone(),
-                kind: "size",
-                detail: format!("local {} bytes, object {size} bytes", e.size),
-            }),
+            Kind::File
+                if size != e.size && !(dkey.is_some() && size == crypt::encrypted_len(e.size)) =>
+            {
+                report.differences.push(Difference {
+                    path: rel.clone(),
+                    kind: "size",
+                    detail: format!("local {} bytes, object {size} bytes", e.size),
+                })
+            }
             _ => to_check.push((rel.clone(), key, e.clone())),
         }
     }
@@ -94,10 +115,11 @@ pub async fn verify(
         });
     }
     let results: Vec<(Option<Difference>, bool)> = futures::stream::iter(to_check)
-        .map(|(rel, key, e)| {
+        .map(|(rel, okey, e)| {
             let bucket = bucket.clone();
             let path = keys::join(source, &rel);
-            async move { check_one(&bucket, &path, rel, &key, &e, download).await }
+            let k = dkey.clone();
+            async move { check_one(&bucket, &path, rel, &okey, &e, download, k.as_deref()).await }
         })
         .buffer_unordered(jobs.max(1))
         .try_collect()
@@ -120,6 +142,7 @@ async fn check_one(
     key: &str,
     e: &crate::state::Entry,
     download: bool,
+    dkey: Option<&Key>,
 ) -> Result<(Option<Difference>, bool)> {
     let local = match e.kind {
         Kind::Symlink => crc32fast::hash(e.target.as_deref().unwrap_or_default().as_bytes()),
@@ -140,15 +163,32 @@ async fn check_one(
         .send()
         .await
         .map_err(|err| Error::s3("HeadObject", key, err))?;
+    let meta = ObjectMeta::from_map(head.metadata(), false, 0);
     let mut claims: Vec<(&str, u32)> = Vec::new();
-    if let Some(c) = ObjectMeta::from_map(head.metadata(), false, 0).crc32 {
+    if let Some(c) = meta.crc32 {
         claims.push(("x-amz-meta-crc32", c));
     }
-    if let Some(c) = head.checksum_crc32().and_then(crc32_from_b64) {
+    let dkey = match crate::restore::body_key(key, &meta, dkey) {
+        Ok(k) => k,
+        Err(err) => {
+            return Ok((
+                Some(Difference {
+                    path: rel,
+                    kind: "key",
+                    detail: err.to_string(),
+                }),
+                false,
+            ));
+        }
+    };
+    // The server's checksum of an encrypted object is of the ciphertext.
+    if dkey.is_none()
+        && let Some(c) = head.checksum_crc32().and_then(crc32_from_b64)
+    {
         claims.push(("x-amz-checksum-crc32", c));
     }
     let mut downloaded = false;
-    if download || claims.is_empty() {
+    if download || claims.is_empty() || dkey.is_some() {
         bucket.count();
         let out = bucket
             .client
@@ -160,12 +200,44 @@ async fn check_one(
             .map_err(|err| Error::s3("GetObject", key, err))?;
         let mut body = out.body;
         let mut h = crc32fast::Hasher::new();
+        let mut dec = dkey.map(|k| k.decryptor());
+        let mut plain = Vec::new();
+        let mut failure = None;
         while let Some(chunk) = body
             .try_next()
             .await
             .map_err(|err| Error::s3("GetObject", key, err))?
         {
-            h.update(&chunk);
+            match dec.as_mut() {
+                Some(d) => {
+                    plain.clear();
+                    if let Err(err) = d.push(&chunk, &mut plain) {
+                        failure = Some(err);
+                        break;
+                    }
+                    h.update(&plain);
+                }
+                None => h.update(&chunk),
+            }
+        }
+        if failure.is_none()
+            && let Some(d) = dec
+        {
+            plain.clear();
+            match d.finish(&mut plain) {
+                Ok(()) => h.update(&plain),
+                Err(err) => failure = Some(err),
+            }
+        }
+        if let Some(err) = failure {
+            return Ok((
+                Some(Difference {
+                    path: rel,
+                    kind: "tampered",
+                    detail: format!("object {key}: {err}"),
+                }),
+                true,
+            ));
         }
         claims.push(("content", h.finalize()));
         downloaded = true;

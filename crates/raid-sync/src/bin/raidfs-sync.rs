@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use raid_sync::crypt::Key;
 use raid_sync::keys::KeyPrefix;
+use raid_sync::keysource::{self, KeySource};
 use raid_sync::reconcile::{Summary, Syncer, unix_now};
 use raid_sync::s3::{Bucket, Connection};
 use raid_sync::state::{State, StateStore};
@@ -112,6 +114,52 @@ struct Common {
     /// Print a JSON summary on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Client-side encryption with this key file (32 raw bytes or 64 hex
+    /// digits). Makes the bucket unreadable to other S3 tools; losing the key
+    /// loses the backup. See docs/SYNC.md.
+    #[arg(long, global = true, conflicts_with = "encrypt_passphrase_file")]
+    encrypt_key_file: Option<PathBuf>,
+    /// Client-side encryption with a key derived (Argon2id) from the
+    /// passphrase in this file; RAIDFS_SYNC_PASSPHRASE in the environment
+    /// does the same.
+    #[arg(long, global = true)]
+    encrypt_passphrase_file: Option<PathBuf>,
+}
+
+impl Common {
+    /// Where the encryption key comes from, if encryption is on.
+    fn key_source(&self) -> Result<Option<KeySource>> {
+        if let Some(f) = &self.encrypt_key_file {
+            return Ok(Some(KeySource::KeyFile(f.clone())));
+        }
+        let pass = if let Some(f) = &self.encrypt_passphrase_file {
+            let s = std::fs::read_to_string(f)
+                .with_context(|| format!("reading passphrase file {}", f.display()))?;
+            Some(s)
+        } else {
+            std::env::var("RAIDFS_SYNC_PASSPHRASE").ok()
+        };
+        match pass {
+            None => Ok(None),
+            Some(p) => {
+                let p = p.trim_end_matches(['\n', '\r']).to_string();
+                if p.is_empty() {
+                    bail!("the encryption passphrase is empty");
+                }
+                Ok(Some(KeySource::Passphrase(p)))
+            }
+        }
+    }
+
+    /// Loads (and with `create`, sets up) the encryption key, if any.
+    async fn key(&self, bucket: &Bucket, prefix: &KeyPrefix, create: bool) -> Result<Option<Key>> {
+        match self.key_source()? {
+            None => Ok(None),
+            Some(src) => Ok(Some(
+                keysource::load_key(bucket, prefix.as_str(), &src, create).await?,
+            )),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -250,7 +298,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }) => {
             let (bucket, prefix) = connect(&common).await?;
             let at_ns = at.as_deref().map(history::parse_time).transpose()?;
+            let key = common.key(&bucket, &prefix, false).await?.map(Arc::new);
             let opts = restore::RestoreOptions {
+                key,
                 at_ns,
                 path,
                 target: target.clone(),
@@ -285,6 +335,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .filter(|v| v.key == file_key || v.key == dir_key)
                 .collect();
             vs.sort_by_key(|v| std::cmp::Reverse(v.last_modified_ns));
+            // Encrypted versions: show the content size, not the ciphertext's.
+            if let Some(key) = common.key(&bucket, &prefix, false).await? {
+                for v in vs.iter_mut().filter(|v| !v.delete_marker) {
+                    bucket.count();
+                    let head = bucket
+                        .client
+                        .head_object()
+                        .bucket(&bucket.name)
+                        .key(&v.key)
+                        .set_version_id(v.version_id.clone())
+                        .send()
+                        .await
+                        .with_context(|| format!("HeadObject {}", v.key))?;
+                    let meta = raid_sync::object_meta::ObjectMeta::from_map(
+                        head.metadata(),
+                        v.key.ends_with('/'),
+                        0,
+                    );
+                    if meta.enc.as_deref() == Some(key.id()) {
+                        v.size = raid_sync::crypt::plain_len(v.size).unwrap_or(v.size);
+                    }
+                }
+            }
             if common.json {
                 println!("{}", serde_json::to_string(&vs)?);
             } else if vs.is_empty() {
@@ -319,7 +392,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             source,
         }) => {
             let (bucket, prefix) = connect(&common).await?;
-            let r = verify::verify(bucket, &prefix, &source, download, jobs).await?;
+            let key = common.key(&bucket, &prefix, false).await?.map(Arc::new);
+            let r = verify::verify(bucket, &prefix, &source, download, jobs, key).await?;
             if common.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -516,6 +590,22 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         bucket.ensure_versioning(!args.no_enable_versioning).await?;
         store.lock().versioning_checked_unix = Some(unix_now());
     }
+    let key = common.key(&bucket, &prefix, true).await?;
+    {
+        let mut st = store.lock();
+        let id = key.as_ref().map(|k| k.id().to_string());
+        if st.enc_key != id {
+            // Switching encryption on, off or to another key: what the state
+            // records is no longer what the bucket should hold. A full
+            // reconciliation re-uploads what does not match.
+            if !st.entries.is_empty() {
+                tracing::info!("encryption setting changed: reconciling the whole tree");
+            }
+            st.entries.clear();
+            st.reconciled = false;
+            st.enc_key = id;
+        }
+    }
 
     let put = PutOptions {
         storage_class: args
@@ -530,7 +620,7 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         multipart_threshold: args.multipart_threshold.max(1),
         part_size: args.part_size,
     };
-    let up = Arc::new(Uploader::new(bucket.clone(), put, args.bwlimit, args.jobs));
+    let up = Arc::new(Uploader::new(bucket.clone(), put, args.bwlimit, args.jobs).with_key(key));
     let syncer = Arc::new(Syncer {
         source: source.clone(),
         prefix,
