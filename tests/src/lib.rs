@@ -16,12 +16,25 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 /// How long a mount or unmount may take before the test gives up.
 const MOUNT_WAIT: Duration = Duration::from_secs(30);
+
+/// A name no other array of this test run has: arrays are found by name
+/// (`raidfs status NAME`, `mount.raidfs NAME DIR`), and the tests of one
+/// binary run in parallel.
+pub fn unique_name() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "e2e{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 /// The binaries under test, built by the same cargo run.
 pub struct Bins {
@@ -169,6 +182,7 @@ impl Builder {
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod tmp");
         let root = tmp.path().canonicalize().expect("canonical tmp");
         let mut a = TestArray {
+            name: unique_name(),
             root: root.clone(),
             members: Vec::new(),
             mnt: root.join("mnt"),
@@ -192,7 +206,7 @@ impl Builder {
         }
         let mut cmd = Command::new(&b.raidfs);
         cmd.args(["create", "--level", &self.level, "--name"])
-            .arg(format!("e2e{}", std::process::id()))
+            .arg(&a.name)
             .args(["--chunk", &self.chunk, "--allow-same-fs"])
             .args(&a.members);
         run_ok(&mut cmd);
@@ -202,6 +216,8 @@ impl Builder {
 
 /// One array under test: members, a mount point, the daemon.
 pub struct TestArray {
+    /// The array's name, unique among the arrays of this test run.
+    pub name: String,
     /// Canonical temporary directory holding everything of this array.
     pub root: PathBuf,
     pub members: Vec<PathBuf>,
@@ -310,7 +326,39 @@ impl TestArray {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The control socket opens just after the kernel accepted the
+        // mount: wait for its record so admin commands find the array.
+        while !self.has_control_record(child.id()) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("mount-raidfs exited ({status}):\n{}", self.log_text());
+            }
+            if start.elapsed() > MOUNT_WAIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the control socket's record did not appear within {MOUNT_WAIT:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.child = Some(child);
+    }
+
+    /// Whether the daemon `pid` has written the record of this array in the
+    /// run directory (`$RAIDFS_RUN_DIR`, default /run/raidfs).
+    fn has_control_record(&self, pid: u32) -> bool {
+        let dir = std::env::var_os("RAIDFS_RUN_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/run/raidfs"));
+        let Ok(rd) = fs::read_dir(dir) else {
+            return false;
+        };
+        rd.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .any(|v| v["name"] == self.name.as_str() && v["pid"] == pid)
     }
 
     /// Replace the `-o` options used by the next [`TestArray::mount`].
@@ -388,7 +436,28 @@ impl TestArray {
         }
     }
 
-    /// `raidfs status --json` of the members (offline).
+    /// A new empty directory `rel` in this array's temporary directory
+    /// (for a replacement member or a spare).
+    pub fn new_dir(&self, rel: &str) -> PathBuf {
+        let d = self.root.join(rel);
+        fs::create_dir(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+        d
+    }
+
+    /// `raidfs ARGS…` (not yet run).
+    pub fn raidfs(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&bins().raidfs);
+        c.args(args);
+        c
+    }
+
+    /// `raidfs status NAME --json`: from the daemon while mounted.
+    pub fn live_status_json(&self) -> serde_json::Value {
+        let out = run_ok(&mut self.raidfs(&["status", &self.name, "--json"]));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
+    /// `raidfs status --json` of the members (offline; live while mounted).
     pub fn status_json(&self) -> serde_json::Value {
         let out = run_ok(
             Command::new(&bins().raidfs)

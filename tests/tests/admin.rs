@@ -1,0 +1,450 @@
+//! Administering a live mounted array through the mount daemon's control
+//! socket: status, scrub, fail, replace, hot spares, a rebuild that
+//! survives `kill -9` of the daemon, and the errors an admin meets.
+//!
+//! Every wait polls the daemon's status against a generous deadline; no
+//! assertion depends on how fast anything runs.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use raidfs_tests::{TestArray, hash_bytes, hash_file, pattern, run, run_ok};
+use serde_json::Value;
+
+const CHUNK: u64 = 64 << 10;
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Run and expect failure with exit code `code` and `needle` in stderr.
+fn fails_with(cmd: &mut Command, code: i32, needle: &str) -> Output {
+    let out = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{cmd:?} should exit {code}:\nstdout: {}\nstderr: {}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(needle),
+        "{cmd:?}: stderr should mention {needle:?}: {}",
+        stderr(&out)
+    );
+    out
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .expect("a JSON object")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn states(st: &Value) -> Vec<String> {
+    st["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["state"].as_str().expect("state").to_string())
+        .collect()
+}
+
+/// Poll the live status until `done` holds; panic with the last status at
+/// the deadline.
+fn wait_status(a: &TestArray, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let st = a.live_status_json();
+        if done(&st) {
+            return st;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}; last status:\n{st:#}\nlog:\n{}",
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn all_active(st: &Value) -> bool {
+    st["rebuild"].is_null() && states(st).iter().all(|s| s == "active")
+}
+
+/// Files with known content, returned as (name, hash).
+fn write_files(a: &TestArray, prefix: &str, n: usize, size: usize) -> Vec<(String, [u8; 32])> {
+    (0..n)
+        .map(|i| {
+            let name = format!("{prefix}{i}");
+            let data = pattern((prefix.len() * 1000 + i) as u64, size + i * 4099);
+            fs::write(a.path(&name), &data).unwrap();
+            (name, hash_bytes(&data))
+        })
+        .collect()
+}
+
+fn verify(a: &TestArray, files: &[(String, [u8; 32])]) {
+    for (name, h) in files {
+        let got = hash_file(&a.path(name)).unwrap_or_else(|e| panic!("read {name}: {e}"));
+        assert_eq!(&got, h, "{name} reads back different bytes");
+    }
+}
+
+fn run_dir() -> PathBuf {
+    std::env::var_os("RAIDFS_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/raidfs"))
+}
+
+#[test]
+fn status_live_from_the_daemon_and_offline_from_superblocks() {
+    let mut a = TestArray::raid5();
+    fs::write(a.path("f"), pattern(1, 300_000)).unwrap();
+    let live = a.live_status_json();
+    assert_eq!(live["live"], true);
+    assert_eq!(live["name"], a.name.as_str());
+    assert_eq!(live["mountpoint"], a.mnt.display().to_string().as_str());
+    assert_eq!(live["pid"], a.daemon_pid().unwrap());
+    assert_eq!(states(&live), vec!["active"; 4]);
+    for m in live["members"].as_array().unwrap() {
+        let c = &m["counters"];
+        for k in [
+            "read_errors",
+            "write_errors",
+            "checksum_errors",
+            "repaired_blocks",
+        ] {
+            assert_eq!(c[k], 0, "fresh member counter {k}: {m}");
+        }
+    }
+    let uuid = live["uuid"].as_str().unwrap().to_string();
+    // By mount point, by UUID and by a member directory: the same array.
+    for t in [
+        a.mnt.display().to_string(),
+        uuid.clone(),
+        a.members[2].display().to_string(),
+    ] {
+        let out = run_ok(&mut a.raidfs(&["status", &t, "--json"]));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["uuid"], uuid.as_str(), "status {t}");
+        assert_eq!(v["live"], true, "status {t}");
+    }
+    // Without an argument: every mounted array, ours among them.
+    let out = run_ok(&mut a.raidfs(&["status", "--json"]));
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["uuid"] == uuid.as_str()),
+        "status without arguments lists the mounted array: {all}"
+    );
+    let text = stdout(&run_ok(&mut a.raidfs(&["status", &a.name])));
+    assert!(
+        text.contains(&a.mnt.display().to_string()) && text.contains("active"),
+        "{text}"
+    );
+    let sock = run_dir().join(format!("{uuid}.sock"));
+    let record = run_dir().join(format!("{uuid}.json"));
+    let mode = fs::metadata(&sock).unwrap().mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode");
+    assert!(record.is_file());
+
+    a.unmount();
+    assert!(!sock.exists() && !record.exists(), "unmount removes both");
+    let off = a.status_json();
+    assert_eq!(off["live"], false);
+    assert!(off["mountpoint"].is_null() && off["pid"].is_null());
+    assert!(off["members"][0]["counters"].is_null());
+    assert_eq!(off["clean"], true);
+    // Same keys either way, so scripts need not care.
+    assert_eq!(keys(&live), keys(&off));
+    assert_eq!(keys(&live["members"][0]), keys(&off["members"][0]));
+    for k in [
+        "name",
+        "uuid",
+        "level",
+        "chunk_size",
+        "events",
+        "clean",
+        "degraded",
+        "failed",
+        "failures_tolerated",
+        "members",
+        "spares",
+        "rebuild",
+        "last_scrub",
+    ] {
+        assert!(keys(&off).contains(k), "key {k} missing: {off}");
+    }
+    // Offline by name is refused plainly when the members cannot be found.
+    fails_with(
+        &mut a.raidfs(&["status", "no-such-array-anywhere"]),
+        1,
+        "no-such-array-anywhere",
+    );
+}
+
+#[test]
+fn online_scrub_reports_bit_rot_repairs_it_then_is_clean() {
+    let mut a = TestArray::raid5();
+    let data = pattern(77, 2 << 20);
+    fs::write(a.path("f"), &data).unwrap();
+    let ino = fs::metadata(a.path("f")).unwrap().ino();
+    // A clean array scrubs clean: exit 0.
+    let out = run_ok(&mut a.raidfs(&["scrub", &a.name, "--json"]));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mismatches"], 0, "{r}");
+    assert_eq!(r["complete"], true, "{r}");
+    a.unmount();
+    // Flip bits in chunks member 0 holds as data (see bitrot.rs).
+    let shard = a.members[0].join(format!(".raidfs/data/{:02x}/{:016x}", ino & 0xff, ino));
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&shard)
+        .unwrap();
+    let stripes: Vec<u64> = (0u64..).filter(|s| (s + ino) % 4 != 3).take(2).collect();
+    for &s in &stripes {
+        let off = s * CHUNK + 999;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, off).unwrap();
+        f.write_all_at(&[b[0] ^ 0x10], off).unwrap();
+    }
+    drop(f);
+    a.mount();
+    // Scrub only counts: exit 1 and a report naming mismatches.
+    let out = run(&mut a.raidfs(&["scrub", &a.mnt.display().to_string(), "--json"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        r["mismatches"].as_u64().unwrap() >= stripes.len() as u64,
+        "{r}"
+    );
+    assert_eq!(r["repaired"], 0, "{r}");
+    assert!(stderr(&out).contains("--repair"), "{}", stderr(&out));
+    // --repair fixes them (still exit 1: something was found).
+    let out = run(&mut a.raidfs(&["scrub", &a.name, "--repair", "--json"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        r["repaired"].as_u64().unwrap() >= stripes.len() as u64,
+        "{r}"
+    );
+    assert_eq!(r["unrecoverable"], 0, "{r}");
+    // A second scrub is clean, and the status keeps the last result.
+    let out = run_ok(&mut a.raidfs(&["scrub", &a.name, "--json"]));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mismatches"], 0, "{r}");
+    assert_eq!(r["redundancy_mismatches"], 0, "{r}");
+    let st = a.live_status_json();
+    assert_eq!(st["last_scrub"]["mismatches"], 0, "{st}");
+    assert_eq!(st["last_scrub"]["complete"], true, "{st}");
+    assert_eq!(hash_file(&a.path("f")).unwrap(), hash_bytes(&data));
+    // Nothing is running to cancel.
+    fails_with(
+        &mut a.raidfs(&["scrub", "--cancel", &a.name]),
+        2,
+        "no scrub is running",
+    );
+}
+
+#[test]
+fn failure_drill_fail_write_replace_verify() {
+    let mut a = TestArray::raid5();
+    let mut files = write_files(&a, "before", 6, 400_000);
+    let out = run_ok(&mut a.raidfs(&["fail", &a.name, "1"]));
+    assert!(stdout(&out).contains("member 1"), "{}", stdout(&out));
+    let st = a.live_status_json();
+    assert_eq!(states(&st), vec!["active", "failed", "active", "active"]);
+    assert_eq!(st["degraded"], true);
+    // The degraded array still serves reads and writes.
+    verify(&a, &files);
+    files.extend(write_files(&a, "during", 6, 300_000));
+    let new = a.new_dir("new1");
+    let member1 = a.members[1].display().to_string();
+    let out = run_ok(&mut a.raidfs(&["replace", &a.name, &member1, new.to_str().unwrap()]));
+    assert!(stdout(&out).contains("active"), "{}", stdout(&out));
+    let st = a.live_status_json();
+    assert!(all_active(&st), "{st:#}");
+    assert_eq!(
+        st["members"][1]["path"],
+        new.display().to_string().as_str(),
+        "{st}"
+    );
+    verify(&a, &files);
+    // The rebuilt member is used after a remount with the new member list.
+    a.members[1] = new;
+    a.remount();
+    verify(&a, &files);
+    assert!(all_active(&a.live_status_json()));
+    // And it truly holds its share: the array survives losing another one.
+    run_ok(&mut a.raidfs(&["fail", &a.name, "3"]));
+    verify(&a, &files);
+}
+
+#[test]
+fn hot_spare_takes_over_a_failed_member() {
+    let mut a = TestArray::raid5();
+    let files = write_files(&a, "f", 8, 500_000);
+    let spare = a.new_dir("spare");
+    run_ok(&mut a.raidfs(&["add-spare", &a.name, spare.to_str().unwrap()]));
+    let st = a.live_status_json();
+    assert_eq!(st["spares"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(
+        st["spares"][0]["path"],
+        spare.display().to_string().as_str()
+    );
+    // A second directory can be added and removed again.
+    let spare2 = a.new_dir("spare2");
+    run_ok(&mut a.raidfs(&["add-spare", &a.name, spare2.to_str().unwrap()]));
+    run_ok(&mut a.raidfs(&["remove-spare", &a.name, spare2.to_str().unwrap()]));
+    assert_eq!(a.live_status_json()["spares"].as_array().unwrap().len(), 1);
+    run_ok(&mut a.raidfs(&["fail", &a.name, "2"]));
+    let st = wait_status(&a, "the spare to be rebuilt into slot 2", |st| {
+        all_active(st) && st["members"][2]["path"] == spare.display().to_string().as_str()
+    });
+    assert!(st["spares"].as_array().unwrap().is_empty(), "{st}");
+    verify(&a, &files);
+    a.members[2] = spare;
+    a.remount();
+    verify(&a, &files);
+}
+
+#[test]
+fn rebuild_resumes_after_kill_9_of_the_daemon() {
+    let mut a = TestArray::raid5();
+    let files = write_files(&a, "big", 6, 4 << 20);
+    run_ok(&mut a.raidfs(&["fail", &a.name, "0"]));
+    let new = a.new_dir("new0");
+    // Slow enough to be caught in the middle (about 24 MiB of files).
+    run_ok(&mut a.raidfs(&[
+        "replace",
+        &a.name,
+        "0",
+        new.to_str().unwrap(),
+        "--throttle",
+        "1",
+        "--no-wait",
+    ]));
+    let st = wait_status(&a, "the rebuild to make progress", |st| {
+        st["rebuild"]["done_bytes"].as_u64().unwrap_or(0) > 0
+    });
+    assert_eq!(st["rebuild"]["slot"], 0);
+    assert!(st["rebuild"]["percent"].as_f64().unwrap() < 100.0, "{st}");
+    assert_eq!(states(&st)[0], "rebuilding");
+    // A second replace while one runs is refused.
+    let other = a.new_dir("other");
+    let out = run(&mut a.raidfs(&[
+        "replace",
+        &a.name,
+        "0",
+        other.to_str().unwrap(),
+        "--no-wait",
+    ]));
+    assert!(!out.status.success(), "a second replace must be refused");
+    assert!(!stderr(&out).is_empty(), "with a message");
+    let uuid = st["uuid"].as_str().unwrap().to_string();
+    a.kill9();
+    // The dead daemon's record is recognised as stale.
+    let out = run_ok(&mut a.raidfs(&["status", "--json"]));
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !all.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["uuid"] == uuid.as_str()),
+        "a killed daemon's array is not listed as mounted: {all}"
+    );
+    a.members[0] = new.clone();
+    // Killed while mounted, the array is dirty, and degraded while member 0
+    // is rebuilt: like md, it starts only when told to (docs/MOUNT.md).
+    a.set_options(&["force"]);
+    a.mount();
+    let st = wait_status(&a, "the resumed rebuild to finish", all_active);
+    assert_eq!(st["members"][0]["path"], new.display().to_string().as_str());
+    verify(&a, &files);
+    a.remount();
+    verify(&a, &files);
+}
+
+#[test]
+fn unprivileged_peers_may_read_status_but_not_change_the_array() {
+    let a = TestArray::raid5();
+    let uuid = a.live_status_json()["uuid"].as_str().unwrap().to_string();
+    let sock = run_dir().join(format!("{uuid}.sock"));
+    let nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(&raidfs_tests::bins().raidfs)
+            .args(args);
+        c
+    };
+    // The socket's mode keeps other users out altogether.
+    fails_with(&mut nobody(&["fail", &a.name, "1"]), 1, "root");
+    // With the mode loosened, the daemon's own uid check still refuses.
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = run_ok(&mut nobody(&["status", &a.name, "--json"]));
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["live"], true);
+    fails_with(&mut nobody(&["fail", &a.name, "1"]), 1, "permission denied");
+    fails_with(&mut nobody(&["scrub", &a.name]), 2, "permission denied");
+    assert!(all_active(&a.live_status_json()), "nothing changed");
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let a = TestArray::raid5();
+    let name = a.name.as_str();
+    let empty = a.new_dir("empty");
+    let e = empty.to_str().unwrap();
+    fails_with(
+        &mut a.raidfs(&["fail", "no-such-array-xyz", "0"]),
+        1,
+        "no-such-array-xyz",
+    );
+    fails_with(&mut a.raidfs(&["fail", name, "9"]), 1, "no member slot 9");
+    fails_with(
+        &mut a.raidfs(&["fail", name, "/no/such/dir"]),
+        1,
+        "/no/such/dir",
+    );
+    fails_with(&mut a.raidfs(&["remove", name, e]), 1, "not a member");
+    fails_with(&mut a.raidfs(&["replace", name, "0", e]), 1, "active");
+    fails_with(
+        &mut a.raidfs(&["replace", name, "0", "/no/such/dir"]),
+        1,
+        "/no/such/dir",
+    );
+    fails_with(
+        &mut a.raidfs(&["scrub", name, "--throttle", "fast"]),
+        2,
+        "MB/s",
+    );
+    fails_with(
+        &mut a.raidfs(&["scrub", "no-such-array-xyz"]),
+        2,
+        "no-such-array-xyz",
+    );
+    // A directory that already belongs to an array is no spare.
+    fails_with(
+        &mut a.raidfs(&["add-spare", name, a.members[1].to_str().unwrap()]),
+        1,
+        "",
+    );
+    assert!(all_active(&a.live_status_json()), "nothing changed");
+    assert_ne!(empty, Path::new("/"));
+}
