@@ -124,7 +124,7 @@ fn live(rec: &crate::control::record::Record, args: &ScrubArgs) -> Result<ScrubR
     )?;
     let pb = bar();
     loop {
-        match conn.next()? {
+        match conn.receive()? {
             Response::Progress { done, total } => {
                 pb.set_length(total);
                 pb.set_position(done);

@@ -90,7 +90,7 @@ impl Connection {
     }
 
     /// The next response line; an error if the daemon hung up first.
-    pub fn next(&mut self) -> Result<Response> {
+    pub fn receive(&mut self) -> Result<Response> {
         let mut line = String::new();
         let n = self
             .reader
@@ -112,7 +112,7 @@ impl Connection {
 pub fn call(rec: &Record, req: &Request) -> Result<Response> {
     let mut c = Connection::open(rec, req)?;
     loop {
-        let r = c.next()?;
+        let r = c.receive()?;
         match r {
             Response::Error { message } => bail!("{message}"),
             r if r.is_final() => return Ok(r),
