@@ -190,6 +190,10 @@ impl Notifier {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(tx);
         let stop = Arc::new(AtomicBool::new(false));
+        // Where each member was at mount: a failed member may no longer
+        // be listed with its directory, but the hook must still name it.
+        let at_start: Vec<Option<String>> =
+            array.status().members.into_iter().map(|m| m.path).collect();
         let array = Arc::downgrade(array);
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -199,6 +203,7 @@ impl Notifier {
                     array
                         .upgrade()
                         .and_then(|a| a.status().members.get(slot)?.path.clone())
+                        .or_else(|| at_start.get(slot).cloned().flatten())
                 })
             })?;
         Ok(Notifier {

@@ -182,8 +182,13 @@ fn dump_inode(spec: &str, what: &str, json: bool) -> Result<()> {
     let withheld = Arc::new(super::readonly::Withheld::default());
     let members = super::readonly::members(&[spec.to_string()])?;
     let array = super::readonly::assemble(members, &withheld)?;
-    let ino = resolve_inode(&array, what)?;
-    let info = dump::inode_info(&array, ino).with_context(|| format!("inode {ino}"))?;
+    let info = resolve_inode(&array, what)
+        .and_then(|ino| dump::inode_info(&array, ino).with_context(|| format!("inode {ino}")));
+    // Read-only: closing writes nothing, it only stops the engine's threads.
+    if let Err(e) = array.close() {
+        tracing::warn!(error = %e, "closing the read-only array");
+    }
+    let info = info?;
     if json {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());

@@ -89,7 +89,12 @@ pub fn run(args: &ExtractArgs) -> Result<()> {
             st.name
         );
     }
-    let sum = extract(&array, &dest, args.path.as_deref(), args.force)?;
+    let sum = extract(&array, &dest, args.path.as_deref(), args.force);
+    // Read-only: closing writes nothing, it only stops the engine's threads.
+    if let Err(e) = array.close() {
+        tracing::warn!(error = %e, "closing the read-only array");
+    }
+    let sum = sum?;
     println!(
         "extracted {} files, {} directories, {} symlinks, {} hard links, {} special files, {} bytes into {}",
         sum.files,
