@@ -24,6 +24,10 @@ pub struct CreateArgs {
     /// trials and tests).
     #[arg(long)]
     pub allow_same_fs: bool,
+    /// Empty directory to record as a hot spare (repeatable): it takes
+    /// over a failed member by itself.
+    #[arg(long = "spare", value_name = "DIR")]
+    pub spares: Vec<PathBuf>,
     /// Member directories, in slot order.
     #[arg(required = true)]
     pub members: Vec<PathBuf>,
@@ -40,6 +44,7 @@ pub fn run(args: &CreateArgs) -> Result<()> {
     let mut opts = CreateOptions::new(&args.name, level, args.members.clone());
     opts.chunk_size = args.chunk;
     opts.allow_same_fs = args.allow_same_fs;
+    opts.spares = args.spares.clone();
     let array = Array::create(&opts).context("cannot create the array")?;
     let status = array.status();
     array.close().context("closing the new array")?;
@@ -57,6 +62,9 @@ pub fn run(args: &CreateArgs) -> Result<()> {
             status.members.len(),
             status.chunk_size / 1024
         );
+        for s in &status.spares {
+            println!("hot spare {} ({})", s.path, s.uuid);
+        }
         println!("mount it with: mount.raidfs {} /mnt/array", args.name);
     }
     Ok(())
