@@ -34,6 +34,11 @@ pub const ARRAY_CLEAN: &str = "raidfs_array_clean";
 pub const ARRAY_EVENTS: &str = "raidfs_array_events";
 pub const FAILURES_TOLERATED: &str = "raidfs_array_failures_tolerated";
 pub const REBUILD_PROGRESS: &str = "raidfs_rebuild_progress_ratio";
+pub const SPARES: &str = "raidfs_spares";
+pub const LAST_SCRUB_TIME: &str = "raidfs_last_scrub_timestamp_seconds";
+pub const LAST_SCRUB_MISMATCHES: &str = "raidfs_last_scrub_mismatches";
+pub const LAST_SCRUB_REPAIRED: &str = "raidfs_last_scrub_repaired";
+pub const LAST_SCRUB_UNRECOVERABLE: &str = "raidfs_last_scrub_unrecoverable";
 pub const LAST_UPDATE: &str = "raidfs_metrics_updated_timestamp_seconds";
 
 /// Every state a member can be in: one `raidfs_member_state` sample each,
@@ -63,11 +68,9 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// The textfile for one array. `striped_bytes` is the logical size of all
-/// striped files (what a rebuild walks), for the progress ratio; `now` is
-/// the time of the snapshot; `mounted` is false for the last write at
-/// unmount.
-pub fn render(st: &Status, striped_bytes: u64, now: SystemTime, mounted: bool) -> String {
+/// The textfile for one array. `now` is the time of the snapshot; `mounted`
+/// is false for the last write at unmount.
+pub fn render(st: &Status, now: SystemTime, mounted: bool) -> String {
     let a = esc(&st.name);
     let b = |v: bool| u8::from(v);
     let mut o = String::new();
@@ -176,19 +179,65 @@ pub fn render(st: &Status, striped_bytes: u64, now: SystemTime, mounted: bool) -
         "gauge",
         "Fraction of the file data rebuilt onto each rebuilding member (0 to 1).",
     );
-    for m in &st.members {
-        if let MemberState::Rebuilding { done_bytes } = m.state {
-            let ratio = if striped_bytes == 0 {
-                1.0
-            } else {
-                (done_bytes as f64 / striped_bytes as f64).min(1.0)
-            };
+    if let Some(r) = &st.rebuild {
+        let ratio = if r.total_bytes == 0 {
+            1.0
+        } else {
+            (r.done_bytes as f64 / r.total_bytes as f64).min(1.0)
+        };
+        let _ = writeln!(
+            o,
+            "{REBUILD_PROGRESS}{{array=\"{a}\",member=\"{}\"}} {ratio:.4}",
+            r.slot
+        );
+    }
+    header(&mut o, SPARES, "gauge", "Hot spares attached to the array.");
+    let _ = writeln!(o, "{SPARES}{{array=\"{a}\"}} {}", st.spares.len());
+    if let Some(sc) = &st.last_scrub {
+        header(
+            &mut o,
+            LAST_SCRUB_TIME,
+            "gauge",
+            "When the last scrub ended (Unix seconds).",
+        );
+        let _ = writeln!(
+            o,
+            "{LAST_SCRUB_TIME}{{array=\"{a}\",repair=\"{}\",complete=\"{}\"}} {}",
+            sc.repair, sc.complete, sc.finished_unix
+        );
+        header(
+            &mut o,
+            LAST_SCRUB_MISMATCHES,
+            "gauge",
+            "What the last scrub found wrong: blocks failing their checksum (checksum), parity or mirror copies disagreeing with their data (redundancy).",
+        );
+        for (kind, v) in [
+            ("checksum", sc.mismatches),
+            ("redundancy", sc.redundancy_mismatches),
+        ] {
             let _ = writeln!(
                 o,
-                "{REBUILD_PROGRESS}{{array=\"{a}\",member=\"{}\"}} {ratio:.4}",
-                m.index
+                "{LAST_SCRUB_MISMATCHES}{{array=\"{a}\",kind=\"{kind}\"}} {v}"
             );
         }
+        header(
+            &mut o,
+            LAST_SCRUB_REPAIRED,
+            "gauge",
+            "Blocks and redundancy chunks the last scrub rewrote.",
+        );
+        let _ = writeln!(o, "{LAST_SCRUB_REPAIRED}{{array=\"{a}\"}} {}", sc.repaired);
+        header(
+            &mut o,
+            LAST_SCRUB_UNRECOVERABLE,
+            "gauge",
+            "Blocks the last scrub found with no good copy left (their reads fail).",
+        );
+        let _ = writeln!(
+            o,
+            "{LAST_SCRUB_UNRECOVERABLE}{{array=\"{a}\"}} {}",
+            sc.unrecoverable
+        );
     }
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     header(
@@ -236,8 +285,7 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
 }
 
 fn snapshot(array: &Array, mounted: bool) -> String {
-    let striped: u64 = array.striped_files().iter().map(|f| f.1).sum();
-    render(&array.status(), striped, SystemTime::now(), mounted)
+    render(&array.status(), SystemTime::now(), mounted)
 }
 
 /// The thread that keeps the textfile current.
@@ -317,8 +365,9 @@ impl Drop for MetricsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raid_array::array::MemberStatus;
+    use raid_array::array::{MemberStatus, RebuildStatus};
     use raid_array::health::MemberCounters;
+    use raid_array::ops::ScrubSummary;
     use std::collections::{BTreeMap, HashSet};
 
     type Labels = BTreeMap<String, String>;
@@ -408,13 +457,25 @@ mod tests {
             journal_seq: 5,
             journal_commits: 5,
             inodes: 9,
+            spares: Vec::new(),
+            rebuild: Some(RebuildStatus {
+                slot: 2,
+                done_bytes: 250,
+                total_bytes: 1000,
+                started_unix: 1,
+            }),
+            last_scrub: Some(ScrubSummary {
+                finished_unix: 1_600_000_000,
+                repair: true,
+                complete: true,
+                bytes: 1 << 20,
+                mismatches: 4,
+                redundancy_mismatches: 1,
+                repaired: 5,
+                unrecoverable: 0,
+            }),
         };
-        let text = render(
-            &st,
-            1000,
-            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            true,
-        );
+        let text = render(&st, UNIX_EPOCH + Duration::from_secs(1_700_000_000), true);
         let s = parse(&text);
         let arr = ("array", "media");
         assert_eq!(get(&s, ARRAY_DEGRADED, &[arr]), 1.0);
@@ -447,6 +508,18 @@ mod tests {
             1.0
         );
         assert_eq!(get(&s, LAST_UPDATE, &[arr]), 1_700_000_000.0);
+        assert_eq!(get(&s, SPARES, &[arr]), 0.0);
+        assert_eq!(
+            get(&s, LAST_SCRUB_TIME, &[arr, ("repair", "true")]),
+            1_600_000_000.0
+        );
+        assert_eq!(get(&s, LAST_SCRUB_MISMATCHES, &[("kind", "checksum")]), 4.0);
+        assert_eq!(
+            get(&s, LAST_SCRUB_MISMATCHES, &[("kind", "redundancy")]),
+            1.0
+        );
+        assert_eq!(get(&s, LAST_SCRUB_REPAIRED, &[arr]), 5.0);
+        assert_eq!(get(&s, LAST_SCRUB_UNRECOVERABLE, &[arr]), 0.0);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use raid_array::Array;
 use raid_array::health::{HealthEvent, MemberState};
+use raid_array::ops::ScrubSummary;
 use tracing::{error, info, warn};
 
 /// Longest a hook may run before it is killed.
@@ -36,6 +37,8 @@ pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often the notifier thread looks at its stop flag.
 const POLL: Duration = Duration::from_millis(200);
+/// How often it looks for a newly finished scrub.
+const SCRUB_POLL: Duration = Duration::from_secs(5);
 
 /// What happened, with the `EVENT` word the hook receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,12 +202,14 @@ impl Notifier {
         let thread = std::thread::Builder::new()
             .name("raidfs-notify".into())
             .spawn(move || {
-                run(&cfg, &health_rx, &extra_rx, &flag, |slot| {
+                let member_path = |slot: usize| {
                     array
                         .upgrade()
                         .and_then(|a| a.status().members.get(slot)?.path.clone())
                         .or_else(|| at_start.get(slot).cloned().flatten())
-                })
+                };
+                let last_scrub = || array.upgrade().and_then(|a| a.status().last_scrub);
+                run(&cfg, &health_rx, &extra_rx, &flag, member_path, last_scrub)
             })?;
         Ok(Notifier {
             stop,
@@ -240,9 +245,24 @@ fn run(
     extra: &Receiver<Event>,
     stop: &AtomicBool,
     member_path: impl Fn(usize) -> Option<String>,
+    last_scrub: impl Fn() -> Option<ScrubSummary>,
 ) {
+    // The scrub result kept on the members: a new one that found errors is
+    // an event (scrubs run in the daemon or in another process alike).
+    let mut seen_scrub = last_scrub();
+    let mut scrub_checked = Instant::now();
     loop {
         let mut batch: Vec<Event> = Vec::new();
+        if scrub_checked.elapsed() >= SCRUB_POLL {
+            scrub_checked = Instant::now();
+            let now = last_scrub();
+            if now != seen_scrub {
+                if let Some(ev) = now.as_ref().and_then(scrub_event) {
+                    batch.push(ev);
+                }
+                seen_scrub = now;
+            }
+        }
         match health.recv_timeout(POLL) {
             Ok(ev) => batch.push(Event::from_health(&ev)),
             Err(RecvTimeoutError::Timeout) => {}
@@ -269,6 +289,16 @@ fn run(
             }
         }
     }
+}
+
+/// The event for a finished scrub, if it found anything wrong.
+pub fn scrub_event(s: &ScrubSummary) -> Option<Event> {
+    let mismatches = s.mismatches + s.redundancy_mismatches;
+    (mismatches > 0 || s.unrecoverable > 0).then_some(Event::ScrubErrors {
+        mismatches,
+        repaired: s.repaired,
+        unrecoverable: s.unrecoverable,
+    })
 }
 
 /// Merge the repairs of one member into one event (keeping order of first
@@ -391,6 +421,22 @@ mod tests {
             reason: "EIO".into(),
         });
         assert_eq!((fail.name(), fail.slot()), ("Fail", Some(1)));
+    }
+
+    #[test]
+    fn only_a_scrub_that_found_something_is_an_event() {
+        let mut s = ScrubSummary::default();
+        assert_eq!(scrub_event(&s), None);
+        s.redundancy_mismatches = 2;
+        s.repaired = 2;
+        assert_eq!(
+            scrub_event(&s),
+            Some(Event::ScrubErrors {
+                mismatches: 2,
+                repaired: 2,
+                unrecoverable: 0
+            })
+        );
     }
 
     #[test]
