@@ -424,7 +424,15 @@ unsafe fn rows_pass<V: Simd, const U: usize, const G: usize, const L: u8>(
     let head = to_boundary::<V>(d[0]);
     if !accumulate && head < len && d.iter().all(|&p| to_boundary::<V>(p) == head) {
         let stream = V::STREAM_PQ && (srcs.len() + G) * len >= STREAM_MIN_FOOTPRINT;
-        matmul_bytes(cf, srcs, rows, 0, head, accumulate);
+        if head > 0 && len >= V::BYTES {
+            // The head as one unaligned register (overlapping the first
+            // aligned one: rows are only written, so the bytes computed
+            // twice get the same value twice) rather than byte by byte.
+            // SAFETY: bytes 0..BYTES are in bounds of every buffer.
+            unsafe { matmul_block::<V, 1, G, L>(cf, srcs, &d, 0, false, false) };
+        } else {
+            matmul_bytes(cf, srcs, rows, 0, head, accumulate);
+        }
         i = head;
         while i + U * V::BYTES <= len {
             // SAFETY: bytes i..i + U·BYTES are in bounds of every buffer,
@@ -446,7 +454,14 @@ unsafe fn rows_pass<V: Simd, const U: usize, const G: usize, const L: u8>(
         unsafe { matmul_block::<V, 1, G, L>(cf, srcs, &d, i, accumulate, false) };
         i += V::BYTES;
     }
-    matmul_bytes(cf, srcs, rows, i, len, accumulate);
+    if !accumulate && i < len && len >= V::BYTES {
+        // The tail as one register ending at `len`, overlapping the last
+        // one (as the head above).
+        // SAFETY: bytes len - BYTES..len are in bounds of every buffer.
+        unsafe { matmul_block::<V, 1, G, L>(cf, srcs, &d, len - V::BYTES, false, false) };
+    } else {
+        matmul_bytes(cf, srcs, rows, i, len, accumulate);
+    }
 }
 
 /// Bytes `from..to` of every row, one at a time (head and tail).
