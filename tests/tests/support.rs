@@ -384,3 +384,111 @@ fn extract_from_a_degraded_unmounted_array_is_exact_and_read_only() {
     run_ok(cmd.arg("--force"));
     assert_same_tree(&expected, &tree(&dest));
 }
+
+/// Path of inode `ino`'s shard on member directory `m` (docs/FORMAT.md).
+fn shard(m: &Path, ino: u64) -> std::path::PathBuf {
+    m.join(format!(".raidfs/data/{:02x}/{ino:016x}", ino & 0xff))
+}
+
+fn scribble(p: &Path, off: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(p).unwrap();
+    f.write_all_at(&[0xde, 0xad, 0xbe, 0xef], off).unwrap();
+}
+
+#[test]
+fn scrub_that_repairs_bit_rot_runs_the_hook() {
+    let mut a = TestArray::builder("raid5", 4).create();
+    let events = a.root.join("events.txt");
+    let hook = a.root.join("hook.sh");
+    fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$1|$3|$RAIDFS_DETAIL\" >> {}\n",
+            events.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
+    a.set_options(&[&format!("notify={}", hook.display())]);
+    a.mount();
+    fs::write(a.path("f"), pattern(3, 2 << 20)).unwrap();
+    let ino = fs::metadata(a.path("f")).unwrap().ino();
+    a.unmount();
+    // Rot in three stripes of member 0's shard (data or parity alike: a
+    // scrub checks both).
+    for s in 0..3u64 {
+        scribble(&shard(&a.members[0], ino), s * (64 << 10) + 1000 + s * 4096);
+    }
+    a.mount();
+    let name = a.status_json()["name"].as_str().unwrap().to_string();
+    let out = run(Command::new(&bins().raidfs).args(["scrub", "--repair", &name]));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "scrub exits 1 when it found mismatches: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the hook to receive ScrubErrors", || {
+        fs::read_to_string(&events).is_ok_and(|t| t.contains("ScrubErrors|-|"))
+    });
+    let log = fs::read_to_string(&events).unwrap();
+    let m0 = a.members[0].display().to_string();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with(&format!("Repaired|{m0}|"))),
+        "a Repaired event names member 0:\n{log}"
+    );
+    assert!(fs::read(a.path("f")).unwrap() == pattern(3, 2 << 20));
+}
+
+#[test]
+fn extract_copies_a_file_with_unrecoverable_blocks_and_says_so() {
+    let mut a = TestArray::raid5();
+    let data = pattern(11, 1 << 20);
+    fs::write(a.path("hurt"), &data).unwrap();
+    fs::write(a.path("fine"), pattern(12, 300_000)).unwrap();
+    let ino = fs::metadata(a.path("hurt")).unwrap().ino();
+    a.unmount();
+    // The same block of one stripe rots on two members: RAID-5 cannot
+    // rebuild it.
+    for m in 0..2 {
+        scribble(&shard(&a.members[m], ino), 2 * (64 << 10) + 100);
+    }
+    let before: Vec<_> = a.members.iter().map(|m| snapshot(m)).collect();
+    let dest = a.root.join("rescued");
+    let out = run(Command::new(&bins().raidfs)
+        .arg("extract")
+        .args(&a.members)
+        .arg(&dest));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit 2 for damaged files: {stderr}"
+    );
+    assert!(
+        stderr.contains("hurt"),
+        "the damaged file is named: {stderr}"
+    );
+    assert!(fs::read(dest.join("fine")).unwrap() == pattern(12, 300_000));
+    let got = fs::read(dest.join("hurt")).unwrap();
+    assert_eq!(got.len(), data.len(), "copied at full size");
+    let bad: Vec<usize> = (0..data.len() / 4096)
+        .filter(|b| got[b * 4096..(b + 1) * 4096] != data[b * 4096..(b + 1) * 4096])
+        .collect();
+    assert!(!bad.is_empty(), "the rot was not noticed");
+    for b in &bad {
+        assert!(
+            got[b * 4096..(b + 1) * 4096].iter().all(|&x| x == 0),
+            "block {b} is neither the data nor zeros"
+        );
+    }
+    assert!(
+        stderr.contains(&format!("{} bytes unreadable", bad.len() * 4096)),
+        "{} blocks differ: {stderr}",
+        bad.len()
+    );
+    let after: Vec<_> = a.members.iter().map(|m| snapshot(m)).collect();
+    assert!(before == after, "extract changed a member directory");
+}
