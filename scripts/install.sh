@@ -14,6 +14,10 @@ ln -sf "$PREFIX/sbin/mount.raidfs" /usr/sbin/mount.raidfs
 if cargo build --release -p raid-sync 2>/dev/null && [ -x "$BIN/raidfs-sync" ]; then
     install -D -m 0755 "$BIN/raidfs-sync" "$PREFIX/bin/raidfs-sync"
 fi
+# The units' Documentation= lines point here.
+install -d /usr/share/doc/raidfs
+install -m 0644 docs/*.md /usr/share/doc/raidfs/
+# raidfs@ (mount), raidfs-sync@, raidfs-scrub@ (.service + monthly .timer).
 if [ -d /etc/systemd/system ]; then
     install -m 0644 scripts/systemd/*.service /etc/systemd/system/ 2>/dev/null || true
     install -m 0644 scripts/systemd/*.timer /etc/systemd/system/ 2>/dev/null || true
