@@ -412,6 +412,16 @@ fn close_during_a_rebuild_then_assemble_resumes_from_the_checkpoint() {
         "{:?}",
         sb.members[2].state
     );
+    // A read-only assembly resumes nothing (and writes nothing).
+    let set = [dirs[0].clone(), dirs[1].clone(), fresh.clone()];
+    let mut ro = AssembleOptions::new(set.to_vec());
+    ro.read_only = true;
+    let a = Array::assemble(&ro).unwrap();
+    assert!(a.status().rebuild.is_none());
+    assert!(a.wait_rebuild().is_none());
+    a.close().unwrap();
+    let new_member: Arc<dyn Member> = Arc::new(DirMember::open(&fresh).unwrap());
+    assert_eq!(Checkpoint::load(&[new_member], "rebuild"), Some(ckpt));
     // Remount: the worker resumes where it stopped and completes.
     let a = assemble(&[dirs[0].clone(), dirs[1].clone(), fresh.clone()]).unwrap();
     let rep = a.wait_rebuild().expect("the rebuild resumed").unwrap();
@@ -591,4 +601,27 @@ fn a_created_array_without_spares_writes_minor_0_superblocks() {
     create(&dirs, &[]).close().unwrap();
     let raw = std::fs::read(dirs[0].join(".raidfs/superblock")).unwrap();
     assert_eq!(u16::from_le_bytes([raw[10], raw[11]]), 0);
+}
+
+#[test]
+fn a_spare_added_after_a_failure_takes_over_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, &[]);
+    let files = fill(&a, 3, 25_000);
+    a.fail(0).unwrap();
+    assert!(a.wait_rebuild().is_none(), "nothing to rebuild onto yet");
+    let s = make_dirs(tmp.path(), "s", 1).remove(0);
+    a.add_spare(&s).unwrap();
+    let rep = a.wait_rebuild().expect("the spare took over").unwrap();
+    assert!(rep.complete);
+    let st = a.status();
+    assert!(st.spares.is_empty());
+    assert_eq!(st.members[0].state, MemberState::Active);
+    assert_eq!(st.members[0].path, Some(s.display().to_string()));
+    check(&a, &files);
+    a.close().unwrap();
+    let a = assemble(&[s.clone(), dirs[1].clone()]).unwrap();
+    check(&a, &files);
+    a.close().unwrap();
 }
