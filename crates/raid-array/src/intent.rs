@@ -239,7 +239,7 @@ pub struct IntentLog {
     done: Condvar,
     /// Open log file per member slot, with the member it belongs to (a
     /// replaced member gets a new handle).
-    files: Mutex<Vec<Option<(Arc<dyn Member>, Arc<dyn MemberFile>)>>>,
+    files: Mutex<Vec<Option<OpenLog>>>,
 }
 
 impl std::fmt::Debug for IntentLog {
@@ -249,6 +249,9 @@ impl std::fmt::Debug for IntentLog {
             .finish()
     }
 }
+
+/// A member and its open log file.
+type OpenLog = (Arc<dyn Member>, Arc<dyn MemberFile>);
 
 /// Members to write the log to: (index, member).
 pub(crate) type Targets = Vec<(usize, Arc<dyn Member>)>;
@@ -280,6 +283,13 @@ impl IntentLog {
     /// Number of dirty regions held in memory.
     pub fn dirty_regions(&self) -> usize {
         self.lock().regions.len()
+    }
+
+    /// Whether `ino` may have stripes written but not synced (or the set
+    /// overflowed and every file counts).
+    pub fn is_dirty(&self, ino: u64) -> bool {
+        let g = self.lock();
+        g.overflow || g.regions.range((ino, 0)..=(ino, u64::MAX)).next().is_some()
     }
 
     /// What is dirty now.

@@ -76,6 +76,8 @@ pub struct DataStore {
     loaded_intent: IntentRecord,
     pool: Mutex<Vec<Vec<u8>>>,
     readahead: readahead::ReadAhead,
+    /// Inodes whose shards changed (write, truncate) since their last sync.
+    unsynced: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl std::fmt::Debug for DataStore {
@@ -200,6 +202,7 @@ impl DataStore {
             loaded_intent,
             pool: Mutex::new(Vec::new()),
             readahead: readahead::ReadAhead::default(),
+            unsynced: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -352,6 +355,7 @@ impl DataStore {
         let member = self
             .member(j)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
+        self.note_unsynced(ino);
         let shard = self.handles.get(j, member.as_ref(), ino, true)?;
         shard.data.write_at(off, data)?;
         let mut sums = vec![0u8; data.len() / BLOCK * checksum::ENTRY];
@@ -695,6 +699,7 @@ impl DataStore {
 
     fn write_locked(&self, ino: u64, offset: u64, data: &[u8], file_size: u64) -> Result<()> {
         self.readahead.invalidate(ino);
+        self.note_unsynced(ino);
         let sdb = self.layout.stripe_data;
         let chunk = self.layout.chunk;
         let n = self.layout.members;
@@ -1039,6 +1044,14 @@ impl DataStore {
         result
     }
 
+    /// Remember that `ino`'s shards changed since their last sync.
+    fn note_unsynced(&self, ino: u64) {
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ino);
+    }
+
     /// Change the logical size of `ino` from `old_size` to `new_size`.
     pub fn truncate(&self, ino: u64, old_size: u64, new_size: u64) -> Result<()> {
         let _g = self.lock_write(ino);
@@ -1053,6 +1066,7 @@ impl DataStore {
     /// and cut every shard after that stripe. Caller holds the write lock.
     pub(crate) fn cut(&self, ino: u64, size: u64) -> Result<()> {
         self.readahead.invalidate(ino);
+        self.note_unsynced(ino);
         let sdb = self.layout.stripe_data;
         let stripes = self.layout.stripes_for(size);
         if !size.is_multiple_of(sdb) {
@@ -1094,12 +1108,27 @@ impl DataStore {
             }
         }
         self.intent.clear_ino(ino);
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ino);
         Ok(())
     }
 
     /// Make the data of `ino` durable on every writable member.
+    /// A file with nothing written since its last sync (and no region left
+    /// dirty from before start-up) costs nothing: its shards already are
+    /// durable.
     pub fn sync(&self, ino: u64) -> Result<()> {
         let _g = self.lock_read(ino);
+        let written = self
+            .unsynced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&ino);
+        if !written && !self.intent.is_dirty(ino) {
+            return Ok(());
+        }
         self.sync_locked(ino)
     }
 
@@ -1130,6 +1159,10 @@ impl DataStore {
         });
         self.check_writable()?;
         self.intent.clear_ino(ino);
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ino);
         Ok(())
     }
 

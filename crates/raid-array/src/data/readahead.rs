@@ -96,6 +96,7 @@ impl ReadAhead {
         // Windows to fill now (created here, their data locked until filled).
         let mut created: Vec<Arc<Window>> = Vec::new();
         let mut wanted: Vec<Arc<Window>> = Vec::new();
+        let mut guards: Vec<MutexGuard<'_, Option<Vec<u8>>>>;
         {
             let mut streams = lock(&self.streams);
             let Some(pos) = streams.iter().position(|s| s.ino == ino) else {
@@ -162,15 +163,13 @@ impl ReadAhead {
             }
             st.windows.make_contiguous().sort_by_key(|w| w.start);
             streams.push(st);
+            // Lock the new windows before the stream is visible again, so
+            // that other readers of them wait for the fill (ours).
+            guards = created.iter().map(|w| lock(&w.data)).collect();
         }
         if !created.is_empty() {
-            // Lock the new windows before anyone else can (they are only
-            // reachable through the stream, and the fill is ours).
-            let guards: Vec<MutexGuard<'_, Option<Vec<u8>>>> =
-                created.iter().map(|w| lock(&w.data)).collect();
             let (a, z) = (created[0].start, created[created.len() - 1].end);
             let contiguous = created.windows(2).all(|p| p[0].end == p[1].start);
-            let mut guards = guards;
             if contiguous {
                 let mut buf = vec![0u8; (z - a) as usize];
                 if fill(a, &mut buf).is_ok() {
@@ -189,6 +188,8 @@ impl ReadAhead {
                 }
             }
         }
+        // Filled (or failed): let waiting readers in, and ourselves below.
+        drop(guards);
         // Copy what the read wants; any piece not covered means a direct read.
         let mut at = offset;
         for w in &wanted {
@@ -281,5 +282,33 @@ mod tests {
         for k in 0..4 {
             assert!(!ra.read(3, k * 4096, &mut out, 1 << 30, 1 << 20, fail));
         }
+    }
+
+    #[test]
+    fn concurrent_readers_of_one_file_get_its_bytes() {
+        let ra = ReadAhead::default();
+        let size = 6_000_000u64;
+        std::thread::scope(|sc| {
+            for t in 0..4u64 {
+                let ra = &ra;
+                sc.spawn(move || {
+                    let fill = |off: u64, buf: &mut [u8]| {
+                        pattern(off, buf);
+                        Ok(())
+                    };
+                    let mut off = t * 4096;
+                    while off < size {
+                        let n = (128 * 1024).min(size - off) as usize;
+                        let mut out = vec![0u8; n];
+                        if ra.read(9, off, &mut out, size, 1_000_000, fill) {
+                            let mut want = vec![0u8; n];
+                            pattern(off, &mut want);
+                            assert_eq!(out, want, "wrong bytes at {off}");
+                        }
+                        off += n as u64;
+                    }
+                });
+            }
+        });
     }
 }
