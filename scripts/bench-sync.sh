@@ -7,7 +7,8 @@
 # run after 11 changes (10 small files rewritten, 1 added). Then the time from
 # closing a changed file to its object being in the bucket, with the daemon.
 #
-#   scripts/bench-sync.sh   (BENCH_DIR: where the data goes; BENCH_BIN: a prebuilt binary)
+#   scripts/bench-sync.sh   (BENCH_DIR: where the data goes; BENCH_BIN: a prebuilt binary;
+#                            BENCH_JOBS="4 8 16 32": also time the initial sync at those --jobs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
@@ -62,16 +63,24 @@ change() { # 11 changes: rewrite 10 small files, add one
 }
 
 now() { date +%s.%N; }
-declare -A T
+SERVER_PID="$(cat "$BENCH_DIR/server/pid")"
+TICK="$(getconf CLK_TCK)"
+# CPU seconds (user + system) the S3 server has used so far: if it is close to
+# the wall time of a phase, the single Python server process is the bottleneck.
+server_cpu() { awk -v t="$TICK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$SERVER_PID/stat"; }
+declare -A T S
 bench() { # tool, phase, command...
     local tool="$1" phase="$2"
     shift 2
-    local t0 t1
+    local t0 t1 c0 c1
+    c0=$(server_cpu)
     t0=$(now)
     "$@" >"$BENCH_DIR/$tool-$phase.log" 2>&1 || { echo "$tool $phase failed; see $BENCH_DIR/$tool-$phase.log" >&2; exit 1; }
     t1=$(now)
+    c1=$(server_cpu)
     T[$tool,$phase]=$(echo "$t1 - $t0" | bc -l)
-    printf '  %-12s %-10s %7.2f s\n' "$tool" "$phase" "${T[$tool,$phase]}"
+    S[$tool,$phase]=$(echo "$c1 - $c0" | bc -l)
+    printf '  %-12s %-10s %7.2f s   (server CPU %6.2f s)\n' "$tool" "$phase" "${T[$tool,$phase]}" "${S[$tool,$phase]}"
 }
 
 run_tool() {
@@ -145,3 +154,19 @@ for phase in initial no-change changes; do
         "$(echo "$r / $a" | bc -l)" "$(echo "$r / $c" | bc -l)"
 done
 echo "change latency worst of 5: ${LAT} s"
+echo
+echo "==> S3 server CPU seconds per phase (one Python process; ~= wall time means it is the bottleneck)"
+for phase in initial no-change changes; do
+    printf '%-10s %12.2f %8.2f %8.2f\n' "$phase" "${S[raidfs-sync,$phase]}" "${S[aws,$phase]}" "${S[rclone,$phase]}"
+done
+if [ -n "${BENCH_JOBS:-}" ]; then
+    echo
+    echo "==> raidfs-sync initial sync by --jobs"
+    for j in $BENCH_JOBS; do
+        dir="$BENCH_DIR/data-jobs" bucket="bench-jobs-$j-$RANDOM"
+        rm -rf "$dir" && cp -a "$BASE" "$dir" && rm -f "$dir/.complete" "$BENCH_DIR/jobs.state"
+        aws --endpoint-url "$ENDPOINT" s3api create-bucket --bucket "$bucket" >/dev/null
+        bench "jobs-$j" initial "$BIN" --bucket "$bucket" --endpoint-url "$ENDPOINT" --once --no-progress \
+            --jobs "$j" --state "$BENCH_DIR/jobs.state" "$dir"
+    done
+fi

@@ -226,7 +226,7 @@ impl Syncer {
                     }
                     due
                 };
-                if due && let Err(e) = self.store.save() {
+                if due && let Err(e) = self.store.save_in_async() {
                     tracing::warn!(error = %e, "saving state");
                 }
             })
@@ -297,7 +297,7 @@ impl Syncer {
                 st.totals.failed_runs += 1;
             }
         }
-        self.store.save()?;
+        self.store.save_in_async()?;
         sum.s3_requests = self.bucket.requests() - req0;
         sum.seconds = t0.elapsed().as_secs_f64();
         Ok(sum)

@@ -240,7 +240,7 @@ impl Uploader {
                 // The file moved on; this upload can never complete. Free it.
                 self.abort(key, &upload_id).await;
                 store.lock().uploads.remove(rel);
-                let _ = store.save();
+                let _ = store.save_in_async();
                 Err(e)
             }
             // Anything else (network, server): keep the upload for resume.
@@ -338,7 +338,7 @@ impl Uploader {
                 .lock()
                 .uploads
                 .insert(rel.to_string(), pending(key, &id, entry, part_size, full));
-            store.save()?;
+            store.save_in_async()?;
             return Ok((id, full, parts, None));
         }
         let (id, full) = self.create(key, meta).await?;
@@ -347,7 +347,7 @@ impl Uploader {
         p.enc_key = self.enc_id();
         p.enc_prefix = enc_prefix.map(|x| x.iter().map(|b| format!("{b:02x}")).collect());
         store.lock().uploads.insert(rel.to_string(), p);
-        store.save()?;
+        store.save_in_async()?;
         Ok((id, full, HashMap::new(), enc_prefix))
     }
 
@@ -601,7 +601,7 @@ impl Uploader {
                             },
                         );
                     }
-                    store.save()?;
+                    store.save_in_async()?;
                     Ok::<_, Error>((i, etag, crc))
                 }
             })
