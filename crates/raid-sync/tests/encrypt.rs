@@ -274,3 +274,99 @@ async fn verify_catches_a_tampered_encrypted_object() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_encrypted_multipart_upload_resumes_and_restores_intact() {
+    use std::time::Duration;
+    let m = moto();
+    let b = bucket_name("enc-resume");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let keys_dir = tempfile::tempdir().unwrap();
+    let key = keys_dir.path().join("key");
+    std::fs::write(&key, [0x33u8; 32]).unwrap();
+    let root = src.path();
+    let data: Vec<u8> = (0..(12u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    write(root, "big.bin", &data);
+    let st = state.path().join("s.json");
+    let args = |k: &mut std::process::Command| {
+        k.arg("--encrypt-key-file")
+            .arg(&key)
+            .args([
+                "--once",
+                "--json",
+                "--create-bucket",
+                "--multipart-threshold",
+                "1MiB",
+                "--part-size",
+                "1MiB",
+            ])
+            .arg("--state")
+            .arg(&st);
+    };
+    let mut k = cmd(&m.endpoint, &b);
+    args(&mut k);
+    k.args(["--bwlimit", "2MiB", "--jobs", "2"])
+        .arg(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut d = Daemon(k.spawn().unwrap());
+    let parts = std::sync::atomic::AtomicUsize::new(0);
+    wait_for("some parts uploaded", Duration::from_secs(40), || async {
+        let Ok(u) = c.list_multipart_uploads().bucket(&b).send().await else {
+            return false;
+        };
+        let Some(up) = u.uploads().first() else {
+            return false;
+        };
+        let l = raw_get(
+            &m.endpoint,
+            &format!("/{b}/big.bin?uploadId={}", up.upload_id().unwrap()),
+        );
+        let n = l.matches("<PartNumber>").count();
+        parts.store(n, std::sync::atomic::Ordering::SeqCst);
+        n >= 3
+    })
+    .await;
+    d.0.kill().unwrap();
+    d.0.wait().unwrap();
+    assert!(
+        parts.into_inner() < 12,
+        "the upload finished before it could be interrupted"
+    );
+
+    let mut k = cmd(&m.endpoint, &b);
+    args(&mut k);
+    k.arg(root);
+    let o = run(k);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j = json(&o);
+    assert!(j["parts_reused"].as_u64().unwrap() >= 3, "{j}");
+    let body = get(&c, &b, "big.bin").await;
+    assert_eq!(
+        body.len() as u64,
+        raid_sync::crypt::encrypted_len(data.len() as u64)
+    );
+    let u = c.list_multipart_uploads().bucket(&b).send().await.unwrap();
+    assert!(u.uploads().is_empty(), "no upload left behind");
+
+    // The parts sealed before and after the kill form one valid stream.
+    let out = tempfile::tempdir().unwrap();
+    let mut k = cmd(&m.endpoint, &b);
+    k.arg("--encrypt-key-file")
+        .arg(&key)
+        .arg("restore")
+        .arg(out.path().join("t"));
+    let o = run(k);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(out.path().join("t/big.bin")).unwrap(), data);
+    let mut k = cmd(&m.endpoint, &b);
+    k.arg("--encrypt-key-file")
+        .arg(&key)
+        .arg("verify")
+        .arg(root);
+    assert!(run(k).status.success());
+}
