@@ -173,15 +173,15 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
 
     let (notifier, metrics) = start_monitoring(req, &array);
     let served = session.run().context("FUSE session failed");
-    if let Some(c) = control {
-        c.stop();
-    }
     // Both hold the array: stopped before it is closed.
     if let Some(m) = metrics {
         m.stop();
     }
     if let Some(n) = notifier {
         n.stop();
+    }
+    if let Some(c) = control {
+        c.stop();
     }
     drop(stop);
     let _ = flusher.join();

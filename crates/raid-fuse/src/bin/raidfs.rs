@@ -56,14 +56,14 @@ fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Create(a) => cli::create::run(a),
         Command::Status(a) => cli::status::run(a),
-        Command::Debug(a) => cli::debug::run(a),
-        Command::Extract(a) => cli::extract::run(a),
         Command::Scrub(a) => cli::scrub::run(a),
         Command::Replace(a) => cli::replace::run(a),
         Command::AddSpare(a) => cli::add_spare::run(a),
         Command::RemoveSpare(a) => cli::remove_spare::run(a),
         Command::Fail(a) => cli::fail::run(a),
         Command::Remove(a) => cli::remove::run(a),
+        Command::Debug(a) => cli::debug::run(a),
+        Command::Extract(a) => cli::extract::run(a),
         Command::Selftest => {
             for k in raid_core::kernels::available() {
                 match raid_core::selftest::check_kernel(k) {
