@@ -316,7 +316,8 @@ const LEAD_NONE: u8 = 0;
 /// Row 0 is all ones.
 const LEAD_P: u8 = 1;
 /// Row 0 is all ones and row 1 is `2^j` (and not accumulating: Horner's
-/// rule would also multiply the old contents).
+/// rule would also multiply the old contents). Only kernels without
+/// `Simd::PAIRS` use it; the others take such a Q row as a general one.
 const LEAD_PQ: u8 = 2;
 
 /// Which lead rows `cf` (`g` rows of `n` coefficients) starts with.
@@ -362,7 +363,15 @@ pub(crate) unsafe fn matmul<V: Simd, const U: usize, const UB: usize, const R: u
     }
     for (g, rows) in dsts.chunks_mut(R).enumerate() {
         let cf = &coeffs[g * R * n..(g * R + rows.len()) * n];
-        let lead = lead_rows(cf, n, rows.len(), accumulate);
+        let mut lead = lead_rows(cf, n, rows.len(), accumulate);
+        if V::PAIRS && lead == LEAD_PQ {
+            // Where products are folded two at a time (`mul_xor2`), a Q row
+            // as a general row costs one multiplication and half a
+            // three-input XOR per source, Horner's rule one multiplication
+            // and one XOR: 5–12 % faster for 4–6 rows, where the pass is
+            // bound by vector instructions (docs/PERF-NOTES.md).
+            lead = LEAD_P;
+        }
         // SAFETY: forwarded contract; `cf` has rows.len() × n entries.
         unsafe {
             match (rows.len(), lead) {
