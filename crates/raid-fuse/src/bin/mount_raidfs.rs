@@ -39,6 +39,10 @@ struct Args {
     /// Verbose logging.
     #[arg(short = 'v')]
     verbose: bool,
+    /// Program run on member failures, rebuilds and scrub errors, like
+    /// `mdadm --monitor --program` (same as `-o notify=PROGRAM`).
+    #[arg(long = "notify-cmd", value_name = "PROGRAM")]
+    notify_cmd: Option<String>,
     /// Accepted for mount(8) compatibility (sloppy options, no mtab).
     #[arg(short = 's', hide = true)]
     sloppy: bool,
@@ -78,6 +82,12 @@ fn request(args: &Args) -> Result<MountRequest> {
         options.parse_into(o)?;
     }
     options.foreground |= args.foreground;
+    if let Some(cmd) = &args.notify_cmd {
+        if cmd.is_empty() {
+            bail!("--notify-cmd: the program must not be empty");
+        }
+        options.notify_cmd = Some(cmd.clone());
+    }
     let mountpoint = PathBuf::from(&dir);
     mount::preflight(&mountpoint)?;
     let parsed = spec::parse(&source)?;
