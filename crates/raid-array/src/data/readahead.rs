@@ -42,7 +42,15 @@ const MIN_RUN: u32 = 2;
 struct Window {
     start: u64,
     end: u64,
-    data: Mutex<Option<Vec<u8>>>,
+    data: Mutex<Option<Filled>>,
+}
+
+/// A window's bytes: a range of a buffer read in one go for several
+/// windows (shared, so filling them copies nothing).
+struct Filled {
+    buf: Arc<Vec<u8>>,
+    /// Offset of the window's first byte in `buf`.
+    at: usize,
 }
 
 struct Stream {
@@ -96,7 +104,7 @@ impl ReadAhead {
         // Windows to fill now (created here, their data locked until filled).
         let mut created: Vec<Arc<Window>> = Vec::new();
         let mut wanted: Vec<Arc<Window>> = Vec::new();
-        let mut guards: Vec<MutexGuard<'_, Option<Vec<u8>>>>;
+        let mut guards: Vec<MutexGuard<'_, Option<Filled>>>;
         {
             let mut streams = lock(&self.streams);
             let Some(pos) = streams.iter().position(|s| s.ino == ino) else {
@@ -173,17 +181,22 @@ impl ReadAhead {
             if contiguous {
                 let mut buf = vec![0u8; (z - a) as usize];
                 if fill(a, &mut buf).is_ok() {
+                    let buf = Arc::new(buf);
                     for (w, g) in created.iter().zip(guards.iter_mut()) {
-                        let from = (w.start - a) as usize;
-                        let to = (w.end - a) as usize;
-                        **g = Some(buf[from..to].to_vec());
+                        **g = Some(Filled {
+                            buf: buf.clone(),
+                            at: (w.start - a) as usize,
+                        });
                     }
                 }
             } else {
                 for (w, g) in created.iter().zip(guards.iter_mut()) {
                     let mut buf = vec![0u8; (w.end - w.start) as usize];
                     if fill(w.start, &mut buf).is_ok() {
-                        **g = Some(buf);
+                        **g = Some(Filled {
+                            buf: Arc::new(buf),
+                            at: 0,
+                        });
                     }
                 }
             }
@@ -202,8 +215,9 @@ impl ReadAhead {
                 return false;
             }
             let z = end.min(w.end);
-            out[(at - offset) as usize..(z - offset) as usize]
-                .copy_from_slice(&d[(at - w.start) as usize..(z - w.start) as usize]);
+            out[(at - offset) as usize..(z - offset) as usize].copy_from_slice(
+                &d.buf[d.at + (at - w.start) as usize..d.at + (z - w.start) as usize],
+            );
             at = z;
         }
         at >= end
