@@ -8,6 +8,7 @@
 //! file's write lock for a batch of stripes only, so reads and writes go on
 //! while an operation runs (invariant 5).
 
+mod flusher;
 pub mod rebuild;
 pub mod resync;
 pub mod scrub;

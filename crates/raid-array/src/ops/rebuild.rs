@@ -21,6 +21,7 @@ use crate::error::{ArrayError, Result};
 use crate::health::MemberState;
 use crate::member::Member;
 
+use super::flusher::{FLUSH_EVERY, Flusher};
 use super::{Checkpoint, Progress, Throttle, sorted};
 
 const OP: &str = "rebuild";
@@ -81,75 +82,96 @@ pub fn rebuild(
         "rebuild started"
     );
     let mut members = others.clone();
-    members.push(new_member);
+    members.push(new_member.clone());
     let chunk = layout.chunk;
     let per_step = (STEP_BYTES / chunk).max(1);
     let mut rep = RebuildReport::default();
     let mut throttle = Throttle::new(opts.throttle_bytes_per_sec);
     let mut scratch: Vec<Vec<u8>> = Vec::new();
     let mut last_save = Instant::now();
-    for &(ino, size) in &files {
-        let mut first = 0;
-        if let Some(c) = start {
-            if ino < c.ino {
-                continue;
+    // Files written since their last sync: synced before a checkpoint is
+    // saved (a resumed run must not skip chunks lost with the page cache)
+    // and before the member is marked active.
+    let mut unsynced: Vec<u64> = Vec::new();
+    let mut since_flush = 0u64;
+    let finished = std::thread::scope(|sc| -> Result<bool> {
+        let flusher = Flusher::start(sc, new_member);
+        for &(ino, size) in &files {
+            let mut first = 0;
+            if let Some(c) = start {
+                if ino < c.ino {
+                    continue;
+                }
+                if ino == c.ino {
+                    first = c.stripe;
+                }
             }
-            if ino == c.ino {
-                first = c.stripe;
+            rep.files += 1;
+            if let Err(e) = store.ensure_shard(slot, ino) {
+                store
+                    .health
+                    .mark_failed(slot, &format!("rebuild target: {e}"));
+                return Err(ArrayError::MemberIo {
+                    member: slot,
+                    path: store_path(ino),
+                    context: "create shard".into(),
+                    source: e,
+                });
             }
-        }
-        rep.files += 1;
-        if let Err(e) = store.ensure_shard(slot, ino) {
-            store
-                .health
-                .mark_failed(slot, &format!("rebuild target: {e}"));
-            return Err(ArrayError::MemberIo {
-                member: slot,
-                path: store_path(ino),
-                context: "create shard".into(),
-                source: e,
-            });
-        }
-        let stripes = layout.stripes_for(size);
-        let mut s = first;
-        while s < stripes {
-            if progress.should_stop() {
+            unsynced.push(ino);
+            let stripes = layout.stripes_for(size);
+            let mut s = first;
+            while s < stripes {
+                if progress.should_stop() {
+                    sync_files(store, &mut unsynced)?;
+                    Checkpoint {
+                        target: slot as u32,
+                        ino,
+                        stripe: s,
+                        done,
+                    }
+                    .save(&members, OP);
+                    return Ok(false);
+                }
+                let until = (s + per_step).min(stripes);
+                {
+                    let _g = store.lock_write(ino);
+                    rep.unrecoverable += step(store, slot, ino, s, until, &mut scratch)?;
+                }
+                let bytes = (until - s) * chunk;
+                rep.bytes += bytes;
+                done += ((until - s) * layout.stripe_data)
+                    .min(size.saturating_sub(s * layout.stripe_data));
+                store
+                    .health
+                    .set_state(slot, MemberState::Rebuilding { done_bytes: done });
+                since_flush += bytes;
+                if since_flush >= FLUSH_EVERY {
+                    flusher.request(ino);
+                    since_flush = 0;
+                }
+                throttle.account(bytes);
+                progress.update(done, total);
+                s = until;
+            }
+            if last_save.elapsed() >= super::CHECKPOINT_EVERY {
+                sync_files(store, &mut unsynced)?;
                 Checkpoint {
                     target: slot as u32,
-                    ino,
-                    stripe: s,
+                    ino: ino + 1,
+                    stripe: 0,
                     done,
                 }
                 .save(&members, OP);
-                return Ok(rep);
+                last_save = Instant::now();
             }
-            let until = (s + per_step).min(stripes);
-            {
-                let _g = store.lock_write(ino);
-                rep.unrecoverable += step(store, slot, ino, s, until, &mut scratch)?;
-            }
-            let bytes = (until - s) * chunk;
-            rep.bytes += bytes;
-            done +=
-                ((until - s) * layout.stripe_data).min(size.saturating_sub(s * layout.stripe_data));
-            store
-                .health
-                .set_state(slot, MemberState::Rebuilding { done_bytes: done });
-            throttle.account(bytes);
-            progress.update(done, total);
-            s = until;
         }
-        if last_save.elapsed() >= super::CHECKPOINT_EVERY {
-            Checkpoint {
-                target: slot as u32,
-                ino: ino + 1,
-                stripe: 0,
-                done,
-            }
-            .save(&members, OP);
-            last_save = Instant::now();
-        }
+        Ok(true)
+    })?;
+    if !finished {
+        return Ok(rep);
     }
+    sync_files(store, &mut unsynced)?;
     if !store.health.state(slot).writable() {
         return Err(ArrayError::ArrayFailed(format!(
             "rebuild target slot {slot} failed during the rebuild"
@@ -168,6 +190,15 @@ pub fn rebuild(
     info!(slot, bytes = rep.bytes, "rebuild finished");
     rep.complete = true;
     Ok(rep)
+}
+
+/// Make the files in `inos` durable on every writable member (the new one
+/// included) and empty the list.
+fn sync_files(store: &DataStore, inos: &mut Vec<u64>) -> Result<()> {
+    for ino in inos.drain(..) {
+        store.sync(ino)?;
+    }
+    Ok(())
 }
 
 fn store_path(ino: u64) -> String {
