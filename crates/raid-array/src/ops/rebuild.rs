@@ -19,9 +19,11 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use crate::data::DataStore;
+use rayon::prelude::*;
+
 use crate::data::checksum::BLOCK;
 use crate::data::layout::{Plan, Protect};
+use crate::data::{DataStore, pool};
 use crate::error::{ArrayError, Result};
 use crate::health::MemberState;
 use crate::member::Member;
@@ -232,7 +234,8 @@ struct Batch {
 /// The caller holds the file's write lock, so no write lands between the
 /// reads of a stripe and the write of its rebuilt chunk. The range is done
 /// in sub-batches of [`SUB_BYTES`] per member: while one is rebuilt and
-/// written, the survivors' next one is read on another thread.
+/// written, the survivors' next one is read, both on the I/O pool (no
+/// thread is started per step).
 fn step(
     store: &DataStore,
     slot: usize,
@@ -251,15 +254,11 @@ fn step(
             return Ok(lost + finish_batch(store, slot, ino, cur)?);
         }
         let nu = (s + per_sub).min(until);
-        let (read, done) = std::thread::scope(|sc| {
-            let h = sc.spawn(|| read_batch(store, slot, ino, s, nu, next));
-            let done = finish_batch(store, slot, ino, cur);
-            let read = h.join().unwrap_or_else(|_| {
-                Err(ArrayError::Invalid(format!(
-                    "rebuild reader of inode {ino} panicked"
-                )))
-            });
-            (read, done)
+        let (read, done) = pool::install(|| {
+            rayon::join(
+                || read_batch(store, slot, ino, s, nu, next),
+                || finish_batch(store, slot, ino, cur),
+            )
         });
         lost += done?;
         read?;
@@ -311,28 +310,24 @@ fn read_batch(
         }
     }
     b.out.resize(count * chunk, 0);
-    b.bad = std::thread::scope(|sc| {
-        let hs: Vec<_> = b
-            .bufs
-            .iter_mut()
+    let bufs = &mut b.bufs;
+    b.bad = pool::install(|| {
+        bufs.par_iter_mut()
             .enumerate()
             .map(|(j, buf)| {
-                sc.spawn(move || {
-                    if buf.is_empty() || !store.health.state(j).readable() {
-                        return None;
+                if buf.is_empty() || !store.health.state(j).readable() {
+                    return None;
+                }
+                match store.read_verified(j, ino, off, buf) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        store.health.count_read_error(j);
+                        warn!(member = j, ino, error = %e, "read failed during rebuild");
+                        None
                     }
-                    match store.read_verified(j, ino, off, buf) {
-                        Ok(b) => Some(b),
-                        Err(e) => {
-                            store.health.count_read_error(j);
-                            warn!(member = j, ino, error = %e, "read failed during rebuild");
-                            None
-                        }
-                    }
-                })
+                }
             })
-            .collect();
-        hs.into_iter().map(|h| h.join().ok().flatten()).collect()
+            .collect()
     });
     Ok(())
 }
