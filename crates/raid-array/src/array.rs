@@ -18,7 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use raid_core::Geometry;
 
@@ -45,6 +45,10 @@ mod worker;
 pub const INLINE_MAX: u64 = 4096;
 
 const INO_LOCKS: usize = 64;
+/// How long after its last write a file is synced and its stripes leave
+/// the write-intent log ([`Array::settle_data`]; md clears bitmap bits
+/// after about as long).
+pub const SETTLE_IDLE: Duration = Duration::from_secs(3);
 
 /// A time to set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -990,6 +994,9 @@ impl Array {
                 })?;
             }
             inline => {
+                self.inner
+                    .data
+                    .note_unused_ino(self.inner.meta.read().next_ino);
                 if let Some(content) = inline {
                     self.uninline(ino, &content)?;
                 }
@@ -1021,6 +1028,16 @@ impl Array {
         // caller is told its data is safe: otherwise a crash now could
         // assemble the stale member as if it held this data.
         self.inner.record_failures()
+    }
+
+    /// Sync files whose last write is [`SETTLE_IDLE`] old and shrink the
+    /// write-intent log to what is still being written; the mount calls it
+    /// every second ([`DataStore::settle`]).
+    pub fn settle_data(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
+        self.inner.data.settle(SETTLE_IDLE)
     }
 
     /// Make all metadata durable (`syncfs`), then delete the data of the
@@ -1319,6 +1336,12 @@ fn spawn_health_listener(inner: Weak<Inner>, rx: std::sync::mpsc::Receiver<Healt
                     }
                     if let Err(e) = i.record_once() {
                         tracing::error!(error = %e, "cannot record member failure in superblocks");
+                    }
+                    // Degraded now: a crash would make every dirty stripe
+                    // unreadable on the missing member, so shrink the
+                    // write-intent log to what is being written.
+                    if let Err(e) = i.data.settle(Duration::ZERO) {
+                        tracing::warn!(error = %e, "cannot sync dirty files after a member failure");
                     }
                     // A hot spare takes over.
                     worker::kick(&i);

@@ -8,10 +8,16 @@
 //! share one write of the log (group commit), and each write also marks a
 //! few regions ahead of the writer and the first region of the next inodes,
 //! so sequential writers and streams of new files rarely wait for the log.
+//! Marks ahead only ever cover places that hold no data yet ([`AheadLimits`]):
+//! on a degraded array a resync cannot confirm a dirty stripe and poisons
+//! its parity, so a mark must never reach data nobody was writing.
 //! The members' log files stay open between writes. Clearing is lazy:
 //! once a file's data is synced its regions leave the in-memory set, and the
-//! next write of the log (or a clean shutdown) drops them on disk. After an
-//! unclean shutdown [`crate::ops::resync`] checks exactly the dirty regions.
+//! next write of the log (or a clean shutdown) drops them on disk; the mount
+//! syncs files a few seconds after their last write and rewrites the log
+//! ([`crate::data::DataStore::settle`]), as md clears bitmap bits once
+//! writes settle. After an unclean shutdown [`crate::ops::resync`] checks
+//! exactly the dirty regions.
 //!
 //! # Record (`.raidfs/intent`, little-endian)
 //!
@@ -215,16 +221,32 @@ struct State {
     writing: bool,
 }
 
+/// Where marks ahead may go: only places that hold no data yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AheadLimits {
+    /// First region of the file wholly past its end before this write.
+    pub file_end_region: u64,
+    /// First inode number never allocated (numbers are never reused).
+    pub unused_ino: u64,
+}
+
 /// Regions marked ahead of the next writes, so that a sequential writer and
 /// a stream of new files cost one log write per several regions or files
-/// instead of one each. Marking a region that is not written is harmless:
-/// a resync after a crash merely checks stripes that are already consistent
-/// (or of inodes that do not exist, which it skips).
-fn ahead(ino: u64, last_region: u64) -> impl Iterator<Item = (u64, u64)> {
-    // The next regions of this file (a sequential writer).
-    let this = (1..=AHEAD_REGIONS).map(move |d| (ino, last_region.saturating_add(d)));
-    // The first region of the next inodes (new files are numbered in order).
-    let next = (1..=AHEAD_INODES).map(move |d| (ino.saturating_add(d), 0));
+/// instead of one each. A region marked but never written costs a resync
+/// after a crash a check of stripes that hold nothing (past the file's end,
+/// or of an inode that does not exist: both skipped). Marks never cover
+/// existing data: a degraded resync cannot confirm such a stripe and would
+/// make it unreadable although nobody was writing it.
+fn ahead(ino: u64, last_region: u64, lim: AheadLimits) -> impl Iterator<Item = (u64, u64)> {
+    // The next regions of this file past its end (an appending writer).
+    let this = (1..=AHEAD_REGIONS)
+        .map(move |d| (ino, last_region.saturating_add(d)))
+        .filter(move |&(_, r)| r >= lim.file_end_region);
+    // The first region of the next inodes not yet allocated (new files are
+    // numbered in order).
+    let next = (1..=AHEAD_INODES)
+        .map(move |d| (ino.saturating_add(d), 0))
+        .filter(move |&(i, _)| i >= lim.unused_ino);
     this.chain(next)
 }
 
@@ -311,6 +333,7 @@ impl IntentLog {
         ino: u64,
         first: u64,
         last: u64,
+        lim: AheadLimits,
         targets: &Targets,
         health: &Health,
     ) -> Result<()> {
@@ -328,7 +351,7 @@ impl IntentLog {
                 g = self.done.wait(g).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
-            let extra: Vec<(u64, u64)> = ahead(ino, r1).collect();
+            let extra: Vec<(u64, u64)> = ahead(ino, r1, lim).collect();
             g = self.write(g, &extra, targets, health)?;
         }
     }
@@ -485,6 +508,35 @@ impl IntentLog {
 mod tests {
     use super::*;
 
+    /// Limits for a new file `ino`, just created and empty.
+    fn fresh(ino: u64) -> AheadLimits {
+        AheadLimits {
+            file_end_region: 0,
+            unused_ino: ino + 1,
+        }
+    }
+
+    #[test]
+    fn marks_ahead_never_cover_existing_data() {
+        let lim = AheadLimits {
+            file_end_region: 3,
+            unused_ino: 20,
+        };
+        let got: BTreeSet<(u64, u64)> = ahead(10, 0, lim).collect();
+        // Regions 1 and 2 of the file hold data: not marked; 3 and 4 are past its end.
+        assert!(!got.contains(&(10, 1)) && !got.contains(&(10, 2)));
+        assert!(got.contains(&(10, 3)) && got.contains(&(10, 4)));
+        // Inodes 11..19 exist: not marked; from 20 on they are free.
+        assert!((11..20).all(|i| !got.contains(&(i, 0))));
+        assert!((20..=10 + AHEAD_INODES).all(|i| got.contains(&(i, 0))));
+        // An old file rewritten in place among newer files: nothing ahead.
+        let old = AheadLimits {
+            file_end_region: u64::MAX,
+            unused_ino: 1000,
+        };
+        assert_eq!(ahead(10, 0, old).count(), 0);
+    }
+
     #[test]
     fn encode_decode_round_trip_and_torn_slot_is_refused() {
         let mut set = BTreeSet::new();
@@ -521,16 +573,23 @@ mod tests {
         let health = Health::new(vec![MemberState::Active; 3]);
         let log = IntentLog::new(&IntentRecord::default());
 
-        log.mark(10, 0, 3, &targets, &health).unwrap();
+        log.mark(10, 0, 3, fresh(10), &targets, &health).unwrap();
         for m in &members {
             let one = load(std::slice::from_ref(m));
             assert!(one.regions.contains(&(10, 0)), "member lacks the mark");
         }
         let seq = load(&members).seq;
         // The next file and the next region of the same file were marked ahead.
-        log.mark(11, 0, 0, &targets, &health).unwrap();
-        log.mark(10, 1 << REGION_SHIFT, 2 << REGION_SHIFT, &targets, &health)
-            .unwrap();
+        log.mark(11, 0, 0, fresh(11), &targets, &health).unwrap();
+        log.mark(
+            10,
+            1 << REGION_SHIFT,
+            2 << REGION_SHIFT,
+            fresh(11),
+            &targets,
+            &health,
+        )
+        .unwrap();
         assert_eq!(
             load(&members).seq,
             seq,
@@ -538,7 +597,7 @@ mod tests {
         );
         assert!(log.snapshot().regions.contains(&(11, 0)));
         // A far inode needs a write of its own.
-        log.mark(500, 0, 0, &targets, &health).unwrap();
+        log.mark(500, 0, 0, fresh(500), &targets, &health).unwrap();
         let rec = load(&members);
         assert_eq!(rec.seq, seq + 1);
         assert!(rec.regions.contains(&(500, 0)) && rec.regions.contains(&(11, 0)));
@@ -576,7 +635,8 @@ mod tests {
                 s.spawn(move || {
                     for k in 0..10u64 {
                         let ino = 1000 * (t * 10 + k + 1);
-                        log.mark(ino, 0, 0, targets, health).unwrap();
+                        log.mark(ino, 0, 0, AheadLimits::default(), targets, health)
+                            .unwrap();
                     }
                 });
             }

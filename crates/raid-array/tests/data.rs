@@ -10,6 +10,9 @@ use raid_array::member::{DirMember, Member};
 use raid_core::Geometry;
 use raid_core::layout::{Level, Raid5Layout};
 
+mod common;
+use common::pattern;
+
 struct Store {
     _dirs: Vec<tempfile::TempDir>,
     store: DataStore,
@@ -44,19 +47,6 @@ fn levels() -> Vec<(Level, usize)> {
         (Level::Raid60 { groups: 2 }, 8),
         (Level::Erasure { k: 3, m: 3 }, 6),
     ]
-}
-
-/// Deterministic pseudo-random bytes.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A file model: apply the same writes to a Vec and compare.

@@ -15,6 +15,9 @@ use raid_array::ops::{self, NoProgress, Progress, RebuildOptions, ScrubOptions};
 use raid_core::Geometry;
 use raid_core::layout::{Level, Raid5Layout};
 
+mod common;
+use common::pattern;
+
 const CHUNK: u32 = 16 * 1024;
 
 struct Rig {
@@ -47,18 +50,6 @@ fn rig(level: Level, n: usize) -> Rig {
         store,
         health,
     }
-}
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn read_all(s: &DataStore, ino: u64, size: usize) -> Result<Vec<u8>, ArrayError> {

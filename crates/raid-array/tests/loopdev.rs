@@ -18,6 +18,9 @@ use raid_array::member::{DirMember, Member};
 use raid_core::Geometry;
 use raid_core::layout::{Level, Raid5Layout};
 
+mod common;
+use common::pattern;
+
 fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
         panic!("loopdev test needs `{cmd}` (root, util-linux, e2fsprogs): {e}")
@@ -82,18 +85,6 @@ impl Drop for LoopMember {
         let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
         let _ = std::fs::remove_file(&self.image);
     }
-}
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

@@ -17,6 +17,9 @@ use raid_array::ops::{Checkpoint, NoProgress, RebuildOptions, ScrubOptions};
 use raid_array::{Array, ArrayError, AssembleOptions, CreateOptions, ROOT_INO};
 use raid_core::Level;
 
+mod common;
+use common::pattern;
+
 const CHUNK: u32 = 4096;
 
 fn os(s: &str) -> &OsStr {
@@ -43,18 +46,6 @@ fn create(dirs: &[PathBuf], spares: &[PathBuf]) -> Array {
 
 fn assemble(dirs: &[PathBuf]) -> raid_array::Result<Array> {
     Array::assemble(&AssembleOptions::new(dirs.to_vec()))
-}
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Write `count` striped files of `size` bytes; returns (ino, crc) each.

@@ -167,6 +167,11 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
                 if let Err(e) = array.sync_metadata() {
                     warn!(error = %e, "periodic metadata commit failed");
                 }
+                // Files left alone for a few seconds are synced and leave
+                // the write-intent log (what a resync after a crash checks).
+                if let Err(e) = array.settle_data() {
+                    warn!(error = %e, "periodic data sync failed");
+                }
             }
         })
     };

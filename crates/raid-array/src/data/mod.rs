@@ -41,7 +41,9 @@ pub(crate) mod readahead;
 pub(crate) mod shard;
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use raid_core::Geometry;
 use rayon::prelude::*;
@@ -49,7 +51,7 @@ use tracing::{debug, warn};
 
 use crate::error::{ArrayError, Result};
 use crate::health::{Health, MemberState};
-use crate::intent::{self, IntentLog, IntentRecord, Targets};
+use crate::intent::{self, AheadLimits, IntentLog, IntentRecord, Targets};
 use crate::member::Member;
 use checksum::BLOCK;
 use layout::{Group, Layout, Plan, Protect};
@@ -76,8 +78,12 @@ pub struct DataStore {
     loaded_intent: IntentRecord,
     pool: Mutex<Vec<Vec<u8>>>,
     readahead: readahead::ReadAhead,
-    /// Inodes whose shards changed (write, truncate) since their last sync.
-    unsynced: Mutex<std::collections::HashSet<u64>>,
+    /// Inodes whose shards changed (write, truncate) since their last sync,
+    /// with the time of the last change ([`DataStore::settle`]).
+    unsynced: Mutex<std::collections::HashMap<u64, Instant>>,
+    /// First inode number the namespace has never allocated: marks ahead
+    /// of the write-intent log may cover those ([`AheadLimits`]).
+    unused_ino: AtomicU64,
 }
 
 impl std::fmt::Debug for DataStore {
@@ -202,7 +208,8 @@ impl DataStore {
             loaded_intent,
             pool: Mutex::new(Vec::new()),
             readahead: readahead::ReadAhead::default(),
-            unsynced: Mutex::new(std::collections::HashSet::new()),
+            unsynced: Mutex::new(std::collections::HashMap::new()),
+            unused_ino: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -719,8 +726,15 @@ impl DataStore {
             }
         }
         self.check_writable()?;
+        let lim = AheadLimits {
+            file_end_region: self
+                .layout
+                .stripes_for(file_size)
+                .div_ceil(1 << intent::REGION_SHIFT),
+            unused_ino: self.unused_ino.load(Ordering::Relaxed),
+        };
         self.intent
-            .mark(ino, first, last, &self.targets(), &self.health)?;
+            .mark(ino, first, last, lim, &self.targets(), &self.health)?;
         let mut s = first;
         while s <= last {
             let until = (s + per_batch - 1).min(last);
@@ -1049,7 +1063,25 @@ impl DataStore {
         self.unsynced
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(ino);
+            .insert(ino, Instant::now());
+    }
+
+    /// Tell the data path the first inode number not yet allocated, so the
+    /// write-intent log may mark the next new files ahead of their writes.
+    /// Until told, it marks no other inode ahead.
+    pub fn note_unused_ino(&self, first_unused: u64) {
+        // Numbers only grow; a late caller with an older value must not
+        // lower it (the inodes in between exist now).
+        let cur = self.unused_ino.load(Ordering::Relaxed);
+        if cur == u64::MAX {
+            let _ = self.unused_ino.compare_exchange(
+                u64::MAX,
+                first_unused,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        self.unused_ino.fetch_max(first_unused, Ordering::Relaxed);
     }
 
     /// Change the logical size of `ino` from `old_size` to `new_size`.
@@ -1125,7 +1157,7 @@ impl DataStore {
             .unsynced
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&ino);
+            .contains_key(&ino);
         if !written && !self.intent.is_dirty(ino) {
             return Ok(());
         }
@@ -1173,6 +1205,34 @@ impl DataStore {
         let snap = self.intent.snapshot();
         let inos: std::collections::BTreeSet<u64> = snap.regions.iter().map(|&(i, _)| i).collect();
         for ino in inos {
+            let _g = self.lock_read(ino);
+            self.sync_locked(ino)?;
+        }
+        self.intent.persist(&self.targets(), &self.health)
+    }
+
+    /// Sync the files with dirty regions whose last write is at least
+    /// `idle` old and write the log if it shrank: the mount calls it every
+    /// second, so that a few seconds after writes settle the log names only
+    /// stripes being written (as md clears bitmap bits). That is what a
+    /// resync after a crash checks, and on a degraded array a dirty stripe
+    /// cannot be confirmed and loses its missing chunks: the smaller the
+    /// set, the less a crash of a degraded array costs. Regions left from
+    /// before start-up stay until the resync.
+    pub fn settle(&self, idle: Duration) -> Result<()> {
+        let snap = self.intent.snapshot();
+        let inos: std::collections::BTreeSet<u64> = snap.regions.iter().map(|&(i, _)| i).collect();
+        let now = Instant::now();
+        for ino in inos {
+            let recent = self
+                .unsynced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&ino)
+                .is_some_and(|t| now.saturating_duration_since(*t) < idle);
+            if recent {
+                continue;
+            }
             let _g = self.lock_read(ino);
             self.sync_locked(ino)?;
         }
