@@ -37,6 +37,11 @@ pub struct MountOptions {
     /// Prometheus textfile rewritten every 10 s and on every health event
     /// (`metrics=`), for node_exporter's textfile collector.
     pub metrics_file: Option<String>,
+    /// Rate limit in MB/s for the rebuilds the array starts by itself
+    /// (a spare taking over, a rebuild resumed at mount), so a Pi stays
+    /// responsive while a disk is rebuilt (`rebuild_throttle=`); 0 or
+    /// absent means as fast as the disks go.
+    pub rebuild_throttle_mbps: u64,
 }
 
 impl Default for MountOptions {
@@ -52,6 +57,7 @@ impl Default for MountOptions {
             log_file: None,
             notify_cmd: None,
             metrics_file: None,
+            rebuild_throttle_mbps: 0,
         }
     }
 }
@@ -183,6 +189,9 @@ impl MountOptions {
                     }
                     self.metrics_file = Some(v);
                 }
+                "rebuild_throttle" => {
+                    self.rebuild_throttle_mbps = number(key)?;
+                }
                 k if k.starts_with("x-") || IGNORED.contains(&k) => {}
                 k if k == "fsname" || k == "subtype" || k == "uhelper" || k == "helper" => {}
                 _ => return Err(OptionError(format!("unknown mount option {opt:?}"))),
@@ -256,6 +265,15 @@ mod tests {
             split_options(r#"a,x-systemd.requires-mounts-for="/m/a,b",c"#),
             vec!["a", "x-systemd.requires-mounts-for=/m/a,b", "c"]
         );
+    }
+
+    #[test]
+    fn rebuild_throttle_is_a_number_of_mb_per_second() {
+        let mut o = MountOptions::default();
+        o.parse_into("rebuild_throttle=20").unwrap();
+        assert_eq!(o.rebuild_throttle_mbps, 20);
+        assert!(o.parse_into("rebuild_throttle").is_err());
+        assert!(o.parse_into("rebuild_throttle=fast").is_err());
     }
 
     #[test]
