@@ -1126,18 +1126,6 @@ fn parallel_namespace_changes_in_one_directory() {
 
 #[test]
 fn atime_follows_relatime() {
-    // Read past the page cache, so that the read reaches the filesystem.
-    fn read_uncached(p: &Path) -> Vec<u8> {
-        let mut f = File::open(p).unwrap();
-        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-        let mut v = Vec::new();
-        f.read_to_end(&mut v).unwrap();
-        v
-    }
-    fn atime(p: &Path) -> (i64, i64) {
-        let m = fs::metadata(p).unwrap();
-        (m.atime(), m.atime_nsec())
-    }
     let mut a = TestArray::raid5();
     let p = a.path("f");
     let data = pattern(7, 100_000);
@@ -1182,4 +1170,78 @@ fn atime_follows_relatime() {
     // Journaled like any attribute change.
     a.remount();
     assert_eq!(atime(&a.path("f")), moved);
+}
+
+/// Read past the page cache, so that the read reaches the filesystem.
+fn read_uncached(p: &Path) -> Vec<u8> {
+    let mut f = File::open(p).unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).unwrap();
+    v
+}
+
+fn atime(p: &Path) -> (i64, i64) {
+    let m = fs::metadata(p).unwrap();
+    (m.atime(), m.atime_nsec())
+}
+
+/// The access time of `p` once it differs from `before`, waiting out the
+/// kernel's attribute cache; `before` if it never moves within 5 s.
+fn atime_after(p: &Path, before: (i64, i64)) -> (i64, i64) {
+    let mut now = atime(p);
+    for _ in 0..50 {
+        if now != before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        now = atime(p);
+    }
+    now
+}
+
+/// A file with old times (3 days), fsynced, on mount `a`.
+fn old_file(a: &TestArray, data: &[u8]) -> std::path::PathBuf {
+    let p = a.path("f");
+    fs::write(&p, data).unwrap();
+    File::open(&p).unwrap().sync_all().unwrap();
+    let old = SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
+    File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_accessed(old).set_modified(old))
+        .unwrap();
+    p
+}
+
+#[test]
+fn noatime_never_moves_the_access_time() {
+    let a = TestArray::builder("raid5", 4).option("noatime").mount();
+    let data = pattern(8, 100_000);
+    let p = old_file(&a, &data);
+    let before = atime(&p);
+    assert_eq!(read_uncached(&p), data);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(atime(&p), before, "noatime: a read moved the access time");
+}
+
+#[test]
+fn strictatime_moves_the_access_time_on_every_read() {
+    let a = TestArray::builder("raid5", 4).option("strictatime").mount();
+    let data = pattern(9, 100_000);
+    let p = old_file(&a, &data);
+    let before = atime(&p);
+    assert_eq!(read_uncached(&p), data);
+    let first = atime_after(&p, before);
+    assert_ne!(first, before, "strictatime: a read left the access time");
+    // Newer than mtime and ctime now: relatime would keep it, strictatime
+    // moves it again.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(read_uncached(&p), data);
+    let second = atime_after(&p, first);
+    assert!(
+        second > first,
+        "strictatime: a second read left the access time"
+    );
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use raid_core::Geometry;
 
-use crate::assemble::{self, AssembleOptions};
+use crate::assemble::{self, AssembleOptions, AtimeMode};
 use crate::create::{self, CreateOptions};
 use crate::data::DataStore;
 use crate::format::superblock::{self, MemberSlot, SlotState, Superblock, uuid_string};
@@ -167,6 +167,8 @@ struct Inner {
     sync_metadata: bool,
     /// Nothing is written to the members ([`AssembleOptions::read_only`]).
     read_only: bool,
+    /// When reads record the access time.
+    atime: AtimeMode,
     /// Freed striped inodes whose shard files are still on the members, with
     /// the journal sequence of the record that frees them. The shards go
     /// only once that record is durable: before that, a crash replays a
@@ -329,6 +331,7 @@ impl Array {
             ino_locks: (0..INO_LOCKS).map(|_| Mutex::new(())).collect(),
             sync_metadata: opts.sync_metadata,
             read_only: opts.read_only,
+            atime: opts.atime,
             pending_free: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             spares: Mutex::new(spares),
@@ -946,8 +949,13 @@ impl Array {
             }
         };
         // relatime (docs/SEMANTICS.md); a failure to record it fails no read.
+        let strict = match self.inner.atime {
+            AtimeMode::NoAtime => return Ok(out),
+            AtimeMode::Strict => true,
+            AtimeMode::Relatime => false,
+        };
         if !self.inner.read_only
-            && let Err(e) = self.inner.meta.relatime(ino, now_ns())
+            && let Err(e) = self.inner.meta.relatime(ino, now_ns(), strict)
         {
             tracing::debug!(ino, error = %e, "cannot record the access time");
         }

@@ -52,6 +52,22 @@ pub struct AssembleOptions {
     /// taking over, a rebuild resumed at assemble); `resume` is decided
     /// per rebuild.
     pub rebuild: crate::ops::RebuildOptions,
+    /// When a read records the access time (`relatime` by default, as
+    /// Linux mounts).
+    pub atime: AtimeMode,
+}
+
+/// When a read moves a file's access time (the mount options of the same
+/// names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AtimeMode {
+    /// Only when it is not newer than mtime/ctime or is a day old.
+    #[default]
+    Relatime,
+    /// On every read (one journal record per read).
+    Strict,
+    /// Never.
+    NoAtime,
 }
 
 impl AssembleOptions {
@@ -63,6 +79,7 @@ impl AssembleOptions {
             checkpoint_bytes: crate::meta::store::DEFAULT_CHECKPOINT_BYTES,
             read_only: false,
             rebuild: crate::ops::RebuildOptions::default(),
+            atime: AtimeMode::default(),
         }
     }
 }

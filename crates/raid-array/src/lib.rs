@@ -21,7 +21,7 @@ pub mod format;
 pub mod meta;
 
 pub use array::{Array, RebuildStatus, SetAttr, SpareStatus, StatFs, Status, TimeSet};
-pub use assemble::{AssembleOptions, Selector};
+pub use assemble::{AssembleOptions, AtimeMode, Selector};
 pub use create::CreateOptions;
 pub use meta::{Attr, DirEntry, FileKind, ROOT_INO};
 pub use ops::ScrubSummary;

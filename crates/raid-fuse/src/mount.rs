@@ -61,6 +61,7 @@ pub fn assemble(req: &MountRequest) -> Result<Array> {
     // superblock's dirty flag.
     opts.read_only = req.options.read_only;
     opts.rebuild.throttle_bytes_per_sec = req.options.rebuild_throttle_mbps * 1_000_000;
+    opts.atime = req.options.atime;
     let array = Array::assemble(&opts).context("cannot assemble the array")?;
     if !req.options.read_only {
         // After an unclean shutdown the write-intent log names the stripes

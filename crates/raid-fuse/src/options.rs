@@ -42,6 +42,9 @@ pub struct MountOptions {
     /// responsive while a disk is rebuilt (`rebuild_throttle=`); 0 or
     /// absent means as fast as the disks go.
     pub rebuild_throttle_mbps: u64,
+    /// When reads record the access time: `relatime` (default, as Linux),
+    /// `strictatime`, `noatime`.
+    pub atime: raid_array::AtimeMode,
 }
 
 impl Default for MountOptions {
@@ -58,6 +61,7 @@ impl Default for MountOptions {
             notify_cmd: None,
             metrics_file: None,
             rebuild_throttle_mbps: 0,
+            atime: raid_array::AtimeMode::Relatime,
         }
     }
 }
@@ -94,11 +98,6 @@ const IGNORED: &[&str] = &[
     "nodev",
     "exec",
     "noexec",
-    "atime",
-    "noatime",
-    "relatime",
-    "norelatime",
-    "strictatime",
     "nodiratime",
     "diratime",
     "async",
@@ -189,6 +188,19 @@ impl MountOptions {
                     }
                     self.metrics_file = Some(v);
                 }
+                // The default of mount(8) is relatime; `atime` asks for it.
+                "relatime" | "atime" => {
+                    flag(key)?;
+                    self.atime = raid_array::AtimeMode::Relatime;
+                }
+                "strictatime" | "norelatime" => {
+                    flag(key)?;
+                    self.atime = raid_array::AtimeMode::Strict;
+                }
+                "noatime" => {
+                    flag(key)?;
+                    self.atime = raid_array::AtimeMode::NoAtime;
+                }
                 "rebuild_throttle" => {
                     self.rebuild_throttle_mbps = number(key)?;
                 }
@@ -265,6 +277,20 @@ mod tests {
             split_options(r#"a,x-systemd.requires-mounts-for="/m/a,b",c"#),
             vec!["a", "x-systemd.requires-mounts-for=/m/a,b", "c"]
         );
+    }
+
+    #[test]
+    fn atime_options_choose_the_mode() {
+        use raid_array::AtimeMode;
+        let mut o = MountOptions::default();
+        assert_eq!(o.atime, AtimeMode::Relatime);
+        o.parse_into("noatime").unwrap();
+        assert_eq!(o.atime, AtimeMode::NoAtime);
+        o.parse_into("strictatime").unwrap();
+        assert_eq!(o.atime, AtimeMode::Strict);
+        o.parse_into("relatime,nodiratime").unwrap();
+        assert_eq!(o.atime, AtimeMode::Relatime);
+        assert!(o.parse_into("noatime=1").is_err());
     }
 
     #[test]

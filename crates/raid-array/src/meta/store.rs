@@ -202,10 +202,12 @@ impl Meta {
     /// "read since last written" stays answerable while a file read over
     /// and over costs no metadata traffic. The change is journaled like any
     /// attribute change (not committed here) and leaves `ctime` alone.
+    /// With `strict` (`strictatime`) every read moves it.
     /// Returns whether the access time moved.
-    pub fn relatime(&self, ino: u64, now: i64) -> Result<bool> {
+    pub fn relatime(&self, ino: u64, now: i64, strict: bool) -> Result<bool> {
         let stale = |i: &super::inode::Inode| {
-            i.atime <= i.mtime
+            strict
+                || i.atime <= i.mtime
                 || i.atime <= i.ctime
                 || now.saturating_sub(i.atime) >= RELATIME_AGE_NS
         };
