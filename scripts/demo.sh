@@ -21,7 +21,17 @@ stop() {
     for i in $(seq 1 $N); do
         local m="$DEMO/members/disk$i"
         if mountpoint -q "$m" 2>/dev/null; then
-            umount "$m" || umount -l "$m"
+            # The daemon closes the array (superblocks marked clean) after
+            # the unmount returns: give it time before the members go.
+            local tries=0
+            until umount "$m" 2>/dev/null; do
+                tries=$((tries + 1))
+                if [ "$tries" -ge 30 ]; then
+                    umount -l "$m"
+                    break
+                fi
+                sleep 1
+            done
         fi
         local img="$DEMO/images/disk$i.img"
         if [ -f "$img" ]; then
