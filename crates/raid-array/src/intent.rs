@@ -516,6 +516,39 @@ mod tests {
         }
     }
 
+    /// `n` directory members, all active, and an empty log over them.
+    struct Rig {
+        _dirs: Vec<tempfile::TempDir>,
+        targets: Targets,
+        members: Vec<Option<Arc<dyn Member>>>,
+        health: Health,
+        log: IntentLog,
+    }
+
+    fn rig(n: usize) -> Rig {
+        use crate::health::MemberState;
+        use crate::member::DirMember;
+        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let targets: Targets = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                (
+                    i,
+                    Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>,
+                )
+            })
+            .collect();
+        let members = targets.iter().map(|(_, m)| Some(m.clone())).collect();
+        Rig {
+            _dirs: dirs,
+            targets,
+            members,
+            health: Health::new(vec![MemberState::Active; n]),
+            log: IntentLog::new(&IntentRecord::default()),
+        }
+    }
+
     #[test]
     fn marks_ahead_never_cover_existing_data() {
         let lim = AheadLimits {
@@ -555,23 +588,13 @@ mod tests {
 
     #[test]
     fn a_mark_is_on_every_member_before_mark_returns_and_marks_ahead_spare_writes() {
-        use crate::health::MemberState;
-        use crate::member::DirMember;
-        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let targets: Targets = dirs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                (
-                    i,
-                    Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>,
-                )
-            })
-            .collect();
-        let members: Vec<Option<Arc<dyn Member>>> =
-            targets.iter().map(|(_, m)| Some(m.clone())).collect();
-        let health = Health::new(vec![MemberState::Active; 3]);
-        let log = IntentLog::new(&IntentRecord::default());
+        let Rig {
+            _dirs,
+            targets,
+            members,
+            health,
+            log,
+        } = rig(3);
 
         log.mark(10, 0, 3, fresh(10), &targets, &health).unwrap();
         for m in &members {
@@ -611,23 +634,13 @@ mod tests {
 
     #[test]
     fn concurrent_marks_all_reach_the_log() {
-        use crate::health::MemberState;
-        use crate::member::DirMember;
-        let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-        let targets: Targets = dirs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                (
-                    i,
-                    Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>,
-                )
-            })
-            .collect();
-        let members: Vec<Option<Arc<dyn Member>>> =
-            targets.iter().map(|(_, m)| Some(m.clone())).collect();
-        let health = Health::new(vec![MemberState::Active; 2]);
-        let log = IntentLog::new(&IntentRecord::default());
+        let Rig {
+            _dirs,
+            targets,
+            members,
+            health,
+            log,
+        } = rig(2);
         // Inodes far apart, so marks ahead do not cover each other.
         std::thread::scope(|s| {
             for t in 0..8u64 {
