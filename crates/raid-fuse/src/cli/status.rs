@@ -407,9 +407,24 @@ pub fn live(rec: &crate::control::record::Record) -> Result<StatusJson> {
 /// The status of whatever `spec` names.
 pub fn get(spec: &[String]) -> Result<StatusJson> {
     match resolve(spec)? {
-        Source::Live(rec) => live(&rec),
+        Source::Live(rec) => match live(&rec) {
+            Ok(st) => Ok(st),
+            // Unmounted between finding the record and asking: the
+            // daemon has removed its record, so the members answer.
+            Err(_) if !still_mounted(&rec) => match resolve(spec)? {
+                Source::Live(again) => live(&again),
+                Source::Offline(members) => offline(&members),
+            },
+            Err(e) => Err(e),
+        },
         Source::Offline(members) => offline(&members),
     }
+}
+
+/// Whether the daemon of `rec` still serves it (its record is still there
+/// and its socket still answers).
+fn still_mounted(rec: &crate::control::record::Record) -> bool {
+    client::live_arrays().iter().any(|r| r.uuid == rec.uuid)
 }
 
 pub fn run(args: &StatusArgs) -> Result<()> {
@@ -418,6 +433,8 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         for rec in client::live_arrays() {
             match live(&rec) {
                 Ok(st) => all.push(st),
+                // Unmounted while we asked: no longer in the list.
+                Err(_) if !still_mounted(&rec) => {}
                 Err(e) => eprintln!("raidfs: {}: {e:#}", rec.name),
             }
         }

@@ -134,9 +134,12 @@ impl Server {
         })
     }
 
-    /// Stop listening, end the connections and any scrub (checkpoint
-    /// saved), remove the socket and the record.
+    /// Remove the record and the socket, stop listening, end the
+    /// connections and any scrub (checkpoint saved).
     pub fn stop(mut self) {
+        // The record goes first, so that a command started from now on
+        // finds the array unmounted instead of a socket about to close.
+        self.shared.record.remove(&self.record_path);
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.listener.take() {
             let _ = h.join();
@@ -145,7 +148,6 @@ impl Server {
         if let Some((_, h)) = job {
             let _ = h.join();
         }
-        self.shared.record.remove(&self.record_path);
     }
 }
 
