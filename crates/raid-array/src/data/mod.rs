@@ -35,6 +35,7 @@
 //!   in the write-intent log.
 
 pub mod checksum;
+pub(crate) mod direct;
 pub(crate) mod layout;
 pub(crate) mod pool;
 pub(crate) mod readahead;

@@ -138,6 +138,9 @@ struct Shared {
     /// Whether `sync_data` reaches the inner member (off: durability is
     /// only modelled, which keeps crash tests fast).
     real_sync: AtomicBool,
+    /// Whether `open_direct` hands out an ordinary handle, as on a
+    /// filesystem that refuses `O_DIRECT`.
+    refuse_direct: AtomicBool,
     power: Arc<Power>,
 }
 
@@ -239,6 +242,7 @@ impl FaultyMember {
                 state: Mutex::new(State::default()),
                 vanished: AtomicBool::new(false),
                 real_sync: AtomicBool::new(true),
+                refuse_direct: AtomicBool::new(false),
                 power,
             }),
         }
@@ -258,6 +262,12 @@ impl FaultyMember {
     /// the inner member (crash tests: the image is built from the model).
     pub fn model_sync_only(&self) {
         self.sh.real_sync.store(false, Ordering::SeqCst);
+    }
+
+    /// Behave like a filesystem that refuses `O_DIRECT`: `open_direct`
+    /// returns an ordinary (page-cache) handle of the inner member.
+    pub fn refuse_direct(&self) {
+        self.sh.refuse_direct.store(true, Ordering::SeqCst);
     }
 
     /// Make every call fail from now on.
@@ -419,6 +429,10 @@ impl MemberFile for FaultyFile {
         self.sh.record(&self.path, Pending::SetLen(len));
         Ok(())
     }
+
+    fn is_direct(&self) -> bool {
+        self.inner.is_direct()
+    }
 }
 
 impl Member for FaultyMember {
@@ -431,6 +445,25 @@ impl Member for FaultyMember {
             return Err(eio(path));
         }
         let inner = self.sh.inner.open(path)?;
+        Ok(Arc::new(FaultyFile {
+            sh: self.sh.clone(),
+            path: path.to_string(),
+            inner,
+        }))
+    }
+
+    /// Faults, durability tracking and crash images apply to direct
+    /// handles exactly as to ordinary ones (matched as [`Op::Open`],
+    /// [`Op::Write`], ...): only the inner handle differs.
+    fn open_direct(&self, path: &str) -> io::Result<Arc<dyn MemberFile>> {
+        if self.sh.check(Op::Open, path, false)?.is_some() {
+            return Err(eio(path));
+        }
+        let inner = if self.sh.refuse_direct.load(Ordering::SeqCst) {
+            self.sh.inner.open(path)?
+        } else {
+            self.sh.inner.open_direct(path)?
+        };
         Ok(Arc::new(FaultyFile {
             sh: self.sh.clone(),
             path: path.to_string(),

@@ -38,6 +38,11 @@ pub trait MemberFile: Send + Sync {
     }
     /// Truncate or extend (with a hole) to `len`.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Whether writes of aligned buffers currently bypass the page cache
+    /// (see [`Member::open_direct`]); false for ordinary handles.
+    fn is_direct(&self) -> bool {
+        false
+    }
 }
 
 /// One member's storage root.
@@ -49,6 +54,20 @@ pub trait Member: Send + Sync {
     /// Open a file for reading and writing, creating it (and its parent
     /// directories) if missing.
     fn create(&self, path: &str) -> io::Result<Arc<dyn MemberFile>>;
+    /// Open an existing file for large writes that bypass the page cache
+    /// (`O_DIRECT`): a rebuild writes a whole member once and never reads it
+    /// back soon, so copying every byte into the page cache first is pure
+    /// cost on a small CPU. Writes whose buffer address, offset and length
+    /// are multiples of [`DIRECT_ALIGN`] go straight to the device; any
+    /// other write, and every write once the filesystem has refused direct
+    /// I/O (EINVAL, as tmpfs did before Linux 6.6), goes through the page
+    /// cache, so callers need no fallback of their own. Reads are buffered.
+    /// Durability still needs [`MemberFile::sync_data`] (direct writes do
+    /// not flush the device cache nor the file's block map). The default
+    /// is an ordinary handle.
+    fn open_direct(&self, path: &str) -> io::Result<Arc<dyn MemberFile>> {
+        self.open(path)
+    }
     /// Whether `path` exists.
     fn exists(&self, path: &str) -> io::Result<bool>;
     /// Remove a file; a missing file is not an error.
@@ -72,6 +91,11 @@ pub trait Member: Send + Sync {
         Ok(None)
     }
 }
+
+/// Alignment of buffer addresses, offsets and lengths for direct writes:
+/// the largest logical block size of common disks (4Kn drives), which also
+/// satisfies 512-byte ones.
+pub const DIRECT_ALIGN: usize = 4096;
 
 /// Reject absolute paths, empty components and `..`.
 pub(crate) fn check_relative(path: &str) -> io::Result<()> {
