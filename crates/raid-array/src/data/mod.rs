@@ -147,6 +147,33 @@ impl Batch {
     }
 }
 
+/// The part of a read that one data chunk serves ([`DataStore::read_locked`]).
+struct Piece<'a> {
+    stripe: u64,
+    plan: Arc<Plan>,
+    group: usize,
+    /// Position of the chunk in its group.
+    pos: usize,
+    /// First byte read within the chunk (block-aligned).
+    col: usize,
+    /// Where the bytes go.
+    dest: &'a mut [u8],
+    /// When `dest` does not cover whole blocks: the offset of `dest`'s
+    /// first byte in the block-aligned buffer read instead.
+    bounce: Option<(usize, Vec<u8>)>,
+    /// Read and verified.
+    ok: bool,
+}
+
+impl Piece<'_> {
+    /// Bytes read from the chunk (whole blocks).
+    fn len(&self) -> usize {
+        self.bounce
+            .as_ref()
+            .map_or(self.dest.len(), |(_, v)| v.len())
+    }
+}
+
 /// Result of reading one group's column range from every position.
 pub(crate) struct GroupScan {
     /// Contents per position (reconstructed where it was bad and could be).
@@ -910,6 +937,12 @@ impl DataStore {
         let sdb = self.layout.stripe_data;
         let window = (readahead::WINDOW_BYTES / sdb).max(1) * sdb;
         let out = &mut buf[..len];
+        // A read as large as a window gains nothing from one: its member
+        // requests are already large, and a window would cost a copy.
+        if len as u64 >= window {
+            self.read_locked(ino, offset, out)?;
+            return Ok(len);
+        }
         let served = self
             .readahead
             .read(ino, offset, out, file_size, window, |at, b| {
@@ -922,141 +955,169 @@ impl DataStore {
     }
 
     /// Read `out.len()` bytes at `offset` (all below the file's end) from
-    /// the members. Caller holds the inode's lock.
+    /// the members straight into `out`: one request per data chunk, each
+    /// member's requests on its own thread of the I/O pool, checksums
+    /// verified in place; only blocks cut by the ends of the range go
+    /// through a small buffer. Reading into member buffers first and
+    /// copying out cost as much again as the read itself from the page
+    /// cache.
+    ///
+    /// A chunk that fails (member not readable, I/O error, checksum
+    /// mismatch) is counted, and its column range is rebuilt from the rest
+    /// of its group, written back and copied out ([`DataStore::scan_group`]);
+    /// what cannot be rebuilt is EIO. Caller holds the inode's lock.
     fn read_locked(&self, ino: u64, offset: u64, out: &mut [u8]) -> Result<()> {
         if out.is_empty() {
             return Ok(());
         }
         let sdb = self.layout.stripe_data;
         let chunk = self.layout.chunk;
-        let n = self.layout.members;
         let end = offset + out.len() as u64;
-        let first = offset / sdb;
-        let last = (end - 1) / sdb;
-        let per_batch = (BATCH_BYTES / (chunk * n as u64)).max(1);
-        let mut s = first;
-        while s <= last {
-            let until = (s + per_batch - 1).min(last);
-            self.read_batch(ino, s, until, offset, out)?;
-            s = until + 1;
+        // Per member, its pieces in shard order.
+        let mut per: Vec<Vec<Piece<'_>>> = (0..self.layout.members).map(|_| Vec::new()).collect();
+        let mut rest = out;
+        let mut at = offset;
+        let mut s = offset / sdb;
+        // (file offset, group, position) of the stripe's data chunks.
+        let mut chunks: Vec<(u64, usize, usize)> = Vec::new();
+        while at < end {
+            let plan = self.layout.plan(ino, s)?;
+            chunks.clear();
+            for (gi, g) in plan.groups.iter().enumerate() {
+                for p in 0..g.data {
+                    chunks.push((s * sdb + (g.first + p) as u64 * chunk, gi, p));
+                }
+            }
+            chunks.sort_unstable_by_key(|c| c.0);
+            for &(cf, group, pos) in &chunks {
+                if cf + chunk <= at || at >= end {
+                    continue;
+                }
+                let z = end.min(cf + chunk);
+                let (dest, tail) = std::mem::take(&mut rest).split_at_mut((z - at) as usize);
+                rest = tail;
+                let (lo, hi) = ((at - cf) as usize, (z - cf) as usize);
+                let (col, ahi) = (align_down(lo), align_up(hi).min(chunk as usize));
+                let bounce = (col != lo || ahi != hi).then(|| (lo - col, vec![0u8; ahi - col]));
+                per[plan.groups[group].members[pos]].push(Piece {
+                    stripe: s,
+                    plan: plan.clone(),
+                    group,
+                    pos,
+                    col,
+                    dest,
+                    bounce,
+                    ok: false,
+                });
+                at = z;
+            }
+            s += 1;
+        }
+        pool::install(|| {
+            per.par_iter_mut()
+                .enumerate()
+                .for_each(|(j, list)| self.read_pieces(j, ino, list));
+        });
+        for piece in per.iter_mut().flatten().filter(|p| !p.ok) {
+            let g = &piece.plan.groups[piece.group];
+            let scan = self.scan_group(
+                ino,
+                piece.stripe,
+                g,
+                piece.col,
+                piece.col + piece.len(),
+                true,
+            );
+            if scan.lost.iter().any(|&(lp, _)| lp == piece.pos) {
+                return Err(self.unrecoverable(
+                    ino,
+                    piece.stripe,
+                    "data chunk cannot be read or rebuilt",
+                ));
+            }
+            let skip = piece.bounce.as_ref().map_or(0, |(k, _)| *k);
+            let n = piece.dest.len();
+            piece
+                .dest
+                .copy_from_slice(&scan.bufs[piece.pos][skip..skip + n]);
         }
         Ok(())
     }
 
-    fn read_batch(
-        &self,
-        ino: u64,
-        first: u64,
-        last: u64,
-        offset: u64,
-        out: &mut [u8],
-    ) -> Result<()> {
-        let sdb = self.layout.stripe_data;
-        let chunk = self.layout.chunk;
-        let n = self.layout.members;
-        let end = offset + out.len() as u64;
-        let mut b = Batch {
-            fill: vec![0; n],
-            by_member: vec![Vec::new(); n],
-            ..Default::default()
+    /// Read and verify `list` (in shard order) from member `j`, setting
+    /// each piece's `ok`; read errors and bad blocks are counted.
+    fn read_pieces(&self, j: usize, ino: u64, list: &mut [Piece<'_>]) {
+        let (Some(first), Some(last)) = (list.first(), list.last()) else {
+            return;
         };
-        let mut seg_stripe = Vec::new();
-        // (seg index, file offset of the seg's first byte) of every data seg.
-        let mut data_segs = Vec::new();
-        for s in first..=last {
-            let plan = self.layout.plan(ino, s)?;
-            for (gi, g) in plan.groups.iter().enumerate() {
-                let start = b.segs.len();
-                let mut any = false;
-                let (mut glo, mut ghi) = (usize::MAX, 0);
-                for p in 0..g.data {
-                    let cf = s * sdb + (g.first + p) as u64 * chunk;
-                    let a = offset.max(cf);
-                    let z = end.min(cf + chunk);
-                    if a < z {
-                        let lo = align_down((a - cf) as usize);
-                        let hi = align_up((z - cf) as usize).min(chunk as usize);
-                        data_segs.push((b.segs.len(), cf + lo as u64));
-                        b.seg(g.members[p], lo, hi - lo, true, false);
-                        glo = glo.min(lo);
-                        ghi = ghi.max(hi);
-                        any = true;
-                    } else {
-                        b.seg(g.members[p], 0, 0, false, false);
+        if !self.health.state(j).readable() {
+            return;
+        }
+        let chunk = self.layout.chunk;
+        let lo = first.stripe * chunk + first.col as u64;
+        let hi = last.stripe * chunk + (last.col + last.len()) as u64;
+        let read_error = |e: &io::Error| {
+            self.health.count_read_error(j);
+            debug!(member = j, ino, error = %e, "read failed");
+        };
+        let member = self
+            .member(j)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"));
+        let shard = match member.and_then(|m| self.handles.get(j, m.as_ref(), ino, false)) {
+            Ok(sh) => sh,
+            Err(e) => return read_error(&e),
+        };
+        // The sums of the whole range, in one request after the first
+        // chunk's (those of the parity chunks between the pieces included:
+        // 4 bytes per block).
+        let mut sums: Option<Vec<u8>> = None;
+        // After the first failure the member's remaining pieces are left to
+        // the group scan, which reads and checks them against the others.
+        for piece in list.iter_mut() {
+            let off = piece.stripe * chunk + piece.col as u64;
+            let len = piece.len();
+            let buf: &mut [u8] = match &mut piece.bounce {
+                Some((_, v)) => v,
+                None => piece.dest,
+            };
+            match shard.data.read_at(off, buf) {
+                Ok(n) => buf[n..].fill(0),
+                Err(e) => return read_error(&e),
+            }
+            let sums = match &mut sums {
+                Some(v) => v,
+                None => {
+                    let mut v = vec![0u8; ((hi - lo) / BLOCK as u64) as usize * checksum::ENTRY];
+                    match shard
+                        .sums
+                        .read_at(lo / BLOCK as u64 * checksum::ENTRY as u64, &mut v)
+                    {
+                        Ok(n) => v[n..].fill(0),
+                        Err(e) => return read_error(&e),
                     }
-                    seg_stripe.push(s);
+                    sums.insert(v)
                 }
-                if any {
-                    b.works.push(Work {
-                        stripe: s,
-                        plan: plan.clone(),
-                        group: gi,
-                        lo: glo,
-                        hi: ghi,
-                        segs: start..b.segs.len(),
-                    });
-                } else {
-                    b.segs.truncate(start);
-                    seg_stripe.truncate(start);
-                    for list in &mut b.by_member {
-                        while list.last().is_some_and(|&i| i >= start) {
-                            list.pop();
-                        }
-                    }
-                }
+            };
+            let first_block = ((off - lo) / BLOCK as u64) as usize;
+            let entries = &sums[first_block * checksum::ENTRY..][..len / BLOCK * checksum::ENTRY];
+            let bad = checksum::bad_blocks(buf, entries);
+            if !bad.is_empty() {
+                self.health.count_mismatch(j, bad.len() as u64);
+                debug!(
+                    member = j,
+                    ino,
+                    off,
+                    blocks = bad.len(),
+                    "checksum mismatch"
+                );
+                return;
             }
+            if let Some((skip, v)) = &piece.bounce {
+                let n = piece.dest.len();
+                piece.dest.copy_from_slice(&v[*skip..*skip + n]);
+            }
+            piece.ok = true;
         }
-        b.bufs = (0..n).map(|j| self.take_buf(b.fill[j])).collect();
-        self.batch_reads(ino, &mut b, chunk, &seg_stripe);
-        let mut result = Ok(());
-        for w in &b.works {
-            let g = &w.plan.groups[w.group];
-            let segs = &b.segs[w.segs.clone()];
-            if segs.iter().all(|s| s.ok) {
-                continue;
-            }
-            let scan = self.scan_group(ino, w.stripe, g, w.lo, w.hi, true);
-            for (p, s) in segs.iter().enumerate() {
-                if s.ok || s.len == 0 {
-                    continue;
-                }
-                let (blo, bhi) = ((s.col - w.lo) / BLOCK, (s.col - w.lo + s.len) / BLOCK);
-                if scan
-                    .lost
-                    .iter()
-                    .any(|&(lp, lb)| lp == p && lb >= blo && lb < bhi)
-                {
-                    result = Err(self.unrecoverable(
-                        ino,
-                        w.stripe,
-                        "data chunk cannot be read or rebuilt",
-                    ));
-                    break;
-                }
-                let from = s.col - w.lo;
-                b.bufs[s.member][s.buf..s.buf + s.len]
-                    .copy_from_slice(&scan.bufs[p][from..from + s.len]);
-            }
-            if result.is_err() {
-                break;
-            }
-        }
-        if result.is_ok() {
-            for (si, foff) in data_segs {
-                let s = &b.segs[si];
-                let a = offset.max(foff);
-                let z = end.min(foff + s.len as u64);
-                if a < z {
-                    let src =
-                        &b.bufs[s.member][s.buf + (a - foff) as usize..s.buf + (z - foff) as usize];
-                    out[(a - offset) as usize..(z - offset) as usize].copy_from_slice(src);
-                }
-            }
-        }
-        for v in b.bufs.drain(..) {
-            self.give_buf(v);
-        }
-        result
     }
 
     /// Remember that `ino`'s shards changed since their last sync.
