@@ -10,13 +10,15 @@
 //!
 //! Module map: [`keys`] maps paths to keys and refuses unsafe keys;
 //! [`scan`] reads the local tree; [`reconcile`] plans and applies one pass;
+//! [`dirmeta`] keeps directory attributes in one object;
 //! [`upload`] moves bytes (multipart, resume, checksums); [`watch`] is the
 //! daemon loop; [`history`] reads versions; [`restore`], [`verify`] and
 //! [`lifecycle`] are the other commands; [`crypt`] and [`keysource`] are the
 //! optional client-side encryption; [`metrics`] writes the Prometheus
-//! textfile.
+//! textfile; [`record`] keeps the run record `raidfs status` reads.
 
 pub mod crypt;
+pub mod dirmeta;
 pub mod error;
 pub mod history;
 pub mod keys;
@@ -26,6 +28,7 @@ pub mod metrics;
 pub mod object_meta;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod record;
 pub mod restore;
 pub mod s3;
 pub mod scan;

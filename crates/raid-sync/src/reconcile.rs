@@ -15,12 +15,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::dirmeta::{self, DirManifest};
 use crate::error::{Error, Result};
 use crate::keys::{self, KeyPrefix};
 use crate::keysource;
@@ -54,6 +56,11 @@ pub struct Summary {
     /// Files that changed while being read; the next pass takes them (the
     /// daemon is woken by the change itself). Not failures.
     pub deferred: u64,
+    /// Directories recorded only in the directory manifest (not empty, so
+    /// no marker object).
+    pub dirs_in_manifest: u64,
+    /// Whether the directory manifest was written in this pass.
+    pub dirs_manifest: bool,
     pub failed: u64,
     pub failures: Vec<String>,
     pub skipped: Vec<String>,
@@ -71,6 +78,36 @@ pub struct Syncer {
     pub store: Arc<StateStore>,
     /// Show a progress bar (initial sync in a terminal).
     pub progress: bool,
+    /// What the running pass still has to do (for the run record).
+    pub pending: Arc<Pending>,
+}
+
+/// Files and bytes a running pass still has to bring to the bucket: set
+/// when the pass has planned, counted down as jobs end (done or failed).
+#[derive(Debug, Default)]
+pub struct Pending {
+    files: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Pending {
+    /// (files, bytes) still to do.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.files.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn set(&self, files: u64, bytes: u64) {
+        self.files.store(files, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    fn done(&self, bytes: u64) {
+        self.files.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 /// One thing to bring to the bucket.
@@ -78,6 +115,8 @@ struct Job {
     rel: String,
     now: Entry,
     old: Option<Entry>,
+    /// A directory with nothing in it: it gets a marker object.
+    empty_dir: bool,
 }
 
 /// Rename sources: removed files, found by inode or by size + CRC.
@@ -145,11 +184,15 @@ impl Syncer {
                     continue;
                 }
                 let old = st.entries.get(rel);
+                let empty_dir = now.kind == Kind::Dir && is_empty_dir(&scan.entries, rel);
                 match old {
                     Some(o) if o.unchanged(now) => {
-                        let present = remote
-                            .as_ref()
-                            .is_none_or(|r| r.contains_key(&self.key_of(rel, o.kind)));
+                        // Only files, symlinks and empty directories have
+                        // an object; other directories live in the manifest.
+                        let present = remote.as_ref().is_none_or(|r| {
+                            (o.kind == Kind::Dir && !empty_dir)
+                                || r.contains_key(&self.key_of(rel, o.kind))
+                        });
                         if present {
                             sum.unchanged += 1;
                             continue;
@@ -158,12 +201,14 @@ impl Syncer {
                             rel: rel.clone(),
                             now: now.clone(),
                             old: None,
+                            empty_dir,
                         });
                     }
                     _ => jobs.push(Job {
                         rel: rel.clone(),
                         now: now.clone(),
                         old: old.filter(|o| o.kind == now.kind).cloned(),
+                        empty_dir,
                     }),
                 }
             }
@@ -193,6 +238,15 @@ impl Syncer {
             }
         }
 
+        let job_bytes = |j: &Job| {
+            if j.now.kind == Kind::File {
+                j.now.size
+            } else {
+                0
+            }
+        };
+        self.pending
+            .set(jobs.len() as u64, jobs.iter().map(job_bytes).sum());
         let bar = self.bar(jobs.len() as u64);
         let sum = Mutex::new(sum);
         let last_save = Mutex::new(Instant::now());
@@ -202,7 +256,9 @@ impl Syncer {
         futures::stream::iter(jobs)
             .map(move |job| async move {
                 let rel = job.rel.clone();
+                let bytes = job_bytes(&job);
                 let r = self.apply(job, renames, remote_ref).await;
+                self.pending.done(bytes);
                 bar_r.inc(1);
                 let mut s = sum_r.lock().unwrap_or_else(|p| p.into_inner());
                 match r {
@@ -281,6 +337,8 @@ impl Syncer {
             }
         }
 
+        self.write_dirs_manifest(&mut sum).await;
+
         {
             let mut st = self.store.lock();
             if full && sum.failed == 0 {
@@ -301,6 +359,43 @@ impl Syncer {
         sum.s3_requests = self.bucket.requests() - req0;
         sum.seconds = t0.elapsed().as_secs_f64();
         Ok(sum)
+    }
+
+    /// Writes the directory manifest if the directories in the state differ
+    /// from what it last held (one PUT; none in a pass that changed no
+    /// directory).
+    async fn write_dirs_manifest(&self, sum: &mut Summary) {
+        let (bytes, crc, last) = {
+            let st = self.store.lock();
+            let bytes = DirManifest::from_entries(&st.entries).to_bytes();
+            let crc = crc32fast::hash(&bytes);
+            (bytes, crc, st.dirs_manifest_crc)
+        };
+        if last == Some(crc) {
+            return;
+        }
+        let key = dirmeta::manifest_key(self.prefix.as_str());
+        let meta = ObjectMeta {
+            kind: Kind::File,
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_sec: unix_now(),
+            mtime_nsec: 0,
+            crc32: Some(crc),
+            enc: None,
+        };
+        match self.up.put_small(&key, bytes, &meta).await {
+            Ok(_) => {
+                self.store.lock().dirs_manifest_crc = Some(crc);
+                sum.dirs_manifest = true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "writing the directory manifest");
+                sum.failed += 1;
+                sum.failures.push(e.to_string());
+            }
+        }
     }
 
     fn key_of(&self, rel: &str, kind: Kind) -> String {
@@ -343,16 +438,24 @@ impl Syncer {
         renames: &RenameIndex,
         remote: Option<&HashMap<String, u64>>,
     ) -> Result<Done> {
-        let Job { rel, mut now, old } = job;
+        let Job {
+            rel,
+            mut now,
+            old,
+            empty_dir,
+        } = job;
         let path = keys::join(&self.source, &rel);
         let key = self.key_of(&rel, now.kind);
         let mut done = Done::default();
         match now.kind {
-            Kind::Dir => {
+            Kind::Dir if empty_dir => {
                 let meta = self.meta(&now, None);
                 self.up.put_small(&key, Vec::new(), &meta).await?;
                 done.uploaded = 1;
             }
+            // Recorded in the state; the directory manifest written at the
+            // end of the pass carries its attributes.
+            Kind::Dir => done.dirs_in_manifest = 1,
             Kind::Symlink => {
                 let target = now.target.clone().unwrap_or_default().into_bytes();
                 let crc = crc32fast::hash(&target);
@@ -477,6 +580,7 @@ struct Done {
     copied: u64,
     metadata_updated: u64,
     adopted: u64,
+    dirs_in_manifest: u64,
 }
 
 impl Done {
@@ -487,6 +591,7 @@ impl Done {
         s.copied += self.copied;
         s.metadata_updated += self.metadata_updated;
         s.adopted += self.adopted;
+        s.dirs_in_manifest += self.dirs_in_manifest;
     }
 }
 
@@ -502,6 +607,17 @@ pub fn meta_of(e: &Entry, crc32: Option<u32>) -> ObjectMeta {
         crc32,
         enc: None,
     }
+}
+
+/// Whether the scanned directory `rel` has no entry below it. A scan of a
+/// scope covers whole subtrees, so a directory's children are in the scan
+/// whenever the directory is.
+fn is_empty_dir(entries: &BTreeMap<String, Entry>, rel: &str) -> bool {
+    let below = format!("{rel}/");
+    entries
+        .range(below.clone()..)
+        .next()
+        .is_none_or(|(k, _)| !k.starts_with(&below))
 }
 
 /// Sorted scopes with any scope inside another removed.

@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::crypt::Key;
+use crate::dirmeta;
 use crate::error::{Error, Result};
 use crate::history::{self, Version};
 use crate::keys::{self, KeyPrefix};
@@ -110,8 +111,29 @@ pub async fn restore(
         )));
     }
 
+    // Directory attributes: the manifest as it was at the time asked for
+    // (buckets written before it existed have them on directory markers).
+    let manifest = dirmeta::fetch(&bucket, prefix, opts.at_ns).await?;
+    let mut manifest_dirs = Vec::new();
+    if let Some(m) = &manifest {
+        for rel in m.dirs.keys() {
+            // Validated exactly like a key.
+            let rel = match prefix.rel_of(&prefix.key(rel, true)) {
+                Ok((rel, _)) => rel,
+                Err(e) => {
+                    return Err(Error::Config(format!(
+                        "refusing to restore: {e} (in the directory manifest); nothing was written"
+                    )));
+                }
+            };
+            if sub.as_ref().is_none_or(|s| keys::in_scope(&rel, s)) {
+                manifest_dirs.push(rel);
+            }
+        }
+    }
+
     // 2. Nothing existing is overwritten without --force.
-    let mut dirs: BTreeSet<String> = BTreeSet::new();
+    let mut dirs: BTreeSet<String> = manifest_dirs.into_iter().collect();
     let mut existing = Vec::new();
     for (rel, (is_dir, _)) in &items {
         let mut parent = Path::new(rel.as_str()).parent();
@@ -206,6 +228,11 @@ pub async fn restore(
     dir_list.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
     for d in dir_list {
         sum.dirs += 1;
+        let dest = keys::join(&opts.target, d);
+        if let Some((meta, has_owner)) = manifest.as_ref().and_then(|m| m.attrs(d, 0)) {
+            apply_attrs(&dest, &meta, has_owner, false)?;
+            continue;
+        }
         let Some((true, v)) = items.get(d.as_str()) else {
             continue;
         };
@@ -221,7 +248,6 @@ pub async fn restore(
             .map_err(|e| Error::s3("HeadObject", &v.key, e))?;
         let fallback = (v.last_modified_ns / 1_000_000_000) as i64;
         let meta = ObjectMeta::from_map(head.metadata(), true, fallback);
-        let dest = keys::join(&opts.target, d);
         apply_attrs(&dest, &meta, ObjectMeta::has_owner(head.metadata()), false)?;
     }
     sum.seconds = t0.elapsed().as_secs_f64();

@@ -8,7 +8,7 @@
 //! or the new state, never a torn one. Losing it costs one full reconciliation
 //! against the bucket, nothing more: the bucket is the truth.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -134,6 +134,17 @@ pub struct State {
     /// describe what should be in the bucket and are dropped.
     #[serde(default)]
     pub enc_key: Option<String>,
+    /// Files whose CreateMultipartUpload was sent but whose upload id may
+    /// not be recorded yet (in `uploads`). Only for these can the server hold
+    /// an upload the state does not know, so only for these is
+    /// ListMultipartUploads worth a request. `None` in a state written before
+    /// this was kept: then any file may have one, and the server is asked.
+    #[serde(default)]
+    pub creating: Option<BTreeSet<String>>,
+    /// CRC-32 of the directory manifest last written to the bucket
+    /// ([`crate::dirmeta`]); `None`: not written yet.
+    #[serde(default)]
+    pub dirs_manifest_crc: Option<u32>,
 }
 
 impl State {
@@ -149,6 +160,8 @@ impl State {
             versioning_checked_unix: None,
             totals: Totals::default(),
             enc_key: None,
+            creating: Some(BTreeSet::new()),
+            dirs_manifest_crc: None,
         }
     }
 

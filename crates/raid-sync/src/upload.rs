@@ -20,7 +20,8 @@
 //! Resume: a multipart upload is recorded in the state file the moment it is
 //! created. After a crash the next upload of the same unchanged file asks the
 //! server which parts it already holds (ListParts) and sends only the rest.
-//! Without a record (a crash between create and record), ListMultipartUploads
+//! Without a record (a crash between create and record, which the state's
+//! `creating` set tells), ListMultipartUploads
 //! finds the upload and it is resumed if the server can vouch for each part's
 //! CRC-32, otherwise aborted and restarted.
 
@@ -328,25 +329,51 @@ impl Uploader {
                 self.abort(&p.key, &p.upload_id).await;
             }
             store.lock().uploads.remove(rel);
-        } else if self.key.is_none()
+        }
+        let may_be_unrecorded = store
+            .lock()
+            .creating
+            .as_ref()
+            .is_none_or(|c| c.contains(rel));
+        if self.key.is_none()
+            && may_be_unrecorded
             && let Some((id, parts)) = self.find_unrecorded(key).await
         {
             // Only parts whose CRC-32 the server reports can be trusted to be
             // this file's; `send_parts` re-sends any other.
             let full = self.full_object_ok.load(Ordering::Relaxed);
-            store
-                .lock()
-                .uploads
-                .insert(rel.to_string(), pending(key, &id, entry, part_size, full));
+            {
+                let mut st = store.lock();
+                st.uploads
+                    .insert(rel.to_string(), pending(key, &id, entry, part_size, full));
+                st.creating.get_or_insert_default().remove(rel);
+            }
             store.save_in_async()?;
             return Ok((id, full, parts, None));
+        }
+        // The intent is durable before the upload exists: a crash between
+        // the two leaves `rel` in `creating`, and the next attempt looks for
+        // the orphan (above) instead of every upload paying that request.
+        let fresh = store
+            .lock()
+            .creating
+            .get_or_insert_default()
+            .insert(rel.to_string());
+        if fresh {
+            store.save_in_async()?;
         }
         let (id, full) = self.create(key, meta).await?;
         let mut p = pending(key, &id, entry, part_size, full);
         let enc_prefix = self.key.as_ref().map(|_| Key::new_prefix());
         p.enc_key = self.enc_id();
         p.enc_prefix = enc_prefix.map(|x| x.iter().map(|b| format!("{b:02x}")).collect());
-        store.lock().uploads.insert(rel.to_string(), p);
+        {
+            let mut st = store.lock();
+            st.uploads.insert(rel.to_string(), p);
+            if let Some(c) = st.creating.as_mut() {
+                c.remove(rel);
+            }
+        }
         store.save_in_async()?;
         Ok((id, full, HashMap::new(), enc_prefix))
     }

@@ -62,8 +62,8 @@ async fn encrypted_sync_round_trips_and_the_bucket_holds_no_plaintext() {
     assert_eq!(
         keys(&c, &b).await,
         [
+            ".raidfs-sync/dirs.json",
             ".raidfs-sync/keyparams",
-            "dir/",
             "dir/big.bin",
             "dir/empty.txt",
             "emptydir/",

@@ -15,7 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use raid_sync::crypt::Key;
 use raid_sync::keys::KeyPrefix;
 use raid_sync::keysource::{self, KeySource};
-use raid_sync::reconcile::{Summary, Syncer, unix_now};
+use raid_sync::reconcile::{Pending, Summary, Syncer, unix_now};
+use raid_sync::record::{RecordWriter, SyncState};
 use raid_sync::s3::{Bucket, Connection};
 use raid_sync::state::{State, StateStore};
 use raid_sync::upload::{PutOptions, Uploader};
@@ -481,12 +482,35 @@ fn default_state_path(bucket: &str, prefix: &str, source: &Path) -> Result<PathB
     Ok(dir.join(format!("{safe}-{id:08x}.json")))
 }
 
-/// Writes metrics and runs the failure hook after each pass.
+/// How often a running pass's pending counts are written to the run record.
+const RECORD_EVERY: Duration = Duration::from_secs(2);
+
+/// Removes the run record when the daemon stops.
+struct RecordGuard(Arc<RecordWriter>);
+
+impl Drop for RecordGuard {
+    fn drop(&mut self) {
+        self.0.remove();
+    }
+}
+
+/// Stops a background task when its owner ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Writes metrics and the run record and runs the failure hook after each
+/// pass.
 struct PassHooks {
     bucket: String,
     store: Arc<StateStore>,
     metrics_file: Option<PathBuf>,
     notify_cmd: Option<String>,
+    record: Arc<RecordWriter>,
 }
 
 impl PassHooks {
@@ -523,6 +547,20 @@ impl watch::Observer for PassHooks {
             ),
             Err(e) => tracing::error!(error = %e, "pass failed"),
         }
+        let failure = Self::failure_message(result);
+        let last_success = self.store.lock().totals.last_success_unix;
+        self.record.update(|r| {
+            r.state = if failure.is_some() {
+                SyncState::Failed
+            } else {
+                SyncState::Watching
+            };
+            r.last_error = failure.clone();
+            r.last_success_unix = last_success;
+            r.failed_files = summary.failed;
+            r.pending_files = 0;
+            r.pending_bytes = 0;
+        });
         if let Some(path) = &self.metrics_file {
             let mut totals = self.store.lock().totals.clone();
             if result.is_err() {
@@ -532,7 +570,7 @@ impl watch::Observer for PassHooks {
                 tracing::warn!(error = %e, "writing metrics");
             }
         }
-        if let (Some(cmd), Some(msg)) = (&self.notify_cmd, Self::failure_message(result)) {
+        if let (Some(cmd), Some(msg)) = (&self.notify_cmd, failure) {
             tracing::error!("sync failure: {msg}");
             match std::process::Command::new("sh")
                 .arg("-c")
@@ -628,12 +666,37 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         up,
         store: store.clone(),
         progress: !args.no_progress && !common.json,
+        pending: Arc::new(Pending::default()),
     });
+    let last_success = store.lock().totals.last_success_unix;
+    let record = Arc::new(RecordWriter::start(
+        &raid_sync::record::run_dir(),
+        &source,
+        &bucket.name,
+        syncer.prefix.as_str(),
+        last_success,
+    ));
+    // Removes the record however this function returns.
+    let _record_guard = RecordGuard(record.clone());
+    // Keeps the pending counts of a running pass in the record.
+    let ticker = {
+        let (record, pending) = (record.clone(), syncer.pending.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(RECORD_EVERY);
+            loop {
+                every.tick().await;
+                let (files, bytes) = pending.get();
+                record.set_pending(files, bytes);
+            }
+        })
+    };
+    let _ticker_guard = AbortOnDrop(ticker);
     let hooks = PassHooks {
         bucket: bucket.name.clone(),
         store: store.clone(),
         metrics_file: args.metrics_file.clone(),
         notify_cmd: args.notify_cmd.clone(),
+        record,
     };
 
     if args.once {

@@ -111,11 +111,18 @@ pub fn cmd(endpoint: &str, bucket: &str) -> Command {
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL_S3")
         .env("RAIDFS_SYNC_LOG", "info,raid_sync=debug")
+        // Run records of test daemons stay out of the system's run directory.
+        .env("RAIDFS_RUN_DIR", test_run_dir())
         .arg("--bucket")
         .arg(bucket)
         .arg("--endpoint-url")
         .arg(endpoint);
     c
+}
+
+/// The run directory of this test process's daemons (their run records).
+pub fn test_run_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("raidfs-sync-test-run-{}", std::process::id()))
 }
 
 /// Runs a command, returning its output (stdout, stderr, status).
