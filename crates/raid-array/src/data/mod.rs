@@ -1013,6 +1013,9 @@ impl DataStore {
             }
             s += 1;
         }
+        // Every byte of `out` has a piece: read-ahead relies on it to reuse
+        // buffers without zeroing them.
+        debug_assert!(rest.is_empty());
         pool::install(|| {
             per.par_iter_mut()
                 .enumerate()

@@ -10,7 +10,11 @@
 //!
 //! Bounds: at most [`MAX_STREAMS`] files are followed (least recently used
 //! first out), each with at most [`AHEAD`] + 1 windows, so memory stays a
-//! few tens of MiB however many files are open.
+//! few tens of MiB however many files are open. Up to [`SPARE`] buffers no
+//! window uses any more are kept for the next fills: a fresh allocation of
+//! a few MiB is zeroed page by page, which costs about as much as reading
+//! it from the page cache. A fill overwrites every byte of its buffer, so a
+//! reused buffer never shows another window's bytes.
 //!
 //! Consistency: windows are filled and used while the caller holds the
 //! inode's read lock, and every change of a file's bytes ([`DataStore`]
@@ -35,6 +39,8 @@ const SLACK: u64 = 256 << 10;
 /// Sequential reads in a row before windows are read: a random reader that
 /// happens to land near its last read must not pay for megabytes.
 const MIN_RUN: u32 = 2;
+/// Fill buffers kept for reuse.
+const SPARE: usize = 2;
 
 /// Bytes `[start, end)` of a file; `data` is `None` until filled, and stays
 /// `None` if the fill failed (the reader then reads directly and gets the
@@ -67,6 +73,8 @@ struct Stream {
 pub(crate) struct ReadAhead {
     /// Most recently used last.
     streams: Mutex<Vec<Stream>>,
+    /// Buffers of dropped windows, for the next fills.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for ReadAhead {
@@ -83,7 +91,35 @@ impl ReadAhead {
     /// Forget the windows of `ino` (its bytes change). Caller holds the
     /// inode's write lock.
     pub(crate) fn invalidate(&self, ino: u64) {
-        lock(&self.streams).retain(|s| s.ino != ino);
+        let mut streams = lock(&self.streams);
+        while let Some(pos) = streams.iter().position(|s| s.ino == ino) {
+            let st = streams.remove(pos);
+            self.recycle(st.windows);
+        }
+    }
+
+    /// Keep the buffers of dropped windows that nobody else uses.
+    fn recycle(&self, dropped: impl IntoIterator<Item = Arc<Window>>) {
+        for w in dropped {
+            let Ok(w) = Arc::try_unwrap(w) else { continue };
+            let filled = w.data.into_inner().unwrap_or_else(|e| e.into_inner());
+            let Some(f) = filled else { continue };
+            // Shared with later windows until the last of them goes.
+            let Ok(buf) = Arc::try_unwrap(f.buf) else {
+                continue;
+            };
+            let mut spare = lock(&self.spare);
+            if spare.len() < SPARE {
+                spare.push(buf);
+            }
+        }
+    }
+
+    /// A buffer of `len` bytes whose contents the caller overwrites.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut v = lock(&self.spare).pop().unwrap_or_default();
+        v.resize(len, 0);
+        v
     }
 
     /// Serve a read of `out.len()` bytes at `offset` of `ino` (logical size
@@ -109,7 +145,8 @@ impl ReadAhead {
             let mut streams = lock(&self.streams);
             let Some(pos) = streams.iter().position(|s| s.ino == ino) else {
                 if streams.len() >= MAX_STREAMS {
-                    streams.remove(0);
+                    let old = streams.remove(0);
+                    self.recycle(old.windows);
                 }
                 streams.push(Stream {
                     ino,
@@ -127,7 +164,7 @@ impl ReadAhead {
             if !sequential {
                 st.next = end;
                 st.run = 0;
-                st.windows.clear();
+                self.recycle(st.windows.drain(..));
                 streams.push(st);
                 return false;
             }
@@ -137,7 +174,7 @@ impl ReadAhead {
                 return false;
             }
             while st.windows.front().is_some_and(|w| w.end <= offset) {
-                st.windows.pop_front();
+                self.recycle(st.windows.pop_front());
             }
             let first = offset / window;
             let last = (end - 1) / window;
@@ -179,7 +216,7 @@ impl ReadAhead {
             let (a, z) = (created[0].start, created[created.len() - 1].end);
             let contiguous = created.windows(2).all(|p| p[0].end == p[1].start);
             if contiguous {
-                let mut buf = vec![0u8; (z - a) as usize];
+                let mut buf = self.take((z - a) as usize);
                 if fill(a, &mut buf).is_ok() {
                     let buf = Arc::new(buf);
                     for (w, g) in created.iter().zip(guards.iter_mut()) {
@@ -191,7 +228,7 @@ impl ReadAhead {
                 }
             } else {
                 for (w, g) in created.iter().zip(guards.iter_mut()) {
-                    let mut buf = vec![0u8; (w.end - w.start) as usize];
+                    let mut buf = self.take((w.end - w.start) as usize);
                     if fill(w.start, &mut buf).is_ok() {
                         **g = Some(Filled {
                             buf: Arc::new(buf),
@@ -286,6 +323,53 @@ mod tests {
         assert!(!ra.read(1, 900 << 20, &mut out, 1 << 30, 1 << 20, fill));
         ra.invalidate(1);
         assert!(!ra.read(1, (900 << 20) + 4096, &mut out, 1 << 30, 1 << 20, fill));
+    }
+
+    #[test]
+    fn reused_buffers_show_only_the_bytes_of_their_new_window() {
+        let ra = ReadAhead::default();
+        let size = 12_000_000u64;
+        // File 1 read through to its end, then file 2 with other bytes:
+        // its windows land in file 1's old buffers.
+        for (ino, salt) in [(1u64, 0u64), (2, 77)] {
+            let fill = |off: u64, buf: &mut [u8]| {
+                pattern(off + salt, buf);
+                Ok(())
+            };
+            let mut off = 0;
+            let mut served = 0;
+            while off < size {
+                let n = (128 * 1024).min(size - off) as usize;
+                let mut out = vec![0u8; n];
+                if ra.read(ino, off, &mut out, size, 1_000_000, fill) {
+                    served += 1;
+                    let mut want = vec![0u8; n];
+                    pattern(off + salt, &mut want);
+                    assert_eq!(out, want, "file {ino}: wrong bytes at {off}");
+                }
+                off += n as u64;
+            }
+            assert!(served > 0);
+            assert!(
+                !lock(&ra.spare).is_empty(),
+                "file {ino}: no buffer kept for reuse"
+            );
+        }
+        // The same after a change of the file: new bytes, no old ones.
+        ra.invalidate(2);
+        let fill = |off: u64, buf: &mut [u8]| {
+            pattern(off + 5, buf);
+            Ok(())
+        };
+        for k in 0..40u64 {
+            let off = k * 4096;
+            let mut out = vec![0u8; 4096];
+            if ra.read(2, off, &mut out, size, 1_000_000, fill) {
+                let mut want = vec![0u8; 4096];
+                pattern(off + 5, &mut want);
+                assert_eq!(out, want, "rewritten file: wrong bytes at {off}");
+            }
+        }
     }
 
     #[test]
