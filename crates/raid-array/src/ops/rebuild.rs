@@ -7,8 +7,12 @@
 //! reads and the write of its rebuilt chunk) and works through it in
 //! sub-batches: the other members of the affected groups are read in
 //! parallel (one contiguous read each) while the previous sub-batch's
-//! chunks are rebuilt and written as one contiguous write. A flusher
-//! thread writes the new member back as it goes, and rebuilt files are
+//! chunks are rebuilt and written as one contiguous write, around the page
+//! cache (`O_DIRECT` from an aligned buffer, see
+//! [`crate::member::Member::open_direct`]; through the page cache where the
+//! filesystem refuses it) with the checksums computed beside it. A flusher
+//! thread writes back what still goes through the page cache (checksums,
+//! or everything without `O_DIRECT`) as it goes, and rebuilt files are
 //! synced before a checkpoint is saved and before the member is marked
 //! active, so a resumed run never skips chunks that were lost. Blocks that
 //! cannot be rebuilt are written as *poisoned* (a checksum that cannot
