@@ -92,8 +92,8 @@ struct DirectFile {
 
 fn aligned(offset: u64, data: &[u8]) -> bool {
     let a = DIRECT_ALIGN as u64;
-    offset % a == 0
-        && data.len() % DIRECT_ALIGN == 0
+    offset.is_multiple_of(a)
+        && data.len().is_multiple_of(DIRECT_ALIGN)
         && data.as_ptr().align_offset(DIRECT_ALIGN) == 0
 }
 
