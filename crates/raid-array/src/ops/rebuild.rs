@@ -104,7 +104,7 @@ pub fn rebuild(
     let per_step = (STEP_BYTES / chunk).max(1);
     let mut rep = RebuildReport::default();
     let mut throttle = Throttle::new(opts.throttle_bytes_per_sec);
-    let mut pair: [Batch; 2] = Default::default();
+    let mut trio: [Batch; 3] = Default::default();
     let mut last_save = Instant::now();
     // Files written since their last sync: synced before a checkpoint is
     // saved (a resumed run must not skip chunks lost with the page cache)
@@ -164,7 +164,7 @@ pub fn rebuild(
                 {
                     let _g = store.lock_write(ino);
                     rep.unrecoverable +=
-                        step(store, slot, ino, s, until, &mut pair, direct.as_ref())?;
+                        step(store, slot, ino, s, until, &mut trio, direct.as_ref())?;
                 }
                 let bytes = (until - s) * chunk;
                 rep.bytes += bytes;
@@ -237,8 +237,9 @@ fn store_path(ino: u64) -> String {
 }
 
 /// One sub-batch of a step: the stripes, the survivors' reads and the
-/// rebuilt output. Two of them alternate, so one is read while the other is
-/// rebuilt and written; every byte is overwritten before it is used.
+/// rebuilt output. Three of them rotate, so one is read while another is
+/// rebuilt and the third written; every byte is overwritten before it is
+/// used.
 #[derive(Default)]
 struct Batch {
     first: u64,
@@ -251,42 +252,77 @@ struct Batch {
     bad: Vec<Option<Vec<usize>>>,
     /// Aligned, so its write can bypass the page cache.
     out: AlignedBuf,
+    /// Blocks of `out` that could not be rebuilt (zeros, to be poisoned).
+    lost: u64,
 }
 
 /// Rebuild stripes `first..until` of `ino` on `slot`; returns blocks lost.
 /// The caller holds the file's write lock, so no write lands between the
 /// reads of a stripe and the write of its rebuilt chunk. The range is done
-/// in sub-batches of [`SUB_BYTES`] per member: while one is rebuilt and
-/// written, the survivors' next one is read, both on the I/O pool (no
-/// thread is started per step).
+/// in sub-batches of [`SUB_BYTES`] per member, in a pipeline of three on
+/// the I/O pool (no thread is started per step): while one sub-batch is
+/// written, the next is rebuilt and the one after it read. The write is
+/// its own stage because a direct write returns only once the disk has the
+/// data: were it behind the rebuild in one stage, the new member's disk
+/// would idle while each sub-batch is computed.
 fn step(
     store: &DataStore,
     slot: usize,
     ino: u64,
     first: u64,
     until: u64,
-    pair: &mut [Batch; 2],
+    trio: &mut [Batch; 3],
     direct: &dyn MemberFile,
 ) -> Result<u64> {
     let per_sub = (SUB_BYTES / store.layout.chunk).max(1);
-    let [cur, next] = pair;
-    read_batch(store, slot, ino, first, (first + per_sub).min(until), cur)?;
+    let [to_write, to_rebuild, to_read] = trio;
+    // Whether `to_rebuild` holds read stripes and `to_write` rebuilt ones.
+    let (mut have_rebuild, mut have_write) = (false, false);
     let mut lost = 0;
+    let mut s = first;
     loop {
-        let s = cur.until;
-        if s >= until {
-            return Ok(lost + finish_batch(store, slot, ino, cur, direct)?);
+        let read_next = s < until;
+        if !read_next && !have_rebuild && !have_write {
+            return Ok(lost);
         }
         let nu = (s + per_sub).min(until);
-        let (read, done) = pool::install(|| {
+        let (read, (rebuilt, written)) = pool::install(|| {
             rayon::join(
-                || read_batch(store, slot, ino, s, nu, next),
-                || finish_batch(store, slot, ino, cur, direct),
+                || {
+                    if read_next {
+                        read_batch(store, slot, ino, s, nu, to_read)
+                    } else {
+                        Ok(())
+                    }
+                },
+                || {
+                    rayon::join(
+                        || {
+                            if have_rebuild {
+                                rebuild_batch(store, slot, ino, to_rebuild)
+                            } else {
+                                Ok(())
+                            }
+                        },
+                        || {
+                            if have_write {
+                                write_batch(store, slot, ino, to_write, direct)
+                            } else {
+                                Ok(0)
+                            }
+                        },
+                    )
+                },
             )
         });
-        lost += done?;
+        lost += written?;
+        rebuilt?;
         read?;
-        std::mem::swap(cur, next);
+        // Rebuilt -> to write, read -> to rebuild, written -> free to read.
+        std::mem::swap(to_write, to_rebuild);
+        std::mem::swap(to_rebuild, to_read);
+        (have_write, have_rebuild) = (have_rebuild, read_next);
+        s = nu;
     }
 }
 
@@ -356,25 +392,18 @@ fn read_batch(
     Ok(())
 }
 
-/// Rebuild `slot`'s chunks of a read batch and write them (one contiguous
-/// write through `direct`, checksums beside it); returns blocks lost, which
-/// are written poisoned.
-fn finish_batch(
-    store: &DataStore,
-    slot: usize,
-    ino: u64,
-    b: &mut Batch,
-    direct: &dyn MemberFile,
-) -> Result<u64> {
+/// Rebuild `slot`'s chunks of a read batch into its `out`, counting the
+/// blocks that cannot be rebuilt in `lost` (they are left zero).
+fn rebuild_batch(store: &DataStore, slot: usize, ino: u64, b: &mut Batch) -> Result<()> {
     let layout = &store.layout;
     let chunk = layout.chunk as usize;
     let first = b.first;
-    let off = first * layout.chunk;
     let Batch {
         plans,
         bufs,
         bad,
         out,
+        lost: lost_out,
         ..
     } = b;
     let out = out.as_mut_slice();
@@ -434,7 +463,24 @@ fn finish_batch(
             }
         }
     }
-    if let Err(e) = store.write_blocks_direct(slot, ino, off, out, direct) {
+    *lost_out = lost;
+    Ok(())
+}
+
+/// Write a rebuilt batch's `out` (one contiguous write through `direct`,
+/// checksums beside it) and poison the blocks it lost; returns their number.
+fn write_batch(
+    store: &DataStore,
+    slot: usize,
+    ino: u64,
+    b: &Batch,
+    direct: &dyn MemberFile,
+) -> Result<u64> {
+    let layout = &store.layout;
+    let chunk = layout.chunk as usize;
+    let (first, lost) = (b.first, b.lost);
+    let off = first * layout.chunk;
+    if let Err(e) = store.write_blocks_direct(slot, ino, off, b.out.as_slice(), direct) {
         store.health.count_write_error(slot);
         store
             .health
@@ -448,7 +494,7 @@ fn finish_batch(
     }
     if lost > 0 {
         // Find and poison the lost blocks (rare: recompute which).
-        for (i, (plan, gi)) in plans.iter().enumerate() {
+        for (i, (plan, gi)) in b.plans.iter().enumerate() {
             let g = &plan.groups[*gi];
             let pos = g.members.iter().position(|&m| m == slot).unwrap_or(0);
             let scan = store.scan_group(ino, first + i as u64, g, 0, chunk, false);
