@@ -8,7 +8,10 @@
 # closing a changed file to its object being in the bucket, with the daemon.
 #
 #   scripts/bench-sync.sh   (BENCH_DIR: where the data goes; BENCH_BIN: a prebuilt binary;
-#                            BENCH_JOBS="4 8 16 32": also time the initial sync at those --jobs)
+#                            BENCH_JOBS="4 8 16 32": also time the initial sync at those --jobs;
+#                            BENCH_VARIANTS="--jobs 8;--multipart-threshold 128MiB": also time
+#                            initial syncs with these argument sets (';'-separated), alternating
+#                            with aws cli for BENCH_ROUNDS rounds (default 2))
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
@@ -169,4 +172,25 @@ if [ -n "${BENCH_JOBS:-}" ]; then
         bench "jobs-$j" initial "$BIN" --bucket "$bucket" --endpoint-url "$ENDPOINT" --once --no-progress \
             --jobs "$j" --state "$BENCH_DIR/jobs.state" "$dir"
     done
+fi
+if [ -n "${BENCH_VARIANTS:-}" ]; then
+    echo
+    echo "==> initial sync: aws cli and raidfs-sync variants, alternating (wall time and server CPU)"
+    dir="$BENCH_DIR/data-variants"
+    rm -rf "$dir" && cp -a "$BASE" "$dir" && rm -f "$dir/.complete"
+    IFS=';' read -r -a variants <<<"$BENCH_VARIANTS"
+    for r in $(seq "${BENCH_ROUNDS:-2}"); do
+        bucket="bench-var-aws-$r-$RANDOM"
+        aws --endpoint-url "$ENDPOINT" s3api create-bucket --bucket "$bucket" >/dev/null
+        bench "aws#$r" initial aws --endpoint-url "$ENDPOINT" s3 sync --only-show-errors "$dir" "s3://$bucket/"
+        for i in "${!variants[@]}"; do
+            bucket="bench-var-$i-$r-$RANDOM"
+            aws --endpoint-url "$ENDPOINT" s3api create-bucket --bucket "$bucket" >/dev/null
+            rm -f "$BENCH_DIR/variant.state"
+            # shellcheck disable=SC2086 # the variant is an argument list
+            bench "v$i#$r" initial "$BIN" --bucket "$bucket" --endpoint-url "$ENDPOINT" --once --no-progress \
+                --state "$BENCH_DIR/variant.state" ${variants[$i]} "$dir"
+        done
+    done
+    for i in "${!variants[@]}"; do echo "  v$i = ${variants[$i]:-(defaults)}"; done
 fi
