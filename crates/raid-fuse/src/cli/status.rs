@@ -3,7 +3,7 @@
 //! counters, rebuild and scrub progress); an array that is not mounted is
 //! described from its superblocks (read-only: nothing is written).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use raid_array::Status;
@@ -180,6 +180,96 @@ pub struct StatusJson {
     pub scrub: Option<ScrubProgressJson>,
     /// The last scrub that ran to its end.
     pub last_scrub: Option<LastScrubJson>,
+    /// The `raidfs-sync` daemons mirroring the mount point or a directory
+    /// under it, from their run records; `null` when none is known (none
+    /// runs, or the array is not mounted). Filled in by the CLI, not the
+    /// mount daemon, so a daemon that predates it answers without it.
+    #[serde(default)]
+    pub sync: Option<Vec<SyncJson>>,
+}
+
+/// One `raidfs-sync` daemon's state, as its run record
+/// (`<run dir>/sync-*.json`, written by raid-sync's `record` module) says.
+/// Parsed here with a local struct so that raid-fuse does not depend on the
+/// S3 crates; the keys are documented in docs/SYNC.md.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SyncJson {
+    pub source: String,
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    pub pid: u32,
+    /// initial-sync, watching or failed.
+    pub state: String,
+    #[serde(default)]
+    pub started_unix: Option<i64>,
+    #[serde(default)]
+    pub updated_unix: Option<i64>,
+    #[serde(default)]
+    pub last_success_unix: Option<i64>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub pending_files: u64,
+    #[serde(default)]
+    pub pending_bytes: u64,
+    #[serde(default)]
+    pub failed_files: u64,
+}
+
+/// The run records of live `raidfs-sync` daemons in `dir` whose source is
+/// `mountpoint` or lies under it. Records of dead PIDs (a daemon that
+/// crashed) are skipped; unreadable or foreign JSON files are ignored.
+pub fn sync_records(dir: &Path, mountpoint: &Path) -> Vec<SyncJson> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mount = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("sync-") && name.ends_with(".json")) {
+            continue;
+        }
+        let Ok(text) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(rec) = serde_json::from_slice::<SyncJson>(&text) else {
+            tracing::debug!(path = %path.display(), "not a sync record; skipped");
+            continue;
+        };
+        if !Path::new(&rec.source).starts_with(&mount) || !pid_alive(rec.pid) {
+            continue;
+        }
+        out.push(rec);
+    }
+    out.sort_by(|a, b| (&a.source, &a.bucket, &a.prefix).cmp(&(&b.source, &b.bucket, &b.prefix)));
+    out
+}
+
+/// Whether a process with this PID exists (one we may not signal counts).
+fn pid_alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    matches!(
+        rustix::process::test_kill_process(pid),
+        Ok(()) | Err(rustix::io::Errno::PERM)
+    )
+}
+
+/// Adds the sync state of a mounted array (from the run directory).
+pub fn with_sync(mut st: StatusJson) -> StatusJson {
+    if let Some(m) = &st.mountpoint {
+        let recs = sync_records(&crate::control::run_dir(), Path::new(m));
+        st.sync = (!recs.is_empty()).then_some(recs);
+    }
+    st
 }
 
 /// A member state's name in the status.
@@ -252,6 +342,7 @@ impl From<&Status> for StatusJson {
             rebuild: s.rebuild.as_ref().map(RebuildJson::from),
             scrub: None,
             last_scrub: s.last_scrub.map(LastScrubJson::from),
+            sync: None,
         }
     }
 }
@@ -355,6 +446,7 @@ pub fn offline(members: &[PathBuf]) -> Result<StatusJson> {
             }),
         scrub: None,
         last_scrub: None,
+        sync: None,
     })
 }
 
@@ -432,7 +524,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         let mut all = Vec::new();
         for rec in client::live_arrays() {
             match live(&rec) {
-                Ok(st) => all.push(st),
+                Ok(st) => all.push(with_sync(st)),
                 // Unmounted while we asked: no longer in the list.
                 Err(_) if !still_mounted(&rec) => {}
                 Err(e) => eprintln!("raidfs: {}: {e:#}", rec.name),
@@ -452,7 +544,7 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let st = get(&args.spec)?;
+    let st = with_sync(get(&args.spec)?);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
@@ -570,5 +662,142 @@ fn print_text(st: &StatusJson) {
         ),
         None if st.live => println!("  last scrub: none recorded"),
         None => {}
+    }
+    for s in st.sync.iter().flatten() {
+        println!("{}", sync_line(s, now_unix()));
+        if let Some(e) = &s.last_error {
+            println!("    last error: {e}");
+        }
+    }
+}
+
+/// One line of text for a sync daemon: where to, its state, how long ago it
+/// last succeeded and what is pending.
+fn sync_line(s: &SyncJson, now: u64) -> String {
+    let mut line = format!(
+        "  sync to s3://{}/{} from {}: {} (pid {})",
+        s.bucket, s.prefix, s.source, s.state, s.pid
+    );
+    match s.last_success_unix {
+        Some(t) => line.push_str(&format!(
+            ", last success {} ago",
+            human_secs(now.saturating_sub(u64::try_from(t).unwrap_or(0)))
+        )),
+        None => line.push_str(", no successful pass yet"),
+    }
+    if s.pending_files > 0 {
+        line.push_str(&format!(
+            ", {} file(s) ({}) pending",
+            s.pending_files,
+            human_bytes(s.pending_bytes)
+        ));
+    }
+    if s.failed_files > 0 {
+        line.push_str(&format!(", {} failed", s.failed_files));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(source: &str, pid: u32) -> serde_json::Value {
+        serde_json::json!({
+            "version": 1,
+            "source": source,
+            "bucket": "backup",
+            "prefix": "pi/",
+            "pid": pid,
+            "state": "watching",
+            "started_unix": 1_700_000_000,
+            "updated_unix": 1_700_000_100,
+            "last_success_unix": 1_700_000_090,
+            "last_error": null,
+            "pending_files": 2,
+            "pending_bytes": 2048,
+            "failed_files": 0,
+            "a_key_added_later": true
+        })
+    }
+
+    #[test]
+    fn sync_records_of_live_daemons_under_the_mount_point_are_listed() {
+        let run = tempfile::tempdir().unwrap();
+        let mnt = tempfile::tempdir().unwrap();
+        let mount = std::fs::canonicalize(mnt.path()).unwrap();
+        let me = std::process::id();
+        let put = |name: &str, v: serde_json::Value| {
+            std::fs::write(run.path().join(name), serde_json::to_vec(&v).unwrap()).unwrap();
+        };
+        let whole = mount.display().to_string();
+        let sub = mount.join("photos").display().to_string();
+        put("sync-0000000000000001.json", record(&whole, me));
+        put("sync-0000000000000002.json", record(&sub, me));
+        // A crashed daemon (PIDs never reach this value), another tree, a
+        // sibling whose name only starts like the mount point, and an array
+        // record of the mount daemon: none of them is listed.
+        put("sync-0000000000000003.json", record(&whole, 0x7fff_fff0));
+        put("sync-0000000000000004.json", record("/elsewhere", me));
+        put(
+            "sync-0000000000000005.json",
+            record(&format!("{whole}x"), me),
+        );
+        put(
+            "0123-uuid.json",
+            serde_json::json!({"name": "a", "pid": me}),
+        );
+        std::fs::write(run.path().join("sync-garbage.json"), b"{not json").unwrap();
+
+        let got = sync_records(run.path(), mnt.path());
+        let sources: Vec<&str> = got.iter().map(|s| s.source.as_str()).collect();
+        assert_eq!(sources, [whole.as_str(), sub.as_str()]);
+        assert_eq!(got[0].bucket, "backup");
+        assert_eq!(got[0].prefix, "pi/");
+        assert_eq!(got[0].state, "watching");
+        assert_eq!(got[0].last_success_unix, Some(1_700_000_090));
+        assert_eq!((got[0].pending_files, got[0].pending_bytes), (2, 2048));
+        assert!(sync_records(run.path(), Path::new("/nonexistent")).is_empty());
+    }
+
+    #[test]
+    fn the_sync_line_says_state_age_and_pending_work() {
+        let s: SyncJson = serde_json::from_value(record("/mnt/array", 42)).unwrap();
+        assert_eq!(
+            sync_line(&s, 1_700_000_150),
+            "  sync to s3://backup/pi/ from /mnt/array: watching (pid 42), last success 1m00s ago, 2 file(s) (2.0 KiB) pending"
+        );
+    }
+
+    #[test]
+    fn a_status_without_the_sync_key_still_parses() {
+        // A mount daemon of the previous release answers without `sync`.
+        let mut v = serde_json::to_value(offline_example()).unwrap();
+        v.as_object_mut().unwrap().remove("sync");
+        let back: StatusJson = serde_json::from_value(v).unwrap();
+        assert_eq!(back.sync, None);
+    }
+
+    fn offline_example() -> StatusJson {
+        StatusJson {
+            name: "a".into(),
+            uuid: "u".into(),
+            level: "raid1".into(),
+            chunk_size: 65536,
+            events: 1,
+            clean: true,
+            degraded: false,
+            failed: false,
+            failures_tolerated: 1,
+            members: Vec::new(),
+            live: false,
+            mountpoint: None,
+            pid: None,
+            spares: Vec::new(),
+            rebuild: None,
+            scrub: None,
+            last_scrub: None,
+            sync: None,
+        }
     }
 }
