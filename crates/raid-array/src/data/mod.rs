@@ -20,8 +20,9 @@
 //!
 //! # Reads
 //!
-//! Only the data chunks touched are read, in parallel per member, and every
-//! block is verified. Sequential readers are served from windows of whole
+//! Only the data chunks touched are read, in parallel per member, straight
+//! into the caller's buffer (no intermediate copy), and every block is
+//! verified. Sequential readers are served from windows of whole
 //! stripes read ahead ([`readahead`]). A block that fails (I/O error, checksum mismatch,
 //! member failed) is rebuilt from the rest of its group, returned, written
 //! back to the member it came from, and counted in [`Health`]. What cannot
