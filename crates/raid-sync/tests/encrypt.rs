@@ -39,16 +39,8 @@ async fn encrypted_sync_round_trips_and_the_bucket_holds_no_plaintext() {
     let sync = |extra: &[&str]| {
         let mut k = cmd(&m.endpoint, &b);
         k.env("RAIDFS_SYNC_PASSPHRASE", "correct horse battery staple")
-            .args([
-                "--once",
-                "--json",
-                "--create-bucket",
-                "--multipart-threshold",
-                "1MiB",
-                "--part-size",
-                "1MiB",
-                "--state",
-            ])
+            .args(ONCE_SMALL_PARTS)
+            .arg("--state")
             .arg(&st)
             .args(extra)
             .arg(root);
@@ -295,15 +287,7 @@ async fn killed_encrypted_multipart_upload_resumes_and_restores_intact() {
     let args = |k: &mut std::process::Command| {
         k.arg("--encrypt-key-file")
             .arg(&key)
-            .args([
-                "--once",
-                "--json",
-                "--create-bucket",
-                "--multipart-threshold",
-                "1MiB",
-                "--part-size",
-                "1MiB",
-            ])
+            .args(ONCE_SMALL_PARTS)
             .arg("--state")
             .arg(&st);
     };

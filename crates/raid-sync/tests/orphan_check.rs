@@ -23,18 +23,7 @@ fn pass_adding_a_multipart_file(
     write(root, "small.txt", b"small");
     let once = |root: &Path| {
         let mut k = cmd(&m.endpoint, bucket);
-        k.args([
-            "--once",
-            "--json",
-            "--create-bucket",
-            "--multipart-threshold",
-            "1MiB",
-            "--part-size",
-            "1MiB",
-            "--state",
-        ])
-        .arg(&st)
-        .arg(root);
+        k.args(ONCE_SMALL_PARTS).arg("--state").arg(&st).arg(root);
         let o = run(k);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         json(&o)

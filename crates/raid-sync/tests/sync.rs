@@ -191,17 +191,7 @@ async fn killed_multipart_upload_resumes_from_the_parts_already_sent() {
     write(root, "big.bin", &data);
     let st = state.path().join("s.json");
     let args = |k: &mut std::process::Command| {
-        k.args([
-            "--once",
-            "--json",
-            "--create-bucket",
-            "--multipart-threshold",
-            "1MiB",
-            "--part-size",
-            "1MiB",
-        ])
-        .arg("--state")
-        .arg(&st);
+        k.args(ONCE_SMALL_PARTS).arg("--state").arg(&st);
     };
     let mut k = cmd(&m.endpoint, &b);
     args(&mut k);

@@ -102,6 +102,18 @@ pub fn client(endpoint: &str) -> Client {
     Client::from_conf(conf)
 }
 
+/// One pass with a JSON summary into a bucket created if needed, with parts
+/// small enough that a few MiB already go multipart.
+pub const ONCE_SMALL_PARTS: [&str; 7] = [
+    "--once",
+    "--json",
+    "--create-bucket",
+    "--multipart-threshold",
+    "1MiB",
+    "--part-size",
+    "1MiB",
+];
+
 /// A `raidfs-sync` command with test credentials (moto accepts any).
 pub fn cmd(endpoint: &str, bucket: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_raidfs-sync"));
