@@ -475,10 +475,11 @@ impl Syncer {
             }
             Kind::File => {
                 let multipart = self.up.is_multipart(now.size);
+                let in_memory = !multipart && self.up.in_memory(now.size);
                 let part_size = self.up.part_size_for(now.size);
                 let (p, e) = (path.clone(), now.clone());
                 let (data, crcs) = tokio::task::spawn_blocking(move || {
-                    if multipart {
+                    if !in_memory {
                         upload::crc_file(&p, e.size, part_size).map(|c| (None, c))
                     } else {
                         upload::read_small(&p, &e).map(|d| {
@@ -527,6 +528,9 @@ impl Syncer {
                     }
                 } else if let Some(d) = data {
                     done.uploaded_bytes = self.up.put_small(&key, d, &meta).await?;
+                    done.uploaded = 1;
+                } else if !multipart {
+                    done.uploaded_bytes = self.up.put_file(&key, &path, &now, crc, &meta).await?;
                     done.uploaded = 1;
                 } else {
                     let sent = self

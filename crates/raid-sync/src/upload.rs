@@ -1,6 +1,16 @@
 //! Moving bytes to S3: single PUTs for small files, multipart uploads for
 //! large ones, resumed after a crash, every request carrying a CRC-32.
 //!
+//! Memory: files up to [`IN_MEMORY_MAX`] are read whole and sent from memory
+//! (one read, and the payload is signed). Larger plaintext bodies, single
+//! PUTs and parts alike, are streamed from the file, so a request holds no
+//! buffer of its size and the multipart threshold can be high without
+//! costing memory; their CRC-32 is computed first (one read pass) and sent
+//! as a header, which the server checks against what arrives, and the file
+//! is checked unchanged (size, mtime, inode) after the upload. A streamed body
+//! is sent as `UNSIGNED-PAYLOAD` for SigV4 (the SDK cannot hash a body it does
+//! not hold); its integrity rests on the CRC-32 header and on TLS.
+//!
 //! Checksums: each PUT and each part carries `x-amz-checksum-crc32`, so the
 //! server rejects a body damaged in transit. A multipart upload asks for the
 //! FULL_OBJECT checksum type, so the object's checksum is the CRC-32 of the
@@ -31,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart, MetadataDirective,
     ServerSideEncryption, StorageClass,
@@ -42,9 +52,19 @@ use tokio::sync::Semaphore;
 use crate::crypt::{self, Key};
 use crate::error::{Error, Result};
 use crate::object_meta::{ObjectMeta, crc32_b64, crc32_from_b64};
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{self, RateLimit};
 use crate::s3::{Bucket, copy_source};
 use crate::state::{Entry, PendingUpload, RecordedPart, StateStore};
+
+/// Files up to this size are read into memory and sent from there; larger
+/// plaintext bodies are streamed from the file.
+pub const IN_MEMORY_MAX: u64 = 1 << 20;
+/// Sealed (encrypted) bodies are built in memory, so an encrypted file at
+/// least this large goes multipart whatever the threshold: memory stays at
+/// one part per request slot.
+pub const SEALED_SINGLE_MAX: u64 = 16 << 20;
+/// Chunk size when streaming a body from a file.
+const STREAM_CHUNK: usize = 256 << 10;
 
 /// S3 allows at most 10,000 parts per upload.
 const MAX_PARTS: u64 = 10_000;
@@ -76,8 +96,8 @@ pub struct Sent {
 pub struct Uploader {
     pub bucket: Arc<Bucket>,
     pub opts: PutOptions,
-    pub limit: Option<RateLimit>,
-    /// Requests in flight (also bounds the memory held by part buffers).
+    pub limit: Option<Arc<RateLimit>>,
+    /// Requests in flight (also bounds the memory held by in-memory bodies).
     pub slots: Semaphore,
     pub jobs: usize,
     /// Cleared once the server refuses the FULL_OBJECT checksum type.
@@ -100,7 +120,7 @@ impl Uploader {
         Uploader {
             bucket,
             opts,
-            limit: RateLimit::new(bwlimit),
+            limit: RateLimit::new(bwlimit).map(Arc::new),
             slots: Semaphore::new(jobs),
             jobs,
             full_object_ok: AtomicBool::new(true),
@@ -143,7 +163,47 @@ impl Uploader {
 
     /// Whether a file of this size goes multipart.
     pub fn is_multipart(&self, size: u64) -> bool {
-        size >= self.opts.multipart_threshold && size > 0
+        size > 0
+            && (size >= self.opts.multipart_threshold
+                || (self.key.is_some() && size >= SEALED_SINGLE_MAX))
+    }
+
+    /// Whether a single-PUT file of this size is read into memory (small, or
+    /// sealed) rather than streamed from the file.
+    pub fn in_memory(&self, size: u64) -> bool {
+        size <= IN_MEMORY_MAX || self.key.is_some()
+    }
+
+    /// One PUT of a plaintext file streamed from disk (its CRC-32 computed
+    /// beforehand), checked unchanged afterwards. Returns the bytes sent.
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        entry: &Entry,
+        crc: u32,
+        meta: &ObjectMeta,
+    ) -> Result<u64> {
+        let _slot = self.slots.acquire().await.map_err(closed)?;
+        let body = stream_from(path, 0, entry.size, self.limit.as_ref()).await?;
+        self.bucket.count();
+        self.bucket
+            .client
+            .put_object()
+            .bucket(&self.bucket.name)
+            .key(key)
+            .body(body)
+            .content_length(entry.size as i64)
+            .checksum_crc32(crc32_b64(crc))
+            .set_metadata(Some(meta.to_map()))
+            .set_storage_class(self.opts.storage_class.clone())
+            .set_server_side_encryption(self.opts.sse.clone())
+            .set_ssekms_key_id(self.opts.sse_kms_key_id.clone())
+            .send()
+            .await
+            .map_err(|e| Error::s3("PutObject", key, e))?;
+        check_unchanged(path, entry)?;
+        Ok(entry.size)
     }
 
     /// One PUT of an in-memory body (small files, symlinks, directory
@@ -561,18 +621,25 @@ impl Uploader {
                     let len = part_len(size, crcs.part_size, i);
                     let off = i as u64 * crcs.part_size;
                     let _slot = self.slots.acquire().await.map_err(closed)?;
-                    let p = path.to_path_buf();
-                    let buf = tokio::task::spawn_blocking(move || read_at(&file, &p, off, len))
-                        .await
-                        .map_err(|e| Error::io("reading part", path, std::io::Error::other(e)))??;
-                    if crc32fast::hash(&buf) != crcs.parts[i] {
-                        return Err(Error::Changed {
-                            path: path.to_path_buf(),
-                        });
-                    }
-                    let (buf, crc) = match seal {
-                        None => (buf, crcs.parts[i]),
+                    let (body, crc, sent_len) = match seal {
+                        None => (
+                            stream_from(path, off, len, self.limit.as_ref()).await?,
+                            crcs.parts[i],
+                            len,
+                        ),
                         Some((k, prefix)) => {
+                            let p = path.to_path_buf();
+                            let buf =
+                                tokio::task::spawn_blocking(move || read_at(&file, &p, off, len))
+                                    .await
+                                    .map_err(|e| {
+                                        Error::io("reading part", path, std::io::Error::other(e))
+                                    })??;
+                            if crc32fast::hash(&buf) != crcs.parts[i] {
+                                return Err(Error::Changed {
+                                    path: path.to_path_buf(),
+                                });
+                            }
                             let last = i + 1 == n;
                             let first =
                                 u32::try_from(i as u64 * n_chunks_per_part).map_err(|_| {
@@ -596,13 +663,13 @@ impl Uploader {
                             .map_err(|e| Error::Config(format!("encrypting {key}: {e}")))?
                             .map_err(|e| Error::Config(format!("encrypting {key}: {e}")))?;
                             let crc = crc32fast::hash(&sealed);
-                            (sealed, crc)
+                            let sent_len = sealed.len() as u64;
+                            if let Some(l) = &self.limit {
+                                l.acquire(sent_len).await;
+                            }
+                            (ByteStream::from(sealed), crc, sent_len)
                         }
                     };
-                    let sent_len = buf.len() as u64;
-                    if let Some(l) = &self.limit {
-                        l.acquire(sent_len).await;
-                    }
                     self.bucket.count();
                     let out = self
                         .bucket
@@ -612,8 +679,9 @@ impl Uploader {
                         .key(key)
                         .upload_id(upload_id)
                         .part_number(i as i32 + 1)
+                        .content_length(sent_len as i64)
                         .checksum_crc32(crc32_b64(crc))
-                        .body(ByteStream::from(buf))
+                        .body(body)
                         .send()
                         .await
                         .map_err(|e| Error::s3("UploadPart", key, e))?;
@@ -640,12 +708,7 @@ impl Uploader {
             done[i] = Some((etag, crc));
         }
         // The file must still be what the CRCs describe.
-        let md = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
-        if crate::scan::entry_of(path, &md)?.is_none_or(|now| !same_content_stat(entry, &now)) {
-            return Err(Error::Changed {
-                path: path.to_path_buf(),
-            });
-        }
+        check_unchanged(path, entry)?;
         let parts = done
             .into_iter()
             .enumerate()
@@ -751,6 +814,35 @@ fn part_len(size: u64, part_size: u64, i: usize) -> u64 {
 
 fn closed(_: tokio::sync::AcquireError) -> Error {
     Error::Config("upload slots closed".into())
+}
+
+/// A body streamed from `len` bytes of `path` at `off`, paced by `limit`.
+async fn stream_from(
+    path: &Path,
+    off: u64,
+    len: u64,
+    limit: Option<&Arc<RateLimit>>,
+) -> Result<ByteStream> {
+    let body = ByteStream::read_from()
+        .path(path)
+        .offset(off)
+        .length(Length::Exact(len))
+        .buffer_size(STREAM_CHUNK)
+        .build()
+        .await
+        .map_err(|e| Error::io("opening for upload", path, std::io::Error::other(e)))?;
+    Ok(ratelimit::throttle(body, limit))
+}
+
+/// Fails with [`Error::Changed`] if the file no longer matches `entry`.
+fn check_unchanged(path: &Path, entry: &Entry) -> Result<()> {
+    let md = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    if crate::scan::entry_of(path, &md)?.is_none_or(|now| !same_content_stat(entry, &now)) {
+        return Err(Error::Changed {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 fn read_at(file: &std::fs::File, path: &Path, off: u64, len: u64) -> Result<Vec<u8>> {

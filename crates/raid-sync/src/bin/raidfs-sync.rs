@@ -179,8 +179,9 @@ struct SyncArgs {
     /// Concurrent requests.
     #[arg(long, default_value_t = 16)]
     jobs: usize,
-    /// Files at least this large are uploaded in parts.
-    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    /// Files at least this large are uploaded in parts (smaller ones are
+    /// streamed in one PUT; encrypted files go in parts from 16MiB).
+    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
     multipart_threshold: u64,
     /// Part size for multipart uploads.
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
