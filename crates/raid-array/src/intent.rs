@@ -41,7 +41,6 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use rayon::prelude::*;
 use tracing::{debug, warn};
 
 use crate::error::{ArrayError, Result};
@@ -445,15 +444,10 @@ impl IntentLog {
     ) -> Result<()> {
         let rec = encode(seq, overflow, set);
         let slot = (seq % 2) * SLOT_BYTES as u64;
-        let results: Vec<std::io::Result<()>> = crate::data::pool::install(|| {
-            targets
-                .par_iter()
-                .map(|(i, m)| {
-                    let f = self.file(*i, m)?;
-                    f.write_at(slot, &rec)?;
-                    f.sync_data()
-                })
-                .collect()
+        let results: Vec<std::io::Result<()>> = crate::data::pool::map(targets.iter(), |(i, m)| {
+            let f = self.file(*i, m)?;
+            f.write_at(slot, &rec)?;
+            f.sync_data()
         });
         let mut written = 0;
         for ((i, _), r) in targets.iter().zip(results) {

@@ -74,18 +74,16 @@ impl DataStore {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
         self.note_unsynced(ino);
         let shard = self.handles.get(j, member.as_ref(), ino, true)?;
-        let (w, s) = pool::install(|| {
-            rayon::join(
-                || direct.write_at(off, data),
-                || {
-                    let mut sums = vec![0u8; data.len() / BLOCK * checksum::ENTRY];
-                    checksum::encode_sums(data, &mut sums);
-                    shard
-                        .sums
-                        .write_at(off / BLOCK as u64 * checksum::ENTRY as u64, &sums)
-                },
-            )
-        });
+        let (w, s) = pool::join(
+            || direct.write_at(off, data),
+            || {
+                let mut sums = vec![0u8; data.len() / BLOCK * checksum::ENTRY];
+                checksum::encode_sums(data, &mut sums);
+                shard
+                    .sums
+                    .write_at(off / BLOCK as u64 * checksum::ENTRY as u64, &sums)
+            },
+        );
         w?;
         s
     }

@@ -48,7 +48,6 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use raid_core::Geometry;
-use rayon::prelude::*;
 use tracing::{debug, warn};
 
 use crate::error::{ArrayError, Result};
@@ -411,74 +410,71 @@ impl DataStore {
         } = b;
         let segs_ro: &Vec<Seg> = segs;
         // Members are read in parallel on the shared pool (no thread spawn per call).
-        let results: Vec<Vec<(usize, bool)>> = pool::install(|| {
-            bufs.par_iter_mut()
-                .enumerate()
-                .map(|(j, buf)| {
-                    let list = &by_member[j];
-                    (move || {
-                        let mut out = Vec::new();
-                        if list.iter().all(|&i| !segs_ro[i].read) {
-                            return out;
+        // A member with nothing to read gets no job (no thread woken for it).
+        let busy = bufs
+            .iter_mut()
+            .enumerate()
+            .filter(|(j, _)| by_member[*j].iter().any(|&i| segs_ro[i].read));
+        let results: Vec<Vec<(usize, bool)>> = pool::map(busy, |(j, buf)| {
+            let list = &by_member[j];
+            (move || {
+                let mut out = Vec::new();
+                if list.iter().all(|&i| !segs_ro[i].read) {
+                    return out;
+                }
+                let readable = self.health.state(j).readable();
+                let mut i = 0;
+                while i < list.len() {
+                    let s = &segs_ro[list[i]];
+                    if !s.read {
+                        i += 1;
+                        continue;
+                    }
+                    // Merge following segments contiguous on the member and in the buffer.
+                    let start_off = stripes[list[i]] * chunk + s.col as u64;
+                    let mut end = i + 1;
+                    let mut len = s.len;
+                    while end < list.len() {
+                        let t = &segs_ro[list[end]];
+                        let t_off = stripes[list[end]] * chunk + t.col as u64;
+                        if !t.read || t_off != start_off + len as u64 || t.buf != s.buf + len {
+                            break;
                         }
-                        let readable = self.health.state(j).readable();
-                        let mut i = 0;
-                        while i < list.len() {
-                            let s = &segs_ro[list[i]];
-                            if !s.read {
-                                i += 1;
-                                continue;
+                        len += t.len;
+                        end += 1;
+                    }
+                    let run = &mut buf[s.buf..s.buf + len];
+                    let res = if readable {
+                        self.read_verified(j, ino, start_off, run)
+                    } else {
+                        Err(io::Error::other("member not readable"))
+                    };
+                    match res {
+                        Ok(bad) => {
+                            let mut base = 0;
+                            for &si in &list[i..end] {
+                                let sl = segs_ro[si].len;
+                                let lo = base / BLOCK;
+                                let hi = (base + sl) / BLOCK;
+                                let ok = !bad.iter().any(|&x| x >= lo && x < hi);
+                                out.push((si, ok));
+                                base += sl;
                             }
-                            // Merge following segments contiguous on the member and in the buffer.
-                            let start_off = stripes[list[i]] * chunk + s.col as u64;
-                            let mut end = i + 1;
-                            let mut len = s.len;
-                            while end < list.len() {
-                                let t = &segs_ro[list[end]];
-                                let t_off = stripes[list[end]] * chunk + t.col as u64;
-                                if !t.read
-                                    || t_off != start_off + len as u64
-                                    || t.buf != s.buf + len
-                                {
-                                    break;
-                                }
-                                len += t.len;
-                                end += 1;
-                            }
-                            let run = &mut buf[s.buf..s.buf + len];
-                            let res = if readable {
-                                self.read_verified(j, ino, start_off, run)
-                            } else {
-                                Err(io::Error::other("member not readable"))
-                            };
-                            match res {
-                                Ok(bad) => {
-                                    let mut base = 0;
-                                    for &si in &list[i..end] {
-                                        let sl = segs_ro[si].len;
-                                        let lo = base / BLOCK;
-                                        let hi = (base + sl) / BLOCK;
-                                        let ok = !bad.iter().any(|&x| x >= lo && x < hi);
-                                        out.push((si, ok));
-                                        base += sl;
-                                    }
-                                }
-                                Err(e) => {
-                                    if readable {
-                                        self.health.count_read_error(j);
-                                        debug!(member = j, ino, error = %e, "read failed");
-                                    }
-                                    for &si in &list[i..end] {
-                                        out.push((si, false));
-                                    }
-                                }
-                            }
-                            i = end;
                         }
-                        out
-                    })()
-                })
-                .collect()
+                        Err(e) => {
+                            if readable {
+                                self.health.count_read_error(j);
+                                debug!(member = j, ino, error = %e, "read failed");
+                            }
+                            for &si in &list[i..end] {
+                                out.push((si, false));
+                            }
+                        }
+                    }
+                    i = end;
+                }
+                out
+            })()
         });
         for r in results {
             for (si, ok) in r {
@@ -498,49 +494,49 @@ impl DataStore {
             by_member,
             ..
         } = b;
-        pool::install(|| {
-            bufs.par_iter().enumerate().for_each(|(j, buf)| {
-                let list = &by_member[j];
-                if list.iter().all(|&i| !segs[i].write) || !self.health.state(j).writable() {
-                    return;
-                }
-                (move || {
-                    let mut i = 0;
-                    while i < list.len() {
-                        let s = &segs[list[i]];
-                        if !s.write {
-                            i += 1;
-                            continue;
+        // A member with nothing to write gets no job (no thread woken for it).
+        let busy = bufs.iter().enumerate().filter(|(j, _)| {
+            by_member[*j].iter().any(|&i| segs[i].write) && self.health.state(*j).writable()
+        });
+        pool::map(busy, |(j, buf)| {
+            let list = &by_member[j];
+            if list.iter().all(|&i| !segs[i].write) || !self.health.state(j).writable() {
+                return;
+            }
+            (move || {
+                let mut i = 0;
+                while i < list.len() {
+                    let s = &segs[list[i]];
+                    if !s.write {
+                        i += 1;
+                        continue;
+                    }
+                    let start_off = stripes[list[i]] * chunk + s.col as u64;
+                    let mut end = i + 1;
+                    let mut len = s.len;
+                    while end < list.len() {
+                        let t = &segs[list[end]];
+                        let t_off = stripes[list[end]] * chunk + t.col as u64;
+                        if !t.write || t_off != start_off + len as u64 || t.buf != s.buf + len {
+                            break;
                         }
-                        let start_off = stripes[list[i]] * chunk + s.col as u64;
-                        let mut end = i + 1;
-                        let mut len = s.len;
-                        while end < list.len() {
-                            let t = &segs[list[end]];
-                            let t_off = stripes[list[end]] * chunk + t.col as u64;
-                            if !t.write || t_off != start_off + len as u64 || t.buf != s.buf + len {
-                                break;
-                            }
-                            len += t.len;
-                            end += 1;
-                        }
-                        if let Err(e) =
-                            self.write_blocks(j, ino, start_off, &buf[s.buf..s.buf + len])
-                        {
-                            if is_no_space(&e) {
-                                // A full disk is not a broken one: report ENOSPC,
-                                // fail nobody (the stripe stays dirty for resync).
-                                full_ref.store(true, std::sync::atomic::Ordering::Relaxed);
-                                return;
-                            }
-                            self.health.count_write_error(j);
-                            self.fail_member(j, "write failed", &e);
+                        len += t.len;
+                        end += 1;
+                    }
+                    if let Err(e) = self.write_blocks(j, ino, start_off, &buf[s.buf..s.buf + len]) {
+                        if is_no_space(&e) {
+                            // A full disk is not a broken one: report ENOSPC,
+                            // fail nobody (the stripe stays dirty for resync).
+                            full_ref.store(true, std::sync::atomic::Ordering::Relaxed);
                             return;
                         }
-                        i = end;
+                        self.health.count_write_error(j);
+                        self.fail_member(j, "write failed", &e);
+                        return;
                     }
-                })();
-            })
+                    i = end;
+                }
+            })();
         });
         if full.into_inner() {
             return Err(ArrayError::NoSpace);
@@ -568,25 +564,21 @@ impl DataStore {
         let off = stripe * self.layout.chunk + lo as u64;
         let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; len]; w];
         // Per position: None = nothing trustworthy was read; Some(bad blocks, stored sums).
-        let reads: Vec<Option<(Vec<usize>, Vec<u8>)>> = pool::install(|| {
-            bufs.par_iter_mut()
-                .enumerate()
-                .map(|(p, buf)| {
-                    let j = g.members[p];
-                    if !self.health.state(j).readable() {
-                        return None;
+        let reads: Vec<Option<(Vec<usize>, Vec<u8>)>> =
+            pool::map(bufs.iter_mut().enumerate(), |(p, buf)| {
+                let j = g.members[p];
+                if !self.health.state(j).readable() {
+                    return None;
+                }
+                match self.read_with_sums(j, ino, off, buf) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        self.health.count_read_error(j);
+                        debug!(member = j, ino, error = %e, "read failed during group scan");
+                        None
                     }
-                    match self.read_with_sums(j, ino, off, buf) {
-                        Ok(r) => Some(r),
-                        Err(e) => {
-                            self.health.count_read_error(j);
-                            debug!(member = j, ino, error = %e, "read failed during group scan");
-                            None
-                        }
-                    }
-                })
-                .collect()
-        });
+                }
+            });
         // bad[p][b]: block b of position p is not trustworthy.
         let mut bad = vec![vec![false; nblocks]; w];
         let mut mismatches = 0;
@@ -1017,11 +1009,9 @@ impl DataStore {
         // Every byte of `out` has a piece: read-ahead relies on it to reuse
         // buffers without zeroing them.
         debug_assert!(rest.is_empty());
-        pool::install(|| {
-            per.par_iter_mut()
-                .enumerate()
-                .for_each(|(j, list)| self.read_pieces(j, ino, list));
-        });
+        // A member with nothing to read gets no job (no thread woken for it).
+        let busy = per.iter_mut().enumerate().filter(|(_, l)| !l.is_empty());
+        pool::map(busy, |(j, list)| self.read_pieces(j, ino, list));
         for piece in per.iter_mut().flatten().filter(|p| !p.ok) {
             let g = &piece.plan.groups[piece.group];
             let scan = self.scan_group(
@@ -1232,28 +1222,26 @@ impl DataStore {
 
     pub(crate) fn sync_locked(&self, ino: u64) -> Result<()> {
         let targets = self.targets();
-        pool::install(|| {
-            targets.par_iter().for_each(|(j, m)| {
-                let r = match self.handles.cached(*j, ino) {
-                    Some(sh) => Ok(Some(sh)),
-                    None => match self.handles.get(*j, m.as_ref(), ino, false) {
-                        Ok(sh) => Ok(Some(sh)),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                        Err(e) => Err(e),
-                    },
+        pool::map(targets.iter(), |(j, m)| {
+            let r = match self.handles.cached(*j, ino) {
+                Some(sh) => Ok(Some(sh)),
+                None => match self.handles.get(*j, m.as_ref(), ino, false) {
+                    Ok(sh) => Ok(Some(sh)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e),
+                },
+            }
+            .and_then(|sh| match sh {
+                Some(sh) => {
+                    sh.data.sync_data()?;
+                    sh.sums.sync_data()
                 }
-                .and_then(|sh| match sh {
-                    Some(sh) => {
-                        sh.data.sync_data()?;
-                        sh.sums.sync_data()
-                    }
-                    None => Ok(()),
-                });
-                if let Err(e) = r {
-                    self.health.count_write_error(*j);
-                    self.fail_member(*j, "sync failed", &e);
-                }
+                None => Ok(()),
             });
+            if let Err(e) = r {
+                self.health.count_write_error(*j);
+                self.fail_member(*j, "sync failed", &e);
+            }
         });
         self.check_writable()?;
         self.intent.clear_ino(ino);

@@ -272,15 +272,10 @@ impl Journal {
             ]
         } else {
             // On the I/O pool: a commit spawns no threads of its own.
-            crate::data::pool::install(|| {
-                use rayon::prelude::*;
-                segs.par_iter()
-                    .map(|s| {
-                        s.file
-                            .write_at(s.offset, batch)
-                            .and_then(|()| s.file.sync_data())
-                    })
-                    .collect()
+            crate::data::pool::map(segs.iter(), |s| {
+                s.file
+                    .write_at(s.offset, batch)
+                    .and_then(|()| s.file.sync_data())
             })
         };
         let mut kept = Vec::with_capacity(segs.len());

@@ -42,16 +42,11 @@ fn write_checkpoint(
 ) -> Vec<usize> {
     let path = format!("{META_DIR}/{}", cfmt::file_name(seq));
     // On the I/O pool: a checkpoint spawns no threads of its own.
-    let results: Vec<(usize, std::io::Result<()>)> = crate::data::pool::install(|| {
-        use rayon::prelude::*;
-        members
-            .par_iter()
-            .map(|(i, m)| {
-                let r = m.write_atomic(&path, bytes).and_then(|()| prune(&**m, seq));
-                (*i, r)
-            })
-            .collect()
-    });
+    let results: Vec<(usize, std::io::Result<()>)> =
+        crate::data::pool::map(members.iter(), |(i, m)| {
+            let r = m.write_atomic(&path, bytes).and_then(|()| prune(&**m, seq));
+            (*i, r)
+        });
     let mut failed = Vec::new();
     for (i, r) in results {
         if let Err(e) = r {

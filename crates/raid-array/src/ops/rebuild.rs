@@ -23,8 +23,6 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use rayon::prelude::*;
-
 use crate::data::checksum::BLOCK;
 use crate::data::direct::AlignedBuf;
 use crate::data::layout::{Plan, Protect};
@@ -286,35 +284,33 @@ fn step(
             return Ok(lost);
         }
         let nu = (s + per_sub).min(until);
-        let (read, (rebuilt, written)) = pool::install(|| {
-            rayon::join(
-                || {
-                    if read_next {
-                        read_batch(store, slot, ino, s, nu, to_read)
-                    } else {
-                        Ok(())
-                    }
-                },
-                || {
-                    rayon::join(
-                        || {
-                            if have_rebuild {
-                                rebuild_batch(store, slot, ino, to_rebuild)
-                            } else {
-                                Ok(())
-                            }
-                        },
-                        || {
-                            if have_write {
-                                write_batch(store, slot, ino, to_write, direct)
-                            } else {
-                                Ok(0)
-                            }
-                        },
-                    )
-                },
-            )
-        });
+        let (read, (rebuilt, written)) = pool::join(
+            || {
+                if read_next {
+                    read_batch(store, slot, ino, s, nu, to_read)
+                } else {
+                    Ok(())
+                }
+            },
+            || {
+                pool::join(
+                    || {
+                        if have_rebuild {
+                            rebuild_batch(store, slot, ino, to_rebuild)
+                        } else {
+                            Ok(())
+                        }
+                    },
+                    || {
+                        if have_write {
+                            write_batch(store, slot, ino, to_write, direct)
+                        } else {
+                            Ok(0)
+                        }
+                    },
+                )
+            },
+        );
         lost += written?;
         rebuilt?;
         read?;
@@ -371,23 +367,18 @@ fn read_batch(
     }
     b.out.resize(count * chunk);
     let bufs = &mut b.bufs;
-    b.bad = pool::install(|| {
-        bufs.par_iter_mut()
-            .enumerate()
-            .map(|(j, buf)| {
-                if buf.is_empty() || !store.health.state(j).readable() {
-                    return None;
-                }
-                match store.read_verified(j, ino, off, buf) {
-                    Ok(b) => Some(b),
-                    Err(e) => {
-                        store.health.count_read_error(j);
-                        warn!(member = j, ino, error = %e, "read failed during rebuild");
-                        None
-                    }
-                }
-            })
-            .collect()
+    b.bad = pool::map(bufs.iter_mut().enumerate(), |(j, buf)| {
+        if buf.is_empty() || !store.health.state(j).readable() {
+            return None;
+        }
+        match store.read_verified(j, ino, off, buf) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                store.health.count_read_error(j);
+                warn!(member = j, ino, error = %e, "read failed during rebuild");
+                None
+            }
+        }
     });
     Ok(())
 }
