@@ -4,6 +4,7 @@
 //!   onto [`raid_array::Array`].
 //! - [`mount`]: what `mount.raidfs` does, from arguments to a served mount.
 //! - [`options`], [`fstab`], [`spec`]: the mount(8) helper conventions.
+//! - [`readahead`]: the kernel's read-ahead for the mount.
 //! - [`daemon`]: backgrounding with a readiness report.
 //! - [`control`]: the control socket the admin CLI uses on a live mount.
 
@@ -16,4 +17,5 @@ pub mod metrics;
 pub mod mount;
 pub mod notify;
 pub mod options;
+pub mod readahead;
 pub mod spec;

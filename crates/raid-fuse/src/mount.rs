@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use fuser::{Config, MountOption, SessionACL};
 use raid_array::{Array, AssembleOptions};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::adapter::RaidFs;
 use crate::options::MountOptions;
@@ -138,6 +138,13 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
         }
     };
     info!(mountpoint = %req.mountpoint.display(), source = %req.source, "mounted");
+    if req.options.readahead_kib > 0 {
+        let kib = req.options.readahead_kib;
+        match crate::readahead::apply(&req.mountpoint, kib) {
+            Ok(()) => debug!(kib, "kernel read-ahead set"),
+            Err(e) => warn!(error = %e, kib, "cannot set the kernel's read-ahead; keeping 128 KiB"),
+        }
+    }
     let control = start_control(&array, &req.mountpoint);
     ready(&Ok(()));
 

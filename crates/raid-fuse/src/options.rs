@@ -45,6 +45,9 @@ pub struct MountOptions {
     /// When reads record the access time: `relatime` (default, as Linux),
     /// `strictatime`, `noatime`.
     pub atime: raid_array::AtimeMode,
+    /// The kernel's read-ahead for the mount in KiB (`readahead=`, as in
+    /// mergerfs); 0 leaves the kernel's 128 KiB.
+    pub readahead_kib: u64,
 }
 
 impl Default for MountOptions {
@@ -62,6 +65,7 @@ impl Default for MountOptions {
             metrics_file: None,
             rebuild_throttle_mbps: 0,
             atime: raid_array::AtimeMode::Relatime,
+            readahead_kib: crate::readahead::DEFAULT_KIB,
         }
     }
 }
@@ -204,6 +208,15 @@ impl MountOptions {
                 "rebuild_throttle" => {
                     self.rebuild_throttle_mbps = number(key)?;
                 }
+                "readahead" => {
+                    let n = number(key)?;
+                    if n > 1 << 20 {
+                        return Err(OptionError(format!(
+                            "readahead={n}: at most 1048576 (KiB, 1 GiB)"
+                        )));
+                    }
+                    self.readahead_kib = n;
+                }
                 k if k.starts_with("x-") || IGNORED.contains(&k) => {}
                 k if k == "fsname" || k == "subtype" || k == "uhelper" || k == "helper" => {}
                 _ => return Err(OptionError(format!("unknown mount option {opt:?}"))),
@@ -291,6 +304,19 @@ mod tests {
         o.parse_into("relatime,nodiratime").unwrap();
         assert_eq!(o.atime, AtimeMode::Relatime);
         assert!(o.parse_into("noatime=1").is_err());
+    }
+
+    #[test]
+    fn readahead_is_kib_with_a_default_and_a_bound() {
+        let mut o = MountOptions::default();
+        assert_eq!(o.readahead_kib, crate::readahead::DEFAULT_KIB);
+        o.parse_into("readahead=0").unwrap();
+        assert_eq!(o.readahead_kib, 0);
+        o.parse_into("readahead=1024").unwrap();
+        assert_eq!(o.readahead_kib, 1024);
+        assert!(o.parse_into("readahead").is_err());
+        assert!(o.parse_into("readahead=4M").is_err());
+        assert!(o.parse_into("readahead=2000000").is_err());
     }
 
     #[test]
