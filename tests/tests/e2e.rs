@@ -411,3 +411,33 @@ fn kernel_read_ahead_follows_the_readahead_option() {
     assert_eq!(read_ahead_kb(&a), 512);
     assert!(fs::read(a.path("seq")).unwrap() == data);
 }
+
+/// `umount` returns once the kernel lets go, while the daemon is still
+/// closing the array. Mounting again at once must wait for it, not find a
+/// member with an older events count and start degraded.
+#[test]
+fn umount_then_mount_at_once_finds_the_array_whole() {
+    let a = TestArray::builder("raid5", 4).create();
+    let mount = || {
+        run_ok(
+            Command::new(&raidfs_tests::bins().mount)
+                .arg(a.spec())
+                .arg(&a.mnt),
+        )
+    };
+    mount();
+    for round in 0..4u8 {
+        fs::write(a.path(format!("f{round}")), [round; 300_000]).unwrap();
+        run_ok(Command::new("umount").arg(&a.mnt));
+        mount();
+        let st = a.live_status_json();
+        assert_eq!(st["degraded"], false, "round {round}: {st}");
+        for m in st["members"].as_array().unwrap() {
+            assert_eq!(m["state"], "active", "round {round}: {st}");
+        }
+        for r in 0..=round {
+            assert_eq!(fs::read(a.path(format!("f{r}"))).unwrap(), [r; 300_000]);
+        }
+    }
+    run_ok(Command::new("umount").arg(&a.mnt));
+}

@@ -55,6 +55,10 @@ pub struct AssembleOptions {
     /// When a read records the access time (`relatime` by default, as
     /// Linux mounts).
     pub atime: AtimeMode,
+    /// How long to wait for another process to release the member
+    /// directories (a daemon still closing the array) before `EBUSY`;
+    /// read-only assembles take no lock ([`crate::exclusive`]).
+    pub lock_wait: std::time::Duration,
 }
 
 /// When a read moves a file's access time (the mount options of the same
@@ -80,6 +84,7 @@ impl AssembleOptions {
             read_only: false,
             rebuild: crate::ops::RebuildOptions::default(),
             atime: AtimeMode::default(),
+            lock_wait: crate::exclusive::DEFAULT_WAIT,
         }
     }
 }

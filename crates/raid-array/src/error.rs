@@ -55,6 +55,9 @@ pub enum ArrayError {
     /// A valid request this engine does not implement (e.g. an fallocate mode).
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// A member is held by another process (the array is in use).
+    #[error("{0}")]
+    Busy(String),
     #[error("raid-core: {0}")]
     Codec(#[from] raid_core::CodecError),
 }
@@ -87,6 +90,7 @@ impl ArrayError {
             ArrayError::NoAttr => Errno::NODATA,
             ArrayError::NotPermitted(_) => Errno::PERM,
             ArrayError::Unsupported(_) => Errno::OPNOTSUPP,
+            ArrayError::Busy(_) => Errno::BUSY,
         };
         e.raw_os_error()
     }

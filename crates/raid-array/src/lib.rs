@@ -8,6 +8,7 @@
 
 pub mod data;
 pub mod error;
+pub mod exclusive;
 pub mod health;
 pub mod intent;
 pub mod member;
