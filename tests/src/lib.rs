@@ -40,6 +40,7 @@ pub fn unique_name() -> String {
 pub struct Bins {
     pub mount: PathBuf,
     pub raidfs: PathBuf,
+    pub sync: PathBuf,
 }
 
 /// Where `mount-raidfs` and `raidfs` are: next to the test executable's
@@ -55,14 +56,19 @@ pub fn bins() -> &'static Bins {
             .to_path_buf();
         let mount = dir.join("mount-raidfs");
         let raidfs = dir.join("raidfs");
-        for b in [&mount, &raidfs] {
+        let sync = dir.join("raidfs-sync");
+        for b in [&mount, &raidfs, &sync] {
             assert!(
                 b.is_file(),
-                "{} is missing: run `cargo build -p raid-fuse` (same target dir and profile) before these tests",
+                "{} is missing: run `cargo build --workspace --bins` (same target dir and profile) before these tests",
                 b.display()
             );
         }
-        Bins { mount, raidfs }
+        Bins {
+            mount,
+            raidfs,
+            sync,
+        }
     })
 }
 
