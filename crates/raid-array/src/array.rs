@@ -328,6 +328,7 @@ impl Array {
             )?
         };
         let data = DataStore::new(a.geometry, a.members.clone(), health.clone())?;
+        data.set_read_ahead_budget(opts.read_ahead_budget);
         let present: Vec<Arc<dyn Member>> = a.members.iter().flatten().cloned().collect();
         let last_scrub = ScrubSummary::load(&present);
         let inner = Arc::new(Inner {

@@ -59,6 +59,9 @@ pub struct AssembleOptions {
     /// directories (a daemon still closing the array) before `EBUSY`;
     /// read-only assembles take no lock ([`crate::exclusive`]).
     pub lock_wait: std::time::Duration,
+    /// Memory for read-ahead windows of sequential readers, in bytes
+    /// (0: no read-ahead); see [`crate::data::readahead`].
+    pub read_ahead_budget: u64,
 }
 
 /// When a read moves a file's access time (the mount options of the same
@@ -85,6 +88,7 @@ impl AssembleOptions {
             rebuild: crate::ops::RebuildOptions::default(),
             atime: AtimeMode::default(),
             lock_wait: crate::exclusive::DEFAULT_WAIT,
+            read_ahead_budget: crate::data::readahead::DEFAULT_BUDGET,
         }
     }
 }

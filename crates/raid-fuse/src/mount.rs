@@ -62,6 +62,7 @@ pub fn assemble(req: &MountRequest) -> Result<Array> {
     opts.read_only = req.options.read_only;
     opts.rebuild.throttle_bytes_per_sec = req.options.rebuild_throttle_mbps * 1_000_000;
     opts.atime = req.options.atime;
+    opts.read_ahead_budget = req.options.cache_bytes;
     let array = Array::assemble(&opts).context("cannot assemble the array")?;
     if !req.options.read_only {
         // After an unclean shutdown the write-intent log names the stripes

@@ -48,6 +48,9 @@ pub struct MountOptions {
     /// The kernel's read-ahead for the mount in KiB (`readahead=`, as in
     /// mergerfs); 0 leaves the kernel's 128 KiB.
     pub readahead_kib: u64,
+    /// Memory in bytes for the array's own read-ahead windows (`cache=`,
+    /// e.g. `cache=8M` on a small Pi); 0 turns them off.
+    pub cache_bytes: u64,
 }
 
 impl Default for MountOptions {
@@ -66,6 +69,7 @@ impl Default for MountOptions {
             rebuild_throttle_mbps: 0,
             atime: raid_array::AtimeMode::Relatime,
             readahead_kib: crate::readahead::DEFAULT_KIB,
+            cache_bytes: raid_array::data::readahead::DEFAULT_BUDGET,
         }
     }
 }
@@ -208,6 +212,14 @@ impl MountOptions {
                 "rebuild_throttle" => {
                     self.rebuild_throttle_mbps = number(key)?;
                 }
+                "cache" => {
+                    let v = value.ok_or_else(|| {
+                        OptionError("option cache needs a size, e.g. cache=32M".into())
+                    })?;
+                    self.cache_bytes = parse_bytes(v).ok_or_else(|| {
+                        OptionError(format!("cache={v}: not a size (e.g. 8M, 1G)"))
+                    })?;
+                }
                 "readahead" => {
                     let n = number(key)?;
                     if n > 1 << 20 {
@@ -224,6 +236,17 @@ impl MountOptions {
         }
         Ok(())
     }
+}
+
+/// A size with an optional binary suffix (`K`, `M`, `G`): `8M`, `1G`, `0`.
+fn parse_bytes(v: &str) -> Option<u64> {
+    let (num, shift) = match v.as_bytes().last()? {
+        b'k' | b'K' => (&v[..v.len() - 1], 10),
+        b'm' | b'M' => (&v[..v.len() - 1], 20),
+        b'g' | b'G' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    num.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// The value of a `key=value` option that needs a non-empty one.
@@ -317,6 +340,28 @@ mod tests {
         assert!(o.parse_into("readahead").is_err());
         assert!(o.parse_into("readahead=4M").is_err());
         assert!(o.parse_into("readahead=2000000").is_err());
+    }
+
+    #[test]
+    fn cache_is_a_size_with_suffixes() {
+        let mut o = MountOptions::default();
+        assert_eq!(o.cache_bytes, 32 << 20);
+        o.parse_into("cache=8M").unwrap();
+        assert_eq!(o.cache_bytes, 8 << 20);
+        o.parse_into("cache=1g").unwrap();
+        assert_eq!(o.cache_bytes, 1 << 30);
+        o.parse_into("cache=0").unwrap();
+        assert_eq!(o.cache_bytes, 0);
+        for bad in [
+            "cache",
+            "cache=",
+            "cache=M",
+            "cache=1T",
+            "cache=-1",
+            "cache=99999999999G",
+        ] {
+            assert!(o.parse_into(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

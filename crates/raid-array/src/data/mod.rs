@@ -39,7 +39,7 @@ pub mod checksum;
 pub(crate) mod direct;
 pub(crate) mod layout;
 pub(crate) mod pool;
-pub(crate) mod readahead;
+pub mod readahead;
 pub(crate) mod shard;
 
 use std::io;
@@ -917,6 +917,12 @@ impl DataStore {
                 self.health.states()
             ))
         }
+    }
+
+    /// Bound the memory of read-ahead windows to about `bytes` (0: no
+    /// read-ahead); returns how many files are followed at once.
+    pub fn set_read_ahead_budget(&self, bytes: u64) -> usize {
+        self.readahead.set_budget(bytes)
     }
 
     /// Read up to `buf.len()` bytes at `offset` of inode `ino` of logical

@@ -8,9 +8,11 @@
 //! contiguous request per member) a few windows ahead of the reader, keeps
 //! them in memory and serves the following reads from them.
 //!
-//! Bounds: at most [`MAX_STREAMS`] files are followed (least recently used
-//! first out), each with at most [`AHEAD`] + 1 windows, so memory stays a
-//! few tens of MiB however many files are open. Up to [`SPARE`] buffers no
+//! Bounds: at most [`MAX_STREAMS`] files are followed by default (least
+//! recently used first out), each with at most [`AHEAD`] + 1 windows, so
+//! memory stays a few tens of MiB however many files are open. The budget
+//! is an option ([`ReadAhead::set_budget`], the mount's `cache=`): it sets
+//! how many files are followed at once, and 0 turns read-ahead off. Up to [`SPARE`] buffers no
 //! window uses any more are kept for the next fills: a fresh allocation of
 //! a few MiB is zeroed page by page, which costs about as much as reading
 //! it from the page cache. A fill overwrites every byte of its buffer, so a
@@ -24,12 +26,15 @@
 //! [`DataStore`]: super::DataStore
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::Result;
 
-/// Files followed at once.
+/// Files followed at once by default.
 pub(crate) const MAX_STREAMS: usize = 8;
+/// Most files followed at once whatever the budget.
+const STREAMS_CAP: usize = 256;
 /// Windows read ahead of the one being read, in one go.
 pub(crate) const AHEAD: u64 = 3;
 /// Target bytes of data per window (rounded to whole stripes).
@@ -69,13 +74,29 @@ struct Stream {
 }
 
 /// The read-ahead state of one data store.
-#[derive(Default)]
 pub(crate) struct ReadAhead {
     /// Most recently used last.
     streams: Mutex<Vec<Stream>>,
     /// Buffers of dropped windows, for the next fills.
     spare: Mutex<Vec<Vec<u8>>>,
+    /// Files followed at once (0: read-ahead off).
+    max_streams: AtomicUsize,
 }
+
+impl Default for ReadAhead {
+    fn default() -> Self {
+        ReadAhead {
+            streams: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
+            max_streams: AtomicUsize::new(MAX_STREAMS),
+        }
+    }
+}
+
+/// Memory one followed file may hold at most: its windows.
+pub const BYTES_PER_STREAM: u64 = (AHEAD + 1) * WINDOW_BYTES;
+/// The default budget: [`MAX_STREAMS`] files.
+pub const DEFAULT_BUDGET: u64 = MAX_STREAMS as u64 * BYTES_PER_STREAM;
 
 impl std::fmt::Debug for ReadAhead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,6 +109,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ReadAhead {
+    /// Bound the memory of read-ahead windows to about `bytes` (as many
+    /// files followed as that allows; 0 turns read-ahead off). Returns the
+    /// number of files followed.
+    pub(crate) fn set_budget(&self, bytes: u64) -> usize {
+        let n = usize::try_from(bytes / BYTES_PER_STREAM)
+            .unwrap_or(STREAMS_CAP)
+            .min(STREAMS_CAP);
+        self.max_streams.store(n, Ordering::Relaxed);
+        let mut streams = lock(&self.streams);
+        while streams.len() > n {
+            let old = streams.remove(0);
+            self.recycle(old.windows);
+        }
+        n
+    }
+
     /// Forget the windows of `ino` (its bytes change). Caller holds the
     /// inode's write lock.
     pub(crate) fn invalidate(&self, ino: u64) {
@@ -136,6 +173,10 @@ impl ReadAhead {
         window: u64,
         fill: impl Fn(u64, &mut [u8]) -> Result<()>,
     ) -> bool {
+        let max_streams = self.max_streams.load(Ordering::Relaxed);
+        if max_streams == 0 {
+            return false;
+        }
         let end = offset + out.len() as u64;
         // Windows to fill now (created here, their data locked until filled).
         let mut created: Vec<Arc<Window>> = Vec::new();
@@ -144,7 +185,7 @@ impl ReadAhead {
         {
             let mut streams = lock(&self.streams);
             let Some(pos) = streams.iter().position(|s| s.ino == ino) else {
-                if streams.len() >= MAX_STREAMS {
+                if streams.len() >= max_streams {
                     let old = streams.remove(0);
                     self.recycle(old.windows);
                 }
@@ -264,7 +305,6 @@ impl ReadAhead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn pattern(off: u64, buf: &mut [u8]) {
         for (i, b) in buf.iter_mut().enumerate() {
@@ -301,6 +341,37 @@ mod tests {
             10_000_000usize.div_ceil(128 * 1024) - MIN_RUN as usize
         );
         assert!(fills.load(Ordering::Relaxed) <= 4, "{fills:?} fills");
+    }
+
+    #[test]
+    fn the_budget_bounds_the_files_followed_and_zero_turns_it_off() {
+        let ra = ReadAhead::default();
+        let fill = |off: u64, buf: &mut [u8]| {
+            pattern(off, buf);
+            Ok(())
+        };
+        // Three sequential reads of `ino`: the third is served from windows
+        // if the file is still followed.
+        let third_served = |ino: u64| {
+            let mut out = vec![0u8; 4096];
+            (0..3)
+                .map(|k| ra.read(ino, k * 4096, &mut out, 1 << 30, 1 << 20, fill))
+                .last()
+                .unwrap_or(false)
+        };
+        assert_eq!(ra.set_budget(DEFAULT_BUDGET), MAX_STREAMS);
+        assert_eq!(ra.set_budget(2 * BYTES_PER_STREAM + 1), 2);
+        assert!(third_served(1));
+        assert!(third_served(2));
+        // A third file pushes the first out: it starts over.
+        assert!(third_served(3));
+        let mut out = vec![0u8; 4096];
+        assert!(!ra.read(1, 3 * 4096, &mut out, 1 << 30, 1 << 20, fill));
+        // Off: nothing is ever served from windows.
+        assert_eq!(ra.set_budget(0), 0);
+        assert!(!third_served(4));
+        assert!(!ra.read(3, 3 * 4096, &mut out, 1 << 30, 1 << 20, fill));
+        assert_eq!(ra.set_budget(u64::MAX), STREAMS_CAP);
     }
 
     #[test]
