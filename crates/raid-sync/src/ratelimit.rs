@@ -1,11 +1,11 @@
 //! `--bwlimit`: a shared budget of bytes per second for all transfers.
 //!
-//! A virtual clock: each transfer reserves `len / rate` seconds of the link
-//! and waits until its slot begins. In-memory bodies reserve their whole
-//! length before the request (bursts of at most one small object); bodies
-//! streamed from a file ([`throttle`]) reserve each chunk as it is read, so
-//! a large single PUT or part is paced throughout instead of sent at full
-//! speed after one long wait.
+//! A virtual clock: each piece of a request body reserves `len / rate`
+//! seconds of the link and is released when its slot begins ([`throttle`]).
+//! Pieces are small enough (about half a second of the link divided among
+//! the requests in flight) that no body waits long between two pieces: a
+//! pause of several seconds looks like a dead connection to the SDK and to
+//! S3 (which drops a request whose body stops for about 20 s).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,28 +14,35 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::{ByteStream, SdkBody};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
+
+/// Smallest and largest piece a body is released in.
+const MIN_PIECE: usize = 1 << 10;
+const MAX_PIECE: usize = 256 << 10;
 
 /// Bandwidth limiter shared by all concurrent transfers.
 #[derive(Debug)]
 pub struct RateLimit {
     bytes_per_sec: u64,
+    /// Bytes released at a time.
+    piece: usize,
     next_free: Mutex<Option<Instant>>,
 }
 
 impl RateLimit {
-    /// `None` (no limit) for a rate of 0.
-    pub fn new(bytes_per_sec: u64) -> Option<Self> {
+    /// `None` (no limit) for a rate of 0. `streams`: requests in flight at
+    /// most, which share the link.
+    pub fn new(bytes_per_sec: u64, streams: usize) -> Option<Self> {
+        let share = bytes_per_sec / (2 * streams.max(1) as u64);
         (bytes_per_sec > 0).then(|| RateLimit {
             bytes_per_sec,
+            piece: usize::try_from(share)
+                .unwrap_or(MAX_PIECE)
+                .clamp(MIN_PIECE, MAX_PIECE),
             next_free: Mutex::new(None),
         })
-    }
-
-    /// Waits until `len` bytes may be sent.
-    pub async fn acquire(&self, len: u64) {
-        tokio::time::sleep_until(self.reserve(len)).await;
     }
 
     /// Reserves `len` bytes; returns when they may start.
@@ -47,8 +54,8 @@ impl RateLimit {
     }
 }
 
-/// Paces a streamed body (a file read in chunks) by `limit`; `None` leaves
-/// it as it is. Retries rebuild the stream and are paced again.
+/// Paces a request body (streamed from a file or in memory) by `limit`;
+/// `None` leaves it as it is. Retries rebuild the body and are paced again.
 pub fn throttle(body: ByteStream, limit: Option<&Arc<RateLimit>>) -> ByteStream {
     match limit {
         None => body,
@@ -58,6 +65,7 @@ pub fn throttle(body: ByteStream, limit: Option<&Arc<RateLimit>>) -> ByteStream 
                 SdkBody::from_body_1_x(Paced {
                     inner,
                     limit: limit.clone(),
+                    rest: None,
                     held: None,
                 })
             })
@@ -65,16 +73,18 @@ pub fn throttle(body: ByteStream, limit: Option<&Arc<RateLimit>>) -> ByteStream 
     }
 }
 
-/// A body whose chunks are released when the link budget reaches them.
+/// A body released piece by piece when the link budget reaches each piece.
 struct Paced {
     inner: SdkBody,
     limit: Arc<RateLimit>,
-    /// A chunk read ahead of its slot, and the wait for that slot.
-    held: Option<(Pin<Box<Sleep>>, Frame<bytes::Bytes>)>,
+    /// What is left of the last frame after its first piece.
+    rest: Option<Bytes>,
+    /// A piece waiting for its slot, and the wait.
+    held: Option<(Pin<Box<Sleep>>, Bytes)>,
 }
 
 impl Body for Paced {
-    type Data = bytes::Bytes;
+    type Data = Bytes;
     type Error = <SdkBody as Body>::Error;
 
     fn poll_frame(
@@ -82,56 +92,49 @@ impl Body for Paced {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
-        if let Some((sleep, _)) = &mut this.held {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            if let Some((_, frame)) = this.held.take() {
-                return Poll::Ready(Some(Ok(frame)));
-            }
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-                if len == 0 {
-                    return Poll::Ready(Some(Ok(frame)));
+        loop {
+            if let Some((sleep, _)) = &mut this.held {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                let start = this.limit.reserve(len);
-                if start <= Instant::now() {
-                    return Poll::Ready(Some(Ok(frame)));
+                if let Some((_, piece)) = this.held.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(piece))));
                 }
-                let mut sleep = Box::pin(tokio::time::sleep_until(start));
-                // Registers the waker; the slot is in the future, so pending.
-                if sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(Ok(frame)));
-                }
-                this.held = Some((sleep, frame));
-                Poll::Pending
             }
-            other => other,
+            let mut data = match this.rest.take() {
+                Some(rest) => rest,
+                None => match Pin::new(&mut this.inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => data,
+                        // Trailers pass as they are.
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    },
+                    other => return other,
+                },
+            };
+            if data.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if data.len() > this.limit.piece {
+                this.rest = Some(data.split_off(this.limit.piece));
+            }
+            let start = this.limit.reserve(data.len() as u64);
+            if start <= Instant::now() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            // Polled at the top of the loop, which registers the waker.
+            this.held = Some((Box::pin(tokio::time::sleep_until(start)), data));
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.held.is_none() && self.inner.is_end_stream()
+        self.held.is_none() && self.rest.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        let hint = self.inner.size_hint();
-        let held = self
-            .held
-            .as_ref()
-            .and_then(|(_, f)| f.data_ref())
-            .map_or(0, |d| d.len() as u64);
-        if held == 0 {
-            return hint;
-        }
-        let mut out = SizeHint::new();
-        out.set_lower(hint.lower() + held);
-        if let Some(upper) = hint.upper() {
-            out.set_upper(upper + held);
-        }
-        out
+        // Asked for before the first poll (Content-Length), when nothing is
+        // held back yet: the inner body's hint is then the whole length.
+        self.inner.size_hint()
     }
 }
 
@@ -160,7 +163,43 @@ mod tests {
         // An idle link does not bank credit for later bursts.
         let later = t0 + Duration::from_secs(10);
         assert_eq!(reserve(&mut next, later, 1, 1000), later);
-        assert!(RateLimit::new(0).is_none());
+        assert!(RateLimit::new(0, 4).is_none());
+    }
+
+    #[test]
+    fn pieces_share_half_a_second_of_the_link() {
+        let piece = |rate, streams| RateLimit::new(rate, streams).unwrap().piece;
+        assert_eq!(piece(64 << 10, 4), 8 << 10);
+        assert_eq!(piece(100 << 20, 16), MAX_PIECE);
+        assert_eq!(piece(1000, 16), MIN_PIECE);
+        assert_eq!(piece(1 << 20, 0), MAX_PIECE);
+    }
+
+    /// An in-memory body is cut into pieces too, so no request waits long
+    /// between two pieces (a long pause reads as a dead connection).
+    #[tokio::test(start_paused = true)]
+    async fn an_in_memory_body_goes_in_pieces_with_short_pauses() {
+        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+        let limit = Arc::new(RateLimit::new(64 << 10, 4).unwrap());
+        let mut body = throttle(ByteStream::from(data.clone()), Some(&limit));
+        let t0 = Instant::now();
+        let mut last = t0;
+        let mut longest = Duration::ZERO;
+        let mut got = Vec::new();
+        while let Some(piece) = body.try_next().await.unwrap() {
+            longest = longest.max(last.elapsed());
+            last = Instant::now();
+            assert!(piece.len() <= 8 << 10, "{}", piece.len());
+            got.extend_from_slice(&piece);
+        }
+        assert_eq!(got, data);
+        assert!(longest <= Duration::from_millis(130), "{longest:?}");
+        // (1 MiB - the first piece) at 64 KiB/s.
+        assert!(
+            t0.elapsed() >= Duration::from_millis(15_870),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 
     /// A streamed file comes through whole, released chunk by chunk at the
@@ -171,7 +210,7 @@ mod tests {
         let path = dir.path().join("f");
         let data: Vec<u8> = (0..(2u32 << 20) + 777).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
-        let limit = Arc::new(RateLimit::new(1 << 20).unwrap());
+        let limit = Arc::new(RateLimit::new(1 << 20, 1).unwrap());
         let body = ByteStream::read_from()
             .path(&path)
             .buffer_size(64 << 10)

@@ -526,11 +526,12 @@ impl Syncer {
                     } else {
                         done.adopted = 1;
                     }
-                } else if let Some(d) = data {
-                    done.uploaded_bytes = self.up.put_small(&key, d, &meta).await?;
-                    done.uploaded = 1;
                 } else if !multipart {
-                    done.uploaded_bytes = self.up.put_file(&key, &path, &now, crc, &meta).await?;
+                    self.drop_pending_upload(&rel).await;
+                    done.uploaded_bytes = match data {
+                        Some(d) => self.up.put_small(&key, d, &meta).await?,
+                        None => self.up.put_file(&key, &path, &now, crc, &meta).await?,
+                    };
                     done.uploaded = 1;
                 } else {
                     let sent = self
@@ -545,6 +546,18 @@ impl Syncer {
         }
         self.store.lock().entries.insert(rel, now);
         Ok(done)
+    }
+
+    /// Aborts a multipart upload recorded for `rel` that will not be
+    /// resumed, because the file now goes in one PUT (it shrank, or the
+    /// threshold was raised): its parts would stay on the server, billed.
+    async fn drop_pending_upload(&self, rel: &str) {
+        let pending = self.store.lock().uploads.remove(rel);
+        if let Some(p) = pending {
+            tracing::info!(path = %rel, "aborting a multipart upload now sent in one PUT");
+            self.up.abort(&p.key, &p.upload_id).await;
+            let _ = self.store.save_in_async();
+        }
     }
 
     fn rename_source(&self, idx: &RenameIndex, now: &Entry, crc: u32) -> Option<String> {

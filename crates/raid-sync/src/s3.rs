@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::Region;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{Region, StalledStreamProtectionConfig};
 use aws_sdk_s3::types::{
     BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, Delete,
     ObjectIdentifier, VersioningConfiguration,
@@ -30,6 +30,11 @@ pub struct Connection {
     /// Attempts per request, including the first (SDK standard retry mode:
     /// exponential backoff with full jitter).
     pub max_attempts: u32,
+    /// Uploads are paced by `--bwlimit`: their bodies pause on purpose, so
+    /// the SDK's stalled-upload detection (which would take a pause of a few
+    /// seconds for a dead connection and restart the body) is turned off for
+    /// uploads. Responses keep the read timeout and downloads their detection.
+    pub paced_uploads: bool,
 }
 
 /// Builds a client from the standard AWS configuration chain.
@@ -55,6 +60,13 @@ pub async fn client(conn: &Connection) -> Client {
                 .read_timeout(Duration::from_secs(120))
                 .build(),
         );
+    if conn.paced_uploads {
+        b = b.stalled_stream_protection(
+            StalledStreamProtectionConfig::enabled()
+                .upload_enabled(false)
+                .build(),
+        );
+    }
     if sdk.region().is_none() {
         b = b.region(Region::new("us-east-1"));
     }

@@ -120,7 +120,7 @@ impl Uploader {
         Uploader {
             bucket,
             opts,
-            limit: RateLimit::new(bwlimit).map(Arc::new),
+            limit: RateLimit::new(bwlimit, jobs).map(Arc::new),
             slots: Semaphore::new(jobs),
             jobs,
             full_object_ok: AtomicBool::new(true),
@@ -185,7 +185,11 @@ impl Uploader {
         meta: &ObjectMeta,
     ) -> Result<u64> {
         let _slot = self.slots.acquire().await.map_err(closed)?;
-        let body = stream_from(path, 0, entry.size, self.limit.as_ref()).await?;
+        // Changed since its CRC was taken: the next pass sends it.
+        check_unchanged(path, entry)?;
+        let body = stream_from(path, 0, entry.size, self.limit.as_ref())
+            .await
+            .map_err(|e| changed_or(path, entry, e))?;
         self.bucket.count();
         self.bucket
             .client
@@ -201,7 +205,7 @@ impl Uploader {
             .set_ssekms_key_id(self.opts.sse_kms_key_id.clone())
             .send()
             .await
-            .map_err(|e| Error::s3("PutObject", key, e))?;
+            .map_err(|e| changed_or(path, entry, Error::s3("PutObject", key, e)))?;
         check_unchanged(path, entry)?;
         Ok(entry.size)
     }
@@ -226,16 +230,16 @@ impl Uploader {
             }
         };
         let _slot = self.slots.acquire().await.map_err(closed)?;
-        if let Some(l) = &self.limit {
-            l.acquire(len).await;
-        }
         self.bucket.count();
         self.bucket
             .client
             .put_object()
             .bucket(&self.bucket.name)
             .key(key)
-            .body(ByteStream::from(body))
+            .body(ratelimit::throttle(
+                ByteStream::from(body),
+                self.limit.as_ref(),
+            ))
             .checksum_crc32(crc32_b64(crc))
             .set_metadata(Some(meta.to_map()))
             .set_storage_class(self.opts.storage_class.clone())
@@ -623,7 +627,9 @@ impl Uploader {
                     let _slot = self.slots.acquire().await.map_err(closed)?;
                     let (body, crc, sent_len) = match seal {
                         None => (
-                            stream_from(path, off, len, self.limit.as_ref()).await?,
+                            stream_from(path, off, len, self.limit.as_ref())
+                                .await
+                                .map_err(|e| changed_or(path, entry, e))?,
                             crcs.parts[i],
                             len,
                         ),
@@ -664,10 +670,9 @@ impl Uploader {
                             .map_err(|e| Error::Config(format!("encrypting {key}: {e}")))?;
                             let crc = crc32fast::hash(&sealed);
                             let sent_len = sealed.len() as u64;
-                            if let Some(l) = &self.limit {
-                                l.acquire(sent_len).await;
-                            }
-                            (ByteStream::from(sealed), crc, sent_len)
+                            let body =
+                                ratelimit::throttle(ByteStream::from(sealed), self.limit.as_ref());
+                            (body, crc, sent_len)
                         }
                     };
                     self.bucket.count();
@@ -684,7 +689,7 @@ impl Uploader {
                         .body(body)
                         .send()
                         .await
-                        .map_err(|e| Error::s3("UploadPart", key, e))?;
+                        .map_err(|e| changed_or(path, entry, Error::s3("UploadPart", key, e)))?;
                     let etag = out.e_tag().unwrap_or_default().to_string();
                     if let Some(p) = store.lock().uploads.get_mut(rel) {
                         p.parts.insert(
@@ -832,6 +837,16 @@ async fn stream_from(
         .await
         .map_err(|e| Error::io("opening for upload", path, std::io::Error::other(e)))?;
     Ok(ratelimit::throttle(body, limit))
+}
+
+/// `e`, or [`Error::Changed`] if the file changed meanwhile (a streamed body
+/// that no longer matches its CRC header, or a file that shrank, fails at
+/// the server or in the stream: the cause is the change, not the transfer).
+fn changed_or(path: &Path, entry: &Entry, e: Error) -> Error {
+    match check_unchanged(path, entry) {
+        Err(changed @ Error::Changed { .. }) => changed,
+        _ => e,
+    }
 }
 
 /// Fails with [`Error::Changed`] if the file no longer matches `entry`.

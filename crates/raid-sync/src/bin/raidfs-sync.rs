@@ -272,6 +272,11 @@ fn main() -> ExitCode {
 }
 
 async fn connect(c: &Common) -> Result<(Arc<Bucket>, KeyPrefix)> {
+    connect_paced(c, false).await
+}
+
+/// [`connect`] for a sync whose uploads are paced by `--bwlimit` (`paced`).
+async fn connect_paced(c: &Common, paced: bool) -> Result<(Arc<Bucket>, KeyPrefix)> {
     let name = c
         .bucket
         .clone()
@@ -282,6 +287,7 @@ async fn connect(c: &Common) -> Result<(Arc<Bucket>, KeyPrefix)> {
         region: c.region.clone(),
         profile: c.profile.clone(),
         max_attempts: c.retries,
+        paced_uploads: paced,
     };
     let client = s3::client(&conn).await;
     Ok((Arc::new(Bucket::new(client, &name)), prefix))
@@ -607,7 +613,7 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
     if !source.is_dir() {
         bail!("{} is not a directory", source.display());
     }
-    let (bucket, prefix) = connect(&common).await?;
+    let (bucket, prefix) = connect_paced(&common, args.bwlimit > 0).await?;
     if args.part_size < 1 << 20 {
         bail!("--part-size must be at least 1MiB");
     }
