@@ -25,7 +25,6 @@ use raid_core::Geometry;
 use crate::assemble::{self, AssembleOptions, AtimeMode};
 use crate::create::{self, CreateOptions};
 use crate::data::DataStore;
-use crate::exclusive::MemberLocks;
 use crate::format::superblock::{self, MemberSlot, SlotState, Superblock, uuid_string};
 use crate::health::{Health, HealthEvent, MemberCounters, MemberState};
 use crate::member::Member;
@@ -188,8 +187,6 @@ struct Inner {
     /// Options of the rebuilds the engine starts itself (spare takeover, resume).
     auto_rebuild: RebuildOptions,
     last_scrub: Mutex<Option<ScrubSummary>>,
-    /// This process's hold on the member directories, released at close.
-    locks: Mutex<MemberLocks>,
 }
 
 /// An assembled array.
@@ -252,13 +249,6 @@ impl Array {
     /// [`Array::assemble`] with members opened by `open` (tests use it to
     /// put a fault-injecting member around each directory).
     pub fn assemble_with(opts: &AssembleOptions, open: assemble::Opener<'_>) -> Result<Array> {
-        // Before anything is read: a daemon still closing this array must
-        // finish writing its superblocks first.
-        let locks = if opts.read_only {
-            MemberLocks::default()
-        } else {
-            MemberLocks::acquire(&opts.members, opts.lock_wait)?
-        };
         let a = assemble::analyze_with(opts, open)?;
         let n = a.members.len();
         let states: Vec<MemberState> = (0..n)
@@ -354,7 +344,6 @@ impl Array {
                 ..opts.rebuild
             },
             last_scrub: Mutex::new(last_scrub),
-            locks: Mutex::new(locks),
         });
         spawn_health_listener(Arc::downgrade(&inner), events_rx);
         let array = Array { inner };
@@ -401,7 +390,12 @@ impl Array {
         i.write_sbs()?;
         i.closed.store(true, Ordering::SeqCst);
         // Only now may another process assemble the array.
-        *lock(&i.locks) = MemberLocks::default();
+        for m in i.members().iter().flatten() {
+            m.unlock();
+        }
+        for s in lock(&i.spares).iter() {
+            s.member.unlock();
+        }
         Ok(())
     }
 

@@ -243,7 +243,11 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
     // 1. Open every directory and read its superblock.
     let mut seen: HashMap<(u64, u64), &PathBuf> = HashMap::new();
     let mut found: Vec<(PathBuf, Arc<dyn Member>, Superblock)> = Vec::new();
-    for path in &opts.members {
+    // Locked in (device, inode) order, so that two processes assembling the
+    // same directories never each hold some ([`crate::exclusive`]).
+    let mut order: Vec<&PathBuf> = opts.members.iter().collect();
+    order.sort_by_key(|p| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino())));
+    for path in order {
         let md = std::fs::metadata(path)
             .map_err(|e| listed_not_member(path, &format!("{}: {e}", path.display()), opts))?;
         if let Some(other) = seen.insert((md.dev(), md.ino()), path) {
@@ -255,6 +259,21 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
         }
         let m = open(path)
             .map_err(|e| listed_not_member(path, &format!("{}: {e}", path.display()), opts))?;
+        // Before the superblock is read: a daemon still closing this array
+        // must finish writing it first.
+        if !opts.read_only {
+            match m.lock_exclusive(opts.lock_wait) {
+                Ok(true) => {}
+                Ok(false) => return Err(crate::exclusive::busy(path)),
+                Err(e) => {
+                    return Err(listed_not_member(
+                        path,
+                        &format!("{}: cannot lock: {e}", path.display()),
+                        opts,
+                    ));
+                }
+            }
+        }
         let sb = read_member_superblock(&*m).map_err(|e| match e {
             ArrayError::NotMember(detail) => listed_not_member(path, &detail, opts),
             e => e,

@@ -171,6 +171,14 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
             )));
         }
         let m = DirMember::open(path).map_err(|e| ArrayError::Invalid(format!("{what}: {e}")))?;
+        // Held by another process (a directory another array still uses):
+        // refused before anything is written.
+        if !m
+            .lock_exclusive(std::time::Duration::ZERO)
+            .map_err(|e| ArrayError::Invalid(format!("{what}: cannot lock: {e}")))?
+        {
+            return Err(crate::exclusive::busy(path));
+        }
         let has_raidfs = m.exists(".raidfs").map_err(|e| ArrayError::MemberIo {
             member: i,
             path: path.display().to_string(),

@@ -43,12 +43,36 @@ const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
 pub struct RaidFs {
     array: Arc<Array>,
     read_only: bool,
+    /// Whether FLUSH may be refused with ENOSYS (see [`Filesystem::flush`]).
+    skip_flush: bool,
 }
 
 impl RaidFs {
     pub fn new(array: Arc<Array>, read_only: bool) -> Self {
-        RaidFs { array, read_only }
+        let release = rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned();
+        RaidFs {
+            array,
+            read_only,
+            skip_flush: kernel_flushes_without_flush(&release),
+        }
     }
+}
+
+/// Whether this kernel writes a file's dirty pages back at `close` even when
+/// the filesystem refused FLUSH: from Linux 5.14 ("fuse: always flush dirty
+/// data on close(2)"). Before that, a refused FLUSH also skipped the
+/// write-back, and with the writeback cache `close` would no longer report
+/// write errors.
+fn kernel_flushes_without_flush(release: &str) -> bool {
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let major = nums.next().unwrap_or(0);
+    let minor = nums.next().unwrap_or(0);
+    (major, minor) >= (5, 14)
 }
 
 fn errno(e: &ArrayError) -> Errno {
@@ -392,9 +416,9 @@ impl Filesystem for RaidFs {
 
     /// Nothing to do at close: WRITEs reach the members as they come, the
     /// kernel writes dirty pages back (and reports their errors) before it
-    /// would send FLUSH, and POSIX locks are the kernel's own. ENOSYS tells
-    /// the kernel so once, and it stops sending FLUSH: one round trip less
-    /// per `close`.
+    /// would send FLUSH (from Linux 5.14; older kernels get an answer), and
+    /// POSIX locks are the kernel's own. ENOSYS tells the kernel so once,
+    /// and it stops sending FLUSH: one round trip less per `close`.
     fn flush(
         &self,
         _req: &Request,
@@ -403,7 +427,11 @@ impl Filesystem for RaidFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        if self.skip_flush {
+            reply.error(Errno::ENOSYS);
+        } else {
+            reply.ok();
+        }
     }
 
     fn release(
@@ -657,5 +685,26 @@ fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
         reply.error(Errno::ERANGE);
     } else {
         reply.data(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_flushes_without_flush;
+
+    #[test]
+    fn flush_is_refused_only_where_close_still_writes_back() {
+        for (release, ok) in [
+            ("6.1.0-28-amd64", true),
+            ("6.6.51+rpt-rpi-v8", true),
+            ("5.14.0-427.el9.x86_64", true),
+            ("5.10.0-32-arm64", false),
+            ("5.4.0-200-generic", false),
+            ("4.19.0", false),
+            ("", false),
+            ("weird", false),
+        ] {
+            assert_eq!(kernel_flushes_without_flush(release), ok, "{release}");
+        }
     }
 }

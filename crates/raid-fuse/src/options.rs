@@ -214,7 +214,7 @@ impl MountOptions {
                 }
                 "cache" => {
                     let v = value.ok_or_else(|| {
-                        OptionError("option cache needs a size, e.g. cache=32M".into())
+                        OptionError("option cache needs a size, e.g. cache=16M".into())
                     })?;
                     self.cache_bytes = parse_bytes(v).ok_or_else(|| {
                         OptionError(format!("cache={v}: not a size (e.g. 8M, 1G)"))
@@ -345,7 +345,7 @@ mod tests {
     #[test]
     fn cache_is_a_size_with_suffixes() {
         let mut o = MountOptions::default();
-        assert_eq!(o.cache_bytes, 32 << 20);
+        assert_eq!(o.cache_bytes, 56 << 20);
         o.parse_into("cache=8M").unwrap();
         assert_eq!(o.cache_bytes, 8 << 20);
         o.parse_into("cache=1g").unwrap();

@@ -73,6 +73,13 @@ impl Array {
             DirMember::open(path)
                 .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?,
         );
+        // Refused at once if another process holds it (another array's member).
+        if !member
+            .lock_exclusive(std::time::Duration::ZERO)
+            .map_err(|e| ArrayError::Invalid(format!("{}: cannot lock: {e}", path.display())))?
+        {
+            return Err(crate::exclusive::busy(path));
+        }
         let has = member
             .exists(".raidfs")
             .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?;
@@ -170,6 +177,8 @@ impl Array {
             return Err(e);
         }
         remove_raidfs(&spare);
+        // Its disk may be unmounted or used elsewhere now.
+        spare.member.unlock();
         tracing::info!(path = %path.display(), "hot spare removed");
         Ok(())
     }
@@ -260,6 +269,10 @@ impl Array {
         i.record_failures()?;
         {
             let _w = lock(&i.worker);
+            // Let go of the disk, so that it can be unmounted and pulled.
+            if let Some(m) = &i.members()[slot] {
+                m.unlock();
+            }
             i.meta.drop_member(slot);
             i.set_member(slot, None);
             i.data.set_member(slot, None);

@@ -326,6 +326,10 @@ fn take_over(inner: &Inner, slot: usize, spare: &Spare) -> Result<()> {
         g.template.members[slot].uuid = spare.uuid;
         g.template.spares.retain(|s| s.uuid != spare.uuid);
     }
+    // The failed disk is let go (the spare's lock moves with its handle).
+    if let Some(old) = &inner.members()[slot] {
+        old.unlock();
+    }
     inner.set_member(slot, Some(spare.member.clone()));
     inner.data.set_member(slot, Some(spare.member.clone()));
     inner
@@ -479,6 +483,17 @@ fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Memb
         .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?;
     let member: Arc<dyn Member> = Arc::new(dir);
     let resuming = matches!(state, MemberState::Rebuilding { .. });
+    if resuming && let Some(old) = &i.members()[slot] {
+        // The same directory, opened at assembly: its lock moves to the new handle.
+        old.unlock();
+    }
+    // Refused at once if another process holds it (another array's member).
+    if !member
+        .lock_exclusive(std::time::Duration::ZERO)
+        .map_err(|e| ArrayError::Invalid(format!("{}: cannot lock: {e}", path.display())))?
+    {
+        return Err(crate::exclusive::busy(path));
+    }
     if resuming {
         let sb = assemble::read_superblock(path)?;
         let ours = lock(&i.sb).template.clone();
@@ -512,6 +527,11 @@ fn prepare_replace(i: &Inner, slot: usize, member: &Arc<dyn Member>, resuming: b
     if !resuming {
         i.meta.add_member(slot, member)?;
         lock(&i.sb).template.members[slot].uuid = superblock::new_uuid();
+    }
+    if let Some(old) = &i.members()[slot]
+        && !Arc::ptr_eq(old, member)
+    {
+        old.unlock();
     }
     i.set_member(slot, Some(member.clone()));
     i.data.set_member(slot, Some(member.clone()));

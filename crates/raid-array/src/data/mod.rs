@@ -922,7 +922,13 @@ impl DataStore {
     /// Bound the memory of read-ahead windows to about `bytes` (0: no
     /// read-ahead); returns how many files are followed at once.
     pub fn set_read_ahead_budget(&self, bytes: u64) -> usize {
-        self.readahead.set_budget(bytes)
+        self.readahead.set_budget(bytes, self.read_ahead_window())
+    }
+
+    /// Bytes of one read-ahead window: whole stripes, about 1 MiB of data.
+    fn read_ahead_window(&self) -> u64 {
+        let sdb = self.layout.stripe_data;
+        (readahead::WINDOW_BYTES / sdb).max(1) * sdb
     }
 
     /// Read up to `buf.len()` bytes at `offset` of inode `ino` of logical
@@ -933,8 +939,7 @@ impl DataStore {
         }
         let len = (buf.len() as u64).min(file_size - offset) as usize;
         let _g = self.lock_read(ino);
-        let sdb = self.layout.stripe_data;
-        let window = (readahead::WINDOW_BYTES / sdb).max(1) * sdb;
+        let window = self.read_ahead_window();
         let out = &mut buf[..len];
         // A read as large as a window gains nothing from one: its member
         // requests are already large, and a window would cost a copy.

@@ -12,7 +12,8 @@
 //! recently used first out), each with at most [`AHEAD`] + 1 windows, so
 //! memory stays a few tens of MiB however many files are open. The budget
 //! is an option ([`ReadAhead::set_budget`], the mount's `cache=`): it sets
-//! how many files are followed at once, and 0 turns read-ahead off. Up to [`SPARE`] buffers no
+//! how many files are followed at once (about 7 windows each at worst), and
+//! 0 turns read-ahead off. Up to [`SPARE`] buffers no
 //! window uses any more are kept for the next fills: a fresh allocation of
 //! a few MiB is zeroed page by page, which costs about as much as reading
 //! it from the page cache. A fill overwrites every byte of its buffer, so a
@@ -93,10 +94,16 @@ impl Default for ReadAhead {
     }
 }
 
-/// Memory one followed file may hold at most: its windows.
-pub const BYTES_PER_STREAM: u64 = (AHEAD + 1) * WINDOW_BYTES;
-/// The default budget: [`MAX_STREAMS`] files.
-pub const DEFAULT_BUDGET: u64 = MAX_STREAMS as u64 * BYTES_PER_STREAM;
+/// Memory one followed file may hold at most, in windows: the windows it
+/// uses (`AHEAD + 1`) and, while the last window of an older fill is still
+/// read, that fill's shared buffer (`AHEAD` more).
+const WINDOWS_PER_STREAM: u64 = 2 * AHEAD + 1;
+/// Memory one followed file may hold with windows of `window` bytes.
+pub fn bytes_per_stream(window: u64) -> u64 {
+    WINDOWS_PER_STREAM * window
+}
+/// The default budget: [`MAX_STREAMS`] files with 1 MiB windows (56 MiB).
+pub const DEFAULT_BUDGET: u64 = MAX_STREAMS as u64 * WINDOWS_PER_STREAM * WINDOW_BYTES;
 
 impl std::fmt::Debug for ReadAhead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,13 +116,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ReadAhead {
-    /// Bound the memory of read-ahead windows to about `bytes` (as many
-    /// files followed as that allows; 0 turns read-ahead off). Returns the
-    /// number of files followed.
-    pub(crate) fn set_budget(&self, bytes: u64) -> usize {
-        let n = usize::try_from(bytes / BYTES_PER_STREAM)
-            .unwrap_or(STREAMS_CAP)
-            .min(STREAMS_CAP);
+    /// Bound the memory of read-ahead windows of `window` bytes to about
+    /// `bytes` (as many files followed as that allows, at least one; 0 turns
+    /// read-ahead off). Returns the number of files followed. Up to
+    /// [`SPARE`] fill buffers kept for reuse come on top.
+    pub(crate) fn set_budget(&self, bytes: u64, window: u64) -> usize {
+        let n = if bytes == 0 {
+            0
+        } else {
+            usize::try_from(bytes / bytes_per_stream(window).max(1))
+                .unwrap_or(STREAMS_CAP)
+                .clamp(1, STREAMS_CAP)
+        };
         self.max_streams.store(n, Ordering::Relaxed);
         let mut streams = lock(&self.streams);
         while streams.len() > n {
@@ -359,8 +371,13 @@ mod tests {
                 .last()
                 .unwrap_or(false)
         };
-        assert_eq!(ra.set_budget(DEFAULT_BUDGET), MAX_STREAMS);
-        assert_eq!(ra.set_budget(2 * BYTES_PER_STREAM + 1), 2);
+        let w = WINDOW_BYTES;
+        assert_eq!(ra.set_budget(DEFAULT_BUDGET, w), MAX_STREAMS);
+        // Wider windows (wide stripes): fewer files for the same memory.
+        assert_eq!(ra.set_budget(DEFAULT_BUDGET, 2 * w), MAX_STREAMS / 2);
+        // Any non-zero budget follows at least one file.
+        assert_eq!(ra.set_budget(1, w), 1);
+        assert_eq!(ra.set_budget(2 * bytes_per_stream(w) + 1, w), 2);
         assert!(third_served(1));
         assert!(third_served(2));
         // A third file pushes the first out: it starts over.
@@ -368,10 +385,10 @@ mod tests {
         let mut out = vec![0u8; 4096];
         assert!(!ra.read(1, 3 * 4096, &mut out, 1 << 30, 1 << 20, fill));
         // Off: nothing is ever served from windows.
-        assert_eq!(ra.set_budget(0), 0);
+        assert_eq!(ra.set_budget(0, w), 0);
         assert!(!third_served(4));
         assert!(!ra.read(3, 3 * 4096, &mut out, 1 << 30, 1 << 20, fill));
-        assert_eq!(ra.set_budget(u64::MAX), STREAMS_CAP);
+        assert_eq!(ra.set_budget(u64::MAX, w), STREAMS_CAP);
     }
 
     #[test]

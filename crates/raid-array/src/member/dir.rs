@@ -19,6 +19,8 @@ use super::{DIRECT_ALIGN, Member, MemberFile, check_relative};
 pub struct DirMember {
     root: Dir,
     path: PathBuf,
+    /// The open directory holding this process's exclusive lock, if taken.
+    held: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 impl DirMember {
@@ -35,6 +37,7 @@ impl DirMember {
         Ok(DirMember {
             root,
             path: path.to_path_buf(),
+            held: std::sync::Mutex::new(None),
         })
     }
 
@@ -275,6 +278,25 @@ impl Member for DirMember {
         let f = self.root.open(".")?.into_std();
         let st = rustix::fs::fstat(&f).map_err(io::Error::from)?;
         Ok(Some(st.st_dev))
+    }
+
+    /// An exclusive `flock` on the root, through a descriptor of its own
+    /// (a lock belongs to one open file description).
+    fn lock_exclusive(&self, wait: std::time::Duration) -> io::Result<bool> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_some() {
+            return Ok(true);
+        }
+        let f = self.root.open(".")?.into_std();
+        let got = crate::exclusive::lock_dir(&f, &self.path, wait)?;
+        if got {
+            *held = Some(f);
+        }
+        Ok(got)
+    }
+
+    fn unlock(&self) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 

@@ -561,6 +561,14 @@ impl Member for FaultyMember {
         self.sh.check(Op::ReadAll, "", false)?;
         self.sh.inner.space()
     }
+
+    fn lock_exclusive(&self, wait: std::time::Duration) -> io::Result<bool> {
+        self.sh.inner.lock_exclusive(wait)
+    }
+
+    fn unlock(&self) {
+        self.sh.inner.unlock()
+    }
 }
 
 #[cfg(test)]

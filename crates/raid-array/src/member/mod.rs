@@ -90,6 +90,15 @@ pub trait Member: Send + Sync {
     fn filesystem_id(&self) -> io::Result<Option<u64>> {
         Ok(None)
     }
+    /// Hold this member for this process alone ([`crate::exclusive`]),
+    /// waiting up to `wait` for another holder: `Ok(false)` if it still
+    /// holds it. Held until [`Member::unlock`] or until the handle goes.
+    /// Backends with nothing to lock hold nothing.
+    fn lock_exclusive(&self, _wait: std::time::Duration) -> io::Result<bool> {
+        Ok(true)
+    }
+    /// Let go of what [`Member::lock_exclusive`] took.
+    fn unlock(&self) {}
 }
 
 /// Alignment of buffer addresses, offsets and lengths for direct writes:
