@@ -63,6 +63,17 @@ pub const IN_MEMORY_MAX: u64 = 1 << 20;
 /// least this large goes multipart whatever the threshold: memory stays at
 /// one part per request slot.
 pub const SEALED_SINGLE_MAX: u64 = 16 << 20;
+/// Largest object S3 takes in one PUT.
+pub const MAX_SINGLE_PUT: u64 = 5 << 30;
+
+/// Whether a file of `size` bytes goes multipart: at the threshold, when an
+/// encrypted body would be too large to seal in memory, and always above
+/// what one PUT may carry.
+fn goes_multipart(size: u64, threshold: u64, encrypted: bool) -> bool {
+    size > 0
+        && (size >= threshold || (encrypted && size >= SEALED_SINGLE_MAX) || size > MAX_SINGLE_PUT)
+}
+
 /// Chunk size when streaming a body from a file.
 const STREAM_CHUNK: usize = 256 << 10;
 
@@ -163,9 +174,7 @@ impl Uploader {
 
     /// Whether a file of this size goes multipart.
     pub fn is_multipart(&self, size: u64) -> bool {
-        size > 0
-            && (size >= self.opts.multipart_threshold
-                || (self.key.is_some() && size >= SEALED_SINGLE_MAX))
+        goes_multipart(size, self.opts.multipart_threshold, self.key.is_some())
     }
 
     /// Whether a single-PUT file of this size is read into memory (small, or
@@ -934,6 +943,18 @@ pub fn crc_file(path: &Path, size: u64, part_size: u64) -> Result<FileCrcs> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_goes_multipart() {
+        let t = 128 << 20;
+        assert!(!goes_multipart(0, t, false));
+        assert!(!goes_multipart(t - 1, t, false));
+        assert!(goes_multipart(t, t, false));
+        assert!(!goes_multipart(SEALED_SINGLE_MAX - 1, t, true));
+        assert!(goes_multipart(SEALED_SINGLE_MAX, t, true));
+        assert!(!goes_multipart(MAX_SINGLE_PUT, u64::MAX, false));
+        assert!(goes_multipart(MAX_SINGLE_PUT + 1, u64::MAX, false));
+    }
 
     #[test]
     fn part_crcs_cover_the_file() {
