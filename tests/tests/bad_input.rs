@@ -115,6 +115,21 @@ fn mount_on_a_busy_mountpoint_is_refused() {
 }
 
 #[test]
+fn mounting_a_mounted_array_again_is_refused() {
+    let a = TestArray::raid5();
+    fs::write(a.path("mine"), b"still here").unwrap();
+    // (The members are not compared before and after: the live daemon
+    // commits to them on its own. The second process stops at the lock,
+    // before it reads a superblock.)
+    let second = a.new_dir("second-mount");
+    let out = mount_cmd(&a.spec(), &second, Some("lock_wait=0"));
+    assert_refused(&out, "in use by another raidfs process");
+    assert!(!is_mounted(&second));
+    // The first mount is untouched and still serving.
+    assert_eq!(fs::read(a.path("mine")).unwrap(), b"still here");
+}
+
+#[test]
 fn mount_with_an_unknown_option_is_refused() {
     let a = TestArray::builder("raid5", 4).create();
     let before = snapshots(&a.members);

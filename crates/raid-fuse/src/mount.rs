@@ -63,6 +63,7 @@ pub fn assemble(req: &MountRequest) -> Result<Array> {
     opts.rebuild.throttle_bytes_per_sec = req.options.rebuild_throttle_mbps * 1_000_000;
     opts.atime = req.options.atime;
     opts.read_ahead_budget = req.options.cache_bytes;
+    opts.lock_wait = std::time::Duration::from_secs(req.options.lock_wait_secs);
     let array = Array::assemble(&opts).context("cannot assemble the array")?;
     if !req.options.read_only {
         // After an unclean shutdown the write-intent log names the stripes

@@ -51,6 +51,10 @@ pub struct MountOptions {
     /// Memory in bytes for the array's own read-ahead windows (`cache=`,
     /// e.g. `cache=8M` on a small Pi); 0 turns them off.
     pub cache_bytes: u64,
+    /// Seconds to wait for another process to let go of the members (a
+    /// daemon still closing the array after `umount`) before refusing with
+    /// EBUSY (`lock_wait=`).
+    pub lock_wait_secs: u64,
 }
 
 impl Default for MountOptions {
@@ -70,6 +74,7 @@ impl Default for MountOptions {
             atime: raid_array::AtimeMode::Relatime,
             readahead_kib: crate::readahead::DEFAULT_KIB,
             cache_bytes: raid_array::data::readahead::DEFAULT_BUDGET,
+            lock_wait_secs: raid_array::exclusive::DEFAULT_WAIT.as_secs(),
         }
     }
 }
@@ -220,6 +225,15 @@ impl MountOptions {
                         OptionError(format!("cache={v}: not a size (e.g. 8M, 1G)"))
                     })?;
                 }
+                "lock_wait" => {
+                    let n = number(key)?;
+                    if n > 3600 {
+                        return Err(OptionError(format!(
+                            "lock_wait={n}: at most 3600 (seconds)"
+                        )));
+                    }
+                    self.lock_wait_secs = n;
+                }
                 "readahead" => {
                     let n = number(key)?;
                     if n > 1 << 20 {
@@ -340,6 +354,19 @@ mod tests {
         assert!(o.parse_into("readahead").is_err());
         assert!(o.parse_into("readahead=4M").is_err());
         assert!(o.parse_into("readahead=2000000").is_err());
+    }
+
+    #[test]
+    fn lock_wait_is_seconds() {
+        let mut o = MountOptions::default();
+        assert_eq!(o.lock_wait_secs, 20);
+        o.parse_into("lock_wait=120").unwrap();
+        assert_eq!(o.lock_wait_secs, 120);
+        o.parse_into("lock_wait=0").unwrap();
+        assert_eq!(o.lock_wait_secs, 0);
+        assert!(o.parse_into("lock_wait").is_err());
+        assert!(o.parse_into("lock_wait=1m").is_err());
+        assert!(o.parse_into("lock_wait=86400").is_err());
     }
 
     #[test]
