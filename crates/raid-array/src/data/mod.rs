@@ -111,6 +111,75 @@ struct Seg {
     ok: bool,
 }
 
+/// Segments of one member's batch list that are contiguous both on the
+/// member and in its batch buffer: one request instead of one per segment.
+struct Run<'a> {
+    /// Their indices in the batch (a slice of the member's list).
+    segs: &'a [usize],
+    /// Offset on the member of the first byte.
+    member_off: u64,
+    /// Their bytes in the member's batch buffer.
+    buf: std::ops::Range<usize>,
+}
+
+impl<'a> Run<'a> {
+    /// The runs of the segments of `list` that `pick` selects, in order.
+    fn merge<F: Fn(&Seg) -> bool>(
+        list: &'a [usize],
+        segs: &'a [Seg],
+        stripes: &'a [u64],
+        chunk: u64,
+        pick: F,
+    ) -> Runs<'a, F> {
+        Runs {
+            list,
+            segs,
+            stripes,
+            chunk,
+            pick,
+            next: 0,
+        }
+    }
+}
+
+/// Iterator of [`Run::merge`].
+struct Runs<'a, F> {
+    list: &'a [usize],
+    segs: &'a [Seg],
+    stripes: &'a [u64],
+    chunk: u64,
+    pick: F,
+    next: usize,
+}
+
+impl<'a, F: Fn(&Seg) -> bool> Iterator for Runs<'a, F> {
+    type Item = Run<'a>;
+
+    fn next(&mut self) -> Option<Run<'a>> {
+        let (list, segs) = (self.list, self.segs);
+        let off = |k: usize| self.stripes[list[k]] * self.chunk + segs[list[k]].col as u64;
+        let i = (self.next..list.len()).find(|&k| (self.pick)(&segs[list[k]]))?;
+        let s = &segs[list[i]];
+        let start = off(i);
+        let mut end = i + 1;
+        let mut len = s.len;
+        while end < list.len() {
+            let t = &segs[list[end]];
+            if !(self.pick)(t) || off(end) != start + len as u64 || t.buf != s.buf + len {
+                break;
+            }
+            len += t.len;
+            end += 1;
+        }
+        self.next = end;
+        Some(Run {
+            segs: &list[i..end],
+            member_off: start,
+            buf: s.buf..s.buf + len,
+        })
+    }
+}
+
 /// One group of one stripe in a batch; `segs` are its positions in order.
 struct Work {
     stripe: u64,
@@ -416,65 +485,36 @@ impl DataStore {
             .enumerate()
             .filter(|(j, _)| by_member[*j].iter().any(|&i| segs_ro[i].read));
         let results: Vec<Vec<(usize, bool)>> = pool::map(busy, |(j, buf)| {
-            let list = &by_member[j];
-            (move || {
-                let mut out = Vec::new();
-                if list.iter().all(|&i| !segs_ro[i].read) {
-                    return out;
+            let mut out = Vec::new();
+            let readable = self.health.state(j).readable();
+            for run in Run::merge(&by_member[j], segs_ro, stripes, chunk, |s| s.read) {
+                let res = if readable {
+                    self.read_verified(j, ino, run.member_off, &mut buf[run.buf.clone()])
+                } else {
+                    Err(io::Error::other("member not readable"))
+                };
+                match res {
+                    Ok(bad) => {
+                        let mut base = 0;
+                        for &si in run.segs {
+                            let sl = segs_ro[si].len;
+                            let lo = base / BLOCK;
+                            let hi = (base + sl) / BLOCK;
+                            let ok = !bad.iter().any(|&x| x >= lo && x < hi);
+                            out.push((si, ok));
+                            base += sl;
+                        }
+                    }
+                    Err(e) => {
+                        if readable {
+                            self.health.count_read_error(j);
+                            debug!(member = j, ino, error = %e, "read failed");
+                        }
+                        out.extend(run.segs.iter().map(|&si| (si, false)));
+                    }
                 }
-                let readable = self.health.state(j).readable();
-                let mut i = 0;
-                while i < list.len() {
-                    let s = &segs_ro[list[i]];
-                    if !s.read {
-                        i += 1;
-                        continue;
-                    }
-                    // Merge following segments contiguous on the member and in the buffer.
-                    let start_off = stripes[list[i]] * chunk + s.col as u64;
-                    let mut end = i + 1;
-                    let mut len = s.len;
-                    while end < list.len() {
-                        let t = &segs_ro[list[end]];
-                        let t_off = stripes[list[end]] * chunk + t.col as u64;
-                        if !t.read || t_off != start_off + len as u64 || t.buf != s.buf + len {
-                            break;
-                        }
-                        len += t.len;
-                        end += 1;
-                    }
-                    let run = &mut buf[s.buf..s.buf + len];
-                    let res = if readable {
-                        self.read_verified(j, ino, start_off, run)
-                    } else {
-                        Err(io::Error::other("member not readable"))
-                    };
-                    match res {
-                        Ok(bad) => {
-                            let mut base = 0;
-                            for &si in &list[i..end] {
-                                let sl = segs_ro[si].len;
-                                let lo = base / BLOCK;
-                                let hi = (base + sl) / BLOCK;
-                                let ok = !bad.iter().any(|&x| x >= lo && x < hi);
-                                out.push((si, ok));
-                                base += sl;
-                            }
-                        }
-                        Err(e) => {
-                            if readable {
-                                self.health.count_read_error(j);
-                                debug!(member = j, ino, error = %e, "read failed");
-                            }
-                            for &si in &list[i..end] {
-                                out.push((si, false));
-                            }
-                        }
-                    }
-                    i = end;
-                }
-                out
-            })()
+            }
+            out
         });
         for r in results {
             for (si, ok) in r {
@@ -499,44 +539,23 @@ impl DataStore {
             by_member[*j].iter().any(|&i| segs[i].write) && self.health.state(*j).writable()
         });
         pool::map(busy, |(j, buf)| {
-            let list = &by_member[j];
-            if list.iter().all(|&i| !segs[i].write) || !self.health.state(j).writable() {
+            // Checked again when the job runs: the member may have failed since.
+            if !self.health.state(j).writable() {
                 return;
             }
-            (move || {
-                let mut i = 0;
-                while i < list.len() {
-                    let s = &segs[list[i]];
-                    if !s.write {
-                        i += 1;
-                        continue;
-                    }
-                    let start_off = stripes[list[i]] * chunk + s.col as u64;
-                    let mut end = i + 1;
-                    let mut len = s.len;
-                    while end < list.len() {
-                        let t = &segs[list[end]];
-                        let t_off = stripes[list[end]] * chunk + t.col as u64;
-                        if !t.write || t_off != start_off + len as u64 || t.buf != s.buf + len {
-                            break;
-                        }
-                        len += t.len;
-                        end += 1;
-                    }
-                    if let Err(e) = self.write_blocks(j, ino, start_off, &buf[s.buf..s.buf + len]) {
-                        if is_no_space(&e) {
-                            // A full disk is not a broken one: report ENOSPC,
-                            // fail nobody (the stripe stays dirty for resync).
-                            full_ref.store(true, std::sync::atomic::Ordering::Relaxed);
-                            return;
-                        }
-                        self.health.count_write_error(j);
-                        self.fail_member(j, "write failed", &e);
+            for run in Run::merge(&by_member[j], segs, stripes, chunk, |s| s.write) {
+                if let Err(e) = self.write_blocks(j, ino, run.member_off, &buf[run.buf]) {
+                    if is_no_space(&e) {
+                        // A full disk is not a broken one: report ENOSPC,
+                        // fail nobody (the stripe stays dirty for resync).
+                        full_ref.store(true, std::sync::atomic::Ordering::Relaxed);
                         return;
                     }
-                    i = end;
+                    self.health.count_write_error(j);
+                    self.fail_member(j, "write failed", &e);
+                    return;
                 }
-            })();
+            }
         });
         if full.into_inner() {
             return Err(ArrayError::NoSpace);
