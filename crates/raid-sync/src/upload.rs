@@ -199,19 +199,8 @@ impl Uploader {
         let body = stream_from(path, 0, entry.size, self.limit.as_ref())
             .await
             .map_err(|e| changed_or(path, entry, e))?;
-        self.bucket.count();
-        self.bucket
-            .client
-            .put_object()
-            .bucket(&self.bucket.name)
-            .key(key)
-            .body(body)
+        self.put_request(key, body, crc, meta)
             .content_length(entry.size as i64)
-            .checksum_crc32(crc32_b64(crc))
-            .set_metadata(Some(meta.to_map()))
-            .set_storage_class(self.opts.storage_class.clone())
-            .set_server_side_encryption(self.opts.sse.clone())
-            .set_ssekms_key_id(self.opts.sse_kms_key_id.clone())
             .send()
             .await
             .map_err(|e| changed_or(path, entry, Error::s3("PutObject", key, e)))?;
@@ -239,25 +228,35 @@ impl Uploader {
             }
         };
         let _slot = self.slots.acquire().await.map_err(closed)?;
+        let body = ratelimit::throttle(ByteStream::from(body), self.limit.as_ref());
+        self.put_request(key, body, crc, meta)
+            .send()
+            .await
+            .map_err(|e| Error::s3("PutObject", key, e))?;
+        Ok(len)
+    }
+
+    /// A counted PutObject of `body` with its CRC-32, metadata, storage
+    /// class and server-side encryption.
+    fn put_request(
+        &self,
+        key: &str,
+        body: ByteStream,
+        crc: u32,
+        meta: &ObjectMeta,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
         self.bucket.count();
         self.bucket
             .client
             .put_object()
             .bucket(&self.bucket.name)
             .key(key)
-            .body(ratelimit::throttle(
-                ByteStream::from(body),
-                self.limit.as_ref(),
-            ))
+            .body(body)
             .checksum_crc32(crc32_b64(crc))
             .set_metadata(Some(meta.to_map()))
             .set_storage_class(self.opts.storage_class.clone())
             .set_server_side_encryption(self.opts.sse.clone())
             .set_ssekms_key_id(self.opts.sse_kms_key_id.clone())
-            .send()
-            .await
-            .map_err(|e| Error::s3("PutObject", key, e))?;
-        Ok(len)
     }
 
     /// Server-side copy with new metadata: renames (`src != dst`) and
