@@ -13,18 +13,11 @@ use raid_array::health::MemberState;
 use raid_array::{Array, ArrayError, AssembleOptions, CreateOptions, ROOT_INO};
 use raid_core::Level;
 
+mod common;
+use common::make_dirs;
+
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
-}
-
-fn make_dirs(root: &Path, prefix: &str, n: usize) -> Vec<PathBuf> {
-    (0..n)
-        .map(|i| {
-            let d = root.join(format!("{prefix}{i}"));
-            std::fs::create_dir(&d).unwrap();
-            d
-        })
-        .collect()
 }
 
 fn create(dirs: &[PathBuf], name: &str) -> Array {

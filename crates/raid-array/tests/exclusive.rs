@@ -3,22 +3,15 @@
 //! removed (so its disk can be unmounted), takes one that joins, and lets
 //! go of all at close.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use raid_array::member::{DirMember, Member};
 use raid_array::{Array, ArrayError, AssembleOptions, CreateOptions};
 use raid_core::Level;
 
-fn dirs(root: &Path, prefix: &str, n: usize) -> Vec<PathBuf> {
-    (0..n)
-        .map(|i| {
-            let d = root.join(format!("{prefix}{i}"));
-            std::fs::create_dir_all(&d).unwrap();
-            d
-        })
-        .collect()
-}
+mod common;
+use common::make_dirs;
 
 /// Whether another holder (this test, through a handle of its own) could
 /// take the directory's lock now.
@@ -32,8 +25,8 @@ fn free(dir: &Path) -> bool {
 #[test]
 fn the_lock_follows_membership() {
     let tmp = tempfile::tempdir().unwrap();
-    let m = dirs(tmp.path(), "m", 4);
-    let s = dirs(tmp.path(), "s", 2);
+    let m = make_dirs(tmp.path(), "m", 4);
+    let s = make_dirs(tmp.path(), "s", 2);
     let mut o = CreateOptions::new("excl", Level::Raid5(Default::default()), m.clone());
     o.spares = vec![s[0].clone()];
     o.allow_same_fs = true;

@@ -1,4 +1,20 @@
-//! Helpers shared by the engine's integration tests.
+//! Helpers shared by the engine's integration tests (each test binary
+//! uses some of them).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// `n` fresh member directories `root/<prefix>0..`.
+pub fn make_dirs(root: &Path, prefix: &str, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let d = root.join(format!("{prefix}{i}"));
+            std::fs::create_dir(&d).unwrap();
+            d
+        })
+        .collect()
+}
 
 /// Deterministic pseudo-random bytes (xorshift), different for each seed:
 /// test data whose every block differs, so a misplaced chunk shows.
