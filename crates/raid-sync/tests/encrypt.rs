@@ -11,9 +11,7 @@ const SECRET: &[u8] = b"the launch code is 0000 and nobody may read it";
 
 fn big_data() -> Vec<u8> {
     // 3 MiB + a bit: four 1 MiB parts with the settings below.
-    (0..(3u32 << 20) + 12_345)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect()
+    pattern((3 << 20) + 12_345, 0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,9 +277,7 @@ async fn killed_encrypted_multipart_upload_resumes_and_restores_intact() {
     let key = keys_dir.path().join("key");
     std::fs::write(&key, [0x33u8; 32]).unwrap();
     let root = src.path();
-    let data: Vec<u8> = (0..(12u32 << 20))
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let data = pattern(12 << 20, 0);
     write(root, "big.bin", &data);
     let st = state.path().join("s.json");
     let args = |k: &mut std::process::Command| {

@@ -6,12 +6,6 @@ mod common;
 
 use common::*;
 
-fn data(len: usize, seed: u32) -> Vec<u8> {
-    (0..len as u32)
-        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_below_the_threshold_stream_in_one_put() {
     let m = moto();
@@ -20,8 +14,8 @@ async fn files_below_the_threshold_stream_in_one_put() {
     let src = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let root = src.path();
-    let plain = data(6 << 20, 1);
-    let paced = data((3 << 20) + 12_345, 2);
+    let plain = pattern(6 << 20, 1);
+    let paced = pattern((3 << 20) + 12_345, 2);
     write(root, "plain.bin", &plain);
     let st = state.path().join("s.json");
 
@@ -83,8 +77,8 @@ async fn a_low_bandwidth_limit_paces_uploads_to_completion() {
     let src = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let root = src.path();
-    let streamed = data((1 << 20) + 300_000, 5);
-    let small = data(200_000, 6);
+    let streamed = pattern((1 << 20) + 300_000, 5);
+    let small = pattern(200_000, 6);
     write(root, "streamed.bin", &streamed);
     write(root, "small.bin", &small);
     let t0 = std::time::Instant::now();
@@ -123,7 +117,7 @@ async fn an_upload_no_longer_multipart_is_aborted() {
     let src = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let root = src.path();
-    let body = data(6 << 20, 7);
+    let body = pattern(6 << 20, 7);
     write(root, "f.bin", &body);
     let st = state.path().join("s.json");
     let mut k = cmd(&m.endpoint, &b);

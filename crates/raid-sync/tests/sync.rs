@@ -185,9 +185,7 @@ async fn killed_multipart_upload_resumes_from_the_parts_already_sent() {
     let src = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let root = src.path();
-    let data: Vec<u8> = (0..(12u32 << 20))
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let data = pattern(12 << 20, 0);
     write(root, "big.bin", &data);
     let st = state.path().join("s.json");
     let args = |k: &mut std::process::Command| {

@@ -79,6 +79,14 @@ pub fn moto() -> &'static Moto {
 
 static BUCKETS: AtomicU32 = AtomicU32::new(0);
 
+/// Deterministic test bytes, different for each seed (a multiplicative
+/// hash of the position: no run of equal bytes, so misplaced parts show).
+pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect()
+}
+
 /// A fresh bucket name for one test.
 pub fn bucket_name(test: &str) -> String {
     format!(
