@@ -590,8 +590,14 @@ impl Uploader {
         crcs: &FileCrcs,
         enc: Option<[u8; crypt::PREFIX]>,
     ) -> Result<Sent> {
+        // Sealed parts are read into memory from one open file; plaintext
+        // parts are streamed, each from its own handle.
         let seal = match (&self.key, enc) {
-            (Some(k), Some(p)) => Some((k.clone(), p)),
+            (Some(k), Some(p)) => {
+                let file = std::fs::File::open(path)
+                    .map_err(|e| Error::io("opening for upload", path, e))?;
+                Some((k.clone(), p, Arc::new(file)))
+            }
             (None, None) => None,
             _ => {
                 return Err(Error::Config(format!(
@@ -600,9 +606,6 @@ impl Uploader {
             }
         };
         let n_chunks_per_part = crcs.part_size / crypt::CHUNK as u64;
-        let file = Arc::new(
-            std::fs::File::open(path).map_err(|e| Error::io("opening for upload", path, e))?,
-        );
         let size = entry.size;
         let n = crcs.parts.len();
         // Per part: ETag and CRC-32 of the bytes the server holds.
@@ -627,7 +630,6 @@ impl Uploader {
         let todo: Vec<usize> = (0..n).filter(|i| done[*i].is_none()).collect();
         let uploaded: Vec<(usize, String, u32)> = futures::stream::iter(todo)
             .map(|i| {
-                let file = file.clone();
                 let seal = seal.clone();
                 async move {
                     let len = part_len(size, crcs.part_size, i);
@@ -641,7 +643,7 @@ impl Uploader {
                             crcs.parts[i],
                             len,
                         ),
-                        Some((k, prefix)) => {
+                        Some((k, prefix, file)) => {
                             let p = path.to_path_buf();
                             let buf =
                                 tokio::task::spawn_blocking(move || read_at(&file, &p, off, len))
