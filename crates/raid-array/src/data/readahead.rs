@@ -9,7 +9,8 @@
 //! them in memory and serves the following reads from them.
 //!
 //! Bounds: at most [`MAX_STREAMS`] files are followed by default (least
-//! recently used first out), each with at most [`AHEAD`] + 1 windows, so
+//! recently used first out), each using [`AHEAD`] + 1 windows (and, while it
+//! moves on, up to [`AHEAD`] more still shared with its previous fill), so
 //! memory stays a few tens of MiB however many files are open. The budget
 //! is an option ([`ReadAhead::set_budget`], the mount's `cache=`): it sets
 //! how many files are followed at once (about 7 windows each at worst), and
