@@ -1084,12 +1084,14 @@ fn parallel_namespace_changes_in_one_directory() {
             s.spawn(move || {
                 for i in 0..300 {
                     let p = d.join(format!("t{t}-{i}"));
-                    fs::write(&p, format!("{t}/{i}")).unwrap();
-                    match i % 3 {
-                        0 => fs::remove_file(&p).unwrap(),
-                        1 => fs::rename(&p, d.join(format!("r{t}-{i}"))).unwrap(),
-                        _ => fs::hard_link(&p, d.join(format!("h{t}-{i}"))).unwrap(),
-                    }
+                    fs::write(&p, format!("{t}/{i}"))
+                        .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+                    let r = match i % 3 {
+                        0 => fs::remove_file(&p),
+                        1 => fs::rename(&p, d.join(format!("r{t}-{i}"))),
+                        _ => fs::hard_link(&p, d.join(format!("h{t}-{i}"))),
+                    };
+                    r.unwrap_or_else(|e| panic!("step {} on {}: {e}", i % 3, p.display()));
                 }
             });
         }
@@ -1227,5 +1229,77 @@ fn strictatime_moves_the_access_time_on_every_read() {
     assert!(
         second > first,
         "strictatime: a second read left the access time"
+    );
+}
+
+/// The kernel caches names and attributes for long (`cache_timeout=`,
+/// default an hour), so what it cannot see by itself must be pushed to it:
+/// the block count of a file a write just grew is current at once, not
+/// after the cache expires.
+#[test]
+fn block_count_is_current_right_after_a_write() {
+    let a = TestArray::raid5();
+    let p = a.path("f");
+    fs::write(&p, b"x").unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().blocks(), 1);
+    let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+    f.write_all(&pattern(3, 3_000_000)).unwrap();
+    f.sync_all().unwrap();
+    let m = fs::metadata(&p).unwrap();
+    assert_eq!(m.len(), 3_000_001);
+    assert_eq!(m.blocks(), 3_000_001u64.div_ceil(512), "stale st_blocks");
+    rustix::fs::fallocate(&f, FallocateFlags::empty(), 0, 5_000_000).unwrap();
+    let m = fs::metadata(&p).unwrap();
+    assert_eq!(m.len(), 5_000_000);
+    assert_eq!(
+        m.blocks(),
+        5_000_000u64.div_ceil(512),
+        "stale st_blocks after fallocate"
+    );
+}
+
+/// Missing names are cached too; creating, renaming and removing through
+/// the mount keep the kernel's view exact with a long cache timeout.
+#[test]
+fn cached_names_follow_create_rename_and_unlink() {
+    let a = TestArray::raid5();
+    let p = a.path("later");
+    for _ in 0..2 {
+        let e = fs::metadata(&p).unwrap_err();
+        assert_eq!(errno(&e), libc::ENOENT, "missing name");
+    }
+    fs::write(&p, b"now").unwrap();
+    assert_eq!(fs::read(&p).unwrap(), b"now");
+    let q = a.path("moved");
+    assert!(fs::metadata(&q).is_err());
+    fs::rename(&p, &q).unwrap();
+    assert!(fs::metadata(&p).is_err(), "old name still cached");
+    assert_eq!(fs::read(&q).unwrap(), b"now");
+    fs::remove_file(&q).unwrap();
+    assert!(fs::metadata(&q).is_err(), "removed name still cached");
+    fs::create_dir(&p).unwrap();
+    assert!(fs::metadata(&p).unwrap().is_dir());
+}
+
+/// An xattr change moves ctime, which the kernel learns at once.
+#[test]
+fn xattr_change_shows_a_new_ctime_at_once() {
+    let a = TestArray::raid5();
+    let p = a.path("f");
+    fs::write(&p, b"x").unwrap();
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(old))
+        .unwrap();
+    let before = fs::metadata(&p).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    setxattr(&p, "user.k", b"v", 0).unwrap();
+    let after = fs::metadata(&p).unwrap();
+    assert!(
+        (after.ctime(), after.ctime_nsec()) > (before.ctime(), before.ctime_nsec()),
+        "ctime did not move after setxattr"
     );
 }

@@ -15,22 +15,28 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use raid_array::{Array, ArrayError, Attr, FileKind, SetAttr, TimeSet};
 use tracing::{debug, warn};
 
-/// How long the kernel may cache attributes and names. The array is only
-/// changed through this mount, so the kernel's view stays right; the short
-/// bound limits staleness after an offline repair.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache names, attributes and missing names by
+/// default (`cache_timeout=`). The namespace only changes through this
+/// mount (the members are locked while it is mounted, docs/SEMANTICS.md
+/// item 24), and the kernel updates its caches on every change it sends;
+/// the few attribute changes it does not see are pushed to it
+/// ([`RaidFs::attributes_changed`]). So the timeout only bounds the damage
+/// of a change that is missed, and it can be long: each expired name costs
+/// a LOOKUP round trip (an `rm` of files listed a second earlier sent two
+/// requests per file with the 1 s that libfuse uses).
+pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Largest write the kernel sends in one request.
 pub const MAX_WRITE: u32 = 1 << 20;
@@ -45,10 +51,20 @@ pub struct RaidFs {
     read_only: bool,
     /// Whether FLUSH may be refused with ENOSYS (see [`Filesystem::flush`]).
     skip_flush: bool,
+    /// How long the kernel may cache names and attributes.
+    ttl: Duration,
+    /// The session's channel for invalidations, set once it is mounted.
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl RaidFs {
-    pub fn new(array: Arc<Array>, read_only: bool) -> Self {
+    /// `notifier` is filled in by the caller once the session exists.
+    pub fn new(
+        array: Arc<Array>,
+        read_only: bool,
+        ttl: Duration,
+        notifier: Arc<OnceLock<Notifier>>,
+    ) -> Self {
         let release = rustix::system::uname()
             .release()
             .to_string_lossy()
@@ -57,6 +73,24 @@ impl RaidFs {
             array,
             read_only,
             skip_flush: kernel_flushes_without_flush(&release),
+            ttl,
+            notifier,
+        }
+    }
+
+    /// Tell the kernel that `ino`'s attributes changed in a way its caches
+    /// do not follow by themselves. The kernel drops its own copy of what
+    /// its requests change (the parent directory after a create or unlink,
+    /// ctime after an xattr change, the access time after a read, size and
+    /// blocks after `fallocate`), and with the writeback cache it keeps size
+    /// and times itself; what remains is the block count of a file that a
+    /// write grew. Offset -1: attributes only, no page is touched, so this
+    /// is safe from inside a request.
+    fn attributes_changed(&self, ino: u64) {
+        if let Some(n) = self.notifier.get()
+            && let Err(e) = n.inval_inode(INodeNo(ino), -1, 0)
+        {
+            debug!(ino, error = %e, "cannot invalidate the kernel's attributes");
         }
     }
 }
@@ -137,7 +171,7 @@ impl RaidFs {
 
     fn entry(&self, r: raid_array::Result<Attr>, reply: ReplyEntry) {
         match r {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), GEN),
+            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), GEN),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -147,6 +181,28 @@ impl RaidFs {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+}
+
+/// The answer for a name that does not exist, cached by the kernel like a
+/// positive one (node id 0).
+fn negative_entry() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: std::time::UNIX_EPOCH,
+        mtime: std::time::UNIX_EPOCH,
+        ctime: std::time::UNIX_EPOCH,
+        crtime: std::time::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
     }
 }
 
@@ -185,12 +241,18 @@ impl Filesystem for RaidFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(self.array.lookup(parent.0, name), reply);
+        match self.array.lookup(parent.0, name) {
+            // A missing name is cached too (node id 0 with a timeout): only
+            // a create through this mount can make it exist, and the kernel
+            // replaces the negative entry then.
+            Err(ArrayError::NotFound) => reply.entry(&self.ttl, &negative_entry(), GEN),
+            r => self.entry(r, reply),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.array.getattr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -225,7 +287,7 @@ impl Filesystem for RaidFs {
             mtime: mtime.map(time_set),
         };
         match self.array.setattr(ino.0, &set) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -408,8 +470,14 @@ impl Filesystem for RaidFs {
         if let Err(e) = self.writable() {
             return reply.error(e);
         }
+        let old_size = self.array.getattr(ino.0).map(|a| a.size).unwrap_or(0);
         match self.array.write(ino.0, offset, data) {
-            Ok(n) => reply.written(n as u32),
+            Ok(n) => {
+                reply.written(n as u32);
+                if offset + n as u64 > old_size {
+                    self.attributes_changed(ino.0);
+                }
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -510,7 +578,8 @@ impl Filesystem for RaidFs {
                         Err(err) => return reply.error(errno(&err)),
                     };
                     let name = OsStr::from_bytes(&e.name);
-                    if reply.add(INodeNo(e.ino), e.offset, name, &TTL, &file_attr(&attr), GEN) {
+                    let attr = file_attr(&attr);
+                    if reply.add(INodeNo(e.ino), e.offset, name, &self.ttl, &attr, GEN) {
                         break;
                     }
                 }
@@ -608,7 +677,7 @@ impl Filesystem for RaidFs {
             .create_file(parent.0, name, mode & !umask, req.uid(), req.gid())
         {
             Ok(a) => reply.created(
-                &TTL,
+                &self.ttl,
                 &file_attr(&a),
                 GEN,
                 FileHandle(0),

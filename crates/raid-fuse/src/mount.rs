@@ -127,10 +127,19 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
             return r;
         }
     };
-    let fs = RaidFs::new(Arc::clone(&array), req.options.read_only);
+    let notifier = Arc::new(std::sync::OnceLock::new());
+    let fs = RaidFs::new(
+        Arc::clone(&array),
+        req.options.read_only,
+        std::time::Duration::from_secs(req.options.cache_timeout_secs),
+        Arc::clone(&notifier),
+    );
     let config = fuse_config(req, &array.status().name);
     let mut session = match fuser::Session::new(fs, &req.mountpoint, &config) {
-        Ok(s) => s,
+        Ok(s) => {
+            let _ = notifier.set(s.notifier());
+            s
+        }
         Err(e) => {
             let r = Err(anyhow::Error::new(e)
                 .context(format!("cannot mount on {}", req.mountpoint.display())));

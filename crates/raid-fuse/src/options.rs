@@ -55,6 +55,9 @@ pub struct MountOptions {
     /// daemon still closing the array after `umount`) before refusing with
     /// EBUSY (`lock_wait=`).
     pub lock_wait_secs: u64,
+    /// Seconds the kernel may cache names, attributes and missing names
+    /// (`cache_timeout=`; 0 caches nothing).
+    pub cache_timeout_secs: u64,
 }
 
 impl Default for MountOptions {
@@ -75,6 +78,7 @@ impl Default for MountOptions {
             readahead_kib: crate::readahead::DEFAULT_KIB,
             cache_bytes: raid_array::data::readahead::DEFAULT_BUDGET,
             lock_wait_secs: raid_array::exclusive::DEFAULT_WAIT.as_secs(),
+            cache_timeout_secs: crate::adapter::DEFAULT_CACHE_TIMEOUT.as_secs(),
         }
     }
 }
@@ -234,6 +238,15 @@ impl MountOptions {
                     }
                     self.lock_wait_secs = n;
                 }
+                "cache_timeout" => {
+                    let n = number(key)?;
+                    if n > 86400 {
+                        return Err(OptionError(format!(
+                            "cache_timeout={n}: at most 86400 (seconds, a day)"
+                        )));
+                    }
+                    self.cache_timeout_secs = n;
+                }
                 "readahead" => {
                     let n = number(key)?;
                     if n > 1 << 20 {
@@ -367,6 +380,19 @@ mod tests {
         assert!(o.parse_into("lock_wait").is_err());
         assert!(o.parse_into("lock_wait=1m").is_err());
         assert!(o.parse_into("lock_wait=86400").is_err());
+    }
+
+    #[test]
+    fn cache_timeout_is_seconds() {
+        let mut o = MountOptions::default();
+        assert_eq!(o.cache_timeout_secs, 3600);
+        o.parse_into("cache_timeout=1").unwrap();
+        assert_eq!(o.cache_timeout_secs, 1);
+        o.parse_into("cache_timeout=0").unwrap();
+        assert_eq!(o.cache_timeout_secs, 0);
+        assert!(o.parse_into("cache_timeout").is_err());
+        assert!(o.parse_into("cache_timeout=1h").is_err());
+        assert!(o.parse_into("cache_timeout=86401").is_err());
     }
 
     #[test]
