@@ -237,8 +237,14 @@ pub(crate) struct AheadLimits {
 /// existing data: a degraded resync cannot confirm such a stripe and would
 /// make it unreadable although nobody was writing it.
 fn ahead(ino: u64, last_region: u64, lim: AheadLimits) -> impl Iterator<Item = (u64, u64)> {
-    // The next regions of this file past its end (an appending writer).
-    let this = (1..=AHEAD_REGIONS)
+    // The next regions of this file past its end (an appending writer), as
+    // many as the file already has (between the bounds): a long sequential
+    // writer pays one log write per doubling of its length until the
+    // upper bound, then one per AHEAD_REGIONS_MAX regions. Marks past the
+    // end cost a resync nothing (stripes past the end are skipped), but
+    // each stays in the log until the file is synced.
+    let n = lim.file_end_region.clamp(AHEAD_REGIONS, AHEAD_REGIONS_MAX);
+    let this = (1..=n)
         .map(move |d| (ino, last_region.saturating_add(d)))
         .filter(move |&(_, r)| r >= lim.file_end_region);
     // The first region of the next inodes not yet allocated (new files are
@@ -249,8 +255,10 @@ fn ahead(ino: u64, last_region: u64, lim: AheadLimits) -> impl Iterator<Item = (
     this.chain(next)
 }
 
-/// Regions of the same file marked ahead of a write.
+/// Regions of the same file marked ahead of a write, at least and at most
+/// ([`ahead`]).
 const AHEAD_REGIONS: u64 = 4;
+const AHEAD_REGIONS_MAX: u64 = 64;
 /// Following inodes whose first region is marked ahead of a write.
 const AHEAD_INODES: u64 = 32;
 
@@ -556,6 +564,23 @@ mod tests {
         // Inodes 11..19 exist: not marked; from 20 on they are free.
         assert!((11..20).all(|i| !got.contains(&(i, 0))));
         assert!((20..=10 + AHEAD_INODES).all(|i| got.contains(&(i, 0))));
+        // A long file being appended to gets more regions ahead, up to
+        // the bound.
+        let long = |end| AheadLimits {
+            file_end_region: end,
+            unused_ino: 20,
+        };
+        let of_file = |end| {
+            let marked: Vec<u64> = ahead(10, end, long(end))
+                .filter(|&(i, _)| i == 10)
+                .map(|(_, r)| r)
+                .collect();
+            assert!(marked.iter().all(|&r| r > end), "marked inside the file");
+            marked.len() as u64
+        };
+        assert_eq!(of_file(0), AHEAD_REGIONS);
+        assert_eq!(of_file(20), 20);
+        assert_eq!(of_file(5000), AHEAD_REGIONS_MAX);
         // An old file rewritten in place among newer files: nothing ahead.
         let old = AheadLimits {
             file_end_region: u64::MAX,

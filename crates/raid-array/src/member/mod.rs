@@ -43,6 +43,14 @@ pub trait MemberFile: Send + Sync {
     fn is_direct(&self) -> bool {
         false
     }
+    /// Start writing the first `upto` bytes back to the disk without
+    /// waiting, and let the page cache drop what is already there
+    /// (`data::writebehind`). A hint: it makes nothing durable, and a
+    /// backend may ignore it (the default).
+    fn write_behind(&self, upto: u64) -> io::Result<()> {
+        let _ = upto;
+        Ok(())
+    }
 }
 
 /// One member's storage root.
