@@ -8,7 +8,7 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::process::Command;
@@ -389,12 +389,14 @@ fn chmod_chown_round_trip() {
     let p = a.path("f");
     fs::write(&p, b"x").unwrap();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o4751)).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o4751);
+    // As on every Linux filesystem, a change of owner clears set-user-ID.
     std::os::unix::fs::chown(&p, Some(1234), Some(5678)).unwrap();
     std::os::unix::fs::symlink("f", a.path("l")).unwrap();
     std::os::unix::fs::lchown(a.path("l"), Some(42), Some(43)).unwrap();
     let check = |a: &TestArray| {
         let m = fs::metadata(a.path("f")).unwrap();
-        assert_eq!(m.mode() & 0o7777, 0o4751);
+        assert_eq!(m.mode() & 0o7777, 0o751, "chown left the set-user-ID bit");
         assert_eq!((m.uid(), m.gid()), (1234, 5678));
         let l = fs::symlink_metadata(a.path("l")).unwrap();
         assert_eq!((l.uid(), l.gid()), (42, 43));
@@ -1135,8 +1137,9 @@ fn atime_follows_relatime() {
     let old_secs = fs::metadata(&p).unwrap().mtime();
 
     // The access time is not newer than the change time (utimens just set
-    // it): a read moves it. Attributes are cached by the kernel for up to a
-    // second, so wait for the new value rather than for a fixed time.
+    // it): a read moves it. The kernel drops its cached access time once
+    // the read's reply is in, so wait for the new value rather than for a
+    // fixed time.
     assert_eq!(read_uncached(&p), data);
     let moved = atime_after(&p, before);
     assert_ne!(moved, before, "a read left an access time older than ctime");
@@ -1148,7 +1151,7 @@ fn atime_follows_relatime() {
     assert_eq!(m.mtime(), old_secs, "a read changed the modification time");
 
     // Now newer than both mtime and ctime and younger than a day: a second
-    // read leaves it (checked after the attribute cache has expired).
+    // read leaves it (the kernel asks again after that read too).
     assert_eq!(read_uncached(&p), data);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(atime(&p), moved, "relatime moved a fresh access time");
@@ -1234,10 +1237,10 @@ fn strictatime_moves_the_access_time_on_every_read() {
 
 /// The kernel caches names and attributes for long (`cache_timeout=`,
 /// default an hour), so what it cannot see by itself must be pushed to it:
-/// the block count of a file a write just grew is current at once, not
-/// after the cache expires.
+/// the block count of a file that writes grew is current once it is
+/// fsynced or closed, not after the cache expires.
 #[test]
-fn block_count_is_current_right_after_a_write() {
+fn block_count_is_current_after_fsync_and_close() {
     let a = TestArray::raid5();
     let p = a.path("f");
     fs::write(&p, b"x").unwrap();
@@ -1256,29 +1259,77 @@ fn block_count_is_current_right_after_a_write() {
         5_000_000u64.div_ceil(512),
         "stale st_blocks after fallocate"
     );
+    drop(f);
+    let q = a.path("g");
+    fs::write(&q, pattern(4, 1_000_000)).unwrap();
+    let m = fs::metadata(&q).unwrap();
+    assert_eq!(
+        m.blocks(),
+        1_000_000u64.div_ceil(512),
+        "stale st_blocks after close"
+    );
 }
 
-/// Missing names are cached too; creating, renaming and removing through
-/// the mount keep the kernel's view exact with a long cache timeout.
+/// Creating, linking, renaming (over another file too) and removing
+/// through the mount keep the kernel's view exact with a long cache
+/// timeout: names, link counts and the directory's link count.
 #[test]
-fn cached_names_follow_create_rename_and_unlink() {
+fn cached_names_follow_create_link_rename_and_unlink() {
     let a = TestArray::raid5();
+    let gone = |p: &Path, what: &str| {
+        let e = fs::metadata(p).unwrap_err();
+        assert_eq!(errno(&e), libc::ENOENT, "{what}");
+    };
     let p = a.path("later");
-    for _ in 0..2 {
-        let e = fs::metadata(&p).unwrap_err();
-        assert_eq!(errno(&e), libc::ENOENT, "missing name");
-    }
+    gone(&p, "missing name");
+    gone(&p, "missing name, asked again");
     fs::write(&p, b"now").unwrap();
     assert_eq!(fs::read(&p).unwrap(), b"now");
+    let h = a.path("hard");
+    fs::hard_link(&p, &h).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().nlink(), 2);
     let q = a.path("moved");
-    assert!(fs::metadata(&q).is_err());
+    gone(&q, "missing target");
     fs::rename(&p, &q).unwrap();
-    assert!(fs::metadata(&p).is_err(), "old name still cached");
+    gone(&p, "old name after rename");
     assert_eq!(fs::read(&q).unwrap(), b"now");
+    // A new file renamed over one of the two names.
+    fs::write(&p, b"other").unwrap();
+    fs::rename(&p, &h).unwrap();
+    gone(&p, "old name after rename over a file");
+    assert_eq!(fs::read(&h).unwrap(), b"other");
+    assert_eq!(
+        fs::metadata(&q).unwrap().nlink(),
+        1,
+        "replaced link still counted"
+    );
     fs::remove_file(&q).unwrap();
-    assert!(fs::metadata(&q).is_err(), "removed name still cached");
+    gone(&q, "removed name");
+    let root_links = fs::metadata(a.path("")).unwrap().nlink();
     fs::create_dir(&p).unwrap();
     assert!(fs::metadata(&p).unwrap().is_dir());
+    assert_eq!(fs::metadata(a.path("")).unwrap().nlink(), root_links + 1);
+    fs::remove_dir(&p).unwrap();
+    gone(&p, "removed directory");
+    assert_eq!(fs::metadata(a.path("")).unwrap().nlink(), root_links);
+}
+
+/// `open(O_RDONLY | O_TRUNC)` truncates, as on Linux filesystems (the
+/// kernel checks write permission first).
+#[test]
+fn read_only_open_with_o_trunc_truncates() {
+    let mut a = TestArray::raid5();
+    let p = a.path("f");
+    fs::write(&p, pattern(5, 200_000)).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_TRUNC)
+        .open(&p)
+        .unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 0);
+    drop(f);
+    a.remount();
+    assert_eq!(fs::metadata(a.path("f")).unwrap().len(), 0);
 }
 
 /// An xattr change moves ctime, which the kernel learns at once.

@@ -27,8 +27,8 @@ use fuser::{
 use raid_array::{Array, ArrayError, Attr, FileKind, SetAttr, TimeSet};
 use tracing::{debug, warn};
 
-/// How long the kernel may cache names, attributes and missing names by
-/// default (`cache_timeout=`). The namespace only changes through this
+/// How long the kernel may cache names and attributes by default
+/// (`cache_timeout=`). The namespace only changes through this
 /// mount (the members are locked while it is mounted, docs/SEMANTICS.md
 /// item 24), and the kernel updates its caches on every change it sends;
 /// the few attribute changes it does not see are pushed to it
@@ -82,10 +82,11 @@ impl RaidFs {
     /// do not follow by themselves. The kernel drops its own copy of what
     /// its requests change (the parent directory after a create or unlink,
     /// ctime after an xattr change, the access time after a read, size and
-    /// blocks after `fallocate`), and with the writeback cache it keeps size
-    /// and times itself; what remains is the block count of a file that a
-    /// write grew. Offset -1: attributes only, no page is touched, so this
-    /// is safe from inside a request.
+    /// blocks after `fallocate`, the block count at `close`), and with the
+    /// writeback cache it keeps size and times itself; what remains is the
+    /// block count of a file that writes grew and that is `fsync`ed while
+    /// open. Offset -1: attributes only, no page is touched, so this is
+    /// safe from inside a request.
     fn attributes_changed(&self, ino: u64) {
         if let Some(n) = self.notifier.get()
             && let Err(e) = n.inval_inode(INodeNo(ino), -1, 0)
@@ -184,28 +185,6 @@ impl RaidFs {
     }
 }
 
-/// The answer for a name that does not exist, cached by the kernel like a
-/// positive one (node id 0).
-fn negative_entry() -> FileAttr {
-    FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: std::time::UNIX_EPOCH,
-        mtime: std::time::UNIX_EPOCH,
-        ctime: std::time::UNIX_EPOCH,
-        crtime: std::time::UNIX_EPOCH,
-        kind: FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 0,
-        flags: 0,
-    }
-}
-
 impl Filesystem for RaidFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
@@ -223,7 +202,6 @@ impl Filesystem for RaidFs {
             InitFlags::FUSE_ASYNC_DIO,
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_CACHE_SYMLINKS,
-            InitFlags::FUSE_HANDLE_KILLPRIV,
         ];
         for flag in wanted {
             if let Err(missing) = config.add_capabilities(flag) {
@@ -241,13 +219,7 @@ impl Filesystem for RaidFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.array.lookup(parent.0, name) {
-            // A missing name is cached too (node id 0 with a timeout): only
-            // a create through this mount can make it exist, and the kernel
-            // replaces the negative entry then.
-            Err(ArrayError::NotFound) => reply.entry(&self.ttl, &negative_entry(), GEN),
-            r => self.entry(r, reply),
-        }
+        self.entry(self.array.lookup(parent.0, name), reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -423,7 +395,9 @@ impl Filesystem for RaidFs {
         // With FUSE_ATOMIC_O_TRUNC the kernel leaves O_TRUNC to us and
         // already takes the file as empty: truncate here, or the old bytes
         // past what is written next come back.
-        if (flags.0 as u32) & rustix::fs::OFlags::TRUNC.bits() != 0 && acc != 0 {
+        // Linux truncates on O_TRUNC whatever the access mode, once the
+        // kernel has checked write permission.
+        if (flags.0 as u32) & rustix::fs::OFlags::TRUNC.bits() != 0 {
             let set = SetAttr {
                 size: Some(0),
                 ..SetAttr::default()
@@ -470,14 +444,8 @@ impl Filesystem for RaidFs {
         if let Err(e) = self.writable() {
             return reply.error(e);
         }
-        let old_size = self.array.getattr(ino.0).map(|a| a.size).unwrap_or(0);
         match self.array.write(ino.0, offset, data) {
-            Ok(n) => {
-                reply.written(n as u32);
-                if offset + n as u64 > old_size {
-                    self.attributes_changed(ino.0);
-                }
-            }
+            Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -523,7 +491,12 @@ impl Filesystem for RaidFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        Self::empty(self.array.fsync(ino.0, datasync), reply);
+        let r = self.array.fsync(ino.0, datasync);
+        // Before the reply, so that a stat after fsync returns sees it.
+        if r.is_ok() {
+            self.attributes_changed(ino.0);
+        }
+        Self::empty(r, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

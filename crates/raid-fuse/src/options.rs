@@ -55,8 +55,8 @@ pub struct MountOptions {
     /// daemon still closing the array after `umount`) before refusing with
     /// EBUSY (`lock_wait=`).
     pub lock_wait_secs: u64,
-    /// Seconds the kernel may cache names, attributes and missing names
-    /// (`cache_timeout=`; 0 caches nothing).
+    /// Seconds the kernel may cache names and attributes (`cache_timeout=`;
+    /// 0 caches nothing).
     pub cache_timeout_secs: u64,
 }
 
