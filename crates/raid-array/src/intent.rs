@@ -379,6 +379,15 @@ impl IntentLog {
         }
     }
 
+    /// Whether the members hold a mark ahead for `ino` at or after `from`
+    /// (a region marked speculatively and not written since).
+    pub(crate) fn holds_ahead(&self, ino: u64, from: u64) -> bool {
+        let g = self.lock();
+        g.durable
+            .range((ino, from)..=(ino, u64::MAX))
+            .any(|k| !g.regions.contains(k))
+    }
+
     /// A region left from before start-up has been resynced.
     pub(crate) fn resolved(&self, ino: u64, region: u64) {
         let mut g = self.lock();

@@ -739,6 +739,7 @@ impl DataStore {
                 // The hole must read as zeros: clear whatever a failed or
                 // crashed write may have left past the old end.
                 self.cut(ino, file_size)?;
+                self.unmark_ahead(ino, file_size)?;
             }
             self.write_locked(ino, offset, data, file_size)?;
         }
@@ -1203,7 +1204,28 @@ impl DataStore {
         self.check_writable()?;
         // Growing exposes [old_size, new_size) as a hole: it must be zeros,
         // whatever an interrupted write left there.
-        self.cut(ino, old_size.min(new_size))
+        self.cut(ino, old_size.min(new_size))?;
+        if new_size > old_size {
+            self.unmark_ahead(ino, old_size)?;
+        }
+        Ok(())
+    }
+
+    /// A file grows past `old_size` without being written there (a hole):
+    /// regions marked ahead of an earlier writer would now lie inside it,
+    /// and after a crash on a degraded array a resync could not confirm
+    /// them and would lose the missing member's chunks of the hole. Rewrite
+    /// the log without marks ahead first (one log write, only when the
+    /// members hold such a mark for this file).
+    fn unmark_ahead(&self, ino: u64, old_size: u64) -> Result<()> {
+        let from = self
+            .layout
+            .stripes_for(old_size)
+            .div_ceil(1 << intent::REGION_SHIFT);
+        if self.intent.holds_ahead(ino, from) {
+            self.intent.persist(&self.targets(), &self.health)?;
+        }
+        Ok(())
     }
 
     /// Make every byte of `ino` past `size` zero or absent: zero the rest of
@@ -1540,6 +1562,63 @@ mod tests {
         store.close().unwrap();
         drop(store);
         check(&open());
+    }
+
+    /// Regions marked ahead of a writer must not end up inside a file that
+    /// grows without being written there (truncate up, a write past the
+    /// end): the log is rewritten without them first.
+    #[test]
+    fn growing_a_file_with_a_hole_drops_its_marks_ahead() {
+        let n = 4;
+        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let members: Vec<Option<Arc<dyn Member>>> = dirs
+            .iter()
+            .map(|d| Some(Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>))
+            .collect();
+        let health = Arc::new(Health::new(vec![MemberState::Active; n]));
+        let level = Level::Raid5(Raid5Layout::LeftSymmetric);
+        let store = DataStore::new(
+            Geometry::new(level, n, 64 * 1024).unwrap(),
+            members.clone(),
+            health,
+        )
+        .unwrap();
+        let ahead_on_disk = |ino: u64| {
+            intent::load(&members)
+                .regions
+                .iter()
+                .filter(|&&(i, r)| i == ino && r >= 1)
+                .count()
+        };
+        let region_bytes = store.layout.stripe_data << intent::REGION_SHIFT;
+        let data = pattern(100_000);
+        // Truncate up.
+        store.write(9, 0, &data, 0).unwrap();
+        assert!(ahead_on_disk(9) > 0, "the first write marked nothing ahead");
+        store
+            .truncate(9, data.len() as u64, 10 * region_bytes)
+            .unwrap();
+        assert_eq!(ahead_on_disk(9), 0, "marks ahead left inside a grown file");
+        // A write past the end.
+        store.write(10, 0, &data, 0).unwrap();
+        assert!(ahead_on_disk(10) > 0);
+        let far = 3 * region_bytes;
+        store.write(10, far, &data, data.len() as u64).unwrap();
+        assert!(
+            intent::load(&members)
+                .regions
+                .iter()
+                .all(|&(i, r)| i != 10 || r == 0 || r >= far / region_bytes),
+            "marks ahead left inside the hole"
+        );
+        let mut out = vec![1u8; data.len()];
+        store
+            .read(10, data.len() as u64, &mut out, far + data.len() as u64)
+            .unwrap();
+        assert!(
+            out.iter().all(|&b| b == 0),
+            "the hole does not read as zeros"
+        );
     }
 
     /// Reads that start and end inside blocks, chunks and stripes return
