@@ -772,10 +772,7 @@ impl DataStore {
         }
         self.check_writable()?;
         let lim = AheadLimits {
-            file_end_region: self
-                .layout
-                .stripes_for(file_size)
-                .div_ceil(1 << intent::REGION_SHIFT),
+            file_end_region: self.end_region(file_size),
             unused_ino: self.unused_ino.load(Ordering::Relaxed),
         };
         self.intent
@@ -797,6 +794,13 @@ impl DataStore {
             self.start_write_back(ino, end - writebehind::LAG);
         }
         Ok(())
+    }
+
+    /// First write-intent region wholly past a file of `size` bytes.
+    fn end_region(&self, size: u64) -> u64 {
+        self.layout
+            .stripes_for(size)
+            .div_ceil(1 << intent::REGION_SHIFT)
     }
 
     /// Have the members start writing back `ino`'s stripes that lie wholly
@@ -1218,11 +1222,7 @@ impl DataStore {
     /// the log without marks ahead first (one log write, only when the
     /// members hold such a mark for this file).
     fn unmark_ahead(&self, ino: u64, old_size: u64) -> Result<()> {
-        let from = self
-            .layout
-            .stripes_for(old_size)
-            .div_ceil(1 << intent::REGION_SHIFT);
-        if self.intent.holds_ahead(ino, from) {
+        if self.intent.holds_ahead(ino, self.end_region(old_size)) {
             self.intent.persist(&self.targets(), &self.health)?;
         }
         Ok(())
@@ -1527,23 +1527,34 @@ mod tests {
         (0..len).map(|i| (i * 7 % 253) as u8).collect()
     }
 
+    fn temp_dirs(n: usize) -> Vec<tempfile::TempDir> {
+        (0..n).map(|_| tempfile::tempdir().unwrap()).collect()
+    }
+
+    type Members = Vec<Option<Arc<dyn Member>>>;
+
+    /// Members over `dirs` (opened afresh), their health (all active) and a
+    /// store of `level` with 64 KiB chunks over them.
+    fn open_store(dirs: &[tempfile::TempDir], level: Level) -> (Members, Arc<Health>, DataStore) {
+        let n = dirs.len();
+        let members: Members = dirs
+            .iter()
+            .map(|d| Some(Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>))
+            .collect();
+        let health = Arc::new(Health::new(vec![MemberState::Active; n]));
+        let geometry = Geometry::new(level, n, 64 * 1024).unwrap();
+        let store = DataStore::new(geometry, members.clone(), health.clone()).unwrap();
+        (members, health, store)
+    }
+
     /// A long sequential write in 1 MiB calls (each crossing of a
     /// write-back step hands earlier stripes to the write-back thread while
     /// later ones are written) reads back whole, before and after the sync
     /// and from the members after the store is reopened.
     #[test]
     fn long_sequential_write_with_write_behind_reads_back() {
-        let n = 4;
-        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
-        let open = || -> DataStore {
-            let members = dirs
-                .iter()
-                .map(|d| Some(Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>))
-                .collect();
-            let health = Arc::new(Health::new(vec![MemberState::Active; n]));
-            let level = Level::Raid5(Raid5Layout::LeftSymmetric);
-            DataStore::new(Geometry::new(level, n, 64 * 1024).unwrap(), members, health).unwrap()
-        };
+        let dirs = temp_dirs(4);
+        let open = || open_store(&dirs, Level::Raid5(Raid5Layout::LeftSymmetric)).2;
         let size = 3 * writebehind::STEP as usize + 12345;
         let data = pattern(size);
         let store = open();
@@ -1569,20 +1580,8 @@ mod tests {
     /// end): the log is rewritten without them first.
     #[test]
     fn growing_a_file_with_a_hole_drops_its_marks_ahead() {
-        let n = 4;
-        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
-        let members: Vec<Option<Arc<dyn Member>>> = dirs
-            .iter()
-            .map(|d| Some(Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>))
-            .collect();
-        let health = Arc::new(Health::new(vec![MemberState::Active; n]));
-        let level = Level::Raid5(Raid5Layout::LeftSymmetric);
-        let store = DataStore::new(
-            Geometry::new(level, n, 64 * 1024).unwrap(),
-            members.clone(),
-            health,
-        )
-        .unwrap();
+        let dirs = temp_dirs(4);
+        let (members, _, store) = open_store(&dirs, Level::Raid5(Raid5Layout::LeftSymmetric));
         let ahead_on_disk = |ino: u64| {
             intent::load(&members)
                 .regions
@@ -1630,19 +1629,8 @@ mod tests {
             (Level::Raid5(Raid5Layout::LeftSymmetric), 4),
             (Level::Raid6, 6),
         ] {
-            let dirs: Vec<tempfile::TempDir> =
-                (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
-            let members = dirs
-                .iter()
-                .map(|d| Some(Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>))
-                .collect();
-            let health = Arc::new(Health::new(vec![MemberState::Active; n]));
-            let store = DataStore::new(
-                Geometry::new(level, n, 64 * 1024).unwrap(),
-                members,
-                health.clone(),
-            )
-            .unwrap();
+            let dirs = temp_dirs(n);
+            let (_, health, store) = open_store(&dirs, level);
             let size = 700_001usize;
             let data = pattern(size);
             store.write(5, 0, &data, 0).unwrap();
