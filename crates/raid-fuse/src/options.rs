@@ -147,6 +147,14 @@ impl MountOptions {
                 v.parse::<u64>()
                     .map_err(|_| OptionError(format!("option {name}={v}: not a number")))
             };
+            // A number no larger than `max` (of `unit`, named in the error).
+            let at_most = |name: &str, max: u64, unit: &str| -> Result<u64, OptionError> {
+                let n = number(name)?;
+                if n > max {
+                    return Err(OptionError(format!("{name}={n}: at most {max} ({unit})")));
+                }
+                Ok(n)
+            };
             match key {
                 "allow_other" => {
                     flag(key)?;
@@ -229,33 +237,11 @@ impl MountOptions {
                         OptionError(format!("cache={v}: not a size (e.g. 8M, 1G)"))
                     })?;
                 }
-                "lock_wait" => {
-                    let n = number(key)?;
-                    if n > 3600 {
-                        return Err(OptionError(format!(
-                            "lock_wait={n}: at most 3600 (seconds)"
-                        )));
-                    }
-                    self.lock_wait_secs = n;
-                }
+                "lock_wait" => self.lock_wait_secs = at_most(key, 3600, "seconds")?,
                 "cache_timeout" => {
-                    let n = number(key)?;
-                    if n > 86400 {
-                        return Err(OptionError(format!(
-                            "cache_timeout={n}: at most 86400 (seconds, a day)"
-                        )));
-                    }
-                    self.cache_timeout_secs = n;
+                    self.cache_timeout_secs = at_most(key, 86400, "seconds, a day")?;
                 }
-                "readahead" => {
-                    let n = number(key)?;
-                    if n > 1 << 20 {
-                        return Err(OptionError(format!(
-                            "readahead={n}: at most 1048576 (KiB, 1 GiB)"
-                        )));
-                    }
-                    self.readahead_kib = n;
-                }
+                "readahead" => self.readahead_kib = at_most(key, 1 << 20, "KiB, 1 GiB")?,
                 k if k.starts_with("x-") || IGNORED.contains(&k) => {}
                 k if k == "fsname" || k == "subtype" || k == "uhelper" || k == "helper" => {}
                 _ => return Err(OptionError(format!("unknown mount option {opt:?}"))),
@@ -369,30 +355,35 @@ mod tests {
         assert!(o.parse_into("readahead=2000000").is_err());
     }
 
+    /// Option `key` is a plain number of seconds: `default` unless given,
+    /// `set` and 0 accepted, no value, a unit suffix and `too_big` refused.
+    fn seconds_option(
+        key: &str,
+        get: fn(&MountOptions) -> u64,
+        default: u64,
+        set: u64,
+        too_big: u64,
+    ) {
+        let mut o = MountOptions::default();
+        assert_eq!(get(&o), default);
+        o.parse_into(&format!("{key}={set}")).unwrap();
+        assert_eq!(get(&o), set);
+        o.parse_into(&format!("{key}=0")).unwrap();
+        assert_eq!(get(&o), 0);
+        assert!(o.parse_into(key).is_err());
+        assert!(o.parse_into(&format!("{key}=1m")).is_err());
+        assert!(o.parse_into(&format!("{key}=1h")).is_err());
+        assert!(o.parse_into(&format!("{key}={too_big}")).is_err());
+    }
+
     #[test]
     fn lock_wait_is_seconds() {
-        let mut o = MountOptions::default();
-        assert_eq!(o.lock_wait_secs, 20);
-        o.parse_into("lock_wait=120").unwrap();
-        assert_eq!(o.lock_wait_secs, 120);
-        o.parse_into("lock_wait=0").unwrap();
-        assert_eq!(o.lock_wait_secs, 0);
-        assert!(o.parse_into("lock_wait").is_err());
-        assert!(o.parse_into("lock_wait=1m").is_err());
-        assert!(o.parse_into("lock_wait=86400").is_err());
+        seconds_option("lock_wait", |o| o.lock_wait_secs, 20, 120, 86400);
     }
 
     #[test]
     fn cache_timeout_is_seconds() {
-        let mut o = MountOptions::default();
-        assert_eq!(o.cache_timeout_secs, 3600);
-        o.parse_into("cache_timeout=1").unwrap();
-        assert_eq!(o.cache_timeout_secs, 1);
-        o.parse_into("cache_timeout=0").unwrap();
-        assert_eq!(o.cache_timeout_secs, 0);
-        assert!(o.parse_into("cache_timeout").is_err());
-        assert!(o.parse_into("cache_timeout=1h").is_err());
-        assert!(o.parse_into("cache_timeout=86401").is_err());
+        seconds_option("cache_timeout", |o| o.cache_timeout_secs, 3600, 1, 86401);
     }
 
     #[test]
