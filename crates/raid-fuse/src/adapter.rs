@@ -34,8 +34,8 @@ use tracing::{debug, warn};
 /// the few attribute changes it does not see are pushed to it
 /// ([`RaidFs::attributes_changed`]). So the timeout only bounds the damage
 /// of a change that is missed, and it can be long: each expired name costs
-/// a LOOKUP round trip (an `rm` of files listed a second earlier sent two
-/// requests per file with the 1 s that libfuse uses).
+/// a LOOKUP round trip (with the 1 s that libfuse uses, an `rm` of files
+/// listed a second earlier sent a LOOKUP before each UNLINK).
 pub const DEFAULT_CACHE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Largest write the kernel sends in one request.
