@@ -379,12 +379,15 @@ impl IntentLog {
         }
     }
 
-    /// Whether the members hold a mark ahead for `ino` at or after `from`
-    /// (a region marked speculatively and not written since).
-    pub(crate) fn holds_ahead(&self, ino: u64, from: u64) -> bool {
+    /// Whether the members hold a mark ahead for `ino` in `regions` (a
+    /// region marked speculatively and not written since).
+    pub(crate) fn holds_ahead(&self, ino: u64, regions: std::ops::Range<u64>) -> bool {
+        if regions.is_empty() {
+            return false;
+        }
         let g = self.lock();
         g.durable
-            .range((ino, from)..=(ino, u64::MAX))
+            .range((ino, regions.start)..(ino, regions.end))
             .any(|k| !g.regions.contains(k))
     }
 

@@ -739,7 +739,9 @@ impl DataStore {
                 // The hole must read as zeros: clear whatever a failed or
                 // crashed write may have left past the old end.
                 self.cut(ino, file_size)?;
-                self.unmark_ahead(ino, file_size)?;
+                // The write marks its own regions for real.
+                let written_from = (offset / self.layout.stripe_data) >> intent::REGION_SHIFT;
+                self.unmark_ahead(ino, self.end_region(file_size)..written_from)?;
             }
             self.write_locked(ino, offset, data, file_size)?;
         }
@@ -1210,19 +1212,23 @@ impl DataStore {
         // whatever an interrupted write left there.
         self.cut(ino, old_size.min(new_size))?;
         if new_size > old_size {
-            self.unmark_ahead(ino, old_size)?;
+            self.unmark_ahead(ino, self.end_region(old_size)..self.end_region(new_size))?;
         }
         Ok(())
     }
 
-    /// A file grows past `old_size` without being written there (a hole):
-    /// regions marked ahead of an earlier writer would now lie inside it,
-    /// and after a crash on a degraded array a resync could not confirm
-    /// them and would lose the missing member's chunks of the hole. Rewrite
-    /// the log without marks ahead first (one log write, only when the
-    /// members hold such a mark for this file).
-    fn unmark_ahead(&self, ino: u64, old_size: u64) -> Result<()> {
-        if self.intent.holds_ahead(ino, self.end_region(old_size)) {
+    /// A file grows without being written there (a hole), and `regions`
+    /// (wholly past its old end) now lie inside it: a mark ahead of an
+    /// earlier writer there would, after a crash on a degraded array, make
+    /// a resync that cannot confirm those stripes lose the missing member's
+    /// chunks of the hole. Rewrite the log without marks ahead first (one
+    /// log write, only when the members hold such a mark in `regions`).
+    /// Regions the growing write itself covers are not among `regions`: it
+    /// marks them for real. So writes that reach the daemon slightly out
+    /// of order (the kernel's write-back requests are served by several
+    /// threads) cost no log write unless a whole region is skipped.
+    fn unmark_ahead(&self, ino: u64, regions: std::ops::Range<u64>) -> Result<()> {
+        if self.intent.holds_ahead(ino, regions) {
             self.intent.persist(&self.targets(), &self.health)?;
         }
         Ok(())
@@ -1618,6 +1624,29 @@ mod tests {
             out.iter().all(|&b| b == 0),
             "the hole does not read as zeros"
         );
+        // Writes arriving out of order within the marked regions (as the
+        // kernel's write-back requests may, served by several threads):
+        // a hole that skips no whole region costs no log write, and the
+        // file reads back whole.
+        let block = 1 << 20;
+        store.write(11, 0, &pattern(block), 0).unwrap();
+        let seq = intent::load(&members).seq;
+        let late = pattern(2 * block);
+        store
+            .write(11, 2 * block as u64, &late[block..], block as u64)
+            .unwrap();
+        store
+            .write(11, block as u64, &late[..block], 3 * block as u64)
+            .unwrap();
+        assert_eq!(
+            intent::load(&members).seq,
+            seq,
+            "a write just past the end rewrote the log"
+        );
+        let mut out = vec![0u8; 3 * block];
+        store.read(11, 0, &mut out, 3 * block as u64).unwrap();
+        assert_eq!(&out[..block], &pattern(block)[..]);
+        assert_eq!(&out[block..], &late[..]);
     }
 
     /// Reads that start and end inside blocks, chunks and stripes return
