@@ -412,6 +412,97 @@ fn as_nobody(args: &[&str]) -> std::process::Output {
         .args(args))
 }
 
+/// Set-user-ID and set-group-ID (with group execute) go as Linux clears
+/// them: on a write, a truncate, an `O_TRUNC` open or an `fallocate` by a
+/// process without `CAP_FSETID`, and on a change of owner; root's writes
+/// and truncates keep them. The mount clears them itself (the kernel hands
+/// that over so that it need not ask for `security.capability` before
+/// every write), so each case goes through the daemon.
+#[test]
+fn set_id_bits_are_cleared_on_unprivileged_writes_and_truncates() {
+    let mut a = TestArray::builder("raid5", 4).option("allow_other").mount();
+    fs::set_permissions(&a.mnt, fs::Permissions::from_mode(0o777)).unwrap();
+    let p = a.path("f");
+    let f = p.to_str().unwrap().to_string();
+    fs::write(&p, b"root wrote this").unwrap();
+    let set = |m: u32| fs::set_permissions(&p, fs::Permissions::from_mode(m)).unwrap();
+    let mode = || fs::metadata(&p).unwrap().mode() & 0o7777;
+    let nobody = |cmd: &str| {
+        let out = as_nobody(&["sh", "-c", cmd]);
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    set(0o6777);
+    let mut w = fs::OpenOptions::new().append(true).open(&p).unwrap();
+    w.write_all(b", and more").unwrap();
+    w.sync_all().unwrap();
+    drop(w);
+    assert_eq!(mode(), 0o6777, "root's write cleared set-ID bits");
+    nobody(&format!("echo nobody >> {f}"));
+    assert_eq!(mode(), 0o777, "an unprivileged write left set-ID bits");
+    assert_eq!(fs::read(&p).unwrap(), b"root wrote this, and morenobody\n");
+
+    set(0o4777);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(4)
+        .unwrap();
+    assert_eq!(mode(), 0o4777, "root's truncate cleared set-user-ID");
+    set(0o6777);
+    nobody(&format!("truncate -s 2 {f}"));
+    assert_eq!(mode(), 0o777, "an unprivileged truncate left set-ID bits");
+    assert_eq!(fs::read(&p).unwrap(), b"ro");
+
+    set(0o6777);
+    nobody(&format!(": > {f}"));
+    assert_eq!(
+        mode(),
+        0o777,
+        "an unprivileged O_TRUNC open left set-ID bits"
+    );
+    assert_eq!(fs::metadata(&p).unwrap().len(), 0);
+
+    set(0o6777);
+    nobody(&format!("fallocate -l 8192 {f}"));
+    assert_eq!(mode(), 0o777, "an unprivileged fallocate left set-ID bits");
+    assert_eq!(fs::metadata(&p).unwrap().len(), 8192);
+
+    // A change of owner; set-group-ID without group execute (mandatory
+    // locking) stays.
+    set(0o6767);
+    std::os::unix::fs::chown(&p, Some(0), Some(0)).unwrap();
+    assert_eq!(mode(), 0o2767, "a change of owner left set-user-ID");
+
+    // File capabilities go on an unprivileged write too (the kernel still
+    // removes those itself). A revision-2 capability set: effective,
+    // CAP_NET_RAW permitted.
+    let mut caps = Vec::new();
+    for word in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
+        caps.extend_from_slice(&word.to_le_bytes());
+    }
+    setxattr(&p, "security.capability", &caps, 0).unwrap();
+    assert_eq!(getxattr(&p, "security.capability", 64).unwrap(), caps);
+    set(0o777);
+    nobody(&format!("echo x >> {f}"));
+    assert_eq!(
+        getxattr(&p, "security.capability", 64),
+        Err(libc::ENODATA),
+        "an unprivileged write left file capabilities"
+    );
+    set(0o6767);
+    std::os::unix::fs::chown(&p, Some(0), Some(0)).unwrap();
+
+    a.remount();
+    assert_eq!(mode(), 0o2767);
+    assert_eq!(fs::metadata(&p).unwrap().len(), 8194);
+}
+
 #[test]
 fn non_owner_cannot_chmod_or_write_but_owner_can() {
     let a = TestArray::builder("raid5", 4).option("allow_other").mount();

@@ -68,6 +68,22 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<TimeSet>,
     pub mtime: Option<TimeSet>,
+    /// Clear set-user-ID, and set-group-ID if the file is group-executable,
+    /// unless `mode` is given or the inode is a directory: what Linux does
+    /// when an unprivileged process truncates a file or anyone changes its
+    /// owner.
+    pub clear_setid: bool,
+}
+
+/// `mode` without set-user-ID, and without set-group-ID if group-executable
+/// (set-group-ID without group execute marks mandatory locking and stays),
+/// as Linux clears them on a write, truncate or change of owner.
+fn without_setid(mode: u32) -> u32 {
+    let mut m = mode & !0o4000;
+    if mode & 0o010 != 0 {
+        m &= !0o2000;
+    }
+    m
 }
 
 /// Filesystem statistics (`statfs`).
@@ -641,6 +657,10 @@ impl Array {
         self.writable()?;
         let now = now_ns();
         let _g = self.ino_lock(ino);
+        let mode = match set.mode {
+            None if set.clear_setid => self.mode_without_setid(ino)?,
+            mode => mode,
+        };
         if let Some(new_size) = set.size {
             match self.resize(ino, new_size) {
                 Err(e) if no_space(&e) && self.reclaim()? => self.resize(ino, new_size)?,
@@ -649,7 +669,7 @@ impl Array {
         }
         let op = Op::SetAttr {
             ino,
-            mode: set.mode,
+            mode,
             uid: set.uid,
             gid: set.gid,
             size: set.size,
@@ -660,6 +680,15 @@ impl Array {
         let (seq, _) = self.inner.meta.apply(&op)?;
         self.settle(seq)?;
         self.attr_of(ino)
+    }
+
+    /// The new mode of a non-directory that holds set-ID bits to clear
+    /// ([`without_setid`]); `None` if nothing changes.
+    fn mode_without_setid(&self, ino: u64) -> Result<Option<u32>> {
+        let ns = self.inner.meta.read();
+        let i = ns.get(ino)?;
+        let cleared = without_setid(i.mode);
+        Ok((!i.is_dir() && cleared != i.mode).then_some(cleared & 0o7777))
     }
 
     /// Bring a file's data to `new_size` before its size is journaled
@@ -972,8 +1001,31 @@ impl Array {
 
     /// Write `data` at `offset`; returns the bytes written.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        self.write_inner(ino, offset, data, false)
+    }
+
+    /// [`Array::write`] by a process without `CAP_FSETID` (the kernel tells
+    /// the mount): the file's set-user-ID bit, and its set-group-ID bit if
+    /// it is group-executable, are cleared first, as Linux does.
+    pub fn write_unprivileged(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        self.write_inner(ino, offset, data, true)
+    }
+
+    fn write_inner(&self, ino: u64, offset: u64, data: &[u8], clear_setid: bool) -> Result<usize> {
         self.writable()?;
         let _g = self.ino_lock(ino);
+        if clear_setid && let Some(mode) = self.mode_without_setid(ino)? {
+            self.inner.meta.apply(&Op::SetAttr {
+                ino,
+                mode: Some(mode),
+                uid: None,
+                gid: None,
+                size: None,
+                atime: None,
+                mtime: None,
+                ctime: now_ns(),
+            })?;
+        }
         match self.write_locked(ino, offset, data) {
             // Space of deleted files comes back when their free is durable;
             // commit now rather than fail a write that fits after all.

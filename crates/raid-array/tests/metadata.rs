@@ -96,6 +96,83 @@ fn libc_enametoolong() -> i32 {
     36
 }
 
+/// Set-user-ID always goes, set-group-ID only with group execute, on a
+/// write by an unprivileged process, a truncate that asks for it and an
+/// owner change; a privileged write, an explicit mode and directories keep
+/// theirs; the result survives a reassembly.
+#[test]
+fn set_id_bits_are_cleared_as_linux_clears_them() {
+    let (f, a) = fixture(3, Level::Raid5(Default::default()));
+    let mode = |a: &Array, ino| u32::from(a.getattr(ino).unwrap().perm);
+    let file = |name: &str, mode: u32| a.create_file(ROOT_INO, os(name), mode, 0, 0).unwrap().ino;
+    let clearing = |ino, set: SetAttr| {
+        a.setattr(
+            ino,
+            &SetAttr {
+                clear_setid: true,
+                ..set
+            },
+        )
+        .unwrap()
+    };
+    let w = file("w", 0o6755);
+    a.write(w, 0, b"root").unwrap();
+    assert_eq!(
+        mode(&a, w),
+        0o6755,
+        "a privileged write cleared set-ID bits"
+    );
+    a.write_unprivileged(w, 4, &[1; 20_000]).unwrap();
+    assert_eq!(mode(&a, w), 0o755);
+    let locking = file("locking", 0o6745);
+    a.write_unprivileged(locking, 0, b"x").unwrap();
+    assert_eq!(
+        mode(&a, locking),
+        0o2745,
+        "set-group-ID without group execute went"
+    );
+    let t = file("t", 0o6711);
+    a.write(t, 0, b"data").unwrap();
+    clearing(
+        t,
+        SetAttr {
+            size: Some(1),
+            ..Default::default()
+        },
+    );
+    assert_eq!(mode(&a, t), 0o711);
+    assert_eq!(a.getattr(t).unwrap().size, 1);
+    let c = file("c", 0o4700);
+    clearing(
+        c,
+        SetAttr {
+            uid: Some(7),
+            ..Default::default()
+        },
+    );
+    assert_eq!(mode(&a, c), 0o700);
+    let m = file("m", 0o644);
+    clearing(
+        m,
+        SetAttr {
+            mode: Some(0o4755),
+            ..Default::default()
+        },
+    );
+    assert_eq!(mode(&a, m), 0o4755, "an explicit mode was overridden");
+    let d = a.mkdir(ROOT_INO, os("d"), 0o2775, 0, 0).unwrap().ino;
+    clearing(d, SetAttr::default());
+    assert_eq!(mode(&a, d), 0o2775, "a directory lost set-group-ID");
+    a.close().unwrap();
+    let a = reopen(&f);
+    let ino = |name: &str| a.lookup(ROOT_INO, os(name)).unwrap().ino;
+    assert_eq!(mode(&a, ino("w")), 0o755);
+    assert_eq!(mode(&a, ino("locking")), 0o2745);
+    assert_eq!(mode(&a, ino("t")), 0o711);
+    assert_eq!(mode(&a, ino("c")), 0o700);
+    assert_eq!(a.read(ino("w"), 0, 8).unwrap(), b"root\x01\x01\x01\x01");
+}
+
 #[test]
 fn write_read_inline_and_striped_then_truncate() {
     let (f, a) = fixture(3, Level::Raid5(Default::default()));
