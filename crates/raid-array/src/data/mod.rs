@@ -11,10 +11,11 @@
 //!
 //! A call is cut into batches of whole stripes. Per redundancy group the
 //! written column range is widened to 4 KiB blocks; data chunks the write
-//! covers completely need no read, others are read (reconstruct-write) and
-//! the new bytes laid over them; parity is encoded once per group and all
-//! touched chunks go to every writable member in parallel, one contiguous
-//! write per run of stripes. Bytes past the file's end are zeros by
+//! covers completely need no read, others are read (reconstruct-write), or
+//! taken from the file's last written stripe when the write continues the
+//! previous one ([`tailcache`]), and the new bytes laid over them; parity is
+//! encoded once per group and all touched chunks go to every writable member
+//! in parallel, one contiguous write per run of stripes. Bytes past the file's end are zeros by
 //! invariant, so appends never read them. Before any chunk is written its
 //! stripes are marked dirty in the write-intent log ([`crate::intent`]).
 //!
@@ -41,6 +42,7 @@ pub(crate) mod layout;
 pub(crate) mod pool;
 pub mod readahead;
 pub(crate) mod shard;
+pub(crate) mod tailcache;
 pub(crate) mod writebehind;
 
 use std::io;
@@ -88,6 +90,8 @@ pub struct DataStore {
     unused_ino: AtomicU64,
     /// Starts write-back of large writes as they go.
     write_behind: writebehind::WriteBehind,
+    /// The last, partly written stripe of recently written files.
+    tails: tailcache::TailCache,
 }
 
 impl std::fmt::Debug for DataStore {
@@ -110,6 +114,8 @@ struct Seg {
     buf: usize,
     read: bool,
     write: bool,
+    /// The old bytes come from the file's kept tail stripe, not a read.
+    cached: bool,
     /// The read succeeded and verified (or was not needed).
     ok: bool,
 }
@@ -214,6 +220,7 @@ impl Batch {
             buf,
             read,
             write,
+            cached: false,
             ok: !read,
         });
     }
@@ -311,6 +318,7 @@ impl DataStore {
             unsynced: Mutex::new(std::collections::HashMap::new()),
             unused_ino: AtomicU64::new(u64::MAX),
             write_behind: writebehind::WriteBehind::default(),
+            tails: tailcache::TailCache::default(),
         })
     }
 
@@ -837,6 +845,11 @@ impl DataStore {
             by_member: vec![Vec::new(); n],
             ..Default::default()
         };
+        // Taken out whatever its stripe: this batch changes the file.
+        let mut tail = self.tails.take(ino);
+        let tail_first = tail
+            .as_ref()
+            .is_some_and(|t| t.stripe == first && t.size == file_size);
         // Stripe number of each segment, parallel to b.segs.
         let mut seg_stripe = Vec::new();
         for s in first..=last {
@@ -878,7 +891,11 @@ impl DataStore {
                         };
                         let read = !covers && below_uncovered && (parity || touched);
                         let write = touched || (parity && eof < hi);
-                        b.seg(j, lo, hi - lo, read, write);
+                        let cached = read && s == first && tail_first;
+                        b.seg(j, lo, hi - lo, read && !cached, write);
+                        if let Some(seg) = b.segs.last_mut() {
+                            seg.cached = cached;
+                        }
                     } else {
                         b.seg(j, lo, hi - lo, false, true);
                     }
@@ -896,16 +913,66 @@ impl DataStore {
         }
         b.bufs = (0..n).map(|j| self.take_buf(b.fill[j])).collect();
         self.batch_reads(ino, &mut b, chunk, &seg_stripe);
-        let result = self.fill_and_encode(ino, &mut b, offset, data, file_size);
+        let old_tail = tail.as_ref().filter(|_| tail_first).map(|t| &t.data[..]);
+        let result = self.fill_and_encode(ino, &mut b, offset, data, file_size, old_tail);
         let result = result.and_then(|()| self.batch_writes(ino, &b, chunk, &seg_stripe));
+        if result.is_ok() && end.div_ceil(sdb) == last + 1 && !end.is_multiple_of(sdb) {
+            let size = file_size.max(end);
+            self.keep_tail(ino, last, size, &b, tail.take().map(|t| t.data));
+        }
         for v in b.bufs.drain(..) {
             self.give_buf(v);
         }
         result
     }
 
-    /// Rebuild unreadable old contents, zero bytes past the old end, lay the
-    /// new data over the chunks and compute redundancy.
+    /// Keep the data of stripe `stripe`, which the batch `b` just wrote and
+    /// the write ended inside, leaving the file `size` bytes long, for the
+    /// file's next write ([`tailcache`]): only when the batch holds all of
+    /// it, which is the case for parity groups written over their whole
+    /// column range (every data chunk was read, taken from the previous
+    /// tail, written or past the end, so zero). Mirror and plain groups read
+    /// back only the blocks a write cuts, so they are not kept.
+    fn keep_tail(&self, ino: u64, stripe: u64, size: u64, b: &Batch, reuse: Option<Vec<u8>>) {
+        let sdb = self.layout.stripe_data;
+        let cs = self.layout.chunk as usize;
+        if sdb > tailcache::MAX_STRIPE {
+            return;
+        }
+        let works: Vec<&Work> = b.works.iter().filter(|w| w.stripe == stripe).collect();
+        let Some(plan) = works.first().map(|w| &w.plan) else {
+            return;
+        };
+        let whole = works.len() == plan.groups.len()
+            && works.iter().all(|w| {
+                w.lo == 0
+                    && w.hi == cs
+                    && matches!(w.plan.groups[w.group].protect, Protect::Parity(_))
+            });
+        if !whole {
+            return;
+        }
+        let mut data = reuse.unwrap_or_default();
+        data.resize(sdb as usize, 0);
+        for w in works {
+            let g = &w.plan.groups[w.group];
+            for (p, s) in b.segs[w.segs.clone()].iter().enumerate().take(g.data) {
+                let at = (g.first + p) * cs;
+                data[at..at + cs].copy_from_slice(&b.bufs[s.member][s.buf..s.buf + s.len]);
+            }
+        }
+        self.tails.put(tailcache::Tail {
+            ino,
+            stripe,
+            size,
+            data,
+        });
+    }
+
+    /// Rebuild unreadable old contents, take old contents kept in `tail`
+    /// (the data of the batch's first stripe, [`tailcache`]), zero bytes
+    /// past the old end, lay the new data over the chunks and compute
+    /// redundancy.
     fn fill_and_encode(
         &self,
         ino: u64,
@@ -913,7 +980,9 @@ impl DataStore {
         offset: u64,
         data: &[u8],
         file_size: u64,
+        tail: Option<&[u8]>,
     ) -> Result<()> {
+        let cs = self.layout.chunk as usize;
         let sdb = self.layout.stripe_data;
         let chunk = self.layout.chunk;
         let end = offset + data.len() as u64;
@@ -941,9 +1010,17 @@ impl DataStore {
                 let col0 = cf + s.col as u64;
                 let a = offset.max(col0);
                 let z = end.min(col0 + s.len as u64);
+                let kept = tail.filter(|_| s.cached).map(|t| {
+                    let at = (g.first + p) * cs + s.col;
+                    &t[at..at + s.len]
+                });
+                debug_assert_eq!(kept.is_some(), s.cached);
+                if let Some(old) = kept {
+                    buf.copy_from_slice(old);
+                }
                 // Zero what was not read (unless the new data covers it all)
                 // and whatever lies past the old end.
-                if !s.read {
+                if !s.read && !s.cached {
                     if !(a == col0 && z == col0 + s.len as u64) {
                         buf.fill(0);
                     }
@@ -1239,6 +1316,7 @@ impl DataStore {
     /// and cut every shard after that stripe. Caller holds the write lock.
     pub(crate) fn cut(&self, ino: u64, size: u64) -> Result<()> {
         self.readahead.invalidate(ino);
+        self.tails.forget(ino);
         self.note_unsynced(ino);
         let sdb = self.layout.stripe_data;
         let stripes = self.layout.stripes_for(size);
@@ -1270,6 +1348,7 @@ impl DataStore {
     pub fn remove(&self, ino: u64) -> Result<()> {
         let _g = self.lock_write(ino);
         self.readahead.invalidate(ino);
+        self.tails.forget(ino);
         self.handles.forget_ino(ino);
         for (j, m) in self.targets() {
             let r = m
@@ -1374,6 +1453,8 @@ impl DataStore {
             }
             let _g = self.lock_read(ino);
             self.sync_locked(ino)?;
+            // Its writes have settled: the kept stripe is not needed.
+            self.tails.forget(ino);
         }
         self.intent.persist(&self.targets(), &self.health)
     }
@@ -1393,6 +1474,7 @@ impl DataStore {
             .member(j)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
         self.readahead.invalidate(ino);
+        self.tails.forget(ino);
         let shard = self.handles.get(j, member.as_ref(), ino, true)?;
         shard.data.write_at(off, &[0u8; BLOCK])?;
         shard.sums.write_at(
@@ -1579,6 +1661,92 @@ mod tests {
         store.close().unwrap();
         drop(store);
         check(&open());
+    }
+
+    /// A sequential writer whose calls end inside stripes completes each
+    /// stripe from the kept tail ([`tailcache`]), not by reading its first
+    /// part back: with every member read failing, RAID-5, RAID-6 and RAID-50
+    /// files written in calls of 1 MiB (not a multiple of their stripes)
+    /// still write and read back whole. A file cut back to the boundary
+    /// before the kept stripe and grown again reads zeros there, not the
+    /// kept bytes.
+    #[test]
+    fn sequential_writes_complete_stripes_from_the_kept_tail() {
+        use crate::member::faulty::{Fault, FaultyMember, Op};
+        for (level, n) in [
+            (Level::Raid5(Raid5Layout::LeftSymmetric), 4),
+            (Level::Raid6, 5),
+            (Level::Raid50 { groups: 2 }, 6),
+        ] {
+            let dirs = temp_dirs(n);
+            let faulty: Vec<FaultyMember> = dirs
+                .iter()
+                .map(|d| FaultyMember::new(Arc::new(DirMember::open(d.path()).unwrap())))
+                .collect();
+            let members: Members = faulty
+                .iter()
+                .map(|f| Some(Arc::new(f.clone()) as Arc<dyn Member>))
+                .collect();
+            let health = Arc::new(Health::new(vec![MemberState::Active; n]));
+            let geometry = Geometry::new(level, n, 64 * 1024).unwrap();
+            let store = DataStore::new(geometry, members, health.clone()).unwrap();
+            let size = 5 * (1 << 20) + 4096;
+            let data = pattern(size);
+            let mut pieces = data.chunks(1 << 20).enumerate();
+            let (_, first) = pieces.next().unwrap();
+            store.write(9, 0, first, 0).unwrap();
+            for f in &faulty {
+                f.inject(Fault::eio(Op::Read, ""));
+            }
+            for (k, piece) in pieces {
+                let off = (k << 20) as u64;
+                store.write(9, off, piece, off).unwrap();
+            }
+            assert!(
+                health.counters().iter().all(|c| c.read_errors == 0),
+                "{level:?}: a sequential write read from the members"
+            );
+            assert!(health.states().iter().all(|s| *s == MemberState::Active));
+            for f in &faulty {
+                f.clear_faults();
+            }
+            let read_all = |len: usize| {
+                let mut out = vec![0u8; len];
+                assert_eq!(store.read(9, 0, &mut out, len as u64).unwrap(), len);
+                out
+            };
+            assert!(read_all(size) == data, "{level:?}: bytes differ");
+            // A file cut back to a stripe boundary and grown again: the
+            // stripe kept from the first write must not come back when the
+            // grown part is written (it reads as zeros).
+            let sdb = store.layout.stripe_data;
+            let (cut, grown) = (sdb * 5, sdb * 5 + 50 * 1024);
+            // This rewrite ends inside stripe 5, past its groups' first
+            // chunks, so stripe 5 is kept.
+            let end = (sdb * 6 - 54 * 1024) as usize;
+            store.write(9, 0, &data[..end], size as u64).unwrap();
+            store.truncate(9, size as u64, cut).unwrap();
+            store.truncate(9, cut, grown).unwrap();
+            store.write(9, grown, &[5; 4096], grown).unwrap();
+            let mut want = data[..cut as usize].to_vec();
+            want.resize(grown as usize, 0);
+            want.extend_from_slice(&[5; 4096]);
+            assert!(read_all(want.len()) == want, "{level:?}: after truncates");
+            // Writes that continue each other again, then one inside the
+            // kept stripe from its start: all land.
+            let len = want.len();
+            let more = pattern(3 << 20);
+            for (k, piece) in more.chunks(1 << 20).enumerate() {
+                let off = (len + (k << 20)) as u64;
+                store.write(9, off, piece, off).unwrap();
+            }
+            want.extend_from_slice(&more);
+            let at = want.len() as u64 / sdb * sdb;
+            let len = want.len() as u64;
+            store.write(9, at, &[7; 4096], len).unwrap();
+            want[at as usize..at as usize + 4096].fill(7);
+            assert!(read_all(want.len()) == want, "{level:?}: after rewrites");
+        }
     }
 
     /// Regions marked ahead of a writer must not end up inside a file that
