@@ -237,13 +237,18 @@ pub(crate) struct AheadLimits {
 /// existing data: a degraded resync cannot confirm such a stripe and would
 /// make it unreadable although nobody was writing it.
 fn ahead(ino: u64, last_region: u64, lim: AheadLimits) -> impl Iterator<Item = (u64, u64)> {
-    // The next regions of this file past its end (an appending writer), as
-    // many as the file already has (between the bounds): a long sequential
-    // writer pays one log write per doubling of its length until the
-    // upper bound, then one per AHEAD_REGIONS_MAX regions. Marks past the
-    // end cost a resync nothing (stripes past the end are skipped), but
-    // each stays in the log until the file is synced.
-    let n = lim.file_end_region.clamp(AHEAD_REGIONS, AHEAD_REGIONS_MAX);
+    // The next regions of this file past its end (an appending writer),
+    // AHEAD_GROWTH times as many as the file already has (between the
+    // bounds): a long sequential writer pays one log write each time its
+    // length grows fivefold until the upper bound, then one per
+    // AHEAD_REGIONS_MAX regions. Marks past the end cost a resync nothing
+    // (stripes past the end are skipped), but each stays in the log until
+    // the file is synced. The later log writes are the dear ones: an
+    // `fdatasync` on a member waits for the data in flight before it.
+    let n = lim
+        .file_end_region
+        .saturating_mul(AHEAD_GROWTH)
+        .clamp(AHEAD_REGIONS, AHEAD_REGIONS_MAX);
     let this = (1..=n)
         .map(move |d| (ino, last_region.saturating_add(d)))
         .filter(move |&(_, r)| r >= lim.file_end_region);
@@ -259,6 +264,8 @@ fn ahead(ino: u64, last_region: u64, lim: AheadLimits) -> impl Iterator<Item = (
 /// ([`ahead`]).
 const AHEAD_REGIONS: u64 = 4;
 const AHEAD_REGIONS_MAX: u64 = 64;
+/// Regions marked ahead per region the file already has ([`ahead`]).
+const AHEAD_GROWTH: u64 = 4;
 /// Following inodes whose first region is marked ahead of a write.
 const AHEAD_INODES: u64 = 32;
 
@@ -591,7 +598,8 @@ mod tests {
             marked.len() as u64
         };
         assert_eq!(of_file(0), AHEAD_REGIONS);
-        assert_eq!(of_file(20), 20);
+        assert_eq!(of_file(2), 8);
+        assert_eq!(of_file(10), 40);
         assert_eq!(of_file(5000), AHEAD_REGIONS_MAX);
         // An old file rewritten in place among newer files: nothing ahead.
         let old = AheadLimits {
