@@ -11,7 +11,8 @@
 #
 # Not a test (timings vary with the machine's load); part of `make bench`.
 #   scripts/bench-fuse.sh          (BENCH_BIN: directory of prebuilt release binaries;
-#                                   SIZE_MB: sequential size, default 1024)
+#                                   SIZE_MB: sequential size, default 1024;
+#                                   LOOP_DIO=0: buffered loop devices, see member_fs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -68,7 +69,13 @@ cleanup() {
 trap cleanup EXIT
 
 # An ext4 image on a loop device mounted on $2 (a plain directory if this
-# machine has no loop devices).
+# machine has no loop devices). The loop device reads and writes its image
+# with direct I/O (LOOP_DIO=0 to turn that off), as a disk would: a buffered
+# loop device keeps a second copy of every block in the host's page cache
+# and copies each byte once more in its worker threads, a cost real disks do
+# not have, which here took most of the CPU in cold reads and fell hardest
+# on whichever target moves the most bytes through the most loop devices.
+LOOP_DIO="${LOOP_DIO:-1}"
 member_fs() {
     local img="$1" mnt="$2" dev
     mkdir -p "$mnt"
@@ -76,7 +83,9 @@ member_fs() {
     # on the host in the order the members happen to write them back.
     fallocate -l "$IMG_SIZE" "$img" 2>/dev/null || truncate -s "$IMG_SIZE" "$img"
     mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$img"
-    if dev=$(losetup --find --show "$img" 2>/dev/null) && mount "$dev" "$mnt" 2>/dev/null; then
+    local dio=()
+    [ "$LOOP_DIO" = 1 ] && dio=(--direct-io=on)
+    if dev=$(losetup "${dio[@]}" --find --show "$img" 2>/dev/null) && mount "$dev" "$mnt" 2>/dev/null; then
         LOOPS+=("$dev")
     else
         [ -n "${dev:-}" ] && losetup -d "$dev" 2>/dev/null
@@ -85,7 +94,7 @@ member_fs() {
     fi
 }
 
-echo "==> 5 ext4 images ($IMG_SIZE, loop devices) in $WORK"
+echo "==> 5 ext4 images ($IMG_SIZE, loop devices, direct I/O: $LOOP_DIO) in $WORK"
 SAME_FS=()
 mkdir -p "$WORK/img" "$WORK/m" "$RAIDFS" "$MERGER"
 members=()
