@@ -468,7 +468,15 @@ fn set_id_bits_are_cleared_on_unprivileged_writes_and_truncates() {
     );
     assert_eq!(fs::metadata(&p).unwrap().len(), 0);
 
+    // A mode the mount does not handle fails and clears nothing; root's
+    // O_TRUNC open keeps the bits.
     set(0o6777);
+    let out = as_nobody(&["fallocate", "--zero-range", "-l", "4096", &f]);
+    assert!(!out.status.success(), "zero-range fallocate succeeded");
+    assert_eq!(mode(), 0o6777, "a refused fallocate cleared set-ID bits");
+    File::create(&p).unwrap();
+    assert_eq!(mode(), 0o6777, "root's O_TRUNC open cleared set-ID bits");
+
     nobody(&format!("fallocate -l 8192 {f}"));
     assert_eq!(mode(), 0o777, "an unprivileged fallocate left set-ID bits");
     assert_eq!(fs::metadata(&p).unwrap().len(), 8192);

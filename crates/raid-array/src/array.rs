@@ -1001,21 +1001,29 @@ impl Array {
 
     /// Write `data` at `offset`; returns the bytes written.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize> {
-        self.write_inner(ino, offset, data, false)
+        self.write_inner(ino, offset, data, false).map(|(n, _)| n)
     }
 
     /// [`Array::write`] by a process without `CAP_FSETID` (the kernel tells
     /// the mount): the file's set-user-ID bit, and its set-group-ID bit if
-    /// it is group-executable, are cleared first, as Linux does.
-    pub fn write_unprivileged(&self, ino: u64, offset: u64, data: &[u8]) -> Result<usize> {
+    /// it is group-executable, are cleared first (and settled like a
+    /// `setattr`), as Linux does. Returns the bytes written and whether a
+    /// bit was cleared (a cached mode is then stale).
+    pub fn write_unprivileged(&self, ino: u64, offset: u64, data: &[u8]) -> Result<(usize, bool)> {
         self.write_inner(ino, offset, data, true)
     }
 
-    fn write_inner(&self, ino: u64, offset: u64, data: &[u8], clear_setid: bool) -> Result<usize> {
+    fn write_inner(
+        &self,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+        clear_setid: bool,
+    ) -> Result<(usize, bool)> {
         self.writable()?;
         let _g = self.ino_lock(ino);
-        if clear_setid && let Some(mode) = self.mode_without_setid(ino)? {
-            self.inner.meta.apply(&Op::SetAttr {
+        let cleared = if clear_setid && let Some(mode) = self.mode_without_setid(ino)? {
+            let (seq, _) = self.inner.meta.apply(&Op::SetAttr {
                 ino,
                 mode: Some(mode),
                 uid: None,
@@ -1025,13 +1033,18 @@ impl Array {
                 mtime: None,
                 ctime: now_ns(),
             })?;
-        }
-        match self.write_locked(ino, offset, data) {
+            self.settle(seq)?;
+            true
+        } else {
+            false
+        };
+        let n = match self.write_locked(ino, offset, data) {
             // Space of deleted files comes back when their free is durable;
             // commit now rather than fail a write that fits after all.
             Err(e) if no_space(&e) && self.reclaim()? => self.write_locked(ino, offset, data),
             r => r,
-        }
+        }?;
+        Ok((n, cleared))
     }
 
     /// Commit the journal so that freed files' data can go now; returns

@@ -122,10 +122,11 @@ fn set_id_bits_are_cleared_as_linux_clears_them() {
         0o6755,
         "a privileged write cleared set-ID bits"
     );
-    a.write_unprivileged(w, 4, &[1; 20_000]).unwrap();
+    assert!(a.write_unprivileged(w, 4, &[1; 20_000]).unwrap().1);
     assert_eq!(mode(&a, w), 0o755);
     let locking = file("locking", 0o6745);
-    a.write_unprivileged(locking, 0, b"x").unwrap();
+    assert!(a.write_unprivileged(locking, 0, b"x").unwrap().1);
+    assert!(!a.write_unprivileged(locking, 1, b"y").unwrap().1);
     assert_eq!(
         mode(&a, locking),
         0o2745,

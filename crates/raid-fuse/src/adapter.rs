@@ -424,14 +424,26 @@ impl Filesystem for RaidFs {
         // Linux truncates on O_TRUNC whatever the access mode, once the
         // kernel has checked write permission.
         if (flags.0 as u32) & rustix::fs::OFlags::TRUNC.bits() != 0 {
+            let clear_setid = self.truncate_clears_setid(req);
+            let before = if clear_setid {
+                self.array.getattr(ino.0).map(|a| a.perm).ok()
+            } else {
+                None
+            };
             let set = SetAttr {
                 size: Some(0),
-                clear_setid: self.truncate_clears_setid(req),
+                clear_setid,
                 ..SetAttr::default()
             };
-            if let Err(e) = self.array.setattr(ino.0, &set) {
-                let _ = self.array.release(ino.0);
-                return reply.error(errno(&e));
+            match self.array.setattr(ino.0, &set) {
+                // The kernel takes the file as empty by itself, but not a
+                // mode the daemon changed.
+                Ok(a) if before.is_some_and(|p| p != a.perm) => self.attributes_changed(ino.0),
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = self.array.release(ino.0);
+                    return reply.error(errno(&e));
+                }
             }
         }
         // The page cache stays valid across opens: nobody else changes
@@ -471,11 +483,19 @@ impl Filesystem for RaidFs {
         if let Err(e) = self.writable() {
             return reply.error(e);
         }
-        // Set only for a caller without CAP_FSETID writing a file with set-ID
-        // bits (the kernel sends such writes straight through, not from its
-        // cache).
+        // The kernel flags every write it sends straight through (not from
+        // its cache) for a caller without CAP_FSETID; it sends writes to a
+        // file with set-ID bits that way. Its cached mode does not follow
+        // what the daemon clears: tell it.
         let r = if self.clears_setid && write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-            self.array.write_unprivileged(ino.0, offset, data)
+            self.array
+                .write_unprivileged(ino.0, offset, data)
+                .map(|(n, cleared)| {
+                    if cleared {
+                        self.attributes_changed(ino.0);
+                    }
+                    n
+                })
         } else {
             self.array.write(ino.0, offset, data)
         };
@@ -709,17 +729,20 @@ impl Filesystem for RaidFs {
             return reply.error(e);
         }
         let clear_setid = self.truncate_clears_setid(req);
-        Self::empty(
-            fallocate(&self.array, ino.0, offset, length, mode, clear_setid),
-            reply,
-        );
+        let r = fallocate(&self.array, ino.0, offset, length, mode, clear_setid).map(|cleared| {
+            if cleared {
+                self.attributes_changed(ino.0);
+            }
+        });
+        Self::empty(r, reply);
     }
 }
 
 /// `fallocate(2)`: mode 0 and `KEEP_SIZE` extend the file size as asked
 /// (space is not reserved: members are ordinary filesystems);
-/// `PUNCH_HOLE | KEEP_SIZE` makes the range read as zeros. Like a write, it
-/// first clears the file's set-ID bits if `clear_setid`.
+/// `PUNCH_HOLE | KEEP_SIZE` makes the range read as zeros. Like a write, a
+/// supported mode first clears the file's set-ID bits if `clear_setid`
+/// (with the size change, in one record); returns whether it did.
 fn fallocate(
     array: &Array,
     ino: u64,
@@ -727,48 +750,40 @@ fn fallocate(
     length: u64,
     mode: i32,
     clear_setid: bool,
-) -> raid_array::Result<()> {
+) -> raid_array::Result<bool> {
     let end = offset
         .checked_add(length)
         .ok_or_else(|| ArrayError::Invalid("fallocate range overflows".into()))?;
+    let punch = mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    if !(mode == 0 || mode == FALLOC_FL_KEEP_SIZE || punch) {
+        return Err(ArrayError::Unsupported(format!("fallocate mode {mode:#x}")));
+    }
     let attr = array.getattr(ino)?;
-    if clear_setid && attr.perm & 0o6000 != 0 {
-        array.setattr(
+    let grow = mode == 0 && end > attr.size;
+    let clear = clear_setid && attr.perm & 0o6000 != 0;
+    let mut cleared = false;
+    if grow || clear {
+        let after = array.setattr(
             ino,
             &SetAttr {
-                clear_setid,
+                size: grow.then_some(end),
+                clear_setid: clear,
                 ..SetAttr::default()
             },
         )?;
+        cleared = after.perm != attr.perm;
     }
-    let size = attr.size;
-    match mode {
-        0 => {
-            if end > size {
-                array.setattr(
-                    ino,
-                    &SetAttr {
-                        size: Some(end),
-                        ..SetAttr::default()
-                    },
-                )?;
-            }
-            Ok(())
+    if punch {
+        let end = end.min(attr.size);
+        let zeros = vec![0u8; MAX_WRITE as usize];
+        let mut at = offset;
+        while at < end {
+            let n = ((end - at) as usize).min(zeros.len());
+            array.write(ino, at, &zeros[..n])?;
+            at += n as u64;
         }
-        FALLOC_FL_KEEP_SIZE => Ok(()),
-        m if m == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE => {
-            let end = end.min(size);
-            let zeros = vec![0u8; MAX_WRITE as usize];
-            let mut at = offset;
-            while at < end {
-                let n = ((end - at) as usize).min(zeros.len());
-                array.write(ino, at, &zeros[..n])?;
-                at += n as u64;
-            }
-            Ok(())
-        }
-        _ => Err(ArrayError::Unsupported(format!("fallocate mode {mode:#x}"))),
     }
+    Ok(cleared)
 }
 
 fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
