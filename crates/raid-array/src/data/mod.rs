@@ -15,8 +15,8 @@
 //! taken from the file's last written stripe when the write continues the
 //! previous one ([`tailcache`]), and the new bytes laid over them; parity is
 //! encoded once per group and all touched chunks go to every writable member
-//! in parallel, one contiguous write per run of stripes. Bytes past the file's end are zeros by
-//! invariant, so appends never read them. Before any chunk is written its
+//! in parallel, one contiguous write per run of stripes. Bytes past the
+//! file's end are zeros by invariant, so appends never read them. Before any chunk is written its
 //! stripes are marked dirty in the write-intent log ([`crate::intent`]).
 //!
 //! # Reads
@@ -982,9 +982,9 @@ impl DataStore {
         file_size: u64,
         tail: Option<&[u8]>,
     ) -> Result<()> {
-        let cs = self.layout.chunk as usize;
         let sdb = self.layout.stripe_data;
         let chunk = self.layout.chunk;
+        let cs = chunk as usize;
         let end = offset + data.len() as u64;
         for w in &b.works {
             let g = &w.plan.groups[w.group];
@@ -1624,15 +1624,21 @@ mod tests {
     /// Members over `dirs` (opened afresh), their health (all active) and a
     /// store of `level` with 64 KiB chunks over them.
     fn open_store(dirs: &[tempfile::TempDir], level: Level) -> (Members, Arc<Health>, DataStore) {
-        let n = dirs.len();
         let members: Members = dirs
             .iter()
             .map(|d| Some(Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>))
             .collect();
+        let (health, store) = store_over(members.clone(), level);
+        (members, health, store)
+    }
+
+    /// A store of `level` with 64 KiB chunks over `members`, all active.
+    fn store_over(members: Members, level: Level) -> (Arc<Health>, DataStore) {
+        let n = members.len();
         let health = Arc::new(Health::new(vec![MemberState::Active; n]));
         let geometry = Geometry::new(level, n, 64 * 1024).unwrap();
-        let store = DataStore::new(geometry, members.clone(), health.clone()).unwrap();
-        (members, health, store)
+        let store = DataStore::new(geometry, members, health.clone()).unwrap();
+        (health, store)
     }
 
     /// A long sequential write in 1 MiB calls (each crossing of a
@@ -1687,9 +1693,7 @@ mod tests {
                 .iter()
                 .map(|f| Some(Arc::new(f.clone()) as Arc<dyn Member>))
                 .collect();
-            let health = Arc::new(Health::new(vec![MemberState::Active; n]));
-            let geometry = Geometry::new(level, n, 64 * 1024).unwrap();
-            let store = DataStore::new(geometry, members, health.clone()).unwrap();
+            let (health, store) = store_over(members, level);
             let size = 5 * (1 << 20) + 4096;
             let data = pattern(size);
             let mut pieces = data.chunks(1 << 20).enumerate();
