@@ -181,7 +181,6 @@ impl Health {
         if from == to {
             return;
         }
-        g.states[i] = to;
         // Progress updates are frequent; only announce real transitions.
         let progress_only = matches!(
             (from, to),
@@ -190,17 +189,52 @@ impl Health {
                 MemberState::Rebuilding { .. }
             )
         );
-        if !progress_only {
-            g.generation += 1;
-            Self::send(
-                &mut g,
-                HealthEvent::StateChanged {
-                    member: i,
-                    from,
-                    to,
-                },
-            );
+        if progress_only {
+            g.states[i] = to;
+        } else {
+            Self::transition(&mut g, i, from, to);
         }
+    }
+
+    /// Move member `i` from `from` to `to` and announce it.
+    fn transition(g: &mut Inner, i: usize, from: MemberState, to: MemberState) {
+        g.states[i] = to;
+        g.generation += 1;
+        Self::send(
+            g,
+            HealthEvent::StateChanged {
+                member: i,
+                from,
+                to,
+            },
+        );
+    }
+
+    /// Record that the rebuild onto member `i` has reached `done_bytes`, if
+    /// it is still rebuilding. A target that failed meanwhile (a write to it
+    /// failed) stays failed: it missed that write. Returns whether it was
+    /// still rebuilding.
+    pub fn advance_rebuild(&self, i: usize, done_bytes: u64) -> bool {
+        let mut g = self.lock();
+        match g.states.get_mut(i) {
+            Some(st @ MemberState::Rebuilding { .. }) => {
+                *st = MemberState::Rebuilding { done_bytes };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Make member `i` active at the end of its rebuild, if it is still
+    /// rebuilding (checked and changed under one lock, so a failure that
+    /// lands at the end is not overwritten). Returns whether it was.
+    pub fn finish_rebuild(&self, i: usize) -> bool {
+        let mut g = self.lock();
+        let Some(from @ MemberState::Rebuilding { .. }) = g.states.get(i).copied() else {
+            return false;
+        };
+        Self::transition(&mut g, i, from, MemberState::Active);
+        true
     }
 
     /// Receive every future event. Dropped receivers are forgotten.

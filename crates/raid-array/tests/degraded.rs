@@ -319,18 +319,28 @@ impl Progress for StopAfter {
     }
 }
 
-#[test]
-fn rebuild_resumes_from_its_checkpoint() {
-    let r = rig(Level::Raid6, 5);
-    let files: Vec<(u64, Vec<u8>)> = (0..6)
-        .map(|i| (20 + i, pattern(100 + i, 120_000)))
+/// Files as (inode, contents).
+type Files = Vec<(u64, Vec<u8>)>;
+
+/// Files 20, 21, ... of 120,000 bytes each written, then member 1 vanished
+/// and failed: the files, and the (inode, size) list a rebuild takes.
+fn files_then_member_1_gone(r: &Rig, count: u64, seed: u64) -> (Files, Vec<(u64, u64)>) {
+    let files: Files = (0..count)
+        .map(|i| (20 + i, pattern(seed + i, 120_000)))
         .collect();
     for (ino, d) in &files {
         r.store.write(*ino, 0, d, 0).unwrap();
     }
     r.faulty[1].vanish();
     r.health.mark_failed(1, "test");
-    let list: Vec<(u64, u64)> = files.iter().map(|(i, d)| (*i, d.len() as u64)).collect();
+    let list = files.iter().map(|(i, d)| (*i, d.len() as u64)).collect();
+    (files, list)
+}
+
+#[test]
+fn rebuild_resumes_from_its_checkpoint() {
+    let r = rig(Level::Raid6, 5);
+    let (files, list) = files_then_member_1_gone(&r, 6, 100);
     let fresh = tempfile::tempdir().unwrap();
     let nm: Arc<dyn Member> = Arc::new(DirMember::open(fresh.path()).unwrap());
     let stop = StopAfter {
@@ -399,4 +409,46 @@ fn a_member_that_vanishes_under_reads_is_failed_and_reads_go_on() {
     );
     assert!(r.health.counters()[2].read_errors >= 1);
     assert_eq!(read_all(&r.store, 6, data.len()).unwrap(), data);
+}
+
+/// Writes a file while the rebuild runs, through the data store.
+struct WriteDuringRebuild<'a> {
+    store: &'a DataStore,
+    written: AtomicU64,
+}
+
+impl Progress for WriteDuringRebuild<'_> {
+    fn update(&self, _done: u64, _total: u64) {
+        if self.written.fetch_add(1, Ordering::SeqCst) == 0 {
+            // The rebuild target refuses this file's shard: it fails.
+            self.store.write(30, 0, &pattern(7, 100_000), 0).unwrap();
+        }
+    }
+}
+
+/// A rebuild target whose write fails while it is being rebuilt misses
+/// that write: it stays failed and the rebuild reports it, rather than the
+/// next progress step bringing it back and the end making it active.
+#[test]
+fn a_rebuild_target_that_fails_midway_stays_failed() {
+    let r = rig(Level::Raid5(Raid5Layout::LeftSymmetric), 4);
+    let (files, list) = files_then_member_1_gone(&r, 4, 40);
+    let fresh = tempfile::tempdir().unwrap();
+    let target = FaultyMember::new(Arc::new(DirMember::open(fresh.path()).unwrap()));
+    target.inject(Fault::eio(Op::Write, &format!("{:016x}", 30)));
+    let nm: Arc<dyn Member> = Arc::new(target);
+    let progress = WriteDuringRebuild {
+        store: &r.store,
+        written: AtomicU64::new(0),
+    };
+    let e = ops::rebuild(&r.store, 1, nm, list, RebuildOptions::default(), &progress)
+        .expect_err("a failed target was made active");
+    assert!(e.to_string().contains("failed during the rebuild"), "{e}");
+    assert_eq!(r.health.state(1), MemberState::Failed);
+    // The surviving members still serve every file.
+    for (ino, d) in &files {
+        let mut out = vec![0u8; d.len()];
+        r.store.read(*ino, 0, &mut out, d.len() as u64).unwrap();
+        assert!(out == *d, "file {ino}");
+    }
 }

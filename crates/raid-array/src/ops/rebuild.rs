@@ -35,6 +35,14 @@ use super::flusher::{FLUSH_EVERY, Flusher};
 use super::{Checkpoint, Progress, Throttle, sorted};
 
 const OP: &str = "rebuild";
+
+/// The error of a rebuild whose target failed (a write to it failed) while
+/// it was being rebuilt.
+fn target_failed(slot: usize) -> ArrayError {
+    ArrayError::ArrayFailed(format!(
+        "rebuild target slot {slot} failed during the rebuild"
+    ))
+}
 /// Member bytes rebuilt per hold of a file's write lock.
 const STEP_BYTES: u64 = 8 << 20;
 /// Member bytes read from each survivor at a time within a step.
@@ -171,9 +179,9 @@ pub fn rebuild(
                 }
                 done += ((until - s) * layout.stripe_data)
                     .min(size.saturating_sub(s * layout.stripe_data));
-                store
-                    .health
-                    .set_state(slot, MemberState::Rebuilding { done_bytes: done });
+                if !store.health.advance_rebuild(slot, done) {
+                    return Err(target_failed(slot));
+                }
                 since_flush += bytes;
                 if since_flush >= FLUSH_EVERY {
                     flusher.request(ino);
@@ -201,12 +209,9 @@ pub fn rebuild(
         return Ok(rep);
     }
     sync_files(store, &mut unsynced)?;
-    if !store.health.state(slot).writable() {
-        return Err(ArrayError::ArrayFailed(format!(
-            "rebuild target slot {slot} failed during the rebuild"
-        )));
+    if !store.health.finish_rebuild(slot) {
+        return Err(target_failed(slot));
     }
-    store.health.set_state(slot, MemberState::Active);
     store.persist_intent()?;
     Checkpoint::clear(&members, OP)?;
     if rep.unrecoverable > 0 {
