@@ -116,6 +116,8 @@ fn array(root: &Path, name: &str, level: Level, n: usize) -> Array {
         .collect();
     let health = Arc::new(Health::new(vec![MemberState::Active; n]));
     let store = DataStore::new(Geometry::new(level, n, CHUNK).unwrap(), members, health).unwrap();
+    // Inode 1 starts as every new file does when it leaves inline storage.
+    store.create_shards(1).unwrap();
     Array { dirs, store }
 }
 

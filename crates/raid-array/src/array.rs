@@ -720,7 +720,7 @@ impl Array {
     /// made durable before the switch is journaled, so a crash leaves either
     /// the inline copy or a durable striped one.
     fn uninline(&self, ino: u64, content: &[u8]) -> Result<()> {
-        self.inner.data.remove(ino)?;
+        self.inner.data.create_shards(ino)?;
         if !content.is_empty() {
             self.inner.data.write(ino, 0, content, 0)?;
         }

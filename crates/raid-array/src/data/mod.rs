@@ -44,6 +44,7 @@ pub mod readahead;
 pub(crate) mod shard;
 pub(crate) mod tailcache;
 pub(crate) mod writebehind;
+pub(crate) mod zeroend;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +71,9 @@ const MAX_POOLED: usize = 16;
 const MAX_DIRTY_REGIONS: usize = 2048;
 /// Lock stripes for per-inode locking.
 const LOCKS: usize = 256;
+/// Batches writing at most this many member bytes in all run on the caller
+/// ([`DataStore::batch_writes`]).
+const WRITE_ON_CALLER_BYTES: usize = 128 << 10;
 
 /// The striped file store over the members of one array.
 pub struct DataStore {
@@ -92,6 +96,8 @@ pub struct DataStore {
     write_behind: writebehind::WriteBehind,
     /// The last, partly written stripe of recently written files.
     tails: tailcache::TailCache,
+    /// Files whose members hold only zeros past their end.
+    zero_past_end: zeroend::ZeroPastEnd,
 }
 
 impl std::fmt::Debug for DataStore {
@@ -319,6 +325,7 @@ impl DataStore {
             unused_ino: AtomicU64::new(u64::MAX),
             write_behind: writebehind::WriteBehind::default(),
             tails: tailcache::TailCache::default(),
+            zero_past_end: zeroend::ZeroPastEnd::default(),
         })
     }
 
@@ -550,7 +557,7 @@ impl DataStore {
         let busy = bufs.iter().enumerate().filter(|(j, _)| {
             by_member[*j].iter().any(|&i| segs[i].write) && self.health.state(*j).writable()
         });
-        pool::map(busy, |(j, buf)| {
+        let job = |(j, buf): (usize, &Vec<u8>)| {
             // Checked again when the job runs: the member may have failed since.
             if !self.health.state(j).writable() {
                 return;
@@ -568,7 +575,17 @@ impl DataStore {
                     return;
                 }
             }
-        });
+        };
+        // A few page-cache writes take less time than handing them to pool
+        // threads and waiting for those to wake: small batches (a small
+        // file, a short append) are written by the caller, member after
+        // member.
+        let bytes: usize = segs.iter().filter(|s| s.write).map(|s| s.len).sum();
+        if bytes <= WRITE_ON_CALLER_BYTES {
+            busy.for_each(job);
+        } else {
+            pool::map(busy, job);
+        }
         if full.into_inner() {
             return Err(ArrayError::NoSpace);
         }
@@ -737,6 +754,16 @@ impl DataStore {
     /// Write `data` at `offset` of inode `ino`, whose logical size before
     /// the write is `file_size`.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8], file_size: u64) -> Result<()> {
+        let r = self.write_and_settle(ino, offset, data, file_size);
+        if r.is_err() {
+            // The caller records no new size, but members may hold the
+            // write's bytes past the end.
+            self.zero_past_end.forget(ino);
+        }
+        r
+    }
+
+    fn write_and_settle(&self, ino: u64, offset: u64, data: &[u8], file_size: u64) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -790,7 +817,11 @@ impl DataStore {
         let mut s = first;
         while s <= last {
             let until = (s + per_batch - 1).min(last);
-            self.write_batch(ino, s, until, offset, data, file_size)?;
+            if let Err(e) = self.write_batch(ino, s, until, offset, data, file_size) {
+                // Some members may have taken their part past the end.
+                self.zero_past_end.forget(ino);
+                return Err(e);
+            }
             s = until + 1;
         }
         self.check_writable()?;
@@ -847,6 +878,9 @@ impl DataStore {
         };
         // Taken out whatever its stripe: this batch changes the file.
         let mut tail = self.tails.take(ino);
+        // Untouched data chunks past the old end need zeroing on the
+        // members only if they may hold something else ([`zeroend`]).
+        let zeroed = self.zero_past_end.holds(ino);
         let tail_first = tail
             .as_ref()
             .is_some_and(|t| t.stripe == first && t.size == file_size);
@@ -890,7 +924,7 @@ impl DataStore {
                             lo < eof
                         };
                         let read = !covers && below_uncovered && (parity || touched);
-                        let write = touched || (parity && eof < hi);
+                        let write = touched || (parity && eof < hi && !zeroed);
                         let cached = read && s == first && tail_first;
                         b.seg(j, lo, hi - lo, read && !cached, write);
                         if let Some(seg) = b.segs.last_mut() {
@@ -1341,7 +1375,39 @@ impl DataStore {
                 self.fail_member(j, "truncate failed", &e);
             }
         }
-        self.check_writable()
+        self.check_writable()?;
+        self.zero_past_end.insert(ino);
+        Ok(())
+    }
+
+    /// Give `ino`, a file leaving inline storage, empty shards on every
+    /// writable member. It has no shards unless an earlier move out of
+    /// inline storage was interrupted; those are emptied rather than
+    /// removed first, so a new file costs one open per shard file, not a
+    /// removal, a failed lookup and an open.
+    pub fn create_shards(&self, ino: u64) -> Result<()> {
+        let _g = self.lock_write(ino);
+        self.check_writable()?;
+        self.readahead.invalidate(ino);
+        self.tails.forget(ino);
+        self.handles.forget_ino(ino);
+        // Creating a file costs a filesystem tens of microseconds (an inode
+        // and a directory entry, journaled): the members do it in parallel.
+        let created = pool::map(self.targets(), |(j, m)| {
+            (j, self.handles.open_empty(j, m.as_ref(), ino).map(|_| ()))
+        });
+        for (j, r) in created {
+            if let Err(e) = r {
+                if is_no_space(&e) {
+                    return Err(ArrayError::NoSpace);
+                }
+                self.health.count_write_error(j);
+                self.fail_member(j, "cannot create shard", &e);
+            }
+        }
+        self.check_writable()?;
+        self.zero_past_end.insert(ino);
+        Ok(())
     }
 
     /// Remove every shard of `ino`.
@@ -1349,6 +1415,7 @@ impl DataStore {
         let _g = self.lock_write(ino);
         self.readahead.invalidate(ino);
         self.tails.forget(ino);
+        self.zero_past_end.forget(ino);
         self.handles.forget_ino(ino);
         for (j, m) in self.targets() {
             let r = m
@@ -1475,6 +1542,7 @@ impl DataStore {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
         self.readahead.invalidate(ino);
         self.tails.forget(ino);
+        self.zero_past_end.forget(ino);
         let shard = self.handles.get(j, member.as_ref(), ino, true)?;
         shard.data.write_at(off, &[0u8; BLOCK])?;
         shard.sums.write_at(
@@ -1860,5 +1928,77 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A file that left inline storage in this process holds nothing past
+    /// its end (leftover shards are emptied), so growing it inside a stripe
+    /// writes only the chunks that get data, and parity. After a restart nothing is known: bytes that a
+    /// crashed write left past the end are zeroed by the next write there,
+    /// as before, so parity agrees with every member and a failed member's
+    /// chunk is rebuilt right in both cases.
+    #[test]
+    fn untouched_chunks_past_the_end_are_zeroed_only_when_they_may_hold_stale_bytes() {
+        let dirs = temp_dirs(4);
+        let level = Level::Raid5(Raid5Layout::LeftSymmetric);
+        let ino = 5;
+        let kib16 = 16 << 10;
+        let (members, _, store) = open_store(&dirs, level);
+        let plan = store.layout.plan(ino, 0).unwrap();
+        let g = plan.groups[0].clone();
+        let shard_bytes = |j: usize| {
+            let f = members[j]
+                .as_ref()
+                .unwrap()
+                .open(&shard::shard_path(ino))
+                .unwrap();
+            let mut v = vec![0u8; f.len().unwrap() as usize];
+            f.read_at(0, &mut v).unwrap();
+            v
+        };
+        let read_all = |store: &DataStore, size: usize| {
+            let mut out = vec![0u8; size];
+            store.read(ino, 0, &mut out, size as u64).unwrap();
+            out
+        };
+
+        // Leftovers of an interrupted move out of inline storage go.
+        let junk = vec![0x5a; kib16];
+        for &j in &g.members {
+            store.write_blocks(j, ino, 0, &junk).unwrap();
+        }
+        store.create_shards(ino).unwrap();
+        let a = pattern(kib16);
+        store.write(ino, 0, &a, 0).unwrap();
+        assert_eq!(shard_bytes(g.members[0]), a);
+        assert_eq!(shard_bytes(g.members[g.data]), a, "parity of one chunk");
+        for p in 1..g.data {
+            assert!(shard_bytes(g.members[p]).is_empty(), "chunk {p} written");
+        }
+        store.sync(ino).unwrap();
+        drop(store);
+        {
+            let (_, health, store) = open_store(&dirs, level);
+            health.mark_failed(g.members[0], "test");
+            assert_eq!(read_all(&store, kib16), a, "rebuilt from parity and holes");
+        }
+
+        // A crashed write left bytes (with their checksums) in chunk 1 past
+        // the end; a restarted store does not know, and zeroes them.
+        let (_, _, store) = open_store(&dirs, level);
+        store
+            .write_blocks(g.members[1], ino, kib16 as u64, &junk)
+            .unwrap();
+        drop(store);
+        let (_, health, store) = open_store(&dirs, level);
+        let b = pattern(2 * kib16);
+        store
+            .write(ino, kib16 as u64, &b[kib16..], kib16 as u64)
+            .unwrap();
+        let c1 = shard_bytes(g.members[1]);
+        assert!(c1[kib16..2 * kib16].iter().all(|&x| x == 0), "junk left");
+        health.mark_failed(g.members[0], "test");
+        let mut want = a.clone();
+        want.extend_from_slice(&b[kib16..]);
+        assert_eq!(read_all(&store, 2 * kib16), want);
     }
 }

@@ -70,13 +70,25 @@ impl Handles {
             };
             (data, sums)
         };
-        let shard = Arc::new(Shard { data, sums });
+        Ok(self.keep(idx, ino, Shard { data, sums }))
+    }
+
+    /// The shard of `ino` on member `idx`, created, and emptied if it
+    /// already held anything (with its checksums).
+    pub fn open_empty(&self, idx: usize, member: &dyn Member, ino: u64) -> io::Result<Arc<Shard>> {
+        let data = member.create_empty(&shard_path(ino))?;
+        let sums = member.create_empty(&sums_path(ino))?;
+        Ok(self.keep(idx, ino, Shard { data, sums }))
+    }
+
+    fn keep(&self, idx: usize, ino: u64, shard: Shard) -> Arc<Shard> {
+        let shard = Arc::new(shard);
         let mut map = self.lock();
         if map.len() >= MAX_OPEN {
             map.clear();
         }
         map.insert((idx, ino), shard.clone());
-        Ok(shard)
+        shard
     }
 
     /// The cached shard of `ino` on member `idx`, if open.

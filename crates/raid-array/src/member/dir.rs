@@ -218,23 +218,12 @@ impl Member for DirMember {
     }
 
     fn create(&self, path: &str) -> io::Result<Arc<dyn MemberFile>> {
-        check_relative(path)?;
-        let mut opts = OpenOptions::new();
-        opts.read(true).write(true).create(true);
-        // The parent usually exists (a shard directory is made once): try
-        // the file first, and make the directories only when it is missing.
-        // Making them every time cost a `mkdir` per path component and a
-        // `stat` for each shard file of every new file.
-        let f = match self.root.open_with(path, &opts) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(p) = parent(path) {
-                    self.root.create_dir_all(p)?;
-                }
-                self.root.open_with(path, &opts)?
-            }
-            r => r?,
-        };
-        Ok(Arc::new(DirFile(f.into_std())))
+        self.create_with(path, false)
+    }
+
+    /// One `open` with `O_TRUNC`, not an open and a truncate.
+    fn create_empty(&self, path: &str) -> io::Result<Arc<dyn MemberFile>> {
+        self.create_with(path, true)
     }
 
     fn exists(&self, path: &str) -> io::Result<bool> {
@@ -324,6 +313,26 @@ impl Member for DirMember {
 }
 
 impl DirMember {
+    fn create_with(&self, path: &str, truncate: bool) -> io::Result<Arc<dyn MemberFile>> {
+        check_relative(path)?;
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(truncate);
+        // The parent usually exists (a shard directory is made once): try
+        // the file first, and make the directories only when it is missing.
+        // Making them every time cost a `mkdir` per path component and a
+        // `stat` for each shard file of every new file.
+        let f = match self.root.open_with(path, &opts) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(p) = parent(path) {
+                    self.root.create_dir_all(p)?;
+                }
+                self.root.open_with(path, &opts)?
+            }
+            r => r?,
+        };
+        Ok(Arc::new(DirFile(f.into_std())))
+    }
+
     fn sync_parent(&self, path: &str) -> io::Result<()> {
         let dir = match parent(path) {
             Some(p) => self.root.open_dir(p)?,
@@ -347,7 +356,7 @@ mod tests {
     /// file without truncating it, and makes a file beside it in a
     /// directory that exists.
     #[test]
-    fn create_makes_directories_only_when_missing_and_keeps_contents() {
+    fn create_makes_directories_only_when_missing_and_keeps_contents_unless_asked_to_empty() {
         let d = tempfile::tempdir().unwrap();
         let m = DirMember::open(d.path()).unwrap();
         let f = m.create("x/y/z/f").unwrap();
@@ -360,6 +369,10 @@ mod tests {
         m.create("x/y/z/g").unwrap();
         assert!(d.path().join("x/y/z/g").is_file());
         assert!(m.create("../escape").is_err());
+        let emptied = m.create_empty("x/y/z/f").unwrap();
+        assert_eq!(emptied.len().unwrap(), 0);
+        assert_eq!(m.create_empty("x/new/f").unwrap().len().unwrap(), 0);
+        assert!(m.create_empty("../escape").is_err());
     }
 
     /// A write-back request changes no byte and needs no sync to be

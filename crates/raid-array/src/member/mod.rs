@@ -62,6 +62,14 @@ pub trait Member: Send + Sync {
     /// Open a file for reading and writing, creating it (and its parent
     /// directories) if missing.
     fn create(&self, path: &str) -> io::Result<Arc<dyn MemberFile>>;
+    /// As [`Member::create`], but the file is emptied if it held anything.
+    fn create_empty(&self, path: &str) -> io::Result<Arc<dyn MemberFile>> {
+        let f = self.create(path)?;
+        if !f.is_empty()? {
+            f.set_len(0)?;
+        }
+        Ok(f)
+    }
     /// Open an existing file for large writes that bypass the page cache
     /// (`O_DIRECT`): a rebuild writes a whole member once and never reads it
     /// back soon, so copying every byte into the page cache first is pure
