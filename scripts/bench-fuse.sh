@@ -7,7 +7,9 @@
 # (page cache dropped), 4k random read and write IOPS (fio, short runs),
 # 10,000 empty files created / stat'ed / listed (ls -lR) / unlinked, and
 # 1,000 small files (16 KiB) written and closed. Prints a table with the
-# ratios against mergerfs and raw, and the goals of the mount's issue.
+# ratios against mergerfs and raw, and the goals of the mount's issue, and
+# the sequential write's bound: the bytes RAID-5 of 4 writes (data and
+# parity, 4/3 of the data) written to the four member filesystems at once.
 #
 # Not a test (timings vary with the machine's load); part of `make bench`.
 #   scripts/bench-fuse.sh          (BENCH_BIN: directory of prebuilt release binaries;
@@ -139,6 +141,22 @@ for t in "${TARGETS[@]}"; do
     dd if=/dev/zero of="$d/seq.dat" bs=1M count="$SIZE_MB" conv=fsync status=none
     R[$t,write]=$(rate "$SIZE_MB" "$(awk -v a="$t0" -v b="$(now)" 'BEGIN{print b-a}')")
     echo "    ${R[$t,write]} MiB/s"
+    if [ "$t" = raidfs ]; then
+        # What the members' storage allows: RAID-5 of 4 writes a third more
+        # than the data (parity). The same bytes, a third of the data per
+        # member filesystem, written to all four at once, timed as the data.
+        echo "==> members in parallel: $SIZE_MB MiB of data + parity, a third of the data on each + fsync"
+        drop
+        t0=$(now)
+        for i in 1 2 3 4; do
+            dd if=/dev/zero of="$WORK/m/disk$i/bound.dat" bs=1M count=$((SIZE_MB / 3)) \
+                conv=fsync status=none &
+        done
+        wait
+        R[bound,write]=$(rate "$SIZE_MB" "$(awk -v a="$t0" -v b="$(now)" 'BEGIN{print b-a}')")
+        echo "    ${R[bound,write]} MiB/s of data"
+        rm -f "$WORK"/m/disk?/bound.dat
+    fi
 
     echo "==> $t: sequential read cold"
     # Let the storage under the images finish the write just made: a read
@@ -228,3 +246,6 @@ row ls "ls -lR s (lower better)" 0 ">= 2x mergerfs"
 row unlink "unlink files/s" 1 ">= 2x mergerfs"
 row small "16 KiB files/s" 1 ""
 echo "(ratios: higher is better for raidfs; ls -lR ratios are inverted times)"
+awk -v a="${R[raidfs,write]}" -v b="${R[bound,write]}" 'BEGIN {
+    printf "seq write bound: data + parity written to the 4 member filesystems at once: %.1f MiB/s of data; raidfs %.2fx of it\n", b, a / b }'
+echo "(all members share one disk here, so striping adds no bandwidth and parity costs a third)"
