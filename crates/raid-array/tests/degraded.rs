@@ -452,3 +452,47 @@ fn a_rebuild_target_that_fails_midway_stays_failed() {
         assert!(out == *d, "file {ino}");
     }
 }
+
+/// A write that runs out of space on one member (a full disk, not a broken
+/// one) returns ENOSPC and leaves the other members holding their part of
+/// it. The stripes it touched are resynced at once, so whichever member
+/// fails afterwards, the file is still rebuilt right from the rest; the
+/// full member is failed only if it cannot take its recomputed parity.
+#[test]
+fn a_write_that_runs_out_of_space_on_one_member_leaves_parity_right() {
+    let ino = 40;
+    let a = pattern(1, 16 << 10);
+    let more = pattern(2, 176 << 10);
+    for full in 0..4 {
+        let r = rig(Level::Raid5(Raid5Layout::LeftSymmetric), 4);
+        r.store.create_shards(ino).unwrap();
+        r.store.write(ino, 0, &a, 0).unwrap();
+        r.faulty[full].inject(Fault {
+            kind: FaultKind::NoSpace,
+            ..Fault::eio(Op::Write, &format!("{ino:016x}"))
+        });
+        let e = r.store.write(ino, 16 << 10, &more, 16 << 10).unwrap_err();
+        assert!(matches!(e, ArrayError::NoSpace), "member {full} full: {e}");
+        for j in (0..4).filter(|&j| j != full) {
+            assert_eq!(r.health.state(j), MemberState::Active, "member {j}");
+        }
+        let read = || {
+            let mut out = vec![0u8; a.len()];
+            r.store.read(ino, 0, &mut out, a.len() as u64).unwrap();
+            out
+        };
+        if !r.health.state(full).readable() {
+            // It held parity it could not take: the array is degraded.
+            assert!(read() == a, "member {full} full and failed: wrong bytes");
+            continue;
+        }
+        for gone in 0..4 {
+            r.health.mark_failed(gone, "test");
+            assert!(
+                read() == a,
+                "member {full} full, member {gone} gone: wrong bytes"
+            );
+            r.health.set_state(gone, MemberState::Active);
+        }
+    }
+}

@@ -259,6 +259,17 @@ impl Piece<'_> {
     }
 }
 
+/// What [`DataStore::resync_stripe`] did.
+#[derive(Debug, Default)]
+pub(crate) struct StripeResync {
+    /// Redundancy chunks rewritten.
+    pub redundancy_fixed: u64,
+    /// Data blocks rebuilt and rewritten.
+    pub repaired: u64,
+    /// Blocks left unreadable (no consistent version survived).
+    pub unrecoverable: u64,
+}
+
 /// Result of reading one group's column range from every position.
 pub(crate) struct GroupScan {
     /// Contents per position (reconstructed where it was bad and could be).
@@ -820,6 +831,9 @@ impl DataStore {
             if let Err(e) = self.write_batch(ino, s, until, offset, data, file_size) {
                 // Some members may have taken their part past the end.
                 self.zero_past_end.forget(ino);
+                if matches!(e, ArrayError::NoSpace) {
+                    self.resync_after_no_space(ino, s, until);
+                }
                 return Err(e);
             }
             s = until + 1;
@@ -835,6 +849,21 @@ impl DataStore {
             self.start_write_back(ino, end - writebehind::LAG);
         }
         Ok(())
+    }
+
+    /// A batch that ran out of space on some member left the others holding
+    /// their part of it: parity and data of stripes `first..=last` may
+    /// disagree, and a member failing later would be rebuilt wrong from
+    /// them. Resync those stripes now, from the data as the members hold it
+    /// (their parity blocks are mostly allocated already, so this rarely
+    /// needs new space; a member that cannot take it is failed). Caller
+    /// holds the file's write lock.
+    fn resync_after_no_space(&self, ino: u64, first: u64, last: u64) {
+        for st in first..=last {
+            if let Err(e) = self.resync_stripe(ino, st) {
+                warn!(ino, stripe = st, error = %e, "cannot resync a stripe after running out of space");
+            }
+        }
     }
 
     /// First write-intent region wholly past a file of `size` bytes.
@@ -1567,6 +1596,74 @@ impl DataStore {
     /// Write the write-intent log as it stands now.
     pub(crate) fn persist_intent(&self) -> Result<()> {
         self.intent.persist(&self.targets(), &self.health)
+    }
+
+    /// Bring the redundancy of stripe `st` of `ino` back in line with its
+    /// data, as the members hold it: after a crash (the resync of a dirty
+    /// stripe) and after a write that ran out of space on some member. Per
+    /// group every block is verified; a block that fails is rebuilt from the
+    /// rest of its group if the result matches that member's own checksum
+    /// (otherwise no consistent version of it is left and it stays
+    /// unreadable: EIO, never guessed bytes); then parity or mirror copies
+    /// are recomputed from the data. A member that cannot take its
+    /// recomputed redundancy no longer agrees with the rest and is failed.
+    /// Caller holds the file's write lock.
+    pub(crate) fn resync_stripe(&self, ino: u64, st: u64) -> Result<StripeResync> {
+        let chunk = self.layout.chunk as usize;
+        let mut done = StripeResync::default();
+        let plan = self.layout.plan(ino, st)?;
+        for g in &plan.groups {
+            let scan = self.scan_group(ino, st, g, 0, chunk, true);
+            done.repaired += scan.repaired;
+            let data_unreadable = g.members[..g.data]
+                .iter()
+                .any(|&m| !self.health.state(m).readable());
+            if data_unreadable && matches!(g.protect, Protect::Parity(_)) {
+                // Dirty and degraded: the chunks of the missing members are
+                // rebuilt from parity that an interrupted write may have
+                // left stale. Trust them only if a parity row not used for
+                // the rebuild confirms them; otherwise poison the parity, so
+                // those chunks read as EIO instead of as guessed bytes.
+                let suspects = scan.suspect.iter().filter(|&&x| x).count();
+                let confirmed = scan.lost.is_empty()
+                    && g.tolerance() > suspects
+                    && self.fix_redundancy(ino, st, g, 0, &scan, false)?.is_empty();
+                if !confirmed {
+                    done.unrecoverable += self.poison_parity(ino, st, g);
+                }
+                continue;
+            }
+            if !scan.lost.is_empty() {
+                done.unrecoverable += scan.lost.len() as u64;
+                warn!(
+                    ino,
+                    stripe = st,
+                    blocks = scan.lost.len(),
+                    "resync: blocks without a consistent version"
+                );
+                continue;
+            }
+            done.redundancy_fixed += self.fix_redundancy(ino, st, g, 0, &scan, true)?.len() as u64;
+        }
+        Ok(done)
+    }
+
+    /// Poison every writable parity chunk of a group; returns blocks poisoned.
+    fn poison_parity(&self, ino: u64, stripe: u64, g: &Group) -> u64 {
+        let mut n = 0;
+        for &m in &g.members[g.data..] {
+            if !self.health.state(m).writable() {
+                continue;
+            }
+            for b in 0..self.layout.chunk as usize / BLOCK {
+                let off = stripe * self.layout.chunk + (b * BLOCK) as u64;
+                match self.poison_block(m, ino, off) {
+                    Ok(()) => n += 1,
+                    Err(e) => warn!(member = m, ino, error = %e, "resync: cannot poison parity"),
+                }
+            }
+        }
+        n
     }
 
     /// Compare the redundancy of a scanned group with what its data implies;

@@ -48,6 +48,9 @@ pub enum FaultKind {
     Torn { keep: usize },
     /// A read succeeds but one bit of the returned data is flipped.
     FlipBit,
+    /// A write fails with ENOSPC and has no effect (a full disk); other
+    /// calls fail with EIO.
+    NoSpace,
 }
 
 /// One injected fault.
@@ -376,6 +379,10 @@ impl MemberFile for FaultyFile {
         self.sh.pre(&self.path);
         match fault {
             Some(FaultKind::Eio) => Err(eio(&self.path)),
+            Some(FaultKind::NoSpace) => Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("injected: no space for {}", self.path),
+            )),
             Some(FaultKind::Torn { keep }) => {
                 let keep = keep.min(data.len());
                 self.inner.write_at(offset, &data[..keep])?;
@@ -545,7 +552,7 @@ impl Member for FaultyMember {
 
     fn read_all(&self, path: &str) -> io::Result<Vec<u8>> {
         match self.sh.check(Op::ReadAll, path, false)? {
-            Some(FaultKind::Eio) | Some(FaultKind::Torn { .. }) => Err(eio(path)),
+            Some(FaultKind::Eio | FaultKind::Torn { .. } | FaultKind::NoSpace) => Err(eio(path)),
             Some(FaultKind::FlipBit) => {
                 let mut v = self.sh.inner.read_all(path)?;
                 if let Some(b) = v.get_mut(0) {

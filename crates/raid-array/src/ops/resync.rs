@@ -2,20 +2,20 @@
 //! stripes the write-intent log lists as dirty back in line with their
 //! data, then clear them.
 //!
-//! Per dirty group: every block is verified; a block that fails is rebuilt
-//! from the rest of its group if the result matches that member's own
-//! checksum (otherwise the interrupted write left no consistent version of
-//! it and it stays unreadable — EIO, never guessed bytes); then parity or
-//! mirror copies are recomputed from the data. Finally the bytes past each
-//! file's end are cleared again ([`DataStore::cut`]) and the file synced.
+//! Per dirty stripe ([`DataStore::resync_stripe`], which a write that ran
+//! out of space on some member also uses): every block is verified; a block
+//! that fails is rebuilt from the rest of its group if the result matches
+//! that member's own checksum (otherwise the interrupted write left no
+//! consistent version of it and it stays unreadable — EIO, never guessed
+//! bytes); then parity or mirror copies are recomputed from the data.
+//! Finally the bytes past each file's end are cleared again
+//! ([`DataStore::cut`]) and the file synced.
 
 use std::collections::BTreeMap;
 
 use tracing::{info, warn};
 
 use crate::data::DataStore;
-use crate::data::checksum::BLOCK;
-use crate::data::layout::{Group, Protect};
 use crate::error::Result;
 use crate::intent::REGION_SHIFT;
 
@@ -67,7 +67,6 @@ pub fn resync(
         }
         rep.regions += 1;
     }
-    let chunk = layout.chunk as usize;
     for (ino, ranges) in work {
         let size = files.get(&ino).copied().unwrap_or(0);
         let stripes = layout.stripes_for(size);
@@ -75,44 +74,10 @@ pub fn resync(
         for (a, z) in ranges {
             for st in a..z.min(stripes) {
                 rep.stripes += 1;
-                let plan = layout.plan(ino, st)?;
-                for g in &plan.groups {
-                    let scan = store.scan_group(ino, st, g, 0, chunk, true);
-                    rep.repaired += scan.repaired;
-                    let data_unreadable = g.members[..g.data]
-                        .iter()
-                        .any(|&m| !store.health.state(m).readable());
-                    if data_unreadable && matches!(g.protect, Protect::Parity(_)) {
-                        // Dirty and degraded: the chunks of the missing members
-                        // are rebuilt from parity that an interrupted write may
-                        // have left stale. Trust them only if a parity row not
-                        // used for the rebuild confirms them; otherwise poison
-                        // the parity, so those chunks read as EIO instead of as
-                        // guessed bytes.
-                        let suspects = scan.suspect.iter().filter(|&&x| x).count();
-                        let confirmed = scan.lost.is_empty()
-                            && g.tolerance() > suspects
-                            && store
-                                .fix_redundancy(ino, st, g, 0, &scan, false)?
-                                .is_empty();
-                        if !confirmed {
-                            rep.unrecoverable += poison_parity(store, ino, st, g, chunk);
-                        }
-                        continue;
-                    }
-                    if !scan.lost.is_empty() {
-                        rep.unrecoverable += scan.lost.len() as u64;
-                        warn!(
-                            ino,
-                            stripe = st,
-                            blocks = scan.lost.len(),
-                            "resync: blocks without a consistent version"
-                        );
-                        continue;
-                    }
-                    rep.redundancy_fixed +=
-                        store.fix_redundancy(ino, st, g, 0, &scan, true)?.len() as u64;
-                }
+                let done = store.resync_stripe(ino, st)?;
+                rep.repaired += done.repaired;
+                rep.redundancy_fixed += done.redundancy_fixed;
+                rep.unrecoverable += done.unrecoverable;
             }
         }
         if let Err(e) = store.cut(ino, size) {
@@ -127,22 +92,4 @@ pub fn resync(
     store.persist_intent()?;
     info!(?rep, "resync finished");
     Ok(rep)
-}
-
-/// Poison every readable parity chunk of a group; returns blocks poisoned.
-fn poison_parity(store: &DataStore, ino: u64, stripe: u64, g: &Group, chunk: usize) -> u64 {
-    let mut n = 0;
-    for &m in &g.members[g.data..] {
-        if !store.health.state(m).writable() {
-            continue;
-        }
-        for b in 0..chunk / BLOCK {
-            let off = stripe * store.layout.chunk + (b * BLOCK) as u64;
-            match store.poison_block(m, ino, off) {
-                Ok(()) => n += 1,
-                Err(e) => warn!(member = m, ino, error = %e, "resync: cannot poison parity"),
-            }
-        }
-    }
-    n
 }
