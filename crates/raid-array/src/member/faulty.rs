@@ -217,9 +217,18 @@ impl Shared {
     }
 
     fn synced(&self, path: &str) {
+        self.synced_first(path, usize::MAX);
+    }
+
+    /// The first `n` pending mutations of `path` become durable.
+    fn synced_first(&self, path: &str, n: usize) {
         let mut g = self.lock();
         self.baseline(&mut g, path);
-        let ops = g.pending.remove(path).unwrap_or_default();
+        let mut ops = g.pending.remove(path).unwrap_or_default();
+        if n < ops.len() {
+            let later = ops.split_off(n);
+            g.pending.insert(path.to_string(), later);
+        }
         let d = g
             .durable
             .entry(path.to_string())
@@ -478,6 +487,37 @@ impl Member for FaultyMember {
         }))
     }
 
+    /// `syncfs`: every write made before the call becomes durable (writes
+    /// recorded while it runs stay pending). A `Sync` fault on any file
+    /// with pending writes fails it and makes nothing durable, as the
+    /// kernel reports any file's write-back error; such a fault counts one
+    /// call per file.
+    fn sync_all(&self) -> io::Result<()> {
+        if self.sh.real_sync.load(Ordering::SeqCst) {
+            self.sh.inner.sync_all()?;
+        }
+        let before: Vec<(String, usize)> = self
+            .sh
+            .lock()
+            .pending
+            .iter()
+            .map(|(p, ops)| (p.clone(), ops.len()))
+            .collect();
+        // One mutating step for the call, as for one `sync_data`.
+        if self.sh.check(Op::Sync, ".", true)?.is_some() {
+            return Err(eio("syncfs"));
+        }
+        for (p, _) in &before {
+            if self.sh.check(Op::Sync, p, false)?.is_some() {
+                return Err(eio(p));
+            }
+        }
+        for (p, n) in &before {
+            self.sh.synced_first(p, *n);
+        }
+        Ok(())
+    }
+
     fn create(&self, path: &str) -> io::Result<Arc<dyn MemberFile>> {
         let existed = self.sh.inner.exists(path).unwrap_or(false);
         if self.sh.check(Op::Create, path, !existed)?.is_some() {
@@ -598,6 +638,23 @@ mod tests {
             b"durable"
         );
         assert_eq!(m.read_all(".raidfs/x").unwrap(), b"VOLATILE");
+    }
+
+    #[test]
+    fn sync_all_makes_every_file_durable_unless_one_has_a_sync_fault() {
+        let d = tempfile::tempdir().unwrap();
+        let img = tempfile::tempdir().unwrap();
+        let m = FaultyMember::new(Arc::new(DirMember::open(d.path()).unwrap()));
+        m.model_sync_only();
+        m.create(".raidfs/a").unwrap().write_at(0, b"a1").unwrap();
+        m.create(".raidfs/b").unwrap().write_at(0, b"b1").unwrap();
+        m.sync_all().unwrap();
+        m.create(".raidfs/b").unwrap().write_at(0, b"b2").unwrap();
+        m.inject(Fault::eio(Op::Sync, "b"));
+        assert!(m.sync_all().is_err(), "b's write-back error not reported");
+        m.crash_image(img.path(), None).unwrap();
+        assert_eq!(std::fs::read(img.path().join(".raidfs/a")).unwrap(), b"a1");
+        assert_eq!(std::fs::read(img.path().join(".raidfs/b")).unwrap(), b"b1");
     }
 
     #[test]

@@ -84,6 +84,15 @@ pub trait Member: Send + Sync {
     fn open_direct(&self, path: &str) -> io::Result<Arc<dyn MemberFile>> {
         self.open(path)
     }
+    /// Make everything written to the member durable, every file at once
+    /// (`syncfs` of its filesystem). `Unsupported` by default: callers then
+    /// sync file by file.
+    fn sync_all(&self) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no filesystem-wide sync for this member",
+        ))
+    }
     /// Whether `path` exists.
     fn exists(&self, path: &str) -> io::Result<bool>;
     /// Remove a file; a missing file is not an error.
