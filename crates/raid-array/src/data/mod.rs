@@ -846,7 +846,7 @@ impl DataStore {
                 // Some members may have taken their part past the end.
                 self.zero_past_end.forget(ino);
                 if matches!(e, ArrayError::NoSpace) {
-                    self.resync_after_no_space(ino, s, until);
+                    self.resync_after_no_space(ino, s, until, file_size);
                 }
                 return Err(e);
             }
@@ -866,15 +866,26 @@ impl DataStore {
     }
 
     /// A batch that ran out of space on some member left the others holding
-    /// their part of it: parity and data of stripes `first..=last` may
+    /// their part of it: in stripes `first..=last`, parity and data may
     /// disagree, and a member failing later would be rebuilt wrong from
-    /// them. Resync those stripes now, from the data as the members hold it
-    /// (their parity blocks are mostly allocated already, so this rarely
-    /// needs new space; a member that cannot take it is failed). Caller
-    /// holds the file's write lock.
-    fn resync_after_no_space(&self, ino: u64, first: u64, last: u64) {
-        for st in first..=last {
-            if let Err(e) = self.resync_stripe(ino, st) {
+    /// them. Resync, from the data as the members hold it, the rows that
+    /// hold the file's bytes (it is still `size` long): those whose parity
+    /// was written before, so no new space is needed and the full member is
+    /// not failed for being full. Rows past the end may keep what the write
+    /// left; the file is off the [`zeroend`] list, so a write that grows it
+    /// there zeroes them first. Caller holds the file's write lock.
+    fn resync_after_no_space(&self, ino: u64, first: u64, last: u64, size: u64) {
+        let sdb = self.layout.stripe_data;
+        let chunk = self.layout.chunk as usize;
+        for st in first..=last.min(self.layout.stripes_for(size).saturating_sub(1)) {
+            if size <= st * sdb {
+                break;
+            }
+            let rows = |group_start: u64| {
+                let held = size.saturating_sub(st * sdb + group_start);
+                align_up(held.min(chunk as u64) as usize).min(chunk)
+            };
+            if let Err(e) = self.resync_stripe_rows(ino, st, rows) {
                 warn!(ino, stripe = st, error = %e, "cannot resync a stripe after running out of space");
             }
         }
@@ -1691,10 +1702,27 @@ impl DataStore {
     /// Caller holds the file's write lock.
     pub(crate) fn resync_stripe(&self, ino: u64, st: u64) -> Result<StripeResync> {
         let chunk = self.layout.chunk as usize;
+        self.resync_stripe_rows(ino, st, |_| chunk)
+    }
+
+    /// [`DataStore::resync_stripe`] over the first `rows(g)` bytes of each
+    /// chunk of every group `g` (given the group's first byte within the
+    /// stripe's data); groups with no rows are left alone.
+    fn resync_stripe_rows(
+        &self,
+        ino: u64,
+        st: u64,
+        rows: impl Fn(u64) -> usize,
+    ) -> Result<StripeResync> {
+        let chunk = self.layout.chunk;
         let mut done = StripeResync::default();
         let plan = self.layout.plan(ino, st)?;
         for g in &plan.groups {
-            let scan = self.scan_group(ino, st, g, 0, chunk, true);
+            let hi = rows(g.first as u64 * chunk);
+            if hi == 0 {
+                continue;
+            }
+            let scan = self.scan_group(ino, st, g, 0, hi, true);
             done.repaired += scan.repaired;
             let data_unreadable = g.members[..g.data]
                 .iter()
@@ -1710,7 +1738,7 @@ impl DataStore {
                     && g.tolerance() > suspects
                     && self.fix_redundancy(ino, st, g, 0, &scan, false)?.is_empty();
                 if !confirmed {
-                    done.unrecoverable += self.poison_parity(ino, st, g);
+                    done.unrecoverable += self.poison_parity(ino, st, g, hi);
                 }
                 continue;
             }
@@ -1720,7 +1748,7 @@ impl DataStore {
                     ino,
                     stripe = st,
                     blocks = scan.lost.len(),
-                    "resync: blocks without a consistent version"
+                    "blocks without a consistent version"
                 );
                 continue;
             }
@@ -1729,18 +1757,19 @@ impl DataStore {
         Ok(done)
     }
 
-    /// Poison every writable parity chunk of a group; returns blocks poisoned.
-    fn poison_parity(&self, ino: u64, stripe: u64, g: &Group) -> u64 {
+    /// Poison the first `rows` bytes of every writable parity chunk of a
+    /// group; returns blocks poisoned.
+    fn poison_parity(&self, ino: u64, stripe: u64, g: &Group, rows: usize) -> u64 {
         let mut n = 0;
         for &m in &g.members[g.data..] {
             if !self.health.state(m).writable() {
                 continue;
             }
-            for b in 0..self.layout.chunk as usize / BLOCK {
+            for b in 0..rows / BLOCK {
                 let off = stripe * self.layout.chunk + (b * BLOCK) as u64;
                 match self.poison_block(m, ino, off) {
                     Ok(()) => n += 1,
-                    Err(e) => warn!(member = m, ino, error = %e, "resync: cannot poison parity"),
+                    Err(e) => warn!(member = m, ino, error = %e, "cannot poison parity"),
                 }
             }
         }

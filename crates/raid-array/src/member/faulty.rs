@@ -48,8 +48,10 @@ pub enum FaultKind {
     Torn { keep: usize },
     /// A read succeeds but one bit of the returned data is flipped.
     FlipBit,
-    /// A write fails with ENOSPC and has no effect (a full disk); other
-    /// calls fail with EIO.
+    /// A full disk: a write that would make the file longer fails with
+    /// ENOSPC and has no effect, while bytes already there can still be
+    /// overwritten (holes, which would need space too, are not modelled);
+    /// other calls fail with EIO.
     NoSpace,
 }
 
@@ -388,10 +390,14 @@ impl MemberFile for FaultyFile {
         self.sh.pre(&self.path);
         match fault {
             Some(FaultKind::Eio) => Err(eio(&self.path)),
-            Some(FaultKind::NoSpace) => Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                format!("injected: no space for {}", self.path),
-            )),
+            Some(FaultKind::NoSpace)
+                if offset + data.len() as u64 > self.inner.len().unwrap_or(0) =>
+            {
+                Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!("injected: no space for {}", self.path),
+                ))
+            }
             Some(FaultKind::Torn { keep }) => {
                 let keep = keep.min(data.len());
                 self.inner.write_at(offset, &data[..keep])?;
