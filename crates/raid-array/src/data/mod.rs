@@ -823,16 +823,11 @@ impl DataStore {
         let per_batch = (BATCH_BYTES / (chunk * n as u64)).max(1);
         // Every writable member gets the shard, so a missing shard on an
         // active member later means lost data, not a hole.
-        for (j, m) in self.targets() {
-            if let Err(e) = self.handles.get(j, m.as_ref(), ino, true) {
-                if is_no_space(&e) {
-                    return Err(ArrayError::NoSpace);
-                }
-                self.health.count_write_error(j);
-                self.fail_member(j, "cannot create shard", &e);
-            }
-        }
-        self.check_writable()?;
+        self.shards_created(
+            self.targets()
+                .into_iter()
+                .map(|(j, m)| (j, self.handles.get(j, m.as_ref(), ino, true).map(|_| ()))),
+        )?;
         let lim = AheadLimits {
             file_end_region: self.end_region(file_size),
             unused_ino: self.unused_ino.load(Ordering::Relaxed),
@@ -876,14 +871,12 @@ impl DataStore {
     /// there zeroes them first. Caller holds the file's write lock.
     fn resync_after_no_space(&self, ino: u64, first: u64, last: u64, size: u64) {
         let sdb = self.layout.stripe_data;
-        let chunk = self.layout.chunk as usize;
-        for st in first..=last.min(self.layout.stripes_for(size).saturating_sub(1)) {
-            if size <= st * sdb {
-                break;
-            }
+        let chunk = self.layout.chunk;
+        // The stripes of the batch that hold some of the file's bytes.
+        for st in first..(last + 1).min(self.layout.stripes_for(size)) {
             let rows = |group_start: u64| {
                 let held = size.saturating_sub(st * sdb + group_start);
-                align_up(held.min(chunk as u64) as usize).min(chunk)
+                align_up(held.min(chunk) as usize)
             };
             if let Err(e) = self.resync_stripe_rows(ino, st, rows) {
                 warn!(ino, stripe = st, error = %e, "cannot resync a stripe after running out of space");
@@ -1460,10 +1453,21 @@ impl DataStore {
         self.handles.forget_ino(ino);
         // Creating a file costs a filesystem tens of microseconds (an inode
         // and a directory entry, journaled): the members do it in parallel.
-        let created = pool::map(self.targets(), |(j, m)| {
+        self.shards_created(pool::map(self.targets(), |(j, m)| {
             (j, self.handles.open_empty(j, m.as_ref(), ino).map(|_| ()))
-        });
-        for (j, r) in created {
+        }))?;
+        self.zero_past_end.insert(ino);
+        Ok(())
+    }
+
+    /// Act on the outcome of creating a file's shard on each member: a full
+    /// member is ENOSPC for the caller (nobody fails), any other error fails
+    /// that member; then the array must still be writable.
+    fn shards_created(
+        &self,
+        results: impl IntoIterator<Item = (usize, io::Result<()>)>,
+    ) -> Result<()> {
+        for (j, r) in results {
             if let Err(e) = r {
                 if is_no_space(&e) {
                     return Err(ArrayError::NoSpace);
@@ -1472,9 +1476,7 @@ impl DataStore {
                 self.fail_member(j, "cannot create shard", &e);
             }
         }
-        self.check_writable()?;
-        self.zero_past_end.insert(ino);
-        Ok(())
+        self.check_writable()
     }
 
     /// Remove every shard of `ino`.
