@@ -43,6 +43,7 @@ fn target_failed(slot: usize) -> ArrayError {
         "rebuild target slot {slot} failed during the rebuild"
     ))
 }
+
 /// Member bytes rebuilt per hold of a file's write lock.
 const STEP_BYTES: u64 = 8 << 20;
 /// Member bytes read from each survivor at a time within a step.
