@@ -7,22 +7,27 @@
 //! first use and shared by every array in the process; no call spawns a
 //! thread of its own.
 //!
-//! The caller takes part: [`map`] and [`join`] hand all jobs but one to the
-//! pool and run that one on the calling thread, inside a scope
-//! (`rayon::ThreadPool::in_place_scope`) that returns once every job is done,
-//! so jobs may borrow the caller's buffers. Running everything inside the
-//! pool (`ThreadPool::install`, used before) put the caller to sleep for
-//! every call and cost a wake-up at its end: on warm data a call's member
-//! reads take a few tens of microseconds, about what one hand-off between
-//! threads costs (docs/PERF-NOTES.md, "The caller takes part"). Member I/O
-//! stays parallel: the other jobs run on pool threads while the caller runs
-//! its own, so a member read or write that blocks does not hold up the rest.
+//! The caller takes part: [`map`] hands jobs to the pool and works on the
+//! calling thread too, inside a scope (`rayon::ThreadPool::in_place_scope`)
+//! that returns once every job is done, so jobs may borrow the caller's
+//! buffers. Running everything inside the pool (`ThreadPool::install`, used
+//! before) put the caller to sleep for every call and cost a wake-up at its
+//! end: on warm data a call's member reads take a few tens of microseconds,
+//! about what one hand-off between threads costs (docs/PERF-NOTES.md, "The
+//! caller takes part"). Items are claimed one at a time from a shared
+//! counter, by the caller and by one pool job per other item, so whichever
+//! thread is free takes the next item: warm, the caller and one pool thread
+//! share the work evenly instead of the caller doing one item and waiting
+//! for the rest; cold, every item can still be in flight at once, so a
+//! member read or write that blocks does not hold up the others. [`join`]
+//! runs one closure on the caller and the other on the pool.
 //!
 //! Nesting: a job may itself call [`map`] or [`join`] (the rebuild pipeline
 //! does). On a pool thread the scope's jobs go to that thread's own queue,
 //! and while it waits for them it runs other pool work, like `rayon::join`.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Threads of the I/O pool: enough for every member of a wide array to have
 /// a request in flight for two concurrent callers.
@@ -51,8 +56,8 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
 }
 
 /// Apply `f` to every item in parallel on the I/O pool and return the
-/// results in the items' order. The caller runs the first item itself and
-/// returns once every item is done, so `f` and the items may borrow from the
+/// results in the items' order. The caller works on items too and returns
+/// once every item is done, so `f` and the items may borrow from the
 /// caller's stack. A panic in any job is raised again here, after all jobs
 /// have finished.
 pub(crate) fn map<T, R, F>(items: impl IntoIterator<Item = T>, f: F) -> Vec<R>
@@ -63,28 +68,44 @@ where
 {
     let items: Vec<T> = items.into_iter().collect();
     let n = items.len();
-    let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
-    let f = &f;
     match pool() {
-        Some(p) if n > 1 => p.in_place_scope(|scope| {
-            let mut jobs = items.into_iter().zip(out.iter_mut());
-            let first = jobs.next();
-            for (item, slot) in jobs {
-                scope.spawn(move |_| *slot = Some(f(item)));
-            }
-            if let Some((item, slot)) = first {
-                *slot = Some(f(item));
-            }
-        }),
-        _ => {
-            for (item, slot) in items.into_iter().zip(out.iter_mut()) {
-                *slot = Some(f(item));
-            }
+        Some(p) if n > 1 => {
+            // Items are claimed in order from a shared counter by the caller
+            // and by n - 1 pool jobs, so a thread that finishes early takes
+            // the next item instead of waiting.
+            let items: Vec<Mutex<Option<T>>> =
+                items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+            let out: Vec<Mutex<Option<R>>> = (0..n).map(|_| Mutex::new(None)).collect();
+            let next = AtomicUsize::new(0);
+            let work = || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(cell) = items.get(i) else { break };
+                    let item = cell.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    if let Some(item) = item {
+                        let r = f(item);
+                        *out[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+                    }
+                }
+            };
+            let work = &work;
+            p.in_place_scope(|scope| {
+                for _ in 1..n {
+                    scope.spawn(move |_| work());
+                }
+                work();
+            });
+            // Every slot was filled: the scope above returns only after its
+            // jobs ran, and together they claimed every item.
+            let out: Vec<R> = out
+                .into_iter()
+                .filter_map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+                .collect();
+            debug_assert_eq!(out.len(), n);
+            out
         }
+        _ => items.into_iter().map(f).collect(),
     }
-    // Every slot was filled: the scope above returns only after its jobs ran.
-    debug_assert!(out.iter().all(Option::is_some));
-    out.into_iter().flatten().collect()
 }
 
 /// Run `a` and `b` in parallel (`a` on the caller, `b` on the I/O pool) and
@@ -174,6 +195,56 @@ mod tests {
             names.iter().all(|n| n.starts_with("raidfs-io-")),
             "{names:?}"
         );
+    }
+
+    /// Items go to whichever thread is free: with every pool thread held up
+    /// elsewhere, the caller works through all of its items itself instead
+    /// of waiting for the pool to take the ones it handed over.
+    #[test]
+    fn a_free_caller_takes_the_items_a_busy_pool_cannot() {
+        let release = AtomicUsize::new(0);
+        let held = AtomicUsize::new(0);
+        let wait_for_release = || {
+            for _ in 0..2000 {
+                if release.load(Ordering::SeqCst) == 1 {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        };
+        let done = AtomicUsize::new(0);
+        let caller = thread::current().id();
+        let on_caller = AtomicUsize::new(0);
+        thread::scope(|s| {
+            // Hold every pool thread (and this helper's own thread).
+            s.spawn(|| {
+                map(0..=IO_THREADS, |_| {
+                    held.fetch_add(1, Ordering::SeqCst);
+                    wait_for_release();
+                })
+            });
+            while held.load(Ordering::SeqCst) < IO_THREADS + 1 {
+                thread::sleep(Duration::from_millis(1));
+            }
+            // Let the pool go once our items are done, or after a while
+            // if they are stuck behind it (the assertion below then fails).
+            s.spawn(|| {
+                for _ in 0..400 {
+                    if done.load(Ordering::SeqCst) == 3 {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                release.store(1, Ordering::SeqCst);
+            });
+            map(0..3, |_| {
+                if thread::current().id() == caller {
+                    on_caller.fetch_add(1, Ordering::SeqCst);
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        });
+        assert_eq!(on_caller.load(Ordering::SeqCst), 3);
     }
 
     /// The rebuild's shape: a join whose second half joins again, with a
