@@ -46,7 +46,7 @@ pub(crate) mod tailcache;
 pub(crate) mod writebehind;
 pub(crate) mod zeroend;
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -77,6 +77,9 @@ const SYNCFS_MIN_FILES: usize = 8;
 /// Batches writing at most this many member bytes in all run on the caller
 /// ([`DataStore::batch_writes`]).
 const WRITE_ON_CALLER_BYTES: usize = 128 << 10;
+/// Most pieces read from one member with one request (`preadv`); Linux takes
+/// up to 1024 buffers per call (`IOV_MAX`).
+const MAX_READ_RUN: usize = 64;
 
 /// The striped file store over the members of one array.
 pub struct DataStore {
@@ -261,6 +264,19 @@ impl Piece<'_> {
         self.bounce
             .as_ref()
             .map_or(self.dest.len(), |(_, v)| v.len())
+    }
+
+    /// Where the piece's first byte lies in its member's shard.
+    fn shard_offset(&self, chunk: u64) -> u64 {
+        self.stripe * chunk + self.col as u64
+    }
+
+    /// The buffer the member's bytes are read into.
+    fn buf(&mut self) -> &mut [u8] {
+        match &mut self.bounce {
+            Some((_, v)) => v,
+            None => self.dest,
+        }
     }
 }
 
@@ -1287,18 +1303,52 @@ impl DataStore {
         // chunk's (those of the parity chunks between the pieces included:
         // 4 bytes per block).
         let mut sums: Option<Vec<u8>> = None;
+        // Pieces that follow each other in the shard (runs between the
+        // member's parity chunks) are read with one request each run.
+        let mut whole = vec![false; list.len()];
+        let mut i = 0;
+        while i < list.len() {
+            let mut end = i + 1;
+            while end < list.len()
+                && end - i < MAX_READ_RUN
+                && list[end].shard_offset(chunk)
+                    == list[end - 1].shard_offset(chunk) + list[end - 1].len() as u64
+            {
+                end += 1;
+            }
+            if end - i > 1 {
+                let at = list[i].shard_offset(chunk);
+                let mut bufs: Vec<IoSliceMut<'_>> = list[i..end]
+                    .iter_mut()
+                    .map(|p| IoSliceMut::new(p.buf()))
+                    .collect();
+                let mut n = match shard.data.read_vectored_at(at, &mut bufs) {
+                    Ok(n) => n,
+                    Err(e) => return read_error(&e),
+                };
+                // A run cut short by the end of the shard: the pieces not
+                // read whole are read again one by one below.
+                for (k, piece) in list[i..end].iter().enumerate() {
+                    if n < piece.len() {
+                        break;
+                    }
+                    n -= piece.len();
+                    whole[i + k] = true;
+                }
+            }
+            i = end;
+        }
         // After the first failure the member's remaining pieces are left to
         // the group scan, which reads and checks them against the others.
-        for piece in list.iter_mut() {
-            let off = piece.stripe * chunk + piece.col as u64;
+        for (piece, whole) in list.iter_mut().zip(whole) {
+            let off = piece.shard_offset(chunk);
             let len = piece.len();
-            let buf: &mut [u8] = match &mut piece.bounce {
-                Some((_, v)) => v,
-                None => piece.dest,
-            };
-            match shard.data.read_at(off, buf) {
-                Ok(n) => buf[n..].fill(0),
-                Err(e) => return read_error(&e),
+            let buf = piece.buf();
+            if !whole {
+                match shard.data.read_at(off, buf) {
+                    Ok(n) => buf[n..].fill(0),
+                    Err(e) => return read_error(&e),
+                }
             }
             let sums = match &mut sums {
                 Some(v) => v,

@@ -17,7 +17,7 @@
 //! of that file.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -381,6 +381,27 @@ impl MemberFile for FaultyFile {
         let n = self.inner.read_at(offset, buf)?;
         if f == Some(FaultKind::FlipBit) && n > 0 {
             buf[n / 2] ^= 0x10;
+        }
+        Ok(n)
+    }
+
+    /// One request, as `preadv` is: a fault counts once for all buffers,
+    /// and a flipped bit lands in the middle of the bytes read.
+    fn read_vectored_at(&self, offset: u64, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        let f = self.sh.check(Op::Read, &self.path, false)?;
+        if f == Some(FaultKind::Eio) {
+            return Err(eio(&self.path));
+        }
+        let n = self.inner.read_vectored_at(offset, bufs)?;
+        if f == Some(FaultKind::FlipBit) && n > 0 {
+            let mut at = n / 2;
+            for buf in bufs.iter_mut() {
+                if at < buf.len() {
+                    buf[at] ^= 0x10;
+                    break;
+                }
+                at -= buf.len();
+            }
         }
         Ok(n)
     }

@@ -17,7 +17,7 @@
 pub mod dir;
 pub mod faulty;
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::sync::Arc;
 
 pub use dir::DirMember;
@@ -26,6 +26,23 @@ pub use dir::DirMember;
 pub trait MemberFile: Send + Sync {
     /// Read up to `buf.len()` bytes at `offset`; fewer only at end of file.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// Fill `bufs` one after the other from consecutive bytes starting at
+    /// `offset`; fewer bytes in all only at end of file. A backend may do
+    /// it in one request (`preadv`): one large copy out of the page cache
+    /// costs less than several small ones. The default reads each buffer
+    /// with [`MemberFile::read_at`], so a fault-injecting backend sees the
+    /// same calls as for reads one buffer at a time.
+    fn read_vectored_at(&self, offset: u64, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        let mut done = 0;
+        for buf in bufs.iter_mut() {
+            let n = self.read_at(offset + done as u64, buf)?;
+            done += n;
+            if n < buf.len() {
+                break;
+            }
+        }
+        Ok(done)
+    }
     /// Write all of `data` at `offset`, extending the file if needed.
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Make written data and the file size durable (`fdatasync`).
