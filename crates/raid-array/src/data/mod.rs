@@ -77,9 +77,9 @@ const SYNCFS_MIN_FILES: usize = 8;
 /// Batches writing at most this many member bytes in all run on the caller
 /// ([`DataStore::batch_writes`]).
 const WRITE_ON_CALLER_BYTES: usize = 128 << 10;
-/// Most pieces read from one member with one request (`preadv`); Linux takes
-/// up to 1024 buffers per call (`IOV_MAX`).
-const MAX_READ_RUN: usize = 64;
+/// Most pieces read from one member with one request (`preadv`): 8 chunks
+/// of 64 KiB stay in the cache until their checksums are verified.
+const MAX_READ_RUN: usize = 8;
 
 /// The striped file store over the members of one array.
 pub struct DataStore {
@@ -499,7 +499,14 @@ impl DataStore {
             .sums
             .read_at(off / BLOCK as u64 * checksum::ENTRY as u64, &mut sums)?;
         sums[sn..].fill(0);
-        let bad = checksum::bad_blocks(buf, &sums);
+        let bad = self.verify(j, ino, off, buf, &sums);
+        Ok((bad, sums))
+    }
+
+    /// The blocks of `buf` (read from member `j` at `off`) that do not
+    /// match their `sums`, counted against the member.
+    fn verify(&self, j: usize, ino: u64, off: u64, buf: &[u8], sums: &[u8]) -> Vec<usize> {
+        let bad = checksum::bad_blocks(buf, sums);
         if !bad.is_empty() {
             self.health.count_mismatch(j, bad.len() as u64);
             debug!(
@@ -510,7 +517,7 @@ impl DataStore {
                 "checksum mismatch"
             );
         }
-        Ok((bad, sums))
+        bad
     }
 
     /// Write `data` (whole blocks) at `off` of `ino`'s shard on member `j`,
@@ -1186,16 +1193,17 @@ impl DataStore {
     }
 
     /// Read `out.len()` bytes at `offset` (all below the file's end) from
-    /// the members straight into `out`: one request per data chunk, each
-    /// member's requests on its own thread of the I/O pool, checksums
-    /// verified in place; only blocks cut by the ends of the range go
+    /// the members straight into `out`: one request per run of a member's
+    /// adjacent chunks, the members claimed one at a time by the caller and
+    /// threads of the I/O pool, checksums verified in place; only blocks cut by the ends of the range go
     /// through a small buffer. Reading into member buffers first and
     /// copying out cost as much again as the read itself from the page
     /// cache.
     ///
     /// A chunk that fails (member not readable, I/O error, checksum
-    /// mismatch) is counted, and its column range is rebuilt from the rest
-    /// of its group, written back and copied out ([`DataStore::scan_group`]);
+    /// mismatch) is counted, and its column range, and those of the
+    /// member's chunks after it in this call, are rebuilt from the rest of
+    /// their groups, written back and copied out ([`DataStore::scan_group`]);
     /// what cannot be rebuilt is EIO. Caller holds the inode's lock.
     fn read_locked(&self, ino: u64, offset: u64, out: &mut [u8]) -> Result<()> {
         if out.is_empty() {
@@ -1304,8 +1312,10 @@ impl DataStore {
         // 4 bytes per block).
         let mut sums: Option<Vec<u8>> = None;
         // Pieces that follow each other in the shard (runs between the
-        // member's parity chunks) are read with one request each run.
-        let mut whole = vec![false; list.len()];
+        // member's parity chunks) are read with one request per run, and
+        // each run is verified while its bytes are still in the cache.
+        // After the first failure the member's remaining pieces are left to
+        // the group scan, which reads and checks them against the others.
         let mut i = 0;
         while i < list.len() {
             let mut end = i + 1;
@@ -1316,73 +1326,61 @@ impl DataStore {
             {
                 end += 1;
             }
-            if end - i > 1 {
-                let at = list[i].shard_offset(chunk);
-                let mut bufs: Vec<IoSliceMut<'_>> = list[i..end]
-                    .iter_mut()
-                    .map(|p| IoSliceMut::new(p.buf()))
-                    .collect();
+            let run = &mut list[i..end];
+            i = end;
+            // Pieces of the run read whole by one vectored request; a run cut
+            // short by the end of the shard reads the rest one by one.
+            let mut whole = 0;
+            if run.len() > 1 {
+                let at = run[0].shard_offset(chunk);
+                let mut bufs: Vec<IoSliceMut<'_>> =
+                    run.iter_mut().map(|p| IoSliceMut::new(p.buf())).collect();
                 let mut n = match shard.data.read_vectored_at(at, &mut bufs) {
                     Ok(n) => n,
                     Err(e) => return read_error(&e),
                 };
-                // A run cut short by the end of the shard: the pieces not
-                // read whole are read again one by one below.
-                for (k, piece) in list[i..end].iter().enumerate() {
-                    if n < piece.len() {
-                        break;
-                    }
-                    n -= piece.len();
-                    whole[i + k] = true;
+                while whole < run.len() && n >= run[whole].len() {
+                    n -= run[whole].len();
+                    whole += 1;
                 }
             }
-            i = end;
-        }
-        // After the first failure the member's remaining pieces are left to
-        // the group scan, which reads and checks them against the others.
-        for (piece, whole) in list.iter_mut().zip(whole) {
-            let off = piece.shard_offset(chunk);
-            let len = piece.len();
-            let buf = piece.buf();
-            if !whole {
-                match shard.data.read_at(off, buf) {
-                    Ok(n) => buf[n..].fill(0),
-                    Err(e) => return read_error(&e),
-                }
-            }
-            let sums = match &mut sums {
-                Some(v) => v,
-                None => {
-                    let mut v = vec![0u8; ((hi - lo) / BLOCK as u64) as usize * checksum::ENTRY];
-                    match shard
-                        .sums
-                        .read_at(lo / BLOCK as u64 * checksum::ENTRY as u64, &mut v)
-                    {
-                        Ok(n) => v[n..].fill(0),
+            for (k, piece) in run.iter_mut().enumerate() {
+                let off = piece.shard_offset(chunk);
+                let len = piece.len();
+                let buf = piece.buf();
+                if k >= whole {
+                    match shard.data.read_at(off, buf) {
+                        Ok(n) => buf[n..].fill(0),
                         Err(e) => return read_error(&e),
                     }
-                    sums.insert(v)
                 }
-            };
-            let first_block = ((off - lo) / BLOCK as u64) as usize;
-            let entries = &sums[first_block * checksum::ENTRY..][..len / BLOCK * checksum::ENTRY];
-            let bad = checksum::bad_blocks(buf, entries);
-            if !bad.is_empty() {
-                self.health.count_mismatch(j, bad.len() as u64);
-                debug!(
-                    member = j,
-                    ino,
-                    off,
-                    blocks = bad.len(),
-                    "checksum mismatch"
-                );
-                return;
+                let sums = match &mut sums {
+                    Some(v) => v,
+                    None => {
+                        let mut v =
+                            vec![0u8; ((hi - lo) / BLOCK as u64) as usize * checksum::ENTRY];
+                        match shard
+                            .sums
+                            .read_at(lo / BLOCK as u64 * checksum::ENTRY as u64, &mut v)
+                        {
+                            Ok(n) => v[n..].fill(0),
+                            Err(e) => return read_error(&e),
+                        }
+                        sums.insert(v)
+                    }
+                };
+                let first_block = ((off - lo) / BLOCK as u64) as usize;
+                let entries =
+                    &sums[first_block * checksum::ENTRY..][..len / BLOCK * checksum::ENTRY];
+                if !self.verify(j, ino, off, buf, entries).is_empty() {
+                    return;
+                }
+                if let Some((skip, v)) = &piece.bounce {
+                    let n = piece.dest.len();
+                    piece.dest.copy_from_slice(&v[*skip..*skip + n]);
+                }
+                piece.ok = true;
             }
-            if let Some((skip, v)) = &piece.bounce {
-                let n = piece.dest.len();
-                piece.dest.copy_from_slice(&v[*skip..*skip + n]);
-            }
-            piece.ok = true;
         }
     }
 

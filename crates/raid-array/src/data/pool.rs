@@ -144,8 +144,16 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
+    /// Tests that hold pool threads would starve each other if they ran at
+    /// once (each waiting for threads the other holds): one at a time.
+    fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+        static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+        ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     #[test]
     fn map_keeps_order_and_writes_through_borrows() {
+        let _only = exclusive();
         let mut bufs = vec![vec![0u8; 4096]; 9];
         let lens = map(bufs.iter_mut().enumerate(), |(i, b)| {
             b.fill(i as u8 + 1);
@@ -159,6 +167,7 @@ mod tests {
 
     #[test]
     fn map_of_nothing_and_of_one() {
+        let _only = exclusive();
         let none: Vec<u32> = map(Vec::<u32>::new(), |x| x);
         assert!(none.is_empty());
         assert_eq!(map([7u32], |x| x * 2), vec![14]);
@@ -168,6 +177,7 @@ mod tests {
     /// other: each of four jobs waits until all four have started.
     #[test]
     fn jobs_run_concurrently_on_named_threads() {
+        let _only = exclusive();
         let started = AtomicUsize::new(0);
         let names = Mutex::new(BTreeSet::new());
         let caller = thread::current().id();
@@ -199,9 +209,12 @@ mod tests {
 
     /// Items go to whichever thread is free: with every pool thread held up
     /// elsewhere, the caller works through all of its items itself instead
-    /// of waiting for the pool to take the ones it handed over.
+    /// of leaving them queued behind the busy pool (the call still returns
+    /// only once the pool has run the jobs it was handed, which then find
+    /// nothing left to do).
     #[test]
     fn a_free_caller_takes_the_items_a_busy_pool_cannot() {
+        let _only = exclusive();
         let release = AtomicUsize::new(0);
         let held = AtomicUsize::new(0);
         let wait_for_release = || {
@@ -223,9 +236,13 @@ mod tests {
                     wait_for_release();
                 })
             });
-            while held.load(Ordering::SeqCst) < IO_THREADS + 1 {
+            for _ in 0..10_000 {
+                if held.load(Ordering::SeqCst) == IO_THREADS + 1 {
+                    break;
+                }
                 thread::sleep(Duration::from_millis(1));
             }
+            assert_eq!(held.load(Ordering::SeqCst), IO_THREADS + 1, "pool not held");
             // Let the pool go once our items are done, or after a while
             // if they are stuck behind it (the assertion below then fails).
             s.spawn(|| {
@@ -251,6 +268,7 @@ mod tests {
     /// map inside each half. Every level must finish with its results.
     #[test]
     fn nested_joins_and_maps_complete() {
+        let _only = exclusive();
         let mut a = [0u64; 6];
         let mut b = [0u64; 6];
         for round in 0..50u64 {
@@ -272,6 +290,7 @@ mod tests {
 
     #[test]
     fn join_returns_both_results_in_place() {
+        let _only = exclusive();
         let mut left = [0u8; 16];
         let mut right = [0u8; 16];
         let (l, r) = join(
@@ -291,6 +310,7 @@ mod tests {
     /// A panicking job reaches the caller and leaves the pool working.
     #[test]
     fn a_panic_reaches_the_caller_and_the_pool_survives() {
+        let _only = exclusive();
         for _ in 0..(IO_THREADS + 2) {
             let r = panic::catch_unwind(|| {
                 map(0..4, |i| {

@@ -103,7 +103,9 @@ impl MemberFile for DirFile {
     }
 
     fn read_vectored_at(&self, offset: u64, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let mut bufs = bufs;
+        // Advanced past what each call read; the caller's list stays as given.
+        let mut local: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let mut bufs = &mut local[..];
         let mut done = 0;
         while !bufs.is_empty() {
             match rustix::io::preadv(&self.0, bufs, offset + done as u64) {
@@ -491,19 +493,17 @@ mod tests {
             assert_eq!(n, 4096 + 65536 + 100_000);
             assert!(a == data[1000..5096] && b == data[5096..70632]);
             assert!(c == data[70632..170_632]);
-            // Across the end: the second buffer is cut, the third untouched.
+            // Across the end: the second buffer is cut, the third untouched,
+            // and the caller's list of buffers is left as it was given.
             let (mut a, mut b, mut c) = (vec![0u8; 8192], vec![0u8; 65536], vec![7u8; 10]);
             let at = 300_000 - 8192 - 1000;
-            let n = handle
-                .read_vectored_at(
-                    at as u64,
-                    &mut [
-                        IoSliceMut::new(&mut a),
-                        IoSliceMut::new(&mut b),
-                        IoSliceMut::new(&mut c),
-                    ],
-                )
-                .unwrap();
+            let mut list = [
+                IoSliceMut::new(&mut a),
+                IoSliceMut::new(&mut b),
+                IoSliceMut::new(&mut c),
+            ];
+            let n = handle.read_vectored_at(at as u64, &mut list).unwrap();
+            assert_eq!(list.map(|b| b.len()), [8192, 65536, 10]);
             assert_eq!(n, 8192 + 1000);
             assert!(a == data[at..at + 8192] && b[..1000] == data[at + 8192..]);
             assert!(b[1000..].iter().all(|&x| x == 0) && c == [7u8; 10]);

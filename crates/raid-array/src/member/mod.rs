@@ -30,8 +30,8 @@ pub trait MemberFile: Send + Sync {
     /// `offset`; fewer bytes in all only at end of file. A backend may do
     /// it in one request (`preadv`): one large copy out of the page cache
     /// costs less than several small ones. The default reads each buffer
-    /// with [`MemberFile::read_at`], so a fault-injecting backend sees the
-    /// same calls as for reads one buffer at a time.
+    /// with [`MemberFile::read_at`]. The buffers themselves are left as
+    /// given (only their bytes change).
     fn read_vectored_at(&self, offset: u64, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         let mut done = 0;
         for buf in bufs.iter_mut() {
