@@ -1195,10 +1195,10 @@ impl DataStore {
     /// Read `out.len()` bytes at `offset` (all below the file's end) from
     /// the members straight into `out`: one request per run of a member's
     /// adjacent chunks, the members claimed one at a time by the caller and
-    /// threads of the I/O pool, checksums verified in place; only blocks cut by the ends of the range go
-    /// through a small buffer. Reading into member buffers first and
-    /// copying out cost as much again as the read itself from the page
-    /// cache.
+    /// threads of the I/O pool, checksums verified in place; only blocks cut
+    /// by the ends of the range go through a small buffer. Reading into
+    /// member buffers first and copying out cost as much again as the read
+    /// itself from the page cache.
     ///
     /// A chunk that fails (member not readable, I/O error, checksum
     /// mismatch) is counted, and its column range, and those of the
