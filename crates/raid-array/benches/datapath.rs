@@ -2,8 +2,9 @@
 //!
 //! - sequential write (1 MiB calls, then sync) and read (1 MiB calls) of
 //!   `RAIDFS_BENCH_MIB` MiB (default 1024) through `DataStore` on RAID-5 of
-//!   4 and RAID-6 of 6 member directories, and of the same bytes to/from one
-//!   plain file in one directory;
+//!   4 and RAID-6 of 6 member directories (chunk `RAIDFS_BENCH_CHUNK_KIB`,
+//!   default 64), and of the same bytes to/from one plain file in one
+//!   directory;
 //! - rebuild of one RAID-5 member against a plain copy of the same number
 //!   of bytes.
 //!
@@ -45,7 +46,14 @@ use raid_core::Geometry;
 use raid_core::layout::{Level, Raid5Layout};
 
 const CALL: usize = 1 << 20;
-const CHUNK: u32 = 64 * 1024;
+/// Chunk size of the arrays: `RAIDFS_BENCH_CHUNK_KIB`, default 64 KiB (what
+/// `raidfs create` uses).
+fn chunk() -> u32 {
+    std::env::var("RAIDFS_BENCH_CHUNK_KIB")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(64 * 1024, |k| k << 10)
+}
 
 fn drop_caches() {
     if std::env::var("RAIDFS_BENCH_DROP_CACHES").is_ok_and(|v| v == "1") {
@@ -115,7 +123,7 @@ fn array(root: &Path, name: &str, level: Level, n: usize) -> Array {
         })
         .collect();
     let health = Arc::new(Health::new(vec![MemberState::Active; n]));
-    let store = DataStore::new(Geometry::new(level, n, CHUNK).unwrap(), members, health).unwrap();
+    let store = DataStore::new(Geometry::new(level, n, chunk()).unwrap(), members, health).unwrap();
     // Inode 1 starts as every new file does when it leaves inline storage.
     store.create_shards(1).unwrap();
     Array { dirs, store }
@@ -280,7 +288,7 @@ fn main() {
     println!(
         "{mib} MiB in {} KiB calls, chunk {} KiB, under {}",
         CALL >> 10,
-        CHUNK >> 10,
+        chunk() >> 10,
         root.display()
     );
     if let Some(rounds) = rounds() {

@@ -140,9 +140,11 @@ pub fn cmd(endpoint: &str, bucket: &str) -> Command {
     c
 }
 
-/// The run directory of this test process's daemons (their run records).
+/// The run directory of this test process's daemons (their run records),
+/// under cargo's temporary directory for tests so that nothing is left in
+/// the system's `/tmp`.
 pub fn test_run_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("raidfs-sync-test-run-{}", std::process::id()))
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("sync-run-{}", std::process::id()))
 }
 
 /// Runs a command, returning its output (stdout, stderr, status).
