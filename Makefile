@@ -52,6 +52,7 @@ fmt:
 bench: deps
 	@scripts/bench.sh
 
+## Unmounts and removes the demo (never `rm -rf` through a mounted array), then cargo clean.
 clean:
+	@scripts/demo.sh clean
 	$(CARGO) clean
-	rm -rf demo

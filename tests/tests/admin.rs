@@ -482,3 +482,44 @@ fn offline_scrub_fail_and_replace_work_on_unmounted_members() {
     verify(&a, &files);
     assert!(all_active(&a.live_status_json()));
 }
+
+#[test]
+fn selftest_names_the_kernel_in_use_and_says_when_a_forced_one_is_ignored() {
+    let raidfs = &raidfs_tests::bins().raidfs;
+    let out = run_ok(
+        Command::new(raidfs)
+            .arg("selftest")
+            .env_remove("RAIDFS_KERNEL"),
+    );
+    let text = stdout(&out);
+    assert!(text.contains("scalar     ok"), "{text}");
+    let active = text
+        .lines()
+        .find_map(|l| l.strip_prefix("in use: "))
+        .unwrap_or_else(|| panic!("no kernel in use named: {text}"))
+        .to_string();
+
+    let out = run_ok(
+        Command::new(raidfs)
+            .arg("selftest")
+            .env("RAIDFS_KERNEL", "scalar"),
+    );
+    assert!(
+        stdout(&out).contains("in use: scalar (forced by RAIDFS_KERNEL)"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = run_ok(
+        Command::new(raidfs)
+            .arg("selftest")
+            .env("RAIDFS_KERNEL", "no-such-kernel"),
+    );
+    assert!(
+        stdout(&out).contains(&format!(
+            "in use: {active} (RAIDFS_KERNEL=no-such-kernel ignored: not a kernel this CPU can run)"
+        )),
+        "{}",
+        stdout(&out)
+    );
+}

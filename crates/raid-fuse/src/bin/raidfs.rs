@@ -72,7 +72,13 @@ fn run(cli: &Cli) -> Result<()> {
                 }
             }
             let active = raid_core::selftest::run().map_err(anyhow::Error::msg)?;
-            println!("in use: {active}");
+            match std::env::var("RAIDFS_KERNEL") {
+                Ok(forced) if forced != active => println!(
+                    "in use: {active} (RAIDFS_KERNEL={forced} ignored: not a kernel this CPU can run)"
+                ),
+                Ok(_) => println!("in use: {active} (forced by RAIDFS_KERNEL)"),
+                Err(_) => println!("in use: {active}"),
+            }
             Ok(())
         }
     }
