@@ -171,6 +171,15 @@ fn member_yanked_during_copy_then_mount_with_the_dead_member_listed() {
         std::thread::sleep(Duration::from_millis(20));
     }
     check(&a);
+    // The mount says that it started degraded and what a missing member
+    // needs to rejoin.
+    let log = fs::read_to_string(a.root.join("by-uuid.log")).unwrap_or_default();
+    assert!(
+        log.contains("started DEGRADED")
+            && log.contains("2 (missing)")
+            && log.contains("raidfs replace"),
+        "no degraded warning: {log}"
+    );
     run_ok(Command::new("umount").arg(&a.mnt));
     let status = child.wait().unwrap();
     assert!(status.success(), "daemon exited with {status}");

@@ -127,8 +127,13 @@ fn read_member_superblock(m: &dyn Member) -> Result<Superblock> {
 
 /// Directories among `candidates` whose superblock matches `selector`.
 /// Candidates without a superblock are skipped; corrupt ones too (logged).
+/// So are directories the array no longer uses, as md's assembly drops
+/// devices the freshest superblock does not list: a member that was
+/// replaced, or failed and taken over by a spare, keeps its old superblock
+/// until its disk is wiped, and must not stop the array from starting by
+/// name.
 pub fn find_members(selector: &Selector, candidates: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
+    let mut found: Vec<(PathBuf, Superblock)> = Vec::new();
     let mut uuids = HashMap::new();
     for c in candidates {
         let sb = match read_superblock(c) {
@@ -144,7 +149,7 @@ pub fn find_members(selector: &Selector, candidates: &[PathBuf]) -> Result<Vec<P
         };
         if hit {
             uuids.insert(sb.array_uuid, c.clone());
-            found.push(c.clone());
+            found.push((c.clone(), sb));
         }
     }
     if uuids.len() > 1 {
@@ -153,16 +158,43 @@ pub fn find_members(selector: &Selector, candidates: &[PathBuf]) -> Result<Vec<P
             .map(|(u, p)| format!("{} (e.g. {})", uuid_string(u), p.display()))
             .collect();
         return Err(ArrayError::NotMember(format!(
-            "several arrays match {selector:?}: {}; choose one by UUID",
+            "several arrays match {selector}: {}; choose one by UUID",
             list.join(", ")
         )));
     }
-    if found.is_empty() {
+    let Some(fresh) = found
+        .iter()
+        .map(|(_, sb)| sb)
+        .max_by_key(|sb| (sb.events, sb.journal_seq))
+        .cloned()
+    else {
         return Err(ArrayError::NotMember(format!(
-            "no member of an array matching {selector:?} found"
+            "no member of an array matching {selector} found"
         )));
+    };
+    let in_use = |sb: &Superblock| {
+        fresh.members.iter().any(|m| m.uuid == sb.member_uuid)
+            || fresh.spares.iter().any(|m| m.uuid == sb.member_uuid)
+    };
+    let (used, stale): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, sb)| in_use(sb));
+    for (p, sb) in &stale {
+        tracing::info!(
+            path = %p.display(),
+            events = sb.events,
+            freshest = fresh.events,
+            "left out: a former member or spare the array no longer uses (replaced or taken over)"
+        );
     }
-    Ok(found)
+    Ok(used.into_iter().map(|(p, _)| p).collect())
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selector::Name(n) => write!(f, "name {n:?}"),
+            Selector::Uuid(u) => write!(f, "UUID {}", uuid_string(u)),
+        }
+    }
 }
 
 /// The refusal of a listed directory that is missing or holds no

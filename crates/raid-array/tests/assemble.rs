@@ -432,11 +432,42 @@ fn replace_rebuilds_a_missing_member_and_it_serves_afterwards() {
     assert_eq!(a.read(big, 0, 400_000).unwrap(), data);
     assert_eq!(a.read(small, 0, 10).unwrap(), b"tiny");
     a.close().unwrap();
-    // The old member 2 is refused: its slot now belongs to the new disk.
+    // The old member 2 is refused when listed: its slot now belongs to the
+    // new disk.
     let e = assemble(&[dirs[1].clone(), fresh.clone(), dirs[2].clone()])
         .err()
         .unwrap();
     assert!(e.to_string().contains("replaced"), "{e}");
+    // By name or UUID, among candidates that still hold the old disk (its
+    // superblock untouched), the old member is left out and the array
+    // starts whole.
+    let old_sb = read_superblock(&dirs[2]).unwrap();
+    let mut candidates = dirs.clone();
+    candidates.push(fresh.clone());
+    for sel in [
+        Selector::Name("arr".into()),
+        Selector::Uuid(old_sb.array_uuid),
+    ] {
+        let found = find_members(&sel, &candidates).unwrap();
+        assert_eq!(
+            found,
+            vec![dirs[0].clone(), dirs[1].clone(), fresh.clone()],
+            "{sel}"
+        );
+    }
+    let a = assemble(&find_members(&Selector::Name("arr".into()), &candidates).unwrap()).unwrap();
+    // Slot 2 is served by the new disk (slot 0 stays failed from the
+    // degraded assembly above).
+    let st = a.status();
+    assert_eq!(st.members[2].state, MemberState::Active);
+    assert_eq!(st.members[2].path.as_deref(), fresh.to_str());
+    assert_eq!(a.read(big, 0, 400_000).unwrap(), data);
+    a.close().unwrap();
+    assert_eq!(
+        read_superblock(&dirs[2]).unwrap(),
+        old_sb,
+        "the old member was written"
+    );
 }
 
 #[test]

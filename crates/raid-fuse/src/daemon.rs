@@ -6,7 +6,8 @@
 //! no controlling terminal, stdin from /dev/null) with
 //! [`READY_ENV`] set and its stdout connected to a pipe. The daemon writes
 //! one line on that pipe — `ready` after the kernel accepted the mount, or
-//! `error: <message>` — and the foreground process exits 0 or 1 accordingly.
+//! `error: <message>` — and the foreground process exits 0 or 1 accordingly;
+//! `warning: <message>` lines before it are printed on its stderr.
 //! A daemon that dies before saying anything is reported too.
 
 use std::ffi::OsString;
@@ -43,17 +44,27 @@ pub fn spawn_and_wait(args: &[OsString], log_file: Option<&std::path::Path>) -> 
         .spawn()
         .context("cannot start the mount daemon")?;
     let out = child.stdout.take().context("daemon stdout pipe missing")?;
-    let mut line = String::new();
-    BufReader::new(out)
-        .read_line(&mut line)
-        .context("reading the daemon's status")?;
-    let line = line.trim_end();
-    if line == "ready" {
-        return Ok(());
-    }
-    if let Some(msg) = line.strip_prefix("error: ") {
-        let _ = child.wait();
-        bail!("{msg}");
+    let mut out = BufReader::new(out);
+    loop {
+        let mut line = String::new();
+        if out
+            .read_line(&mut line)
+            .context("reading the daemon's status")?
+            == 0
+        {
+            break;
+        }
+        let line = line.trim_end();
+        if line == "ready" {
+            return Ok(());
+        }
+        if let Some(msg) = line.strip_prefix("error: ") {
+            let _ = child.wait();
+            bail!("{msg}");
+        }
+        if let Some(msg) = line.strip_prefix("warning: ") {
+            eprintln!("mount.raidfs: warning: {msg}");
+        }
     }
     let status = child.wait().context("waiting for the mount daemon")?;
     bail!("the mount daemon exited ({status}) before the filesystem was mounted")
@@ -63,6 +74,21 @@ pub fn spawn_and_wait(args: &[OsString], log_file: Option<&std::path::Path>) -> 
 pub fn detach() {
     // Failing only means we already lead a session, which is fine.
     let _ = rustix::process::setsid();
+}
+
+/// Tell whoever started the mount something it should know although the
+/// mount goes ahead (a degraded array): logged (stderr in the foreground),
+/// and when daemonized also passed to the foreground process, which prints
+/// it.
+pub fn warn(msg: &str) {
+    // In the foreground the log is stderr already.
+    tracing::warn!("{msg}");
+    if std::env::var_os(READY_ENV).is_none() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "warning: {}", msg.replace('\n', " "));
+    let _ = out.flush();
 }
 
 /// In the daemon: tell the waiting foreground process the outcome.

@@ -116,6 +116,31 @@ pub fn fuse_config(req: &MountRequest, array_name: &str) -> Config {
     config
 }
 
+/// What to tell the user who mounts a degraded array, which otherwise
+/// starts without a word: which members are out, how much redundancy is
+/// left, and that a member absent at mount has to be rebuilt to rejoin.
+fn degraded_warning(st: &raid_array::Status) -> Option<String> {
+    if !st.degraded {
+        return None;
+    }
+    let out: Vec<String> = st
+        .members
+        .iter()
+        .filter(|m| m.state != raid_array::health::MemberState::Active)
+        .map(|m| format!("{} ({})", m.index, crate::cli::status::state_name(m.state)))
+        .collect();
+    let unavailable = out.len();
+    let left = st.failures_tolerated.saturating_sub(unavailable);
+    Some(format!(
+        "array {} started DEGRADED: member(s) {} unavailable; it survives {left} more failure(s). \
+         A member that was missing is now recorded as failed and rejoins only by a rebuild \
+         (`raidfs replace {} SLOT DIR`, or a hot spare)",
+        st.name,
+        out.join(", "),
+        st.name
+    ))
+}
+
 /// Mount and serve until unmounted (by `umount`, `fusermount3 -u`, SIGTERM
 /// or SIGINT). `ready` is called once the kernel accepted the mount.
 pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> {
@@ -127,6 +152,9 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
             return r;
         }
     };
+    if let Some(msg) = degraded_warning(&array.status()) {
+        crate::daemon::warn(&msg);
+    }
     let notifier = Arc::new(std::sync::OnceLock::new());
     let fs = RaidFs::new(
         Arc::clone(&array),
