@@ -139,9 +139,12 @@ impl ScrubProgressJson {
     }
 }
 
+/// Share of a running operation done. Before it has measured its work
+/// (total 0) it has done none of it: a script polling for 100 must not
+/// take a scrub that has not started for one that has finished.
 fn percent(done: u64, total: u64) -> f64 {
     if total == 0 {
-        100.0
+        0.0
     } else {
         (done as f64 * 1000.0 / total as f64).round() / 10.0
     }
@@ -410,7 +413,17 @@ pub fn offline(members: &[PathBuf]) -> Result<StatusJson> {
         level: fresh.level()?.to_string(),
         chunk_size: fresh.chunk_size,
         events: fresh.events,
-        clean: found.iter().all(|(_, sb)| sb.clean),
+        // Only the members the array uses: a failed or replaced member's
+        // superblock keeps whatever it said when it left.
+        clean: found
+            .iter()
+            .filter(|(_, sb)| {
+                fresh
+                    .members
+                    .iter()
+                    .any(|s| s.uuid == sb.member_uuid && s.state != SlotState::Failed)
+            })
+            .all(|(_, sb)| sb.clean),
         degraded: !failed.is_empty() && geometry.survives(&failed),
         failed: !geometry.survives(&failed),
         failures_tolerated: geometry.failures_tolerated(),
@@ -522,17 +535,21 @@ fn still_mounted(rec: &crate::control::record::Record) -> bool {
 pub fn run(args: &StatusArgs) -> Result<()> {
     if args.spec.is_empty() {
         let mut all = Vec::new();
+        let mut unanswered = 0;
         for rec in client::live_arrays() {
             match live(&rec) {
                 Ok(st) => all.push(with_sync(st)),
                 // Unmounted while we asked: no longer in the list.
                 Err(_) if !still_mounted(&rec) => {}
-                Err(e) => eprintln!("raidfs: {}: {e:#}", rec.name),
+                Err(e) => {
+                    eprintln!("raidfs: {}: {e:#}", rec.name);
+                    unanswered += 1;
+                }
             }
         }
         if args.json {
             println!("{}", serde_json::to_string_pretty(&all)?);
-        } else if all.is_empty() {
+        } else if all.is_empty() && unanswered == 0 {
             println!("no raidfs array is mounted");
         } else {
             for (k, st) in all.iter().enumerate() {
@@ -541,6 +558,16 @@ pub fn run(args: &StatusArgs) -> Result<()> {
                 }
                 print_text(st);
             }
+        }
+        if unanswered > 0 {
+            // Mounted arrays whose status could not be had (most often: not
+            // root): say so by the exit code too, never "nothing mounted".
+            return Err(anyhow::Error::new(super::target::Exit {
+                code: 1,
+                message: format!(
+                    "the status of {unanswered} mounted array(s) could not be read (see above)"
+                ),
+            }));
         }
         return Ok(());
     }
@@ -579,17 +606,23 @@ fn human_secs(s: u64) -> String {
 }
 
 fn print_text(st: &StatusJson) {
-    let state = if st.failed {
-        "FAILED"
-    } else if st.rebuild.is_some() {
-        "degraded, recovering"
-    } else if st.degraded {
-        "degraded"
-    } else if st.clean {
+    // As mdadm's "State :": clean, or active while mounted (dirty when
+    // not mounted: it was not shut down cleanly), then what is wrong.
+    let mut state = if st.clean {
         "clean"
-    } else {
+    } else if st.live {
         "active"
-    };
+    } else {
+        "dirty"
+    }
+    .to_string();
+    if st.failed {
+        state.push_str(", FAILED");
+    } else if st.rebuild.is_some() {
+        state.push_str(", degraded, recovering");
+    } else if st.degraded {
+        state.push_str(", degraded");
+    }
     println!("{} ({})", st.name, st.uuid);
     match (&st.mountpoint, st.pid) {
         (Some(m), Some(pid)) => println!("  mounted on {m} (daemon pid {pid})"),
@@ -602,11 +635,7 @@ fn print_text(st: &StatusJson) {
         st.members.len(),
         st.failures_tolerated
     );
-    println!(
-        "  state: {state}  {}  events: {}",
-        if st.clean { "clean" } else { "dirty" },
-        st.events
-    );
+    println!("  state: {state}  events: {}", st.events);
     for m in &st.members {
         let mut line = format!(
             "  [{}] {:<11} {}",
@@ -701,6 +730,13 @@ fn sync_line(s: &SyncJson, now: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operation_that_has_not_measured_its_work_is_at_zero_percent() {
+        assert_eq!(ScrubProgressJson::new(false, 0, 0).percent, 0.0);
+        assert_eq!(ScrubProgressJson::new(true, 512, 1024).percent, 50.0);
+        assert_eq!(ScrubProgressJson::new(true, 1024, 1024).percent, 100.0);
+    }
 
     fn record(source: &str, pid: u32) -> serde_json::Value {
         serde_json::json!({
