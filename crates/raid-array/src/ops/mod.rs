@@ -61,17 +61,27 @@ impl Throttle {
         }
     }
 
-    pub fn account(&mut self, bytes: u64) {
+    /// Count `bytes` done and sleep until the rate allows more. The sleep
+    /// is cut into short slices and ends early once `progress` asks the
+    /// operation to stop, so that a cancel, an unmount or a shutdown is not
+    /// kept waiting by a low rate.
+    pub fn account(&mut self, bytes: u64, progress: &dyn Progress) {
         self.bytes += bytes;
         if self.rate == 0 {
             return;
         }
         let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
-        let spent = self.start.elapsed();
-        if due > spent {
-            std::thread::sleep(due - spent);
+        loop {
+            let spent = self.start.elapsed();
+            if due <= spent || progress.should_stop() {
+                return;
+            }
+            std::thread::sleep((due - spent).min(Self::SLICE));
         }
     }
+
+    /// Longest sleep between two looks at [`Progress::should_stop`].
+    const SLICE: Duration = Duration::from_millis(100);
 }
 
 /// Where an operation stopped. Stored at `.raidfs/ops/<op>.ckpt` on every
@@ -179,6 +189,35 @@ pub(crate) fn sorted(files: impl IntoIterator<Item = (u64, u64)>) -> Vec<(u64, u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Asks to stop at its `n`th look.
+    struct StopAt(AtomicU32, u32);
+
+    impl Progress for StopAt {
+        fn should_stop(&self) -> bool {
+            self.0.fetch_add(1, Ordering::Relaxed) + 1 >= self.1
+        }
+    }
+
+    #[test]
+    fn a_throttled_sleep_ends_when_the_operation_is_asked_to_stop() {
+        // At one byte a second, a megabyte would be due in eleven days: the
+        // test returns only because the sleep looks at the stop request.
+        let mut t = Throttle::new(1);
+        let stop = StopAt(AtomicU32::new(0), 3);
+        t.account(1 << 20, &stop);
+        assert_eq!(
+            stop.0.load(Ordering::Relaxed),
+            3,
+            "slept past the stop request"
+        );
+        // Unlimited: never sleeps, never asks.
+        let mut t = Throttle::new(0);
+        let never = StopAt(AtomicU32::new(0), u32::MAX);
+        t.account(1 << 40, &never);
+        assert_eq!(never.0.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn checkpoint_round_trip_and_corruption() {

@@ -188,7 +188,7 @@ pub fn rebuild(
                     flusher.request(ino);
                     since_flush = 0;
                 }
-                throttle.account(bytes);
+                throttle.account(bytes, progress);
                 progress.update(done, total);
                 s = until;
             }

@@ -238,7 +238,7 @@ pub fn scrub(
                 ((until - s) * layout.stripe_data).min(size.saturating_sub(s * layout.stripe_data));
             done += bytes;
             rep.bytes += bytes;
-            throttle.account(bytes);
+            throttle.account(bytes, progress);
             progress.update(done, total);
             s = until;
         }
