@@ -1453,3 +1453,93 @@ fn xattr_change_shows_a_new_ctime_at_once() {
         "ctime did not move after setxattr"
     );
 }
+
+/// A `system.posix_acl_access` value: version 2, then (tag, perm, id).
+fn posix_acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+#[test]
+fn access_acls_set_the_mode_as_on_ext4_and_cp_a_keeps_modes() {
+    const ACL: &str = "system.posix_acl_access";
+    const NONE: u32 = u32::MAX;
+    let mut a = TestArray::raid5();
+    // `cp -a` from the local filesystem: coreutils creates each file with a
+    // restrictive mode, then copies the ACL that restates the mode bits.
+    let src = tempfile::tempdir().unwrap();
+    fs::create_dir(src.path().join("d")).unwrap();
+    fs::write(src.path().join("d/f"), b"data").unwrap();
+    fs::write(src.path().join("g"), b"data").unwrap();
+    fs::set_permissions(src.path().join("d"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(src.path().join("d/f"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(src.path().join("g"), fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(Command::new("cp")
+        .arg("-a")
+        .arg(src.path())
+        .arg(a.path("copy")));
+    assert!(out.status.success(), "{out:?}");
+    for (rel, mode) in [("copy/d", 0o755), ("copy/d/f", 0o640), ("copy/g", 0o644)] {
+        let p = a.path(rel);
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, mode, "{rel}");
+        assert_eq!(getxattr(&p, ACL, 0), Err(libc::ENODATA), "{rel}");
+    }
+
+    // An ACL of the mode bits alone becomes the mode and is not stored; the
+    // kernel shows the new mode at once.
+    let p = a.path("f");
+    fs::write(&p, b"x").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    let trivial = posix_acl(&[(0x01, 6, NONE), (0x04, 4, NONE), (0x20, 4, NONE)]);
+    setxattr(&p, ACL, &trivial, 0).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o644);
+    assert_eq!(getxattr(&p, ACL, 0), Err(libc::ENODATA));
+
+    // A named user: stored, and the group bits are the mask's.
+    let named = posix_acl(&[
+        (0x01, 7, NONE),
+        (0x02, 6, 1000),
+        (0x04, 4, NONE),
+        (0x10, 6, NONE),
+        (0x20, 0, NONE),
+    ]);
+    setxattr(&p, ACL, &named, 0).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o760);
+    assert_eq!(getxattr(&p, ACL, 256).unwrap(), named);
+
+    // chmod carries owner, mask and other into the stored ACL.
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o750)).unwrap();
+    let after = posix_acl(&[
+        (0x01, 7, NONE),
+        (0x02, 6, 1000),
+        (0x04, 4, NONE),
+        (0x10, 5, NONE),
+        (0x20, 0, NONE),
+    ]);
+    assert_eq!(getxattr(&p, ACL, 256).unwrap(), after);
+
+    // Malformed: EINVAL, nothing changes.
+    assert_eq!(setxattr(&p, ACL, &[2, 0, 0, 0, 1, 0], 0), Err(libc::EINVAL));
+    let no_mask = posix_acl(&[
+        (0x01, 7, NONE),
+        (0x02, 6, 1000),
+        (0x04, 4, NONE),
+        (0x20, 0, NONE),
+    ]);
+    assert_eq!(setxattr(&p, ACL, &no_mask, 0), Err(libc::EINVAL));
+    assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o750);
+
+    a.remount();
+    let p = a.path("f");
+    assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o750);
+    assert_eq!(getxattr(&p, ACL, 256).unwrap(), after);
+    assert_eq!(
+        fs::metadata(a.path("copy/g")).unwrap().mode() & 0o7777,
+        0o644
+    );
+}

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use raid_core::Geometry;
 
+use crate::acl;
 use crate::assemble::{self, AssembleOptions, AtimeMode};
 use crate::create::{self, CreateOptions};
 use crate::data::DataStore;
@@ -677,7 +678,12 @@ impl Array {
             mtime: set.mtime.map(|t| time_ns(t, now)),
             ctime: now,
         };
-        let (seq, _) = self.inner.meta.apply(&op)?;
+        let (mut seq, _) = self.inner.meta.apply(&op)?;
+        if let Some(m) = mode
+            && let Some(s) = self.chmod_access_acl(ino, m, now)?
+        {
+            seq = s;
+        }
         self.settle(seq)?;
         self.attr_of(ino)
     }
@@ -1146,9 +1152,16 @@ impl Array {
             .map_err(|_| ArrayError::NoAttr)
     }
 
-    /// Set an attribute; `flags` are `XATTR_CREATE` / `XATTR_REPLACE`.
+    /// Set an attribute; `flags` are `XATTR_CREATE` / `XATTR_REPLACE`. An
+    /// access ACL sets the mode bits instead, and is stored only when it
+    /// says more than they do ([`crate::acl`]); its mode change is not seen
+    /// by the kernel's attribute cache by itself, so callers that cache
+    /// attributes must drop them.
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: u32) -> Result<()> {
         self.writable()?;
+        if name_bytes(name) == acl::ACCESS_XATTR {
+            return self.set_access_acl(ino, value);
+        }
         let op = Op::SetXattr {
             ino,
             name: name_bytes(name).to_vec(),
@@ -1158,6 +1171,98 @@ impl Array {
         };
         let (seq, _) = self.inner.meta.apply(&op)?;
         self.settle(seq)
+    }
+
+    /// `setxattr` of the access ACL, as ext4's `ext4_set_acl`: the mode
+    /// bits follow the ACL (file type and set-ID bits kept), and the ACL is
+    /// stored only if it has named entries or a mask. Like the kernel's own
+    /// ACL path, it ignores `XATTR_CREATE`/`XATTR_REPLACE`.
+    fn set_access_acl(&self, ino: u64, value: &[u8]) -> Result<()> {
+        let a = acl::AccessAcl::parse(value)?;
+        let _g = self.ino_lock(ino);
+        let (mode, stored) = {
+            let ns = self.inner.meta.read();
+            let i = ns.get(ino)?;
+            let stored = i.xattrs.as_deref().is_some_and(|x| {
+                x.binary_search_by(|(n, _)| (**n).cmp(acl::ACCESS_XATTR))
+                    .is_ok()
+            });
+            (i.mode, stored)
+        };
+        let new_mode = (mode & 0o7000) | a.mode_bits();
+        let time = now_ns();
+        let mut last = None;
+        if new_mode != mode & 0o7777 {
+            let op = Op::SetAttr {
+                ino,
+                mode: Some(new_mode),
+                uid: None,
+                gid: None,
+                size: None,
+                atime: None,
+                mtime: None,
+                ctime: time,
+            };
+            last = Some(self.inner.meta.apply(&op)?.0);
+        }
+        let op = if !a.is_mode_only() {
+            Some(Op::SetXattr {
+                ino,
+                name: acl::ACCESS_XATTR.to_vec(),
+                value: a.encode(),
+                flags: 0,
+                time,
+            })
+        } else if stored {
+            Some(Op::RemoveXattr {
+                ino,
+                name: acl::ACCESS_XATTR.to_vec(),
+                time,
+            })
+        } else {
+            None
+        };
+        if let Some(op) = op {
+            last = Some(self.inner.meta.apply(&op)?.0);
+        }
+        match last {
+            Some(seq) => self.settle(seq),
+            None => Ok(()),
+        }
+    }
+
+    /// After a mode change, the stored access ACL (if any) takes the new
+    /// owner, mask and other bits, as `posix_acl_chmod` (caller holds the
+    /// inode lock). Returns the journal sequence of the change.
+    fn chmod_access_acl(&self, ino: u64, mode: u32, time: i64) -> Result<Option<u64>> {
+        let current = {
+            let ns = self.inner.meta.read();
+            let i = ns.get(ino)?;
+            i.xattrs.as_deref().and_then(|x| {
+                x.binary_search_by(|(n, _)| (**n).cmp(acl::ACCESS_XATTR))
+                    .ok()
+                    .map(|p| x[p].1.to_vec())
+            })
+        };
+        let Some(bytes) = current else {
+            return Ok(None);
+        };
+        let Ok(a) = acl::AccessAcl::parse(&bytes) else {
+            // Stored before ACLs were understood and not valid: left alone.
+            return Ok(None);
+        };
+        let updated = a.with_mode(mode).encode();
+        if updated == bytes {
+            return Ok(None);
+        }
+        let op = Op::SetXattr {
+            ino,
+            name: acl::ACCESS_XATTR.to_vec(),
+            value: updated,
+            flags: 0,
+            time,
+        };
+        Ok(Some(self.inner.meta.apply(&op)?.0))
     }
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {

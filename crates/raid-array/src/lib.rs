@@ -6,6 +6,7 @@
 //! nothing of FUSE; the FUSE adapter and the admin CLI call its API, and it
 //! is tested directly.
 
+pub mod acl;
 pub mod data;
 pub mod error;
 pub mod exclusive;

@@ -650,7 +650,13 @@ impl Filesystem for RaidFs {
         if let Err(e) = self.writable() {
             return reply.error(e);
         }
-        Self::empty(self.array.setxattr(ino.0, name, value, flags as u32), reply);
+        let r = self.array.setxattr(ino.0, name, value, flags as u32);
+        if r.is_ok() && name.as_bytes() == raid_array::acl::ACCESS_XATTR {
+            // The ACL changed the mode; the kernel updates only the ctime
+            // it caches after a setxattr.
+            self.attributes_changed(ino.0);
+        }
+        Self::empty(r, reply);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
