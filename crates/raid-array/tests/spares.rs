@@ -606,3 +606,51 @@ fn a_spare_added_after_a_failure_takes_over_at_once() {
     check(&a, &files);
     a.close().unwrap();
 }
+
+/// A new member or spare on the filesystem of another member would make
+/// one disk failure cost two slots: refused, as `create` refuses it. The
+/// failed member's own disk may take its replacement.
+#[test]
+fn a_new_member_or_spare_on_another_members_filesystem_is_refused() {
+    // Two filesystems: the system's temporary directory and /dev/shm
+    // (tmpfs), so that the mirror's members are on different ones.
+    let disk_a = tempfile::tempdir().unwrap();
+    let disk_b =
+        tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) for a second filesystem");
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(
+        std::fs::metadata(disk_a.path()).unwrap().dev(),
+        std::fs::metadata(disk_b.path()).unwrap().dev(),
+        "the two directories must be on different filesystems"
+    );
+    let dirs = vec![disk_a.path().join("m0"), disk_b.path().join("m1")];
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+    }
+    let o = CreateOptions::new("own-fs", Level::Raid1, dirs.clone());
+    let a = Array::create(&o).unwrap();
+    let f = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
+    a.write(f, 0, &pattern(1, 200_000)).unwrap();
+    a.fail(1).unwrap();
+    let same_as_0 = disk_a.path().join("new");
+    std::fs::create_dir(&same_as_0).unwrap();
+    let e = a
+        .replace(1, &same_as_0, RebuildOptions::default(), &NoProgress)
+        .unwrap_err();
+    assert!(e.to_string().contains("same filesystem as member 0"), "{e}");
+    let e = a.add_spare(&same_as_0).unwrap_err();
+    assert!(e.to_string().contains("same filesystem as member 0"), "{e}");
+    assert!(
+        std::fs::read_dir(&same_as_0).unwrap().next().is_none(),
+        "a refused directory was written"
+    );
+    // The failed member's own disk is fine.
+    let on_b = disk_b.path().join("new");
+    std::fs::create_dir(&on_b).unwrap();
+    let r = a
+        .replace(1, &on_b, RebuildOptions::default(), &NoProgress)
+        .unwrap();
+    assert!(r.complete);
+    assert_eq!(a.read(f, 0, 300_000).unwrap(), pattern(1, 200_000));
+    a.close().unwrap();
+}
