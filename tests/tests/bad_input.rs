@@ -119,10 +119,27 @@ fn mounting_a_mounted_array_again_is_refused() {
     let a = TestArray::raid5();
     fs::write(a.path("mine"), b"still here").unwrap();
     // (The members are not compared before and after: the live daemon
-    // commits to them on its own. The second process stops at the lock,
-    // before it reads a superblock.)
+    // commits to them on its own. The second process stops at the live
+    // daemon's record, before it locks anything.)
     let second = a.new_dir("second-mount");
-    let out = mount_cmd(&a.spec(), &second, Some("lock_wait=0"));
+    let out = mount_cmd(&a.spec(), &second, None);
+    assert_refused(&out, "is already mounted on");
+    let mnt = fs::canonicalize(&a.mnt).unwrap();
+    assert!(
+        stderr(&out).contains(&mnt.display().to_string()),
+        "the message names where: {}",
+        stderr(&out)
+    );
+    assert!(!is_mounted(&second));
+    // Should the record be gone, the member locks still refuse it.
+    let out = run(Command::new(&bins().mount)
+        .arg(a.spec())
+        .arg(&second)
+        .args(["-o", "lock_wait=0"])
+        .env("RAIDFS_RUN_DIR", a.new_dir("empty-run-dir")));
+    if is_mounted(&second) {
+        let _ = run(Command::new("umount").arg(&second));
+    }
     assert_refused(&out, "in use by another raidfs process");
     assert!(!is_mounted(&second));
     // The first mount is untouched and still serving.

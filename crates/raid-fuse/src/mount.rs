@@ -52,6 +52,9 @@ pub fn preflight(mountpoint: &Path) -> Result<()> {
 
 /// Assemble the array for a mount.
 pub fn assemble(req: &MountRequest) -> Result<Array> {
+    if !req.options.read_only {
+        refuse_if_mounted(&req.members)?;
+    }
     let mut opts = AssembleOptions::new(req.members.clone());
     opts.force = req.options.force;
     // Namespace changes are committed by the periodic flusher, by fsync and
@@ -114,6 +117,32 @@ pub fn fuse_config(req: &MountRequest, array_name: &str) -> Config {
     config.n_threads = Some(o.threads);
     config.clone_fd = true;
     config
+}
+
+/// An array that a live daemon serves is refused at once, naming where it
+/// is mounted, instead of waiting `lock_wait` for member locks it will not
+/// get. (A daemon still closing after `umount` has removed its record
+/// already; that case waits for the locks as it should.)
+fn refuse_if_mounted(members: &[std::path::PathBuf]) -> Result<()> {
+    let Some(sb) = members
+        .iter()
+        .find_map(|m| raid_array::assemble::read_superblock(m).ok())
+    else {
+        return Ok(());
+    };
+    let uuid = raid_array::format::superblock::uuid_string(&sb.array_uuid);
+    if let Some(r) = crate::control::client::live_arrays()
+        .into_iter()
+        .find(|r| r.uuid == uuid)
+    {
+        anyhow::bail!(
+            "array {} is already mounted on {} (daemon pid {})",
+            r.name,
+            r.mountpoint.display(),
+            r.pid
+        );
+    }
+    Ok(())
 }
 
 /// What to tell the user who mounts a degraded array, which otherwise

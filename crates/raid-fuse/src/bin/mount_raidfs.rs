@@ -106,7 +106,13 @@ fn request(args: &Args) -> Result<MountRequest> {
 fn init_logging(verbose: bool, daemon_child: bool) {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if verbose { "debug" } else { "info" })
+        // fuser warns at every normal `umount` that it could not unmount
+        // what the kernel had already unmounted: not worth a journal line.
+        tracing_subscriber::EnvFilter::new(if verbose {
+            "debug"
+        } else {
+            "info,fuser::session=error"
+        })
     });
     let journald = daemon_child && std::path::Path::new("/run/systemd/journal/socket").exists();
     let registry = tracing_subscriber::registry().with(filter);
