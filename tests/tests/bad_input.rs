@@ -188,6 +188,31 @@ fn create_on_a_non_empty_directory_is_refused() {
 }
 
 #[test]
+fn create_with_the_name_of_an_array_on_this_machine_is_refused() {
+    // Members on loop devices: mounted filesystems, where `mount.raidfs
+    // NAME` (and so create's check) looks for arrays.
+    let a = TestArray::builder("raid1", 2)
+        .backing(raidfs_tests::Backing::Loop { mib: 32 })
+        .create();
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = fresh_dirs(tmp.path(), 3);
+    let before = snapshots(&dirs);
+    let out = create(&["--level", "raid5", "--name", &a.name], &dirs);
+    assert_refused(&out, "already exists");
+    assert!(
+        stderr(&out).contains(&a.name),
+        "the message names the array: {}",
+        stderr(&out)
+    );
+    assert_eq!(before, snapshots(&dirs), "a refused create wrote something");
+    let out = create(
+        &["--level", "raid5", "--name", &format!("{}-b", a.name)],
+        &dirs,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
 fn create_on_a_member_of_another_array_is_refused() {
     let a = TestArray::builder("raid5", 4).create();
     let tmp = tempfile::tempdir().unwrap();

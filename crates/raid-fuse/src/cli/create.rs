@@ -36,11 +36,32 @@ pub struct CreateArgs {
     pub json: bool,
 }
 
+/// Arrays are mounted and administered by name, so a second array of a
+/// name another array on this machine already has would make both
+/// ambiguous: refused, naming where the other one is (the same places
+/// `mount.raidfs NAME` searches).
+fn refuse_a_name_in_use(name: &str) -> Result<()> {
+    for dir in crate::spec::candidates(&[])? {
+        if let Ok(sb) = raid_array::assemble::read_superblock(&dir)
+            && sb.name == name
+        {
+            anyhow::bail!(
+                "an array named {name:?} already exists ({}, member directory {}): \
+                 choose another name, or wipe that array's directories first",
+                raid_array::format::superblock::uuid_string(&sb.array_uuid),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &CreateArgs) -> Result<()> {
     let level: Level = args
         .level
         .parse()
         .with_context(|| format!("level {:?}", args.level))?;
+    refuse_a_name_in_use(&args.name)?;
     let mut opts = CreateOptions::new(&args.name, level, args.members.clone());
     opts.chunk_size = args.chunk;
     opts.allow_same_fs = args.allow_same_fs;
