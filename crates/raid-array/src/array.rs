@@ -491,6 +491,10 @@ impl Array {
     /// redundancy allows. Its summary is kept on the members
     /// ([`Status::last_scrub`]).
     pub fn scrub(&self, opts: ScrubOptions, progress: &dyn Progress) -> Result<ScrubReport> {
+        if opts.repair {
+            // Nothing can be rewritten: say so rather than report repairs.
+            self.writable()?;
+        }
         let rep = ops::scrub(&self.inner.data, self.striped_files(), opts, progress)?;
         let summary = ScrubSummary::of(&rep, opts.repair);
         if !self.inner.read_only {

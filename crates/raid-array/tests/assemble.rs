@@ -524,6 +524,18 @@ fn read_only_assembly_writes_nothing_and_refuses_changes() {
     assert!(ro(a.unlink(ROOT_INO, os("f"))));
     assert!(ro(a.rename(ROOT_INO, os("f"), ROOT_INO, os("g"), 0)));
     assert!(ro(a.checkpoint().map(|_| ())));
+    // A repairing scrub is refused; a checking one runs.
+    let repair = raid_array::ops::ScrubOptions {
+        repair: true,
+        ..Default::default()
+    };
+    assert!(ro(a
+        .scrub(repair, &raid_array::ops::NoProgress)
+        .map(|_| ())));
+    let check = a
+        .scrub(Default::default(), &raid_array::ops::NoProgress)
+        .unwrap();
+    assert!(check.complete);
     a.fsync(f, false).unwrap();
     a.sync_metadata().unwrap();
     assert!(
