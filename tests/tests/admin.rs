@@ -523,3 +523,33 @@ fn selftest_names_the_kernel_in_use_and_says_when_a_forced_one_is_ignored() {
         stdout(&out)
     );
 }
+
+#[test]
+fn status_of_several_arrays_by_name_and_of_one_that_does_not_exist() {
+    let a = TestArray::raid5();
+    let b = TestArray::raid5();
+    let raidfs = &raidfs_tests::bins().raidfs;
+    let out = run_ok(Command::new(raidfs).args(["status", &a.name, &b.name, "--json"]));
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec![a.name.as_str(), b.name.as_str()]);
+    // One name unknown: the others are shown, the command fails and says
+    // which.
+    let out = fails_with(
+        Command::new(raidfs).args(["status", &a.name, "no-such-array-here"]),
+        1,
+        "no-such-array-here",
+    );
+    assert!(stdout(&out).contains(&a.name), "{}", stdout(&out));
+    // A path that does not exist is named as such.
+    fails_with(
+        Command::new(raidfs).args(["status", "/no/such/dir"]),
+        1,
+        "no such array, mount point or member directory",
+    );
+}

@@ -372,6 +372,14 @@ pub fn offline(members: &[PathBuf]) -> Result<StatusJson> {
         .iter()
         .max_by_key(|(_, sb)| (sb.events, sb.journal_seq))
     else {
+        if let [one] = members
+            && !one.exists()
+        {
+            bail!(
+                "{}: no such array, mount point or member directory",
+                one.display()
+            );
+        }
         bail!("none of the given directories holds a raidfs superblock");
     };
     if found
@@ -571,11 +579,47 @@ pub fn run(args: &StatusArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if args.spec.len() > 1 && args.spec.iter().all(|w| !w.contains('/')) {
+        return several(&args.spec, args.json);
+    }
     let st = with_sync(get(&args.spec)?);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
         print_text(&st);
+    }
+    Ok(())
+}
+
+/// `raidfs status NAME NAME…`: each array in turn (names and UUIDs; member
+/// directories are paths and go together as one array's list).
+fn several(targets: &[String], json: bool) -> Result<()> {
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for t in targets {
+        match get(std::slice::from_ref(t)) {
+            Ok(st) => all.push(with_sync(st)),
+            Err(e) => {
+                eprintln!("raidfs: {t}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        for (k, st) in all.iter().enumerate() {
+            if k > 0 {
+                println!();
+            }
+            print_text(st);
+        }
+    }
+    if failed > 0 {
+        return Err(anyhow::Error::new(super::target::Exit {
+            code: 1,
+            message: format!("{failed} of {} arrays not found (see above)", targets.len()),
+        }));
     }
     Ok(())
 }
