@@ -204,6 +204,13 @@ impl std::fmt::Display for Selector {
 /// degraded without it.
 fn listed_not_member(path: &Path, detail: &str, opts: &AssembleOptions) -> ArrayError {
     let others: Vec<&PathBuf> = opts.members.iter().filter(|p| *p != path).collect();
+    if others.is_empty() {
+        return ArrayError::NotMember(format!(
+            "{detail}. {} is not a member directory of an array; give the array's name, \
+             UUID or member directories",
+            path.display()
+        ));
+    }
     let name = others
         .iter()
         .find_map(|p| read_superblock(p).ok())

@@ -165,7 +165,7 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
         {
             return Err(ArrayError::Invalid(format!(
                 "{} and {} are on the same filesystem: one disk failure would take both \
-                 (allow it explicitly to override)",
+                 (`raidfs create --allow-same-fs` allows it anyway, e.g. to try raidfs out)",
                 other.display(),
                 path.display()
             )));

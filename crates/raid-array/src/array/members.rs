@@ -248,12 +248,16 @@ impl Array {
         if !i.geometry.survives(&unavailable) {
             return Err(ArrayError::Invalid(format!(
                 "failing member {slot} would fail the array: {} tolerates {} unavailable \
-                 member(s) and {:?} would be",
+                 member(s), and members {} would be",
                 i.geometry.level(),
                 i.geometry.failures_tolerated(),
                 {
                     unavailable.sort_unstable();
                     unavailable
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             )));
         }
