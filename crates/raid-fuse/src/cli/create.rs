@@ -70,10 +70,13 @@ pub fn run(args: &CreateArgs) -> Result<()> {
     let status = array.status();
     array.close().context("closing the new array")?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&super::status::StatusJson::from(&status))?
-        );
+        // As `raidfs status` will show it: from the superblocks as closed.
+        // (Spares first: on equal events the last superblock read wins,
+        // and that should be a member's.)
+        let dirs: Vec<_> = args.spares.iter().chain(&args.members).cloned().collect();
+        let closed = super::status::offline(&dirs)
+            .context("reading the new array's superblocks")?;
+        println!("{}", serde_json::to_string_pretty(&closed)?);
     } else {
         println!(
             "created {} array {:?} ({}) on {} members, chunk {} KiB",
