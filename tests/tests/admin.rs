@@ -553,3 +553,42 @@ fn status_of_several_arrays_by_name_and_of_one_that_does_not_exist() {
         "no such array, mount point or member directory",
     );
 }
+
+#[test]
+fn replace_and_add_spare_refuse_another_members_filesystem_unless_allowed() {
+    // Members on their own ext4 images, as on separate disks.
+    let a = TestArray::builder("raid5", 3)
+        .backing(raidfs_tests::Backing::Loop { mib: 32 })
+        .mount();
+    let files = write_files(&a, "f", 2, 100_000);
+    let name = a.name.clone();
+    run_ok(&mut a.raidfs(&["fail", &name, "2"]));
+    // On member 0's disk: refused, nothing written there.
+    let on_0 = a.member_fs(0).join("second");
+    fs::create_dir(&on_0).unwrap();
+    let dir = on_0.to_str().unwrap();
+    let out = fails_with(
+        &mut a.raidfs(&["replace", &name, "2", dir]),
+        1,
+        "same filesystem as member 0",
+    );
+    assert!(stderr(&out).contains("--allow-same-fs"), "{}", stderr(&out));
+    fails_with(
+        &mut a.raidfs(&["add-spare", &name, dir]),
+        1,
+        "same filesystem as member 0",
+    );
+    assert!(
+        fs::read_dir(&on_0).unwrap().next().is_none(),
+        "a refused directory was written"
+    );
+    // On the failed member's own disk: fine.
+    let on_2 = a.member_fs(2).join("again");
+    fs::create_dir(&on_2).unwrap();
+    run_ok(&mut a.raidfs(&["replace", &name, "2", on_2.to_str().unwrap()]));
+    verify(&a, &files);
+    // Asked for explicitly: allowed.
+    run_ok(&mut a.raidfs(&["add-spare", &name, dir, "--allow-same-fs"]));
+    let st = a.live_status_json();
+    assert_eq!(st["spares"].as_array().unwrap().len(), 1, "{st}");
+}

@@ -45,40 +45,6 @@ impl Inner {
     }
 }
 
-/// Refuse a new member or spare on a filesystem that already holds another
-/// member, as `create` does: one disk failure would take both. `slot` is
-/// the slot being replaced (its old directory's disk may be reused). An
-/// array whose members already share a filesystem was made so on purpose
-/// (`--allow-same-fs`) and is let be.
-pub(super) fn check_own_filesystem(i: &Inner, path: &Path, slot: Option<usize>) -> Result<()> {
-    let dev = std::fs::metadata(path)
-        .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?
-        .dev();
-    let others: Vec<(usize, String, u64)> = i
-        .members()
-        .iter()
-        .enumerate()
-        .filter(|(k, _)| Some(*k) != slot)
-        .filter_map(|(k, m)| {
-            let d = m.as_ref()?.describe();
-            let dev = std::fs::metadata(&d).ok()?.dev();
-            Some((k, d, dev))
-        })
-        .collect();
-    let mut devs = std::collections::HashSet::new();
-    if others.iter().any(|(_, _, d)| !devs.insert(*d)) {
-        return Ok(());
-    }
-    match others.iter().find(|(_, _, d)| *d == dev) {
-        Some((k, d, _)) => Err(ArrayError::Invalid(format!(
-            "{} is on the same filesystem as member {k} ({d}): one disk failure would take both; \
-             put it on a disk of its own",
-            path.display()
-        ))),
-        None => Ok(()),
-    }
-}
-
 impl Array {
     /// Make the empty directory `path` a hot spare: its own superblock
     /// (state spare) is written on it and it is recorded in every member's
@@ -103,7 +69,6 @@ impl Array {
                 path.display()
             )));
         }
-        check_own_filesystem(i, path, None)?;
         let member: Arc<dyn Member> = Arc::new(
             DirMember::open(path)
                 .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?,

@@ -479,7 +479,6 @@ fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Memb
             )));
         }
     }
-    super::members::check_own_filesystem(i, path, Some(slot))?;
     let dir = DirMember::open(path)
         .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?;
     let member: Arc<dyn Member> = Arc::new(dir);

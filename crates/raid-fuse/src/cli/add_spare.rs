@@ -15,10 +15,16 @@ pub struct AddSpareArgs {
     pub target: String,
     /// The empty directory to add as a spare.
     pub dir: PathBuf,
+    /// Allow the spare on the filesystem of a member (it would then share
+    /// that disk with the member whose slot it takes over).
+    #[arg(long)]
+    pub allow_same_fs: bool,
 }
 
 pub fn run(args: &AddSpareArgs) -> Result<()> {
     let dir = target::absolute(&args.dir)?;
+    let st = super::status::get(std::slice::from_ref(&args.target))?;
+    target::check_own_filesystem(&st, None, &dir, args.allow_same_fs)?;
     let msg = target::member_op(
         &args.target,
         None,

@@ -74,8 +74,8 @@ pub fn run(args: &CreateArgs) -> Result<()> {
         // (Spares first: on equal events the last superblock read wins,
         // and that should be a member's.)
         let dirs: Vec<_> = args.spares.iter().chain(&args.members).cloned().collect();
-        let closed = super::status::offline(&dirs)
-            .context("reading the new array's superblocks")?;
+        let closed =
+            super::status::offline(&dirs).context("reading the new array's superblocks")?;
         println!("{}", serde_json::to_string_pretty(&closed)?);
     } else {
         println!(

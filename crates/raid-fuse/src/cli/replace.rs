@@ -34,6 +34,10 @@ pub struct ReplaceArgs {
     /// Return once the rebuild started (follow it with `raidfs status`).
     #[arg(long)]
     pub no_wait: bool,
+    /// Allow the new member on the filesystem of another member (no
+    /// redundancy between the two).
+    #[arg(long)]
+    pub allow_same_fs: bool,
 }
 
 /// How often the rebuild's progress is asked for.
@@ -64,7 +68,9 @@ pub fn run(args: &ReplaceArgs) -> Result<()> {
     let throttle = args.throttle.unwrap_or(0);
     match target::resolve(&args.target)? {
         Source::Live(rec) => {
-            let k = target::slot(&status::live(&rec)?, &args.member)?;
+            let st = status::live(&rec)?;
+            let k = target::slot(&st, &args.member)?;
+            target::check_own_filesystem(&st, Some(k), &new_dir, args.allow_same_fs)?;
             let msg = target::call(
                 &rec,
                 &Request::Replace {
@@ -80,7 +86,9 @@ pub fn run(args: &ReplaceArgs) -> Result<()> {
             follow(&rec, k)
         }
         Source::Offline(members) => {
-            let k = target::slot(&status::offline(&members)?, &args.member)?;
+            let st = status::offline(&members)?;
+            let k = target::slot(&st, &args.member)?;
+            target::check_own_filesystem(&st, Some(k), &new_dir, args.allow_same_fs)?;
             let array = target::assemble_offline(&members)?;
             let pb = Local(bar());
             let r = array.replace(

@@ -88,6 +88,52 @@ pub fn slot(st: &StatusJson, member: &str) -> Result<usize> {
 }
 
 /// An absolute path for the daemon (whose working directory is not ours).
+/// Refuse a new member or spare `dir` on the filesystem of another member
+/// of `st` (`slot`, the one being replaced, excepted: its disk may be
+/// reused), as `raidfs create` refuses two members on one filesystem: one
+/// disk failure would take both. `allow` (`--allow-same-fs`) lets it be,
+/// and so does an array whose members already share a filesystem.
+pub fn check_own_filesystem(
+    st: &StatusJson,
+    slot: Option<usize>,
+    dir: &Path,
+    allow: bool,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if allow {
+        return Ok(());
+    }
+    let dev = std::fs::metadata(dir)
+        .with_context(|| format!("{}", dir.display()))?
+        .dev();
+    let others: Vec<(usize, &String, u64)> = st
+        .members
+        .iter()
+        .filter(|m| Some(m.index) != slot && m.state != "failed" && m.state != "missing")
+        .filter_map(|m| {
+            let p = m.path.as_ref()?;
+            Some((m.index, p, std::fs::metadata(p).ok()?.dev()))
+        })
+        .collect();
+    // Members that already share a filesystem: the array was created so
+    // on purpose (`raidfs create --allow-same-fs`).
+    let mut devs = std::collections::HashSet::new();
+    if others.iter().any(|(_, _, d)| !devs.insert(*d)) {
+        return Ok(());
+    }
+    for (index, p, d) in others {
+        if d == dev {
+            bail!(
+                "{} is on the same filesystem as member {} ({p}): one disk failure would take \
+                 both; put it on a disk of its own, or pass --allow-same-fs",
+                dir.display(),
+                index
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn absolute(p: &Path) -> Result<PathBuf> {
     p.canonicalize()
         .with_context(|| format!("{}: no such directory", p.display()))

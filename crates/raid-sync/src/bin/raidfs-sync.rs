@@ -266,7 +266,7 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // Once, on stderr, where the log goes too.
             eprintln!("raidfs-sync: error: {e:#}");
             ExitCode::from(2)
         }
