@@ -176,9 +176,28 @@ pub fn find_members(selector: &Selector, candidates: &[PathBuf]) -> Result<Vec<P
         fresh.members.iter().any(|m| m.uuid == sb.member_uuid)
             || fresh.spares.iter().any(|m| m.uuid == sb.member_uuid)
     };
-    let (used, stale): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, sb)| in_use(sb));
+    // Split brain: a member the freshest table lists whose own table puts,
+    // in some slot, another directory found here than the freshest does (a replaced disk
+    // was assembled on its own afterwards, and its events overtook the
+    // array's). Nothing is left out then: assembly refuses the set and
+    // names the directories, rather than silently dropping the newer ones.
+    let disagree = found.iter().filter(|(_, sb)| in_use(sb)).any(|(_, sb)| {
+        sb.members.iter().enumerate().any(|(k, slot)| {
+            fresh.members.get(k).is_some_and(|f| f.uuid != slot.uuid)
+                && found.iter().any(|(_, c)| c.member_uuid == slot.uuid)
+        })
+    });
+    if disagree {
+        tracing::warn!(
+            "the members found disagree about which directories belong to the array; none left out"
+        );
+        return Ok(found.into_iter().map(|(p, _)| p).collect());
+    }
+    let (used, stale): (Vec<_>, Vec<_>) = found
+        .into_iter()
+        .partition(|(_, sb)| in_use(sb) || sb.events >= fresh.events);
     for (p, sb) in &stale {
-        tracing::info!(
+        tracing::warn!(
             path = %p.display(),
             events = sb.events,
             freshest = fresh.events,

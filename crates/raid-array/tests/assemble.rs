@@ -568,3 +568,46 @@ fn a_listed_directory_that_is_no_member_says_how_to_start_degraded() {
     assert!(a.status().degraded && !a.status().failed);
     a.close().unwrap();
 }
+
+/// A replaced disk that was assembled on its own afterwards (its events
+/// overtook the array's) must not make assembly by name drop the disk that
+/// replaced it: the members disagree, nothing is left out, and assembly
+/// refuses the set instead of going back to the old disk's data.
+#[test]
+fn by_name_a_replaced_disk_used_on_its_own_is_not_taken_over_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 2);
+    let mut o = CreateOptions::new("mirror", Level::Raid1, dirs.clone());
+    o.allow_same_fs = true;
+    o.chunk_size = 4096;
+    let a = Array::create(&o).unwrap();
+    let f = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
+    a.write(f, 0, b"v1").unwrap();
+    a.fail(1).unwrap();
+    let y = tmp.path().join("y");
+    std::fs::create_dir(&y).unwrap();
+    assert!(
+        a.replace(1, &y, Default::default(), &raid_array::ops::NoProgress)
+            .unwrap()
+            .complete
+    );
+    a.write(f, 0, b"v2").unwrap();
+    a.close().unwrap();
+    // The old disk, alone, several times: its events grow past the array's.
+    for _ in 0..3 {
+        // (Failed while the array was open, its superblock says dirty.)
+        let mut o = AssembleOptions::new(dirs[1..].to_vec());
+        o.force = true;
+        let old = Array::assemble(&o).unwrap();
+        old.write(f, 0, b"XX").unwrap();
+        old.close().unwrap();
+    }
+    let candidates = vec![dirs[0].clone(), dirs[1].clone(), y.clone()];
+    let found = find_members(&Selector::Name("mirror".into()), &candidates).unwrap();
+    assert_eq!(found.len(), 3, "a directory was left out: {found:?}");
+    assert!(assemble(&found).is_err(), "the diverged set assembled");
+    // The array as replaced still assembles from its own members.
+    let a = assemble(&[dirs[0].clone(), y.clone()]).unwrap();
+    assert_eq!(a.read(f, 0, 2).unwrap(), b"v2");
+    a.close().unwrap();
+}
