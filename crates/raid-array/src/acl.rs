@@ -23,6 +23,10 @@ const VERSION: u32 = 2;
 const HEADER: usize = 4;
 const ENTRY: usize = 8;
 
+/// `ACL_UNDEFINED_ID`: the id of the owner, owning group, mask and other
+/// entries.
+const UNDEFINED_ID: u32 = u32::MAX;
+
 const USER_OBJ: u16 = 0x01;
 const USER: u16 = 0x02;
 const GROUP_OBJ: u16 = 0x04;
@@ -87,6 +91,21 @@ impl AccessAcl {
         if count(USER) + count(GROUP) > 0 && count(MASK) == 0 {
             return Err(invalid("named entries need a mask entry"));
         }
+        // posix_acl_valid's order: owner, named users, owning group, named
+        // groups, mask, other (tags ascending), and named entries ascending
+        // by id with a real id.
+        let sorted = entries
+            .windows(2)
+            .all(|w| (w[0].tag, w[0].id) < (w[1].tag, w[1].id));
+        if !sorted {
+            return Err(invalid("entries out of order"));
+        }
+        if entries
+            .iter()
+            .any(|e| matches!(e.tag, USER | GROUP) && e.id == UNDEFINED_ID)
+        {
+            return Err(invalid("a named entry without a uid or gid"));
+        }
         Ok(AccessAcl { entries })
     }
 
@@ -149,8 +168,6 @@ impl AccessAcl {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const UNDEFINED_ID: u32 = u32::MAX;
 
     fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
         AccessAcl {
@@ -234,6 +251,23 @@ mod tests {
             acl(&[ok[0], ok[1], ok[2], (USER, 6, 1000)]),
             acl(&[ok[0], ok[1], ok[2], (0x40, 6, 0)]),
             acl(&[(USER_OBJ, 8, UNDEFINED_ID), ok[1], ok[2]]),
+            // Out of order, and a named user without a uid.
+            acl(&[ok[1], ok[0], ok[2]]),
+            acl(&[
+                ok[0],
+                (USER, 6, 1001),
+                (USER, 6, 1000),
+                ok[1],
+                (MASK, 6, UNDEFINED_ID),
+                ok[2],
+            ]),
+            acl(&[
+                ok[0],
+                (USER, 6, UNDEFINED_ID),
+                ok[1],
+                (MASK, 6, UNDEFINED_ID),
+                ok[2],
+            ]),
         ];
         for v in bad {
             assert!(

@@ -1187,6 +1187,11 @@ impl Array {
         let (mode, stored) = {
             let ns = self.inner.meta.read();
             let i = ns.get(ino)?;
+            if matches!(i.body, Body::Symlink(_)) {
+                return Err(ArrayError::Unsupported(
+                    "POSIX ACLs on a symbolic link".into(),
+                ));
+            }
             let stored = i.xattrs.as_deref().is_some_and(|x| {
                 x.binary_search_by(|(n, _)| (**n).cmp(acl::ACCESS_XATTR))
                     .is_ok()
@@ -1255,16 +1260,26 @@ impl Array {
             // Stored before ACLs were understood and not valid: left alone.
             return Ok(None);
         };
-        let updated = a.with_mode(mode).encode();
-        if updated == bytes {
-            return Ok(None);
-        }
-        let op = Op::SetXattr {
-            ino,
-            name: acl::ACCESS_XATTR.to_vec(),
-            value: updated,
-            flags: 0,
-            time,
+        let op = if a.is_mode_only() {
+            // Says no more than the mode (stored before ACLs were
+            // understood): the mode alone stands, as on ext4.
+            Op::RemoveXattr {
+                ino,
+                name: acl::ACCESS_XATTR.to_vec(),
+                time,
+            }
+        } else {
+            let updated = a.with_mode(mode).encode();
+            if updated == bytes {
+                return Ok(None);
+            }
+            Op::SetXattr {
+                ino,
+                name: acl::ACCESS_XATTR.to_vec(),
+                value: updated,
+                flags: 0,
+                time,
+            }
         };
         Ok(Some(self.inner.meta.apply(&op)?.0))
     }
@@ -1281,6 +1296,8 @@ impl Array {
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
         self.writable()?;
+        // The access ACL changes together with the mode under this lock.
+        let _g = (name_bytes(name) == acl::ACCESS_XATTR).then(|| self.ino_lock(ino));
         let op = Op::RemoveXattr {
             ino,
             name: name_bytes(name).to_vec(),

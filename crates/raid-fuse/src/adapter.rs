@@ -92,6 +92,23 @@ impl RaidFs {
         self.clears_setid && req.uid() != 0
     }
 
+    /// Only the owner (or root) changes a file's POSIX ACLs. Linux checks
+    /// this itself from 6.2; before, without `FUSE_POSIX_ACL`, it passed
+    /// `system.*` attributes through unchecked, and an ACL now sets the
+    /// mode bits.
+    fn may_set_acl(&self, req: &Request, ino: u64, name: &OsStr) -> Result<(), Errno> {
+        let n = name.as_bytes();
+        if n != raid_array::acl::ACCESS_XATTR && n != b"system.posix_acl_default" {
+            return Ok(());
+        }
+        let owner = self.array.getattr(ino).map_err(|e| errno(&e))?.uid;
+        if req.uid() == 0 || req.uid() == owner {
+            Ok(())
+        } else {
+            Err(Errno::EPERM)
+        }
+    }
+
     /// Tell the kernel that `ino`'s attributes changed in a way its caches
     /// do not follow by themselves. The kernel drops its own copy of what
     /// its requests change (the parent directory after a create or unlink,
@@ -639,7 +656,7 @@ impl Filesystem for RaidFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -650,10 +667,14 @@ impl Filesystem for RaidFs {
         if let Err(e) = self.writable() {
             return reply.error(e);
         }
+        if let Err(e) = self.may_set_acl(req, ino.0, name) {
+            return reply.error(e);
+        }
         let r = self.array.setxattr(ino.0, name, value, flags as u32);
-        if r.is_ok() && name.as_bytes() == raid_array::acl::ACCESS_XATTR {
-            // The ACL changed the mode; the kernel updates only the ctime
-            // it caches after a setxattr.
+        if name.as_bytes() == raid_array::acl::ACCESS_XATTR {
+            // The ACL may have changed the mode, even when a later step
+            // failed; the kernel updates only the ctime it caches after a
+            // setxattr.
             self.attributes_changed(ino.0);
         }
         Self::empty(r, reply);
@@ -680,8 +701,11 @@ impl Filesystem for RaidFs {
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         if let Err(e) = self.writable() {
+            return reply.error(e);
+        }
+        if let Err(e) = self.may_set_acl(req, ino.0, name) {
             return reply.error(e);
         }
         Self::empty(self.array.removexattr(ino.0, name), reply);

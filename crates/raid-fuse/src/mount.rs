@@ -148,7 +148,7 @@ fn refuse_if_mounted(members: &[std::path::PathBuf]) -> Result<()> {
 /// What to tell the user who mounts a degraded array, which otherwise
 /// starts without a word: which members are out, how much redundancy is
 /// left, and that a member absent at mount has to be rebuilt to rejoin.
-fn degraded_warning(st: &raid_array::Status) -> Option<String> {
+fn degraded_warning(st: &raid_array::Status, read_only: bool) -> Option<String> {
     if !st.degraded {
         return None;
     }
@@ -160,14 +160,21 @@ fn degraded_warning(st: &raid_array::Status) -> Option<String> {
         .collect();
     let unavailable = out.len();
     let left = st.failures_tolerated.saturating_sub(unavailable);
-    Some(format!(
-        "array {} started DEGRADED: member(s) {} unavailable; it survives {left} more failure(s). \
-         A member that was missing is now recorded as failed and rejoins only by a rebuild \
-         (`raidfs replace {} SLOT DIR`, or a hot spare)",
+    let mut msg = format!(
+        "array {} started DEGRADED: member(s) {} unavailable; it survives {left} more failure(s)",
         st.name,
-        out.join(", "),
-        st.name
-    ))
+        out.join(", ")
+    );
+    if st.rebuild.is_some() {
+        msg.push_str("; a rebuild is running (raidfs status)");
+    } else if !read_only {
+        msg.push_str(&format!(
+            ". A member that was missing is now recorded as failed and rejoins only by a \
+             rebuild (`raidfs replace {} SLOT DIR`, or a hot spare)",
+            st.name
+        ));
+    }
+    Some(msg)
 }
 
 /// Mount and serve until unmounted (by `umount`, `fusermount3 -u`, SIGTERM
@@ -181,7 +188,7 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
             return r;
         }
     };
-    if let Some(msg) = degraded_warning(&array.status()) {
+    if let Some(msg) = degraded_warning(&array.status(), req.options.read_only) {
         crate::daemon::warn(&msg);
     }
     let notifier = Arc::new(std::sync::OnceLock::new());

@@ -421,17 +421,9 @@ pub fn offline(members: &[PathBuf]) -> Result<StatusJson> {
         level: fresh.level()?.to_string(),
         chunk_size: fresh.chunk_size,
         events: fresh.events,
-        // Only the members the array uses: a failed or replaced member's
-        // superblock keeps whatever it said when it left.
-        clean: found
-            .iter()
-            .filter(|(_, sb)| {
-                fresh
-                    .members
-                    .iter()
-                    .any(|s| s.uuid == sb.member_uuid && s.state != SlotState::Failed)
-            })
-            .all(|(_, sb)| sb.clean),
+        // As assembly decides it: the freshest superblock's word (a failed
+        // or replaced member's keeps whatever it said when it left).
+        clean: fresh.clean,
         degraded: !failed.is_empty() && geometry.survives(&failed),
         failed: !geometry.survives(&failed),
         failures_tolerated: geometry.failures_tolerated(),
