@@ -121,8 +121,9 @@ pub fn fuse_config(req: &MountRequest, array_name: &str) -> Config {
 
 /// An array that a live daemon serves is refused at once, naming where it
 /// is mounted, instead of waiting `lock_wait` for member locks it will not
-/// get. (A daemon still closing after `umount` has removed its record
-/// already; that case waits for the locks as it should.)
+/// get. A daemon still closing after `umount` may not have removed its
+/// record yet, but its mount is gone from the mount table: that case waits
+/// for the locks as it should.
 fn refuse_if_mounted(members: &[std::path::PathBuf]) -> Result<()> {
     let Some(sb) = members
         .iter()
@@ -131,9 +132,15 @@ fn refuse_if_mounted(members: &[std::path::PathBuf]) -> Result<()> {
         return Ok(());
     };
     let uuid = raid_array::format::superblock::uuid_string(&sb.array_uuid);
+    let fuse_mounts: Vec<std::path::PathBuf> = crate::spec::mounts()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, fstype)| fstype.starts_with("fuse"))
+        .map(|(m, _)| m)
+        .collect();
     if let Some(r) = crate::control::client::live_arrays()
         .into_iter()
-        .find(|r| r.uuid == uuid)
+        .find(|r| r.uuid == uuid && fuse_mounts.contains(&r.mountpoint))
     {
         anyhow::bail!(
             "array {} is already mounted on {} (daemon pid {})",
