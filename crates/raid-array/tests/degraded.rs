@@ -530,3 +530,108 @@ fn files_settled_together_survive_a_power_cut() {
         assert!(out == *d, "file {ino} lost its settled data");
     }
 }
+
+/// Flip one byte of `ino`'s shard on member `j` at shard offset `at`.
+fn corrupt(r: &Rig, j: usize, ino: u64, at: usize) {
+    let shard = r.dirs[j]
+        .path()
+        .join(format!(".raidfs/data/{:02x}/{ino:016x}", ino & 0xff));
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[at] ^= 0x5a;
+    std::fs::write(&shard, &bytes).unwrap();
+}
+
+#[test]
+fn one_bad_block_is_counted_once_by_a_read_a_write_and_a_rebuild() {
+    for (level, n, m) in redundant_levels() {
+        let r = rig(level, n);
+        let data = pattern(9, 6 * CHUNK as usize);
+        r.store.write(5, 0, &data, 0).unwrap();
+        r.store.sync(5).unwrap();
+        // Member of the first data chunk of the file (stripes rotate by inode).
+        let d0 = r.store.geometry().data_member(5, 0).unwrap();
+        // A read that meets the bad block.
+        corrupt(&r, d0, 5, 100);
+        assert_eq!(read_all(&r.store, 5, data.len()).unwrap(), data);
+        let c = r.health.counters()[d0];
+        assert_eq!(
+            (c.checksum_mismatches, c.repaired_blocks),
+            (1, 1),
+            "{level:?} read: {c:?}"
+        );
+
+        // A bit flipped on the way, not on the disk: counted, nothing to repair.
+        let d1 = r.store.geometry().data_member(5, 1).unwrap();
+        r.faulty[d1].inject(Fault {
+            op: Op::Read,
+            path: "0000000000000005".into(),
+            skip: 0,
+            times: 1,
+            kind: FaultKind::FlipBit,
+        });
+        assert_eq!(read_all(&r.store, 5, data.len()).unwrap(), data);
+        let c = r.health.counters()[d1];
+        assert_eq!(
+            (c.checksum_mismatches, c.repaired_blocks),
+            (1, 0),
+            "{level:?} flipped in transit: {c:?}"
+        );
+
+        // A partial-stripe write that must read the bad block's chunk.
+        corrupt(&r, d0, 5, 8192 + 7);
+        let mut want = data.clone();
+        want[9000..9010].copy_from_slice(b"0123456789");
+        r.store
+            .write(5, 9000, b"0123456789", data.len() as u64)
+            .unwrap();
+        let c = r.health.counters()[d0];
+        assert_eq!(
+            (c.checksum_mismatches, c.repaired_blocks),
+            (2, 2),
+            "{level:?} write: {c:?}"
+        );
+        assert_eq!(read_all(&r.store, 5, want.len()).unwrap(), want);
+
+        // A rebuild of another slot whose source holds a bad block: it is
+        // rebuilt into the new member right, and the source repaired (with
+        // one failure tolerated, that block is lost: the failures tests).
+        if m < 2 {
+            continue;
+        }
+        corrupt(&r, d0, 5, 3 * 4096 + 1);
+        let slot = (d0 + 1) % n;
+        r.faulty[slot].vanish();
+        r.health.mark_failed(slot, "test");
+        let fresh = tempfile::tempdir().unwrap();
+        let nm: Arc<dyn Member> = Arc::new(DirMember::open(fresh.path()).unwrap());
+        let rep = ops::rebuild(
+            &r.store,
+            slot,
+            nm,
+            [(5, want.len() as u64)],
+            RebuildOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(rep.complete && rep.unrecoverable == 0, "{level:?}: {rep:?}");
+        let c = r.health.counters()[d0];
+        assert_eq!(
+            (c.checksum_mismatches, c.repaired_blocks),
+            (3, 3),
+            "{level:?} rebuild: {c:?}"
+        );
+        let rep = ops::scrub(
+            &r.store,
+            [(5, want.len() as u64)],
+            ScrubOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(
+            rep.mismatches + rep.redundancy_mismatches,
+            0,
+            "{level:?}: {rep:?}"
+        );
+        assert_eq!(read_all(&r.store, 5, want.len()).unwrap(), want);
+    }
+}

@@ -132,6 +132,9 @@ struct Seg {
     cached: bool,
     /// The read succeeded and verified (or was not needed).
     ok: bool,
+    /// Blocks whose checksum failed when read (not yet counted: the group
+    /// scan that follows counts what it finds, these only if it does not).
+    flagged: u64,
 }
 
 /// Segments of one member's batch list that are contiguous both on the
@@ -236,6 +239,7 @@ impl Batch {
             write,
             cached: false,
             ok: !read,
+            flagged: 0,
         });
     }
 }
@@ -256,6 +260,8 @@ struct Piece<'a> {
     bounce: Option<(usize, Vec<u8>)>,
     /// Read and verified.
     ok: bool,
+    /// Blocks whose checksum failed when read (counted as for [`Seg`]).
+    flagged: u64,
 }
 
 impl Piece<'_> {
@@ -504,11 +510,13 @@ impl DataStore {
     }
 
     /// The blocks of `buf` (read from member `j` at `off`) that do not
-    /// match their `sums`, counted against the member.
+    /// match their `sums`. Not counted here: a mismatch found by a read is
+    /// read again by the group scan that repairs it, which counts what it
+    /// finds ([`DataStore::scan_group`], [`DataStore::count_unrepeated`]),
+    /// so that one bad block counts once.
     fn verify(&self, j: usize, ino: u64, off: u64, buf: &[u8], sums: &[u8]) -> Vec<usize> {
         let bad = checksum::bad_blocks(buf, sums);
         if !bad.is_empty() {
-            self.health.count_mismatch(j, bad.len() as u64);
             debug!(
                 member = j,
                 ino,
@@ -551,7 +559,7 @@ impl DataStore {
             .iter_mut()
             .enumerate()
             .filter(|(j, _)| by_member[*j].iter().any(|&i| segs_ro[i].read));
-        let results: Vec<Vec<(usize, bool)>> = pool::map(busy, |(j, buf)| {
+        let results: Vec<Vec<(usize, u64)>> = pool::map(busy, |(j, buf)| {
             let mut out = Vec::new();
             let readable = self.health.state(j).readable();
             for run in Run::merge(&by_member[j], segs_ro, stripes, chunk, |s| s.read) {
@@ -567,8 +575,8 @@ impl DataStore {
                             let sl = segs_ro[si].len;
                             let lo = base / BLOCK;
                             let hi = (base + sl) / BLOCK;
-                            let ok = !bad.iter().any(|&x| x >= lo && x < hi);
-                            out.push((si, ok));
+                            let flagged = bad.iter().filter(|&&x| x >= lo && x < hi).count();
+                            out.push((si, flagged as u64));
                             base += sl;
                         }
                     }
@@ -577,15 +585,17 @@ impl DataStore {
                             self.health.count_read_error(j);
                             debug!(member = j, ino, error = %e, "read failed");
                         }
-                        out.extend(run.segs.iter().map(|&si| (si, false)));
+                        out.extend(run.segs.iter().map(|&si| (si, u64::MAX)));
                     }
                 }
             }
             out
         });
+        // u64::MAX: the read failed (counted as a read error above).
         for r in results {
-            for (si, ok) in r {
-                segs[si].ok = ok;
+            for (si, flagged) in r {
+                segs[si].ok = flagged == 0;
+                segs[si].flagged = if flagged == u64::MAX { 0 } else { flagged };
             }
         }
     }
@@ -642,6 +652,22 @@ impl DataStore {
 
     // ----- group scan and repair (slow path, scrub, resync, rebuild) -------
 
+    /// Count the `flagged` blocks that a first read of position `p` (member
+    /// `j`) found bad, when the group scan that followed read them back
+    /// good: a mismatch that did not repeat (bytes damaged on the way, a
+    /// flaky cable) is still a mismatch of that member. When the scan did
+    /// find the position bad, it counted the blocks itself.
+    pub(crate) fn count_unrepeated(&self, j: usize, flagged: u64, scan: &GroupScan, p: usize) {
+        if flagged > 0 && !scan.suspect.get(p).copied().unwrap_or(true) {
+            warn!(
+                member = j,
+                blocks = flagged,
+                "checksum mismatch that a second read did not repeat"
+            );
+            self.health.count_mismatch(j, flagged);
+        }
+    }
+
     /// Read column range `[lo, hi)` of every position of group `g` of stripe
     /// `stripe`, verify every block, rebuild bad blocks from the others, and
     /// (with `repair`) write rebuilt blocks back to readable members.
@@ -667,7 +693,12 @@ impl DataStore {
                     return None;
                 }
                 match self.read_with_sums(j, ino, off, buf) {
-                    Ok(r) => Some(r),
+                    Ok(r) => {
+                        if !r.0.is_empty() {
+                            self.health.count_mismatch(j, r.0.len() as u64);
+                        }
+                        Some(r)
+                    }
                     Err(e) => {
                         self.health.count_read_error(j);
                         debug!(member = j, ino, error = %e, "read failed during group scan");
@@ -1107,6 +1138,9 @@ impl DataStore {
                         b.bufs[s.member][s.buf..s.buf + s.len].copy_from_slice(&scan.bufs[p]);
                     }
                 }
+                for (p, s) in segs.iter().enumerate() {
+                    self.count_unrepeated(s.member, s.flagged, &scan, p);
+                }
             }
             for (p, s) in segs.iter().enumerate().take(g.data) {
                 let cf = w.stripe * sdb + (g.first + p) as u64 * chunk;
@@ -1247,6 +1281,7 @@ impl DataStore {
                     dest,
                     bounce,
                     ok: false,
+                    flagged: 0,
                 });
                 at = z;
             }
@@ -1268,6 +1303,7 @@ impl DataStore {
                 piece.col + piece.len(),
                 true,
             );
+            self.count_unrepeated(g.members[piece.pos], piece.flagged, &scan, piece.pos);
             if scan.lost.iter().any(|&(lp, _)| lp == piece.pos) {
                 return Err(self.unrecoverable(
                     ino,
@@ -1372,7 +1408,9 @@ impl DataStore {
                 let first_block = ((off - lo) / BLOCK as u64) as usize;
                 let entries =
                     &sums[first_block * checksum::ENTRY..][..len / BLOCK * checksum::ENTRY];
-                if !self.verify(j, ino, off, buf, entries).is_empty() {
+                let bad = self.verify(j, ino, off, buf, entries);
+                if !bad.is_empty() {
+                    piece.flagged = bad.len() as u64;
                     return;
                 }
                 if let Some((skip, v)) = &piece.bounce {

@@ -14,7 +14,9 @@
 //! thread writes back what still goes through the page cache (checksums,
 //! or everything without `O_DIRECT`) as it goes, and rebuilt files are
 //! synced before a checkpoint is saved and before the member is marked
-//! active, so a resumed run never skips chunks that were lost. Blocks that
+//! active, so a resumed run never skips chunks that were lost. A surviving
+//! member's block that reads bad is rebuilt and rewritten on it as a read
+//! would do (where enough redundancy is left). Blocks that
 //! cannot be rebuilt are written as *poisoned* (a checksum that cannot
 //! match), so they read as EIO later, never as zeros.
 
@@ -410,16 +412,18 @@ fn rebuild_batch(store: &DataStore, slot: usize, ino: u64, b: &mut Batch) -> Res
         let g = &plan.groups[*gi];
         let r = i * chunk..(i + 1) * chunk;
         let pos = g.members.iter().position(|&m| m == slot).unwrap_or(0);
-        let clean = |m: usize| {
-            bad[m].as_ref().is_some_and(|b| {
-                !b.iter()
-                    .any(|&x| x >= i * blocks_per_chunk && x < (i + 1) * blocks_per_chunk)
-            })
-        };
+        let in_chunk = |x: &usize| *x >= i * blocks_per_chunk && *x < (i + 1) * blocks_per_chunk;
+        let clean = |m: usize| bad[m].as_ref().is_some_and(|b| !b.iter().any(in_chunk));
         let missing: Vec<usize> = (0..g.width())
             .filter(|&p| p == pos || !clean(g.members[p]))
             .collect();
-        let fast = missing.len() <= g.tolerance()
+        // A source that serves but read bad here goes the careful way,
+        // which repairs it as a read would (and counts it once).
+        let troubled = missing
+            .iter()
+            .any(|&p| p != pos && store.health.state(g.members[p]).readable());
+        let fast = !troubled
+            && missing.len() <= g.tolerance()
             && match &g.protect {
                 Protect::None => false,
                 Protect::Mirror => match (0..g.width()).find(|p| !missing.contains(p)) {
@@ -452,6 +456,12 @@ fn rebuild_batch(store: &DataStore, slot: usize, ino: u64, b: &mut Batch) -> Res
         }
         // Some source block is bad: the careful path, block by block (and it repairs the sources).
         let scan = store.scan_group(ino, first + i as u64, g, 0, chunk, true);
+        for (p, &m) in g.members.iter().enumerate() {
+            let flagged = bad[m]
+                .as_ref()
+                .map_or(0, |b| b.iter().filter(|x| in_chunk(x)).count());
+            store.count_unrepeated(m, flagged as u64, &scan, p);
+        }
         out[r.clone()].copy_from_slice(&scan.bufs[pos]);
         for &(p, b) in &scan.lost {
             if p == pos {
