@@ -319,8 +319,12 @@ impl Array {
             .filter_map(|(i, m)| m.clone().map(|m| (i, m)))
             .collect();
         let hook_health = health.clone();
-        let hook: crate::meta::journal::FailureHook =
-            Arc::new(move |i, reason| hook_health.mark_failed(i, &format!("metadata: {reason}")));
+        // Every call is a failed metadata write (journal, checkpoint, or
+        // their sync): counted as the member's write error, then failed.
+        let hook: crate::meta::journal::FailureHook = Arc::new(move |i, reason| {
+            hook_health.count_write_error(i);
+            hook_health.mark_failed(i, &format!("metadata: {reason}"));
+        });
         let meta = if opts.read_only {
             Meta::open_read_only(a.sb.array_uuid, a.ns, a.head, hook)
         } else {

@@ -491,6 +491,7 @@ fn a_member_failing_a_journal_write_is_recorded_as_failed() {
     // The operation still succeeds: two members hold it.
     a.mkdir(ROOT_INO, os("after-failure"), 0o755, 0, 0).unwrap();
     assert_eq!(a.health().state(1), MemberState::Failed);
+    assert_eq!(a.health().counters()[1].write_errors, 1);
     assert!(a.status().degraded);
     a.close().unwrap();
     let sb0 = read_superblock(&dirs[0]).unwrap();

@@ -143,6 +143,7 @@ pub fn rebuild(
             {
                 Ok(f) => f,
                 Err(e) => {
+                    store.health.count_write_error(slot);
                     store
                         .health
                         .mark_failed(slot, &format!("rebuild target: {e}"));
