@@ -6,6 +6,7 @@ pub mod create;
 pub mod debug;
 pub mod extract;
 pub mod fail;
+pub mod progress;
 pub mod readonly;
 pub mod remove;
 pub mod remove_spare;

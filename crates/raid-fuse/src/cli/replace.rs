@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use raid_array::ops::{Progress, RebuildOptions};
 
+use super::progress::WorkBar;
 use super::status::{self, Source};
 use super::target;
 use crate::control::protocol::Request;
@@ -43,23 +43,11 @@ pub struct ReplaceArgs {
 /// How often the rebuild's progress is asked for.
 const POLL: Duration = Duration::from_millis(500);
 
-fn bar() -> ProgressBar {
-    let pb = ProgressBar::new(0);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "rebuild {bar:40} {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    pb
-}
-
-struct Local(ProgressBar);
+struct Local(WorkBar);
 
 impl Progress for Local {
     fn update(&self, done: u64, total: u64) {
-        self.0.set_length(total);
-        self.0.set_position(done);
+        self.0.update(done, total);
     }
 }
 
@@ -90,7 +78,7 @@ pub fn run(args: &ReplaceArgs) -> Result<()> {
             let k = target::slot(&st, &args.member)?;
             target::check_own_filesystem(&st, Some(k), &new_dir, args.allow_same_fs)?;
             let array = target::assemble_offline(&members)?;
-            let pb = Local(bar());
+            let pb = Local(WorkBar::new("rebuild"));
             let r = array.replace(
                 k,
                 &new_dir,
@@ -100,7 +88,7 @@ pub fn run(args: &ReplaceArgs) -> Result<()> {
                 },
                 &pb,
             );
-            pb.0.finish_and_clear();
+            pb.0.finish();
             target::close(array)?;
             let rep = r.context("rebuild failed")?;
             if !rep.complete {
@@ -120,7 +108,7 @@ pub fn run(args: &ReplaceArgs) -> Result<()> {
 /// Show the daemon's rebuild of `slot` until it ends; an error unless the
 /// member ends up active.
 pub fn follow(rec: &Record, slot: usize) -> Result<()> {
-    let pb = bar();
+    let pb = WorkBar::new("rebuild");
     let start = Instant::now();
     loop {
         let st = status::live(rec).context("following the rebuild")?;
@@ -131,11 +119,10 @@ pub fn follow(rec: &Record, slot: usize) -> Result<()> {
             .unwrap_or_default();
         match &st.rebuild {
             Some(r) if r.slot == slot => {
-                pb.set_length(r.total_bytes.unwrap_or(0));
-                pb.set_position(r.done_bytes);
+                pb.update(r.done_bytes, r.total_bytes.unwrap_or(0));
             }
             _ if state == "active" => {
-                pb.finish_and_clear();
+                pb.finish();
                 println!(
                     "member {slot} is active: rebuild finished in {:.0?}",
                     start.elapsed()

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use raid_array::ops::{Progress, ScrubOptions};
 
+use super::progress::WorkBar;
 use super::status::Source;
 use super::target::{self, Exit};
 use crate::control::client::Connection;
@@ -41,27 +41,15 @@ pub struct ScrubArgs {
     pub json: bool,
 }
 
-fn bar() -> ProgressBar {
-    let pb = ProgressBar::new(0);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "scrub {bar:40} {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    pb
-}
-
 /// Progress of an offline scrub, and Ctrl-C as a request to stop cleanly.
 struct Local {
-    bar: ProgressBar,
+    bar: WorkBar,
     stop: Arc<AtomicBool>,
 }
 
 impl Progress for Local {
     fn update(&self, done: u64, total: u64) {
-        self.bar.set_length(total);
-        self.bar.set_position(done);
+        self.bar.update(done, total);
     }
     fn should_stop(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
@@ -122,16 +110,15 @@ fn live(rec: &crate::control::record::Record, args: &ScrubArgs) -> Result<ScrubR
             throttle_bytes_per_sec: args.throttle.unwrap_or(0),
         },
     )?;
-    let pb = bar();
+    let pb = WorkBar::new("scrub");
     loop {
         match conn.receive()? {
             Response::Progress { done, total } => {
-                pb.set_length(total);
-                pb.set_position(done);
+                pb.update(done, total);
             }
             Response::Note { message } => pb.println(message),
             Response::ScrubDone { result } => {
-                pb.finish_and_clear();
+                pb.finish();
                 return Ok(result);
             }
             Response::Error { message } => {
@@ -148,14 +135,17 @@ fn offline(members: &[std::path::PathBuf], args: &ScrubArgs) -> Result<ScrubResu
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
         .context("installing the Ctrl-C handler")?;
     let array = target::assemble_offline(members)?;
-    let progress = Local { bar: bar(), stop };
+    let progress = Local {
+        bar: WorkBar::new("scrub"),
+        stop,
+    };
     let opts = ScrubOptions {
         repair: args.repair,
         throttle_bytes_per_sec: args.throttle.unwrap_or(0),
         resume: true,
     };
     let r = array.scrub(opts, &progress);
-    progress.bar.finish_and_clear();
+    progress.bar.finish();
     target::close(array)?;
     let rep = r.context("scrub failed")?;
     let s = raid_array::ScrubSummary::of(&rep, args.repair);
