@@ -98,6 +98,24 @@ pub fn is_mounted(path: &Path) -> bool {
     })
 }
 
+/// The filesystem type and source of the last mount on `path`, from
+/// `/proc/self/mountinfo` (what `findmnt` and `df -T` show).
+pub fn mount_entry(path: &Path) -> Option<(String, String)> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.as_os_str().as_bytes();
+    info.lines().rev().find_map(|l| {
+        let mut fields = l.split(' ');
+        if fields
+            .nth(4)
+            .is_none_or(|mp| unescape_mountinfo(mp).as_slice() != want)
+        {
+            return None;
+        }
+        let mut rest = fields.skip_while(|f| *f != "-").skip(1);
+        Some((rest.next()?.to_string(), rest.next()?.to_string()))
+    })
+}
+
 fn unescape_mountinfo(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -380,7 +398,7 @@ impl TestArray {
     /// Unmount with `umount` and wait for the daemon to exit successfully
     /// (the array closed clean).
     pub fn unmount(&mut self) {
-        let mut child = self.child.take().expect("not mounted");
+        let child = self.child.take().expect("not mounted");
         let start = Instant::now();
         loop {
             let out = run(Command::new("umount").arg(&self.mnt));
@@ -397,16 +415,34 @@ impl TestArray {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        self.expect_clean_exit(child, "after umount");
+    }
+
+    /// Wait for the daemon to exit 0 (`when`: what ended it).
+    fn expect_clean_exit(&self, mut child: Child, when: &str) {
         let status = wait_timeout(&mut child, MOUNT_WAIT).unwrap_or_else(|| {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("daemon did not exit after umount:\n{}", self.log_text())
+            panic!("daemon did not exit {when}:\n{}", self.log_text())
         });
         assert!(
             status.success(),
-            "daemon exited with {status} after umount:\n{}",
+            "daemon exited with {status} {when}:\n{}",
             self.log_text()
         );
+    }
+
+    /// Stop the daemon with SIGTERM (as systemd stops a mount unit): it
+    /// must unmount, close the array and exit 0.
+    pub fn terminate(&mut self) {
+        let child = self.child.take().expect("not mounted");
+        run_ok(
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string()),
+        );
+        self.expect_clean_exit(child, "on SIGTERM");
+        assert!(!is_mounted(&self.mnt), "still mounted after SIGTERM");
     }
 
     /// Unmount and mount again.

@@ -282,8 +282,14 @@ fn daemon_mode_returns_once_mounted_and_umount_closes_clean() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Mounted by the time the helper returns (it waits for the daemon).
+    // Mounted by the time the helper returns (it waits for the daemon),
+    // as a raidfs mount named after the array (what findmnt and df -T show).
     assert!(raidfs_tests::is_mounted(&a.mnt));
+    let name = a.status_json()["name"].as_str().unwrap().to_string();
+    assert_eq!(
+        raidfs_tests::mount_entry(&a.mnt),
+        Some(("fuse.raidfs".to_string(), name))
+    );
     fs::write(a.path("f"), b"daemonized").unwrap();
     run_ok(Command::new("umount").arg(&a.mnt));
     // The daemon closes the array after the kernel lets go: wait for it.
@@ -301,6 +307,12 @@ fn daemon_mode_returns_once_mounted_and_umount_closes_clean() {
     }
     a.mount();
     assert_eq!(fs::read(a.path("f")).unwrap(), b"daemonized");
+    // SIGTERM (systemd stopping the mount) unmounts and closes clean too.
+    fs::write(a.path("g"), b"before SIGTERM").unwrap();
+    a.terminate();
+    assert_eq!(a.status_json()["clean"], true);
+    a.mount();
+    assert_eq!(fs::read(a.path("g")).unwrap(), b"before SIGTERM");
 }
 
 /// Many small overwrites of one file, flushed by the kernel as concurrent

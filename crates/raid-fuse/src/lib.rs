@@ -4,6 +4,7 @@
 //!   onto [`raid_array::Array`].
 //! - [`mount`]: what `mount.raidfs` does, from arguments to a served mount.
 //! - [`options`], [`fstab`], [`spec`]: the mount(8) helper conventions.
+//! - [`kernel_mount`]: the `mount(2)` of type `fuse.raidfs`.
 //! - [`readahead`]: the kernel's read-ahead for the mount.
 //! - [`daemon`]: backgrounding with a readiness report.
 //! - [`control`]: the control socket the admin CLI uses on a live mount.
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod fstab;
+pub mod kernel_mount;
 pub mod metrics;
 pub mod mount;
 pub mod notify;

@@ -205,10 +205,12 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
         std::time::Duration::from_secs(req.options.cache_timeout_secs),
         Arc::clone(&notifier),
     );
-    let config = fuse_config(req, &array.status().name);
-    let mut session = match fuser::Session::new(fs, &req.mountpoint, &config) {
+    let name = array.status().name;
+    let config = fuse_config(req, &name);
+    let opened = open_session(fs, req, &name, &config);
+    let (session, mut unmounter) = match opened {
         Ok(s) => {
-            let _ = notifier.set(s.notifier());
+            let _ = notifier.set(s.0.notifier());
             s
         }
         Err(e) => {
@@ -230,8 +232,8 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
     let control = start_control(&array, &req.mountpoint);
     ready(&Ok(()));
 
-    let mut unmounter = session.unmount_callable();
     let mountpoint = req.mountpoint.clone();
+    let on_error = unmounter.for_cleanup();
     std::thread::spawn(move || {
         let Ok(mut signals) = signal_hook::iterator::Signals::new([
             signal_hook::consts::SIGTERM,
@@ -269,6 +271,10 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
 
     let (notifier, metrics) = start_monitoring(req, &array);
     let served = session.run().context("FUSE session failed");
+    if served.is_err() {
+        // The kernel did not end the session: do not leave a dead mount.
+        on_error.cleanup();
+    }
     // Both hold the array: stopped before it is closed.
     if let Some(m) = metrics {
         m.stop();
@@ -284,6 +290,78 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
     close(array);
     info!("unmounted; array closed clean");
     served
+}
+
+/// How the mount is undone on SIGTERM, by whoever made it.
+enum Unmounter {
+    /// Mounted by `mount(2)` here.
+    Kernel(PathBuf),
+    /// Mounted by fuser (through `fusermount3`).
+    Fuser(fuser::SessionUnmounter),
+}
+
+impl Unmounter {
+    fn unmount(&mut self) -> std::io::Result<()> {
+        match self {
+            Unmounter::Kernel(mp) => crate::kernel_mount::unmount(mp, false),
+            Unmounter::Fuser(u) => u.unmount(),
+        }
+    }
+
+    /// What to detach if the session fails on its own (fuser's own mount
+    /// cleans up after itself).
+    fn for_cleanup(&self) -> Cleanup {
+        match self {
+            Unmounter::Kernel(mp) => Cleanup(Some(mp.clone())),
+            Unmounter::Fuser(_) => Cleanup(None),
+        }
+    }
+}
+
+/// A mount to detach when the session ends in an error.
+struct Cleanup(Option<PathBuf>);
+
+impl Cleanup {
+    fn cleanup(self) {
+        if let Some(mp) = self.0
+            && let Err(e) = crate::kernel_mount::unmount(&mp, true)
+        {
+            warn!(error = %e, mountpoint = %mp.display(), "cannot detach the mount");
+        }
+    }
+}
+
+/// Mount and start the FUSE session: by `mount(2)` with the type
+/// `fuse.raidfs` where allowed (root), else through fuser and
+/// `fusermount3` ([`crate::kernel_mount`]).
+fn open_session(
+    fs: RaidFs,
+    req: &MountRequest,
+    name: &str,
+    config: &Config,
+) -> std::io::Result<(fuser::Session<RaidFs>, Unmounter)> {
+    let km = crate::kernel_mount::KernelMount {
+        source: name,
+        mountpoint: &req.mountpoint,
+        read_only: req.options.read_only,
+        allow_other: config.acl != SessionACL::Owner,
+    };
+    match km.mount()? {
+        crate::kernel_mount::Outcome::Mounted(fd) => {
+            match fuser::Session::from_fd(fs, fd, config.acl, config.clone()) {
+                Ok(s) => Ok((s, Unmounter::Kernel(req.mountpoint.clone()))),
+                Err(e) => {
+                    Cleanup(Some(req.mountpoint.clone())).cleanup();
+                    Err(e)
+                }
+            }
+        }
+        crate::kernel_mount::Outcome::NotPermitted => {
+            let mut s = fuser::Session::new(fs, &req.mountpoint, config)?;
+            let u = s.unmount_callable();
+            Ok((s, Unmounter::Fuser(u)))
+        }
+    }
 }
 
 /// Start the event notifier (always: it logs every health event, and runs
