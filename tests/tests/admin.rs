@@ -592,3 +592,38 @@ fn replace_and_add_spare_refuse_another_members_filesystem_unless_allowed() {
     let st = a.live_status_json();
     assert_eq!(st["spares"].as_array().unwrap().len(), 1, "{st}");
 }
+
+#[test]
+fn status_of_one_member_directory_finds_the_others_and_only_misses_what_is_gone() {
+    let a = TestArray::builder("raid5", 4).create();
+    let raidfs = &raidfs_tests::bins().raidfs;
+    let one = |dir: &std::path::Path| -> Value {
+        let out = run_ok(Command::new(raidfs).arg("status").arg(dir).arg("--json"));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // `raidfs status /mnt/disk1`: the other members are found beside it.
+    let st = one(&a.members[0]);
+    assert_eq!(st["name"], a.name.as_str());
+    assert_eq!(
+        (st["degraded"].clone(), st["failed"].clone()),
+        (false.into(), false.into()),
+        "{st}"
+    );
+    for (i, m) in st["members"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(m["state"], "active", "{st}");
+        assert_eq!(
+            m["path"],
+            a.members[i].display().to_string().as_str(),
+            "{st}"
+        );
+    }
+    // A member moved where nobody looks is missing, and only that one.
+    let away = tempfile::tempdir().unwrap();
+    let moved = away.path().join("moved");
+    fs::rename(&a.members[3], &moved).unwrap();
+    let st = one(&a.members[0]);
+    assert_eq!(st["degraded"], true, "{st}");
+    assert_eq!(st["members"][3]["state"], "missing", "{st}");
+    assert_eq!(st["members"][1]["state"], "active", "{st}");
+    fs::rename(&moved, &a.members[3]).unwrap();
+}

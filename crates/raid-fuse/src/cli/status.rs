@@ -359,6 +359,39 @@ fn slot_state(s: SlotState) -> String {
     }
 }
 
+/// The freshest of the superblocks found.
+fn freshest(found: &[(PathBuf, Superblock)]) -> Option<&Superblock> {
+    found
+        .iter()
+        .map(|(_, sb)| sb)
+        .max_by_key(|sb| (sb.events, sb.journal_seq))
+}
+
+/// Member directories of array `uuid` other than `given`: among the given
+/// directories' siblings and on the mounted filesystems (nothing when the
+/// search fails: the status then shows those members missing).
+fn elsewhere(uuid: [u8; 16], given: &[PathBuf]) -> Vec<PathBuf> {
+    let mut extra: Vec<String> = Vec::new();
+    for parent in given.iter().filter_map(|g| g.parent()) {
+        if let Ok(rd) = std::fs::read_dir(parent) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    extra.push(e.path().display().to_string());
+                }
+            }
+        }
+    }
+    crate::spec::candidates(&extra)
+        .and_then(|c| {
+            raid_array::assemble::find_members(&raid_array::Selector::Uuid(uuid), &c)
+                .map_err(anyhow::Error::from)
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| !given.contains(p))
+        .collect()
+}
+
 /// Status from the freshest superblock among the members found.
 pub fn offline(members: &[PathBuf]) -> Result<StatusJson> {
     let mut found: Vec<(PathBuf, Superblock)> = Vec::new();
@@ -368,10 +401,28 @@ pub fn offline(members: &[PathBuf]) -> Result<StatusJson> {
             Err(e) => tracing::warn!(member = %m.display(), error = %e, "not readable as a member"),
         }
     }
-    let Some((_, fresh)) = found
-        .iter()
-        .max_by_key(|(_, sb)| (sb.events, sb.journal_seq))
-    else {
+    // Given some of the members only (`raidfs status /mnt/disk1`): the
+    // rest are looked for, by the array's UUID, beside the given ones and
+    // on the mounted filesystems, rather than reported missing.
+    let incomplete = freshest(&found).and_then(|sb| {
+        sb.members
+            .iter()
+            .any(|slot| {
+                slot.state != SlotState::Failed
+                    && !found.iter().any(|(_, f)| f.member_uuid == slot.uuid)
+            })
+            .then_some(sb.array_uuid)
+    });
+    if let Some(uuid) = incomplete {
+        for p in elsewhere(uuid, members) {
+            if !found.iter().any(|(q, _)| *q == p)
+                && let Ok(sb) = read_superblock(&p)
+            {
+                found.push((p, sb));
+            }
+        }
+    }
+    let Some(fresh) = freshest(&found) else {
         if let [one] = members
             && !one.exists()
         {
