@@ -627,3 +627,26 @@ fn status_of_one_member_directory_finds_the_others_and_only_misses_what_is_gone(
     assert_eq!(st["members"][1]["state"], "active", "{st}");
     fs::rename(&moved, &a.members[3]).unwrap();
 }
+
+#[test]
+fn a_disk_back_after_a_disconnect_rejoins_by_replace_onto_its_own_directory() {
+    let mut a = TestArray::builder("raid5", 4).create();
+    let all = a.members.clone();
+    // Disk 3 did not come up at mount: started degraded, slot 3 failed.
+    a.members.truncate(3);
+    a.mount();
+    let files = write_files(&a, "while-out", 3, 150_000);
+    // It is back: `raidfs replace NAME 3 DIR` with its own directory.
+    let name = a.name.clone();
+    let dir = all[3].display().to_string();
+    let out = run_ok(&mut a.raidfs(&["replace", &name, "3", &dir]));
+    assert!(stdout(&out).contains("member 3 is active"), "{}", stdout(&out));
+    let st = a.live_status_json();
+    assert_eq!(st["degraded"], false, "{st}");
+    assert_eq!(st["members"][3]["path"], dir.as_str(), "{st}");
+    a.unmount();
+    // Rebuilt whole: without member 0, everything reads back.
+    a.members = all[1..].to_vec();
+    a.mount();
+    verify(&a, &files);
+}

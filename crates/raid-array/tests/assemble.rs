@@ -612,3 +612,67 @@ fn by_name_a_replaced_disk_used_on_its_own_is_not_taken_over_the_new_one() {
     assert_eq!(a.read(f, 0, 2).unwrap(), b"v2");
     a.close().unwrap();
 }
+
+#[test]
+fn a_former_member_back_after_a_disconnect_is_taken_back_by_replace_with_a_full_rebuild() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, "arr");
+    let f = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    a.write(f, 0, &data).unwrap();
+    a.release(f).unwrap();
+    a.close().unwrap();
+    // Member 2's USB disk was unplugged at mount: started degraded, slot 2
+    // recorded failed; a file written meanwhile is missing from it.
+    let a = assemble(&dirs[..2]).unwrap();
+    let g = a.create_file(ROOT_INO, os("g"), 0o644, 0, 0).unwrap().ino;
+    a.write(g, 0, b"written while degraded").unwrap();
+    a.release(g).unwrap();
+    // Refused: a copy of a member in use, and another array's member.
+    let copy = tmp.path().join("copy-of-0");
+    copy_dir(&dirs[0], &copy);
+    let msg = a
+        .replace(2, &copy, Default::default(), &raid_array::ops::NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("member 0 of this array, which is in use"),
+        "{msg}"
+    );
+    std::fs::create_dir(tmp.path().join("other")).unwrap();
+    let other = make_dirs(&tmp.path().join("other"), "o", 3);
+    create(&other, "another").close().unwrap();
+    let msg = a
+        .replace(
+            2,
+            &other[0],
+            Default::default(),
+            &raid_array::ops::NoProgress,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("\"another\""), "{msg}");
+    assert!(
+        other[0].join(".raidfs").exists(),
+        "a refused directory was touched"
+    );
+    // The disk is back: its own directory is taken back and rebuilt whole.
+    let report = a
+        .replace(
+            2,
+            &dirs[2],
+            Default::default(),
+            &raid_array::ops::NoProgress,
+        )
+        .unwrap();
+    assert!(report.complete && report.unrecoverable == 0, "{report:?}");
+    assert!(!a.status().degraded);
+    assert!(!dirs[2].join(".raidfs-discarded").exists());
+    a.close().unwrap();
+    // It serves: without member 0, both files read back whole.
+    let a = assemble(&[dirs[1].clone(), dirs[2].clone()]).unwrap();
+    assert_eq!(a.read(f, 0, 300_000).unwrap(), data);
+    assert_eq!(a.read(g, 0, 100).unwrap(), b"written while degraded");
+    a.close().unwrap();
+}

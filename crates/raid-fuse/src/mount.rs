@@ -177,7 +177,8 @@ fn degraded_warning(st: &raid_array::Status, read_only: bool) -> Option<String> 
     } else if !read_only {
         msg.push_str(&format!(
             ". A member that was missing is now recorded as failed and rejoins only by a \
-             rebuild (`raidfs replace {} SLOT DIR`, or a hot spare)",
+             full rebuild (`raidfs replace {} SLOT DIR`, DIR its own directory once the disk \
+             is back, or a new one; or a hot spare)",
             st.name
         ));
     }

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{Array, Inner, Spare, lock, worker};
-use crate::assemble;
 use crate::create::check_empty;
 use crate::format::superblock::{self, SpareSlot, uuid_string};
 use crate::health::MemberState;
@@ -84,18 +83,9 @@ impl Array {
             .exists(".raidfs")
             .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?;
         if has {
-            let whose = match assemble::read_superblock(path) {
-                Ok(sb) if sb.array_uuid == lock(&i.sb).template.array_uuid => {
-                    "this array (a member or spare it no longer uses: remove its .raidfs to reuse it)"
-                        .to_string()
-                }
-                Ok(sb) => format!("array {:?} ({})", sb.name, uuid_string(&sb.array_uuid)),
-                Err(_) => "an array".to_string(),
-            };
-            return Err(ArrayError::Invalid(format!(
-                "{} already holds a .raidfs directory: it belongs to {whose}",
-                path.display()
-            )));
+            super::worker::discard_former_member(i, path)?;
+        } else {
+            super::worker::clear_interrupted_discard(path)?;
         }
         check_empty("spare", path)?;
         {

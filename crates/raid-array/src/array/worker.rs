@@ -511,14 +511,87 @@ fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Memb
             source: e,
         })?;
         if has {
-            return Err(ArrayError::Invalid(format!(
-                "{} already holds a .raidfs directory: it belongs to an array",
-                path.display()
-            )));
+            discard_former_member(i, path)?;
+        } else {
+            clear_interrupted_discard(path)?;
         }
         check_empty("replacement", path)?;
     }
     Ok((member, resuming))
+}
+
+/// Where a former member's old `.raidfs` goes while it is removed: out of
+/// the way at once (a crash midway leaves no half-removed member that
+/// could assemble), then deleted.
+const DISCARDED: &str = ".raidfs-discarded";
+
+/// A replacement directory that still holds a `.raidfs`: accepted only if
+/// it is a former member of this very array that is no longer in use (the
+/// failed disk itself after a USB disconnect, or a disk replaced earlier),
+/// as `mdadm --add` takes a former member back with a full resync. Its old
+/// contents are discarded. Anything else is refused, naming whose it is.
+pub(super) fn discard_former_member(i: &Inner, path: &Path) -> Result<()> {
+    let ours = lock(&i.sb).template.clone();
+    let refuse = |whose: String| {
+        Err(ArrayError::Invalid(format!(
+            "{} already holds a .raidfs directory: it belongs to {whose}",
+            path.display()
+        )))
+    };
+    let sb = match assemble::read_superblock(path) {
+        Ok(sb) => sb,
+        Err(_) => return refuse("an array (its superblock cannot be read)".into()),
+    };
+    if sb.array_uuid != ours.array_uuid {
+        return refuse(format!(
+            "array {:?} ({})",
+            sb.name,
+            superblock::uuid_string(&sb.array_uuid)
+        ));
+    }
+    if let Some(k) = ours
+        .members
+        .iter()
+        .position(|m| m.uuid == sb.member_uuid)
+        .filter(|&k| i.health.state(k).readable())
+    {
+        return refuse(format!(
+            "member {k} of this array, which is in use (a copy of its directory?)"
+        ));
+    }
+    if ours.spares.iter().any(|s| s.uuid == sb.member_uuid) {
+        return refuse("a hot spare of this array".into());
+    }
+    tracing::info!(
+        path = %path.display(),
+        former_slot = sb.member_index,
+        events = sb.events,
+        "reusing a former member's directory: its old contents are discarded"
+    );
+    let io = |what: &str, e: std::io::Error| {
+        ArrayError::Invalid(format!(
+            "{}: {what} the former member's old contents: {e}",
+            path.display()
+        ))
+    };
+    clear_interrupted_discard(path)?;
+    let discarded = path.join(DISCARDED);
+    std::fs::rename(path.join(".raidfs"), &discarded).map_err(|e| io("moving away", e))?;
+    std::fs::remove_dir_all(&discarded).map_err(|e| io("removing", e))
+}
+
+/// Finish removing what an interrupted [`discard_former_member`] left.
+pub(super) fn clear_interrupted_discard(path: &Path) -> Result<()> {
+    let discarded = path.join(DISCARDED);
+    if std::fs::symlink_metadata(&discarded).is_ok_and(|m| m.is_dir()) {
+        std::fs::remove_dir_all(&discarded).map_err(|e| {
+            ArrayError::Invalid(format!(
+                "{}: removing a former member's old contents: {e}",
+                discarded.display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Put a validated replacement into `slot` (worker lock held): metadata,
