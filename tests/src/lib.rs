@@ -445,6 +445,16 @@ impl TestArray {
         assert!(!is_mounted(&self.mnt), "still mounted after SIGTERM");
     }
 
+    /// Wait for the daemon to exit by itself (whatever its status).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("not mounted");
+        wait_timeout(&mut child, MOUNT_WAIT).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("daemon did not exit:\n{}", self.log_text())
+        })
+    }
+
     /// Unmount and mount again.
     pub fn remount(&mut self) {
         self.unmount();

@@ -640,7 +640,11 @@ fn a_disk_back_after_a_disconnect_rejoins_by_replace_onto_its_own_directory() {
     let name = a.name.clone();
     let dir = all[3].display().to_string();
     let out = run_ok(&mut a.raidfs(&["replace", &name, "3", &dir]));
-    assert!(stdout(&out).contains("member 3 is active"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("member 3 is active"),
+        "{}",
+        stdout(&out)
+    );
     let st = a.live_status_json();
     assert_eq!(st["degraded"], false, "{st}");
     assert_eq!(st["members"][3]["path"], dir.as_str(), "{st}");

@@ -315,6 +315,31 @@ fn daemon_mode_returns_once_mounted_and_umount_closes_clean() {
     assert_eq!(fs::read(a.path("g")).unwrap(), b"before SIGTERM");
 }
 
+/// An aborted FUSE connection (`/sys/fs/fuse/connections/N/abort`, what an
+/// admin does to a hung mount) ends the daemon without leaving a dead
+/// "Transport endpoint is not connected" mount behind.
+#[test]
+fn an_aborted_connection_leaves_no_dead_mount() {
+    let mut a = TestArray::raid5();
+    fs::write(a.path("f"), b"before the abort").unwrap();
+    let ctl = Path::new("/sys/fs/fuse/connections");
+    if fs::read_dir(ctl).map_or(true, |mut d| d.next().is_none()) {
+        // Not mounted yet on this machine (nothing else uses it).
+        let _ = run(Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(ctl));
+    }
+    // The connection's directory is named by the mount's (anonymous, major
+    // 0) device number: its minor.
+    let dev = fs::metadata(&a.mnt).unwrap().dev();
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+    fs::write(ctl.join(minor.to_string()).join("abort"), b"1").unwrap();
+    a.wait_exit();
+    assert!(!raidfs_tests::is_mounted(&a.mnt), "a dead mount was left");
+    a.mount();
+    assert_eq!(fs::read(a.path("f")).unwrap(), b"before the abort");
+}
+
 /// Many small overwrites of one file, flushed by the kernel as concurrent
 /// WRITE requests that share stripes (read-modify-write races on parity),
 /// then the file read back with each member missing in turn, so that every

@@ -85,6 +85,14 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
     rustix::mount::unmount(mountpoint, flags).map_err(std::io::Error::from)
 }
 
+/// The `major:minor` of the last mount on `mountpoint` (its FUSE
+/// connection while it is ours), from `/proc/self/mountinfo`: `stat` of the
+/// mount point would be a request to the daemon itself.
+pub fn device(mountpoint: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    crate::readahead::device_of(&info, mountpoint)
+}
+
 #[cfg(test)]
 mod tests {
     use super::KernelMount;

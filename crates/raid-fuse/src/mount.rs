@@ -272,10 +272,9 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
 
     let (notifier, metrics) = start_monitoring(req, &array);
     let served = session.run().context("FUSE session failed");
-    if served.is_err() {
-        // The kernel did not end the session: do not leave a dead mount.
-        on_error.cleanup();
-    }
+    // Normally the kernel ended the session by unmounting; if not (an
+    // error, an aborted connection), a dead mount is not left behind.
+    on_error.cleanup();
     // Both hold the array: stopped before it is closed.
     if let Some(m) = metrics {
         m.stop();
@@ -295,8 +294,8 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
 
 /// How the mount is undone on SIGTERM, by whoever made it.
 enum Unmounter {
-    /// Mounted by `mount(2)` here.
-    Kernel(PathBuf),
+    /// Mounted by `mount(2)` here; the mount's device, once known.
+    Kernel(PathBuf, Option<String>),
     /// Mounted by fuser (through `fusermount3`).
     Fuser(fuser::SessionUnmounter),
 }
@@ -304,29 +303,37 @@ enum Unmounter {
 impl Unmounter {
     fn unmount(&mut self) -> std::io::Result<()> {
         match self {
-            Unmounter::Kernel(mp) => crate::kernel_mount::unmount(mp, false),
+            Unmounter::Kernel(mp, _) => crate::kernel_mount::unmount(mp, false),
             Unmounter::Fuser(u) => u.unmount(),
         }
     }
 
-    /// What to detach if the session fails on its own (fuser's own mount
-    /// cleans up after itself).
+    /// What to detach if the session ends while the mount is still there
+    /// (fuser's own mount cleans up after itself).
     fn for_cleanup(&self) -> Cleanup {
         match self {
-            Unmounter::Kernel(mp) => Cleanup(Some(mp.clone())),
+            Unmounter::Kernel(mp, Some(dev)) => Cleanup(Some((mp.clone(), Some(dev.clone())))),
+            // Without its device it cannot be told from a mount made since.
+            Unmounter::Kernel(_, None) => Cleanup(None),
             Unmounter::Fuser(_) => Cleanup(None),
         }
     }
 }
 
-/// A mount to detach when the session ends in an error.
-struct Cleanup(Option<PathBuf>);
+/// A mount to detach when the session ends without the kernel having
+/// unmounted it: only while the last mount there is still this one (its
+/// device), never one made there since; without a device, unconditionally
+/// (a mount whose session never started).
+struct Cleanup(Option<(PathBuf, Option<String>)>);
 
 impl Cleanup {
     fn cleanup(self) {
-        if let Some(mp) = self.0
-            && let Err(e) = crate::kernel_mount::unmount(&mp, true)
-        {
+        let Some((mp, dev)) = self.0 else { return };
+        if dev.is_some() && crate::kernel_mount::device(&mp) != dev {
+            return;
+        }
+        warn!(mountpoint = %mp.display(), "the session ended with the mount still in place; detaching it");
+        if let Err(e) = crate::kernel_mount::unmount(&mp, true) {
             warn!(error = %e, mountpoint = %mp.display(), "cannot detach the mount");
         }
     }
@@ -350,9 +357,12 @@ fn open_session(
     match km.mount()? {
         crate::kernel_mount::Outcome::Mounted(fd) => {
             match fuser::Session::from_fd(fs, fd, config.acl, config.clone()) {
-                Ok(s) => Ok((s, Unmounter::Kernel(req.mountpoint.clone()))),
+                Ok(s) => {
+                    let dev = crate::kernel_mount::device(&req.mountpoint);
+                    Ok((s, Unmounter::Kernel(req.mountpoint.clone(), dev)))
+                }
                 Err(e) => {
-                    Cleanup(Some(req.mountpoint.clone())).cleanup();
+                    Cleanup(Some((req.mountpoint.clone(), None))).cleanup();
                     Err(e)
                 }
             }

@@ -33,7 +33,7 @@ pub fn apply(mountpoint: &Path, kib: u64) -> std::io::Result<()> {
 }
 
 /// The `major:minor` of the last mount on `mountpoint` in a mountinfo text.
-fn device_of(mountinfo: &str, mountpoint: &Path) -> Option<String> {
+pub(crate) fn device_of(mountinfo: &str, mountpoint: &Path) -> Option<String> {
     let want = mountpoint.to_str()?;
     mountinfo.lines().rev().find_map(|line| {
         let mut f = line.split(' ');

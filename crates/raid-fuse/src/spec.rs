@@ -35,6 +35,12 @@ const PSEUDO_FS: &[&str] = &[
     "rpc_pipefs",
 ];
 
+/// Network filesystems: never searched for members (a member is a local
+/// disk), and a stale server would hang the search.
+const NETWORK_FS: &[&str] = &[
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "afs", "ncpfs", "coda",
+];
+
 /// What SPEC names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Spec {
@@ -108,7 +114,10 @@ pub fn is_mountpoint(dir: &Path) -> Result<bool> {
 pub fn candidates(extra: &[String]) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = extra.iter().map(PathBuf::from).collect();
     for (mp, fstype) in mounts()? {
-        if PSEUDO_FS.contains(&fstype.as_str()) || fstype.starts_with("fuse") {
+        if PSEUDO_FS.contains(&fstype.as_str())
+            || NETWORK_FS.contains(&fstype.as_str())
+            || fstype.starts_with("fuse")
+        {
             continue;
         }
         out.push(mp.clone());

@@ -259,8 +259,9 @@ struct Batch {
     bad: Vec<Option<Vec<usize>>>,
     /// Aligned, so its write can bypass the page cache.
     out: AlignedBuf,
-    /// Blocks of `out` that could not be rebuilt (zeros, to be poisoned).
-    lost: u64,
+    /// Byte offsets in `out` of the blocks that could not be rebuilt
+    /// (zeros, to be poisoned).
+    lost: Vec<usize>,
 }
 
 /// Rebuild stripes `first..until` of `ino` on `slot`; returns blocks lost.
@@ -403,11 +404,11 @@ fn rebuild_batch(store: &DataStore, slot: usize, ino: u64, b: &mut Batch) -> Res
         bufs,
         bad,
         out,
-        lost: lost_out,
+        lost,
         ..
     } = b;
     let out = out.as_mut_slice();
-    let mut lost = 0;
+    lost.clear();
     let blocks_per_chunk = chunk / BLOCK;
     for (i, (plan, gi)) in plans.iter().enumerate() {
         let g = &plan.groups[*gi];
@@ -418,11 +419,14 @@ fn rebuild_batch(store: &DataStore, slot: usize, ino: u64, b: &mut Batch) -> Res
         let missing: Vec<usize> = (0..g.width())
             .filter(|&p| p == pos || !clean(g.members[p]))
             .collect();
-        // A source that serves but read bad here goes the careful way,
-        // which repairs it as a read would (and counts it once).
-        let troubled = missing
+        // A source whose blocks here failed their checksums goes the
+        // careful way, which repairs them as a read would (and counts them
+        // once). One whose read failed outright was counted already and is
+        // worked around while redundancy allows.
+        let troubled = g
+            .members
             .iter()
-            .any(|&p| p != pos && store.health.state(g.members[p]).readable());
+            .any(|&m| m != slot && bad[m].as_ref().is_some_and(|b| b.iter().any(in_chunk)));
         let fast = !troubled
             && missing.len() <= g.tolerance()
             && match &g.protect {
@@ -466,12 +470,12 @@ fn rebuild_batch(store: &DataStore, slot: usize, ino: u64, b: &mut Batch) -> Res
         out[r.clone()].copy_from_slice(&scan.bufs[pos]);
         for &(p, b) in &scan.lost {
             if p == pos {
-                lost += 1;
-                out[r.start + b * BLOCK..r.start + (b + 1) * BLOCK].fill(0);
+                let at = r.start + b * BLOCK;
+                lost.push(at);
+                out[at..at + BLOCK].fill(0);
             }
         }
     }
-    *lost_out = lost;
     Ok(())
 }
 
@@ -484,10 +488,7 @@ fn write_batch(
     b: &Batch,
     direct: &dyn MemberFile,
 ) -> Result<u64> {
-    let layout = &store.layout;
-    let chunk = layout.chunk as usize;
-    let (first, lost) = (b.first, b.lost);
-    let off = first * layout.chunk;
+    let off = b.first * store.layout.chunk;
     if let Err(e) = store.write_blocks_direct(slot, ino, off, b.out.as_slice(), direct) {
         store.health.count_write_error(slot);
         store
@@ -500,23 +501,12 @@ fn write_batch(
             source: e,
         });
     }
-    if lost > 0 {
-        // Find and poison the lost blocks (rare: recompute which).
-        for (i, (plan, gi)) in b.plans.iter().enumerate() {
-            let g = &plan.groups[*gi];
-            let pos = g.members.iter().position(|&m| m == slot).unwrap_or(0);
-            let scan = store.scan_group(ino, first + i as u64, g, 0, chunk, false);
-            for &(p, b) in &scan.lost {
-                if p == pos {
-                    let boff = off + (i * chunk + b * BLOCK) as u64;
-                    if let Err(e) = store.poison_block(slot, ino, boff) {
-                        warn!(slot, ino, error = %e, "cannot mark lost block");
-                    }
-                }
-            }
+    for &at in &b.lost {
+        if let Err(e) = store.poison_block(slot, ino, off + at as u64) {
+            warn!(slot, ino, error = %e, "cannot mark lost block");
         }
     }
-    Ok(lost)
+    Ok(b.lost.len() as u64)
 }
 
 #[cfg(test)]

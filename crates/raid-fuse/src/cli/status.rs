@@ -372,7 +372,11 @@ fn freshest(found: &[(PathBuf, Superblock)]) -> Option<&Superblock> {
 /// search fails: the status then shows those members missing).
 fn elsewhere(uuid: [u8; 16], given: &[PathBuf]) -> Vec<PathBuf> {
     let mut extra: Vec<String> = Vec::new();
-    for parent in given.iter().filter_map(|g| g.parent()) {
+    let absolute: Vec<PathBuf> = given
+        .iter()
+        .filter_map(|g| std::path::absolute(g).ok())
+        .collect();
+    for parent in absolute.iter().filter_map(|g| g.parent()) {
         if let Ok(rd) = std::fs::read_dir(parent) {
             for e in rd.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -392,8 +396,15 @@ fn elsewhere(uuid: [u8; 16], given: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Status from the freshest superblock among the members found.
+/// Status from the freshest superblock among the given member directories.
 pub fn offline(members: &[PathBuf]) -> Result<StatusJson> {
+    offline_with(members, false)
+}
+
+/// As [`offline`]; with `search`, members not given are looked for (what
+/// `raidfs status DIR` shows; commands that then assemble the given
+/// directories resolve slots against those alone).
+fn offline_with(members: &[PathBuf], search: bool) -> Result<StatusJson> {
     let mut found: Vec<(PathBuf, Superblock)> = Vec::new();
     for m in members {
         match read_superblock(m) {
@@ -413,7 +424,7 @@ pub fn offline(members: &[PathBuf]) -> Result<StatusJson> {
             })
             .then_some(sb.array_uuid)
     });
-    if let Some(uuid) = incomplete {
+    if let Some(uuid) = incomplete.filter(|_| search) {
         for p in elsewhere(uuid, members) {
             if !found.iter().any(|(q, _)| *q == p)
                 && let Ok(sb) = read_superblock(&p)
@@ -569,11 +580,11 @@ pub fn get(spec: &[String]) -> Result<StatusJson> {
             // daemon has removed its record, so the members answer.
             Err(_) if !still_mounted(&rec) => match resolve(spec)? {
                 Source::Live(again) => live(&again),
-                Source::Offline(members) => offline(&members),
+                Source::Offline(members) => offline_with(&members, true),
             },
             Err(e) => Err(e),
         },
-        Source::Offline(members) => offline(&members),
+        Source::Offline(members) => offline_with(&members, true),
     }
 }
 
