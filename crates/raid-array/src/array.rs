@@ -1483,13 +1483,19 @@ fn write_superblocks(
         s.member_index = k as u32;
         s.member_uuid = s.members[k].uuid;
         let res = s.encode().and_then(|bytes| {
-            m.write_atomic(superblock::PATH, &bytes)
-                .map_err(|e| ArrayError::MemberIo {
+            m.write_atomic(superblock::PATH, &bytes).map_err(|e| {
+                // Counted, but the member stays: its copy lags behind (the
+                // next write tries again, assembly catches a lagging
+                // superblock up), as a transient error on a small atomic
+                // rewrite should not cost a whole rebuild.
+                health.count_write_error(k);
+                ArrayError::MemberIo {
                     member: k,
                     path: m.describe(),
                     context: "write superblock".into(),
                     source: e,
-                })
+                }
+            })
         });
         match res {
             Ok(()) => written += 1,

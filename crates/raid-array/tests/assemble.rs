@@ -676,3 +676,43 @@ fn a_former_member_back_after_a_disconnect_is_taken_back_by_replace_with_a_full_
     assert_eq!(a.read(g, 0, 100).unwrap(), b"written while degraded");
     a.close().unwrap();
 }
+
+#[test]
+fn a_member_failing_its_superblock_write_is_counted_and_caught_up_at_the_next_assembly() {
+    use raid_array::assemble::open_dir;
+    use raid_array::member::Member;
+    use raid_array::member::faulty::{Fault, FaultyMember, Op};
+    use std::sync::{Arc, Mutex};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    create(&dirs, "arr").close().unwrap();
+    let faulty: Mutex<Vec<Arc<FaultyMember>>> = Mutex::new(Vec::new());
+    let open = |p: &Path| -> std::io::Result<Arc<dyn Member>> {
+        let f = Arc::new(FaultyMember::new(open_dir(p)?));
+        faulty.lock().unwrap().push(f.clone());
+        Ok(f)
+    };
+    let a = Array::assemble_with(&AssembleOptions::new(dirs.clone()), &open).unwrap();
+    a.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).unwrap();
+    faulty.lock().unwrap()[1].inject(Fault::eio(Op::WriteAtomic, "superblock"));
+    // Closing writes the superblocks: member 1's write fails, is counted,
+    // and leaves its copy behind; the member is not failed for it.
+    let health = a.health().clone();
+    a.close().unwrap();
+    assert_eq!(health.counters()[1].write_errors, 1);
+    assert_eq!(health.state(1), MemberState::Active);
+    let (sb0, sb1) = (
+        read_superblock(&dirs[0]).unwrap(),
+        read_superblock(&dirs[1]).unwrap(),
+    );
+    assert!(sb1.events < sb0.events, "{} {}", sb1.events, sb0.events);
+    let a = assemble(&dirs).unwrap();
+    assert_eq!(a.health().state(1), MemberState::Active);
+    assert!(a.lookup(ROOT_INO, os("d")).is_ok());
+    a.close().unwrap();
+    assert_eq!(
+        read_superblock(&dirs[1]).unwrap().events,
+        read_superblock(&dirs[0]).unwrap().events
+    );
+}
