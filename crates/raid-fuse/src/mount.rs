@@ -95,7 +95,10 @@ pub fn assemble(req: &MountRequest) -> Result<Array> {
     Ok(array)
 }
 
-/// FUSE session configuration for these options.
+/// FUSE session configuration for these options. As root the mount itself
+/// is made by [`crate::kernel_mount`], which sets the same kernel options
+/// (read-only, nodev, nosuid, default_permissions, allow_other): a mount
+/// option added here must be added there too.
 pub fn fuse_config(req: &MountRequest, array_name: &str) -> Config {
     let o = &req.options;
     let mut mount_options = vec![
