@@ -109,10 +109,13 @@ pub fn is_mountpoint(dir: &Path) -> Result<bool> {
     Ok(mounts()?.iter().any(|(m, _)| *m == dir))
 }
 
-/// Directories that may hold members: `extra`, then every real mounted
-/// filesystem's root and its subdirectories.
+/// Directories that may hold members: each of `extra` and every real
+/// mounted filesystem's root, with their immediate subdirectories.
 pub fn candidates(extra: &[String]) -> Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = extra.iter().map(PathBuf::from).collect();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for dir in extra.iter().map(PathBuf::from) {
+        with_subdirs(dir, &mut out);
+    }
     for (mp, fstype) in mounts()? {
         if PSEUDO_FS.contains(&fstype.as_str())
             || NETWORK_FS.contains(&fstype.as_str())
@@ -120,18 +123,23 @@ pub fn candidates(extra: &[String]) -> Result<Vec<PathBuf>> {
         {
             continue;
         }
-        out.push(mp.clone());
-        if let Ok(rd) = std::fs::read_dir(&mp) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    out.push(e.path());
-                }
-            }
-        }
+        with_subdirs(mp, &mut out);
     }
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// `dir` and its immediate subdirectories.
+fn with_subdirs(dir: PathBuf, out: &mut Vec<PathBuf>) {
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(e.path());
+            }
+        }
+    }
+    out.push(dir);
 }
 
 /// The member directories SPEC stands for.
@@ -159,6 +167,16 @@ pub fn resolve(spec: &Spec, extra_candidates: &[String]) -> Result<Vec<PathBuf>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_directories_are_searched_with_their_subdirectories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = tmp.path().join("disk1");
+        std::fs::create_dir_all(disk.join("array")).unwrap();
+        let c = candidates(&[disk.display().to_string()]).unwrap();
+        assert!(c.contains(&disk), "{c:?}");
+        assert!(c.contains(&disk.join("array")), "{c:?}");
+    }
 
     #[test]
     fn member_lists_names_and_uuids() {
