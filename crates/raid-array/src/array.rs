@@ -676,23 +676,43 @@ impl Array {
                 r => r?,
             }
         }
-        let op = Op::SetAttr {
-            ino,
-            mode,
-            uid: set.uid,
-            gid: set.gid,
-            size: set.size,
-            atime: set.atime.map(|t| time_ns(t, now)),
-            mtime: set.mtime.map(|t| time_ns(t, now)),
-            ctime: now,
+        // With an access ACL, the mode and the ACL that follows it change
+        // in one record; the other attributes in their own.
+        let acl = match mode {
+            Some(m) => self.acl_after_chmod(ino, m)?,
+            None => None,
         };
-        let (mut seq, _) = self.inner.meta.apply(&op)?;
-        if let Some(m) = mode
-            && let Some(s) = self.chmod_access_acl(ino, m, now)?
-        {
-            seq = s;
+        let others = set.uid.is_some()
+            || set.gid.is_some()
+            || set.size.is_some()
+            || set.atime.is_some()
+            || set.mtime.is_some();
+        let mut seq = None;
+        if acl.is_none() || others {
+            let op = Op::SetAttr {
+                ino,
+                mode: if acl.is_some() { None } else { mode },
+                uid: set.uid,
+                gid: set.gid,
+                size: set.size,
+                atime: set.atime.map(|t| time_ns(t, now)),
+                mtime: set.mtime.map(|t| time_ns(t, now)),
+                ctime: now,
+            };
+            seq = Some(self.inner.meta.apply(&op)?.0);
         }
-        self.settle(seq)?;
+        if let (Some(mode), Some(acl)) = (mode, acl) {
+            let op = Op::SetModeAcl {
+                ino,
+                mode,
+                acl,
+                time: now,
+            };
+            seq = Some(self.inner.meta.apply(&op)?.0);
+        }
+        if let Some(seq) = seq {
+            self.settle(seq)?;
+        }
         self.attr_of(ino)
     }
 
@@ -1203,51 +1223,26 @@ impl Array {
             (i.mode, stored)
         };
         let new_mode = (mode & 0o7000) | a.mode_bits();
-        let time = now_ns();
-        let mut last = None;
-        if new_mode != mode & 0o7777 {
-            let op = Op::SetAttr {
-                ino,
-                mode: Some(new_mode),
-                uid: None,
-                gid: None,
-                size: None,
-                atime: None,
-                mtime: None,
-                ctime: time,
-            };
-            last = Some(self.inner.meta.apply(&op)?.0);
+        // A mode-only ACL is not stored: the mode says it all.
+        let acl = (!a.is_mode_only()).then(|| a.encode());
+        if new_mode == mode & 0o7777 && acl.is_none() && !stored {
+            return Ok(());
         }
-        let op = if !a.is_mode_only() {
-            Some(Op::SetXattr {
-                ino,
-                name: acl::ACCESS_XATTR.to_vec(),
-                value: a.encode(),
-                flags: 0,
-                time,
-            })
-        } else if stored {
-            Some(Op::RemoveXattr {
-                ino,
-                name: acl::ACCESS_XATTR.to_vec(),
-                time,
-            })
-        } else {
-            None
+        let op = Op::SetModeAcl {
+            ino,
+            mode: new_mode,
+            acl,
+            time: now_ns(),
         };
-        if let Some(op) = op {
-            last = Some(self.inner.meta.apply(&op)?.0);
-        }
-        match last {
-            Some(seq) => self.settle(seq),
-            None => Ok(()),
-        }
+        let (seq, _) = self.inner.meta.apply(&op)?;
+        self.settle(seq)
     }
 
-    /// After a mode change, the stored access ACL (if any) takes the new
-    /// owner, mask and other bits, as `posix_acl_chmod` (caller holds the
-    /// inode lock). Returns the journal sequence of the change.
-    fn chmod_access_acl(&self, ino: u64, mode: u32, time: i64) -> Result<Option<u64>> {
+    /// After a mode change to `mode`, the stored access ACL (if any) takes
+    /// the new owner, mask and other bits, as `posix_acl_chmod` (caller
+    /// holds the inode lock): `Some(acl)` to record with the mode (`None`
+    /// inside: remove it), `None` when there is no ACL to change.
+    fn acl_after_chmod(&self, ino: u64, mode: u32) -> Result<Option<Option<Vec<u8>>>> {
         let current = {
             let ns = self.inner.meta.read();
             let i = ns.get(ino)?;
@@ -1264,28 +1259,13 @@ impl Array {
             // Stored before ACLs were understood and not valid: left alone.
             return Ok(None);
         };
-        let op = if a.is_mode_only() {
+        if a.is_mode_only() {
             // Says no more than the mode (stored before ACLs were
             // understood): the mode alone stands, as on ext4.
-            Op::RemoveXattr {
-                ino,
-                name: acl::ACCESS_XATTR.to_vec(),
-                time,
-            }
-        } else {
-            let updated = a.with_mode(mode).encode();
-            if updated == bytes {
-                return Ok(None);
-            }
-            Op::SetXattr {
-                ino,
-                name: acl::ACCESS_XATTR.to_vec(),
-                value: updated,
-                flags: 0,
-                time,
-            }
-        };
-        Ok(Some(self.inner.meta.apply(&op)?.0))
+            return Ok(Some(None));
+        }
+        let updated = a.with_mode(mode).encode();
+        Ok((updated != bytes).then_some(Some(updated)))
     }
 
     pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {

@@ -840,3 +840,83 @@ fn shards_no_inode_owns_are_removed_after_an_unclean_stop() {
     assert_eq!(a.read(ino, 0, 40_000).unwrap(), vec![5u8; 30_000]);
     a.close().unwrap();
 }
+
+/// An access ACL as `setfacl` sends it: owner `rw-`, user 1000 `rw-`,
+/// group `r--`, mask `rw-`, other `r--`.
+fn acl_with_named_user() -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x02, 6, 1000),
+        (0x04, 4, u32::MAX),
+        (0x10, 6, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// Cut the last record off every member's journal: a crash that tore the
+/// last append.
+fn tear_last_record(f: &Fixture) {
+    use raid_array::format::journal::{HEADER_LEN, decode_record};
+    for d in &f.dirs {
+        for seg in meta_files(d).iter().filter(|n| n.starts_with("journal-")) {
+            let p = d.join(".raidfs/meta").join(seg);
+            let buf = std::fs::read(&p).unwrap();
+            let (mut pos, mut last) = (HEADER_LEN, None);
+            while let Some(r) = decode_record(&buf, pos) {
+                last = Some(pos);
+                pos = r.end;
+            }
+            if let Some(at) = last {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .unwrap()
+                    .set_len(at as u64)
+                    .unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn mode_and_access_acl_change_together_or_not_at_all() {
+    let acl_name = os("system.posix_acl_access");
+    let (f, a) = fixture(2, Level::Raid1);
+    let x = a.create_file(ROOT_INO, os("x"), 0o644, 0, 0).unwrap().ino;
+    a.fsync(x, false).unwrap();
+    // setfacl: the mode's group bits become the mask (rw-): one change.
+    a.setxattr(x, acl_name, &acl_with_named_user(), 0).unwrap();
+    assert_eq!(a.getattr(x).unwrap().perm, 0o664);
+    drop(a);
+    tear_last_record(&f);
+    let a = reopen(&f);
+    assert_eq!(
+        a.getattr(x).unwrap().perm,
+        0o644,
+        "mode kept without its ACL"
+    );
+    assert!(
+        a.getxattr(x, acl_name).is_err(),
+        "ACL kept without its mode"
+    );
+    // Applied whole, then chmod 600: the mask follows the group bits.
+    a.setxattr(x, acl_name, &acl_with_named_user(), 0).unwrap();
+    a.fsync(x, false).unwrap();
+    let set = raid_array::SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    a.setattr(x, &set).unwrap();
+    drop(a);
+    tear_last_record(&f);
+    let a = reopen(&f);
+    assert_eq!(a.getattr(x).unwrap().perm, 0o664, "chmod torn in half");
+    assert_eq!(a.getxattr(x, acl_name).unwrap(), acl_with_named_user());
+    a.close().unwrap();
+}

@@ -6,7 +6,7 @@
 //! ```text
 //!  0  8  magic "RAIDFSJL"
 //!  8  2  major version (1)
-//! 10  2  minor version (0)
+//! 10  2  minor version (1: may hold `SetModeAcl` records)
 //! 12  4  header length (48)
 //! 16 16  array UUID
 //! 32  8  sequence number of the first record in this segment
@@ -30,7 +30,7 @@ use crate::{ArrayError, Result};
 
 pub const MAGIC: [u8; 8] = *b"RAIDFSJL";
 pub const MAJOR: u16 = 1;
-pub const MINOR: u16 = 0;
+pub const MINOR: u16 = 1;
 pub const HEADER_LEN: usize = 48;
 pub const RECORD_HEADER_LEN: usize = 16;
 /// Largest payload a record may carry (a guard against garbage lengths).

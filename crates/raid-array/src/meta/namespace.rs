@@ -388,6 +388,30 @@ impl Namespace {
                 }
                 i.ctime = *time;
             }
+            Op::SetModeAcl {
+                ino,
+                mode,
+                acl,
+                time,
+            } => {
+                let i = self.get_mut(*ino)?;
+                i.mode = (i.mode & S_IFMT) | (mode & 0o7777);
+                let name = crate::acl::ACCESS_XATTR;
+                let x = i.xattrs.get_or_insert_with(Default::default);
+                let at = x.binary_search_by(|(n, _)| (**n).cmp(name));
+                match (at, acl) {
+                    (Ok(pos), Some(v)) => x[pos].1 = v.as_slice().into(),
+                    (Err(pos), Some(v)) => x.insert(pos, (name.into(), v.as_slice().into())),
+                    (Ok(pos), None) => {
+                        x.remove(pos);
+                    }
+                    (Err(_), None) => {}
+                }
+                if x.is_empty() {
+                    i.xattrs = None;
+                }
+                i.ctime = *time;
+            }
             Op::Free { ino } => {
                 let i = self.get(*ino)?;
                 if i.nlink != 0 {

@@ -107,4 +107,14 @@ pub enum Op {
     Free {
         ino: u64,
     },
+    /// The permission bits and the access ACL that goes with them, in one
+    /// record (`setfacl`, `chmod` of a file that has an ACL), so that a
+    /// crash keeps both or neither. `acl`: the ACL to store, or `None` for
+    /// none (a stored one is removed). Journal minor 1.
+    SetModeAcl {
+        ino: u64,
+        mode: u32,
+        acl: Option<Vec<u8>>,
+        time: i64,
+    },
 }
