@@ -56,8 +56,15 @@ impl Array {
             if m.as_ref()
                 .is_some_and(|m| same_dir(Path::new(&m.describe()), id))
             {
+                let hint = if i.health.state(k).readable() {
+                    String::new()
+                } else {
+                    format!(
+                        ", which has failed: rebuild onto it with `raidfs replace ARRAY {k} DIR`"
+                    )
+                };
                 return Err(ArrayError::Invalid(format!(
-                    "{} is already member {k} of this array",
+                    "{} is already member {k} of this array{hint}",
                     path.display()
                 )));
             }
