@@ -168,11 +168,11 @@ fn report(r: &ScrubResult, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "scrub{} {}: {} files, {} bytes checked",
+        "scrub{} {}: {} files, {} checked",
         if r.repair { " --repair" } else { "" },
         if r.complete { "finished" } else { "stopped" },
         r.files,
-        r.bytes
+        super::status::human_bytes(r.bytes)
     );
     println!("  checksum mismatches:  {}", r.mismatches);
     println!("  parity mismatches:    {}", r.redundancy_mismatches);
