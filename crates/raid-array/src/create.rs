@@ -78,11 +78,23 @@ pub fn check_name(name: &str) -> Result<()> {
 /// (what a fresh ext4 has): creating an array there would bury the files in
 /// a directory the array owns, and most likely the wrong directory was named.
 pub(crate) fn check_empty(what: &str, path: &std::path::Path) -> Result<()> {
+    check_empty_except(what, path, &[])
+}
+
+/// As [`check_empty`], ignoring the entries named in `except`.
+pub(crate) fn check_empty_except(
+    what: &str,
+    path: &std::path::Path,
+    except: &[&str],
+) -> Result<()> {
     let io = |e: std::io::Error| ArrayError::Invalid(format!("{what} ({}): {e}", path.display()));
     let mut held = Vec::new();
     for entry in std::fs::read_dir(path).map_err(io)? {
         let entry = entry.map_err(io)?;
         let name = entry.file_name();
+        if except.iter().any(|e| name == *e) {
+            continue;
+        }
         if name == "lost+found" && entry.file_type().map_err(io)?.is_dir() {
             let empty = std::fs::read_dir(entry.path())
                 .map_err(io)?

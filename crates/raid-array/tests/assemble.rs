@@ -657,6 +657,15 @@ fn a_former_member_back_after_a_disconnect_is_taken_back_by_replace_with_a_full_
         other[0].join(".raidfs").exists(),
         "a refused directory was touched"
     );
+    // Anything else beside its .raidfs: refused before anything is removed.
+    std::fs::write(dirs[2].join("stray.txt"), b"x").unwrap();
+    let msg = a
+        .replace(2, &dirs[2], Default::default(), &raid_array::ops::NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("stray.txt"), "{msg}");
+    assert!(dirs[2].join(".raidfs/superblock").exists());
+    std::fs::remove_file(dirs[2].join("stray.txt")).unwrap();
     // The disk is back: its own directory is taken back and rebuilt whole.
     let report = a
         .replace(

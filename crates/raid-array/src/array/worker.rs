@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 
 use super::{Array, Inner, Spare, lock};
 use crate::assemble;
-use crate::create::check_empty;
+use crate::create::{check_empty, check_empty_except};
 use crate::format::superblock;
 use crate::health::MemberState;
 use crate::member::{DirMember, Member};
@@ -358,6 +358,11 @@ impl Array {
     ) -> Result<RebuildReport> {
         self.writable()?;
         let i = &self.inner;
+        // Refused before validation, which may discard a former member's
+        // old contents.
+        if lock(&i.worker).busy {
+            return Err(busy_error());
+        }
         let (member, resuming) = validate_replace(i, slot, path)?;
         {
             let mut w = lock(&i.worker);
@@ -574,6 +579,9 @@ pub(super) fn discard_former_member(i: &Inner, path: &Path) -> Result<()> {
             path.display()
         ))
     };
+    // Nothing else may be there: the checks after this one must not find
+    // a reason to refuse once the old contents are gone.
+    check_empty_except("replacement", path, &[".raidfs", DISCARDED])?;
     clear_interrupted_discard(path)?;
     let discarded = path.join(DISCARDED);
     std::fs::rename(path.join(".raidfs"), &discarded).map_err(|e| io("moving away", e))?;
