@@ -660,7 +660,12 @@ fn a_former_member_back_after_a_disconnect_is_taken_back_by_replace_with_a_full_
     // Anything else beside its .raidfs: refused before anything is removed.
     std::fs::write(dirs[2].join("stray.txt"), b"x").unwrap();
     let msg = a
-        .replace(2, &dirs[2], Default::default(), &raid_array::ops::NoProgress)
+        .replace(
+            2,
+            &dirs[2],
+            Default::default(),
+            &raid_array::ops::NoProgress,
+        )
         .unwrap_err()
         .to_string();
     assert!(msg.contains("stray.txt"), "{msg}");
@@ -709,7 +714,13 @@ fn a_member_failing_its_superblock_write_is_counted_and_caught_up_at_the_next_as
     // and leaves its copy behind; the member is not failed for it.
     let health = a.health().clone();
     a.close().unwrap();
-    assert_eq!(health.counters()[1].write_errors, 1);
+    // At least the closing write (the dirty mark after the mkdir may be
+    // written late and fail too).
+    assert!(
+        health.counters()[1].write_errors >= 1,
+        "{:?}",
+        health.counters()
+    );
     assert_eq!(health.state(1), MemberState::Active);
     let (sb0, sb1) = (
         read_superblock(&dirs[0]).unwrap(),
@@ -724,4 +735,56 @@ fn a_member_failing_its_superblock_write_is_counted_and_caught_up_at_the_next_as
         read_superblock(&dirs[1]).unwrap().events,
         read_superblock(&dirs[0]).unwrap().events
     );
+}
+
+#[test]
+fn a_member_failed_while_running_is_taken_back_but_one_used_on_its_own_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    create(&dirs, "arr").close().unwrap();
+    let old_1 = tmp.path().join("old-copy-of-1");
+    copy_dir(&dirs[1], &old_1);
+    // `raidfs fail 2` on a running array, then replace onto the same,
+    // still open, directory: its lock moves to the new handle.
+    let a = assemble(&dirs).unwrap();
+    a.fail(2).unwrap();
+    let f = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
+    a.write(f, 0, b"while 2 was out").unwrap();
+    a.release(f).unwrap();
+    let r = a
+        .replace(
+            2,
+            &dirs[2],
+            Default::default(),
+            &raid_array::ops::NoProgress,
+        )
+        .unwrap();
+    assert!(r.complete && r.unrecoverable == 0, "{r:?}");
+    a.fail(2).unwrap();
+    a.close().unwrap();
+    // Member 2 is then started with an old copy of member 1, without
+    // member 0, and written to: it holds changes the array lacks.
+    let mut opts = AssembleOptions::new(vec![old_1.clone(), dirs[2].clone()]);
+    opts.force = true;
+    let split = Array::assemble(&opts).unwrap();
+    split
+        .mkdir(ROOT_INO, os("only-on-the-split"), 0o755, 0, 0)
+        .unwrap();
+    split.close().unwrap();
+    let a = assemble(&dirs[..2]).unwrap();
+    let msg = a
+        .replace(
+            2,
+            &dirs[2],
+            Default::default(),
+            &raid_array::ops::NoProgress,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("used without member 0"), "{msg}");
+    assert!(
+        dirs[2].join(".raidfs/superblock").exists(),
+        "it was touched"
+    );
+    a.close().unwrap();
 }

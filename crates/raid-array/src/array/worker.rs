@@ -366,7 +366,7 @@ impl Array {
         let (member, resuming) = validate_replace(i, slot, path)?;
         {
             let mut w = lock(&i.worker);
-            if w.busy {
+            if w.busy || !still_as_validated(i, slot, resuming) {
                 return Err(busy_error());
             }
             prepare_replace(i, slot, &member, resuming)?;
@@ -395,11 +395,17 @@ impl Array {
         if i.stopping.load(Ordering::SeqCst) {
             return Err(ArrayError::Invalid("the array is closing".into()));
         }
-        let mut w = lock(&i.worker);
-        if w.busy {
+        if lock(&i.worker).busy {
             return Err(busy_error());
         }
+        // Outside the worker lock: taking back a former member removes its
+        // old contents, which may take long, and the failure listener
+        // needs that lock meanwhile.
         let (member, resuming) = validate_replace(i, slot, path)?;
+        let mut w = lock(&i.worker);
+        if w.busy || !still_as_validated(i, slot, resuming) {
+            return Err(busy_error());
+        }
         if let Some(h) = w.handle.take()
             && let Some(r) = join(h)
         {
@@ -438,6 +444,13 @@ impl Array {
     }
 }
 
+/// Whether `slot` is still as [`validate_replace`] found it (a spare may
+/// have taken it over since), checked again under the worker lock.
+fn still_as_validated(i: &Inner, slot: usize, resuming: bool) -> bool {
+    let st = i.health.state(slot);
+    !st.readable() && matches!(st, MemberState::Rebuilding { .. }) == resuming
+}
+
 /// Check a replace of `slot` by `path`; returns the opened member and
 /// whether it resumes an interrupted rebuild onto the same directory.
 fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Member>, bool)> {
@@ -463,6 +476,8 @@ fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Memb
             path.display()
         )));
     }
+    // The failed member's own directory, still open since it failed.
+    let mut own = false;
     for (k, m) in i.members().iter().enumerate() {
         let Some(m) = m else { continue };
         let same = std::fs::metadata(m.describe())
@@ -473,6 +488,7 @@ fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Memb
                 path.display()
             )));
         }
+        own |= same;
     }
     for s in lock(&i.spares).iter() {
         let same =
@@ -488,7 +504,9 @@ fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Memb
         .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?;
     let member: Arc<dyn Member> = Arc::new(dir);
     let resuming = matches!(state, MemberState::Rebuilding { .. });
-    if resuming && let Some(old) = &i.members()[slot] {
+    if (resuming || own)
+        && let Some(old) = &i.members()[slot]
+    {
         // The same directory, opened at assembly: its lock moves to the new handle.
         old.unlock();
     }
@@ -518,6 +536,7 @@ fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Memb
         if has {
             discard_former_member(i, path)?;
         } else {
+            check_empty_except("replacement", path, &[DISCARDED])?;
             clear_interrupted_discard(path)?;
         }
         check_empty("replacement", path)?;
@@ -528,7 +547,7 @@ fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Memb
 /// Where a former member's old `.raidfs` goes while it is removed: out of
 /// the way at once (a crash midway leaves no half-removed member that
 /// could assemble), then deleted.
-const DISCARDED: &str = ".raidfs-discarded";
+pub(super) const DISCARDED: &str = ".raidfs-discarded";
 
 /// A replacement directory that still holds a `.raidfs`: accepted only if
 /// it is a former member of this very array that is no longer in use (the
@@ -558,10 +577,27 @@ pub(super) fn discard_former_member(i: &Inner, path: &Path) -> Result<()> {
         .members
         .iter()
         .position(|m| m.uuid == sb.member_uuid)
-        .filter(|&k| i.health.state(k).readable())
+        .filter(|&k| i.health.state(k).writable())
     {
         return refuse(format!(
             "member {k} of this array, which is in use (a copy of its directory?)"
+        ));
+    }
+    // Used on its own since it left (split brain): its superblock records
+    // as failed a member that serves the array now, so it holds changes the
+    // array does not have. Not discarded silently.
+    if let Some(k) = sb.members.iter().position(|m| {
+        m.state == superblock::SlotState::Failed
+            && ours
+                .members
+                .iter()
+                .enumerate()
+                .any(|(k, o)| o.uuid == m.uuid && i.health.state(k).readable())
+    }) {
+        return refuse(format!(
+            "a former member of this array that was used without member {k} since it left, \
+             so it may hold changes the array does not have; copy off what you need, then \
+             remove its .raidfs to reuse it"
         ));
     }
     if ours.spares.iter().any(|s| s.uuid == sb.member_uuid) {
