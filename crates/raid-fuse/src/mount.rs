@@ -312,33 +312,36 @@ impl Unmounter {
     }
 
     /// What to detach if the session ends while the mount is still there
-    /// (fuser's own mount cleans up after itself).
+    /// (fuser's own mount cleans up after itself; without its device, a
+    /// mount cannot be told from one made there since).
     fn for_cleanup(&self) -> Cleanup {
         match self {
-            Unmounter::Kernel(mp, Some(dev)) => Cleanup(Some((mp.clone(), Some(dev.clone())))),
-            // Without its device it cannot be told from a mount made since.
-            Unmounter::Kernel(_, None) => Cleanup(None),
-            Unmounter::Fuser(_) => Cleanup(None),
+            Unmounter::Kernel(mp, Some(dev)) => Cleanup(Some((mp.clone(), dev.clone()))),
+            Unmounter::Kernel(_, None) | Unmounter::Fuser(_) => Cleanup(None),
         }
     }
 }
 
 /// A mount to detach when the session ends without the kernel having
 /// unmounted it: only while the last mount there is still this one (its
-/// device), never one made there since; without a device, unconditionally
-/// (a mount whose session never started).
-struct Cleanup(Option<(PathBuf, Option<String>)>);
+/// device), never one made there since.
+struct Cleanup(Option<(PathBuf, String)>);
 
 impl Cleanup {
     fn cleanup(self) {
         let Some((mp, dev)) = self.0 else { return };
-        if dev.is_some() && crate::kernel_mount::device(&mp) != dev {
+        if crate::kernel_mount::device(&mp).as_ref() != Some(&dev) {
             return;
         }
         warn!(mountpoint = %mp.display(), "the session ended with the mount still in place; detaching it");
-        if let Err(e) = crate::kernel_mount::unmount(&mp, true) {
-            warn!(error = %e, mountpoint = %mp.display(), "cannot detach the mount");
-        }
+        detach(&mp);
+    }
+}
+
+/// Detach the mount on `mp` (lazily: files may still be open on it).
+fn detach(mp: &Path) {
+    if let Err(e) = crate::kernel_mount::unmount(mp, true) {
+        warn!(error = %e, mountpoint = %mp.display(), "cannot detach the mount");
     }
 }
 
@@ -365,7 +368,8 @@ fn open_session(
                     Ok((s, Unmounter::Kernel(req.mountpoint.clone(), dev)))
                 }
                 Err(e) => {
-                    Cleanup(Some((req.mountpoint.clone(), None))).cleanup();
+                    // Mounted, but no session serves it.
+                    detach(&req.mountpoint);
                     Err(e)
                 }
             }

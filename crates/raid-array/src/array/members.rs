@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{Array, Inner, Spare, lock, worker};
-use crate::create::{check_empty, check_empty_except};
 use crate::format::superblock::{self, SpareSlot, uuid_string};
 use crate::health::MemberState;
 use crate::member::{DirMember, Member};
@@ -98,13 +97,7 @@ impl Array {
         let has = member
             .exists(".raidfs")
             .map_err(|e| ArrayError::Invalid(format!("{}: {e}", path.display())))?;
-        if has {
-            super::worker::discard_former_member(i, path)?;
-        } else {
-            check_empty_except("spare", path, &[super::worker::DISCARDED])?;
-            super::worker::clear_interrupted_discard(path)?;
-        }
-        check_empty("spare", path)?;
+        worker::make_empty(i, "spare", path, has)?;
         let spare = Spare {
             uuid: superblock::new_uuid(),
             path: path.to_path_buf(),

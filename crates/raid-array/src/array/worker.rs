@@ -533,28 +533,36 @@ fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Memb
             context: "check for .raidfs".into(),
             source: e,
         })?;
-        if has {
-            discard_former_member(i, path)?;
-        } else {
-            check_empty_except("replacement", path, &[DISCARDED])?;
-            clear_interrupted_discard(path)?;
-        }
-        check_empty("replacement", path)?;
+        make_empty(i, "replacement", path, has)?;
     }
     Ok((member, resuming))
+}
+
+/// Leave `path` (locked by the caller, holding a `.raidfs` if `has`) empty
+/// for a new member or spare (`what`): a former member's old contents are
+/// discarded ([`discard_former_member`]), what an interrupted discard left
+/// is finished, and anything else there refuses it untouched.
+pub(super) fn make_empty(i: &Inner, what: &str, path: &Path, has: bool) -> Result<()> {
+    if has {
+        discard_former_member(i, what, path)?;
+    } else {
+        check_empty_except(what, path, &[DISCARDED])?;
+        clear_interrupted_discard(path)?;
+    }
+    check_empty(what, path)
 }
 
 /// Where a former member's old `.raidfs` goes while it is removed: out of
 /// the way at once (a crash midway leaves no half-removed member that
 /// could assemble), then deleted.
-pub(super) const DISCARDED: &str = ".raidfs-discarded";
+const DISCARDED: &str = ".raidfs-discarded";
 
 /// A replacement directory that still holds a `.raidfs`: accepted only if
 /// it is a former member of this very array that is no longer in use (the
 /// failed disk itself after a USB disconnect, or a disk replaced earlier),
 /// as `mdadm --add` takes a former member back with a full resync. Its old
 /// contents are discarded. Anything else is refused, naming whose it is.
-pub(super) fn discard_former_member(i: &Inner, path: &Path) -> Result<()> {
+fn discard_former_member(i: &Inner, what: &str, path: &Path) -> Result<()> {
     let ours = lock(&i.sb).template.clone();
     let refuse = |whose: String| {
         Err(ArrayError::Invalid(format!(
@@ -592,7 +600,7 @@ pub(super) fn discard_former_member(i: &Inner, path: &Path) -> Result<()> {
                 .members
                 .iter()
                 .enumerate()
-                .any(|(k, o)| o.uuid == m.uuid && i.health.state(k).readable())
+                .any(|(j, o)| o.uuid == m.uuid && i.health.state(j).readable())
     }) {
         return refuse(format!(
             "a former member of this array that was used without member {k} since it left, \
@@ -617,7 +625,7 @@ pub(super) fn discard_former_member(i: &Inner, path: &Path) -> Result<()> {
     };
     // Nothing else may be there: the checks after this one must not find
     // a reason to refuse once the old contents are gone.
-    check_empty_except("replacement", path, &[".raidfs", DISCARDED])?;
+    check_empty_except(what, path, &[".raidfs", DISCARDED])?;
     clear_interrupted_discard(path)?;
     let discarded = path.join(DISCARDED);
     std::fs::rename(path.join(".raidfs"), &discarded).map_err(|e| io("moving away", e))?;
@@ -625,7 +633,7 @@ pub(super) fn discard_former_member(i: &Inner, path: &Path) -> Result<()> {
 }
 
 /// Finish removing what an interrupted [`discard_former_member`] left.
-pub(super) fn clear_interrupted_discard(path: &Path) -> Result<()> {
+fn clear_interrupted_discard(path: &Path) -> Result<()> {
     let discarded = path.join(DISCARDED);
     if std::fs::symlink_metadata(&discarded).is_ok_and(|m| m.is_dir()) {
         std::fs::remove_dir_all(&discarded).map_err(|e| {

@@ -559,7 +559,9 @@ impl DataStore {
             .iter_mut()
             .enumerate()
             .filter(|(j, _)| by_member[*j].iter().any(|&i| segs_ro[i].read));
-        let results: Vec<Vec<(usize, u64)>> = pool::map(busy, |(j, buf)| {
+        // Per segment: the blocks that failed their checksums, or `None`
+        // when the read itself failed (counted as a read error here).
+        let results: Vec<Vec<(usize, Option<u64>)>> = pool::map(busy, |(j, buf)| {
             let mut out = Vec::new();
             let readable = self.health.state(j).readable();
             for run in Run::merge(&by_member[j], segs_ro, stripes, chunk, |s| s.read) {
@@ -576,7 +578,7 @@ impl DataStore {
                             let lo = base / BLOCK;
                             let hi = (base + sl) / BLOCK;
                             let flagged = bad.iter().filter(|&&x| x >= lo && x < hi).count();
-                            out.push((si, flagged as u64));
+                            out.push((si, Some(flagged as u64)));
                             base += sl;
                         }
                     }
@@ -585,17 +587,16 @@ impl DataStore {
                             self.health.count_read_error(j);
                             debug!(member = j, ino, error = %e, "read failed");
                         }
-                        out.extend(run.segs.iter().map(|&si| (si, u64::MAX)));
+                        out.extend(run.segs.iter().map(|&si| (si, None)));
                     }
                 }
             }
             out
         });
-        // u64::MAX: the read failed (counted as a read error above).
         for r in results {
             for (si, flagged) in r {
-                segs[si].ok = flagged == 0;
-                segs[si].flagged = if flagged == u64::MAX { 0 } else { flagged };
+                segs[si].ok = flagged == Some(0);
+                segs[si].flagged = flagged.unwrap_or(0);
             }
         }
     }

@@ -371,21 +371,13 @@ fn freshest(found: &[(PathBuf, Superblock)]) -> Option<&Superblock> {
 /// directories' siblings and on the mounted filesystems (nothing when the
 /// search fails: the status then shows those members missing).
 fn elsewhere(uuid: [u8; 16], given: &[PathBuf]) -> Vec<PathBuf> {
-    let mut extra: Vec<String> = Vec::new();
-    let absolute: Vec<PathBuf> = given
+    // Their parents: candidates searches each with its subdirectories.
+    let parents: Vec<String> = given
         .iter()
         .filter_map(|g| std::path::absolute(g).ok())
+        .filter_map(|g| g.parent().map(|p| p.display().to_string()))
         .collect();
-    for parent in absolute.iter().filter_map(|g| g.parent()) {
-        if let Ok(rd) = std::fs::read_dir(parent) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    extra.push(e.path().display().to_string());
-                }
-            }
-        }
-    }
-    crate::spec::candidates(&extra)
+    crate::spec::candidates(&parents)
         .and_then(|c| {
             raid_array::assemble::find_members(&raid_array::Selector::Uuid(uuid), &c)
                 .map_err(anyhow::Error::from)
