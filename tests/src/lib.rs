@@ -87,15 +87,7 @@ pub fn require_root_and_fuse() {
 
 /// Is `path` (canonical) a mount point of this process's namespace?
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.as_os_str().as_bytes();
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|mp| unescape_mountinfo(mp).as_slice() == want)
-    })
+    mount_entry(path).is_some()
 }
 
 /// The filesystem type and source of the last mount on `path`, from
@@ -419,12 +411,8 @@ impl TestArray {
     }
 
     /// Wait for the daemon to exit 0 (`when`: what ended it).
-    fn expect_clean_exit(&self, mut child: Child, when: &str) {
-        let status = wait_timeout(&mut child, MOUNT_WAIT).unwrap_or_else(|| {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("daemon did not exit {when}:\n{}", self.log_text())
-        });
+    fn expect_clean_exit(&self, child: Child, when: &str) {
+        let status = self.wait_for_exit(child, when);
         assert!(
             status.success(),
             "daemon exited with {status} {when}:\n{}",
@@ -447,11 +435,17 @@ impl TestArray {
 
     /// Wait for the daemon to exit by itself (whatever its status).
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("not mounted");
+        let child = self.child.take().expect("not mounted");
+        self.wait_for_exit(child, "by itself")
+    }
+
+    /// Wait for `child` to exit (`when`: what should end it); killed, and
+    /// the test failed, if it does not within [`MOUNT_WAIT`].
+    fn wait_for_exit(&self, mut child: Child, when: &str) -> std::process::ExitStatus {
         wait_timeout(&mut child, MOUNT_WAIT).unwrap_or_else(|| {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("daemon did not exit:\n{}", self.log_text())
+            panic!("daemon did not exit {when}:\n{}", self.log_text())
         })
     }
 

@@ -14,7 +14,7 @@ use raid_array::{Array, ArrayError, AssembleOptions, CreateOptions, ROOT_INO};
 use raid_core::Level;
 
 mod common;
-use common::make_dirs;
+use common::{assemble_faulty, make_dirs};
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
@@ -472,22 +472,13 @@ fn replace_rebuilds_a_missing_member_and_it_serves_afterwards() {
 
 #[test]
 fn a_member_failing_a_journal_write_is_recorded_as_failed() {
-    use raid_array::assemble::open_dir;
-    use raid_array::member::Member;
-    use raid_array::member::faulty::{Fault, FaultyMember, Op};
-    use std::sync::{Arc, Mutex};
+    use raid_array::member::faulty::{Fault, Op};
 
     let tmp = tempfile::tempdir().unwrap();
     let dirs = make_dirs(tmp.path(), "m", 3);
     create(&dirs, "arr").close().unwrap();
-    let faulty: Mutex<Vec<Arc<FaultyMember>>> = Mutex::new(Vec::new());
-    let open = |p: &Path| -> std::io::Result<Arc<dyn Member>> {
-        let f = Arc::new(FaultyMember::new(open_dir(p)?));
-        faulty.lock().unwrap().push(f.clone());
-        Ok(f)
-    };
-    let a = Array::assemble_with(&AssembleOptions::new(dirs.clone()), &open).unwrap();
-    faulty.lock().unwrap()[1].inject(Fault::eio(Op::Write, "journal"));
+    let (a, faulty) = assemble_faulty(&dirs);
+    faulty[1].inject(Fault::eio(Op::Write, "journal"));
     // The operation still succeeds: two members hold it.
     a.mkdir(ROOT_INO, os("after-failure"), 0o755, 0, 0).unwrap();
     assert_eq!(a.health().state(1), MemberState::Failed);
@@ -693,23 +684,14 @@ fn a_former_member_back_after_a_disconnect_is_taken_back_by_replace_with_a_full_
 
 #[test]
 fn a_member_failing_its_superblock_write_is_counted_and_caught_up_at_the_next_assembly() {
-    use raid_array::assemble::open_dir;
-    use raid_array::member::Member;
-    use raid_array::member::faulty::{Fault, FaultyMember, Op};
-    use std::sync::{Arc, Mutex};
+    use raid_array::member::faulty::{Fault, Op};
 
     let tmp = tempfile::tempdir().unwrap();
     let dirs = make_dirs(tmp.path(), "m", 3);
     create(&dirs, "arr").close().unwrap();
-    let faulty: Mutex<Vec<Arc<FaultyMember>>> = Mutex::new(Vec::new());
-    let open = |p: &Path| -> std::io::Result<Arc<dyn Member>> {
-        let f = Arc::new(FaultyMember::new(open_dir(p)?));
-        faulty.lock().unwrap().push(f.clone());
-        Ok(f)
-    };
-    let a = Array::assemble_with(&AssembleOptions::new(dirs.clone()), &open).unwrap();
+    let (a, faulty) = assemble_faulty(&dirs);
     a.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).unwrap();
-    faulty.lock().unwrap()[1].inject(Fault::eio(Op::WriteAtomic, "superblock"));
+    faulty[1].inject(Fault::eio(Op::WriteAtomic, "superblock"));
     // Closing writes the superblocks: member 1's write fails, is counted,
     // and leaves its copy behind; the member is not failed for it.
     let health = a.health().clone();

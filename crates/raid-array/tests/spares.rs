@@ -6,19 +6,19 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use raid_array::assemble::{open_dir, read_superblock};
+use raid_array::assemble::read_superblock;
 use raid_array::format::superblock::{self, MemberSlot, SlotState, SpareSlot, Superblock};
 use raid_array::health::{HealthEvent, MemberState};
-use raid_array::member::faulty::{Fault, FaultyMember, Op};
+use raid_array::member::faulty::{Fault, Op};
 use raid_array::member::{DirMember, Member};
 use raid_array::ops::{Checkpoint, NoProgress, RebuildOptions, ScrubOptions};
 use raid_array::{Array, ArrayError, AssembleOptions, CreateOptions, ROOT_INO};
 use raid_core::Level;
 
 mod common;
-use common::{make_dirs, pattern};
+use common::{assemble_faulty, make_dirs, pattern};
 
 const CHUNK: u32 = 4096;
 
@@ -62,30 +62,6 @@ fn check(a: &Array, files: &[(u64, u32)]) {
         let data = a.read(ino, 0, size).unwrap();
         assert_eq!(crc32fast::hash(&data), crc, "file {ino} differs");
     }
-}
-
-/// Assemble with every directory behind a fault-injecting member, in the
-/// order of `dirs`.
-fn assemble_faulty(dirs: &[PathBuf]) -> (Array, Vec<Arc<FaultyMember>>) {
-    let faulty: Mutex<Vec<(PathBuf, Arc<FaultyMember>)>> = Mutex::new(Vec::new());
-    let open = |p: &Path| -> std::io::Result<Arc<dyn Member>> {
-        let f = Arc::new(FaultyMember::new(open_dir(p)?));
-        faulty.lock().unwrap().push((p.to_path_buf(), f.clone()));
-        Ok(f)
-    };
-    let a = Array::assemble_with(&AssembleOptions::new(dirs.to_vec()), &open).unwrap();
-    let opened = faulty.into_inner().unwrap();
-    let by_dir = dirs
-        .iter()
-        .map(|d| {
-            opened
-                .iter()
-                .find(|(p, _)| p == d)
-                .map(|(_, f)| f.clone())
-                .unwrap()
-        })
-        .collect();
-    (a, by_dir)
 }
 
 fn sb_events(dirs: &[PathBuf]) -> Vec<u64> {

@@ -4,6 +4,12 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use raid_array::assemble::open_dir;
+use raid_array::member::Member;
+use raid_array::member::faulty::FaultyMember;
+use raid_array::{Array, AssembleOptions};
 
 /// `n` fresh member directories `root/<prefix>0..`.
 pub fn make_dirs(root: &Path, prefix: &str, n: usize) -> Vec<PathBuf> {
@@ -28,4 +34,28 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Assemble with every directory behind a fault-injecting member, in the
+/// order of `dirs`.
+pub fn assemble_faulty(dirs: &[PathBuf]) -> (Array, Vec<Arc<FaultyMember>>) {
+    let faulty: Mutex<Vec<(PathBuf, Arc<FaultyMember>)>> = Mutex::new(Vec::new());
+    let open = |p: &Path| -> std::io::Result<Arc<dyn Member>> {
+        let f = Arc::new(FaultyMember::new(open_dir(p)?));
+        faulty.lock().unwrap().push((p.to_path_buf(), f.clone()));
+        Ok(f)
+    };
+    let a = Array::assemble_with(&AssembleOptions::new(dirs.to_vec()), &open).unwrap();
+    let opened = faulty.into_inner().unwrap();
+    let by_dir = dirs
+        .iter()
+        .map(|d| {
+            opened
+                .iter()
+                .find(|(p, _)| p == d)
+                .map(|(_, f)| f.clone())
+                .unwrap()
+        })
+        .collect();
+    (a, by_dir)
 }
