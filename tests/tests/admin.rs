@@ -641,7 +641,7 @@ fn a_disk_back_after_a_disconnect_rejoins_by_replace_onto_its_own_directory() {
     let dir = all[3].display().to_string();
     let out = run_ok(&mut a.raidfs(&["replace", &name, "3", &dir]));
     assert!(
-        stdout(&out).contains("member 3 is active"),
+        stdout(&out).contains("re-adding member 3") && stdout(&out).contains("member 3 is active"),
         "{}",
         stdout(&out)
     );
@@ -649,7 +649,8 @@ fn a_disk_back_after_a_disconnect_rejoins_by_replace_onto_its_own_directory() {
     assert_eq!(st["degraded"], false, "{st}");
     assert_eq!(st["members"][3]["path"], dir.as_str(), "{st}");
     a.unmount();
-    // Rebuilt whole: without member 0, everything reads back.
+    // Re-added (its old files kept, those written while it was out
+    // rebuilt): without member 0, everything reads back.
     a.members = all[1..].to_vec();
     a.mount();
     verify(&a, &files);

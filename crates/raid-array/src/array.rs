@@ -40,6 +40,7 @@ use crate::{ArrayError, Result};
 
 mod members;
 mod worker;
+pub use worker::ReplaceKind;
 
 /// Files up to this size keep their data inline in the metadata (replicated
 /// to every member) instead of in N shard files.
@@ -340,6 +341,9 @@ impl Array {
         };
         let data = DataStore::new(a.geometry, a.members.clone(), health.clone())?;
         data.set_read_ahead_budget(opts.read_ahead_budget);
+        // Members absent now that the array last recorded in service left
+        // in sync: what changes from here on is all they will lack.
+        data.cover_absent(&a.left_in_sync);
         let present: Vec<Arc<dyn Member>> = a.members.iter().flatten().cloned().collect();
         let last_scrub = ScrubSummary::load(&present);
         let inner = Arc::new(Inner {

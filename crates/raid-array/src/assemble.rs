@@ -266,6 +266,10 @@ pub struct Assembled {
     /// Slots absent at assembly (their state in `states` is what the array
     /// recorded; they are missing now).
     pub missing: Vec<usize>,
+    /// Of `missing`, the slots the array last recorded in service: their
+    /// members left in sync (until this assembly, nothing was written
+    /// without them that the write-intent log does not name).
+    pub left_in_sync: Vec<usize>,
     /// The namespace and the sequence it is at.
     pub ns: Namespace,
     pub head: u64,
@@ -461,6 +465,11 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
             _ => {}
         }
     }
+    let left_in_sync: Vec<usize> = missing
+        .iter()
+        .copied()
+        .filter(|&i| states[i] == SlotState::Active)
+        .collect();
     for &i in &missing {
         if states[i] != SlotState::Spare {
             states[i] = SlotState::Failed;
@@ -524,6 +533,7 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
         members,
         states,
         missing,
+        left_in_sync,
         ns,
         head,
         needs_checkpoint,

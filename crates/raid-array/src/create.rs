@@ -233,6 +233,17 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
         .collect();
     let ns = Namespace::new(opts.uid, opts.gid, now_ns());
     Meta::format(array_uuid, &members, &ns)?;
+    // An empty write-intent log: from the start the array knows that
+    // nothing changed while a member was out, so a member absent at the
+    // first mount can later be re-added.
+    for (i, m) in &members {
+        crate::intent::write_empty(m.as_ref()).map_err(|e| ArrayError::MemberIo {
+            member: *i,
+            path: m.describe(),
+            context: "write the write-intent log".into(),
+            source: e,
+        })?;
+    }
     let code = opts.level.to_code();
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

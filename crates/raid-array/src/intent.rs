@@ -19,6 +19,10 @@
 //! writes settle. After an unclean shutdown [`crate::ops::resync`] checks
 //! exactly the dirty regions.
 //!
+//! The same records carry the set of files changed while a member is out
+//! ([`crate::stale`]): a write that changes a file not yet in that set
+//! waits for the record that adds it, exactly as for a region.
+//!
 //! # Record (`.raidfs/intent`, little-endian)
 //!
 //! Two slots, A at byte 0 and B at byte [`SLOT_BYTES`]; each write goes to
@@ -44,8 +48,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tracing::{debug, warn};
 
 use crate::error::{ArrayError, Result};
-use crate::health::Health;
+use crate::health::{Health, MemberState};
 use crate::member::{Member, MemberFile};
+use crate::stale::{self, StaleSet};
 
 /// Path of the log on a member.
 pub const INTENT_PATH: &str = ".raidfs/intent";
@@ -70,6 +75,9 @@ pub struct IntentRecord {
     pub regions: BTreeSet<(u64, u64)>,
     /// Highest sequence number seen.
     pub seq: u64,
+    /// Files changed while members were out, as written with the newest
+    /// record; `None` when unknown (no such record, or a torn one).
+    pub stale: Option<StaleSet>,
 }
 
 impl IntentRecord {
@@ -119,8 +127,9 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Decode one slot; `None` if it is empty, torn or of an unknown major.
-fn decode(b: &[u8]) -> Option<IntentRecord> {
+/// Decode one slot: the record and its length in bytes; `None` if it is
+/// empty, torn or of an unknown major.
+fn decode(b: &[u8]) -> Option<(IntentRecord, usize)> {
     if b.len() < HEADER + 4 || &b[..8] != MAGIC {
         return None;
     }
@@ -149,18 +158,76 @@ fn decode(b: &[u8]) -> Option<IntentRecord> {
             regions.insert((ino, r >> (REGION_SHIFT - shift)));
         }
     }
-    Some(IntentRecord {
-        overflow: flags & FLAG_OVERFLOW != 0,
-        regions,
-        seq,
-    })
+    Some((
+        IntentRecord {
+            overflow: flags & FLAG_OVERFLOW != 0,
+            regions,
+            seq,
+            stale: None,
+        },
+        end + 4,
+    ))
+}
+
+/// The bytes of record `seq` for its slot: the log record with the stale
+/// set right behind it when both fit in the slot (one write; readers that
+/// predate the set stop at the record's CRC), else the log record alone
+/// and the set to write at its spill slot.
+fn record_bytes(
+    seq: u64,
+    overflow: bool,
+    set: &BTreeSet<(u64, u64)>,
+    stale: &StaleSet,
+) -> (Vec<u8>, Option<(u64, Vec<u8>)>) {
+    let mut rec = encode(seq, overflow, set);
+    let stale_rec = stale.encode(seq);
+    if rec.len() + stale_rec.len() <= SLOT_BYTES {
+        rec.extend_from_slice(&stale_rec);
+        (rec, None)
+    } else {
+        let at = stale::OFFSET + (seq % 2) * stale::SLOT_BYTES as u64;
+        (rec, Some((at, stale_rec)))
+    }
+}
+
+/// Write a log that holds nothing (record 1, no slot covered) on a member
+/// of a new array, durably.
+pub(crate) fn write_empty(m: &dyn Member) -> std::io::Result<()> {
+    let f = m.create(INTENT_PATH)?;
+    let seq = 1;
+    let (rec, spill) = record_bytes(seq, false, &BTreeSet::new(), &StaleSet::default());
+    debug_assert!(spill.is_none());
+    f.write_at((seq % 2) * SLOT_BYTES as u64, &rec)?;
+    f.sync_data()
+}
+
+/// The stale set written with record `seq` (of `len` bytes, in the slot
+/// at `slot_at`) in a log file's `bytes`: behind the record, or in its
+/// spill slot.
+fn stale_of(bytes: &[u8], seq: u64, slot_at: usize, len: usize) -> Option<StaleSet> {
+    let of_seq = |b: &[u8]| match StaleSet::decode(&b[..b.len().min(stale::SLOT_BYTES)]) {
+        Some((s, set)) if s == seq => Some(set),
+        _ => None,
+    };
+    let slot_end = (slot_at + SLOT_BYTES).min(bytes.len());
+    let spill = stale::OFFSET as usize + (seq % 2) as usize * stale::SLOT_BYTES;
+    bytes
+        .get(slot_at + len..slot_end)
+        .and_then(of_seq)
+        .or_else(|| bytes.get(spill..).and_then(of_seq))
 }
 
 /// Read the log of every present member and return the union of their
 /// newest valid slots. A member whose log exists but has no valid slot
 /// makes the record `overflow` (check everything): it cannot be trusted.
+///
+/// The stale set is the one written with the newest record: every record
+/// goes to every writable member, so the highest `seq` is the last word
+/// (members that agree on it are merged; one that lacks it makes it
+/// unknown).
 pub fn load(members: &[Option<Arc<dyn Member>>]) -> IntentRecord {
     let mut out = IntentRecord::default();
+    let mut stale: Option<(u64, Option<StaleSet>)> = None;
     for (i, m) in members.iter().enumerate() {
         let Some(m) = m else { continue };
         let bytes = match m.read_all(INTENT_PATH) {
@@ -175,18 +242,33 @@ pub fn load(members: &[Option<Arc<dyn Member>>]) -> IntentRecord {
         if bytes.is_empty() {
             continue;
         }
-        let a = decode(&bytes[..bytes.len().min(SLOT_BYTES)]);
+        // Each valid slot: its record, where the slot starts, its length.
+        let a = decode(&bytes[..bytes.len().min(SLOT_BYTES)]).map(|(r, n)| (r, 0, n));
         let b = if bytes.len() > SLOT_BYTES {
-            decode(&bytes[SLOT_BYTES..])
+            decode(&bytes[SLOT_BYTES..bytes.len().min(2 * SLOT_BYTES)])
+                .map(|(r, n)| (r, SLOT_BYTES, n))
         } else {
             None
         };
         let best = match (a, b) {
-            (Some(a), Some(b)) => Some(if a.seq >= b.seq { a } else { b }),
+            (Some(a), Some(b)) => Some(if a.0.seq >= b.0.seq { a } else { b }),
             (a, b) => a.or(b),
         };
         match best {
-            Some(r) => {
+            Some((r, at, len)) => {
+                let set = stale_of(&bytes, r.seq, at, len);
+                stale = match stale {
+                    Some((seq, _)) if seq > r.seq => stale,
+                    Some((seq, Some(mut have))) if seq == r.seq => match set {
+                        Some(s) => {
+                            have.merge(&s);
+                            Some((seq, Some(have)))
+                        }
+                        None => Some((seq, None)),
+                    },
+                    Some((seq, None)) if seq == r.seq => Some((seq, None)),
+                    _ => Some((r.seq, set)),
+                };
                 out.overflow |= r.overflow;
                 out.seq = out.seq.max(r.seq);
                 out.regions.extend(r.regions);
@@ -200,6 +282,7 @@ pub fn load(members: &[Option<Arc<dyn Member>>]) -> IntentRecord {
             }
         }
     }
+    out.stale = stale.and_then(|(_, s)| s);
     out
 }
 
@@ -218,6 +301,109 @@ struct State {
     /// writing); others wait on [`IntentLog::done`] and are served by the
     /// next write, which carries every region added meanwhile.
     writing: bool,
+    /// Files changed while covered members are out ([`crate::stale`]).
+    stale: StaleSet,
+    /// What the members hold of it.
+    durable_stale: StaleSet,
+    /// Slots whose member was in service when last looked at: if it leaves
+    /// service, its slot becomes covered.
+    watch: Vec<bool>,
+    /// The health generation `watch` was brought up to date with.
+    seen_generation: u64,
+    /// The members held a readable stale set at start-up.
+    stale_known: bool,
+    /// Files whose shards are being changed outside a marked write (cut,
+    /// emptied), with how many such changes are under way: should a member
+    /// fail meanwhile, they join the stale set with the dirty files.
+    changing: std::collections::BTreeMap<u64, u32>,
+}
+
+impl State {
+    /// Bring coverage up to date with the members' health: a slot watched
+    /// in service and now out becomes covered, and every file dirty now
+    /// joins the stale set (its write may not have reached that member).
+    /// A covered slot found in service again is no longer covered.
+    fn track(&mut self, health: &Health) {
+        // Called on every write: the states are copied only when they changed.
+        if health.generation() == self.seen_generation {
+            return;
+        }
+        let (generation, states) = health.snapshot();
+        self.seen_generation = generation;
+        self.watch.resize(states.len(), false);
+        let mut newly = false;
+        for (k, st) in states.iter().enumerate() {
+            match st {
+                MemberState::Active => {
+                    self.stale.covered.remove(&k);
+                    self.watch[k] = true;
+                }
+                MemberState::Failed | MemberState::Missing => {
+                    if std::mem::take(&mut self.watch[k]) {
+                        self.stale.covered.insert(k);
+                        newly = true;
+                    }
+                }
+                MemberState::Rebuilding { .. } | MemberState::Spare => self.watch[k] = false,
+            }
+        }
+        if newly {
+            self.seed_stale();
+        }
+        if !self.stale.is_tracking() {
+            self.stale.clear_changes();
+        }
+    }
+
+    /// Coverage begins: whatever may be half written joins the stale set.
+    fn seed_stale(&mut self) {
+        if self.overflow {
+            self.stale.set_overflow();
+        }
+        let inos: BTreeSet<u64> = self
+            .regions
+            .iter()
+            .map(|&(i, _)| i)
+            .chain(self.changing.keys().copied())
+            .collect();
+        for ino in inos {
+            self.stale.insert(ino);
+        }
+    }
+
+    /// Record `ino` as changed if some slot is covered.
+    fn note_change(&mut self, ino: u64) {
+        if self.stale.is_tracking() {
+            self.stale.insert(ino);
+        }
+    }
+
+    /// Whether the members hold what a change of `ino` needs recorded.
+    fn stale_durable(&self, ino: u64) -> bool {
+        !self.stale.is_tracking() || self.durable_stale.contains(ino)
+    }
+}
+
+/// A change of a file's shards outside a marked write is under way
+/// ([`IntentLog::mark_changed`]); when it ends, a member that failed
+/// meanwhile is noticed while the file still counts as changing.
+pub(crate) struct Changing<'a> {
+    log: &'a IntentLog,
+    health: &'a Health,
+    ino: u64,
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        let mut g = self.log.lock();
+        g.track(self.health);
+        if let Some(n) = g.changing.get_mut(&self.ino) {
+            *n -= 1;
+            if *n == 0 {
+                g.changing.remove(&self.ino);
+            }
+        }
+    }
 }
 
 /// Where marks ahead may go: only places that hold no data yet.
@@ -294,22 +480,105 @@ pub(crate) type Targets = Vec<(usize, Arc<dyn Member>)>;
 
 impl IntentLog {
     /// A log continuing `loaded` (what the members held at start-up, kept
-    /// dirty until a resync clears it).
-    pub fn new(loaded: &IntentRecord) -> Self {
+    /// dirty until a resync clears it), watching the members in service
+    /// per `health`.
+    pub fn new(loaded: &IntentRecord, health: &Health) -> Self {
+        let (generation, states) = health.snapshot();
+        let stale = loaded.stale.clone().unwrap_or_default();
+        let mut state = State {
+            regions: loaded.regions.clone(),
+            pinned: loaded.regions.clone(),
+            pinned_overflow: loaded.overflow,
+            overflow: loaded.overflow,
+            seq: loaded.seq,
+            durable: loaded.regions.clone(),
+            durable_overflow: loaded.overflow,
+            writing: false,
+            durable_stale: stale.clone(),
+            stale,
+            watch: states.iter().map(|s| *s == MemberState::Active).collect(),
+            seen_generation: generation,
+            stale_known: loaded.stale.is_some(),
+            changing: Default::default(),
+        };
+        // A covered slot whose member is being rebuilt has a new member
+        // (older builds did not uncover it first). One whose member is in
+        // service stays covered: that member left while the array ran and
+        // the crash came before the superblocks said so
+        // ([`IntentLog::left_unrecorded`]).
+        state.stale.covered.retain(|&k| {
+            matches!(
+                states.get(k),
+                Some(MemberState::Failed | MemberState::Missing | MemberState::Active)
+            )
+        });
+        if state.stale.is_tracking() {
+            state.seed_stale();
+        } else {
+            state.stale.clear_changes();
+        }
         IntentLog {
-            state: Mutex::new(State {
-                regions: loaded.regions.clone(),
-                pinned: loaded.regions.clone(),
-                pinned_overflow: loaded.overflow,
-                overflow: loaded.overflow,
-                seq: loaded.seq,
-                durable: loaded.regions.clone(),
-                durable_overflow: loaded.overflow,
-                writing: false,
-            }),
+            state: Mutex::new(state),
             done: Condvar::new(),
             files: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Covered slots whose member is in service: each left while the array
+    /// ran (the log says so) but the superblocks did not record it before
+    /// the array stopped, so it lacks changes. The caller fails them.
+    pub(crate) fn left_unrecorded(&self, health: &Health) -> Vec<usize> {
+        let g = self.lock();
+        g.stale
+            .covered
+            .iter()
+            .copied()
+            .filter(|&k| health.state(k) == MemberState::Active)
+            .collect()
+    }
+
+    /// Cover `slots`, members absent at assembly that the superblocks
+    /// still list in service: they left in sync, so the files changed from
+    /// now on (and those dirty at start-up) are all they lack. Only if the
+    /// set written with the last record is known: one of them may have
+    /// left during the last run before the superblocks said so, and then
+    /// that set holds what changed since.
+    pub(crate) fn cover(&self, slots: &[usize]) {
+        let mut g = self.lock();
+        if slots.is_empty() || !g.stale_known {
+            return;
+        }
+        g.stale.covered.extend(slots.iter().copied());
+        g.seed_stale();
+    }
+
+    /// Whether a member coming back into `slot` may be re-added: the slot
+    /// is covered and the set of changed files is known.
+    pub(crate) fn covers(&self, slot: usize, health: &Health) -> bool {
+        let mut g = self.lock();
+        g.track(health);
+        g.stale.covered.contains(&slot) && !g.stale.overflow
+    }
+
+    /// `slot` has a member again (replaced, re-added or taken by a spare;
+    /// already in its slot, taking writes): it is covered no longer.
+    /// Returns the files changed since it left, if the slot was covered
+    /// and they are known. The set is emptied once no slot is covered.
+    /// Made durable by the caller ([`IntentLog::persist`]) before the slot
+    /// is recorded with a new member, so no later crash can present the
+    /// set as covering a member that did not leave in sync.
+    pub(crate) fn take_stale(&self, slot: usize, health: &Health) -> Option<StaleSet> {
+        let mut g = self.lock();
+        g.track(health);
+        let was = g.stale.covered.remove(&slot);
+        if slot < g.watch.len() {
+            g.watch[slot] = false;
+        }
+        let out = (was && !g.stale.overflow).then(|| g.stale.clone());
+        if !g.stale.is_tracking() {
+            g.stale.clear_changes();
+        }
+        out
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -335,6 +604,7 @@ impl IntentLog {
             overflow: g.overflow,
             regions: g.regions.clone(),
             seq: g.seq,
+            stale: Some(g.stale.clone()),
         }
     }
 
@@ -356,9 +626,11 @@ impl IntentLog {
         for r in r0..=r1 {
             g.regions.insert((ino, r));
         }
+        g.track(health);
+        g.note_change(ino);
         loop {
             let covered = g.durable_overflow || (r0..=r1).all(|r| g.durable.contains(&(ino, r)));
-            if covered {
+            if covered && g.stale_durable(ino) {
                 return Ok(());
             }
             if g.writing {
@@ -370,10 +642,45 @@ impl IntentLog {
         }
     }
 
-    /// Forget the dirty regions of `ino` (its data is synced). Lazy: the
-    /// members still list them until the next write of the log.
-    pub(crate) fn clear_ino(&self, ino: u64) {
+    /// Durably record `ino` as changed, if a member is out, before its
+    /// shards change otherwise than by a marked write (cut, emptied); hold
+    /// the returned guard while they change. A member that fails meanwhile
+    /// is seen when the guard goes, and the file joins the stale set then.
+    pub(crate) fn mark_changed<'a>(
+        &'a self,
+        ino: u64,
+        targets: &Targets,
+        health: &'a Health,
+    ) -> Result<Changing<'a>> {
         let mut g = self.lock();
+        *g.changing.entry(ino).or_default() += 1;
+        let guard = Changing {
+            log: self,
+            health,
+            ino,
+        };
+        g.track(health);
+        g.note_change(ino);
+        loop {
+            if g.stale_durable(ino) {
+                return Ok(guard);
+            }
+            if g.writing {
+                g = self.done.wait(g).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            g = self.write(g, &[], targets, health)?;
+        }
+    }
+
+    /// Forget the dirty regions of `ino` (its data is synced). Lazy: the
+    /// members still list them until the next write of the log. While a
+    /// member is out (it may have failed in the middle of this very
+    /// write), the file joins the stale set instead of being forgotten.
+    pub(crate) fn clear_ino(&self, ino: u64, health: &Health) {
+        let mut g = self.lock();
+        g.track(health);
+        g.note_change(ino);
         let keys: Vec<_> = g
             .regions
             .range((ino, 0)..=(ino, u64::MAX))
@@ -399,17 +706,27 @@ impl IntentLog {
     }
 
     /// A region left from before start-up has been resynced.
-    pub(crate) fn resolved(&self, ino: u64, region: u64) {
+    /// While a member is out, the file joins the stale set: the resync may
+    /// have rewritten its redundancy on the others.
+    pub(crate) fn resolved(&self, ino: u64, region: u64, health: &Health) {
         let mut g = self.lock();
+        g.track(health);
+        g.note_change(ino);
         g.pinned.remove(&(ino, region));
         g.regions.remove(&(ino, region));
     }
 
-    /// Every start-up region has been resynced (also ends a start-up overflow).
-    pub(crate) fn resolved_all(&self) {
+    /// Every start-up region has been resynced (also ends a start-up
+    /// overflow); as for [`IntentLog::resolved`].
+    pub(crate) fn resolved_all(&self, health: &Health) {
         let mut g = self.lock();
+        g.track(health);
+        if g.pinned_overflow && g.stale.is_tracking() {
+            g.stale.set_overflow();
+        }
         let pinned = std::mem::take(&mut g.pinned);
         for k in pinned {
+            g.note_change(k.0);
             g.regions.remove(&k);
         }
         if g.pinned_overflow {
@@ -425,7 +742,9 @@ impl IntentLog {
         while g.writing {
             g = self.done.wait(g).unwrap_or_else(|e| e.into_inner());
         }
-        if g.regions == g.durable && g.overflow == g.durable_overflow {
+        g.track(health);
+        if g.regions == g.durable && g.overflow == g.durable_overflow && g.stale == g.durable_stale
+        {
             return Ok(());
         }
         self.write(g, &[], targets, health).map(drop)
@@ -449,15 +768,33 @@ impl IntentLog {
             set.extend(extra.iter().copied());
         }
         let overflow = g.overflow || set.len() > MAX_ENTRIES;
+        if overflow && g.stale.is_tracking() {
+            // Files may change that the log no longer names.
+            g.stale.set_overflow();
+        }
+        if g.stale.is_tracking() {
+            // Files marked ahead will be written without another record.
+            let inos: BTreeSet<u64> = set.iter().map(|&(ino, _)| ino).collect();
+            for ino in inos {
+                g.stale.insert(ino);
+            }
+        }
+        let stale = g.stale.clone();
         drop(g);
-        let res = self.write_record(seq, overflow, &set, targets, health);
+        let res = self.write_record(seq, overflow, &set, &stale, targets, health);
         let mut g = self.lock();
         g.writing = false;
         self.done.notify_all();
         res?;
-        debug!(seq, regions = set.len(), "write-intent log written");
+        debug!(
+            seq,
+            regions = set.len(),
+            stale_ranges = stale.range_count(),
+            "write-intent log written"
+        );
         g.durable = set;
         g.durable_overflow = overflow;
+        g.durable_stale = stale;
         Ok(g)
     }
 
@@ -466,14 +803,18 @@ impl IntentLog {
         seq: u64,
         overflow: bool,
         set: &BTreeSet<(u64, u64)>,
+        stale: &StaleSet,
         targets: &Targets,
         health: &Health,
     ) -> Result<()> {
-        let rec = encode(seq, overflow, set);
+        let (rec, spill) = record_bytes(seq, overflow, set, stale);
         let slot = (seq % 2) * SLOT_BYTES as u64;
         let results: Vec<std::io::Result<()>> = crate::data::pool::map(targets.iter(), |(i, m)| {
             let f = self.file(*i, m)?;
             f.write_at(slot, &rec)?;
+            if let Some((at, bytes)) = &spill {
+                f.write_at(*at, bytes)?;
+            }
             f.sync_data()
         });
         let mut written = 0;
@@ -561,12 +902,14 @@ mod tests {
             })
             .collect();
         let members = targets.iter().map(|(_, m)| Some(m.clone())).collect();
+        let health = Health::new(vec![MemberState::Active; n]);
+        let log = IntentLog::new(&IntentRecord::default(), &health);
         Rig {
             _dirs: dirs,
             targets,
             members,
-            health: Health::new(vec![MemberState::Active; n]),
-            log: IntentLog::new(&IntentRecord::default()),
+            health,
+            log,
         }
     }
 
@@ -616,7 +959,8 @@ mod tests {
         set.insert((5, 3));
         set.insert((9, 1));
         let b = encode(7, false, &set);
-        let r = decode(&b).unwrap();
+        let (r, len) = decode(&b).unwrap();
+        assert_eq!(len, b.len());
         assert_eq!(r.regions, set);
         assert_eq!(r.seq, 7);
         assert_eq!(decode(&b[..b.len() - 3]), None);
@@ -665,7 +1009,7 @@ mod tests {
         assert!(rec.regions.contains(&(500, 0)) && rec.regions.contains(&(11, 0)));
         // Clean: the synced set is persisted without marks ahead.
         for ino in [10, 11, 500] {
-            log.clear_ino(ino);
+            log.clear_ino(ino, &health);
         }
         log.persist(&targets, &health).unwrap();
         assert!(load(&members).is_clean());
@@ -697,5 +1041,129 @@ mod tests {
         for i in 1..=80u64 {
             assert!(rec.regions.contains(&(1000 * i, 0)));
         }
+    }
+
+    /// Mark region 0 of `ino` through `targets` (a log write if needed).
+    fn mark0(log: &IntentLog, ino: u64, targets: &Targets, health: &Health) {
+        log.mark(ino, 0, 0, AheadLimits::default(), targets, health)
+            .unwrap();
+    }
+
+    /// The members of `rig` still in service, as write targets.
+    fn in_service(targets: &Targets, health: &Health) -> Targets {
+        targets
+            .iter()
+            .filter(|(i, _)| health.state(*i).writable())
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn files_changed_while_a_member_is_out_are_durable_before_the_write() {
+        let r = rig(3);
+        let (targets, members, health, log) = (&r.targets, &r.members, &r.health, &r.log);
+        // Written and synced while all are in service: nothing to track.
+        mark0(log, 5, targets, health);
+        log.clear_ino(5, health);
+        // A write in flight when member 2 fails: its file was dirty then.
+        mark0(log, 9000, targets, health);
+        health.mark_failed(2, "test");
+        let live = in_service(targets, health);
+        log.clear_ino(9000, health);
+        // A write while it is out: on the survivors before mark returns.
+        mark0(log, 700, &live, health);
+        let rec = load(&members[..2]);
+        let stale = rec.stale.expect("a stale set on the survivors");
+        assert_eq!(stale.covered, BTreeSet::from([2]));
+        assert!(stale.contains(700) && stale.contains(9000));
+        assert!(
+            !stale.contains(5),
+            "a file synced before the failure counts"
+        );
+        // A cut or an emptied shard is recorded the same way.
+        log.mark_changed(33, &live, health).unwrap();
+        assert!(load(&members[..2]).stale.unwrap().contains(33));
+        // The member comes back: the set is handed over, the slot is no
+        // longer covered, and nothing is tracked once none is out.
+        assert!(log.covers(2, health));
+        health.set_state(2, MemberState::Rebuilding { done_bytes: 0 });
+        let got = log.take_stale(2, health).unwrap();
+        assert!(got.contains(700) && got.contains(9000) && got.contains(33));
+        log.persist(targets, health).unwrap();
+        let rec = load(members);
+        assert!(!rec.stale.unwrap().is_tracking());
+        assert!(!log.covers(2, health));
+    }
+
+    #[test]
+    fn only_a_member_that_left_in_sync_is_covered() {
+        let r = rig(3);
+        let (targets, members, health, log) = (&r.targets, &r.members, &r.health, &r.log);
+        health.mark_failed(1, "test");
+        mark0(log, 40, &targets[..1].to_vec(), health);
+        // Reopened with member 1 still out: the survivors' record covers it.
+        let health2 = Health::new(vec![
+            MemberState::Active,
+            MemberState::Failed,
+            MemberState::Active,
+        ]);
+        let again = IntentLog::new(&load(&members[..1]), &health2);
+        assert!(again.covers(1, &health2));
+        // A member out at start-up that no record covers is not covered,
+        // nor does it become covered later.
+        let unknown = IntentLog::new(&IntentRecord::default(), &health2);
+        assert!(!unknown.covers(1, &health2));
+        mark0(&unknown, 41, &targets[..1].to_vec(), &health2);
+        assert!(!unknown.covers(1, &health2));
+        // A rebuilding member that fails was never in sync: not covered.
+        let health3 = Health::new(vec![
+            MemberState::Active,
+            MemberState::Rebuilding { done_bytes: 0 },
+            MemberState::Active,
+        ]);
+        let log3 = IntentLog::new(&IntentRecord::default(), &health3);
+        health3.mark_failed(1, "test");
+        mark0(&log3, 42, &targets[..1].to_vec(), &health3);
+        assert!(!log3.covers(1, &health3));
+        // A record torn on the member with the newest seq: unknown.
+        let mut bytes = members[0].as_ref().unwrap().read_all(INTENT_PATH).unwrap();
+        let seq = load(&members[..1]).seq;
+        // The set rides behind the log record in its slot.
+        let slot_at = (seq % 2) as usize * SLOT_BYTES;
+        let (_, len) = decode(&bytes[slot_at..]).unwrap();
+        assert!(StaleSet::decode(&bytes[slot_at + len..]).is_some());
+        bytes[slot_at + len + 30] ^= 0xff;
+        let f = members[0].as_ref().unwrap().create(INTENT_PATH).unwrap();
+        f.write_at(0, &bytes).unwrap();
+        assert_eq!(load(&members[..1]).stale, None);
+        let _ = log;
+    }
+
+    #[test]
+    fn a_file_cut_while_a_member_fails_joins_the_stale_set() {
+        let r = rig(3);
+        let (targets, health, log) = (&r.targets, &r.health, &r.log);
+        // A cut starts with every member in service: nothing to record yet.
+        let changing = log.mark_changed(50, targets, health).unwrap();
+        // Member 1 fails on its part of the cut (no write of this file
+        // is in the log to seed the set with).
+        health.mark_failed(1, "test");
+        drop(changing);
+        assert!(log.covers(1, health));
+        log.persist(&in_service(targets, health), health).unwrap();
+        let stale = load(&r.members[..1]).stale.unwrap();
+        assert!(stale.contains(50), "the cut file is not in the set");
+    }
+
+    #[test]
+    fn an_overflowing_log_makes_the_stale_set_overflow() {
+        let r = rig(2);
+        let (targets, health, log) = (&r.targets, &r.health, &r.log);
+        health.mark_failed(1, "test");
+        for ino in 0..(MAX_ENTRIES as u64 + 2) {
+            mark0(log, ino * 1000, &targets[..1].to_vec(), health);
+        }
+        assert!(!log.covers(1, health), "an overflowed set must not re-add");
+        assert_eq!(log.take_stale(1, health), None);
     }
 }

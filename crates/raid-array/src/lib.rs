@@ -14,6 +14,7 @@ pub mod health;
 pub mod intent;
 pub mod member;
 pub mod ops;
+pub mod stale;
 
 pub use error::{ArrayError, Result};
 pub mod array;
@@ -22,7 +23,7 @@ pub mod create;
 pub mod format;
 pub mod meta;
 
-pub use array::{Array, RebuildStatus, SetAttr, SpareStatus, StatFs, Status, TimeSet};
+pub use array::{Array, RebuildStatus, ReplaceKind, SetAttr, SpareStatus, StatFs, Status, TimeSet};
 pub use assemble::{AssembleOptions, AtimeMode, Selector};
 pub use create::CreateOptions;
 pub use meta::{Attr, DirEntry, FileKind, ROOT_INO};

@@ -662,16 +662,24 @@ fn a_former_member_back_after_a_disconnect_is_taken_back_by_replace_with_a_full_
     assert!(msg.contains("stray.txt"), "{msg}");
     assert!(dirs[2].join(".raidfs/superblock").exists());
     std::fs::remove_file(dirs[2].join("stray.txt")).unwrap();
-    // The disk is back: its own directory is taken back and rebuilt whole.
+    // The disk is back: its own directory is taken back and, asked for
+    // `--full`, its old contents are discarded and it is rebuilt whole
+    // (without, it is re-added: readd.rs).
     let report = a
         .replace(
             2,
             &dirs[2],
-            Default::default(),
+            raid_array::ops::RebuildOptions {
+                full: true,
+                ..Default::default()
+            },
             &raid_array::ops::NoProgress,
         )
         .unwrap();
-    assert!(report.complete && report.unrecoverable == 0, "{report:?}");
+    assert!(
+        report.complete && !report.readd && report.unrecoverable == 0,
+        "{report:?}"
+    );
     assert!(!a.status().degraded);
     assert!(!dirs[2].join(".raidfs-discarded").exists());
     a.close().unwrap();

@@ -16,6 +16,9 @@ use raid_array::ops;
 use raid_core::Geometry;
 use raid_core::layout::{Level, Raid5Layout};
 
+mod common;
+use common::scratch;
+
 const CHUNK: u32 = 4096;
 const BLOCK: usize = 4096;
 
@@ -24,18 +27,6 @@ enum Step {
     Write(u64, usize, Vec<u8>),
     Sync(u64),
     Truncate(u64, usize),
-}
-
-/// A scratch directory, on tmpfs when there is one: the test creates and
-/// drops thousands of small files and would otherwise wait on the journal.
-fn scratch() -> tempfile::TempDir {
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(d) = tempfile::tempdir_in(shm)
-    {
-        return d;
-    }
-    tempfile::tempdir().unwrap()
 }
 
 fn bytes(seed: u8, len: usize) -> Vec<u8> {

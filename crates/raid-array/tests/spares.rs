@@ -338,7 +338,7 @@ fn close_during_a_rebuild_then_assemble_resumes_from_the_checkpoint() {
     std::fs::create_dir(&fresh).unwrap();
     let slow = RebuildOptions {
         throttle_bytes_per_sec: 32 * 1024,
-        resume: false,
+        ..RebuildOptions::default()
     };
     a.start_replace(2, &fresh, slow).unwrap();
     let e = a.start_replace(2, &fresh, slow).unwrap_err().to_string();

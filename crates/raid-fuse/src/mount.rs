@@ -157,7 +157,7 @@ fn refuse_if_mounted(members: &[std::path::PathBuf]) -> Result<()> {
 
 /// What to tell the user who mounts a degraded array, which otherwise
 /// starts without a word: which members are out, how much redundancy is
-/// left, and that a member absent at mount has to be rebuilt to rejoin.
+/// left, and how a member absent at mount rejoins.
 fn degraded_warning(st: &raid_array::Status, read_only: bool) -> Option<String> {
     if !st.degraded {
         return None;
@@ -179,9 +179,9 @@ fn degraded_warning(st: &raid_array::Status, read_only: bool) -> Option<String> 
         msg.push_str("; a rebuild is running (raidfs status)");
     } else if !read_only {
         msg.push_str(&format!(
-            ". A member that was missing is now recorded as failed and rejoins only by a \
-             full rebuild (`raidfs replace {} SLOT DIR`, DIR its own directory once the disk \
-             is back, or a new one; or a hot spare)",
+            ". A member that was missing is now recorded as failed. When its disk is back, \
+             `raidfs replace {} SLOT DIR` with its own directory re-adds it, rebuilding only \
+             the files changed meanwhile; a new empty DIR (or a hot spare) is rebuilt whole",
             st.name
         ));
     }

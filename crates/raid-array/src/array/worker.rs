@@ -7,7 +7,10 @@
 //!   checkpoint; assemble kicks, a read-only array never does),
 //! - a failed or missing slot while a hot spare is attached (the spare takes
 //!   the slot: metadata copied, state rebuilding, rebuild, then active),
-//! - [`Array::start_replace`] onto a new directory.
+//! - [`Array::start_replace`] onto a new directory, or back onto the
+//!   directory of the member that left the slot: a *re-add*, which keeps
+//!   that member's data and rebuilds only the files changed since it left
+//!   ([`crate::stale`]).
 //!
 //! After each rebuild the thread looks for the next job and ends when there
 //! is none. [`stop`] (from `close` and drop) asks it to stop: the rebuild
@@ -27,10 +30,11 @@ use std::thread::JoinHandle;
 use super::{Array, Inner, Spare, lock};
 use crate::assemble;
 use crate::create::{check_empty, check_empty_except};
-use crate::format::superblock;
+use crate::format::superblock::{self, Superblock};
 use crate::health::MemberState;
 use crate::member::{DirMember, Member};
 use crate::ops::{self, NoProgress, Progress, RebuildOptions, RebuildReport};
+use crate::stale::StaleSet;
 use crate::{ArrayError, Result};
 
 use std::os::unix::fs::MetadataExt;
@@ -54,6 +58,38 @@ struct Job {
     slot: usize,
     member: Arc<dyn Member>,
     opts: RebuildOptions,
+    /// A member coming back with its old data (`None`: an empty one).
+    readd: Option<ReAdd>,
+}
+
+/// A member back in its slot with the data it had when it left.
+struct ReAdd {
+    /// The files changed since it left; `None` if no longer known (then
+    /// every file is rebuilt, over the old data).
+    changed: Option<StaleSet>,
+}
+
+/// What a validated replace puts into the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// An empty directory (or a former member's, emptied): a full rebuild.
+    Fresh,
+    /// The directory of an interrupted rebuild of this slot: resumed.
+    Resume,
+    /// The directory of the member that left this slot in sync, kept: only
+    /// the files changed since it left are rebuilt.
+    ReAdd,
+}
+
+/// How [`Array::start_replace`] goes about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaceKind {
+    /// A full rebuild onto an empty directory.
+    Rebuild,
+    /// An interrupted rebuild continues.
+    Resume,
+    /// The member that left comes back: only what changed is rebuilt.
+    ReAdd,
 }
 
 fn now_unix() -> u64 {
@@ -213,7 +249,24 @@ fn announce(inner: &Inner, job: &Job, files: &[(u64, u64)]) -> u64 {
 /// Run one rebuild and record its outcome in the superblocks.
 fn run_rebuild(inner: &Inner, job: &Job, outer: &dyn Progress) -> Result<RebuildReport> {
     let slot = job.slot;
-    let files = inner.striped_files();
+    let mut files = inner.striped_files();
+    let (mut kept, mut removed) = (0, 0);
+    if let Some(readd) = &job.readd {
+        inner.data.forget_zeros_past_end();
+        removed = remove_freed_shards(inner, slot, job.member.as_ref());
+        if let Some(changed) = &readd.changed {
+            let all = files.len();
+            files.retain(|&(ino, _)| changed.contains(ino));
+            kept = (all - files.len()) as u64;
+        }
+        tracing::info!(
+            slot,
+            rebuilt = files.len(),
+            kept,
+            removed,
+            "a member back with its old data: rebuilding the files changed since it left"
+        );
+    }
     let total = announce(inner, job, &files);
     tracing::info!(
         slot,
@@ -234,8 +287,11 @@ fn run_rebuild(inner: &Inner, job: &Job, outer: &dyn Progress) -> Result<Rebuild
     *lock(&inner.rebuild_status) = None;
     // The end state (active, or rebuilding with its progress) on record.
     let written = inner.write_sbs();
-    let rep = r?;
+    let mut rep = r?;
     written?;
+    rep.readd = job.readd.as_ref().is_some_and(|r| r.changed.is_some());
+    rep.kept_files = kept;
+    rep.removed_files = removed;
     tracing::info!(
         slot,
         complete = rep.complete,
@@ -265,6 +321,7 @@ fn next_job(inner: &Inner, skip: &[usize]) -> Option<Job> {
                     resume: true,
                     ..inner.auto_rebuild
                 },
+                readd: None,
             });
         }
     }
@@ -296,6 +353,7 @@ fn next_job(inner: &Inner, skip: &[usize]) -> Option<Job> {
                             resume: false,
                             ..inner.auto_rebuild
                         },
+                        readd: None,
                     });
                 }
                 Err(e) => {
@@ -335,6 +393,7 @@ fn take_over(inner: &Inner, slot: usize, spare: &Spare) -> Result<()> {
     inner
         .health
         .set_state(slot, MemberState::Rebuilding { done_bytes: 0 });
+    inner.data.take_stale(slot)?;
     inner.write_sbs()
 }
 
@@ -363,22 +422,24 @@ impl Array {
         if lock(&i.worker).busy {
             return Err(busy_error());
         }
-        let (member, resuming) = validate_replace(i, slot, path)?;
-        {
+        let (member, mode) = validate_replace(i, slot, path, opts.full)?;
+        let readd = {
             let mut w = lock(&i.worker);
-            if w.busy || !still_as_validated(i, slot, resuming) {
+            if w.busy || !still_as_validated(i, slot, mode) {
                 return Err(busy_error());
             }
-            prepare_replace(i, slot, &member, resuming)?;
+            let readd = prepare_replace(i, slot, &member, mode)?;
             w.busy = true;
-        }
+            readd
+        };
         let job = Job {
             slot,
             member,
             opts: RebuildOptions {
-                resume: opts.resume || resuming,
+                resume: mode == Mode::Resume,
                 ..opts
             },
+            readd,
         };
         let r = run_rebuild(i, &job, progress);
         lock(&i.worker).busy = false;
@@ -387,9 +448,15 @@ impl Array {
     }
 
     /// Validate now (errors are returned at once), then rebuild `slot` onto
-    /// the empty directory `path` in the background worker; progress shows
-    /// in [`Array::status`]. Errors if a rebuild is already running.
-    pub fn start_replace(&self, slot: usize, path: &Path, opts: RebuildOptions) -> Result<()> {
+    /// the empty directory `path` (or re-add the member that left it) in the
+    /// background worker; progress shows in [`Array::status`]. Errors if a
+    /// rebuild is already running.
+    pub fn start_replace(
+        &self,
+        slot: usize,
+        path: &Path,
+        opts: RebuildOptions,
+    ) -> Result<ReplaceKind> {
         self.writable()?;
         let i = &self.inner;
         if i.stopping.load(Ordering::SeqCst) {
@@ -401,9 +468,9 @@ impl Array {
         // Outside the worker lock: taking back a former member removes its
         // old contents, which may take long, and the failure listener
         // needs that lock meanwhile.
-        let (member, resuming) = validate_replace(i, slot, path)?;
+        let (member, mode) = validate_replace(i, slot, path, opts.full)?;
         let mut w = lock(&i.worker);
-        if w.busy || !still_as_validated(i, slot, resuming) {
+        if w.busy || !still_as_validated(i, slot, mode) {
             return Err(busy_error());
         }
         if let Some(h) = w.handle.take()
@@ -411,14 +478,22 @@ impl Array {
         {
             w.finished = Some(r);
         }
-        prepare_replace(i, slot, &member, resuming)?;
+        let readd = prepare_replace(i, slot, &member, mode)?;
+        let kind = match (mode, &readd) {
+            (Mode::Resume, _) => ReplaceKind::Resume,
+            (_, Some(ReAdd { changed: Some(_) })) => ReplaceKind::ReAdd,
+            _ => ReplaceKind::Rebuild,
+        };
         let job = Job {
             slot,
             member,
             opts: RebuildOptions {
-                resume: opts.resume || resuming,
+                // Only the same directory continues a checkpoint: one left
+                // by an abandoned rebuild of this slot must not skip files.
+                resume: mode == Mode::Resume,
                 ..opts
             },
+            readd,
         };
         spawn(i, &mut w, job);
         if !w.busy {
@@ -426,8 +501,8 @@ impl Array {
                 "cannot start the rebuild worker thread".into(),
             ));
         }
-        tracing::info!(slot, path = %path.display(), "replace started in the background");
-        Ok(())
+        tracing::info!(slot, path = %path.display(), ?kind, "replace started in the background");
+        Ok(kind)
     }
 
     /// Block until the background rebuild (if any) ends, and return how it
@@ -446,14 +521,20 @@ impl Array {
 
 /// Whether `slot` is still as [`validate_replace`] found it (a spare may
 /// have taken it over since), checked again under the worker lock.
-fn still_as_validated(i: &Inner, slot: usize, resuming: bool) -> bool {
+fn still_as_validated(i: &Inner, slot: usize, mode: Mode) -> bool {
     let st = i.health.state(slot);
-    !st.readable() && matches!(st, MemberState::Rebuilding { .. }) == resuming
+    !st.readable() && matches!(st, MemberState::Rebuilding { .. }) == (mode == Mode::Resume)
 }
 
-/// Check a replace of `slot` by `path`; returns the opened member and
-/// whether it resumes an interrupted rebuild onto the same directory.
-fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Member>, bool)> {
+/// Check a replace of `slot` by `path`; returns the opened member and what
+/// it will be: a fresh member, the resumed target of an interrupted rebuild,
+/// or (unless `full`) the member that left the slot, re-added.
+fn validate_replace(
+    i: &Inner,
+    slot: usize,
+    path: &Path,
+    full: bool,
+) -> Result<(Arc<dyn Member>, Mode)> {
     let n = i.geometry.members();
     if slot >= n {
         return Err(ArrayError::Invalid(format!(
@@ -526,16 +607,122 @@ fn validate_replace(i: &Inner, slot: usize, path: &Path) -> Result<(Arc<dyn Memb
                 path.display()
             )));
         }
-    } else {
-        let has = member.exists(".raidfs").map_err(|e| ArrayError::MemberIo {
-            member: slot,
-            path: member.describe(),
-            context: "check for .raidfs".into(),
-            source: e,
-        })?;
-        make_empty(i, "replacement", path, has)?;
+        return Ok((member, Mode::Resume));
     }
-    Ok((member, resuming))
+    let has = member.exists(".raidfs").map_err(|e| ArrayError::MemberIo {
+        member: slot,
+        path: member.describe(),
+        context: "check for .raidfs".into(),
+        source: e,
+    })?;
+    if has && !full && can_readd(i, slot, path)? {
+        return Ok((member, Mode::ReAdd));
+    }
+    make_empty(i, "replacement", path, has)?;
+    Ok((member, Mode::Fresh))
+}
+
+/// Whether `path` holds the member that left `slot` and may come back with
+/// its data kept: the slot's own member (same member UUID, so no replace
+/// began since), not used on its own since, nothing else in the directory,
+/// and the array knows every file changed since it left (the slot is
+/// covered, [`crate::stale`]).
+fn can_readd(i: &Inner, slot: usize, path: &Path) -> Result<bool> {
+    let Ok(sb) = assemble::read_superblock(path) else {
+        return Ok(false);
+    };
+    let ours = lock(&i.sb).template.clone();
+    let own = sb.array_uuid == ours.array_uuid
+        && sb.member_index as usize == slot
+        && ours
+            .members
+            .get(slot)
+            .is_some_and(|m| m.uuid == sb.member_uuid)
+        && matches!(
+            i.health.state(slot),
+            MemberState::Failed | MemberState::Missing
+        );
+    if !own || used_on_its_own(i, &sb).is_some() {
+        return Ok(false);
+    }
+    if !i.data.can_readd(slot) {
+        tracing::info!(
+            slot,
+            path = %path.display(),
+            "the files changed since this member left are not known: it is rebuilt whole"
+        );
+        return Ok(false);
+    }
+    check_empty_except("member coming back", path, &[".raidfs"])?;
+    Ok(true)
+}
+
+/// The slot of a member that `sb` (a former member's superblock) records as
+/// failed but that serves the array now: the former member was used on its
+/// own since it left (split brain) and may hold changes the array lacks.
+fn used_on_its_own(i: &Inner, sb: &Superblock) -> Option<usize> {
+    let ours = lock(&i.sb).template.clone();
+    sb.members.iter().position(|m| {
+        m.state == superblock::SlotState::Failed
+            && ours
+                .members
+                .iter()
+                .enumerate()
+                .any(|(j, o)| o.uuid == m.uuid && i.health.state(j).readable())
+    })
+}
+
+/// Before a re-add: delete the member's shards of files deleted since it
+/// left. Inode numbers are never reused, so a number the namespace no
+/// longer holds (below its next number) never comes back, whatever writes
+/// race with this. Files that exist but are no longer striped keep a
+/// harmless old shard, emptied if they are striped again. Returns the
+/// files removed; failures are logged (the space stays used).
+fn remove_freed_shards(inner: &Inner, slot: usize, member: &dyn Member) -> u64 {
+    use crate::data::shard::{shard_path, sums_path};
+    let mut inos = Vec::new();
+    let dirs = match member.list(".raidfs/data") {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(slot, error = %e, "cannot list the returning member's data");
+            return 0;
+        }
+    };
+    for dir in dirs {
+        let path = format!(".raidfs/data/{dir}");
+        let Ok(names) = member.list(&path) else {
+            continue;
+        };
+        for name in names {
+            let hex = name.strip_suffix(".crc").unwrap_or(&name);
+            if let Ok(ino) = u64::from_str_radix(hex, 16)
+                && shard_path(ino) == format!("{path}/{hex}")
+            {
+                inos.push(ino);
+            }
+        }
+    }
+    inos.sort_unstable();
+    inos.dedup();
+    let freed: Vec<u64> = {
+        let ns = inner.meta.read();
+        inos.into_iter()
+            .filter(|&ino| ino < ns.next_ino && ns.inodes.get(&ino).is_none())
+            .collect()
+    };
+    let mut removed = 0;
+    for ino in freed {
+        match member
+            .remove(&shard_path(ino))
+            .and_then(|()| member.remove(&sums_path(ino)))
+        {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(slot, ino, error = %e, "cannot remove the shard of a deleted file")
+            }
+        }
+    }
+    removed
 }
 
 /// Leave `path` (locked by the caller, holding a `.raidfs` if `has`) empty
@@ -591,17 +778,9 @@ fn discard_former_member(i: &Inner, what: &str, path: &Path) -> Result<()> {
             "member {k} of this array, which is in use (a copy of its directory?)"
         ));
     }
-    // Used on its own since it left (split brain): its superblock records
-    // as failed a member that serves the array now, so it holds changes the
+    // Used on its own since it left (split brain): it holds changes the
     // array does not have. Not discarded silently.
-    if let Some(k) = sb.members.iter().position(|m| {
-        m.state == superblock::SlotState::Failed
-            && ours
-                .members
-                .iter()
-                .enumerate()
-                .any(|(j, o)| o.uuid == m.uuid && i.health.state(j).readable())
-    }) {
+    if let Some(k) = used_on_its_own(i, &sb) {
         return refuse(format!(
             "a former member of this array that was used without member {k} since it left, \
              so it may hold changes the array does not have; copy off what you need, then \
@@ -647,8 +826,18 @@ fn clear_interrupted_discard(path: &Path) -> Result<()> {
 }
 
 /// Put a validated replacement into `slot` (worker lock held): metadata,
-/// then superblocks saying rebuilding.
-fn prepare_replace(i: &Inner, slot: usize, member: &Arc<dyn Member>, resuming: bool) -> Result<()> {
+/// then superblocks saying rebuilding. Returns, for a re-add, the files
+/// changed since the member left.
+fn prepare_replace(
+    i: &Inner,
+    slot: usize,
+    member: &Arc<dyn Member>,
+    mode: Mode,
+) -> Result<Option<ReAdd>> {
+    let resuming = mode == Mode::Resume;
+    if mode == Mode::ReAdd {
+        clear_old_records(slot, member.as_ref())?;
+    }
     if !resuming {
         i.meta.add_member(slot, member)?;
         lock(&i.sb).template.members[slot].uuid = superblock::new_uuid();
@@ -660,9 +849,42 @@ fn prepare_replace(i: &Inner, slot: usize, member: &Arc<dyn Member>, resuming: b
     }
     i.set_member(slot, Some(member.clone()));
     i.data.set_member(slot, Some(member.clone()));
-    if !resuming {
-        i.health
-            .set_state(slot, MemberState::Rebuilding { done_bytes: 0 });
+    if resuming {
+        i.write_sbs()?;
+        return Ok(None);
     }
-    i.write_sbs()
+    i.health
+        .set_state(slot, MemberState::Rebuilding { done_bytes: 0 });
+    // The member takes writes now: the files changed while it was out are
+    // complete from here on, and the slot stops being covered (durably,
+    // before the superblocks name a new member UUID for it).
+    let changed = i.data.take_stale(slot)?;
+    i.write_sbs()?;
+    Ok((mode == Mode::ReAdd).then_some(ReAdd { changed }))
+}
+
+/// A member coming back keeps its data, but not its old metadata, logs and
+/// operation checkpoints: they are written afresh, and an old one must
+/// never be taken for the array's.
+fn clear_old_records(slot: usize, member: &dyn Member) -> Result<()> {
+    let io = |path: &str, e: std::io::Error| ArrayError::MemberIo {
+        member: slot,
+        path: member.describe(),
+        context: format!("removing the old {path}"),
+        source: e,
+    };
+    for dir in [crate::meta::journal::META_DIR, crate::ops::OPS_DIR] {
+        let names = match member.list(dir) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(dir, e)),
+        };
+        for name in names {
+            let path = format!("{dir}/{name}");
+            member.remove(&path).map_err(|e| io(&path, e))?;
+        }
+    }
+    member
+        .remove(crate::intent::INTENT_PATH)
+        .map_err(|e| io(crate::intent::INTENT_PATH, e))
 }

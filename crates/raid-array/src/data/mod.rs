@@ -58,6 +58,7 @@ use crate::error::{ArrayError, Result};
 use crate::health::{Health, MemberState};
 use crate::intent::{self, AheadLimits, IntentLog, IntentRecord, Targets};
 use crate::member::Member;
+use crate::stale::StaleSet;
 use checksum::BLOCK;
 use layout::{Group, Layout, Plan, Protect};
 use shard::Handles;
@@ -343,8 +344,14 @@ impl DataStore {
                 health.len()
             )));
         }
+        // Members the caller took for in service that are not there: they
+        // left in sync, so the files changed from now on are all they lack.
+        let mut absent = Vec::new();
         for (i, m) in members.iter().enumerate() {
             if m.is_none() && health.state(i).writable() {
+                if health.state(i) == MemberState::Active {
+                    absent.push(i);
+                }
                 health.set_state(i, MemberState::Missing);
             }
         }
@@ -357,13 +364,24 @@ impl DataStore {
                 "unclean shutdown: stripes need resync"
             );
         }
+        let intent = IntentLog::new(&loaded_intent, &health);
+        intent.cover(&absent);
+        for k in intent.left_unrecorded(&health) {
+            warn!(
+                member = k,
+                "the write-intent log says this member left while the array ran, but the \
+                 array stopped before its superblocks recorded it: it lacks changes and is \
+                 failed; re-add it (raidfs replace with its own directory)"
+            );
+            health.mark_failed(k, "left while the array ran (write-intent log)");
+        }
         Ok(DataStore {
             layout,
             members: RwLock::new(members),
             health,
             handles: Handles::default(),
             locks: (0..LOCKS).map(|_| RwLock::new(())).collect(),
-            intent: IntentLog::new(&loaded_intent),
+            intent,
             loaded_intent,
             pool: Mutex::new(Vec::new()),
             readahead: readahead::ReadAhead::default(),
@@ -1496,6 +1514,9 @@ impl DataStore {
     /// the stripe holding `size` (through the write path, so parity follows)
     /// and cut every shard after that stripe. Caller holds the write lock.
     pub(crate) fn cut(&self, ino: u64, size: u64) -> Result<()> {
+        // Recorded as changed before any shard is, if a member is out.
+        let health = &self.health;
+        let _changing = self.intent.mark_changed(ino, &self.targets(), health)?;
         self.readahead.invalidate(ino);
         self.tails.forget(ino);
         self.note_unsynced(ino);
@@ -1538,6 +1559,9 @@ impl DataStore {
         self.readahead.invalidate(ino);
         self.tails.forget(ino);
         self.handles.forget_ino(ino);
+        let _changing = self
+            .intent
+            .mark_changed(ino, &self.targets(), &self.health)?;
         // Creating a file costs a filesystem tens of microseconds (an inode
         // and a directory entry, journaled): the members do it in parallel.
         self.shards_created(pool::map(self.targets(), |(j, m)| {
@@ -1582,7 +1606,7 @@ impl DataStore {
                 self.fail_member(j, "remove failed", &e);
             }
         }
-        self.intent.clear_ino(ino);
+        self.intent.clear_ino(ino, &self.health);
         self.unsynced
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1637,7 +1661,7 @@ impl DataStore {
 
     /// `ino`'s data is durable: drop its regions from the write-intent log.
     fn synced(&self, ino: u64) {
-        self.intent.clear_ino(ino);
+        self.intent.clear_ino(ino, &self.health);
         self.unsynced
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1767,6 +1791,35 @@ impl DataStore {
             .member(j)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
         self.handles.get(j, member.as_ref(), ino, true).map(|_| ())
+    }
+
+    /// A member comes back holding old data: past the end of the files
+    /// changed since it left it may hold old bytes, so no file counts as
+    /// holding only zeros there any more (a growing write then writes its
+    /// zeros rather than assuming them).
+    pub(crate) fn forget_zeros_past_end(&self) {
+        self.zero_past_end.forget_all();
+    }
+
+    /// Cover member slots absent at assembly that the superblocks list in
+    /// service ([`crate::stale`]).
+    pub fn cover_absent(&self, slots: &[usize]) {
+        self.intent.cover(slots);
+    }
+
+    /// Whether the member that left `slot` may come back by a re-add (a
+    /// resync of the files changed since it left).
+    pub fn can_readd(&self, slot: usize) -> bool {
+        self.intent.covers(slot, &self.health)
+    }
+
+    /// `slot` has a member again (already in place and taking writes):
+    /// returns the files changed since the old one left, if known, and
+    /// records durably that the slot is no longer covered.
+    pub fn take_stale(&self, slot: usize) -> Result<Option<StaleSet>> {
+        let set = self.intent.take_stale(slot, &self.health);
+        self.persist_intent()?;
+        Ok(set)
     }
 
     /// Members that take writes now.

@@ -53,6 +53,11 @@ impl ZeroPastEnd {
         self.lock().remove(&ino);
     }
 
+    /// No file's members are known to hold only zeros past its end.
+    pub fn forget_all(&self) {
+        self.lock().clear();
+    }
+
     /// Whether `ino`'s members hold only zeros past its end.
     pub fn holds(&self, ino: u64) -> bool {
         self.lock().contains(&ino)

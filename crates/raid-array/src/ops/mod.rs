@@ -20,6 +20,9 @@ use crate::error::Result;
 use crate::member::Member;
 
 pub use rebuild::{RebuildOptions, RebuildReport, rebuild};
+
+/// Directory of operation checkpoints and summaries on a member.
+pub const OPS_DIR: &str = ".raidfs/ops";
 pub use resync::{ResyncReport, resync};
 pub use scrub::{ScrubOptions, ScrubReport, ScrubSummary, scrub};
 
@@ -109,7 +112,7 @@ const CKPT_MAGIC: &[u8; 8] = b"RFSCKPT\0";
 
 impl Checkpoint {
     fn path(op: &str) -> String {
-        format!(".raidfs/ops/{op}.ckpt")
+        format!("{OPS_DIR}/{op}.ckpt")
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -58,6 +58,9 @@ pub struct RebuildOptions {
     pub throttle_bytes_per_sec: u64,
     /// Continue from the saved checkpoint if there is one for this slot.
     pub resume: bool,
+    /// Rebuild a member coming back whole, discarding its data, even where
+    /// a re-add (only the files changed since it left) would do.
+    pub full: bool,
 }
 
 /// What a rebuild did.
@@ -73,6 +76,13 @@ pub struct RebuildReport {
     pub direct_bytes: u64,
     /// False when stopped early through [`Progress::should_stop`].
     pub complete: bool,
+    /// A re-add: the member came back with its data, and only the files
+    /// changed since it left were rebuilt (`files` of them).
+    pub readd: bool,
+    /// Files a re-add left as the member held them.
+    pub kept_files: u64,
+    /// Shards of files deleted while the member was out, removed by a re-add.
+    pub removed_files: u64,
 }
 
 /// Rebuild slot `slot` onto `new_member`, for the given files (inode, size).

@@ -86,9 +86,9 @@ pub fn resync(
         store.sync_locked(ino)?;
     }
     for &(ino, region) in &rec.regions {
-        store.intent.resolved(ino, region);
+        store.intent.resolved(ino, region, &store.health);
     }
-    store.intent.resolved_all();
+    store.intent.resolved_all(&store.health);
     store.persist_intent()?;
     info!(?rep, "resync finished");
     Ok(rep)

@@ -11,6 +11,18 @@ use raid_array::member::Member;
 use raid_array::member::faulty::FaultyMember;
 use raid_array::{Array, AssembleOptions};
 
+/// A scratch directory, on tmpfs when there is one: crash tests create and
+/// drop thousands of small files and would otherwise wait on the journal.
+pub fn scratch() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(d) = tempfile::tempdir_in(shm)
+    {
+        return d;
+    }
+    tempfile::tempdir().unwrap()
+}
+
 /// `n` fresh member directories `root/<prefix>0..`.
 pub fn make_dirs(root: &Path, prefix: &str, n: usize) -> Vec<PathBuf> {
     (0..n)

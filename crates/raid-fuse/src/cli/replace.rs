@@ -1,5 +1,8 @@
 //! `raidfs replace`: put an empty directory in place of a failed or missing
-//! member and rebuild onto it, like `mdadm --replace`/`--add`.
+//! member and rebuild onto it, like `mdadm --replace`/`--add`; given the
+//! directory of the member that left the slot, it re-adds it (`mdadm
+//! --re-add` with a bitmap): its data is kept and only the files changed
+//! since it left are rebuilt, unless `--full`.
 //!
 //! On a mounted array the daemon's engine rebuilds in the background (it
 //! resumes after a remount or reboot); this command follows the progress
@@ -26,7 +29,8 @@ pub struct ReplaceArgs {
     pub target: String,
     /// The member to replace: its slot number or its directory.
     pub member: String,
-    /// The empty directory that becomes the new member.
+    /// The empty directory that becomes the new member, or the directory of
+    /// the member that left the slot (re-added).
     pub new_dir: PathBuf,
     /// Limit rebuild writes to this many MB/s.
     #[arg(long, value_name = "MB/s", value_parser = target::parse_rate)]
@@ -38,6 +42,10 @@ pub struct ReplaceArgs {
     /// redundancy between the two).
     #[arg(long)]
     pub allow_same_fs: bool,
+    /// Rebuild a member that comes back whole, discarding its data, rather
+    /// than re-adding it with only the files changed since it left.
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// How often the rebuild's progress is asked for.
@@ -65,13 +73,22 @@ pub fn run(args: &ReplaceArgs) -> Result<()> {
                     slot: k,
                     path: new_dir,
                     throttle_bytes_per_sec: throttle,
+                    full: args.full,
                 },
             )?;
             println!("{msg}");
             if args.no_wait {
                 return Ok(());
             }
-            follow(&rec, k)
+            follow(
+                &rec,
+                k,
+                if msg.starts_with("re-adding") {
+                    "re-add"
+                } else {
+                    "rebuild"
+                },
+            )
         }
         Source::Offline(members) => {
             let st = status::offline(&members)?;
@@ -85,6 +102,7 @@ pub fn run(args: &ReplaceArgs) -> Result<()> {
                 RebuildOptions {
                     throttle_bytes_per_sec: throttle,
                     resume: true,
+                    full: args.full,
                 },
                 &pb,
             );
@@ -94,21 +112,35 @@ pub fn run(args: &ReplaceArgs) -> Result<()> {
             if !rep.complete {
                 bail!("the rebuild stopped early; run the same command again to resume");
             }
-            println!(
-                "member {k} rebuilt onto {}: {} bytes written, {} unrecoverable blocks",
-                new_dir.display(),
-                rep.bytes,
-                rep.unrecoverable
-            );
+            if rep.readd {
+                println!(
+                    "member {k} re-added from {}: {} files changed since it left rebuilt \
+                     ({} bytes written), {} kept as they were, {} deleted files' data removed, \
+                     {} unrecoverable blocks",
+                    new_dir.display(),
+                    rep.files,
+                    rep.bytes,
+                    rep.kept_files,
+                    rep.removed_files,
+                    rep.unrecoverable
+                );
+            } else {
+                println!(
+                    "member {k} rebuilt onto {}: {} bytes written, {} unrecoverable blocks",
+                    new_dir.display(),
+                    rep.bytes,
+                    rep.unrecoverable
+                );
+            }
             Ok(())
         }
     }
 }
 
-/// Show the daemon's rebuild of `slot` until it ends; an error unless the
-/// member ends up active.
-pub fn follow(rec: &Record, slot: usize) -> Result<()> {
-    let pb = WorkBar::new("rebuild");
+/// Show the daemon's rebuild (or re-add, `what`) of `slot` until it ends;
+/// an error unless the member ends up active.
+pub fn follow(rec: &Record, slot: usize, what: &'static str) -> Result<()> {
+    let pb = WorkBar::new(what);
     let start = Instant::now();
     loop {
         let st = status::live(rec).context("following the rebuild")?;
@@ -124,7 +156,7 @@ pub fn follow(rec: &Record, slot: usize) -> Result<()> {
             _ if state == "active" => {
                 pb.finish();
                 println!(
-                    "member {slot} is active: rebuild finished in {:.0?}",
+                    "member {slot} is active: {what} finished in {:.0?}",
                     start.elapsed()
                 );
                 return Ok(());
@@ -134,7 +166,7 @@ pub fn follow(rec: &Record, slot: usize) -> Result<()> {
             _ => {
                 pb.abandon();
                 bail!(
-                    "the rebuild of member {slot} ended with the member {state}; \
+                    "the {what} of member {slot} ended with the member {state}; \
                      see the mount daemon's log (journalctl -t raidfs)"
                 );
             }

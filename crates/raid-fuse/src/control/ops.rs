@@ -3,8 +3,8 @@
 //! error text goes back to the admin unchanged.
 
 use anyhow::{Result, bail};
-use raid_array::Array;
 use raid_array::ops::RebuildOptions;
+use raid_array::{Array, ReplaceKind};
 
 use super::protocol::Request;
 
@@ -15,16 +15,27 @@ pub fn apply(array: &Array, req: &Request) -> Result<String> {
             slot,
             path,
             throttle_bytes_per_sec,
+            full,
         } => {
             let opts = RebuildOptions {
                 throttle_bytes_per_sec: *throttle_bytes_per_sec,
                 resume: true,
+                full: *full,
             };
-            array.start_replace(*slot, path, opts)?;
-            format!(
-                "rebuilding member {slot} onto {} in the background",
-                path.display()
-            )
+            let kind = array.start_replace(*slot, path, opts)?;
+            let path = path.display();
+            match kind {
+                ReplaceKind::Rebuild => {
+                    format!("rebuilding member {slot} onto {path} in the background")
+                }
+                ReplaceKind::Resume => {
+                    format!("resuming the rebuild of member {slot} onto {path} in the background")
+                }
+                ReplaceKind::ReAdd => format!(
+                    "re-adding member {slot} from {path}: its data is kept and the files \
+                     changed since it left are rebuilt in the background"
+                ),
+            }
         }
         Request::AddSpare { path } => {
             array.add_spare(path)?;

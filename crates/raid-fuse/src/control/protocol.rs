@@ -31,6 +31,9 @@ pub enum Request {
         slot: usize,
         path: PathBuf,
         throttle_bytes_per_sec: u64,
+        /// Rebuild a member coming back whole instead of re-adding it.
+        #[serde(default)]
+        full: bool,
     },
     AddSpare {
         path: PathBuf,
@@ -136,6 +139,7 @@ mod tests {
                 slot: 2,
                 path: "/mnt/new disk".into(),
                 throttle_bytes_per_sec: 0,
+                full: false,
             },
             Request::Fail { slot: 1 },
         ] {
