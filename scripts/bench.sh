@@ -11,3 +11,4 @@ cargo bench -p raid-array --bench datapath
 # The mounted filesystem against mergerfs and a raw directory (same run).
 scripts/bench-fuse.sh
 scripts/bench-sync.sh
+scripts/bench-readd.sh
