@@ -16,14 +16,8 @@
 #                                   SIZE_MB: sequential size, default 1024;
 #                                   LOOP_DIO=0: buffered loop devices, see member_fs)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT="$PWD"
-[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-
-if [ "$(id -u)" != 0 ]; then
-    echo "bench-fuse mounts filesystems and drops caches: run it as root" >&2
-    exit 1
-fi
+. "$(dirname "$0")/bench-common.sh"
+bench_setup bench-fuse
 
 SIZE_MB="${SIZE_MB:-1024}"
 FILES="${FILES:-10000}"
@@ -35,14 +29,6 @@ need mergerfs mergerfs
 need fio fio
 need jq jq
 need fusermount3 fuse3
-
-if [ -n "${BENCH_BIN:-}" ]; then
-    BIN="$BENCH_BIN"
-else
-    echo "==> building raidfs (release)"
-    cargo build --release --quiet -p raid-fuse --bins
-    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/raidfs-bench-fuse.XXXXXX")"
 RAIDFS="$WORK/raidfs"

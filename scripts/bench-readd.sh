@@ -13,24 +13,10 @@
 #   scripts/bench-readd.sh   (BENCH_BIN: directory of prebuilt release binaries;
 #                             FILES, FILE_MB: the data, default 16 × 64 MiB)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT="$PWD"
-[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-
-if [ "$(id -u)" != 0 ]; then
-    echo "bench-readd mounts filesystems and drops caches: run it as root" >&2
-    exit 1
-fi
+. "$(dirname "$0")/bench-common.sh"
+bench_setup bench-readd
 FILES="${FILES:-16}"
 FILE_MB="${FILE_MB:-64}"
-
-if [ -n "${BENCH_BIN:-}" ]; then
-    BIN="$BENCH_BIN"
-else
-    echo "==> building raidfs (release)"
-    cargo build --release --quiet -p raid-fuse --bins
-    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-fi
 R="$BIN/raidfs"
 M="$BIN/mount-raidfs"
 
