@@ -629,6 +629,45 @@ fn status_of_one_member_directory_finds_the_others_and_only_misses_what_is_gone(
 }
 
 #[test]
+fn with_readd_a_disk_listed_again_is_re_added_at_mount() {
+    let mut a = TestArray::builder("raid5", 4).create();
+    let all = a.members.clone();
+    a.mount();
+    let before = write_files(&a, "before", 2, 120_000);
+    a.unmount();
+    // Disk 3 was not there at one mount; files changed meanwhile.
+    a.members.truncate(3);
+    a.mount();
+    let during = write_files(&a, "during", 3, 150_000);
+    a.unmount();
+    // Back in the list, mounted with `readd`: the mount re-adds it.
+    a.members = all.clone();
+    a.set_options(&["readd"]);
+    a.mount();
+    let start = Instant::now();
+    loop {
+        let st = a.live_status_json();
+        if st["degraded"] == false {
+            assert_eq!(st["members"][3]["state"], "active", "{st}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not re-added: {st}\n{}",
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.unmount();
+    // It serves: without member 0, everything reads back.
+    a.set_options(&[]);
+    a.members = all[1..].to_vec();
+    a.mount();
+    verify(&a, &before);
+    verify(&a, &during);
+}
+
+#[test]
 fn a_disk_back_after_a_disconnect_rejoins_by_replace_onto_its_own_directory() {
     let mut a = TestArray::builder("raid5", 4).create();
     let all = a.members.clone();

@@ -465,6 +465,23 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
             _ => {}
         }
     }
+    // A member the write-intent log says left while the array ran, though
+    // the superblocks still list it in service (the array stopped before
+    // recording the failure): it lacks changes, so it is failed now, before
+    // anything is checked or written, and can be re-added.
+    if let Some(stale) = crate::intent::load(&members).stale {
+        for &i in &stale.covered {
+            if i < n && members[i].is_some() && states[i] == SlotState::Active {
+                tracing::warn!(
+                    slot = i,
+                    "member left while the array ran (write-intent log), but the superblocks \
+                     did not record it: it lacks changes and is failed; re-add it"
+                );
+                states[i] = SlotState::Failed;
+                members[i] = None;
+            }
+        }
+    }
     let left_in_sync: Vec<usize> = missing
         .iter()
         .copied()

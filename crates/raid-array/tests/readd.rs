@@ -589,3 +589,35 @@ fn a_replace_onto_a_new_directory_ignores_the_checkpoint_of_an_abandoned_rebuild
     assert_eq!(a.read(f, 0, 300_000).unwrap(), common::pattern(1, 200_000));
     a.close().unwrap();
 }
+
+#[test]
+fn assembly_fails_a_member_the_log_says_left_though_its_superblocks_do_not() {
+    use raid_array::format::superblock::{self, SlotState};
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = common::make_dirs(tmp.path(), "m", 3);
+    let a = create_array(&dirs);
+    let f = new_file(&a, "f", &common::pattern(1, 200_000));
+    a.fail(2).unwrap();
+    a.write(f, 0, &common::pattern(2, 200_000)).unwrap();
+    a.close().unwrap();
+    // As if the array had stopped before the superblocks recorded it.
+    for d in &dirs[..2] {
+        let mut sb = raid_array::assemble::read_superblock(d).unwrap();
+        sb.members[2].state = SlotState::Active;
+        std::fs::write(d.join(superblock::PATH), sb.encode().unwrap()).unwrap();
+    }
+    let a = assemble(&dirs);
+    assert_eq!(
+        a.status().members[2].state,
+        raid_array::health::MemberState::Failed
+    );
+    assert_eq!(a.read(f, 0, 300_000).unwrap(), common::pattern(2, 200_000));
+    let rep = a
+        .replace(2, &dirs[2], RebuildOptions::default(), &NoProgress)
+        .unwrap();
+    assert!(rep.complete && rep.readd, "{rep:?}");
+    a.close().unwrap();
+    let a = assemble(&dirs[1..]);
+    assert_eq!(a.read(f, 0, 300_000).unwrap(), common::pattern(2, 200_000));
+    a.close().unwrap();
+}

@@ -91,8 +91,50 @@ pub fn assemble(req: &MountRequest) -> Result<Array> {
                 "blocks left unreadable by the unclean shutdown (they read as I/O errors)"
             );
         }
+        if req.options.readd {
+            readd_returned_members(&array, req);
+        }
     }
     Ok(array)
+}
+
+/// `-o readd`: a listed directory holding the member that left a failed or
+/// missing slot (its disk is back) is re-added in the background, when only
+/// the files changed since it left need rebuilding. One at a time, as every
+/// rebuild; anything else is left to `raidfs replace`, with a warning.
+fn readd_returned_members(array: &Array, req: &MountRequest) {
+    use raid_array::health::MemberState;
+    let st = array.status();
+    let opts = raid_array::ops::RebuildOptions {
+        throttle_bytes_per_sec: req.options.rebuild_throttle_mbps * 1_000_000,
+        ..Default::default()
+    };
+    for m in &st.members {
+        if !matches!(m.state, MemberState::Failed | MemberState::Missing) {
+            continue;
+        }
+        let Some(dir) = req.members.iter().find(|d| {
+            raid_array::assemble::read_superblock(d).is_ok_and(|sb| {
+                sb.member_index as usize == m.index
+                    && raid_array::format::superblock::uuid_string(&sb.member_uuid) == m.uuid
+            })
+        }) else {
+            continue;
+        };
+        match array.start_readd(m.index, dir, opts) {
+            Ok(()) => info!(
+                member = m.index,
+                dir = %dir.display(),
+                "re-adding a member that is back: only the files changed since it left are rebuilt"
+            ),
+            Err(e) => warn!(
+                member = m.index,
+                dir = %dir.display(),
+                error = %e,
+                "a member that is back is not re-added"
+            ),
+        }
+    }
 }
 
 /// FUSE session configuration for these options. As root the mount itself

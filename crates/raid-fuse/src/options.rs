@@ -42,6 +42,10 @@ pub struct MountOptions {
     /// responsive while a disk is rebuilt (`rebuild_throttle=`); 0 or
     /// absent means as fast as the disks go.
     pub rebuild_throttle_mbps: u64,
+    /// Re-add, in the background, a member that left the array and is
+    /// listed again (its disk is back), when only the files changed since
+    /// it left need rebuilding (`readd`); never a whole rebuild.
+    pub readd: bool,
     /// When reads record the access time: `relatime` (default, as Linux),
     /// `strictatime`, `noatime`.
     pub atime: raid_array::AtimeMode,
@@ -74,6 +78,7 @@ impl Default for MountOptions {
             notify_cmd: None,
             metrics_file: None,
             rebuild_throttle_mbps: 0,
+            readd: false,
             atime: raid_array::AtimeMode::Relatime,
             readahead_kib: crate::readahead::DEFAULT_KIB,
             cache_bytes: raid_array::data::readahead::DEFAULT_BUDGET,
@@ -171,6 +176,10 @@ impl MountOptions {
                 "force" => {
                     flag(key)?;
                     self.force = true;
+                }
+                "readd" => {
+                    flag(key)?;
+                    self.readd = true;
                 }
                 "foreground" => {
                     flag(key)?;
@@ -406,6 +415,15 @@ mod tests {
         ] {
             assert!(o.parse_into(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn readd_is_a_flag_and_off_by_default() {
+        let mut o = MountOptions::default();
+        assert!(!o.readd);
+        o.parse_into("readd").unwrap();
+        assert!(o.readd);
+        assert!(o.parse_into("readd=1").is_err());
     }
 
     #[test]

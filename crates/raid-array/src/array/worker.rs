@@ -252,7 +252,6 @@ fn run_rebuild(inner: &Inner, job: &Job, outer: &dyn Progress) -> Result<Rebuild
     let mut files = inner.striped_files();
     let (mut kept, mut removed) = (0, 0);
     if let Some(readd) = &job.readd {
-        inner.data.forget_zeros_past_end();
         removed = remove_freed_shards(inner, slot, job.member.as_ref());
         if let Some(changed) = &readd.changed {
             let all = files.len();
@@ -422,7 +421,7 @@ impl Array {
         if lock(&i.worker).busy {
             return Err(busy_error());
         }
-        let (member, mode) = validate_replace(i, slot, path, opts.full)?;
+        let (member, mode) = validate_replace(i, slot, path, opts.full, false)?;
         let readd = {
             let mut w = lock(&i.worker);
             if w.busy || !still_as_validated(i, slot, mode) {
@@ -457,6 +456,24 @@ impl Array {
         path: &Path,
         opts: RebuildOptions,
     ) -> Result<ReplaceKind> {
+        self.start(slot, path, opts, false)
+    }
+
+    /// [`Array::start_replace`] only if `path` holds the member that left
+    /// `slot` and it can be re-added (only the files changed since it left
+    /// rebuilt); otherwise an error, with the directory left untouched. The
+    /// mount's `readd` option calls it for a member listed again.
+    pub fn start_readd(&self, slot: usize, path: &Path, opts: RebuildOptions) -> Result<()> {
+        self.start(slot, path, opts, true).map(drop)
+    }
+
+    fn start(
+        &self,
+        slot: usize,
+        path: &Path,
+        opts: RebuildOptions,
+        readd_only: bool,
+    ) -> Result<ReplaceKind> {
         self.writable()?;
         let i = &self.inner;
         if i.stopping.load(Ordering::SeqCst) {
@@ -468,7 +485,7 @@ impl Array {
         // Outside the worker lock: taking back a former member removes its
         // old contents, which may take long, and the failure listener
         // needs that lock meanwhile.
-        let (member, mode) = validate_replace(i, slot, path, opts.full)?;
+        let (member, mode) = validate_replace(i, slot, path, opts.full, readd_only)?;
         let mut w = lock(&i.worker);
         if w.busy || !still_as_validated(i, slot, mode) {
             return Err(busy_error());
@@ -528,12 +545,14 @@ fn still_as_validated(i: &Inner, slot: usize, mode: Mode) -> bool {
 
 /// Check a replace of `slot` by `path`; returns the opened member and what
 /// it will be: a fresh member, the resumed target of an interrupted rebuild,
-/// or (unless `full`) the member that left the slot, re-added.
+/// or (unless `full`) the member that left the slot, re-added. With
+/// `readd_only`, anything but a re-add is refused before anything changes.
 fn validate_replace(
     i: &Inner,
     slot: usize,
     path: &Path,
     full: bool,
+    readd_only: bool,
 ) -> Result<(Arc<dyn Member>, Mode)> {
     let n = i.geometry.members();
     if slot >= n {
@@ -598,6 +617,16 @@ fn validate_replace(
     {
         return Err(crate::exclusive::busy(path));
     }
+    let refuse_not_readd = || {
+        ArrayError::Invalid(format!(
+            "{} cannot be re-added to slot {slot} (not the member that left it, or what \
+             changed since is not known); `raidfs replace` rebuilds it whole",
+            path.display()
+        ))
+    };
+    if resuming && readd_only {
+        return Err(refuse_not_readd());
+    }
     if resuming {
         let sb = assemble::read_superblock(path)?;
         let ours = lock(&i.sb).template.clone();
@@ -617,6 +646,9 @@ fn validate_replace(
     })?;
     if has && !full && can_readd(i, slot, path)? {
         return Ok((member, Mode::ReAdd));
+    }
+    if readd_only {
+        return Err(refuse_not_readd());
     }
     make_empty(i, "replacement", path, has)?;
     Ok((member, Mode::Fresh))
@@ -855,6 +887,14 @@ fn prepare_replace(
     }
     i.health
         .set_state(slot, MemberState::Rebuilding { done_bytes: 0 });
+    if mode == Mode::ReAdd {
+        // It may hold old bytes past the end of files changed since it
+        // left: from now on no file counts as holding zeros there, and no
+        // operation begun without it lists one. A write that saw such a
+        // listing just before is of a changed file, whose every stripe the
+        // rebuild recomputes.
+        i.data.forget_zeros_past_end();
+    }
     // The member takes writes now: the files changed while it was out are
     // complete from here on, and the slot stops being covered (durably,
     // before the superblocks name a new member UUID for it).

@@ -1514,6 +1514,7 @@ impl DataStore {
     /// the stripe holding `size` (through the write path, so parity follows)
     /// and cut every shard after that stripe. Caller holds the write lock.
     pub(crate) fn cut(&self, ino: u64, size: u64) -> Result<()> {
+        let since = self.zero_past_end.epoch();
         // Recorded as changed before any shard is, if a member is out.
         let health = &self.health;
         let _changing = self.intent.mark_changed(ino, &self.targets(), health)?;
@@ -1544,7 +1545,7 @@ impl DataStore {
             }
         }
         self.check_writable()?;
-        self.zero_past_end.insert(ino);
+        self.zero_past_end.insert(ino, since);
         Ok(())
     }
 
@@ -1559,6 +1560,7 @@ impl DataStore {
         self.readahead.invalidate(ino);
         self.tails.forget(ino);
         self.handles.forget_ino(ino);
+        let since = self.zero_past_end.epoch();
         let _changing = self
             .intent
             .mark_changed(ino, &self.targets(), &self.health)?;
@@ -1567,7 +1569,7 @@ impl DataStore {
         self.shards_created(pool::map(self.targets(), |(j, m)| {
             (j, self.handles.open_empty(j, m.as_ref(), ino).map(|_| ()))
         }))?;
-        self.zero_past_end.insert(ino);
+        self.zero_past_end.insert(ino, since);
         Ok(())
     }
 
@@ -1783,6 +1785,23 @@ impl DataStore {
             off / BLOCK as u64 * checksum::ENTRY as u64,
             &1u32.to_le_bytes(),
         )
+    }
+
+    /// Stripes of `ino` that the members in service hold (the longest of
+    /// their shards), read now: a write that began before a rebuild target
+    /// took writes may have grown the file past the size the rebuild was
+    /// given. Unreadable shards count as empty. Caller holds the file's
+    /// write lock.
+    pub(crate) fn stored_stripes(&self, ino: u64) -> u64 {
+        let chunk = self.layout.chunk;
+        self.targets()
+            .into_iter()
+            .filter(|(j, _)| self.health.state(*j).readable())
+            .filter_map(|(j, m)| self.handles.get(j, m.as_ref(), ino, false).ok())
+            .filter_map(|sh| sh.data.len().ok())
+            .map(|len| len.div_ceil(chunk))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Create the (empty) shard of `ino` on member `j`.

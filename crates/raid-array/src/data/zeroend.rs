@@ -32,16 +32,34 @@ const MAX_FILES: usize = 1 << 16;
 #[derive(Default)]
 pub(crate) struct ZeroPastEnd {
     files: Mutex<HashSet<u64>>,
+    /// Bumped by [`ZeroPastEnd::forget_all`] (a member came back with old
+    /// data): an operation begun before must not list its file.
+    epoch: std::sync::atomic::AtomicU64,
 }
+
+/// What [`ZeroPastEnd::insert`] checks: taken when the operation began.
+#[derive(Clone, Copy)]
+pub(crate) struct Epoch(u64);
 
 impl ZeroPastEnd {
     fn lock(&self) -> MutexGuard<'_, HashSet<u64>> {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `ino`'s members now hold only zeros past its end.
-    pub fn insert(&self, ino: u64) {
+    /// Taken before an operation that will list a file: the members it
+    /// works on are the members then.
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.epoch.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// `ino`'s members now hold only zeros past its end, as made so by an
+    /// operation begun at `since`; not listed if a member came back with
+    /// old data meanwhile (it may not have been among those members).
+    pub fn insert(&self, ino: u64, since: Epoch) {
         let mut files = self.lock();
+        if self.epoch.load(std::sync::atomic::Ordering::SeqCst) != since.0 {
+            return;
+        }
         if files.len() >= MAX_FILES {
             files.clear();
         }
@@ -53,9 +71,13 @@ impl ZeroPastEnd {
         self.lock().remove(&ino);
     }
 
-    /// No file's members are known to hold only zeros past its end.
+    /// No file's members are known to hold only zeros past its end (a
+    /// member came back with old data), nor will be by an operation begun
+    /// before.
     pub fn forget_all(&self) {
-        self.lock().clear();
+        let mut files = self.lock();
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        files.clear();
     }
 
     /// Whether `ino`'s members hold only zeros past its end.
@@ -71,16 +93,29 @@ mod tests {
     #[test]
     fn listed_until_forgotten_and_emptied_when_full() {
         let z = ZeroPastEnd::default();
-        z.insert(7);
+        z.insert(7, z.epoch());
         assert!(z.holds(7));
         z.forget(7);
         assert!(!z.holds(7));
         for ino in 0..MAX_FILES as u64 {
-            z.insert(ino);
+            z.insert(ino, z.epoch());
         }
         assert!(z.holds(0));
-        z.insert(u64::MAX);
+        z.insert(u64::MAX, z.epoch());
         assert!(!z.holds(0), "a full list starts over");
         assert!(z.holds(u64::MAX));
+    }
+
+    #[test]
+    fn an_operation_begun_before_a_member_came_back_lists_nothing() {
+        let z = ZeroPastEnd::default();
+        z.insert(1, z.epoch());
+        let begun = z.epoch();
+        z.forget_all();
+        assert!(!z.holds(1));
+        z.insert(2, begun);
+        assert!(!z.holds(2), "listed by an operation that missed the member");
+        z.insert(3, z.epoch());
+        assert!(z.holds(3));
     }
 }

@@ -166,7 +166,12 @@ pub fn rebuild(
                 }
             };
             unsynced.push(ino);
-            let stripes = layout.stripes_for(size);
+            // What the file grew to by writes that did not reach the new
+            // member (they began before it took writes) is rebuilt too.
+            let stripes = {
+                let _g = store.lock_write(ino);
+                layout.stripes_for(size).max(store.stored_stripes(ino))
+            };
             let mut s = first;
             while s < stripes {
                 if progress.should_stop() {
