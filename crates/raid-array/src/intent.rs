@@ -560,6 +560,20 @@ impl IntentLog {
         g.stale.covered.contains(&slot) && !g.stale.overflow
     }
 
+    /// The member of `slot` was failed on purpose (`raidfs fail`): it is
+    /// distrusted, so it may come back only by a whole rebuild.
+    pub(crate) fn uncover(&self, slot: usize, health: &Health) {
+        let mut g = self.lock();
+        g.track(health);
+        g.stale.covered.remove(&slot);
+        if slot < g.watch.len() {
+            g.watch[slot] = false;
+        }
+        if !g.stale.is_tracking() {
+            g.stale.clear_changes();
+        }
+    }
+
     /// `slot` has a member again (replaced, re-added or taken by a spare;
     /// already in its slot, taking writes): it is covered no longer.
     /// Returns the files changed since it left, if the slot was covered

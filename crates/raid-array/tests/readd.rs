@@ -432,15 +432,37 @@ fn a_member_is_rebuilt_whole_when_asked_or_when_its_changes_are_not_known() {
     let dirs = common::make_dirs(tmp.path(), "m", 3);
     let a = create_array(&dirs);
     let f = new_file(&a, "f", &common::pattern(1, 200_000));
-    // `--full`: the member that left is rebuilt whole all the same.
+    // Failed on purpose (`raidfs fail`): distrusted, rebuilt whole; the
+    // mount's `readd` refuses it without touching the directory.
     a.fail(2).unwrap();
     let g = new_file(&a, "g", &common::pattern(2, 100_000));
+    let before = std::fs::read(dirs[2].join(".raidfs/superblock")).unwrap();
+    let e = a
+        .start_readd(2, &dirs[2], RebuildOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot be re-added"), "{e}");
+    assert_eq!(
+        std::fs::read(dirs[2].join(".raidfs/superblock")).unwrap(),
+        before
+    );
+    assert!(a.status().degraded);
+    let rep = a
+        .replace(2, &dirs[2], RebuildOptions::default(), &NoProgress)
+        .unwrap();
+    assert!(rep.complete && !rep.readd && rep.files == 2, "{rep:?}");
+    a.close().unwrap();
+    // `--full`: a member that could be re-added is rebuilt whole all the same.
+    let a = assemble(&dirs[..2]);
+    let g2 = new_file(&a, "g2", &common::pattern(4, 100_000));
+    a.close().unwrap();
+    let a = assemble(&dirs[..2]);
     let full = RebuildOptions {
         full: true,
         ..RebuildOptions::default()
     };
     let rep = a.replace(2, &dirs[2], full, &NoProgress).unwrap();
-    assert!(rep.complete && !rep.readd && rep.files == 2, "{rep:?}");
+    assert!(rep.complete && !rep.readd && rep.files == 3, "{rep:?}");
     a.close().unwrap();
     // Out again; the survivors' write-intent logs (which hold what changed)
     // are lost: nothing says what it lacks, so it is rebuilt whole.
@@ -454,11 +476,12 @@ fn a_member_is_rebuilt_whole_when_asked_or_when_its_changes_are_not_known() {
     let rep = a
         .replace(2, &dirs[2], RebuildOptions::default(), &NoProgress)
         .unwrap();
-    assert!(rep.complete && !rep.readd && rep.files == 3, "{rep:?}");
+    assert!(rep.complete && !rep.readd && rep.files == 4, "{rep:?}");
     a.close().unwrap();
     let a = assemble(&dirs[1..]);
     assert_eq!(a.read(f, 0, 300_000).unwrap(), common::pattern(1, 200_000));
     assert_eq!(a.read(g, 0, 300_000).unwrap(), common::pattern(2, 100_000));
+    assert_eq!(a.read(g2, 0, 300_000).unwrap(), common::pattern(4, 100_000));
     assert_eq!(a.read(h, 0, 300_000).unwrap(), common::pattern(3, 100_000));
     a.close().unwrap();
 }
@@ -597,8 +620,15 @@ fn assembly_fails_a_member_the_log_says_left_though_its_superblocks_do_not() {
     let dirs = common::make_dirs(tmp.path(), "m", 3);
     let a = create_array(&dirs);
     let f = new_file(&a, "f", &common::pattern(1, 200_000));
-    a.fail(2).unwrap();
+    a.close().unwrap();
+    // Member 2's disk fails a write (a disconnect); the array goes on.
+    let (a, faulty) = common::assemble_faulty(&dirs);
+    faulty[2].inject(Fault::eio(Op::Write, "data/"));
     a.write(f, 0, &common::pattern(2, 200_000)).unwrap();
+    assert_eq!(
+        a.status().members[2].state,
+        raid_array::health::MemberState::Failed
+    );
     a.close().unwrap();
     // As if the array had stopped before the superblocks recorded it.
     for d in &dirs[..2] {

@@ -91,17 +91,15 @@ pub fn assemble(req: &MountRequest) -> Result<Array> {
                 "blocks left unreadable by the unclean shutdown (they read as I/O errors)"
             );
         }
-        if req.options.readd {
-            readd_returned_members(&array, req);
-        }
     }
     Ok(array)
 }
 
 /// `-o readd`: a listed directory holding the member that left a failed or
 /// missing slot (its disk is back) is re-added in the background, when only
-/// the files changed since it left need rebuilding. One at a time, as every
-/// rebuild; anything else is left to `raidfs replace`, with a warning.
+/// the files changed since it left need rebuilding. One per mount (one
+/// rebuild runs at a time); anything else is left to `raidfs replace`, with
+/// a warning.
 fn readd_returned_members(array: &Array, req: &MountRequest) {
     use raid_array::health::MemberState;
     let st = array.status();
@@ -316,6 +314,10 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
     };
 
     let (notifier, metrics) = start_monitoring(req, &array);
+    // After the monitoring starts, so that `notify=` and the metrics see it.
+    if req.options.readd && !req.options.read_only {
+        readd_returned_members(&array, req);
+    }
     let served = session.run().context("FUSE session failed");
     // Normally the kernel ended the session by unmounting; if not (an
     // error, an aborted connection), a dead mount is not left behind.

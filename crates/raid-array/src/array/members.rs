@@ -218,6 +218,9 @@ impl Array {
             )));
         }
         i.health.mark_failed(slot, "failed by request");
+        // Failed on purpose (a suspect disk, a drill): it comes back only
+        // by a whole rebuild, never by a re-add of its old data.
+        i.data.distrust(slot)?;
         {
             let _w = lock(&i.worker);
             if i.health.state(slot) == MemberState::Failed {

@@ -576,6 +576,15 @@ fn validate_replace(
             path.display()
         )));
     }
+    // Refused before any lock is touched: nothing changes.
+    if readd_only && (matches!(state, MemberState::Rebuilding { .. }) || !can_readd(i, slot, path)?)
+    {
+        return Err(ArrayError::Invalid(format!(
+            "{} cannot be re-added to slot {slot} (not the member that left it in sync, failed \
+             on purpose, or what changed since is not known); `raidfs replace` rebuilds it whole",
+            path.display()
+        )));
+    }
     // The failed member's own directory, still open since it failed.
     let mut own = false;
     for (k, m) in i.members().iter().enumerate() {
@@ -617,16 +626,6 @@ fn validate_replace(
     {
         return Err(crate::exclusive::busy(path));
     }
-    let refuse_not_readd = || {
-        ArrayError::Invalid(format!(
-            "{} cannot be re-added to slot {slot} (not the member that left it, or what \
-             changed since is not known); `raidfs replace` rebuilds it whole",
-            path.display()
-        ))
-    };
-    if resuming && readd_only {
-        return Err(refuse_not_readd());
-    }
     if resuming {
         let sb = assemble::read_superblock(path)?;
         let ours = lock(&i.sb).template.clone();
@@ -648,7 +647,11 @@ fn validate_replace(
         return Ok((member, Mode::ReAdd));
     }
     if readd_only {
-        return Err(refuse_not_readd());
+        // It could be re-added a moment ago; not now: left as it is.
+        return Err(ArrayError::Invalid(format!(
+            "{}: what changed since it left stopped being known; not re-added",
+            path.display()
+        )));
     }
     make_empty(i, "replacement", path, has)?;
     Ok((member, Mode::Fresh))
@@ -681,7 +684,8 @@ fn can_readd(i: &Inner, slot: usize, path: &Path) -> Result<bool> {
         tracing::info!(
             slot,
             path = %path.display(),
-            "the files changed since this member left are not known: it is rebuilt whole"
+            "the files changed since this member left are not known (or it was failed on \
+             purpose): it cannot be re-added"
         );
         return Ok(false);
     }

@@ -1826,6 +1826,13 @@ impl DataStore {
         self.intent.cover(slots);
     }
 
+    /// The member of `slot` was failed on purpose: it may come back only by
+    /// a whole rebuild (durably so).
+    pub(crate) fn distrust(&self, slot: usize) -> Result<()> {
+        self.intent.uncover(slot, &self.health);
+        self.persist_intent()
+    }
+
     /// Whether the member that left `slot` may come back by a re-add (a
     /// resync of the files changed since it left).
     pub fn can_readd(&self, slot: usize) -> bool {
