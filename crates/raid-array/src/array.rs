@@ -339,7 +339,7 @@ impl Array {
                 hook,
             )?
         };
-        let data = DataStore::new(a.geometry, a.members.clone(), health.clone())?;
+        let data = DataStore::with_intent(a.geometry, a.members.clone(), health.clone(), a.intent)?;
         data.set_read_ahead_budget(opts.read_ahead_budget);
         // Members absent now that the array last recorded in service left
         // in sync: what changes from here on is all they will lack.
@@ -588,7 +588,6 @@ impl Array {
     /// leftovers of an interrupted move out of inline storage). Only then,
     /// because it lists every shard directory of every member.
     fn sweep_shards(&self) {
-        use crate::data::shard::shard_path;
         let keep: std::collections::HashSet<u64> = self
             .striped_files()
             .into_iter()
@@ -600,30 +599,10 @@ impl Array {
             if !self.inner.health.state(k).writable() {
                 continue;
             }
-            let dirs = match m.list(".raidfs/data") {
-                Ok(d) => d,
+            match crate::data::shard::stored_inos(m.as_ref()) {
+                Ok(inos) => garbage.extend(inos.into_iter().filter(|ino| !keep.contains(ino))),
                 Err(e) => {
                     tracing::warn!(member = k, error = %e, "cannot list the data directory");
-                    continue;
-                }
-            };
-            for dir in dirs {
-                let path = format!(".raidfs/data/{dir}");
-                let names = match m.list(&path) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!(member = k, path, error = %e, "cannot list a data directory");
-                        continue;
-                    }
-                };
-                for name in names {
-                    let hex = name.strip_suffix(".crc").unwrap_or(&name);
-                    let Ok(ino) = u64::from_str_radix(hex, 16) else {
-                        continue;
-                    };
-                    if shard_path(ino) == format!("{path}/{hex}") && !keep.contains(&ino) {
-                        garbage.insert(ino);
-                    }
                 }
             }
         }

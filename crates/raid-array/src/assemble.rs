@@ -270,6 +270,9 @@ pub struct Assembled {
     /// members left in sync (until this assembly, nothing was written
     /// without them that the write-intent log does not name).
     pub left_in_sync: Vec<usize>,
+    /// The write-intent log as the members held it (read once, for the
+    /// data path too).
+    pub intent: crate::intent::IntentRecord,
     /// The namespace and the sequence it is at.
     pub ns: Namespace,
     pub head: u64,
@@ -469,18 +472,12 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
     // the superblocks still list it in service (the array stopped before
     // recording the failure): it lacks changes, so it is failed now, before
     // anything is checked or written, and can be re-added.
-    if let Some(stale) = crate::intent::load(&members).stale {
-        for &i in &stale.covered {
-            if i < n && members[i].is_some() && states[i] == SlotState::Active {
-                tracing::warn!(
-                    slot = i,
-                    "member left while the array ran (write-intent log), but the superblocks \
-                     did not record it: it lacks changes and is failed; re-add it"
-                );
-                states[i] = SlotState::Failed;
-                members[i] = None;
-            }
-        }
+    let intent = crate::intent::load(&members);
+    let in_service = |i: usize| i < n && members[i].is_some() && states[i] == SlotState::Active;
+    for i in intent.left_unrecorded(in_service) {
+        tracing::warn!(slot = i, "{}", crate::intent::LEFT_UNRECORDED);
+        states[i] = SlotState::Failed;
+        members[i] = None;
     }
     let left_in_sync: Vec<usize> = missing
         .iter()
@@ -551,6 +548,7 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
         states,
         missing,
         left_in_sync,
+        intent,
         ns,
         head,
         needs_checkpoint,

@@ -80,7 +80,24 @@ pub struct IntentRecord {
     pub stale: Option<StaleSet>,
 }
 
+/// What to say of a member [`IntentRecord::left_unrecorded`] names.
+pub const LEFT_UNRECORDED: &str = "member left while the array ran (write-intent log), but \
+    the superblocks did not record it before the array stopped: it lacks changes and is \
+    failed; re-add it (raidfs replace with its own directory)";
+
 impl IntentRecord {
+    /// Covered slots whose member `in_service` says is in service: each
+    /// left while the array ran (the log says so) but the superblocks did
+    /// not record it before the array stopped, so it lacks changes. The
+    /// caller fails them.
+    pub fn left_unrecorded(&self, in_service: impl Fn(usize) -> bool) -> Vec<usize> {
+        self.stale
+            .iter()
+            .flat_map(|s| s.covered.iter().copied())
+            .filter(|&k| in_service(k))
+            .collect()
+    }
+
     /// Whether nothing needs resyncing.
     pub fn is_clean(&self) -> bool {
         !self.overflow && self.regions.is_empty()
@@ -524,19 +541,6 @@ impl IntentLog {
         }
     }
 
-    /// Covered slots whose member is in service: each left while the array
-    /// ran (the log says so) but the superblocks did not record it before
-    /// the array stopped, so it lacks changes. The caller fails them.
-    pub(crate) fn left_unrecorded(&self, health: &Health) -> Vec<usize> {
-        let g = self.lock();
-        g.stale
-            .covered
-            .iter()
-            .copied()
-            .filter(|&k| health.state(k) == MemberState::Active)
-            .collect()
-    }
-
     /// Cover `slots`, members absent at assembly that the superblocks
     /// still list in service: they left in sync, so the files changed from
     /// now on (and those dirty at start-up) are all they lack. Only if the
@@ -560,22 +564,9 @@ impl IntentLog {
         g.stale.covered.contains(&slot) && !g.stale.overflow
     }
 
-    /// The member of `slot` was failed on purpose (`raidfs fail`): it is
-    /// distrusted, so it may come back only by a whole rebuild.
-    pub(crate) fn uncover(&self, slot: usize, health: &Health) {
-        let mut g = self.lock();
-        g.track(health);
-        g.stale.covered.remove(&slot);
-        if slot < g.watch.len() {
-            g.watch[slot] = false;
-        }
-        if !g.stale.is_tracking() {
-            g.stale.clear_changes();
-        }
-    }
-
     /// `slot` has a member again (replaced, re-added or taken by a spare;
-    /// already in its slot, taking writes): it is covered no longer.
+    /// already in its slot, taking writes), or its member was failed on
+    /// purpose and may only come back rebuilt whole: it is covered no longer.
     /// Returns the files changed since it left, if the slot was covered
     /// and they are known. The set is emptied once no slot is covered.
     /// Made durable by the caller ([`IntentLog::persist`]) before the slot

@@ -31,6 +31,15 @@ fn assemble(dirs: &[PathBuf]) -> raid_array::Result<Array> {
     Array::assemble(&AssembleOptions::new(dirs.to_vec()))
 }
 
+/// `raidfs replace` of `slot` by `dir`, with the default options.
+fn replace(
+    a: &Array,
+    slot: usize,
+    dir: &Path,
+) -> raid_array::Result<raid_array::ops::RebuildReport> {
+    a.replace(slot, dir, Default::default(), &raid_array::ops::NoProgress)
+}
+
 /// Every path under `root` with its size, mtime and contents.
 fn tree(root: &Path) -> BTreeMap<PathBuf, (u64, i64, i64, Vec<u8>)> {
     let mut out = BTreeMap::new();
@@ -398,22 +407,9 @@ fn replace_rebuilds_a_missing_member_and_it_serves_afterwards() {
     let fresh = tmp.path().join("new-disk");
     std::fs::create_dir(&fresh).unwrap();
     // Refused: an active slot, a directory of another array, a member twice.
-    assert!(
-        a.replace(0, &fresh, Default::default(), &raid_array::ops::NoProgress)
-            .is_err()
-    );
-    assert!(
-        a.replace(
-            2,
-            &dirs[1],
-            Default::default(),
-            &raid_array::ops::NoProgress
-        )
-        .is_err()
-    );
-    let report = a
-        .replace(2, &fresh, Default::default(), &raid_array::ops::NoProgress)
-        .unwrap();
+    assert!(replace(&a, 0, &fresh).is_err());
+    assert!(replace(&a, 2, &dirs[1]).is_err());
+    let report = replace(&a, 2, &fresh).unwrap();
     assert!(report.complete);
     assert_eq!(report.unrecoverable, 0);
     assert!(!a.status().degraded);
@@ -578,11 +574,7 @@ fn by_name_a_replaced_disk_used_on_its_own_is_not_taken_over_the_new_one() {
     a.fail(1).unwrap();
     let y = tmp.path().join("y");
     std::fs::create_dir(&y).unwrap();
-    assert!(
-        a.replace(1, &y, Default::default(), &raid_array::ops::NoProgress)
-            .unwrap()
-            .complete
-    );
+    assert!(replace(&a, 1, &y).unwrap().complete);
     a.write(f, 0, b"v2").unwrap();
     a.close().unwrap();
     // The old disk, alone, several times: its events grow past the array's.
@@ -623,10 +615,7 @@ fn a_former_member_back_after_a_disconnect_is_taken_back_by_replace_with_a_full_
     // Refused: a copy of a member in use, and another array's member.
     let copy = tmp.path().join("copy-of-0");
     copy_dir(&dirs[0], &copy);
-    let msg = a
-        .replace(2, &copy, Default::default(), &raid_array::ops::NoProgress)
-        .unwrap_err()
-        .to_string();
+    let msg = replace(&a, 2, &copy).unwrap_err().to_string();
     assert!(
         msg.contains("member 0 of this array, which is in use"),
         "{msg}"
@@ -634,15 +623,7 @@ fn a_former_member_back_after_a_disconnect_is_taken_back_by_replace_with_a_full_
     std::fs::create_dir(tmp.path().join("other")).unwrap();
     let other = make_dirs(&tmp.path().join("other"), "o", 3);
     create(&other, "another").close().unwrap();
-    let msg = a
-        .replace(
-            2,
-            &other[0],
-            Default::default(),
-            &raid_array::ops::NoProgress,
-        )
-        .unwrap_err()
-        .to_string();
+    let msg = replace(&a, 2, &other[0]).unwrap_err().to_string();
     assert!(msg.contains("\"another\""), "{msg}");
     assert!(
         other[0].join(".raidfs").exists(),
@@ -650,15 +631,7 @@ fn a_former_member_back_after_a_disconnect_is_taken_back_by_replace_with_a_full_
     );
     // Anything else beside its .raidfs: refused before anything is removed.
     std::fs::write(dirs[2].join("stray.txt"), b"x").unwrap();
-    let msg = a
-        .replace(
-            2,
-            &dirs[2],
-            Default::default(),
-            &raid_array::ops::NoProgress,
-        )
-        .unwrap_err()
-        .to_string();
+    let msg = replace(&a, 2, &dirs[2]).unwrap_err().to_string();
     assert!(msg.contains("stray.txt"), "{msg}");
     assert!(dirs[2].join(".raidfs/superblock").exists());
     std::fs::remove_file(dirs[2].join("stray.txt")).unwrap();
@@ -741,14 +714,7 @@ fn a_member_failed_while_running_is_taken_back_but_one_used_on_its_own_is_not() 
     let f = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
     a.write(f, 0, b"while 2 was out").unwrap();
     a.release(f).unwrap();
-    let r = a
-        .replace(
-            2,
-            &dirs[2],
-            Default::default(),
-            &raid_array::ops::NoProgress,
-        )
-        .unwrap();
+    let r = replace(&a, 2, &dirs[2]).unwrap();
     assert!(r.complete && r.unrecoverable == 0, "{r:?}");
     a.fail(2).unwrap();
     a.close().unwrap();
@@ -762,15 +728,7 @@ fn a_member_failed_while_running_is_taken_back_but_one_used_on_its_own_is_not() 
         .unwrap();
     split.close().unwrap();
     let a = assemble(&dirs[..2]).unwrap();
-    let msg = a
-        .replace(
-            2,
-            &dirs[2],
-            Default::default(),
-            &raid_array::ops::NoProgress,
-        )
-        .unwrap_err()
-        .to_string();
+    let msg = replace(&a, 2, &dirs[2]).unwrap_err().to_string();
     assert!(msg.contains("used without member 0"), "{msg}");
     assert!(
         dirs[2].join(".raidfs/superblock").exists(),

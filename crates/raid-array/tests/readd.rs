@@ -318,6 +318,16 @@ fn new_file(a: &Array, name: &str, data: &[u8]) -> u64 {
     ino
 }
 
+/// A RAID-5 array over three fresh directories holding one file `f` of
+/// `pattern(1, 200_000)`: the directory, the members, the array, `f`.
+fn three_with_a_file() -> (tempfile::TempDir, Vec<PathBuf>, Array, u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = common::make_dirs(tmp.path(), "m", 3);
+    let a = create_array(&dirs);
+    let f = new_file(&a, "f", &common::pattern(1, 200_000));
+    (tmp, dirs, a, f)
+}
+
 fn shard_on(dir: &std::path::Path, ino: u64) -> PathBuf {
     // As FORMAT.md gives it: .raidfs/data/<low byte>/<ino in 16 hex digits>.
     dir.join(format!(".raidfs/data/{:02x}/{:016x}", ino & 0xff, ino))
@@ -428,10 +438,7 @@ fn a_member_back_after_a_disconnect_is_re_added_with_only_the_changed_files_rebu
 
 #[test]
 fn a_member_is_rebuilt_whole_when_asked_or_when_its_changes_are_not_known() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dirs = common::make_dirs(tmp.path(), "m", 3);
-    let a = create_array(&dirs);
-    let f = new_file(&a, "f", &common::pattern(1, 200_000));
+    let (_tmp, dirs, a, f) = three_with_a_file();
     // Failed on purpose (`raidfs fail`): distrusted, rebuilt whole; the
     // mount's `readd` refuses it without touching the directory.
     a.fail(2).unwrap();
@@ -580,10 +587,7 @@ fn a_member_that_left_without_its_superblock_saying_so_is_failed_at_start_up() {
 
 #[test]
 fn a_replace_onto_a_new_directory_ignores_the_checkpoint_of_an_abandoned_rebuild() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dirs = common::make_dirs(tmp.path(), "m", 3);
-    let a = create_array(&dirs);
-    let f = new_file(&a, "f", &common::pattern(1, 200_000));
+    let (tmp, dirs, a, f) = three_with_a_file();
     a.close().unwrap();
     // An earlier rebuild of slot 2, abandoned, left its checkpoint far on.
     let members: Vec<Arc<dyn Member>> = dirs[..2]
@@ -616,10 +620,7 @@ fn a_replace_onto_a_new_directory_ignores_the_checkpoint_of_an_abandoned_rebuild
 #[test]
 fn assembly_fails_a_member_the_log_says_left_though_its_superblocks_do_not() {
     use raid_array::format::superblock::{self, SlotState};
-    let tmp = tempfile::tempdir().unwrap();
-    let dirs = common::make_dirs(tmp.path(), "m", 3);
-    let a = create_array(&dirs);
-    let f = new_file(&a, "f", &common::pattern(1, 200_000));
+    let (_tmp, dirs, a, f) = three_with_a_file();
     a.close().unwrap();
     // Member 2's disk fails a write (a disconnect); the array goes on.
     let (a, faulty) = common::assemble_faulty(&dirs);

@@ -715,31 +715,14 @@ fn used_on_its_own(i: &Inner, sb: &Superblock) -> Option<usize> {
 /// harmless old shard, emptied if they are striped again. Returns the
 /// files removed; failures are logged (the space stays used).
 fn remove_freed_shards(inner: &Inner, slot: usize, member: &dyn Member) -> u64 {
-    use crate::data::shard::{shard_path, sums_path};
-    let mut inos = Vec::new();
-    let dirs = match member.list(".raidfs/data") {
-        Ok(d) => d,
+    use crate::data::shard::{shard_path, stored_inos, sums_path};
+    let inos = match stored_inos(member) {
+        Ok(i) => i,
         Err(e) => {
             tracing::warn!(slot, error = %e, "cannot list the returning member's data");
             return 0;
         }
     };
-    for dir in dirs {
-        let path = format!(".raidfs/data/{dir}");
-        let Ok(names) = member.list(&path) else {
-            continue;
-        };
-        for name in names {
-            let hex = name.strip_suffix(".crc").unwrap_or(&name);
-            if let Ok(ino) = u64::from_str_radix(hex, 16)
-                && shard_path(ino) == format!("{path}/{hex}")
-            {
-                inos.push(ino);
-            }
-        }
-    }
-    inos.sort_unstable();
-    inos.dedup();
     let freed: Vec<u64> = {
         let ns = inner.meta.read();
         inos.into_iter()

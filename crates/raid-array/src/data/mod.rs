@@ -337,6 +337,18 @@ impl DataStore {
         members: Vec<Option<Arc<dyn Member>>>,
         health: Arc<Health>,
     ) -> Result<Self> {
+        let loaded = intent::load(&members);
+        Self::with_intent(geometry, members, health, loaded)
+    }
+
+    /// [`DataStore::new`] with the write-intent log the members hold,
+    /// already read (`intent::load`).
+    pub fn with_intent(
+        geometry: Geometry,
+        members: Vec<Option<Arc<dyn Member>>>,
+        health: Arc<Health>,
+        loaded_intent: IntentRecord,
+    ) -> Result<Self> {
         if health.len() != members.len() {
             return Err(ArrayError::Invalid(format!(
                 "{} member slots but health tracks {}",
@@ -356,7 +368,6 @@ impl DataStore {
             }
         }
         let layout = Layout::new(geometry, members.len())?;
-        let loaded_intent = intent::load(&members);
         if !loaded_intent.is_clean() {
             warn!(
                 regions = loaded_intent.regions.len(),
@@ -366,13 +377,8 @@ impl DataStore {
         }
         let intent = IntentLog::new(&loaded_intent, &health);
         intent.cover(&absent);
-        for k in intent.left_unrecorded(&health) {
-            warn!(
-                member = k,
-                "the write-intent log says this member left while the array ran, but the \
-                 array stopped before its superblocks recorded it: it lacks changes and is \
-                 failed; re-add it (raidfs replace with its own directory)"
-            );
+        for k in loaded_intent.left_unrecorded(|k| health.state(k) == MemberState::Active) {
+            warn!(member = k, "{}", intent::LEFT_UNRECORDED);
             health.mark_failed(k, "left while the array ran (write-intent log)");
         }
         Ok(DataStore {
@@ -1829,8 +1835,7 @@ impl DataStore {
     /// The member of `slot` was failed on purpose: it may come back only by
     /// a whole rebuild (durably so).
     pub(crate) fn distrust(&self, slot: usize) -> Result<()> {
-        self.intent.uncover(slot, &self.health);
-        self.persist_intent()
+        self.take_stale(slot).map(drop)
     }
 
     /// Whether the member that left `slot` may come back by a re-add (a

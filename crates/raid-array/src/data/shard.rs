@@ -17,6 +17,33 @@ pub fn shard_path(ino: u64) -> String {
     format!(".raidfs/data/{:02x}/{:016x}", ino & 0xff, ino)
 }
 
+/// The inodes that have a shard or a sidecar on `member`, found by listing
+/// its data directories (names that are not shards are ignored). A data
+/// directory that cannot be listed is skipped with a warning; `Err` if the
+/// top one cannot be listed.
+pub(crate) fn stored_inos(member: &dyn Member) -> io::Result<std::collections::BTreeSet<u64>> {
+    let mut inos = std::collections::BTreeSet::new();
+    for dir in member.list(".raidfs/data")? {
+        let path = format!(".raidfs/data/{dir}");
+        let names = match member.list(&path) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(member = %member.describe(), path, error = %e, "cannot list a data directory");
+                continue;
+            }
+        };
+        for name in names {
+            let hex = name.strip_suffix(".crc").unwrap_or(&name);
+            if let Ok(ino) = u64::from_str_radix(hex, 16)
+                && shard_path(ino) == format!("{path}/{hex}")
+            {
+                inos.insert(ino);
+            }
+        }
+    }
+    Ok(inos)
+}
+
 /// Path of the checksum sidecar of `ino` on a member.
 pub fn sums_path(ino: u64) -> String {
     format!("{}.crc", shard_path(ino))
