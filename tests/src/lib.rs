@@ -304,6 +304,18 @@ impl TestArray {
         &self.loops[i].1
     }
 
+    /// Member `i`'s disk back after it was yanked: its image on a new loop
+    /// device (the old one still belongs to the dead filesystem), mounted
+    /// where it was, as a disk plugged in again is.
+    pub fn replug(&mut self, i: usize) {
+        let img = self.root.join(format!("disk{i}.img"));
+        let out = run_ok(Command::new("losetup").args(["--find", "--show"]).arg(&img));
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let at = self.loops[i].1.clone();
+        self.loops.push((dev.clone(), at.clone()));
+        run_ok(Command::new("mount").arg(&dev).arg(&at));
+    }
+
     /// The daemon's PID while mounted.
     pub fn daemon_pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -187,3 +187,56 @@ fn member_yanked_during_copy_then_mount_with_the_dead_member_listed() {
     assert_eq!(st["degraded"], true, "{st}");
     assert_eq!(st["failed"], false, "{st}");
 }
+
+/// Mounted with `readd`: a disk yanked in the middle of a copy and plugged
+/// in again (mounted where it was) is re-added by the mount, with only the
+/// files changed while it was out rebuilt; until it is back nothing is
+/// written where it was, and afterwards it serves everything.
+#[test]
+fn with_readd_a_yanked_disk_plugged_in_again_is_re_added_while_mounted() {
+    let mut a = TestArray::builder("raid5", 4)
+        .backing(Backing::Loop { mib: 128 })
+        .option("readd")
+        .mount();
+    let dir = a.path("copy");
+    fs::create_dir(&dir).unwrap();
+    let write = |i: usize| {
+        let mut f = File::create(dir.join(format!("f{i}"))).unwrap();
+        f.write_all(&pattern(i as u64, SIZE)).unwrap();
+        f.sync_all().unwrap();
+    };
+    (0..8).for_each(write);
+    let victim = a.member_fs(2).to_path_buf();
+    yank(&victim);
+    (8..FILES).for_each(write);
+    let st = a.live_status_json();
+    assert_eq!(st["members"][2]["state"], "failed", "{st}");
+    assert!(
+        fs::read_dir(&victim).unwrap().next().is_none(),
+        "files appeared under the yanked member's mount point"
+    );
+
+    a.replug(2);
+    let start = Instant::now();
+    loop {
+        let st = a.live_status_json();
+        if st["degraded"] == false {
+            assert_eq!(st["members"][2]["state"], "active", "{st}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "not re-added: {st}\n{}",
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check(&a);
+    a.unmount();
+
+    // It serves: without member 0 everything reads back.
+    a.set_options(&[]);
+    a.members.remove(0);
+    a.mount();
+    check(&a);
+}

@@ -187,3 +187,83 @@ fn a_full_member_answers_enospc_and_fails_nobody() {
     }
     drop(store);
 }
+
+/// `dir` mounted over itself (`mount --bind`): the same files on a new
+/// mount, as a disk unplugged and mounted again at its old place is.
+struct BindMount(PathBuf);
+
+impl BindMount {
+    fn new(dir: &Path) -> Self {
+        let d = dir.to_str().unwrap();
+        run("mount", &["--bind", d, d]);
+        BindMount(dir.to_path_buf())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_member_that_failed_here_is_offered_back_only_from_a_new_mount() {
+    use raid_array::member::faulty::{Fault, Op};
+    use raid_array::ops::RebuildOptions;
+    use raid_array::{Array, CreateOptions, ROOT_INO};
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "loopdev test needs root (to bind-mount a member directory)"
+    );
+    let tmp = common::scratch();
+    let dirs = common::make_dirs(tmp.path(), "m", 3);
+    let mut o = CreateOptions::new("arr", Level::Raid5(Default::default()), dirs.clone());
+    o.allow_same_fs = true;
+    o.chunk_size = 4096;
+    let a = Array::create(&o).unwrap();
+    let f = a
+        .create_file(ROOT_INO, std::ffi::OsStr::new("f"), 0o644, 0, 0)
+        .unwrap()
+        .ino;
+    a.write(f, 0, &pattern(1, 100_000)).unwrap();
+    a.release(f).unwrap();
+    a.close().unwrap();
+
+    // Member 2 fails a write while the array runs (its disk went away).
+    let (a, faulty) = common::assemble_faulty(&dirs);
+    faulty[2].inject(Fault::eio(Op::Write, "data/"));
+    a.write(f, 0, &pattern(2, 100_000)).unwrap();
+    assert_eq!(a.status().members[2].state, MemberState::Failed);
+    assert!(a.may_readd(2) && !a.may_readd(0));
+    let here = std::slice::from_ref(&dirs[2]);
+    // Its directory on the mount it failed on: a disk that stayed.
+    assert_eq!(a.returned_member(2, here, true), None);
+    // Asked without that condition (at mount), it is the member.
+    assert_eq!(a.returned_member(2, here, false), Some(dirs[2].clone()));
+    // Nothing is offered for a member that is in service.
+    assert_eq!(a.returned_member(0, &dirs[..1], false), None);
+
+    // The same directory on a new mount: the disk was mounted again.
+    let bind = BindMount::new(&dirs[2]);
+    assert_eq!(a.returned_member(2, here, true), Some(dirs[2].clone()));
+    // A bind mount shares the old handle's directory and with it its lock,
+    // which a disk mounted again does not. A replace moves the lock of a
+    // directory it recognises by its path, which the fault-injecting
+    // wrapper hides: let it go by hand.
+    raid_array::member::Member::unlock(faulty[2].as_ref());
+    a.start_readd(2, &dirs[2], RebuildOptions::default())
+        .unwrap();
+    let rep = a.wait_rebuild().expect("a re-add ran").unwrap();
+    assert!(rep.complete && rep.readd, "{rep:?}");
+    assert!(!a.status().degraded);
+    assert_eq!(a.returned_member(2, here, true), None);
+    a.close().unwrap();
+    drop(bind);
+
+    // It serves: without member 0 the file reads back as last written.
+    let mut opts = raid_array::AssembleOptions::new(dirs[1..].to_vec());
+    opts.read_only = true;
+    let a = Array::assemble(&opts).unwrap();
+    assert_eq!(a.read(f, 0, 200_000).unwrap(), pattern(2, 100_000));
+    a.close().unwrap();
+}

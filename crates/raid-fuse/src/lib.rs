@@ -6,6 +6,7 @@
 //! - [`options`], [`fstab`], [`spec`]: the mount(8) helper conventions.
 //! - [`kernel_mount`]: the `mount(2)` of type `fuse.raidfs`.
 //! - [`readahead`]: the kernel's read-ahead for the mount.
+//! - [`readd`]: the `readd` option, taking back members whose disk is back.
 //! - [`daemon`]: backgrounding with a readiness report.
 //! - [`control`]: the control socket the admin CLI uses on a live mount.
 
@@ -20,4 +21,5 @@ pub mod mount;
 pub mod notify;
 pub mod options;
 pub mod readahead;
+pub mod readd;
 pub mod spec;

@@ -95,46 +95,6 @@ pub fn assemble(req: &MountRequest) -> Result<Array> {
     Ok(array)
 }
 
-/// `-o readd`: a listed directory holding the member that left a failed or
-/// missing slot (its disk is back) is re-added in the background, when only
-/// the files changed since it left need rebuilding. One per mount (one
-/// rebuild runs at a time); anything else is left to `raidfs replace`, with
-/// a warning.
-fn readd_returned_members(array: &Array, req: &MountRequest) {
-    use raid_array::health::MemberState;
-    let st = array.status();
-    let opts = raid_array::ops::RebuildOptions {
-        throttle_bytes_per_sec: req.options.rebuild_throttle_mbps * 1_000_000,
-        ..Default::default()
-    };
-    for m in &st.members {
-        if !matches!(m.state, MemberState::Failed | MemberState::Missing) {
-            continue;
-        }
-        let Some(dir) = req.members.iter().find(|d| {
-            raid_array::assemble::read_superblock(d).is_ok_and(|sb| {
-                sb.member_index as usize == m.index
-                    && raid_array::format::superblock::uuid_string(&sb.member_uuid) == m.uuid
-            })
-        }) else {
-            continue;
-        };
-        match array.start_readd(m.index, dir, opts) {
-            Ok(()) => info!(
-                member = m.index,
-                dir = %dir.display(),
-                "re-adding a member that is back: only the files changed since it left are rebuilt"
-            ),
-            Err(e) => warn!(
-                member = m.index,
-                dir = %dir.display(),
-                error = %e,
-                "a member that is back is not re-added"
-            ),
-        }
-    }
-}
-
 /// FUSE session configuration for these options. As root the mount itself
 /// is made by [`crate::kernel_mount`], which sets the same kernel options
 /// (read-only, nodev, nosuid, default_permissions, allow_other): a mount
@@ -315,14 +275,23 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
 
     let (notifier, metrics) = start_monitoring(req, &array);
     // After the monitoring starts, so that `notify=` and the metrics see it.
-    if req.options.readd && !req.options.read_only {
-        readd_returned_members(&array, req);
-    }
+    let readd = (req.options.readd && !req.options.read_only)
+        .then(|| {
+            crate::readd::Watcher::start(&array, req)
+                .inspect_err(
+                    |e| warn!(error = %e, "cannot start watching for members that are back"),
+                )
+                .ok()
+        })
+        .flatten();
     let served = session.run().context("FUSE session failed");
     // Normally the kernel ended the session by unmounting; if not (an
     // error, an aborted connection), a dead mount is not left behind.
     on_error.cleanup();
-    // Both hold the array: stopped before it is closed.
+    // These hold the array: stopped before it is closed.
+    if let Some(w) = readd {
+        w.stop();
+    }
     if let Some(m) = metrics {
         m.stop();
     }

@@ -22,7 +22,7 @@
 //! jobs never prepare the same slot and the health listener never drops the
 //! journal of a slot a spare has just taken.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -462,9 +462,69 @@ impl Array {
     /// [`Array::start_replace`] only if `path` holds the member that left
     /// `slot` and it can be re-added (only the files changed since it left
     /// rebuilt); otherwise an error, with the directory left untouched. The
-    /// mount's `readd` option calls it for a member listed again.
+    /// mount's `readd` option calls it for a member that is back
+    /// ([`Array::returned_member`]).
     pub fn start_readd(&self, slot: usize, path: &Path, opts: RebuildOptions) -> Result<()> {
         self.start(slot, path, opts, true).map(drop)
+    }
+
+    /// Whether the member that left `slot` may come back by a re-add: the
+    /// slot is failed or missing and the array knows every file changed
+    /// since (held in memory; nothing is read).
+    pub fn may_readd(&self, slot: usize) -> bool {
+        let i = &self.inner;
+        slot < i.geometry.members()
+            && matches!(
+                i.health.state(slot),
+                MemberState::Failed | MemberState::Missing
+            )
+            && i.data.can_readd(slot)
+    }
+
+    /// The first of `candidates` that holds the member which left `slot`,
+    /// when [`Array::may_readd`] (its superblock is read; the rest is
+    /// checked by [`Array::start_readd`]). With `remounted`, a directory on
+    /// the very mount the member failed on does not count, only one on a
+    /// mount made since: a disk that failed with I/O errors and never went
+    /// away is not taken back by itself, one unplugged and mounted again
+    /// is. A slot with nothing open (missing since assembly) needs no new
+    /// mount.
+    pub fn returned_member(
+        &self,
+        slot: usize,
+        candidates: &[PathBuf],
+        remounted: bool,
+    ) -> Option<PathBuf> {
+        if !self.may_readd(slot) {
+            return None;
+        }
+        let i = &self.inner;
+        let ours = lock(&i.sb).template.clone();
+        let want = ours.members.get(slot)?.uuid;
+        let old_mount = if remounted {
+            i.members()[slot].as_ref().map(|m| m.mount_id())
+        } else {
+            None
+        };
+        candidates
+            .iter()
+            .find(|d| {
+                let holds = assemble::read_superblock(d).is_ok_and(|sb| {
+                    sb.array_uuid == ours.array_uuid
+                        && sb.member_index as usize == slot
+                        && sb.member_uuid == want
+                });
+                holds
+                    && match &old_mount {
+                        None => true,
+                        Some(Ok(Some(old))) => {
+                            matches!(crate::member::dir::mount_id(d), Ok(Some(now)) if now != *old)
+                        }
+                        // Mounts cannot be told apart: not by itself.
+                        Some(_) => false,
+                    }
+            })
+            .cloned()
     }
 
     fn start(

@@ -61,6 +61,19 @@ fn open_for_syncfs(root: &Dir) -> Option<std::fs::File> {
     syncfs_trusted(fs_type, &release).then_some(dir)
 }
 
+/// The mount `dir` is on, from `statx` with `STATX_MNT_ID` (Linux 5.8);
+/// `None` on older kernels.
+fn mount_id_of(dir: impl rustix::fd::AsFd) -> io::Result<Option<u64>> {
+    use rustix::fs::{AtFlags, StatxFlags};
+    let st = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)?;
+    Ok((st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id))
+}
+
+/// The mount the directory at `path` is on now (see [`Member::mount_id`]).
+pub fn mount_id(path: &Path) -> io::Result<Option<u64>> {
+    mount_id_of(std::fs::File::open(path)?)
+}
+
 impl DirMember {
     /// Open an existing directory as a member root. The directory is held
     /// open: if its filesystem is later unmounted, operations fail instead of
@@ -362,6 +375,12 @@ impl Member for DirMember {
         let f = self.root.open(".")?.into_std();
         let st = rustix::fs::fstat(&f).map_err(io::Error::from)?;
         Ok(Some(st.st_dev))
+    }
+
+    /// The mount of the root as opened: still the old one after its
+    /// filesystem was unmounted lazily (the descriptor keeps it alive).
+    fn mount_id(&self) -> io::Result<Option<u64>> {
+        mount_id_of(&self.root)
     }
 
     /// An exclusive `flock` on the root, through a descriptor of its own

@@ -636,6 +636,10 @@ impl Member for FaultyMember {
         self.sh.inner.space()
     }
 
+    fn mount_id(&self) -> io::Result<Option<u64>> {
+        self.sh.inner.mount_id()
+    }
+
     fn lock_exclusive(&self, wait: std::time::Duration) -> io::Result<bool> {
         self.sh.inner.lock_exclusive(wait)
     }

@@ -132,6 +132,13 @@ pub trait Member: Send + Sync {
     fn filesystem_id(&self) -> io::Result<Option<u64>> {
         Ok(None)
     }
+    /// The mount the member's directory was opened on (`statx`
+    /// `STATX_MNT_ID`). A disk unplugged and mounted again is a new mount,
+    /// though it may get its device number back; `None` when the backend
+    /// cannot tell.
+    fn mount_id(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
     /// Hold this member for this process alone ([`crate::exclusive`]),
     /// waiting up to `wait` for another holder: `Ok(false)` if it still
     /// holds it. Held until [`Member::unlock`] or until the handle goes.
