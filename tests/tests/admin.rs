@@ -675,6 +675,10 @@ fn a_disk_back_after_a_disconnect_rejoins_by_replace_onto_its_own_directory() {
     a.members.truncate(3);
     a.mount();
     let files = write_files(&a, "while-out", 3, 150_000);
+    let st = a.live_status_json();
+    assert_eq!(st["members"][3]["readd"], true, "{st}");
+    let text = stdout(&run_ok(&mut a.raidfs(&["status", &a.name])));
+    assert!(text.contains("can be re-added"), "{text}");
     // It is back: `raidfs replace NAME 3 DIR` with its own directory.
     let name = a.name.clone();
     let dir = all[3].display().to_string();

@@ -211,6 +211,8 @@ fn with_readd_a_yanked_disk_plugged_in_again_is_re_added_while_mounted() {
     (8..FILES).for_each(write);
     let st = a.live_status_json();
     assert_eq!(st["members"][2]["state"], "failed", "{st}");
+    assert_eq!(st["members"][2]["readd"], true, "{st}");
+    assert_eq!(st["members"][1]["readd"], false, "{st}");
     assert!(
         fs::read_dir(&victim).unwrap().next().is_none(),
         "files appeared under the yanked member's mount point"

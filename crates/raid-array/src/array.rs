@@ -110,6 +110,9 @@ pub struct MemberStatus {
     pub path: Option<String>,
     pub state: MemberState,
     pub counters: MemberCounters,
+    /// The member that left this slot may come back by a re-add (only the
+    /// files changed since it left rebuilt): [`Array::may_readd`].
+    pub readd: bool,
 }
 
 /// A snapshot of the array for `raidfs status`.
@@ -464,6 +467,7 @@ impl Array {
                     path: members[k].as_ref().map(|m| m.describe()),
                     state: states[k],
                     counters: counters.get(k).copied().unwrap_or_default(),
+                    readd: self.may_readd(k),
                 })
                 .collect(),
             events: sb.events,

@@ -447,6 +447,7 @@ mod tests {
                 repaired_blocks: 2,
                 write_errors: 0,
             },
+            readd: false,
         };
         let st = Status {
             name: "media".into(),

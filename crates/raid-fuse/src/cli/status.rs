@@ -45,6 +45,11 @@ pub struct MemberJson {
     pub state: String,
     /// `null` when read from the superblocks (not mounted).
     pub counters: Option<CountersJson>,
+    /// Whether the member that left this failed or missing slot can come
+    /// back by a re-add (`raidfs replace` onto its own directory rebuilds
+    /// only the files changed since it left); `null` when not mounted.
+    #[serde(default)]
+    pub readd: Option<bool>,
 }
 
 /// A hot spare.
@@ -297,6 +302,7 @@ impl StatusJson {
         j.pid = Some(extras.pid);
         j.scrub = extras.scrub;
         for (m, js) in s.members.iter().zip(j.members.iter_mut()) {
+            js.readd = Some(m.readd);
             js.counters = Some(CountersJson {
                 read_errors: m.counters.read_errors,
                 write_errors: m.counters.write_errors,
@@ -329,6 +335,7 @@ impl From<&Status> for StatusJson {
                     path: m.path.clone(),
                     state: state_name(m.state),
                     counters: None,
+                    readd: None,
                 })
                 .collect(),
             live: false,
@@ -466,6 +473,7 @@ fn offline_with(members: &[PathBuf], search: bool) -> Result<StatusJson> {
                 path,
                 state,
                 counters: None,
+                readd: None,
             }
         })
         .collect();
@@ -740,6 +748,9 @@ fn print_text(st: &StatusJson) {
                 "  (read errors {}, write errors {}, checksum errors {}, repaired {})",
                 c.read_errors, c.write_errors, c.checksum_errors, c.repaired_blocks
             ));
+        }
+        if m.readd == Some(true) {
+            line.push_str("  (can be re-added: only the files changed since it left are rebuilt)");
         }
         println!("{line}");
     }
