@@ -45,6 +45,10 @@ pub enum ArrayError {
     NameTooLong,
     #[error("no space left on device")]
     NoSpace,
+    /// A member's filesystem cannot hold a file this large (EFBIG): not a
+    /// broken disk, so nobody is failed.
+    #[error("file too large for a member's filesystem")]
+    FileTooLarge,
     #[error("read-only array: {0}")]
     ReadOnly(String),
     #[error("no such attribute")]
@@ -86,6 +90,7 @@ impl ArrayError {
             ArrayError::NotEmpty => Errno::NOTEMPTY,
             ArrayError::NameTooLong => Errno::NAMETOOLONG,
             ArrayError::NoSpace => Errno::NOSPC,
+            ArrayError::FileTooLarge => Errno::FBIG,
             ArrayError::ReadOnly(_) => Errno::ROFS,
             ArrayError::NoAttr => Errno::NODATA,
             ArrayError::NotPermitted(_) => Errno::PERM,

@@ -494,6 +494,39 @@ fn a_write_that_runs_out_of_space_on_one_member_leaves_parity_right() {
     }
 }
 
+/// A write past the largest file a member's filesystem holds (4 GiB on
+/// FAT32, 16 TiB on ext4) is EFBIG for the caller, as on a plain disk: the
+/// disk is not broken, so nobody is failed and the file keeps what it held.
+#[test]
+fn a_write_past_a_members_largest_file_is_efbig_and_fails_nobody() {
+    let ino = 41;
+    let a = pattern(3, 100 << 10);
+    let r = rig(Level::Raid5(Raid5Layout::LeftSymmetric), 4);
+    r.store.create_shards(ino).unwrap();
+    r.store.write(ino, 0, &a, 0).unwrap();
+    for f in &r.faulty {
+        f.inject(Fault {
+            kind: FaultKind::TooBig { limit: 1 << 20 },
+            ..Fault::eio(Op::Write, &format!("{ino:016x}"))
+        });
+    }
+    // Three data chunks per stripe: file offset 8 MiB is past 2.6 MiB of shard.
+    let e = r
+        .store
+        .write(ino, 8 << 20, b"far out", a.len() as u64)
+        .unwrap_err();
+    assert!(matches!(e, ArrayError::FileTooLarge), "{e}");
+    assert_eq!(e.errno(), rustix::io::Errno::FBIG.raw_os_error());
+    for j in 0..4 {
+        assert_eq!(r.health.state(j), MemberState::Active, "member {j}");
+    }
+    let mut out = vec![0u8; a.len()];
+    r.store.read(ino, 0, &mut out, a.len() as u64).unwrap();
+    assert!(out == a, "the file changed");
+    // Within the limit, writes go on.
+    r.store.write(ino, 0, b"still", a.len() as u64).unwrap();
+}
+
 /// Many files settled at once are synced with one `syncfs` per member: after
 /// the settle their regions have left the write-intent log and a power cut
 /// (crash images holding only durable bytes) keeps every one of them. A file

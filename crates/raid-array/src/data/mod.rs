@@ -629,7 +629,8 @@ impl DataStore {
     /// whose write fails are marked failed.
     fn batch_writes(&self, ino: u64, b: &Batch, chunk: u64, stripes: &[u64]) -> Result<()> {
         let full = std::sync::atomic::AtomicBool::new(false);
-        let full_ref = &full;
+        let too_big = std::sync::atomic::AtomicBool::new(false);
+        let (full_ref, too_big_ref) = (&full, &too_big);
         let Batch {
             segs,
             bufs,
@@ -653,6 +654,12 @@ impl DataStore {
                         full_ref.store(true, std::sync::atomic::Ordering::Relaxed);
                         return;
                     }
+                    if e.kind() == io::ErrorKind::FileTooLarge {
+                        // Past the largest file its filesystem holds (4 GiB
+                        // on FAT32): the same, with EFBIG.
+                        too_big_ref.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
                     self.health.count_write_error(j);
                     self.fail_member(j, "write failed", &e);
                     return;
@@ -671,6 +678,9 @@ impl DataStore {
         }
         if full.into_inner() {
             return Err(ArrayError::NoSpace);
+        }
+        if too_big.into_inner() {
+            return Err(ArrayError::FileTooLarge);
         }
         Ok(())
     }
@@ -919,7 +929,7 @@ impl DataStore {
             if let Err(e) = self.write_batch(ino, s, until, offset, data, file_size) {
                 // Some members may have taken their part past the end.
                 self.zero_past_end.forget(ino);
-                if matches!(e, ArrayError::NoSpace) {
+                if matches!(e, ArrayError::NoSpace | ArrayError::FileTooLarge) {
                     self.resync_after_no_space(ino, s, until, file_size);
                 }
                 return Err(e);

@@ -53,6 +53,9 @@ pub enum FaultKind {
     /// overwritten (holes, which would need space too, are not modelled);
     /// other calls fail with EIO.
     NoSpace,
+    /// A filesystem's largest file size: a write ending past `limit` fails
+    /// with EFBIG and has no effect; other calls fail with EIO.
+    TooBig { limit: u64 },
 }
 
 /// One injected fault.
@@ -419,6 +422,12 @@ impl MemberFile for FaultyFile {
                     format!("injected: no space for {}", self.path),
                 ))
             }
+            Some(FaultKind::TooBig { limit }) if offset + data.len() as u64 > limit => {
+                Err(io::Error::new(
+                    io::ErrorKind::FileTooLarge,
+                    format!("injected: file too large: {}", self.path),
+                ))
+            }
             Some(FaultKind::Torn { keep }) => {
                 let keep = keep.min(data.len());
                 self.inner.write_at(offset, &data[..keep])?;
@@ -619,7 +628,12 @@ impl Member for FaultyMember {
 
     fn read_all(&self, path: &str) -> io::Result<Vec<u8>> {
         match self.sh.check(Op::ReadAll, path, false)? {
-            Some(FaultKind::Eio | FaultKind::Torn { .. } | FaultKind::NoSpace) => Err(eio(path)),
+            Some(
+                FaultKind::Eio
+                | FaultKind::Torn { .. }
+                | FaultKind::NoSpace
+                | FaultKind::TooBig { .. },
+            ) => Err(eio(path)),
             Some(FaultKind::FlipBit) => {
                 let mut v = self.sh.inner.read_all(path)?;
                 if let Some(b) = v.get_mut(0) {
