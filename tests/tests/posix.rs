@@ -406,6 +406,36 @@ fn chmod_chown_round_trip() {
     check(&a);
 }
 
+/// A set-group-ID directory gives its group to files, directories and
+/// symlinks made in it, and its set-group-ID bit to new directories, as on
+/// ext4 (shared group directories); elsewhere the creator's group holds.
+#[test]
+fn a_set_group_id_directory_passes_on_its_group() {
+    let mut a = TestArray::raid5();
+    let s = a.path("shared");
+    fs::create_dir(&s).unwrap();
+    std::os::unix::fs::chown(&s, None, Some(4321)).unwrap();
+    fs::set_permissions(&s, fs::Permissions::from_mode(0o2775)).unwrap();
+    fs::write(s.join("f"), b"x").unwrap();
+    fs::create_dir(s.join("d")).unwrap();
+    std::os::unix::fs::symlink("f", s.join("l")).unwrap();
+    fs::write(a.path("plain"), b"y").unwrap();
+    let check = |a: &TestArray| {
+        let s = a.path("shared");
+        let f = fs::metadata(s.join("f")).unwrap();
+        assert_eq!(f.gid(), 4321, "file");
+        assert_eq!(f.mode() & 0o2000, 0, "a file does not get set-group-ID");
+        let d = fs::metadata(s.join("d")).unwrap();
+        assert_eq!(d.gid(), 4321, "directory");
+        assert_eq!(d.mode() & 0o2000, 0o2000, "a directory gets set-group-ID");
+        assert_eq!(fs::symlink_metadata(s.join("l")).unwrap().gid(), 4321);
+        assert_eq!(fs::metadata(a.path("plain")).unwrap().gid(), 0);
+    };
+    check(&a);
+    a.remount();
+    check(&a);
+}
+
 fn as_nobody(args: &[&str]) -> std::process::Output {
     run(Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])

@@ -29,8 +29,10 @@ use crate::data::DataStore;
 use crate::format::superblock::{self, MemberSlot, SlotState, Superblock, uuid_string};
 use crate::health::{Health, HealthEvent, MemberCounters, MemberState};
 use crate::member::Member;
-use crate::meta::inode::{Body, FIRST_COOKIE, S_IFDIR, S_IFMT, S_IFREG, from_system_time, now_ns};
-use crate::meta::namespace::Effect;
+use crate::meta::inode::{
+    Body, FIRST_COOKIE, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, from_system_time, now_ns,
+};
+use crate::meta::namespace::{Effect, Namespace};
 use crate::meta::ops::Op;
 use crate::meta::store::Meta;
 use crate::meta::{Attr, DirEntry, FileKind};
@@ -250,6 +252,25 @@ fn time_ns(t: TimeSet, now: i64) -> i64 {
     match t {
         TimeSet::Now => now,
         TimeSet::At(t) => from_system_time(t),
+    }
+}
+
+/// The mode and group of a node created in `parent` with `mode` by a
+/// caller of group `gid`: a set-group-ID directory gives its group to what
+/// is created in it, and its set-group-ID bit to new directories, as
+/// Linux's `inode_init_owner` does (under FUSE the filesystem decides it).
+fn inherit_group(ns: &Namespace, parent: u64, mode: u32, gid: u32) -> (u32, u32) {
+    const S_ISGID: u32 = 0o2000;
+    match ns.get(parent) {
+        Ok(p) if p.mode & S_ISGID != 0 => {
+            let mode = if mode & S_IFMT == S_IFDIR {
+                mode | S_ISGID
+            } else {
+                mode
+            };
+            (mode, p.gid)
+        }
+        _ => (mode, gid),
     }
 }
 
@@ -764,6 +785,7 @@ impl Array {
         let name = name_bytes(name).to_vec();
         let (seq, _, ino) = self.inner.meta.apply_with(|ns| {
             let ino = ns.next_ino;
+            let (mode, gid) = inherit_group(ns, parent, mode, gid);
             Ok((
                 Op::Create {
                     parent,
@@ -833,6 +855,7 @@ impl Array {
         let target = name_bytes(target).to_vec();
         let (seq, _, ino) = self.inner.meta.apply_with(|ns| {
             let ino = ns.next_ino;
+            let (_, gid) = inherit_group(ns, parent, S_IFLNK, gid);
             Ok((
                 Op::Symlink {
                     parent,
