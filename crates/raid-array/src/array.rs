@@ -77,6 +77,9 @@ pub struct SetAttr {
     /// when an unprivileged process truncates a file or anyone changes its
     /// owner.
     pub clear_setid: bool,
+    /// With `size`: only ever grow the file (`fallocate`), decided under
+    /// the file's lock, so that a write extending it meanwhile is not cut.
+    pub grow_only: bool,
 }
 
 /// `mode` without set-user-ID, and without set-group-ID if group-executable
@@ -677,6 +680,17 @@ impl Array {
         let mode = match set.mode {
             None if set.clear_setid => self.mode_without_setid(ino)?,
             mode => mode,
+        };
+        let grown;
+        let set = match set.size {
+            Some(size) if set.grow_only && size <= self.file_state(ino)?.0 => {
+                grown = SetAttr {
+                    size: None,
+                    ..set.clone()
+                };
+                &grown
+            }
+            _ => set,
         };
         if let Some(new_size) = set.size {
             match self.resize(ino, new_size) {

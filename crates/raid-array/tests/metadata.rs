@@ -174,6 +174,27 @@ fn set_id_bits_are_cleared_as_linux_clears_them() {
     assert_eq!(a.read(ino("w"), 0, 8).unwrap(), b"root\x01\x01\x01\x01");
 }
 
+/// `fallocate`'s size change only grows: decided under the file's lock, a
+/// size below what a write made meanwhile leaves the file alone.
+#[test]
+fn a_grow_only_size_change_never_cuts_a_file() {
+    let (_f, a) = fixture(3, Level::Raid5(Default::default()));
+    let ino = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    a.write(ino, 0, &data).unwrap();
+    let grow = |size| SetAttr {
+        size: Some(size),
+        grow_only: true,
+        ..SetAttr::default()
+    };
+    assert_eq!(a.setattr(ino, &grow(100_000)).unwrap().size, 300_000);
+    assert_eq!(a.read(ino, 0, 400_000).unwrap(), data);
+    assert_eq!(a.setattr(ino, &grow(350_000)).unwrap().size, 350_000);
+    let mut want = data.clone();
+    want.resize(350_000, 0);
+    assert_eq!(a.read(ino, 0, 400_000).unwrap(), want);
+}
+
 #[test]
 fn write_read_inline_and_striped_then_truncate() {
     let (f, a) = fixture(3, Level::Raid5(Default::default()));

@@ -300,6 +300,7 @@ impl Filesystem for RaidFs {
             // A change of owner clears them whoever asks, as on Linux.
             clear_setid: (size.is_some() && self.truncate_clears_setid(req))
                 || (self.clears_setid && (uid.is_some() || gid.is_some())),
+            grow_only: false,
         };
         match self.array.setattr(ino.0, &set) {
             Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
@@ -768,7 +769,8 @@ impl Filesystem for RaidFs {
     }
 }
 
-/// `fallocate(2)`: mode 0 and `KEEP_SIZE` extend the file size as asked
+/// `fallocate(2)`: mode 0 extends the file size as asked, never cutting
+/// what a write extended meanwhile (`grow_only`), and `KEEP_SIZE` leaves it
 /// (space is not reserved: members are ordinary filesystems);
 /// `PUNCH_HOLE | KEEP_SIZE` makes the range read as zeros. Like a write, a
 /// supported mode first clears the file's set-ID bits if `clear_setid`
@@ -797,6 +799,7 @@ fn fallocate(
             ino,
             &SetAttr {
                 size: grow.then_some(end),
+                grow_only: true,
                 clear_setid: clear,
                 ..SetAttr::default()
             },
