@@ -602,12 +602,24 @@ impl Array {
     /// Handle what an operation left: an orphan not open is freed now.
     fn after(&self, eff: Effect) -> Result<()> {
         if let Some(ino) = eff.orphaned {
-            let open = lock(&self.inner.open).get(&ino).copied().unwrap_or(0);
-            if open == 0 {
-                self.free(ino)?;
+            let open = lock(&self.inner.open);
+            if !open.contains_key(&ino) {
+                self.free_orphan(ino)?;
             }
         }
         Ok(())
+    }
+
+    /// Free `ino` if no name is left to it; whether it did. Callers hold
+    /// the table of open handles, so that an unlink and the file's last
+    /// release racing each other free it once, and an open racing the
+    /// unlink either counts before the free or finds the file gone.
+    fn free_orphan(&self, ino: u64) -> Result<bool> {
+        if !self.inner.meta.read().get(ino).is_ok_and(|i| i.nlink == 0) {
+            return Ok(false);
+        }
+        self.free(ino)?;
+        Ok(true)
     }
 
     /// After an unclean stop, delete the shards of inodes the namespace does
@@ -995,16 +1007,17 @@ impl Array {
 
     /// Count an open handle: an unlinked file keeps its data until the last release.
     pub fn open(&self, ino: u64) -> Result<()> {
+        let mut open = lock(&self.inner.open);
         self.inner.meta.read().get(ino)?;
-        *lock(&self.inner.open).entry(ino).or_insert(0) += 1;
+        *open.entry(ino).or_insert(0) += 1;
         Ok(())
     }
 
     /// Release an open handle.
     pub fn release(&self, ino: u64) -> Result<()> {
-        let last = {
+        let freed = {
             let mut open = lock(&self.inner.open);
-            match open.get_mut(&ino) {
+            let last = match open.get_mut(&ino) {
                 Some(c) if *c > 1 => {
                     *c -= 1;
                     false
@@ -1014,13 +1027,10 @@ impl Array {
                     true
                 }
                 None => false,
-            }
+            };
+            last && !self.inner.read_only && self.free_orphan(ino)?
         };
-        if last
-            && !self.inner.read_only
-            && self.inner.meta.read().get(ino).is_ok_and(|i| i.nlink == 0)
-        {
-            self.free(ino)?;
+        if freed {
             let seq = self.inner.meta.seq();
             self.settle(seq)?;
         }

@@ -339,6 +339,31 @@ fn unlink_while_open_keeps_data_until_release() {
     a.close().unwrap();
 }
 
+/// An unlink and the file's last release at the same moment: both succeed
+/// and the file is freed once (each used to free it when the other had not
+/// yet, and the second free failed the `rm` with ENOENT).
+#[test]
+fn an_unlink_racing_the_last_release_frees_the_file_once() {
+    let (_f, a) = fixture(3, Level::Raid5(Default::default()));
+    for round in 0..200 {
+        let name = format!("f{round}");
+        let ino = a.create_file(ROOT_INO, os(&name), 0o644, 0, 0).unwrap().ino;
+        a.write(ino, 0, &[7; 20_000]).unwrap();
+        let go = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            let unlink = s.spawn(|| {
+                go.wait();
+                a.unlink(ROOT_INO, os(&name))
+            });
+            go.wait();
+            a.release(ino).unwrap();
+            unlink.join().unwrap().unwrap();
+        });
+        assert!(matches!(a.getattr(ino), Err(ArrayError::NotFound)));
+        assert!(a.open(ino).is_err(), "a freed file opened");
+    }
+}
+
 #[test]
 fn symlinks_hardlinks_xattrs_and_special_files() {
     let (f, a) = fixture(2, Level::Raid1);
