@@ -356,6 +356,13 @@ impl Array {
         let meta = if opts.read_only {
             Meta::open_read_only(a.sb.array_uuid, a.ns, a.head, hook)
         } else {
+            // Space kept back for the records from here on (a full member
+            // stays short of space until files are deleted).
+            for (i, m) in &meta_members {
+                if let Err(e) = m.restore_reserve() {
+                    tracing::warn!(member = i, error = %e, "cannot keep space back for metadata");
+                }
+            }
             Meta::open(
                 a.sb.array_uuid,
                 a.ns,
@@ -1118,12 +1125,13 @@ impl Array {
     /// Commit the journal so that freed files' data can go now; returns
     /// whether any went.
     fn reclaim(&self) -> Result<bool> {
-        if lock(&self.inner.pending_free).is_empty() {
-            return Ok(false);
+        let freed = !lock(&self.inner.pending_free).is_empty();
+        if freed {
+            self.inner.meta.flush()?;
+            self.reap();
         }
-        self.inner.meta.flush()?;
-        self.reap();
-        Ok(true)
+        let short = self.inner.data.short_of_space();
+        Ok(freed || (short && self.inner.data.restore_reserves()))
     }
 
     /// [`Array::write`] with the inode lock held.
@@ -1132,6 +1140,10 @@ impl Array {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or_else(|| ArrayError::Invalid("write past the largest file offset".into()))?;
+        // A member short of space keeps what it has left for the records.
+        if end > size && self.inner.data.short_of_space() {
+            return Err(ArrayError::NoSpace);
+        }
         let time = now_ns();
         match inline {
             Some(_) if end <= INLINE_MAX => {
@@ -1186,6 +1198,9 @@ impl Array {
         if self.inner.read_only {
             return Ok(());
         }
+        // Deleted files may have made room for the space kept back for
+        // metadata (and a new member has none yet).
+        self.inner.data.restore_reserves();
         self.inner.data.settle(SETTLE_IDLE)
     }
 

@@ -267,3 +267,76 @@ fn a_member_that_failed_here_is_offered_back_only_from_a_new_mount() {
     assert_eq!(a.read(f, 0, 200_000).unwrap(), pattern(2, 100_000));
     a.close().unwrap();
 }
+
+/// Members that fill up: the array answers ENOSPC, and every metadata
+/// operation (even those an `rm` needs) still works, nobody is failed, and
+/// once a file is deleted writes go on. Each member keeps space back for the
+/// array's records (`member::reserve`), which the journal falls back on.
+#[test]
+fn full_members_keep_the_metadata_going_and_fail_nobody() {
+    use raid_array::{Array, ArrayError, AssembleOptions, CreateOptions, ROOT_INO};
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "loopdev test needs root (to create loop devices and mount ext4 images)"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let loops: Vec<LoopMember> = (0..3).map(|i| LoopMember::new(root.path(), i)).collect();
+    let dirs: Vec<PathBuf> = loops.iter().map(|l| l.mount.join("member")).collect();
+    dirs.iter().for_each(|d| std::fs::create_dir(d).unwrap());
+    let mut o = CreateOptions::new("full", Level::Raid5(Default::default()), dirs.clone());
+    o.chunk_size = 64 * 1024;
+    let a = Array::create(&o).unwrap();
+    let os = std::ffi::OsStr::new;
+    // Filled in large writes, then what is left in small ones.
+    for (name, size) in [("big", 1 << 20), ("crumbs", 4096)] {
+        let f = a.create_file(ROOT_INO, os(name), 0o644, 0, 0).unwrap().ino;
+        let chunk = pattern(9, size);
+        let mut off = 0u64;
+        loop {
+            match a.write(f, off, &chunk) {
+                Ok(n) => off += n as u64,
+                Err(ArrayError::NoSpace) => break,
+                Err(e) => panic!("filling {name}: {e}"),
+            }
+            assert!(off < 1 << 30, "never filled");
+        }
+        a.release(f).unwrap();
+    }
+    // Full: metadata goes on, many records' worth.
+    let d = a.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).unwrap().ino;
+    for i in 0..3000 {
+        let f = a
+            .create_file(d, os(&format!("empty-{i}")), 0o644, 0, 0)
+            .unwrap()
+            .ino;
+        a.release(f).unwrap();
+    }
+    a.rename(d, os("empty-0"), ROOT_INO, os("moved"), 0)
+        .unwrap();
+    a.sync_metadata().unwrap();
+    let small = a
+        .create_file(ROOT_INO, os("small"), 0o644, 0, 0)
+        .unwrap()
+        .ino;
+    assert!(matches!(a.write(small, 0, b"x"), Err(ArrayError::NoSpace)));
+    let st = a.status();
+    assert!(!st.degraded && !st.failed, "{st:?}");
+    // A checkpoint on full members keeps the journal instead.
+    a.checkpoint().unwrap();
+    assert!(!a.status().degraded);
+
+    // Deleting frees space: the reserve comes back and writes go on.
+    a.unlink(ROOT_INO, os("big")).unwrap();
+    a.sync_metadata().unwrap();
+    a.settle_data().unwrap();
+    a.write(small, 0, &pattern(3, 300_000)).unwrap();
+    a.release(small).unwrap();
+    a.close().unwrap();
+
+    let a = Array::assemble(&AssembleOptions::new(dirs.clone())).unwrap();
+    assert!(!a.status().degraded);
+    assert_eq!(a.read(small, 0, 400_000).unwrap(), pattern(3, 300_000));
+    assert_eq!(a.readdir(d, 0, 10_000).unwrap().len(), 3000 - 1 + 2);
+    a.close().unwrap();
+    drop(loops);
+}

@@ -1848,6 +1848,29 @@ impl DataStore {
         self.take_stale(slot).map(drop)
     }
 
+    /// Some member in service is short of space: writes that grow files
+    /// are refused ([`crate::member::reserve`]).
+    pub fn short_of_space(&self) -> bool {
+        self.targets().iter().any(|(_, m)| m.short_of_space())
+    }
+
+    /// Make the space kept back for metadata again on the members in
+    /// service that lack it; whether none is short of space now.
+    pub fn restore_reserves(&self) -> bool {
+        let mut all = true;
+        for (j, m) in self.targets() {
+            match m.restore_reserve() {
+                Ok(true) => {}
+                Ok(false) => all = false,
+                Err(e) => {
+                    warn!(member = j, error = %e, "cannot keep space back for metadata");
+                    all = false;
+                }
+            }
+        }
+        all
+    }
+
     /// Whether the member that left `slot` may come back by a re-add (a
     /// resync of the files changed since it left).
     pub fn can_readd(&self, slot: usize) -> bool {

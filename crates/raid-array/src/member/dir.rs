@@ -12,6 +12,7 @@ use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use std::os::unix::fs::FileExt;
 use tracing::{debug, warn};
 
+use super::reserve::{self, Reserve};
 use super::{DIRECT_ALIGN, Member, MemberFile, check_relative};
 
 /// A member stored in a directory.
@@ -27,6 +28,8 @@ pub struct DirMember {
     /// each call could miss an error another `syncfs` on the same
     /// filesystem had already collected.
     syncfs: Option<std::fs::File>,
+    /// Space kept back for the array's own records.
+    reserve: Arc<Reserve>,
 }
 
 /// Filesystems whose `syncfs` makes every file's written data durable and
@@ -90,7 +93,14 @@ impl DirMember {
             root,
             path: path.to_path_buf(),
             held: std::sync::Mutex::new(None),
+            reserve: Arc::default(),
         })
+    }
+
+    /// The reserve that writes to `path` may fall back on: for the array's
+    /// own records, not for file data.
+    fn reserve_for(&self, path: &str) -> Option<Arc<Reserve>> {
+        reserve::is_record(path).then(|| Arc::clone(&self.reserve))
     }
 
     /// The directory this member was opened from.
@@ -99,7 +109,9 @@ impl DirMember {
     }
 }
 
-struct DirFile(std::fs::File);
+/// An open file; one holding the array's own records writes through the
+/// member's reserve ([`super::reserve`]).
+struct DirFile(std::fs::File, Option<Arc<Reserve>>);
 
 impl MemberFile for DirFile {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -135,7 +147,10 @@ impl MemberFile for DirFile {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.0.write_all_at(data, offset)
+        match &self.1 {
+            Some(r) => r.retry(|| self.0.write_all_at(data, offset)),
+            None => self.0.write_all_at(data, offset),
+        }
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -147,7 +162,10 @@ impl MemberFile for DirFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        match &self.1 {
+            Some(r) => r.retry(|| self.0.set_len(len)),
+            None => self.0.set_len(len),
+        }
     }
 
     fn write_behind(&self, upto: u64) -> io::Result<()> {
@@ -262,7 +280,7 @@ impl Member for DirMember {
         let f = self
             .root
             .open_with(path, OpenOptions::new().read(true).write(true))?;
-        Ok(Arc::new(DirFile(f.into_std())))
+        Ok(Arc::new(DirFile(f.into_std(), self.reserve_for(path))))
     }
 
     fn open_direct(&self, path: &str) -> io::Result<Arc<dyn MemberFile>> {
@@ -287,7 +305,7 @@ impl Member for DirMember {
         let use_direct = AtomicBool::new(direct.is_some());
         Ok(Arc::new(DirectFile {
             direct,
-            buffered: DirFile(buffered),
+            buffered: DirFile(buffered, None),
             use_direct,
         }))
     }
@@ -349,11 +367,20 @@ impl Member for DirMember {
     fn write_atomic(&self, path: &str, data: &[u8]) -> io::Result<()> {
         check_relative(path)?;
         let tmp = format!("{path}.tmp");
-        {
+        let write = || {
             let f = self.create(&tmp)?;
             f.set_len(0)?;
             f.write_at(0, data)?;
-            f.sync_data()?;
+            f.sync_data()
+        };
+        let written = match self.reserve_for(path) {
+            Some(r) => r.retry(write),
+            None => write(),
+        };
+        if let Err(e) = written {
+            // A half-written copy must not keep the space it took.
+            let _ = self.remove(&tmp);
+            return Err(e);
         }
         self.rename(&tmp, path)
     }
@@ -375,6 +402,47 @@ impl Member for DirMember {
         let f = self.root.open(".")?.into_std();
         let st = rustix::fs::fstat(&f).map_err(io::Error::from)?;
         Ok(Some(st.st_dev))
+    }
+
+    /// Make the reserve file if it is missing or short and the filesystem
+    /// has the room (allocated with `fallocate`, or written with zeros
+    /// where that is not supported); nothing to do while it is held.
+    fn restore_reserve(&self) -> io::Result<bool> {
+        if self.reserve.held() {
+            return Ok(true);
+        }
+        let (total, avail) = self.space()?;
+        let want = reserve::size(total);
+        let f = self
+            .root
+            .open_with(
+                reserve::PATH,
+                OpenOptions::new().read(true).write(true).create(true),
+            )?
+            .into_std();
+        let have = f.metadata()?.len();
+        // Room for it and as much again, so that a member freed of a few
+        // files does not give all of it back to the reserve at once.
+        if have < want && avail < (want - have) * 2 {
+            self.reserve.mark_spent();
+            return Ok(false);
+        }
+        match reserve::allocate(&f, want) {
+            Ok(()) => {
+                self.reserve.hold(f);
+                Ok(true)
+            }
+            Err(e) if reserve::is_full(&e) => {
+                f.set_len(0)?;
+                self.reserve.mark_spent();
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn short_of_space(&self) -> bool {
+        self.reserve.spent()
     }
 
     /// The mount of the root as opened: still the old one after its
@@ -412,16 +480,21 @@ impl DirMember {
         // the file first, and make the directories only when it is missing.
         // Making them every time cost a `mkdir` per path component and a
         // `stat` for each shard file of every new file.
-        let f = match self.root.open_with(path, &opts) {
+        let open = || match self.root.open_with(path, &opts) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Some(p) = parent(path) {
                     self.root.create_dir_all(p)?;
                 }
-                self.root.open_with(path, &opts)?
+                self.root.open_with(path, &opts)
             }
-            r => r?,
+            r => r,
         };
-        Ok(Arc::new(DirFile(f.into_std())))
+        let reserve = self.reserve_for(path);
+        let f = match &reserve {
+            Some(r) => r.retry(open)?,
+            None => open()?,
+        };
+        Ok(Arc::new(DirFile(f.into_std(), reserve)))
     }
 
     fn sync_parent(&self, path: &str) -> io::Result<()> {

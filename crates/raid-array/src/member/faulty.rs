@@ -654,6 +654,14 @@ impl Member for FaultyMember {
         self.sh.inner.mount_id()
     }
 
+    fn restore_reserve(&self) -> io::Result<bool> {
+        self.sh.inner.restore_reserve()
+    }
+
+    fn short_of_space(&self) -> bool {
+        self.sh.inner.short_of_space()
+    }
+
     fn lock_exclusive(&self, wait: std::time::Duration) -> io::Result<bool> {
         self.sh.inner.lock_exclusive(wait)
     }

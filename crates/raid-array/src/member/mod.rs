@@ -16,6 +16,7 @@
 
 pub mod dir;
 pub mod faulty;
+pub mod reserve;
 
 use std::io::{self, IoSliceMut};
 use std::sync::Arc;
@@ -131,6 +132,19 @@ pub trait Member: Send + Sync {
     /// not counted once per member. `None` when the backend cannot tell.
     fn filesystem_id(&self) -> io::Result<Option<u64>> {
         Ok(None)
+    }
+    /// Keep space back for the array's own records ([`reserve`]): make the
+    /// reserve if it is missing, short or spent and there is room. `Ok(false)`
+    /// if there is not (the member stays short of space). Backends without a
+    /// filesystem of their own keep nothing.
+    fn restore_reserve(&self) -> io::Result<bool> {
+        Ok(true)
+    }
+    /// The member is short of space: its reserve went to the array's
+    /// records, so writes that grow files are refused (ENOSPC) until
+    /// [`Member::restore_reserve`] makes it again.
+    fn short_of_space(&self) -> bool {
+        false
     }
     /// The mount the member's directory was opened on (`statx`
     /// `STATX_MNT_ID`). A disk unplugged and mounted again is a new mount,

@@ -39,6 +39,7 @@ fn write_checkpoint(
     bytes: &[u8],
     seq: u64,
     on_failure: &FailureHook,
+    may_skip: bool,
 ) -> Vec<usize> {
     let path = format!("{META_DIR}/{}", cfmt::file_name(seq));
     // On the I/O pool: a checkpoint spawns no threads of its own.
@@ -49,10 +50,22 @@ fn write_checkpoint(
         });
     let mut failed = Vec::new();
     for (i, r) in results {
-        if let Err(e) = r {
-            tracing::error!(member = i, error = %e, "checkpoint write failed");
-            on_failure(i, format!("checkpoint write: {e}"));
-            failed.push(i);
+        match r {
+            // Only a new checkpoint, on a member whose journal holds
+            // everything since its last one: that journal stays.
+            Err(e) if may_skip && crate::member::reserve::is_full(&e) => {
+                tracing::warn!(
+                    member = i,
+                    "member full: metadata checkpoint skipped, its journal keeps everything"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(member = i, error = %e, "checkpoint write failed");
+                on_failure(i, format!("checkpoint write: {e}"));
+                failed.push(i);
+            }
+            Ok(()) => {}
         }
     }
     failed
@@ -122,7 +135,7 @@ impl Meta {
         let mut live: Vec<(usize, Arc<dyn Member>)> = members.to_vec();
         if checkpoint {
             let bytes = checkpoint_bytes(&array_uuid, &ns, head);
-            let failed = write_checkpoint(&live, &bytes, head, &on_failure);
+            let failed = write_checkpoint(&live, &bytes, head, &on_failure, false);
             live.retain(|(i, _)| !failed.contains(i));
             if live.is_empty() {
                 return Err(ArrayError::ArrayFailed(
@@ -325,7 +338,7 @@ impl Meta {
             (seq, checkpoint_bytes(&self.array_uuid, &ns, seq))
         };
         let members = self.journal.live_members();
-        let failed = write_checkpoint(&members, &bytes, seq, &self.on_failure);
+        let failed = write_checkpoint(&members, &bytes, seq, &self.on_failure, true);
         for i in &failed {
             self.journal.drop_member(*i);
         }
