@@ -19,6 +19,9 @@ use crate::{ArrayError, Result};
 /// The attribute name of a file's access ACL.
 pub const ACCESS_XATTR: &[u8] = b"system.posix_acl_access";
 
+/// The attribute name of a directory's default ACL (kept, not inherited).
+pub const DEFAULT_XATTR: &[u8] = b"system.posix_acl_default";
+
 const VERSION: u32 = 2;
 const HEADER: usize = 4;
 const ENTRY: usize = 8;

@@ -1239,6 +1239,16 @@ impl Array {
         if name_bytes(name) == acl::ACCESS_XATTR {
             return self.set_access_acl(ino, value);
         }
+        if name_bytes(name) == acl::DEFAULT_XATTR {
+            // As the kernel's `set_posix_acl`: only directories have one,
+            // and it follows the rules of an access ACL.
+            if !self.inner.meta.read().get(ino)?.is_dir() {
+                return Err(ArrayError::AccessDenied(
+                    "a default ACL on anything but a directory".into(),
+                ));
+            }
+            acl::AccessAcl::parse(value)?;
+        }
         let op = Op::SetXattr {
             ino,
             name: name_bytes(name).to_vec(),

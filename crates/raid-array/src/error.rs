@@ -56,6 +56,10 @@ pub enum ArrayError {
     /// The operation is never allowed on this object (e.g. a hard link to a directory).
     #[error("operation not permitted: {0}")]
     NotPermitted(String),
+    /// Not allowed on this kind of object (EACCES), as Linux answers a
+    /// default ACL on a file.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
     /// A valid request this engine does not implement (e.g. an fallocate mode).
     #[error("not supported: {0}")]
     Unsupported(String),
@@ -94,6 +98,7 @@ impl ArrayError {
             ArrayError::ReadOnly(_) => Errno::ROFS,
             ArrayError::NoAttr => Errno::NODATA,
             ArrayError::NotPermitted(_) => Errno::PERM,
+            ArrayError::AccessDenied(_) => Errno::ACCESS,
             ArrayError::Unsupported(_) => Errno::OPNOTSUPP,
             ArrayError::Busy(_) => Errno::BUSY,
         };

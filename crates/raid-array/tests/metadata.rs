@@ -364,6 +364,32 @@ fn an_unlink_racing_the_last_release_frees_the_file_once() {
     }
 }
 
+/// A default ACL only on a directory (EACCES elsewhere, as Linux), and
+/// checked like an access ACL (EINVAL for a malformed one).
+#[test]
+fn a_default_acl_is_for_directories_and_must_be_valid() {
+    let (_f, a) = fixture(3, Level::Raid5(Default::default()));
+    let entry = |tag: u16, perm: u16| {
+        let mut e = tag.to_le_bytes().to_vec();
+        e.extend(perm.to_le_bytes());
+        e.extend(u32::MAX.to_le_bytes());
+        e
+    };
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    acl.extend(entry(0x01, 7));
+    acl.extend(entry(0x04, 5));
+    acl.extend(entry(0x20, 5));
+    let name = os("system.posix_acl_default");
+    let d = a.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).unwrap().ino;
+    a.setxattr(d, name, &acl, 0).unwrap();
+    assert_eq!(a.getxattr(d, name).unwrap(), acl);
+    let f = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
+    let e = a.setxattr(f, name, &acl, 0).unwrap_err();
+    assert_eq!(e.errno(), rustix::io::Errno::ACCESS.raw_os_error(), "{e}");
+    let e = a.setxattr(d, name, &acl[..12], 0).unwrap_err();
+    assert_eq!(e.errno(), rustix::io::Errno::INVAL.raw_os_error(), "{e}");
+}
+
 #[test]
 fn symlinks_hardlinks_xattrs_and_special_files() {
     let (f, a) = fixture(2, Level::Raid1);
