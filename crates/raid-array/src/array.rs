@@ -259,15 +259,19 @@ fn time_ns(t: TimeSet, now: i64) -> i64 {
 }
 
 /// The mode and group of a node created in `parent` with `mode` by a
-/// caller of group `gid`: a set-group-ID directory gives its group to what
-/// is created in it, and its set-group-ID bit to new directories, as
-/// Linux's `inode_init_owner` does (under FUSE the filesystem decides it).
-fn inherit_group(ns: &Namespace, parent: u64, mode: u32, gid: u32) -> (u32, u32) {
+/// caller `uid`/`gid`: a set-group-ID directory gives its group to what is
+/// created in it, and its set-group-ID bit to new directories, as Linux's
+/// `inode_init_owner` does (under FUSE the filesystem decides it). A file
+/// asked for with set-group-ID by someone outside that group (judged by
+/// the primary group) does not get the bit, as there.
+fn inherit_group(ns: &Namespace, parent: u64, mode: u32, uid: u32, gid: u32) -> (u32, u32) {
     const S_ISGID: u32 = 0o2000;
     match ns.get(parent) {
         Ok(p) if p.mode & S_ISGID != 0 => {
             let mode = if mode & S_IFMT == S_IFDIR {
                 mode | S_ISGID
+            } else if uid != 0 && gid != p.gid {
+                mode & !S_ISGID
             } else {
                 mode
             };
@@ -336,6 +340,17 @@ impl Array {
             persisted_gen: 0,
         });
         if !opts.read_only {
+            // Space kept back for the records, found or made before the
+            // first of them is written (a full member stays short of space
+            // until files are deleted).
+            for (i, m) in a.members.iter().enumerate() {
+                if let Some(m) = m
+                    && health.state(i).writable()
+                    && let Err(e) = m.restore_reserve()
+                {
+                    tracing::warn!(member = i, error = %e, "cannot keep space back for metadata");
+                }
+            }
             write_superblocks(&sb, &a.members, &spares, &health)?;
         }
 
@@ -356,13 +371,6 @@ impl Array {
         let meta = if opts.read_only {
             Meta::open_read_only(a.sb.array_uuid, a.ns, a.head, hook)
         } else {
-            // Space kept back for the records from here on (a full member
-            // stays short of space until files are deleted).
-            for (i, m) in &meta_members {
-                if let Err(e) = m.restore_reserve() {
-                    tracing::warn!(member = i, error = %e, "cannot keep space back for metadata");
-                }
-            }
             Meta::open(
                 a.sb.array_uuid,
                 a.ns,
@@ -818,7 +826,7 @@ impl Array {
         let name = name_bytes(name).to_vec();
         let (seq, _, ino) = self.inner.meta.apply_with(|ns| {
             let ino = ns.next_ino;
-            let (mode, gid) = inherit_group(ns, parent, mode, gid);
+            let (mode, gid) = inherit_group(ns, parent, mode, uid, gid);
             Ok((
                 Op::Create {
                     parent,
@@ -888,7 +896,7 @@ impl Array {
         let target = name_bytes(target).to_vec();
         let (seq, _, ino) = self.inner.meta.apply_with(|ns| {
             let ino = ns.next_ino;
-            let (_, gid) = inherit_group(ns, parent, S_IFLNK, gid);
+            let (_, gid) = inherit_group(ns, parent, S_IFLNK, uid, gid);
             Ok((
                 Op::Symlink {
                     parent,
@@ -1130,8 +1138,8 @@ impl Array {
             self.inner.meta.flush()?;
             self.reap();
         }
-        let short = self.inner.data.short_of_space();
-        Ok(freed || (short && self.inner.data.restore_reserves()))
+        let restored = self.inner.data.short_of_space() && self.inner.data.restore_reserves();
+        Ok(freed || restored)
     }
 
     /// [`Array::write`] with the inode lock held.
@@ -1140,8 +1148,10 @@ impl Array {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or_else(|| ArrayError::Invalid("write past the largest file offset".into()))?;
-        // A member short of space keeps what it has left for the records.
-        if end > size && self.inner.data.short_of_space() {
+        // A member short of space keeps what it has left for the records:
+        // no data that grows a file or goes into the journal (an inline
+        // file's bytes).
+        if (end > size || inline.is_some()) && self.inner.data.short_of_space() {
             return Err(ArrayError::NoSpace);
         }
         let time = now_ns();
@@ -1236,6 +1246,10 @@ impl Array {
     /// attributes must drop them.
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: u32) -> Result<()> {
         self.writable()?;
+        // Values go into the journal: not while a member is short of space.
+        if self.inner.data.short_of_space() {
+            return Err(ArrayError::NoSpace);
+        }
         if name_bytes(name) == acl::ACCESS_XATTR {
             return self.set_access_acl(ino, value);
         }

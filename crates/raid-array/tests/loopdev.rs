@@ -318,12 +318,25 @@ fn full_members_keep_the_metadata_going_and_fail_nobody() {
         .create_file(ROOT_INO, os("small"), 0o644, 0, 0)
         .unwrap()
         .ino;
+    // Nothing more goes into the journal than the namespace needs.
     assert!(matches!(a.write(small, 0, b"x"), Err(ArrayError::NoSpace)));
+    assert!(matches!(
+        a.setxattr(small, os("user.k"), &[1; 1000], 0),
+        Err(ArrayError::NoSpace)
+    ));
     let st = a.status();
     assert!(!st.degraded && !st.failed, "{st:?}");
     // A checkpoint on full members keeps the journal instead.
     a.checkpoint().unwrap();
     assert!(!a.status().degraded);
+    // Stopped and started again, still full: it assembles, nobody failed.
+    a.release(small).unwrap();
+    a.close().unwrap();
+    let a = Array::assemble(&AssembleOptions::new(dirs.clone())).unwrap();
+    let st = a.status();
+    assert!(!st.degraded && !st.failed, "{st:?}");
+    a.mkdir(ROOT_INO, os("after-restart"), 0o755, 0, 0).unwrap();
+    a.open(small).unwrap();
 
     // Deleting frees space: the reserve comes back and writes go on.
     a.unlink(ROOT_INO, os("big")).unwrap();

@@ -364,6 +364,23 @@ fn an_unlink_racing_the_last_release_frees_the_file_once() {
     }
 }
 
+/// In a set-group-ID directory a file asked for with set-group-ID keeps
+/// the bit only if its creator is root or in the directory's group, as
+/// Linux's `inode_init_owner` decides (by the creator's primary group here).
+#[test]
+fn a_set_group_id_file_made_by_an_outsider_loses_the_bit() {
+    let (_f, a) = fixture(3, Level::Raid5(Default::default()));
+    let d = a.mkdir(ROOT_INO, os("shared"), 0o2777, 0, 4321).unwrap();
+    assert_eq!((u32::from(d.perm) & 0o2000, d.gid), (0o2000, 4321));
+    let made = |name: &str, uid: u32, gid: u32| {
+        let at = a.create_file(d.ino, os(name), 0o2755, uid, gid).unwrap();
+        (u32::from(at.perm) & 0o2000, at.gid)
+    };
+    assert_eq!(made("outsider", 1000, 1000), (0, 4321));
+    assert_eq!(made("member", 1000, 4321), (0o2000, 4321));
+    assert_eq!(made("root", 0, 0), (0o2000, 4321));
+}
+
 /// A default ACL only on a directory (EACCES elsewhere, as Linux), and
 /// checked like an access ACL (EINVAL for a malformed one).
 #[test]

@@ -242,6 +242,13 @@ mod tests {
         (tmp, dirs, a, last, f)
     }
 
+    fn listed(dirs: Vec<PathBuf>) -> Places {
+        Places {
+            listed: dirs,
+            search: None,
+        }
+    }
+
     fn fail_member_2(a: &Array, m2: &FaultyMember, f: u64) {
         m2.inject(Fault::eio(Op::Write, "data/"));
         a.write(f, 0, &[2; 50_000]).unwrap();
@@ -252,10 +259,7 @@ mod tests {
     #[test]
     fn a_member_that_fails_while_mounted_and_stays_is_not_taken_back() {
         let (_tmp, dirs, a, m2, f) = three();
-        let places = Places {
-            listed: dirs,
-            search: None,
-        };
+        let places = listed(dirs);
         let mut slots = Slots::new(&a);
         fail_member_2(&a, &m2, f);
         // Its directory still holds it, on the mount it failed on.
@@ -267,12 +271,24 @@ mod tests {
     }
 
     #[test]
+    fn a_member_detached_after_it_failed_is_not_taken_back() {
+        let (_tmp, dirs, a, m2, f) = three();
+        let places = listed(dirs);
+        let mut slots = Slots::new(&a);
+        fail_member_2(&a, &m2, f);
+        slots.look(&a, &places, RebuildOptions::default());
+        // `raidfs remove`: the admin lets the disk go.
+        a.remove(2).unwrap();
+        slots.look(&a, &places, RebuildOptions::default());
+        assert!(a.wait_rebuild().is_none(), "a re-add started");
+        assert!(a.status().degraded);
+        a.close().unwrap();
+    }
+
+    #[test]
     fn a_member_out_when_the_watch_began_is_taken_back() {
         let (_tmp, dirs, a, m2, f) = three();
-        let places = Places {
-            listed: dirs,
-            search: None,
-        };
+        let places = listed(dirs);
         fail_member_2(&a, &m2, f);
         // As at mount: the member was already out.
         let mut slots = Slots::new(&a);

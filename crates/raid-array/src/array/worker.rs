@@ -487,8 +487,7 @@ impl Array {
     /// the very mount the member failed on does not count, only one on a
     /// mount made since: a disk that failed with I/O errors and never went
     /// away is not taken back by itself, one unplugged and mounted again
-    /// is. A slot with nothing open (missing since assembly) needs no new
-    /// mount.
+    /// is, and one detached since (`raidfs remove`) is not at all.
     pub fn returned_member(
         &self,
         slot: usize,
@@ -501,10 +500,11 @@ impl Array {
         let i = &self.inner;
         let ours = lock(&i.sb).template.clone();
         let want = ours.members.get(slot)?.uuid;
-        let old_mount = if remounted {
-            i.members()[slot].as_ref().map(|m| m.mount_id())
-        } else {
-            None
+        let old_mount = match (remounted, &i.members()[slot]) {
+            (false, _) => None,
+            (true, Some(m)) => Some(m.mount_id()),
+            // Detached since it left (`raidfs remove`): not by itself.
+            (true, None) => return None,
         };
         candidates
             .iter()

@@ -404,41 +404,21 @@ impl Member for DirMember {
         Ok(Some(st.st_dev))
     }
 
-    /// Make the reserve file if it is missing or short and the filesystem
-    /// has the room (allocated with `fallocate`, or written with zeros
-    /// where that is not supported); nothing to do while it is held.
+    /// Make the reserve whole if there is room ([`Reserve::restore`]).
     fn restore_reserve(&self) -> io::Result<bool> {
-        if self.reserve.held() {
+        if self.reserve.whole() {
             return Ok(true);
         }
         let (total, avail) = self.space()?;
-        let want = reserve::size(total);
-        let f = self
-            .root
-            .open_with(
-                reserve::PATH,
-                OpenOptions::new().read(true).write(true).create(true),
-            )?
-            .into_std();
-        let have = f.metadata()?.len();
-        // Room for it and as much again, so that a member freed of a few
-        // files does not give all of it back to the reserve at once.
-        if have < want && avail < (want - have) * 2 {
-            self.reserve.mark_spent();
-            return Ok(false);
-        }
-        match reserve::allocate(&f, want) {
-            Ok(()) => {
-                self.reserve.hold(f);
-                Ok(true)
-            }
-            Err(e) if reserve::is_full(&e) => {
-                f.set_len(0)?;
-                self.reserve.mark_spent();
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
+        self.reserve.restore(reserve::size(total), avail, || {
+            Ok(self
+                .root
+                .open_with(
+                    reserve::PATH,
+                    OpenOptions::new().read(true).write(true).create(true),
+                )?
+                .into_std())
+        })
     }
 
     fn short_of_space(&self) -> bool {

@@ -44,7 +44,7 @@ pub fn is_record(path: &str) -> bool {
 
 /// Give `f` `len` bytes of allocated space: `fallocate`, or zeros written
 /// where the filesystem does not support it (FAT before Linux 4.19).
-pub fn allocate(f: &File, len: u64) -> io::Result<()> {
+fn allocate(f: &File, len: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     match rustix::fs::fallocate(f, rustix::fs::FallocateFlags::empty(), 0, len) {
         Ok(()) => return Ok(()),
@@ -61,67 +61,114 @@ pub fn allocate(f: &File, len: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// One member's reserve: the open file while it holds its bytes.
+/// Smallest piece the reserve is let go in.
+const STEP: u64 = 64 << 10;
+
+/// One member's reserve: its file, held open once found or made.
 #[derive(Debug, Default)]
 pub struct Reserve {
     file: Mutex<Option<File>>,
-    /// Given up (or never made for want of room): the member is short.
+    /// Not whole (let go in part, or never made for want of room): the
+    /// member is short of space.
     spent: AtomicBool,
 }
 
 impl Reserve {
-    /// Hold `file`, which holds the reserve's bytes.
-    pub fn hold(&self, file: File) {
-        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
-        self.spent.store(false, Ordering::SeqCst);
-    }
-
-    /// The member has no reserve and is short of space.
-    pub fn mark_spent(&self) {
-        self.spent.store(true, Ordering::SeqCst);
-    }
-
     pub fn spent(&self) -> bool {
         self.spent.load(Ordering::SeqCst)
     }
 
-    /// Whether the reserve's bytes are held.
-    pub fn held(&self) -> bool {
-        self.file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+    /// Held and whole: nothing to restore.
+    pub fn whole(&self) -> bool {
+        !self.spent()
+            && self
+                .file
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
     }
 
-    /// Let the reserve's bytes go for a record that found the member full;
-    /// whether there were any to let go (the write is then worth a retry).
-    pub fn release(&self) -> bool {
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        self.spent.store(true, Ordering::SeqCst);
-        match file.take() {
-            Some(f) => match f.set_len(0) {
-                Ok(()) => {
-                    tracing::warn!(
-                        "a member is full: its space kept back for metadata is in use, and writes \
-                         that grow files answer ENOSPC until files are deleted"
-                    );
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot let the metadata reserve go");
-                    false
-                }
-            },
-            None => false,
+    /// Make the reserve whole, `want` bytes, if there is room: `open`
+    /// opens (or creates) its file and `avail` says how much the
+    /// filesystem has free. A file found at its full size is taken as it
+    /// is (no room needed); one let go in part stays held for the next
+    /// record to use. Returns whether the reserve is whole.
+    pub fn restore(
+        &self,
+        want: u64,
+        avail: u64,
+        open: impl FnOnce() -> io::Result<File>,
+    ) -> io::Result<bool> {
+        // One at a time: the periodic check and a writer meeting a full
+        // member may both come here.
+        let mut held = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_some() && !self.spent() {
+            return Ok(true);
         }
+        let f = match held.take() {
+            Some(f) => f,
+            None => open()?,
+        };
+        let have = f.metadata()?.len();
+        // Room for the missing part and as much again, so that a member
+        // freed of a few files does not give all of it back at once.
+        let whole = have >= want
+            || (avail >= (want - have) * 2
+                && match allocate(&f, want) {
+                    Ok(()) => true,
+                    Err(e) if is_full(&e) => {
+                        f.set_len(have)?;
+                        false
+                    }
+                    Err(e) => return Err(e),
+                });
+        *held = Some(f);
+        self.spent.store(!whole, Ordering::SeqCst);
+        Ok(whole)
     }
 
-    /// Run `write` (a write of the array's own records); if the member is
-    /// full, let the reserve go and run it once more.
+    /// Let half of what is left go (all of the last 64 KiB) for a record
+    /// that found the member full; whether anything was let go (the write
+    /// is then worth a retry).
+    pub fn release(&self) -> bool {
+        let held = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = held.as_ref() else {
+            return false;
+        };
+        let have = match f.metadata() {
+            Ok(m) => m.len(),
+            Err(_) => return false,
+        };
+        if have == 0 {
+            return false;
+        }
+        let keep = if have > STEP {
+            have / 2 / STEP * STEP
+        } else {
+            0
+        };
+        if let Err(e) = f.set_len(keep) {
+            tracing::warn!(error = %e, "cannot let the metadata reserve go");
+            return false;
+        }
+        if !self.spent.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                "a member is full: the space it keeps back for metadata is in use, and writes \
+                 that add data answer ENOSPC until files are deleted"
+            );
+        }
+        true
+    }
+
+    /// Run `write` (a write of the array's own records); while the member
+    /// is full and the reserve has something left, let part of it go and
+    /// run it again.
     pub fn retry<T>(&self, mut write: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-        match write() {
-            Err(e) if is_full(&e) && self.release() => write(),
-            r => r,
+        loop {
+            match write() {
+                Err(e) if is_full(&e) && self.release() => {}
+                r => return r,
+            }
         }
     }
 }
@@ -148,27 +195,53 @@ mod tests {
     }
 
     #[test]
-    fn a_write_that_finds_the_member_full_is_retried_once_after_the_release() {
+    fn a_full_member_lets_the_reserve_go_half_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let f = File::create(dir.path().join("r")).unwrap();
-        f.set_len(4096).unwrap();
+        let path = dir.path().join("r");
         let r = Reserve::default();
-        r.hold(f);
+        let open = || {
+            File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        };
+        assert!(r.restore(1 << 20, 10 << 20, open).unwrap());
+        assert!(!r.spent());
+        let len = || std::fs::metadata(&path).unwrap().len();
+        assert_eq!(len(), 1 << 20);
+        // A write that needs two releases before it fits.
         let mut calls = 0;
         let full = || io::Error::new(io::ErrorKind::StorageFull, "full");
         let got = r.retry(|| {
             calls += 1;
-            if calls == 1 { Err(full()) } else { Ok(calls) }
+            if calls < 3 { Err(full()) } else { Ok(calls) }
         });
-        assert_eq!(got.unwrap(), 2);
+        assert_eq!(got.unwrap(), 3);
         assert!(r.spent());
-        assert_eq!(std::fs::metadata(dir.path().join("r")).unwrap().len(), 0);
-        // Nothing left to let go: the error stands.
-        let mut calls = 0;
-        let got: io::Result<()> = r.retry(|| {
-            calls += 1;
-            Err(full())
-        });
-        assert!(got.is_err() && calls == 1);
+        assert_eq!(len(), 256 << 10);
+        // Until nothing is left; the error then stands.
+        let got: io::Result<()> = r.retry(|| Err(full()));
+        assert!(got.is_err());
+        assert_eq!(len(), 0);
+        // No room to make it whole again: still short, file kept.
+        assert!(!r.restore(1 << 20, 1 << 20, open).unwrap());
+        assert!(r.spent());
+        // Room again: whole.
+        assert!(r.restore(1 << 20, 10 << 20, open).unwrap());
+        assert!(!r.spent());
+        assert_eq!(len(), 1 << 20);
+    }
+
+    #[test]
+    fn a_reserve_found_whole_is_taken_without_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        let r = Reserve::default();
+        let open = || File::options().read(true).write(true).open(&path);
+        assert!(r.restore(1 << 20, 0, open).unwrap());
+        assert!(!r.spent());
     }
 }
