@@ -59,6 +59,10 @@ pub enum Error {
         #[source]
         source: crate::crypt::CryptError,
     },
+    /// The source is not the tree that was synced (not mounted, or empty):
+    /// a pass over it would delete the mirror, so it is refused.
+    #[error("source {path}: {message}")]
+    Source { path: PathBuf, message: String },
     /// Invalid option or argument.
     #[error("{0}")]
     Config(String),

@@ -80,6 +80,9 @@ pub struct Syncer {
     pub progress: bool,
     /// What the running pass still has to do (for the run record).
     pub pending: Arc<Pending>,
+    /// Let a whole-tree pass that finds the source empty delete what the
+    /// state or the bucket holds (`--allow-empty-source`).
+    pub allow_empty_source: bool,
 }
 
 /// Files and bytes a running pass still has to bring to the bucket: set
@@ -131,6 +134,7 @@ impl Syncer {
     /// `full` lists the bucket and reconciles against it.
     pub async fn pass(&self, scopes: &[String], full: bool) -> Result<Summary> {
         let t0 = Instant::now();
+        let root = self.check_source()?;
         let req0 = self.bucket.requests();
         let full = full || !self.store.lock().reconciled;
         let scopes: Vec<String> = if full {
@@ -146,7 +150,7 @@ impl Syncer {
         // Local side.
         let source = self.source.clone();
         let sc = scopes.clone();
-        let scan: Scan = tokio::task::spawn_blocking(move || {
+        let mut scan: Scan = tokio::task::spawn_blocking(move || {
             let mut s = Scan::default();
             for scope in &sc {
                 scan::scan_scope(&source, scope, &mut s)?;
@@ -156,7 +160,7 @@ impl Syncer {
         .await
         .map_err(|e| Error::io("scanning", &self.source, std::io::Error::other(e)))??;
         sum.scanned = scan.entries.len() as u64;
-        sum.skipped = scan.skipped;
+        sum.skipped = std::mem::take(&mut scan.skipped);
         for s in &sum.skipped {
             tracing::warn!("skipped {s}");
         }
@@ -174,6 +178,9 @@ impl Syncer {
         } else {
             None
         };
+        if scopes.iter().any(|s| s.is_empty()) {
+            self.refuse_empty_source(&scan, remote.as_ref())?;
+        }
 
         // Plan.
         let (jobs, removed) = {
@@ -184,7 +191,10 @@ impl Syncer {
                     continue;
                 }
                 let old = st.entries.get(rel);
-                let empty_dir = now.kind == Kind::Dir && is_empty_dir(&scan.entries, rel);
+                // A directory that could not be listed is not known empty.
+                let empty_dir = now.kind == Kind::Dir
+                    && is_empty_dir(&scan.entries, rel)
+                    && !scan.in_unreadable(rel);
                 match old {
                     Some(o) if o.unchanged(now) => {
                         // Only files, symlinks and empty directories have
@@ -218,6 +228,8 @@ impl Syncer {
                 .filter(|(rel, e)| {
                     scopes.iter().any(|s| keys::in_scope(rel, s))
                         && scan.entries.get(*rel).is_none_or(|n| n.kind != e.kind)
+                        // Not seen because it could not be read: kept.
+                        && !scan.in_unreadable(rel)
                 })
                 .map(|(r, e)| (r.clone(), e.clone()))
                 .collect();
@@ -292,7 +304,8 @@ impl Syncer {
         bar.finish_and_clear();
         let mut sum = sum.into_inner().unwrap_or_else(|p| p.into_inner());
 
-        // Deletes: removed entries, and (full) remote keys with no local entry.
+        // Deletes: removed entries, and (full) remote keys with no local
+        // entry, except in a subtree that could not be read.
         let mut to_delete: BTreeMap<String, Option<String>> = removed
             .iter()
             .map(|(rel, e)| (self.key_of(rel, e.kind), Some(rel.clone())))
@@ -304,7 +317,11 @@ impl Syncer {
                 .map(|(rel, e)| self.key_of(rel, e.kind))
                 .collect();
             for key in remote.keys() {
-                if !wanted.contains(key) {
+                let unreadable = self
+                    .prefix
+                    .rel_of(key)
+                    .is_ok_and(|(rel, _)| scan.in_unreadable(&rel));
+                if !wanted.contains(key) && !unreadable {
                     to_delete.entry(key.clone()).or_insert(None);
                 }
             }
@@ -351,6 +368,7 @@ impl Syncer {
             st.totals.failed_files += sum.failed;
             if sum.failed == 0 {
                 st.totals.last_success_unix = Some(unix_now());
+                st.source_mount_root = Some(root.mount_root);
             } else {
                 st.totals.failed_runs += 1;
             }
@@ -359,6 +377,60 @@ impl Syncer {
         sum.s3_requests = self.bucket.requests() - req0;
         sum.seconds = t0.elapsed().as_secs_f64();
         Ok(sum)
+    }
+
+    /// Reads the identity of the source and refuses it if it was a mount
+    /// point at the last successful pass and no longer is: the array is then
+    /// most likely not mounted, and the directory underneath is no copy of
+    /// the tree.
+    pub fn check_source(&self) -> Result<scan::SourceRoot> {
+        let root = scan::source_root(&self.source)?;
+        if self.store.lock().source_mount_root == Some(true) && !root.mount_root {
+            return Err(Error::Source {
+                path: self.source.clone(),
+                message: format!(
+                    "is no longer a mount point, but was one when last synced: is the array \
+                     mounted? Nothing is synced until it is (a pass over the bare mount-point \
+                     directory would delete the mirror). If it is no longer meant to be a \
+                     mount point, remove the state file {} (the next pass then reconciles \
+                     against the bucket)",
+                    self.store.path().display()
+                ),
+            });
+        }
+        Ok(root)
+    }
+
+    /// Refuses a whole-tree pass over an empty source when the state or the
+    /// bucket holds entries (unless `--allow-empty-source`): an unmounted or
+    /// wrongly given source must not empty the mirror.
+    fn refuse_empty_source(
+        &self,
+        scan: &Scan,
+        remote: Option<&HashMap<String, u64>>,
+    ) -> Result<()> {
+        if self.allow_empty_source || scan.entries.keys().any(|r| !keysource::is_reserved(r)) {
+            return Ok(());
+        }
+        let held = self.store.lock().entries.len();
+        let listed = remote.map_or(0, |r| r.len());
+        if held == 0 && listed == 0 {
+            return Ok(());
+        }
+        let what = if held > 0 {
+            format!("the state records {held} entries")
+        } else {
+            format!("the bucket holds {listed} objects")
+        };
+        Err(Error::Source {
+            path: self.source.clone(),
+            message: format!(
+                "is empty, but {what} under s3://{}/{}: refusing to delete them all. Is the \
+                 array mounted? If the tree really was emptied, run with --allow-empty-source",
+                self.bucket.name,
+                self.prefix.as_str()
+            ),
+        })
     }
 
     /// Writes the directory manifest if the directories in the state differ

@@ -18,6 +18,41 @@ pub struct Scan {
     pub entries: BTreeMap<String, Entry>,
     /// Paths skipped, with the reason (reported, never fatal).
     pub skipped: Vec<String>,
+    /// Relative paths whose subtree could not be read (or not wholly): what
+    /// the state holds below them is kept, not taken as removed.
+    pub unreadable: Vec<String>,
+}
+
+impl Scan {
+    /// Whether `rel` is in (or is) a subtree that could not be read.
+    pub fn in_unreadable(&self, rel: &str) -> bool {
+        self.unreadable.iter().any(|u| keys::in_scope(rel, u))
+    }
+}
+
+/// Identity of the source directory: what the daemon watches, and whether
+/// it is the root of a mounted filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceRoot {
+    pub dev: u64,
+    pub ino: u64,
+    /// Another filesystem than its parent directory's (or `/`).
+    pub mount_root: bool,
+}
+
+/// Reads the identity of `root`. A mount root is told by its device
+/// differing from its parent's (`..`); `/` is always one. A bind mount of a
+/// directory of the same filesystem is not seen as one.
+pub fn source_root(root: &Path) -> Result<SourceRoot> {
+    let md = fs::metadata(root).map_err(|e| Error::io("reading source", root, e))?;
+    let parent = root.join("..");
+    let pmd = fs::metadata(&parent).map_err(|e| Error::io("reading", &parent, e))?;
+    let is_fs_root = pmd.dev() == md.dev() && pmd.ino() == md.ino();
+    Ok(SourceRoot {
+        dev: md.dev(),
+        ino: md.ino(),
+        mount_root: is_fs_root || pmd.dev() != md.dev(),
+    })
 }
 
 /// Builds an [`Entry`] from `lstat` data (CRC not yet known).
@@ -69,6 +104,7 @@ pub fn scan_scope(root: &Path, scope: &str, out: &mut Scan) -> Result<()> {
         Err(e) if scope.is_empty() => return Err(Error::io("reading source", path, e)),
         Err(e) => {
             out.skipped.push(format!("{scope}: {e}"));
+            out.unreadable.push(scope.to_string());
             return Ok(());
         }
     };
@@ -79,7 +115,7 @@ pub fn scan_scope(root: &Path, scope: &str, out: &mut Scan) -> Result<()> {
                 root.display()
             )));
         }
-        walk_dir(root, &path, out)
+        walk_dir(root, &path, "", out)
     } else {
         visit(root, &path, scope.to_string(), &md, out)
     }
@@ -89,26 +125,32 @@ fn visit(root: &Path, path: &Path, rel: String, md: &fs::Metadata, out: &mut Sca
     match entry_of(path, md) {
         Ok(Some(e)) => {
             let is_dir = e.kind == Kind::Dir;
-            out.entries.insert(rel, e);
+            out.entries.insert(rel.clone(), e);
             if is_dir {
-                walk_dir(root, path, out)?;
+                walk_dir(root, path, &rel, out)?;
             }
         }
         Ok(None) => out
             .skipped
             .push(format!("{rel}: not a file, directory or symlink")),
-        Err(e) => out.skipped.push(e.to_string()),
+        Err(e) => {
+            out.skipped.push(e.to_string());
+            out.unreadable.push(rel);
+        }
     }
     Ok(())
 }
 
-fn walk_dir(root: &Path, dir: &Path, out: &mut Scan) -> Result<()> {
+/// Walks the directory `dir` (relative path `dir_rel`). One that cannot be
+/// listed, wholly or in part, is recorded as unreadable.
+fn walk_dir(root: &Path, dir: &Path, dir_rel: &str, out: &mut Scan) -> Result<()> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) if dir == root => return Err(Error::io("reading directory", dir, e)),
         Err(e) => {
             out.skipped.push(format!("{}: {e}", dir.display()));
+            out.unreadable.push(dir_rel.to_string());
             return Ok(());
         }
     };
@@ -117,6 +159,7 @@ fn walk_dir(root: &Path, dir: &Path, out: &mut Scan) -> Result<()> {
             Ok(de) => de,
             Err(e) => {
                 out.skipped.push(format!("{}: {e}", dir.display()));
+                out.unreadable.push(dir_rel.to_string());
                 continue;
             }
         };
@@ -131,7 +174,10 @@ fn walk_dir(root: &Path, dir: &Path, out: &mut Scan) -> Result<()> {
         match fs::symlink_metadata(&path) {
             Ok(md) => visit(root, &path, rel, &md, out)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => out.skipped.push(format!("{rel}: {e}")),
+            Err(e) => {
+                out.skipped.push(format!("{rel}: {e}"));
+                out.unreadable.push(rel);
+            }
         }
     }
     Ok(())

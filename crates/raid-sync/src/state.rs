@@ -145,6 +145,13 @@ pub struct State {
     /// ([`crate::dirmeta`]); `None`: not written yet.
     #[serde(default)]
     pub dirs_manifest_crc: Option<u32>,
+    /// Whether the source was the root of a mounted filesystem at the last
+    /// successful pass (`None`: not recorded yet). A source that was one and
+    /// no longer is has most likely lost its mount (the array is not
+    /// mounted): passes are refused then, instead of mirroring the empty
+    /// mount-point directory.
+    #[serde(default)]
+    pub source_mount_root: Option<bool>,
 }
 
 impl State {
@@ -162,6 +169,7 @@ impl State {
             enc_key: None,
             creating: Some(BTreeSet::new()),
             dirs_manifest_crc: None,
+            source_mount_root: None,
         }
     }
 

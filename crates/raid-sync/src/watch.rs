@@ -8,6 +8,13 @@
 //! pass into a full local scan; a failed pass keeps its paths and is retried
 //! with exponential backoff and jitter, and files that failed keep their old
 //! state entry, so even a restart in between retries them.
+//!
+//! The source may be a mount point (the array). Before each pass, and every
+//! few seconds, the daemon checks that the source directory is still the one
+//! it watches (device and inode): when a filesystem was mounted on it or
+//! unmounted from it, the watch is made anew and the next pass scans the
+//! whole tree. A source that was a mount point at the last successful pass
+//! and is not one now is waited for (with one warning), not synced.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,6 +27,33 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::reconcile::{Summary, Syncer};
+use crate::scan;
+
+/// How often the source's identity is checked while nothing happens, and
+/// how often an unmounted source is looked at again.
+const SOURCE_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+type Events = tokio::sync::mpsc::UnboundedSender<notify::Result<notify::Event>>;
+
+/// A recursive watch of the source, its events sent to `tx`.
+fn watch_source(syncer: &Syncer, tx: &Events) -> Result<notify::RecommendedWatcher> {
+    let tx = tx.clone();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let _ = tx.send(res);
+    })
+    .map_err(|e| Error::io("watching", &syncer.source, std::io::Error::other(e)))?;
+    watcher
+        .watch(&syncer.source, RecursiveMode::Recursive)
+        .map_err(|e| Error::io("watching", &syncer.source, std::io::Error::other(e)))?;
+    Ok(watcher)
+}
+
+/// Device and inode of the source directory (`None` if it cannot be read).
+fn source_id(syncer: &Syncer) -> Option<(u64, u64)> {
+    scan::source_root(&syncer.source)
+        .ok()
+        .map(|r| (r.dev, r.ino))
+}
 
 /// Timing of the daemon.
 #[derive(Debug, Clone)]
@@ -40,14 +74,13 @@ pub trait Observer: Send + Sync {
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observer) -> Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let _ = tx.send(res);
-    })
-    .map_err(|e| Error::io("watching", &syncer.source, std::io::Error::other(e)))?;
-    watcher
-        .watch(&syncer.source, RecursiveMode::Recursive)
-        .map_err(|e| Error::io("watching", &syncer.source, std::io::Error::other(e)))?;
+    let mut watched = source_id(&syncer);
+    let mut watcher = Some(watch_source(&syncer, &tx)?);
     tracing::info!(source = %syncer.source.display(), "watching for changes");
+    let mut source_check = tokio::time::interval(SOURCE_CHECK_EVERY);
+    source_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Waiting for an unmounted source (warned once).
+    let mut waiting = false;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::io("installing signal handler", "SIGTERM", e))?;
@@ -81,7 +114,51 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                     last_event = now;
                 }
             }
+            _ = source_check.tick() => {
+                if source_id(&syncer) != watched {
+                    // Mounted on, or unmounted: the next pass sees to it.
+                    let now = Instant::now();
+                    first_event.get_or_insert(now);
+                    last_event = now;
+                }
+            }
             _ = sleep_until_opt(ready_at), if ready_at.is_some() => {
+                match syncer.check_source() {
+                    Err(e @ Error::Source { .. }) => {
+                        if !waiting {
+                            tracing::warn!(error = %e, "waiting for the source to be mounted");
+                            observer.pass_done(&Err(e));
+                            waiting = true;
+                        }
+                        retry_at = Some(Instant::now() + SOURCE_CHECK_EVERY);
+                        continue;
+                    }
+                    Err(_) => {} // the pass reports it
+                    Ok(root) => {
+                        if waiting {
+                            tracing::info!(source = %syncer.source.display(), "the source is mounted again");
+                            waiting = false;
+                        }
+                        if Some((root.dev, root.ino)) != watched {
+                            // The watch is on the directory that was there
+                            // before: make it anew, and look at everything.
+                            tracing::info!(
+                                source = %syncer.source.display(),
+                                "the source directory changed (mounted or unmounted); \
+                                 watching it anew and scanning the whole tree"
+                            );
+                            watcher = None;
+                            match watch_source(&syncer, &tx) {
+                                Ok(w) => {
+                                    watcher = Some(w);
+                                    watched = Some((root.dev, root.ino));
+                                }
+                                Err(e) => tracing::warn!(error = %e, "watching anew"),
+                            }
+                            rescan = true;
+                        }
+                    }
+                }
                 let scopes: Vec<String> = if rescan {
                     vec![String::new()]
                 } else {
@@ -91,7 +168,7 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                 let result = syncer.pass(&scopes, false).await;
                 observer.pass_done(&result);
                 match &result {
-                    Ok(s) if s.failed == 0 => {
+                    Ok(s) if s.failed == 0 && watcher.is_some() => {
                         failures = 0;
                         retry_at = None;
                         pending.clear();

@@ -219,6 +219,10 @@ struct SyncArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Let a pass over an empty SOURCE delete everything the mirror holds
+    /// (refused otherwise: an unmounted array looks empty).
+    #[arg(long)]
+    allow_empty_source: bool,
 }
 
 /// Parses `1024`, `64K`, `8MiB`, `1.5G` (binary multiples).
@@ -676,6 +680,7 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         store: store.clone(),
         progress: !args.no_progress && !common.json,
         pending: Arc::new(Pending::default()),
+        allow_empty_source: args.allow_empty_source,
     });
     let last_success = store.lock().totals.last_success_unix;
     let record = Arc::new(RecordWriter::start(

@@ -1,0 +1,278 @@
+//! What must never empty the mirror: an unmounted or empty source, a
+//! subtree that cannot be read.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// A `--once --json` pass with a given state file.
+fn once(
+    endpoint: &str,
+    bucket: &str,
+    st: &Path,
+    root: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut k = cmd(endpoint, bucket);
+    k.args(["--once", "--json", "--create-bucket", "--state"])
+        .arg(st)
+        .args(extra)
+        .arg(root);
+    run(k)
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn state_json(st: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(st).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_source_is_refused_unless_allowed() {
+    let m = moto();
+    let b = bucket_name("empty-src");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let st = state.path().join("s.json");
+    write(root, "a.txt", b"a");
+    write(root, "d/b.txt", b"b");
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = keys(&c, &b).await;
+    assert!(before.contains(&"d/b.txt".to_string()), "{before:?}");
+
+    std::fs::remove_file(root.join("a.txt")).unwrap();
+    std::fs::remove_dir_all(root.join("d")).unwrap();
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is empty") && err.contains("--allow-empty-source"),
+        "{err}"
+    );
+    assert_eq!(keys(&c, &b).await, before, "nothing deleted");
+
+    // A lost state over an empty source: the bucket's objects count too.
+    let o = once(&m.endpoint, &b, &state.path().join("new.json"), root, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(keys(&c, &b).await, before, "nothing deleted");
+
+    let o = once(&m.endpoint, &b, &st, root, &["--allow-empty-source"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(json(&o)["deleted"].as_u64().unwrap() >= 2);
+    assert_eq!(keys(&c, &b).await, [".raidfs-sync/dirs.json"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_was_a_mount_point_and_is_not_is_refused() {
+    let m = moto();
+    let b = bucket_name("was-mount");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let st = state.path().join("s.json");
+    write(root, "a.txt", b"a");
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(state_json(&st)["source_mount_root"], false);
+    let before = keys(&c, &b).await;
+
+    // As if the source had been a mount point at the last pass.
+    let mut s = state_json(&st);
+    s["source_mount_root"] = true.into();
+    std::fs::write(&st, serde_json::to_vec(&s).unwrap()).unwrap();
+    write(root, "new.txt", b"n");
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&root.display().to_string()) && err.contains("is the array mounted?"),
+        "{err}"
+    );
+    assert_eq!(keys(&c, &b).await, before, "nothing synced");
+}
+
+/// Unmounts a tmpfs when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn mount_tmpfs(at: &Path) -> Option<Mounted> {
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "raidfs-sync-test"])
+        .arg(at)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Mounted(at.to_path_buf()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmounted_array_is_waited_for_and_synced_once_mounted() {
+    let m = moto();
+    let b = bucket_name("unmounted");
+    let c = client(&m.endpoint);
+    let base = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = base.path().join("array");
+    std::fs::create_dir(&root).unwrap();
+    let st = state.path().join("s.json");
+    let Some(mounted) = mount_tmpfs(&root) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    write(&root, "a.txt", b"a");
+    write(&root, "d/b.txt", b"b");
+    let o = once(&m.endpoint, &b, &st, &root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(state_json(&st)["source_mount_root"], true);
+    let before = keys(&c, &b).await;
+    drop(mounted);
+
+    // Not mounted: a pass is refused, the bucket untouched.
+    let o = once(&m.endpoint, &b, &st, &root, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("is the array mounted?"), "{err}");
+    assert_eq!(keys(&c, &b).await, before);
+
+    // The daemon waits for it.
+    let log = state.path().join("daemon.log");
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["--debounce", "100ms", "--state"])
+        .arg(&st)
+        .arg(&root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let daemon = Daemon(k.spawn().unwrap());
+    let logged = |what: &'static str| {
+        let log = log.clone();
+        move || {
+            let log = log.clone();
+            async move {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains(what)
+            }
+        }
+    };
+    wait_for(
+        "the daemon to wait for the mount",
+        Duration::from_secs(20),
+        logged("waiting for the source to be mounted"),
+    )
+    .await;
+    // A file in the bare mount-point directory is not synced meanwhile.
+    write(&root, "underneath.txt", b"u");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(keys(&c, &b).await, before, "nothing synced while unmounted");
+    let waits = std::fs::read_to_string(&log)
+        .unwrap()
+        .matches("waiting for the source to be mounted")
+        .count();
+    assert_eq!(waits, 1, "warned once");
+
+    // Mounted again (a fresh tmpfs: the array with one more file).
+    let Some(_mounted) = mount_tmpfs(&root) else {
+        panic!("mounting the tmpfs again failed");
+    };
+    write(&root, "a.txt", b"a");
+    write(&root, "d/b.txt", b"b");
+    write(&root, "new.txt", b"new");
+    wait_for(
+        "new.txt from the mounted array",
+        Duration::from_secs(30),
+        || exists(&c, &b, "new.txt"),
+    )
+    .await;
+    // The watch follows the mounted filesystem, not the directory under it.
+    write(&root, "later.txt", b"later");
+    wait_for(
+        "later.txt, seen by the new watch",
+        Duration::from_secs(20),
+        || exists(&c, &b, "later.txt"),
+    )
+    .await;
+    drop(daemon);
+    let now = keys(&c, &b).await;
+    for k in &before {
+        assert!(now.contains(k), "{k} kept: {now:?}");
+    }
+    assert!(!now.contains(&"underneath.txt".to_string()), "{now:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_cannot_be_read_keeps_its_objects() {
+    let m = moto();
+    let b = bucket_name("unreadable");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let run_dir = tempfile::tempdir().unwrap();
+    for d in [src.path(), state.path(), run_dir.path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let root = src.path();
+    let st = state.path().join("s.json");
+    write(root, "top.txt", b"t");
+    write(root, "d/x.txt", b"x");
+    write(root, "d/sub/y.txt", b"y");
+    // Root reads every directory: the passes run as nobody then.
+    let as_root = is_root();
+    let pass = |extra: &[&str]| {
+        let mut k = cmd(&m.endpoint, &b);
+        k.env("RAIDFS_RUN_DIR", run_dir.path())
+            .args(["--once", "--json", "--create-bucket", "--state"])
+            .arg(&st)
+            .args(extra)
+            .arg(root);
+        if as_root {
+            k.uid(65534).gid(65534);
+        }
+        run(k)
+    };
+    let o = pass(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = keys(&c, &b).await;
+    assert!(before.contains(&"d/sub/y.txt".to_string()), "{before:?}");
+
+    std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    for extra in [&[][..], &["--full"][..]] {
+        let o = pass(extra);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        let j = json(&o);
+        assert_eq!(j["deleted"], 0, "{extra:?}: {j}");
+        assert!(!j["skipped"].as_array().unwrap().is_empty(), "{j}");
+        assert_eq!(keys(&c, &b).await, before, "{extra:?}");
+        assert!(
+            state_json(&st)["entries"].get("d/sub/y.txt").is_some(),
+            "kept in the state"
+        );
+    }
+    std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = pass(&[]);
+    let j = json(&o);
+    assert_eq!(j["uploaded"], 0, "{j}");
+    assert_eq!(j["deleted"], 0, "{j}");
+}
+
+/// Whether this process runs as root (read from /proc, no libc needed).
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
