@@ -261,6 +261,10 @@ impl Syncer {
             .set(jobs.len() as u64, jobs.iter().map(job_bytes).sum());
         let bar = self.bar(jobs.len() as u64);
         let sum = Mutex::new(sum);
+        // Keys this pass wrote: never deleted by its delete phase (a path
+        // that changed between file and symlink keeps its key).
+        let written: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
+        let written_r = &written;
         let last_save = Mutex::new(Instant::now());
         let renames = &renames;
         let remote_ref = remote.as_ref();
@@ -274,7 +278,15 @@ impl Syncer {
                 bar_r.inc(1);
                 let mut s = sum_r.lock().unwrap_or_else(|p| p.into_inner());
                 match r {
-                    Ok(done) => done.add_to(&mut s),
+                    Ok(done) => {
+                        done.add_to(&mut s);
+                        if let Some(k) = done.key {
+                            written_r
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(k);
+                        }
+                    }
                     Err(e @ Error::Changed { .. }) => {
                         tracing::info!(path = %rel, "{e}");
                         s.deferred += 1;
@@ -305,10 +317,13 @@ impl Syncer {
         let mut sum = sum.into_inner().unwrap_or_else(|p| p.into_inner());
 
         // Deletes: removed entries, and (full) remote keys with no local
-        // entry, except in a subtree that could not be read.
-        let mut to_delete: BTreeMap<String, Option<String>> = removed
+        // entry; never a key this pass wrote, nor one in a subtree that could
+        // not be read.
+        let written = written.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut to_delete: BTreeMap<String, Option<(String, Kind)>> = removed
             .iter()
-            .map(|(rel, e)| (self.key_of(rel, e.kind), Some(rel.clone())))
+            .map(|(rel, e)| (self.key_of(rel, e.kind), Some((rel.clone(), e.kind))))
+            .filter(|(key, _)| !written.contains(key))
             .collect();
         if let Some(remote) = &remote {
             let wanted: HashSet<String> = scan
@@ -321,7 +336,7 @@ impl Syncer {
                     .prefix
                     .rel_of(key)
                     .is_ok_and(|(rel, _)| scan.in_unreadable(&rel));
-                if !wanted.contains(key) && !unreadable {
+                if !wanted.contains(key) && !written.contains(key) && !unreadable {
                     to_delete.entry(key.clone()).or_insert(None);
                 }
             }
@@ -338,7 +353,11 @@ impl Syncer {
                             continue;
                         }
                         sum.deleted += 1;
-                        if let Some(rel) = rel {
+                        // Only the entry of the old kind: a path that became
+                        // a directory (or stopped being one) has a new entry.
+                        if let Some((rel, kind)) = rel
+                            && st.entries.get(rel).is_some_and(|e| e.kind == *kind)
+                        {
                             st.entries.remove(rel);
                         }
                     }
@@ -524,6 +543,7 @@ impl Syncer {
                 let meta = self.meta(&now, None);
                 self.up.put_small(&key, Vec::new(), &meta).await?;
                 done.uploaded = 1;
+                done.key = Some(key.clone());
             }
             // Recorded in the state; the directory manifest written at the
             // end of the pass carries its attributes.
@@ -544,6 +564,7 @@ impl Syncer {
                         .await?;
                     done.uploaded = 1;
                 }
+                done.key = Some(key.clone());
             }
             Kind::File => {
                 let multipart = self.up.is_multipart(now.size);
@@ -614,6 +635,7 @@ impl Syncer {
                     done.parts_reused = sent.parts_reused;
                     done.uploaded = 1;
                 }
+                done.key = Some(key.clone());
             }
         }
         self.store.lock().entries.insert(rel, now);
@@ -670,6 +692,8 @@ struct Done {
     metadata_updated: u64,
     adopted: u64,
     dirs_in_manifest: u64,
+    /// The key written (or left as it is), if the entry has an object.
+    key: Option<String>,
 }
 
 impl Done {

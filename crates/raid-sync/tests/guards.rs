@@ -1,5 +1,5 @@
-//! What must never empty the mirror: an unmounted or empty source, a
-//! subtree that cannot be read.
+//! What must never empty or corrupt the mirror: an unmounted or empty
+//! source, a subtree that cannot be read, a path changing kind.
 
 mod common;
 
@@ -275,4 +275,61 @@ async fn a_directory_that_cannot_be_read_keeps_its_objects() {
 /// Whether this process runs as root (read from /proc, no libc needed).
 fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+async fn mode_of(c: &aws_sdk_s3::Client, b: &str, key: &str) -> u32 {
+    let h = c.head_object().bucket(b).key(key).send().await.unwrap();
+    h.metadata().unwrap()["mode"].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_changing_kind_keeps_its_new_object_and_entry() {
+    let m = moto();
+    let b = bucket_name("kind");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let st = state.path().join("s.json");
+    write(root, "f2l", b"a file first");
+    std::os::unix::fs::symlink("target-one", root.join("l2f")).unwrap();
+    write(root, "f2d", b"a file first");
+    write(root, "d2f/inside", b"in a directory first");
+    write(root, "keep", b"k");
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    std::fs::remove_file(root.join("f2l")).unwrap();
+    std::os::unix::fs::symlink("keep", root.join("f2l")).unwrap();
+    std::fs::remove_file(root.join("l2f")).unwrap();
+    write(root, "l2f", b"now a file");
+    std::fs::remove_file(root.join("f2d")).unwrap();
+    write(root, "f2d/child", b"now a directory");
+    std::fs::remove_dir_all(root.join("d2f")).unwrap();
+    write(root, "d2f", b"now a file");
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ks = keys(&c, &b).await;
+    for k in ["f2l", "l2f", "f2d/child", "d2f", "keep"] {
+        assert!(ks.contains(&k.to_string()), "{k} in {ks:?}");
+    }
+    assert!(!ks.contains(&"f2d".to_string()), "{ks:?}");
+    assert!(!ks.contains(&"d2f/inside".to_string()), "{ks:?}");
+    assert_eq!(get(&c, &b, "f2l").await, b"keep");
+    assert_eq!(mode_of(&c, &b, "f2l").await & 0o170000, 0o120000);
+    assert_eq!(get(&c, &b, "l2f").await, b"now a file");
+    assert_eq!(mode_of(&c, &b, "l2f").await & 0o170000, 0o100000);
+    assert_eq!(get(&c, &b, "d2f").await, b"now a file");
+
+    // The state holds the new kinds: nothing left to do.
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    let j = json(&o);
+    assert_eq!(j["uploaded"], 0, "{j}");
+    assert_eq!(j["deleted"], 0, "{j}");
+    assert_eq!(j["unchanged"], j["scanned"], "{j}");
+    // And the bucket agrees.
+    let o = once(&m.endpoint, &b, &st, root, &["--full"]);
+    let j = json(&o);
+    assert_eq!(j["uploaded"], 0, "{j}");
+    assert_eq!(j["deleted"], 0, "{j}");
 }
