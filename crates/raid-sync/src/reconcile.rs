@@ -122,11 +122,41 @@ struct Job {
     empty_dir: bool,
 }
 
-/// Rename sources: removed files, found by inode or by size + CRC.
+/// A file's identity as `stat` gives it: device, inode, size, mtime.
+type InodeKey = (u64, u64, u64, i64, u32);
+
+/// Rename sources: removed files, found by inode or by size + CRC; the
+/// content (CRC) must match either way.
 #[derive(Default)]
 struct RenameIndex {
-    by_inode: HashMap<(u64, u64, u64, i64, u32), String>,
+    /// Path and CRC of the removed file.
+    by_inode: HashMap<InodeKey, (String, Option<u32>)>,
     by_crc: HashMap<(u64, u32), String>,
+}
+
+impl RenameIndex {
+    /// Records a removed file as a possible rename source.
+    fn add(&mut self, rel: &str, e: &Entry) {
+        self.by_inode.insert(
+            (e.dev, e.ino, e.size, e.mtime_sec, e.mtime_nsec),
+            (rel.to_string(), e.crc32),
+        );
+        if let Some(c) = e.crc32 {
+            self.by_crc.insert((e.size, c), rel.to_string());
+        }
+    }
+
+    /// The removed file whose object holds the content of `now` (CRC
+    /// `crc`). An inode match alone is not enough: a freed inode can be
+    /// reused by a new file of the same size and mtime.
+    fn find(&self, now: &Entry, crc: u32) -> Option<String> {
+        self.by_inode
+            .get(&(now.dev, now.ino, now.size, now.mtime_sec, now.mtime_nsec))
+            .filter(|(_, c)| *c == Some(crc))
+            .map(|(rel, _)| rel)
+            .or_else(|| self.by_crc.get(&(now.size, crc)))
+            .cloned()
+    }
 }
 
 impl Syncer {
@@ -240,13 +270,7 @@ impl Syncer {
         let mut renames = RenameIndex::default();
         for (rel, e) in &removed {
             if e.kind == Kind::File && e.size <= MAX_COPY_SIZE {
-                renames.by_inode.insert(
-                    (e.dev, e.ino, e.size, e.mtime_sec, e.mtime_nsec),
-                    rel.clone(),
-                );
-                if let Some(c) = e.crc32 {
-                    renames.by_crc.insert((e.size, c), rel.clone());
-                }
+                renames.add(rel, e);
             }
         }
 
@@ -602,7 +626,7 @@ impl Syncer {
                         self.up.copy(&key, &key, &meta).await?;
                         done.metadata_updated = 1;
                     }
-                } else if let Some(src) = self.rename_source(renames, &now, crc) {
+                } else if let Some(src) = renames.find(&now, crc) {
                     let src_key = self.key_of(&src, Kind::File);
                     self.up.copy(&src_key, &key, &meta).await?;
                     tracing::info!(from = %src, to = %rel, "rename: server-side copy");
@@ -652,13 +676,6 @@ impl Syncer {
             self.up.abort(&p.key, &p.upload_id).await;
             let _ = self.store.save_in_async();
         }
-    }
-
-    fn rename_source(&self, idx: &RenameIndex, now: &Entry, crc: u32) -> Option<String> {
-        idx.by_inode
-            .get(&(now.dev, now.ino, now.size, now.mtime_sec, now.mtime_nsec))
-            .or_else(|| idx.by_crc.get(&(now.size, crc)))
-            .cloned()
     }
 
     async fn head(
@@ -767,5 +784,45 @@ mod tests {
             s(&["a", "ab"])
         );
         assert_eq!(minimal_scopes(&s(&["x", ""])), s(&[""]));
+    }
+
+    fn file(ino: u64, size: u64, crc: Option<u32>) -> Entry {
+        Entry {
+            kind: Kind::File,
+            size,
+            mtime_sec: 1_700_000_000,
+            mtime_nsec: 5,
+            ctime_sec: 1_700_000_000,
+            ctime_nsec: 5,
+            dev: 7,
+            ino,
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+            crc32: crc,
+            target: None,
+        }
+    }
+
+    #[test]
+    fn a_reused_inode_with_other_content_is_no_rename() {
+        let mut idx = RenameIndex::default();
+        idx.add("old", &file(42, 100, Some(0xAAAA)));
+        // Same inode, size and mtime, other content: not the old file.
+        assert_eq!(idx.find(&file(42, 100, None), 0xBBBB), None);
+        // Same inode and content: a rename.
+        assert_eq!(
+            idx.find(&file(42, 100, None), 0xAAAA).as_deref(),
+            Some("old")
+        );
+        // Other inode, same size and content: a copy found by CRC.
+        assert_eq!(
+            idx.find(&file(43, 100, None), 0xAAAA).as_deref(),
+            Some("old")
+        );
+        // An old entry with no CRC recorded is never matched by inode alone.
+        let mut idx = RenameIndex::default();
+        idx.add("old", &file(42, 100, None));
+        assert_eq!(idx.find(&file(42, 100, None), 0xAAAA), None);
     }
 }

@@ -1,5 +1,6 @@
 //! What must never empty or corrupt the mirror: an unmounted or empty
-//! source, a subtree that cannot be read, a path changing kind.
+//! source, a subtree that cannot be read, a path changing kind, an inode
+//! reused by other content.
 
 mod common;
 
@@ -332,4 +333,43 @@ async fn a_path_changing_kind_keeps_its_new_object_and_entry() {
     let j = json(&o);
     assert_eq!(j["uploaded"], 0, "{j}");
     assert_eq!(j["deleted"], 0, "{j}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_file_rewritten_in_place_is_not_copied_from_its_old_object() {
+    let m = moto();
+    let b = bucket_name("inode");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let st = state.path().join("s.json");
+    write(root, "a.bin", &pattern(4096, 1));
+    let md = std::fs::metadata(root.join("a.bin")).unwrap();
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Same inode, size and mtime as the old a.bin; other content.
+    std::fs::rename(root.join("a.bin"), root.join("b.bin")).unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("b.bin"))
+            .unwrap();
+        f.write_all(&pattern(4096, 2)).unwrap();
+        let t = md.modified().unwrap();
+        f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
+            .unwrap();
+    }
+    let md2 = std::fs::metadata(root.join("b.bin")).unwrap();
+    assert_eq!(
+        (md2.ino(), md2.len(), md2.mtime(), md2.mtime_nsec()),
+        (md.ino(), md.len(), md.mtime(), md.mtime_nsec())
+    );
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    let j = json(&o);
+    assert_eq!(j["copied"], 0, "{j}");
+    assert_eq!(j["uploaded"], 1, "{j}");
+    assert_eq!(get(&c, &b, "b.bin").await, pattern(4096, 2));
 }
