@@ -269,7 +269,7 @@ impl Syncer {
 
         let mut renames = RenameIndex::default();
         for (rel, e) in &removed {
-            if e.kind == Kind::File && e.size <= MAX_COPY_SIZE {
+            if e.kind == Kind::File && self.up.object_len(e.size) <= MAX_COPY_SIZE {
                 renames.add(rel, e);
             }
         }
@@ -617,9 +617,13 @@ impl Syncer {
                 let crc = crcs.full;
                 now.crc32 = Some(crc);
                 let meta = self.meta(&now, Some(crc));
+                // CopyObject takes sources up to 5 GiB: a larger object whose
+                // attributes changed is sent again.
+                let copy_ok = self.up.object_len(now.size) <= MAX_COPY_SIZE;
                 if let Some(o) = old
                     .as_ref()
                     .filter(|o| o.size == now.size && o.crc32 == Some(crc))
+                    && (copy_ok || self.meta(o, Some(crc)) == meta)
                 {
                     // Same content: only attributes (or nothing visible) changed.
                     if self.meta(o, Some(crc)) != meta {
@@ -635,6 +639,7 @@ impl Syncer {
                     && let Some(rm) = self.remote_meta(&key).await
                     && rm.crc32 == Some(crc)
                     && rm.enc == meta.enc
+                    && (copy_ok || rm == meta)
                 {
                     // Same content (and same encryption key) already there.
                     if rm != meta {
