@@ -557,3 +557,19 @@ async fn lifecycle_rules_state_the_transition_size_explicitly() {
         Some(365)
     );
 }
+
+#[test]
+fn a_part_size_under_5mib_is_refused() {
+    let m = moto();
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut k = cmd(&m.endpoint, &bucket_name("part-size"));
+    k.env_remove("RAIDFS_SYNC_MIN_PART_SIZE")
+        .args(["--once", "--part-size", "4MiB", "--state"])
+        .arg(state.path().join("s.json"))
+        .arg(src.path());
+    let o = run(k);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--part-size must be at least 5MiB"), "{err}");
+}

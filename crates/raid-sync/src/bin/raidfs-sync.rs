@@ -248,6 +248,31 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
+/// S3's smallest part (all but the last part of a multipart upload).
+const MIN_PART_SIZE: u64 = 5 << 20;
+
+/// The smallest `--part-size` accepted: S3's 5 MiB, unless
+/// RAIDFS_SYNC_MIN_PART_SIZE names a lower limit for a server that has one
+/// (test servers such as moto with S3_UPLOAD_PART_MIN_SIZE).
+fn min_part_size() -> Result<u64> {
+    match std::env::var("RAIDFS_SYNC_MIN_PART_SIZE") {
+        Ok(v) => parse_size(&v)
+            .map_err(anyhow::Error::msg)
+            .context("RAIDFS_SYNC_MIN_PART_SIZE")
+            .map(|n| n.max(1)),
+        Err(_) => Ok(MIN_PART_SIZE),
+    }
+}
+
+/// A size for messages: whole MiB when it is one, else bytes.
+fn size_text(n: u64) -> String {
+    if n.is_multiple_of(1 << 20) {
+        format!("{}MiB", n >> 20)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -620,8 +645,12 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         bail!("{} is not a directory", source.display());
     }
     let (bucket, prefix) = connect_paced(&common, args.bwlimit > 0).await?;
-    if args.part_size < 1 << 20 {
-        bail!("--part-size must be at least 1MiB");
+    let min_part = min_part_size()?;
+    if args.part_size < min_part {
+        bail!(
+            "--part-size must be at least {} (S3 refuses smaller parts other than the last)",
+            size_text(min_part)
+        );
     }
     let state_path = match &args.state {
         Some(p) => p.clone(),

@@ -131,6 +131,9 @@ pub fn cmd(endpoint: &str, bucket: &str) -> Command {
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL_S3")
         .env("RAIDFS_SYNC_LOG", "info,raid_sync=debug")
+        // moto runs with S3_UPLOAD_PART_MIN_SIZE=64KiB: small parts keep the
+        // multipart tests cheap.
+        .env("RAIDFS_SYNC_MIN_PART_SIZE", "64KiB")
         // Run records of test daemons stay out of the system's run directory.
         .env("RAIDFS_RUN_DIR", test_run_dir())
         .arg("--bucket")
