@@ -4,9 +4,15 @@
 //!
 //! Safety before speed: every key is checked ([`KeyPrefix::rel_of`]) and every
 //! destination is checked for existing files before a single byte is written,
-//! so a refused restore writes nothing. Files are written to a temporary name,
+//! so a refused restore writes nothing. Files are written to a temporary name
+//! of their own (created exclusively: never an existing file or symlink),
 //! checked against their CRC-32, given mode, owner (when running as root) and
-//! mtime, and renamed into place.
+//! mtime through their descriptor, and renamed into place.
+//!
+//! Nothing is written through a symlink: symlinks are restored last, after
+//! every file and directory, and an item below a path that is restored as a
+//! file or symlink (a crafted or inconsistent bucket) is not restored but
+//! listed in the summary's `refused`.
 //!
 //! Encrypted objects (`x-amz-meta-raidfs-enc`) are decrypted chunk by chunk
 //! as they arrive; a failed authentication tag removes the temporary file and
@@ -14,10 +20,10 @@
 //! before anything is written.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -54,6 +60,9 @@ pub struct RestoreSummary {
     pub dirs: u64,
     pub bytes: u64,
     pub seconds: f64,
+    /// Items not restored because a path above them is restored as a file
+    /// or symlink (so they would have to be written through it), with why.
+    pub refused: Vec<String>,
 }
 
 /// Restores the tree under `prefix` as of `opts.at_ns` into `opts.target`.
@@ -132,8 +141,44 @@ pub async fn restore(
         }
     }
 
+    // Nothing is restored below a path that is restored as a file or a
+    // symlink: it would be written through that symlink.
+    let non_dirs: BTreeSet<String> = items
+        .iter()
+        .filter(|(_, (d, _))| !d)
+        .map(|(r, _)| r.clone())
+        .collect();
+    let mut refused = Vec::new();
+    items.retain(|rel, _| match non_dir_ancestor(rel, &non_dirs) {
+        Some(a) => {
+            refused.push(format!(
+                "{rel}: not restored: {a} is restored as a file or symlink, not a directory"
+            ));
+            false
+        }
+        None => true,
+    });
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
+    for d in manifest_dirs {
+        if let Some(a) = non_dirs
+            .contains(&d)
+            .then(|| d.clone())
+            .or_else(|| non_dir_ancestor(&d, &non_dirs))
+        {
+            refused.push(format!(
+                "{d}/: directory not restored: {a} is restored as a file or symlink"
+            ));
+            continue;
+        }
+        let mut parent = Path::new(d.as_str()).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            dirs.insert(p.to_string_lossy().into_owned());
+            parent = p.parent();
+        }
+        dirs.insert(d);
+    }
+
     // 2. Nothing existing is overwritten without --force.
-    let mut dirs: BTreeSet<String> = manifest_dirs.into_iter().collect();
     let mut existing = Vec::new();
     for (rel, (is_dir, _)) in &items {
         let mut parent = Path::new(rel.as_str()).parent();
@@ -167,16 +212,27 @@ pub async fn restore(
 
     // 3. Directories, then files and symlinks, then directory attributes
     //    (deepest first, after their contents stopped changing their mtime).
+    //    Symlinks come last of all, so that no file or directory is made
+    //    through one.
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io("creating", &opts.target, e))?;
+    // Sorted: a directory comes before everything below it, so each is made
+    // in a real directory (never through a symlink).
     for d in &dirs {
         let dest = keys::join(&opts.target, d);
-        if opts.force
-            && let Ok(md) = std::fs::symlink_metadata(&dest)
-            && !md.is_dir()
-        {
-            std::fs::remove_file(&dest).map_err(|e| Error::io("removing", &dest, e))?;
+        match std::fs::symlink_metadata(&dest) {
+            Ok(md) if md.is_dir() => continue,
+            Ok(_) if opts.force => {
+                std::fs::remove_file(&dest).map_err(|e| Error::io("removing", &dest, e))?;
+            }
+            Ok(_) => {
+                return Err(Error::WouldOverwrite {
+                    count: 1,
+                    example: dest,
+                });
+            }
+            Err(_) => {}
         }
-        std::fs::create_dir_all(&dest).map_err(|e| Error::io("creating directory", &dest, e))?;
+        std::fs::create_dir(&dest).map_err(|e| Error::io("creating directory", &dest, e))?;
     }
     let files: Vec<(String, Version)> = items
         .iter()
@@ -194,7 +250,7 @@ pub async fn restore(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let results: Vec<(Kind, u64)> = futures::stream::iter(files)
+    let results: Vec<Fetched> = futures::stream::iter(files)
         .map(|(rel, v)| {
             let bucket = bucket.clone();
             let bar = bar.clone();
@@ -216,13 +272,29 @@ pub async fn restore(
         .try_collect()
         .await?;
     bar.finish_and_clear();
-    let mut sum = RestoreSummary::default();
-    for (kind, bytes) in results {
-        match kind {
-            Kind::Symlink => sum.symlinks += 1,
-            _ => sum.files += 1,
+    let mut sum = RestoreSummary {
+        refused,
+        ..RestoreSummary::default()
+    };
+    let mut links = Vec::new();
+    for r in results {
+        match r {
+            Fetched::File { bytes } => {
+                sum.files += 1;
+                sum.bytes += bytes;
+            }
+            Fetched::Symlink {
+                rel,
+                target,
+                meta,
+                has_owner,
+            } => links.push((rel, target, meta, has_owner)),
         }
-        sum.bytes += bytes;
+    }
+    for (rel, target, meta, has_owner) in links {
+        let dest = keys::join(&opts.target, &rel);
+        sum.bytes += restore_symlink(&dest, &target, &meta, has_owner, opts.force)?;
+        sum.symlinks += 1;
     }
     let mut dir_list: Vec<&String> = dirs.iter().collect();
     dir_list.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
@@ -230,7 +302,7 @@ pub async fn restore(
         sum.dirs += 1;
         let dest = keys::join(&opts.target, d);
         if let Some((meta, has_owner)) = manifest.as_ref().and_then(|m| m.attrs(d, 0)) {
-            apply_attrs(&dest, &meta, has_owner, false)?;
+            apply_dir_attrs(&dest, &meta, has_owner)?;
             continue;
         }
         let Some((true, v)) = items.get(d.as_str()) else {
@@ -248,10 +320,35 @@ pub async fn restore(
             .map_err(|e| Error::s3("HeadObject", &v.key, e))?;
         let fallback = (v.last_modified_ns / 1_000_000_000) as i64;
         let meta = ObjectMeta::from_map(head.metadata(), true, fallback);
-        apply_attrs(&dest, &meta, ObjectMeta::has_owner(head.metadata()), false)?;
+        apply_dir_attrs(&dest, &meta, ObjectMeta::has_owner(head.metadata()))?;
     }
     sum.seconds = t0.elapsed().as_secs_f64();
     Ok(sum)
+}
+
+/// What fetching one object gave: a file written in place, or a symlink
+/// to make once every file is written.
+enum Fetched {
+    File {
+        bytes: u64,
+    },
+    Symlink {
+        rel: String,
+        target: String,
+        meta: ObjectMeta,
+        has_owner: bool,
+    },
+}
+
+/// The first proper ancestor of `rel` that is restored as a file or symlink.
+fn non_dir_ancestor(rel: &str, non_dirs: &BTreeSet<String>) -> Option<String> {
+    Path::new(rel)
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| non_dirs.contains(p))
+        .last()
 }
 
 async fn restore_one(
@@ -261,7 +358,7 @@ async fn restore_one(
     v: &Version,
     force: bool,
     key: Option<&Key>,
-) -> Result<(Kind, u64)> {
+) -> Result<Fetched> {
     bucket.count();
     let out = bucket
         .client
@@ -282,7 +379,6 @@ async fn restore_one(
         source,
     };
     let dest = keys::join(target, rel);
-    let tmp = tmp_path(&dest);
     let mut body = out.body;
     let mut plain = Vec::new();
     let mut hasher = crc32fast::Hasher::new();
@@ -305,13 +401,17 @@ async fn restore_one(
             key: v.key.clone(),
             reason: "symlink target is not UTF-8",
         })?;
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&t, &tmp).map_err(|e| Error::io("creating symlink", &tmp, e))?;
-        len = t.len() as u64;
-    } else {
-        let mut f = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| Error::io("creating", &tmp, e))?;
+        // Made once every file and directory is in place.
+        return Ok(Fetched::Symlink {
+            rel: rel.to_string(),
+            target: t,
+            meta,
+            has_owner,
+        });
+    }
+    let (std_file, tmp) = create_tmp(&dest)?;
+    let mut f = tokio::fs::File::from_std(std_file);
+    {
         while let Some(chunk) = body
             .try_next()
             .await
@@ -351,21 +451,98 @@ async fn restore_one(
         f.sync_all()
             .await
             .map_err(|e| Error::io("syncing", &tmp, e))?;
-        drop(f);
         if let Err(e) = check_crc(&v.key, &meta, hasher.finalize()) {
+            drop(f);
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
     }
-    apply_attrs(&tmp, &meta, has_owner, meta.kind == Kind::Symlink)?;
-    if force
-        && let Ok(md) = std::fs::symlink_metadata(&dest)
-        && md.is_dir()
-    {
-        std::fs::remove_dir_all(&dest).map_err(|e| Error::io("removing", &dest, e))?;
+    let f = f.into_std().await;
+    if let Err(e) = apply_file_attrs(&f, &tmp, &meta, has_owner) {
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, &dest).map_err(|e| Error::io("renaming into place", &dest, e))?;
-    Ok((meta.kind, len))
+    drop(f);
+    replace(&tmp, &dest, force)?;
+    Ok(Fetched::File { bytes: len })
+}
+
+/// Makes the symlink `dest` -> `target` (under a temporary name, then
+/// renamed into place). Returns the target's length.
+fn restore_symlink(
+    dest: &Path,
+    target: &str,
+    meta: &ObjectMeta,
+    has_owner: bool,
+    force: bool,
+) -> Result<u64> {
+    let mut tries = 0;
+    let tmp = loop {
+        let tmp = tmp_path(dest);
+        // symlink(2) never follows or replaces an existing name.
+        match std::os::unix::fs::symlink(target, &tmp) {
+            Ok(()) => break tmp,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(Error::io("creating symlink", &tmp, e)),
+        }
+    };
+    let attrs = || -> Result<()> {
+        if has_owner {
+            match std::os::unix::fs::lchown(&tmp, Some(meta.uid), Some(meta.gid)) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(1) => {} // EPERM: not root
+                Err(e) => return Err(Error::io("changing owner of", &tmp, e)),
+            }
+        }
+        let mtime = filetime::FileTime::from_unix_time(meta.mtime_sec, meta.mtime_nsec);
+        // utimensat(AT_SYMLINK_NOFOLLOW): the link itself.
+        filetime::set_symlink_file_times(&tmp, mtime, mtime)
+            .map_err(|e| Error::io("setting times of", &tmp, e))
+    };
+    if let Err(e) = attrs() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    replace(&tmp, dest, force)?;
+    Ok(target.len() as u64)
+}
+
+/// Renames `tmp` over `dest`; with `force`, a directory at `dest` is
+/// removed first (rename does not replace one).
+fn replace(tmp: &Path, dest: &Path, force: bool) -> Result<()> {
+    if force
+        && let Ok(md) = std::fs::symlink_metadata(dest)
+        && md.is_dir()
+        && let Err(e) = std::fs::remove_dir_all(dest)
+    {
+        let _ = std::fs::remove_file(tmp);
+        return Err(Error::io("removing", dest, e));
+    }
+    std::fs::rename(tmp, dest).map_err(|e| {
+        let _ = std::fs::remove_file(tmp);
+        Error::io("renaming into place", dest, e)
+    })
+}
+
+/// Creates a new temporary file beside `dest`: a name of its own, created
+/// exclusively (O_EXCL: an existing file or symlink of that name is never
+/// opened or followed), mode 0600 until the restored mode is set.
+fn create_tmp(dest: &Path) -> Result<(std::fs::File, PathBuf)> {
+    let mut tries = 0;
+    loop {
+        let tmp = tmp_path(dest);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((f, tmp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(Error::io("creating", &tmp, e)),
+        }
+    }
 }
 
 /// The key to decrypt an object with: `None` for a plain object; an error if
@@ -399,31 +576,68 @@ fn check_crc(key: &str, meta: &ObjectMeta, actual: u32) -> Result<()> {
     }
 }
 
+/// A temporary name beside `dest`, unique to this call:
+/// `.raidfs-restore.NAME.RANDOM`.
 fn tmp_path(dest: &Path) -> PathBuf {
     let mut name = std::ffi::OsString::from(".raidfs-restore.");
     name.push(dest.file_name().unwrap_or_default());
+    name.push(format!(".{:016x}", fastrand::u64(..)));
     dest.with_file_name(name)
 }
 
-/// Mode, owner (only if recorded, and only where permitted: a non-root
-/// restore keeps the restoring user as owner) and mtime.
-fn apply_attrs(path: &Path, meta: &ObjectMeta, has_owner: bool, symlink: bool) -> Result<()> {
+/// Owner (only if recorded, and only where permitted: a non-root restore
+/// keeps the restoring user as owner), mode and mtime of an open file or
+/// directory, through its descriptor (`path` is for messages).
+fn apply_file_attrs(
+    f: &std::fs::File,
+    path: &Path,
+    meta: &ObjectMeta,
+    has_owner: bool,
+) -> Result<()> {
     if has_owner {
-        match std::os::unix::fs::lchown(path, Some(meta.uid), Some(meta.gid)) {
+        match std::os::unix::fs::fchown(f, Some(meta.uid), Some(meta.gid)) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(1) => {} // EPERM: not root
             Err(e) => return Err(Error::io("changing owner of", path, e)),
         }
     }
-    let mtime = filetime::FileTime::from_unix_time(meta.mtime_sec, meta.mtime_nsec);
-    if symlink {
-        filetime::set_symlink_file_times(path, mtime, mtime)
-            .map_err(|e| Error::io("setting times of", path, e))?;
-    } else {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.perm))
-            .map_err(|e| Error::io("setting mode of", path, e))?;
-        filetime::set_file_times(path, mtime, mtime)
-            .map_err(|e| Error::io("setting times of", path, e))?;
+    f.set_permissions(std::fs::Permissions::from_mode(meta.perm))
+        .map_err(|e| Error::io("setting mode of", path, e))?;
+    let t = system_time(meta.mtime_sec, meta.mtime_nsec);
+    f.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+        .map_err(|e| Error::io("setting times of", path, e))
+}
+
+/// Attributes of a restored directory: opened, and checked to be the
+/// directory at `path` itself (not something a symlink leads to) before
+/// anything is changed through the descriptor.
+fn apply_dir_attrs(path: &Path, meta: &ObjectMeta, has_owner: bool) -> Result<()> {
+    let lmd = std::fs::symlink_metadata(path).map_err(|e| Error::io("reading", path, e))?;
+    if !lmd.is_dir() {
+        return Err(Error::io(
+            "setting attributes of",
+            path,
+            std::io::Error::other("not a directory any more"),
+        ));
     }
-    Ok(())
+    let f = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let md = f.metadata().map_err(|e| Error::io("reading", path, e))?;
+    if (md.dev(), md.ino()) != (lmd.dev(), lmd.ino()) {
+        return Err(Error::io(
+            "setting attributes of",
+            path,
+            std::io::Error::other("replaced while restoring"),
+        ));
+    }
+    apply_file_attrs(&f, path, meta, has_owner)
+}
+
+/// Seconds and nanoseconds since the epoch (either side of it).
+fn system_time(sec: i64, nsec: u32) -> SystemTime {
+    let base = if sec >= 0 {
+        UNIX_EPOCH + Duration::from_secs(sec as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs())
+    };
+    base + Duration::from_nanos(u64::from(nsec.min(999_999_999)))
 }

@@ -1,6 +1,7 @@
 //! What must never empty or corrupt the mirror: an unmounted or empty
 //! source, a subtree that cannot be read, a path changing kind, an inode
-//! reused by other content.
+//! reused by other content; and a restore from a crafted bucket that would
+//! write through symlinks.
 
 mod common;
 
@@ -372,4 +373,105 @@ async fn a_renamed_file_rewritten_in_place_is_not_copied_from_its_old_object() {
     assert_eq!(j["copied"], 0, "{j}");
     assert_eq!(j["uploaded"], 1, "{j}");
     assert_eq!(get(&c, &b, "b.bin").await, pattern(4096, 2));
+}
+
+/// Puts an object with raidfs-sync's attributes (`mode` with type bits).
+async fn put(c: &aws_sdk_s3::Client, b: &str, key: &str, body: &[u8], mode: u32) {
+    c.put_object()
+        .bucket(b)
+        .key(key)
+        .metadata("mode", mode.to_string())
+        .body(body.to_vec().into())
+        .send()
+        .await
+        .unwrap();
+}
+
+fn files_under(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_writes_nothing_through_restored_symlinks() {
+    let m = moto();
+    let b = bucket_name("through-links");
+    let c = client(&m.endpoint);
+    c.create_bucket().bucket(&b).send().await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let outside = out.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let target = out.path().join("t");
+    let lnk = 0o120777;
+    let reg = 0o100644;
+    // A directory symlink with a file "below" it.
+    put(&c, &b, "a", outside.to_str().unwrap().as_bytes(), lnk).await;
+    put(&c, &b, "a/f", b"through the link", reg).await;
+    // A symlink on the temporary name of a file restored beside it.
+    let decoy = outside.join("decoy");
+    put(
+        &c,
+        &b,
+        ".raidfs-restore.x",
+        decoy.to_str().unwrap().as_bytes(),
+        lnk,
+    )
+    .await;
+    put(&c, &b, "x", b"x data", reg).await;
+    // A symlink to a directory, and a deeper file below it.
+    put(&c, &b, "s", b"../outside", lnk).await;
+    put(&c, &b, "s/deep/g", b"deeper", reg).await;
+    put(&c, &b, "ok.txt", b"ok", reg).await;
+
+    for force in [false, true] {
+        let mut k = cmd(&m.endpoint, &b);
+        k.args(["restore", "--json"]).arg(&target);
+        if force {
+            k.arg("--force");
+        }
+        let o = run(k);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "force={force}: {err}");
+        let j = json(&o);
+        let refused: Vec<String> = j["refused"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(refused[0].starts_with("a/f:"), "{refused:?}");
+        assert!(refused[1].starts_with("s/deep/g:"), "{refused:?}");
+        assert!(err.contains("refused: a/f"), "{err}");
+        assert_eq!(
+            files_under(&outside),
+            Vec::<PathBuf>::new(),
+            "force={force}"
+        );
+        assert!(
+            std::fs::symlink_metadata(target.join("a"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(target.join("x")).unwrap(), b"x data");
+        assert_eq!(std::fs::read(target.join("ok.txt")).unwrap(), b"ok");
+        assert!(
+            std::fs::symlink_metadata(target.join(".raidfs-restore.x"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(j["files"], 2, "{j}");
+        assert_eq!(j["symlinks"], 3, "{j}");
+    }
+    assert!(!decoy.exists());
 }

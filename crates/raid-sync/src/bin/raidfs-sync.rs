@@ -348,6 +348,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 progress: true,
             };
             let sum = restore::restore(bucket, &prefix, &opts).await?;
+            for r in &sum.refused {
+                eprintln!("raidfs-sync: refused: {r}");
+            }
             if common.json {
                 println!("{}", serde_json::to_string(&sum)?);
             } else {
@@ -361,7 +364,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     sum.seconds
                 );
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if sum.refused.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Some(Cmd::Versions { path }) => {
             let (bucket, prefix) = connect(&common).await?;
