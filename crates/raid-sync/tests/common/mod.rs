@@ -124,7 +124,16 @@ pub const ONCE_SMALL_PARTS: [&str; 7] = [
 
 /// A `raidfs-sync` command with test credentials (moto accepts any).
 pub fn cmd(endpoint: &str, bucket: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_raidfs-sync"));
+    cmd_of(
+        Path::new(env!("CARGO_BIN_EXE_raidfs-sync")),
+        endpoint,
+        bucket,
+    )
+}
+
+/// [`cmd`] running the binary at `program` (a copy of it).
+pub fn cmd_of(program: &Path, endpoint: &str, bucket: &str) -> Command {
+    let mut c = Command::new(program);
     c.env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
