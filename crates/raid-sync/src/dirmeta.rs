@@ -139,6 +139,7 @@ mod tests {
             gid: 100,
             crc32: None,
             target: None,
+            racy: false,
         }
     }
 

@@ -41,6 +41,8 @@ pub struct Summary {
     /// Whether the bucket was listed (first run, lost state or `--full`).
     pub full_reconcile: bool,
     pub scanned: u64,
+    /// Entries that needed nothing: unchanged by `stat`, or read again and
+    /// found to hold the recorded content and attributes.
     pub unchanged: u64,
     pub uploaded: u64,
     pub uploaded_bytes: u64,
@@ -61,6 +63,13 @@ pub struct Summary {
     pub dirs_in_manifest: u64,
     /// Whether the directory manifest was written in this pass.
     pub dirs_manifest: bool,
+    /// Files read so soon after their last change that `stat` cannot vouch
+    /// for what was read (see [`Entry::racy`]): the next pass reads them
+    /// again (the daemon runs one for them shortly after).
+    pub racy: u64,
+    /// Their paths.
+    #[serde(skip)]
+    pub racy_paths: Vec<String>,
     pub failed: u64,
     pub failures: Vec<String>,
     pub skipped: Vec<String>,
@@ -304,6 +313,10 @@ impl Syncer {
                 match r {
                     Ok(done) => {
                         done.add_to(&mut s);
+                        if done.racy {
+                            s.racy += 1;
+                            s.racy_paths.push(rel.clone());
+                        }
                         if let Some(k) = done.key {
                             written_r
                                 .lock()
@@ -595,6 +608,7 @@ impl Syncer {
                 let in_memory = !multipart && self.up.in_memory(now.size);
                 let part_size = self.up.part_size_for(now.size);
                 let (p, e) = (path.clone(), now.clone());
+                let read_start = std::time::SystemTime::now();
                 let (data, crcs) = tokio::task::spawn_blocking(move || {
                     if !in_memory {
                         upload::crc_file(&p, e.size, part_size).map(|c| (None, c))
@@ -616,6 +630,10 @@ impl Syncer {
                 .map_err(|e| Error::io("reading", &path, std::io::Error::other(e)))??;
                 let crc = crcs.full;
                 now.crc32 = Some(crc);
+                // Changed too recently for its stat to vouch for this read:
+                // the next pass reads it again.
+                now.racy = now.is_racy(read_start, std::time::SystemTime::now());
+                done.racy = now.racy;
                 let meta = self.meta(&now, Some(crc));
                 // CopyObject takes sources up to 5 GiB: a larger object whose
                 // attributes changed is sent again.
@@ -629,6 +647,10 @@ impl Syncer {
                     if self.meta(o, Some(crc)) != meta {
                         self.up.copy(&key, &key, &meta).await?;
                         done.metadata_updated = 1;
+                    } else {
+                        // Read again (racy, or only the ctime moved): the
+                        // object is right as it is.
+                        done.unchanged = 1;
                     }
                 } else if let Some(src) = renames.find(&now, crc) {
                     let src_key = self.key_of(&src, Kind::File);
@@ -714,6 +736,10 @@ struct Done {
     metadata_updated: u64,
     adopted: u64,
     dirs_in_manifest: u64,
+    /// Read, and found to need nothing.
+    unchanged: u64,
+    /// The entry was recorded as racy (read again by the next pass).
+    racy: bool,
     /// The key written (or left as it is), if the entry has an object.
     key: Option<String>,
 }
@@ -727,6 +753,7 @@ impl Done {
         s.metadata_updated += self.metadata_updated;
         s.adopted += self.adopted;
         s.dirs_in_manifest += self.dirs_in_manifest;
+        s.unchanged += self.unchanged;
     }
 }
 
@@ -806,6 +833,7 @@ mod tests {
             gid: 0,
             crc32: crc,
             target: None,
+            racy: false,
         }
     }
 

@@ -86,6 +86,7 @@ pub fn entry_of(path: &Path, md: &fs::Metadata) -> Result<Option<Entry>> {
         gid: md.gid(),
         crc32: None,
         target,
+        racy: false,
     }))
 }
 

@@ -40,12 +40,54 @@ pub struct Entry {
     pub crc32: Option<u32>,
     /// Symlink target.
     pub target: Option<String>,
+    /// Recorded from a read that began less than [`RACY_WINDOW`] after the
+    /// file's mtime or ctime: a rewrite of the same size right after the
+    /// read could have left the same timestamps (they move once per kernel
+    /// tick), so `stat` cannot vouch for the CRC. The next pass reads the
+    /// file again (see [`Entry::unchanged`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub racy: bool,
 }
 
+/// How much older than the start of a read a file's mtime and ctime must be
+/// for `stat` to vouch for what was read. Kernel timestamps are taken from
+/// a clock that moves once per tick (1-10 ms), and some filesystems keep
+/// only seconds; two seconds cover both with room to spare.
+pub const RACY_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Entry {
+    /// Whether a file read from `read_start` to `read_end` (wall clock)
+    /// has an mtime or ctime too recent for `stat` to vouch for the content
+    /// read: not at least [`RACY_WINDOW`] before the read began. A timestamp
+    /// later than the end of the read (plus the window) cannot come from a
+    /// write during it (a set mtime also moves the ctime to the present), so
+    /// a file with an mtime in the future is not re-read forever.
+    pub fn is_racy(
+        &self,
+        read_start: std::time::SystemTime,
+        read_end: std::time::SystemTime,
+    ) -> bool {
+        let ns = |t: std::time::SystemTime| -> i128 {
+            match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => d.as_nanos() as i128,
+                Err(e) => -(e.duration().as_nanos() as i128),
+            }
+        };
+        let window = RACY_WINDOW.as_nanos() as i128;
+        let (lo, hi) = (ns(read_start) - window, ns(read_end) + window);
+        let recent = |sec: i64, nsec: u32| {
+            let t = i128::from(sec) * 1_000_000_000 + i128::from(nsec);
+            t >= lo && t <= hi
+        };
+        self.kind == Kind::File
+            && (recent(self.mtime_sec, self.mtime_nsec) || recent(self.ctime_sec, self.ctime_nsec))
+    }
+
     /// Whether `stat` says nothing changed since `self` was recorded. Directory
     /// times are ignored: a directory's mtime moves with every child, and
-    /// re-uploading its marker each time would only add versions.
+    /// re-uploading its marker each time would only add versions. A file
+    /// recorded as [`racy`](Entry::racy) is never unchanged: only reading it
+    /// again tells.
     pub fn unchanged(&self, now: &Entry) -> bool {
         let attrs = self.kind == now.kind
             && self.perm == now.perm
@@ -56,6 +98,7 @@ impl Entry {
             Kind::Symlink => attrs && self.target == now.target,
             Kind::File => {
                 attrs
+                    && !self.racy
                     && self.size == now.size
                     && self.mtime_sec == now.mtime_sec
                     && self.mtime_nsec == now.mtime_nsec
@@ -331,6 +374,47 @@ mod tests {
             State::load(&path, "b", "p/"),
             Err(Error::State { .. })
         ));
+    }
+
+    #[test]
+    fn timestamps_close_to_a_read_make_the_entry_racy() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let file = |m: i64, c: i64| Entry {
+            kind: Kind::File,
+            size: 4,
+            mtime_sec: m,
+            mtime_nsec: 0,
+            ctime_sec: c,
+            ctime_nsec: 0,
+            dev: 1,
+            ino: 2,
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+            crc32: Some(1),
+            target: None,
+            racy: false,
+        };
+        let start = UNIX_EPOCH + Duration::from_secs(1_000);
+        let end = start + Duration::from_millis(10);
+        assert!(!file(990, 990).is_racy(start, end), "old enough");
+        assert!(
+            file(999, 990).is_racy(start, end),
+            "mtime within the window"
+        );
+        assert!(
+            file(990, 1_000).is_racy(start, end),
+            "ctime in the read's tick"
+        );
+        assert!(
+            !file(5_000, 990).is_racy(start, end),
+            "an mtime in the future comes from no write during the read"
+        );
+        // A racy record is never unchanged, whatever stat says.
+        let mut recorded = file(999, 999);
+        assert!(recorded.unchanged(&file(999, 999)));
+        recorded.racy = true;
+        assert!(!recorded.unchanged(&file(999, 999)));
     }
 
     #[test]

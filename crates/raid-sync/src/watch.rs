@@ -33,6 +33,11 @@ use crate::scan;
 /// how often an unmounted source is looked at again.
 const SOURCE_CHECK_EVERY: Duration = Duration::from_secs(5);
 
+/// When files recorded as racy are read again: once their timestamps are
+/// outside the window in which `stat` cannot vouch for a read.
+const RACY_RECHECK: Duration =
+    Duration::from_millis(crate::state::RACY_WINDOW.as_millis() as u64 + 200);
+
 type Events = tokio::sync::mpsc::UnboundedSender<notify::Result<notify::Event>>;
 
 /// A recursive watch of the source, its events sent to `tx`.
@@ -91,12 +96,20 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
     let mut last_event = start.checked_sub(opts.debounce).unwrap_or(start);
     let mut retry_at: Option<Instant> = None;
     let mut failures: u32 = 0;
+    // Files read too soon after a change (racy) are read again then, even
+    // if nothing else happens: a same-size rewrite in the same timestamp
+    // tick makes no later event.
+    let mut recheck_at: Option<Instant> = None;
 
     loop {
         let ready_at = first_event.map(|first| {
             let d = (last_event + opts.debounce).min(first + opts.max_delay);
             retry_at.map_or(d, |r| d.max(r))
         });
+        let ready_at = match (ready_at, recheck_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
@@ -131,6 +144,9 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                             waiting = true;
                         }
                         retry_at = Some(Instant::now() + SOURCE_CHECK_EVERY);
+                        if recheck_at.take().is_some() {
+                            first_event.get_or_insert(Instant::now());
+                        }
                         continue;
                     }
                     Err(_) => {} // the pass reports it
@@ -165,6 +181,7 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                     pending.iter().cloned().collect()
                 };
                 tracing::debug!(?scopes, "pass");
+                recheck_at = None;
                 let result = syncer.pass(&scopes, false).await;
                 observer.pass_done(&result);
                 match &result {
@@ -174,8 +191,15 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                         pending.clear();
                         rescan = false;
                         first_event = None;
+                        if !s.racy_paths.is_empty() {
+                            tracing::debug!(files = s.racy_paths.len(), "racy files: reading them again shortly");
+                            pending.extend(s.racy_paths.iter().cloned());
+                            recheck_at = Some(Instant::now() + RACY_RECHECK);
+                        }
                     }
                     _ => {
+                        // Retried even if only a recheck started it.
+                        first_event.get_or_insert(Instant::now());
                         failures += 1;
                         let delay = backoff(failures, opts.retry_max);
                         tracing::warn!(failures, retry_in = ?delay, "pass failed; will retry");
