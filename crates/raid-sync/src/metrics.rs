@@ -13,6 +13,8 @@ pub const LAST_SUCCESS: &str = "raidfs_sync_last_success_timestamp_seconds";
 pub const LAST_RUN: &str = "raidfs_sync_last_run_timestamp_seconds";
 pub const LAST_RUN_OK: &str = "raidfs_sync_last_run_success";
 pub const LAST_RUN_FAILED_FILES: &str = "raidfs_sync_last_run_failed_files";
+pub const LAST_RUN_DEFERRED_FILES: &str = "raidfs_sync_last_run_deferred_files";
+pub const SKIPPED_ENTRIES: &str = "raidfs_sync_skipped_entries";
 pub const UPLOADED_BYTES: &str = "raidfs_sync_uploaded_bytes_total";
 pub const UPLOADED_OBJECTS: &str = "raidfs_sync_uploaded_objects_total";
 pub const COPIED_OBJECTS: &str = "raidfs_sync_copied_objects_total";
@@ -59,6 +61,18 @@ pub fn write(
         "gauge",
         "Files that failed in the last pass.",
         last.failed.to_string(),
+    );
+    metric(
+        LAST_RUN_DEFERRED_FILES,
+        "gauge",
+        "Files that changed while being read in the last pass (taken again by the next).",
+        last.deferred.to_string(),
+    );
+    metric(
+        SKIPPED_ENTRIES,
+        "gauge",
+        "Entries of the tree not mirrored (bad names, sockets, FIFOs, devices, unreadable).",
+        last.skipped_total.to_string(),
     );
     metric(
         UPLOADED_BYTES,

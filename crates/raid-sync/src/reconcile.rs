@@ -32,6 +32,10 @@ use crate::scan::{self, Scan};
 use crate::state::{Entry, StateStore};
 use crate::upload::{self, MAX_COPY_SIZE, Uploader};
 
+/// Passes in a row in which a file changed while being read before it counts
+/// as a failure (notified, in the failed count) instead of being deferred.
+pub const DEFER_LIMIT: u32 = 5;
+
 /// How often a long pass saves the state.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
 
@@ -72,7 +76,13 @@ pub struct Summary {
     pub racy_paths: Vec<String>,
     pub failed: u64,
     pub failures: Vec<String>,
+    /// Entries skipped by this pass (`path: reason`): names that are not
+    /// UTF-8 or contain a line break, sockets, FIFOs, devices, what could
+    /// not be read.
     pub skipped: Vec<String>,
+    /// Entries skipped in the whole tree as last seen (a daemon's pass over
+    /// a few paths keeps what earlier passes found elsewhere).
+    pub skipped_total: u64,
     pub s3_requests: u64,
     pub seconds: f64,
 }
@@ -92,6 +102,8 @@ pub struct Syncer {
     /// Let a whole-tree pass that finds the source empty delete what the
     /// state or the bucket holds (`--allow-empty-source`).
     pub allow_empty_source: bool,
+    /// Entries skipped in the tree as last seen (path → reason).
+    pub skipped: Mutex<BTreeMap<String, String>>,
 }
 
 /// Files and bytes a running pass still has to bring to the bucket: set
@@ -199,9 +211,19 @@ impl Syncer {
         .await
         .map_err(|e| Error::io("scanning", &self.source, std::io::Error::other(e)))??;
         sum.scanned = scan.entries.len() as u64;
-        sum.skipped = std::mem::take(&mut scan.skipped);
-        for s in &sum.skipped {
+        let skipped = std::mem::take(&mut scan.skipped);
+        for s in &skipped {
             tracing::warn!("skipped {s}");
+        }
+        sum.skipped = skipped.iter().map(ToString::to_string).collect();
+        {
+            // What earlier passes found outside these scopes still stands.
+            let mut known = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+            known.retain(|path, _| !scopes.iter().any(|s| keys::in_scope(path, s)));
+            for s in skipped {
+                known.insert(s.path, s.reason);
+            }
+            sum.skipped_total = known.len() as u64;
         }
 
         // Remote side, only when reconciling fully.
@@ -223,7 +245,12 @@ impl Syncer {
 
         // Plan.
         let (jobs, removed) = {
-            let st = self.store.lock();
+            let mut st = self.store.lock();
+            // Deferral counts of files gone from the scopes are dropped.
+            st.deferred.retain(|rel, _| {
+                !scopes.iter().any(|s| keys::in_scope(rel, s))
+                    || scan.entries.get(rel).is_some_and(|e| e.kind == Kind::File)
+            });
             let mut jobs = Vec::new();
             for (rel, now) in &scan.entries {
                 if keysource::is_reserved(rel) {
@@ -312,6 +339,7 @@ impl Syncer {
                 let mut s = sum_r.lock().unwrap_or_else(|p| p.into_inner());
                 match r {
                     Ok(done) => {
+                        self.store.lock().deferred.remove(&rel);
                         done.add_to(&mut s);
                         if done.racy {
                             s.racy += 1;
@@ -325,8 +353,26 @@ impl Syncer {
                         }
                     }
                     Err(e @ Error::Changed { .. }) => {
-                        tracing::info!(path = %rel, "{e}");
+                        let times = {
+                            let mut st = self.store.lock();
+                            let n = st.deferred.entry(rel.clone()).or_insert(0);
+                            *n = n.saturating_add(1);
+                            *n
+                        };
                         s.deferred += 1;
+                        if times >= DEFER_LIMIT {
+                            let msg = format!(
+                                "{rel}: changed while being read in {times} passes in a row; it \
+                                 is never still long enough to be copied (a file written \
+                                 continuously, such as a database or a log, needs a quiet \
+                                 moment or a snapshot to be backed up)"
+                            );
+                            tracing::error!("{msg}");
+                            s.failed += 1;
+                            s.failures.push(msg);
+                        } else {
+                            tracing::info!(path = %rel, times, "{e}");
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(path = %rel, error = %e, "upload failed");

@@ -76,6 +76,13 @@ pub struct SyncRecord {
     pub pending_bytes: u64,
     /// Files that failed in the last pass (retried by the next one).
     pub failed_files: u64,
+    /// Files that changed while being read in the last pass.
+    #[serde(default)]
+    pub deferred_files: u64,
+    /// Entries of the tree that are not mirrored (names that are not UTF-8
+    /// or have a line break, sockets, FIFOs, devices, unreadable entries).
+    #[serde(default)]
+    pub skipped_entries: u64,
 }
 
 /// The record's file for this source, bucket and prefix.
@@ -176,6 +183,8 @@ impl RecordWriter {
                     pending_files: 0,
                     pending_bytes: 0,
                     failed_files: 0,
+                    deferred_files: 0,
+                    skipped_entries: 0,
                 },
                 false,
             )),
@@ -291,6 +300,7 @@ mod tests {
             keys,
             [
                 "bucket",
+                "deferred_files",
                 "failed_files",
                 "last_error",
                 "last_success_unix",
@@ -298,6 +308,7 @@ mod tests {
                 "pending_files",
                 "pid",
                 "prefix",
+                "skipped_entries",
                 "source",
                 "started_unix",
                 "state",

@@ -16,11 +16,44 @@ use crate::state::Entry;
 #[derive(Debug, Default)]
 pub struct Scan {
     pub entries: BTreeMap<String, Entry>,
-    /// Paths skipped, with the reason (reported, never fatal).
-    pub skipped: Vec<String>,
+    /// Entries skipped, with the reason (reported, never fatal).
+    pub skipped: Vec<Skipped>,
     /// Relative paths whose subtree could not be read (or not wholly): what
     /// the state holds below them is kept, not taken as removed.
     pub unreadable: Vec<String>,
+}
+
+/// An entry the mirror cannot hold (or could not read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Relative path; a name that is not UTF-8 is shown with replacement
+    /// characters, line breaks as `\n`.
+    pub path: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+impl Skipped {
+    fn new(path: impl Into<String>, reason: impl ToString) -> Self {
+        Skipped {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// `path` relative to `root` for messages, even when it is no valid key.
+fn shown_rel(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
 }
 
 impl Scan {
@@ -104,7 +137,7 @@ pub fn scan_scope(root: &Path, scope: &str, out: &mut Scan) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) if scope.is_empty() => return Err(Error::io("reading source", path, e)),
         Err(e) => {
-            out.skipped.push(format!("{scope}: {e}"));
+            out.skipped.push(Skipped::new(scope, e));
             out.unreadable.push(scope.to_string());
             return Ok(());
         }
@@ -131,11 +164,16 @@ fn visit(root: &Path, path: &Path, rel: String, md: &fs::Metadata, out: &mut Sca
                 walk_dir(root, path, &rel, out)?;
             }
         }
-        Ok(None) => out
-            .skipped
-            .push(format!("{rel}: not a file, directory or symlink")),
+        Ok(None) => out.skipped.push(Skipped::new(
+            rel,
+            "not a file, directory or symlink (a socket, FIFO or device): not mirrored",
+        )),
         Err(e) => {
-            out.skipped.push(e.to_string());
+            let reason = match e {
+                Error::BadName { reason, .. } => reason.to_string(),
+                e => e.to_string(),
+            };
+            out.skipped.push(Skipped::new(rel.clone(), reason));
             out.unreadable.push(rel);
         }
     }
@@ -150,7 +188,7 @@ fn walk_dir(root: &Path, dir: &Path, dir_rel: &str, out: &mut Scan) -> Result<()
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) if dir == root => return Err(Error::io("reading directory", dir, e)),
         Err(e) => {
-            out.skipped.push(format!("{}: {e}", dir.display()));
+            out.skipped.push(Skipped::new(dir_rel, e));
             out.unreadable.push(dir_rel.to_string());
             return Ok(());
         }
@@ -159,7 +197,7 @@ fn walk_dir(root: &Path, dir: &Path, dir_rel: &str, out: &mut Scan) -> Result<()
         let de = match de {
             Ok(de) => de,
             Err(e) => {
-                out.skipped.push(format!("{}: {e}", dir.display()));
+                out.skipped.push(Skipped::new(dir_rel, e));
                 out.unreadable.push(dir_rel.to_string());
                 continue;
             }
@@ -167,8 +205,13 @@ fn walk_dir(root: &Path, dir: &Path, dir_rel: &str, out: &mut Scan) -> Result<()
         let path = de.path();
         let rel = match keys::rel_path(root, &path) {
             Ok(r) => r,
+            Err(Error::BadName { reason, .. }) => {
+                out.skipped
+                    .push(Skipped::new(shown_rel(root, &path), reason));
+                continue;
+            }
             Err(e) => {
-                out.skipped.push(e.to_string());
+                out.skipped.push(Skipped::new(shown_rel(root, &path), e));
                 continue;
             }
         };
@@ -176,7 +219,7 @@ fn walk_dir(root: &Path, dir: &Path, dir_rel: &str, out: &mut Scan) -> Result<()
             Ok(md) => visit(root, &path, rel, &md, out)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                out.skipped.push(format!("{rel}: {e}"));
+                out.skipped.push(Skipped::new(rel.clone(), e));
                 out.unreadable.push(rel);
             }
         }

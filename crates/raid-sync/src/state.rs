@@ -195,6 +195,10 @@ pub struct State {
     /// mount-point directory.
     #[serde(default)]
     pub source_mount_root: Option<bool>,
+    /// Files that changed while being read, by the number of passes in a
+    /// row that found them so (see [`crate::reconcile::DEFER_LIMIT`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deferred: BTreeMap<String, u32>,
 }
 
 impl State {
@@ -213,6 +217,7 @@ impl State {
             creating: Some(BTreeSet::new()),
             dirs_manifest_crc: None,
             source_mount_root: None,
+            deferred: BTreeMap::new(),
         }
     }
 

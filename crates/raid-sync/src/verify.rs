@@ -33,7 +33,9 @@ pub struct Difference {
     pub path: String,
     /// `missing` (no object), `extra` (no local entry), `size`, `checksum`,
     /// `tampered` (an encrypted object failed authentication), `key` (an
-    /// encrypted object and no key or another key).
+    /// encrypted object and no key or another key), `skipped` (a local
+    /// entry that is not mirrored: a name that is not UTF-8 or has a line
+    /// break, a socket, FIFO or device, or what could not be read).
     pub kind: &'static str,
     pub detail: String,
 }
@@ -77,6 +79,15 @@ pub async fn verify(
     // Directories that are not empty have no marker; the manifest holds them.
     let manifest = crate::dirmeta::fetch(&bucket, prefix, None).await?;
     let mut report = VerifyReport::default();
+    // Entries the mirror cannot hold, or that could not be read: the bucket
+    // is not a copy of them.
+    for sk in &scan.skipped {
+        report.differences.push(Difference {
+            path: sk.path.clone(),
+            kind: "skipped",
+            detail: sk.reason.clone(),
+        });
+    }
     let mut to_check = Vec::new();
     for (rel, e) in &scan.entries {
         if crate::keysource::is_reserved(rel) {

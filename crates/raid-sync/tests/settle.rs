@@ -158,3 +158,222 @@ async fn the_daemon_reads_racy_files_again_without_a_new_event() {
     .await;
     assert_eq!(get(&c, &b, "f.txt").await, b"fresh");
 }
+
+/// A metric's value in a Prometheus textfile.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_that_are_not_mirrored_are_counted_and_fail_verify() {
+    use std::os::unix::ffi::OsStrExt;
+    let m = moto();
+    let b = bucket_name("skipped");
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let st = state.path().join("s.json");
+    let metrics = state.path().join("sync.prom");
+    write(root, "ok.txt", b"fine");
+    write(root, "d/also.txt", b"fine too");
+    write(root, "line\nbreak.txt", b"x");
+    std::fs::write(
+        root.join(std::ffi::OsStr::from_bytes(b"d/latin1-\xe9.txt")),
+        b"y",
+    )
+    .unwrap();
+    let fifo = root.join("d/pipe");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mkfifo");
+
+    let mut metrics_arg = vec!["--metrics-file", metrics.to_str().unwrap()];
+    let o = once(&m.endpoint, &b, &st, root, &metrics_arg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["skipped_total"], 3, "{j}");
+    assert_eq!(j["skipped"].as_array().unwrap().len(), 3, "{j}");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(
+        metric(&text, "raidfs_sync_skipped_entries"),
+        Some(3),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "raidfs_sync_last_run_deferred_files"),
+        Some(0),
+        "{text}"
+    );
+
+    // verify: the bucket is no copy of these.
+    let verify = || {
+        let mut k = cmd(&m.endpoint, &b);
+        k.args(["--json", "verify"]).arg(root);
+        run(k)
+    };
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let j = json(&o);
+    let mut skipped: Vec<String> = j["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "skipped")
+        .map(|d| d["path"].as_str().unwrap().to_string())
+        .collect();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        ["d/latin1-\u{fffd}.txt", "d/pipe", "line\\nbreak.txt"],
+        "{j}"
+    );
+    assert_eq!(j["differences"].as_array().unwrap().len(), 3, "{j}");
+
+    // The daemon's run record counts them.
+    let rundir = tempfile::tempdir().unwrap();
+    let mut k = cmd(&m.endpoint, &b);
+    k.env("RAIDFS_RUN_DIR", rundir.path())
+        .args(["--debounce", "200ms", "--state"])
+        .arg(&st)
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let d = Daemon(k.spawn().unwrap());
+    let record = || {
+        std::fs::read_dir(rundir.path())
+            .ok()?
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .and_then(|e| std::fs::read(e.path()).ok())
+            .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+    };
+    wait_for("a record in state watching", WAIT, || async {
+        record().is_some_and(|r| r["state"] == "watching")
+    })
+    .await;
+    let r = record().unwrap();
+    assert_eq!(r["skipped_entries"], 3, "{r}");
+    assert_eq!(r["deferred_files"], 0, "{r}");
+    // A pass over another path keeps the count of the whole tree.
+    write(root, "new.txt", b"n");
+    wait_for("the new file's pass", WAIT, || async {
+        state_json(&st)["entries"]["new.txt"].is_object()
+    })
+    .await;
+    wait_for("the record after that pass", WAIT, || async {
+        record().is_some_and(|r| r["state"] == "watching" && r["skipped_entries"] == 3)
+    })
+    .await;
+    drop(d);
+
+    std::fs::remove_file(root.join("line\nbreak.txt")).unwrap();
+    std::fs::remove_file(root.join(std::ffi::OsStr::from_bytes(b"d/latin1-\xe9.txt"))).unwrap();
+    std::fs::remove_file(&fifo).unwrap();
+    metrics_arg.push("--no-progress");
+    let o = once(&m.endpoint, &b, &st, root, &metrics_arg);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["skipped_total"], 0);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(
+        metric(&text, "raidfs_sync_skipped_entries"),
+        Some(0),
+        "{text}"
+    );
+    let o = verify();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+/// Rewrites a byte of `path` every few milliseconds until `stop` is set.
+fn keep_changing(
+    path: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            f.write_at(&[i as u8], (i * 4099) % 1_000_000).unwrap();
+            i += 1;
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_never_settles_becomes_a_failure_after_five_passes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let m = moto();
+    let b = bucket_name("never-settles");
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let st = state.path().join("s.json");
+    let metrics = state.path().join("sync.prom");
+    let notified = state.path().join("notified");
+    write(root, "quiet.txt", b"q");
+    // Streamed (over 1 MiB) and paced, so every upload lasts long enough to
+    // see the file change.
+    write(root, "busy.db", &pattern(1_500_000, 1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = keep_changing(root.join("busy.db"), stop.clone());
+    let notify = format!(
+        "printf '%s' \"$RAIDFS_SYNC_MESSAGE\" > {}",
+        notified.display()
+    );
+    let args = [
+        "--bwlimit",
+        "4M",
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+        "--notify-cmd",
+        notify.as_str(),
+    ];
+    for pass in 1..=5u64 {
+        let o = once(&m.endpoint, &b, &st, root, &args);
+        let j = json(&o);
+        assert_eq!(o.status.code(), Some(1), "pass {pass}: {}", stderr(&o));
+        assert_eq!(j["deferred"], 1, "pass {pass}: {j}");
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        assert_eq!(
+            metric(&text, "raidfs_sync_last_run_deferred_files"),
+            Some(1),
+            "{text}"
+        );
+        assert_eq!(state_json(&st)["deferred"]["busy.db"], pass);
+        if pass < 5 {
+            assert_eq!(j["failed"], 0, "pass {pass}: deferred, not failed: {j}");
+            assert!(!notified.exists(), "pass {pass}: no failure to notify");
+        } else {
+            assert_eq!(j["failed"], 1, "{j}");
+            let f = j["failures"][0].as_str().unwrap();
+            assert!(
+                f.contains("busy.db") && f.contains("5 passes in a row"),
+                "{f}"
+            );
+            assert_eq!(metric(&text, "raidfs_sync_last_run_failed_files"), Some(1));
+            wait_for("--notify-cmd ran", WAIT, || async {
+                std::fs::read_to_string(&notified).is_ok_and(|s| s.contains("busy.db"))
+            })
+            .await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    // Settled: sent, and the count is gone.
+    let o = once(&m.endpoint, &b, &st, root, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["uploaded"], 1);
+    assert!(state_json(&st).get("deferred").is_none());
+    let c = client(&m.endpoint);
+    assert_eq!(
+        get(&c, &b, "busy.db").await,
+        std::fs::read(root.join("busy.db")).unwrap()
+    );
+}

@@ -556,6 +556,7 @@ struct PassHooks {
     metrics_file: Option<PathBuf>,
     notify_cmd: Option<String>,
     record: Arc<RecordWriter>,
+    syncer: Arc<Syncer>,
 }
 
 impl PassHooks {
@@ -574,8 +575,11 @@ impl PassHooks {
 
 impl watch::Observer for PassHooks {
     fn pass_done(&self, result: &raid_sync::Result<Summary>) {
+        // A pass that could not run changes nothing of what is skipped.
+        let skipped_total = self.syncer.skipped.lock().map_or(0, |k| k.len() as u64);
         let empty = Summary {
             failed: 1,
+            skipped_total,
             ..Summary::default()
         };
         let summary = result.as_ref().unwrap_or(&empty);
@@ -603,6 +607,8 @@ impl watch::Observer for PassHooks {
             r.last_error = failure.clone();
             r.last_success_unix = last_success;
             r.failed_files = summary.failed;
+            r.deferred_files = summary.deferred;
+            r.skipped_entries = summary.skipped_total;
             r.pending_files = 0;
             r.pending_bytes = 0;
         });
@@ -717,6 +723,7 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         progress: !args.no_progress && !common.json,
         pending: Arc::new(Pending::default()),
         allow_empty_source: args.allow_empty_source,
+        skipped: Default::default(),
     });
     let last_success = store.lock().totals.last_success_unix;
     let record = Arc::new(RecordWriter::start(
@@ -747,6 +754,7 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         metrics_file: args.metrics_file.clone(),
         notify_cmd: args.notify_cmd.clone(),
         record,
+        syncer: syncer.clone(),
     };
 
     if args.once {
