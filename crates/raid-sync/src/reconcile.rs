@@ -36,6 +36,36 @@ use crate::upload::{self, MAX_COPY_SIZE, Uploader};
 /// as a failure (notified, in the failed count) instead of being deferred.
 pub const DEFER_LIMIT: u32 = 5;
 
+/// A request to stop (SIGTERM or SIGINT): a running pass starts no further
+/// file, lets the ones in flight finish (for up to [`Syncer::stop_grace`]), saves the
+/// state and returns.
+#[derive(Debug, Clone)]
+pub struct Stop(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Stop {
+    /// Asks every holder to stop.
+    pub fn request(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Whether a stop was requested.
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Returns once a stop is requested (at once if it already was).
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
 /// How often a long pass saves the state.
 const SAVE_EVERY: Duration = Duration::from_secs(5);
 
@@ -76,6 +106,9 @@ pub struct Summary {
     pub racy_paths: Vec<String>,
     pub failed: u64,
     pub failures: Vec<String>,
+    /// The pass was stopped (SIGTERM, SIGINT) before it was done: files not
+    /// started, deletes and the directory manifest are left to the next one.
+    pub interrupted: bool,
     /// Entries skipped by this pass (`path: reason`): names that are not
     /// UTF-8 or contain a line break, sockets, FIFOs, devices, what could
     /// not be read.
@@ -104,6 +137,13 @@ pub struct Syncer {
     pub allow_empty_source: bool,
     /// Entries skipped in the tree as last seen (path → reason).
     pub skipped: Mutex<BTreeMap<String, String>>,
+    /// Set on SIGTERM or SIGINT: the running pass stops at the next file.
+    pub stop: Stop,
+    /// How long transfers in flight may go on after a stop request before
+    /// they are dropped (`--stop-grace`, 20 s: well within systemd's
+    /// `TimeoutStopSec=60s`). A dropped multipart upload is resumed by the
+    /// next run; a dropped single PUT is sent again.
+    pub stop_grace: Duration,
 }
 
 /// Files and bytes a running pass still has to bring to the bucket: set
@@ -329,10 +369,15 @@ impl Syncer {
         let renames = &renames;
         let remote_ref = remote.as_ref();
         let (sum_r, save_r, bar_r) = (&sum, &last_save, &bar);
-        futures::stream::iter(jobs)
+        let work = futures::stream::iter(jobs)
             .map(move |job| async move {
                 let rel = job.rel.clone();
                 let bytes = job_bytes(&job);
+                if self.stop.requested() {
+                    // Stopping: no further file is started.
+                    self.pending.done(bytes);
+                    return;
+                }
                 let r = self.apply(job, renames, remote_ref).await;
                 self.pending.done(bytes);
                 bar_r.inc(1);
@@ -394,10 +439,32 @@ impl Syncer {
                 }
             })
             .buffer_unordered(self.up.jobs)
-            .collect::<()>()
-            .await;
+            .collect::<()>();
+        let cut_short = tokio::select! {
+            () = work => false,
+            () = async {
+                self.stop.wait().await;
+                tokio::time::sleep(self.stop_grace).await;
+            } => true,
+        };
+        if cut_short {
+            tracing::warn!(
+                grace = ?self.stop_grace,
+                "stopping: transfers still in flight dropped (multipart uploads resume on \
+                 the next run)"
+            );
+        }
         bar.finish_and_clear();
+        self.pending.set(0, 0);
         let mut sum = sum.into_inner().unwrap_or_else(|p| p.into_inner());
+        let interrupted = self.stop.requested();
+        if interrupted {
+            sum.interrupted = true;
+            tracing::info!(
+                "stopping: the rest of this pass (files not started, deletes) is left to the next run"
+            );
+            return self.finish_pass(sum, full, root, req0, t0);
+        }
 
         // Deletes: removed entries, and (full) remote keys with no local
         // entry; never a key this pass wrote, nor one in a subtree that could
@@ -457,10 +524,22 @@ impl Syncer {
         }
 
         self.write_dirs_manifest(&mut sum).await;
+        self.finish_pass(sum, full, root, req0, t0)
+    }
 
+    /// Adds a pass to the totals and saves the state.
+    fn finish_pass(
+        &self,
+        mut sum: Summary,
+        full: bool,
+        root: scan::SourceRoot,
+        req0: u64,
+        t0: Instant,
+    ) -> Result<Summary> {
         {
             let mut st = self.store.lock();
-            if full && sum.failed == 0 {
+            let complete = sum.failed == 0 && !sum.interrupted;
+            if full && complete {
                 st.reconciled = true;
             }
             st.totals.uploaded_bytes += sum.uploaded_bytes;
@@ -468,10 +547,10 @@ impl Syncer {
             st.totals.copied_objects += sum.copied + sum.metadata_updated;
             st.totals.deleted_objects += sum.deleted;
             st.totals.failed_files += sum.failed;
-            if sum.failed == 0 {
+            if complete {
                 st.totals.last_success_unix = Some(unix_now());
                 st.source_mount_root = Some(root.mount_root);
-            } else {
+            } else if sum.failed > 0 {
                 st.totals.failed_runs += 1;
             }
         }

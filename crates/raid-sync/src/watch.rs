@@ -76,7 +76,8 @@ pub trait Observer: Send + Sync {
     fn pass_done(&self, result: &Result<Summary>);
 }
 
-/// Runs until SIGINT or SIGTERM.
+/// Runs until a stop is requested ([`Syncer::stop`]: SIGINT or SIGTERM,
+/// which also make a running pass stop at the next file).
 pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observer) -> Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watched = source_id(&syncer);
@@ -87,8 +88,6 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
     // Waiting for an unmounted source (warned once).
     let mut waiting = false;
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::io("installing signal handler", "SIGTERM", e))?;
     let mut pending: BTreeSet<String> = BTreeSet::new();
     let mut rescan = true;
     let start = Instant::now();
@@ -207,8 +206,7 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                     }
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            () = syncer.stop.wait() => break,
         }
     }
     tracing::info!("stopping; saving state");

@@ -377,3 +377,167 @@ async fn a_file_that_never_settles_becomes_a_failure_after_five_passes() {
         std::fs::read(root.join("busy.db")).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_long_pass_at_the_next_file_and_saves_the_state() {
+    let m = moto();
+    let b = bucket_name("sigterm");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path().to_path_buf();
+    let st = state.path().join("s.json");
+    const FILES: u64 = 40;
+    for i in 0..FILES {
+        write(&root, &format!("f{i:02}.bin"), &pattern(100_000, i as u32));
+    }
+    // About 40 s of transfers at 100 KB/s, two files at a time.
+    let mut k = cmd(&m.endpoint, &b);
+    k.args([
+        "--create-bucket",
+        "--bwlimit",
+        "100K",
+        "--jobs",
+        "2",
+        "--state",
+    ])
+    .arg(&st)
+    .arg(&root)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut d = Daemon(k.spawn().unwrap());
+    wait_for("the first file in the bucket", WAIT, || async {
+        // The bucket itself is created by the daemon.
+        c.list_objects_v2().bucket(&b).send().await.is_ok_and(|o| {
+            o.contents()
+                .iter()
+                .any(|o| o.key().is_some_and(|k| k.ends_with(".bin")))
+        })
+    })
+    .await;
+
+    let pid = d.0.id();
+    let t0 = std::time::Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (status, stderr_text) = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let status = d.0.wait().unwrap();
+        let mut s = String::new();
+        d.0.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+        (status, s)
+    })
+    .await
+    .unwrap();
+    let took = t0.elapsed();
+    assert!(status.success(), "exit {status:?}: {stderr_text}");
+    assert!(
+        took < Duration::from_secs(10),
+        "stopped after {took:?}, not at the next file: {stderr_text}"
+    );
+
+    // The state is whole and records what was sent.
+    let s = state_json(&st);
+    assert_eq!(s["format"], 1, "{s}");
+    let done = s["entries"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.ends_with(".bin"))
+        .count() as u64;
+    assert!(
+        (1..FILES).contains(&done),
+        "{done} files recorded: {stderr_text}"
+    );
+
+    // A later run finishes the job, sending only the rest.
+    let o = once(&m.endpoint, &b, &st, &root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["uploaded"].as_u64(), Some(FILES - done), "{j}");
+    for i in 0..FILES {
+        assert_eq!(
+            get(&c, &b, &format!("f{i:02}.bin")).await,
+            pattern(100_000, i as u32)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_outlasting_the_stop_grace_is_dropped_and_resumed_later() {
+    let m = moto();
+    let b = bucket_name("stop-grace");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path().to_path_buf();
+    let st = state.path().join("s.json");
+    let big = pattern(3 << 20, 9);
+    write(&root, "big.bin", &big);
+    // Three 1 MiB parts at 256 KiB/s: about 12 s, far beyond the grace.
+    let mut k = cmd(&m.endpoint, &b);
+    k.args([
+        "--create-bucket",
+        "--multipart-threshold",
+        "1MiB",
+        "--part-size",
+        "1MiB",
+        "--bwlimit",
+        "256K",
+        "--stop-grace",
+        "1s",
+        "--state",
+    ])
+    .arg(&st)
+    .arg(&root)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut d = Daemon(k.spawn().unwrap());
+    wait_for("the multipart upload recorded", WAIT, || async {
+        std::fs::read(&st)
+            .ok()
+            .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+            .is_some_and(|s| s["uploads"]["big.bin"].is_object())
+    })
+    .await;
+
+    let pid = d.0.id();
+    let t0 = std::time::Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (status, stderr_text) = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let status = d.0.wait().unwrap();
+        let mut s = String::new();
+        d.0.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+        (status, s)
+    })
+    .await
+    .unwrap();
+    let took = t0.elapsed();
+    assert!(status.success(), "exit {status:?}: {stderr_text}");
+    assert!(
+        took < Duration::from_secs(6),
+        "stopped after {took:?}: {stderr_text}"
+    );
+    assert!(
+        stderr_text.contains("transfers still in flight dropped"),
+        "{stderr_text}"
+    );
+    let s = state_json(&st);
+    assert!(s["entries"].get("big.bin").is_none(), "not done: {s}");
+    assert!(s["uploads"]["big.bin"].is_object(), "resumable: {s}");
+
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(ONCE_SMALL_PARTS).arg("--state").arg(&st).arg(&root);
+    let o = run(k);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["uploaded"], 1, "{}", json(&o));
+    assert_eq!(get(&c, &b, "big.bin").await, big);
+}

@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use raid_sync::crypt::Key;
 use raid_sync::keys::KeyPrefix;
 use raid_sync::keysource::{self, KeySource};
-use raid_sync::reconcile::{Pending, Summary, Syncer, unix_now};
+use raid_sync::reconcile::{Pending, Stop, Summary, Syncer, unix_now};
 use raid_sync::record::{RecordWriter, SyncState};
 use raid_sync::s3::{Bucket, Connection};
 use raid_sync::state::{State, StateStore};
@@ -219,6 +219,10 @@ struct SyncArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// On SIGTERM/SIGINT no further file is started; transfers in flight may
+    /// go on this long before they are dropped (multipart uploads resume).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    stop_grace: Duration,
     /// Let a pass over an empty SOURCE delete everything the mirror holds
     /// (refused otherwise: an unmounted array looks empty).
     #[arg(long)]
@@ -292,14 +296,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(cli)) {
+    let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             // Once, on stderr, where the log goes too.
             eprintln!("raidfs-sync: error: {e:#}");
             ExitCode::from(2)
         }
-    }
+    };
+    // A read of a big file abandoned by a stop may still run on a blocking
+    // thread: it is not waited for (the state is saved already).
+    rt.shutdown_timeout(Duration::from_millis(500));
+    code
 }
 
 async fn connect(c: &Common) -> Result<(Arc<Bucket>, KeyPrefix)> {
@@ -539,6 +547,21 @@ impl Drop for RecordGuard {
     }
 }
 
+/// Requests a stop on the first SIGTERM or SIGINT.
+fn stop_on_signals(stop: Stop) -> Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    Ok(tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!("{name}: stopping after the files in flight; saving state");
+        stop.request();
+    }))
+}
+
 /// Stops a background task when its owner ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -724,7 +747,11 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         pending: Arc::new(Pending::default()),
         allow_empty_source: args.allow_empty_source,
         skipped: Default::default(),
+        stop: Stop::default(),
+        stop_grace: args.stop_grace,
     });
+    // SIGTERM (systemd) or SIGINT: a running pass stops at the next file.
+    let _signals = AbortOnDrop(stop_on_signals(syncer.stop.clone())?);
     let last_success = store.lock().totals.last_success_unix;
     let record = Arc::new(RecordWriter::start(
         &raid_sync::record::run_dir(),
@@ -761,6 +788,17 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         let result = syncer.pass(&[String::new()], args.full).await;
         watch::Observer::pass_done(&hooks, &result);
         let sum = result?;
+        if sum.interrupted {
+            if common.json {
+                println!("{}", serde_json::to_string(&sum)?);
+            }
+            eprintln!(
+                "raidfs-sync: stopped by a signal before the pass was done ({} uploaded); \
+                 the state is saved: run again to finish",
+                sum.uploaded
+            );
+            return Ok(ExitCode::from(1));
+        }
         if common.json {
             println!("{}", serde_json::to_string(&sum)?);
         } else {
