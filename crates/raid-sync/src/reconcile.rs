@@ -320,12 +320,20 @@ impl Syncer {
                             empty_dir,
                         });
                     }
-                    _ => jobs.push(Job {
-                        rel: rel.clone(),
-                        now: now.clone(),
-                        old: old.filter(|o| o.kind == now.kind).cloned(),
-                        empty_dir,
-                    }),
+                    _ => {
+                        // On a full reconcile, an old entry whose object is
+                        // gone says nothing of the bucket: the file is sent
+                        // even if its content is the recorded one.
+                        let in_bucket = remote.as_ref().is_none_or(|r| {
+                            now.kind == Kind::Dir || r.contains_key(&self.key_of(rel, now.kind))
+                        });
+                        jobs.push(Job {
+                            rel: rel.clone(),
+                            now: now.clone(),
+                            old: old.filter(|o| o.kind == now.kind && in_bucket).cloned(),
+                            empty_dir,
+                        })
+                    }
                 }
             }
             let mut removed: Vec<(String, Entry)> = st
