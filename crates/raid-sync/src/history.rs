@@ -1,8 +1,7 @@
 //! Reading history from S3 Versioning: every version and delete marker under
 //! a prefix (ListObjectVersions), and the tree as it was at a given time.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -19,11 +18,6 @@ pub struct Version {
     pub size: u64,
     pub is_latest: bool,
     pub delete_marker: bool,
-    /// Position in the server's listing, where the server put versions and
-    /// delete markers in one sequence (S3 does: per key, newest first): it
-    /// orders entries whose times tie. `None` when it could not be read.
-    #[serde(skip)]
-    pub listed: Option<u64>,
 }
 
 impl Version {
@@ -40,113 +34,14 @@ fn ns(dt: Option<&aws_sdk_s3::primitives::DateTime>) -> i128 {
         .unwrap_or(0)
 }
 
-/// Keeps the raw body of a response: the SDK splits ListObjectVersions into
-/// a list of versions and a list of delete markers, losing the order in
-/// which the server listed them together.
-#[derive(Debug, Clone, Default)]
-struct RawBody(Arc<Mutex<Option<bytes::Bytes>>>);
-
-impl aws_sdk_s3::config::Intercept for RawBody {
-    fn name(&self) -> &'static str {
-        "raidfs-sync listing order"
-    }
-
-    fn read_after_deserialization(
-        &self,
-        context: &aws_sdk_s3::config::interceptors::AfterDeserializationInterceptorContextRef<'_>,
-        _components: &aws_sdk_s3::config::RuntimeComponents,
-        _cfg: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
-        let body = context
-            .response()
-            .body()
-            .bytes()
-            .map(bytes::Bytes::copy_from_slice);
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = body;
-        Ok(())
-    }
-}
-
-/// The `(key, version id)` of each `<Version>` and `<DeleteMarker>` of a
-/// ListObjectVersions response, in document order.
-fn listing_order(xml: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = xml;
-    loop {
-        let v = rest.find("<Version>").map(|i| (i, "</Version>"));
-        let d = rest.find("<DeleteMarker>").map(|i| (i, "</DeleteMarker>"));
-        let Some((start, close)) = (match (v, d) {
-            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
-            (a, b) => a.or(b),
-        }) else {
-            break;
-        };
-        let Some(len) = rest[start..].find(close) else {
-            break;
-        };
-        let elem = &rest[start..start + len];
-        if let (Some(k), Some(id)) = (xml_field(elem, "Key"), xml_field(elem, "VersionId")) {
-            out.push((k, id));
-        }
-        rest = &rest[start + len + close.len()..];
-    }
-    out
-}
-
-/// The text of `<name>…</name>` in `elem`, with XML escapes undone.
-fn xml_field(elem: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = elem.find(&open)? + open.len();
-    let len = elem[start..].find(&format!("</{name}>"))?;
-    Some(xml_unescape(&elem[start..start + len]))
-}
-
-fn xml_unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('&') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        let Some(end) = rest.find(';') else { break };
-        let ent = &rest[1..end];
-        let c = match ent {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            _ => ent
-                .strip_prefix("#x")
-                .and_then(|h| u32::from_str_radix(h, 16).ok())
-                .or_else(|| ent.strip_prefix('#').and_then(|d| d.parse().ok()))
-                .and_then(char::from_u32),
-        };
-        match c {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[end + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Every version and delete marker whose key starts with `prefix`, in
 /// listing order (per key: newest first).
 pub async fn list_versions(bucket: &Bucket, prefix: &str) -> Result<Vec<Version>> {
     let mut out = Vec::new();
     let mut key_marker: Option<String> = None;
     let mut vid_marker: Option<String> = None;
-    // Position of each entry in the server's listing, over all pages.
-    let mut seq: u64 = 0;
     loop {
         bucket.count();
-        let raw = RawBody::default();
         let r = bucket
             .client
             .list_object_versions()
@@ -154,38 +49,12 @@ pub async fn list_versions(bucket: &Bucket, prefix: &str) -> Result<Vec<Version>
             .prefix(prefix)
             .set_key_marker(key_marker.take())
             .set_version_id_marker(vid_marker.take())
-            .customize()
-            .interceptor(raw.clone())
             .send()
             .await
             .map_err(|e| Error::s3("ListObjectVersions", prefix, e))?;
-        let body = raw.0.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let order: HashMap<(String, String), u64> = body
-            .as_deref()
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .map(listing_order)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|kv| {
-                seq += 1;
-                (kv, seq)
-            })
-            .collect();
-        tracing::debug!(
-            versions = r.versions().len(),
-            delete_markers = r.delete_markers().len(),
-            in_listing_order = order.len(),
-            "ListObjectVersions page"
-        );
-        let listed = |k: &str, id: Option<&str>| {
-            order
-                .get(&(k.to_string(), id.unwrap_or("null").to_string()))
-                .copied()
-        };
         for v in r.versions() {
             if let Some(k) = v.key() {
                 out.push(Version {
-                    listed: listed(k, v.version_id()),
                     key: k.to_string(),
                     version_id: v.version_id().map(str::to_string),
                     last_modified_ns: ns(v.last_modified()),
@@ -198,7 +67,6 @@ pub async fn list_versions(bucket: &Bucket, prefix: &str) -> Result<Vec<Version>
         for d in r.delete_markers() {
             if let Some(k) = d.key() {
                 out.push(Version {
-                    listed: listed(k, d.version_id()),
                     key: k.to_string(),
                     version_id: d.version_id().map(str::to_string),
                     last_modified_ns: ns(d.last_modified()),
@@ -217,33 +85,7 @@ pub async fn list_versions(bucket: &Bucket, prefix: &str) -> Result<Vec<Version>
             break;
         }
     }
-    check_listing_order(&mut out);
     Ok(out)
-}
-
-/// Drops the listing positions if they contradict the times: a server that
-/// lists all versions before all delete markers (moto does) gives no order
-/// between the two, and is found out by a key whose older entry it lists
-/// first.
-fn check_listing_order(versions: &mut [Version]) {
-    let mut by_key: HashMap<&str, Vec<(u64, i128)>> = HashMap::new();
-    for v in versions.iter() {
-        if let Some(l) = v.listed {
-            by_key
-                .entry(v.key.as_str())
-                .or_default()
-                .push((l, v.last_modified_ns));
-        }
-    }
-    let consistent = by_key.into_values().all(|mut l| {
-        l.sort_unstable();
-        l.windows(2).all(|w| w[0].1 >= w[1].1)
-    });
-    if !consistent {
-        for v in versions.iter_mut() {
-            v.listed = None;
-        }
-    }
 }
 
 /// The objects that existed at `at_ns` (or now, for `None`): for each key
@@ -270,22 +112,16 @@ pub fn as_of(versions: Vec<Version>, at_ns: Option<i128>) -> BTreeMap<String, Ve
 }
 
 /// Whether `a` is a later state of its key than `b`. Times come to the
-/// second (moto) or millisecond, so a delete and a re-creation can tie; then
-/// the server's order decides: the current version (`IsLatest`) is the
-/// newest of all, and otherwise the entry listed first is the newer (S3
-/// lists a key's versions and delete markers together, newest first). Only
-/// without either does a delete marker win, "absent" being the safer guess.
+/// second (moto) or millisecond, so a delete and a re-creation can tie:
+/// then the current version (`IsLatest`) is the newest of all, and
+/// otherwise a delete marker wins, "absent" being the safer guess (the SDK
+/// gives versions and delete markers as two lists, without their order).
 fn newer(a: &Version, b: &Version) -> bool {
     if a.last_modified_ns != b.last_modified_ns {
         return a.last_modified_ns > b.last_modified_ns;
     }
     if a.is_latest != b.is_latest {
         return a.is_latest;
-    }
-    if let (Some(x), Some(y)) = (a.listed, b.listed)
-        && x != y
-    {
-        return x < y;
     }
     a.delete_marker && !b.delete_marker
 }
@@ -336,70 +172,19 @@ mod tests {
             size: 1,
             is_latest: latest,
             delete_marker: dm,
-            listed: None,
         }
     }
 
-    fn listed(mut v: Version, at: u64) -> Version {
-        v.listed = Some(at);
-        v
-    }
-
     #[test]
-    fn a_re_creation_in_the_same_second_as_its_delete_is_ordered_by_the_server() {
+    fn a_re_creation_in_the_same_second_as_its_delete_is_the_current_version() {
         // Deleted and re-created within the second: the current version wins.
         let all = vec![v("a", 10, false, true), v("a", 10, true, false)];
         assert!(as_of(all.clone(), Some(10)).contains_key("a"));
         assert!(as_of(all, None).contains_key("a"));
-        // Neither is current (changed again later): the listing order says.
+        // Neither is current (changed again later): absent is the safer answer.
         let later = v("a", 20, true, false);
-        let recreated = vec![
-            listed(later.clone(), 1),
-            listed(v("a", 10, false, false), 2),
-            listed(v("a", 10, false, true), 3),
-        ];
-        assert!(as_of(recreated, Some(15)).contains_key("a"));
-        let deleted = vec![
-            listed(later.clone(), 1),
-            listed(v("a", 10, false, true), 2),
-            listed(v("a", 10, false, false), 3),
-        ];
-        assert!(!as_of(deleted, Some(15)).contains_key("a"));
-        // No order known: absent is the safer answer.
-        let unknown = vec![later, v("a", 10, false, false), v("a", 10, false, true)];
-        assert!(!as_of(unknown, Some(15)).contains_key("a"));
-    }
-
-    #[test]
-    fn a_listing_order_that_contradicts_the_times_is_not_used() {
-        // All versions, then all delete markers: the newer marker comes last.
-        let mut l = vec![
-            listed(v("a", 10, false, false), 1),
-            listed(v("a", 20, true, true), 2),
-        ];
-        check_listing_order(&mut l);
-        assert!(l.iter().all(|v| v.listed.is_none()));
-        let mut l = vec![
-            listed(v("a", 20, true, true), 1),
-            listed(v("a", 10, false, false), 2),
-            listed(v("b", 5, true, false), 3),
-        ];
-        check_listing_order(&mut l);
-        assert!(l.iter().all(|v| v.listed.is_some()));
-    }
-
-    #[test]
-    fn the_listing_order_is_read_from_the_xml() {
-        let xml = "<ListVersionsResult><Name>b</Name>\
-            <Version><Key>a&amp;b</Key><VersionId>v2</VersionId><IsLatest>true</IsLatest></Version>\
-            <DeleteMarker><Key>a&amp;b</Key><VersionId>d1</VersionId></DeleteMarker>\
-            <Version><Key>c&#x20;&lt;d&gt;</Key><VersionId>null</VersionId></Version>\
-            </ListVersionsResult>";
-        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
-        assert_eq!(
-            listing_order(xml),
-            [s("a&b", "v2"), s("a&b", "d1"), s("c <d>", "null")]
-        );
+        let tied = vec![later, v("a", 10, false, false), v("a", 10, false, true)];
+        assert!(!as_of(tied, Some(15)).contains_key("a"));
     }
 
     #[test]
