@@ -63,6 +63,10 @@ pub struct RestoreSummary {
     /// Items not restored because a path above them is restored as a file
     /// or symlink (so they would have to be written through it), with why.
     pub refused: Vec<String>,
+    /// Keys not restored because their version is archived (GLACIER or
+    /// DEEP_ARCHIVE, e.g. moved by `lifecycle --glacier-after`): S3 serves
+    /// them only after a restore from the archive.
+    pub archived: Vec<String>,
 }
 
 /// Restores the tree under `prefix` as of `opts.at_ns` into `opts.target`.
@@ -283,6 +287,7 @@ pub async fn restore(
                 sum.files += 1;
                 sum.bytes += bytes;
             }
+            Fetched::Archived { key } => sum.archived.push(key),
             Fetched::Symlink {
                 rel,
                 target,
@@ -332,6 +337,10 @@ enum Fetched {
     File {
         bytes: u64,
     },
+    /// Archived: left out, the rest goes on.
+    Archived {
+        key: String,
+    },
     Symlink {
         rel: String,
         target: String,
@@ -367,8 +376,16 @@ async fn restore_one(
         .key(&v.key)
         .set_version_id(v.version_id.clone())
         .send()
-        .await
-        .map_err(|e| Error::s3("GetObject", &v.key, e))?;
+        .await;
+    let out = match out {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_invalid_object_state()) =>
+        {
+            return Ok(Fetched::Archived { key: v.key.clone() });
+        }
+        r => r.map_err(|e| Error::s3("GetObject", &v.key, e))?,
+    };
     let fallback = (v.last_modified_ns / 1_000_000_000) as i64;
     let meta = ObjectMeta::from_map(out.metadata(), false, fallback);
     let has_owner = ObjectMeta::has_owner(out.metadata());

@@ -454,6 +454,51 @@ async fn restore_refuses_keys_that_escape_the_target() {
     );
 }
 
+/// A version archived to Glacier (a lifecycle rule moved it) cannot be read
+/// until it is restored from the archive: the restore leaves it out, names
+/// it, restores everything else and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_names_archived_objects_and_restores_the_rest() {
+    let m = moto();
+    let b = bucket_name("archived");
+    let c = client(&m.endpoint);
+    c.create_bucket().bucket(&b).send().await.unwrap();
+    for (key, class) in [
+        ("warm.txt", aws_sdk_s3::types::StorageClass::Standard),
+        ("cold.txt", aws_sdk_s3::types::StorageClass::Glacier),
+        ("d/colder.txt", aws_sdk_s3::types::StorageClass::DeepArchive),
+    ] {
+        c.put_object()
+            .bucket(&b)
+            .key(key)
+            .storage_class(class)
+            .body(b"x".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("t");
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["--json", "restore"]).arg(&target);
+    let o = run(k);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("archived") && err.contains("cold.txt"),
+        "{err}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        j["archived"],
+        serde_json::json!(["cold.txt", "d/colder.txt"]),
+        "{j}"
+    );
+    assert_eq!(j["files"], 1, "{j}");
+    assert_eq!(std::fs::read(target.join("warm.txt")).unwrap(), b"x");
+    assert!(!target.join("cold.txt").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_made_while_the_server_is_down_arrive_when_it_is_back() {
     let m = moto();

@@ -355,9 +355,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 jobs,
                 progress: true,
             };
-            let sum = restore::restore(bucket, &prefix, &opts).await?;
+            let mut sum = restore::restore(bucket, &prefix, &opts).await?;
             for r in &sum.refused {
                 eprintln!("raidfs-sync: refused: {r}");
+            }
+            sum.archived.sort();
+            for k in &sum.archived {
+                eprintln!(
+                    "raidfs-sync: archived (restore it from Glacier first, then run this again): {k}"
+                );
             }
             if common.json {
                 println!("{}", serde_json::to_string(&sum)?);
@@ -372,7 +378,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     sum.seconds
                 );
             }
-            Ok(if sum.refused.is_empty() {
+            Ok(if sum.refused.is_empty() && sum.archived.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
