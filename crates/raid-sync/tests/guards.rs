@@ -13,30 +13,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// A `--once --json` pass with a given state file.
-fn once(
-    endpoint: &str,
-    bucket: &str,
-    st: &Path,
-    root: &Path,
-    extra: &[&str],
-) -> std::process::Output {
-    let mut k = cmd(endpoint, bucket);
-    k.args(["--once", "--json", "--create-bucket", "--state"])
-        .arg(st)
-        .args(extra)
-        .arg(root);
-    run(k)
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn state_json(st: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(st).unwrap()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_source_is_refused_unless_allowed() {
     let m = moto();

@@ -14,30 +14,6 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(40);
 
-/// A `--once --json` pass with a given state file.
-fn once(
-    endpoint: &str,
-    bucket: &str,
-    st: &Path,
-    root: &Path,
-    extra: &[&str],
-) -> std::process::Output {
-    let mut k = cmd(endpoint, bucket);
-    k.args(["--once", "--json", "--create-bucket", "--state"])
-        .arg(st)
-        .args(extra)
-        .arg(root);
-    run(k)
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn state_json(st: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(st).unwrap()).unwrap()
-}
-
 /// Leaves in the state what a same-size rewrite landing in the same
 /// timestamp tick as the read leaves: the entry of `rel` gets the file's
 /// current stat while keeping the CRC of the content read before; `racy`
@@ -421,7 +397,7 @@ async fn sigterm_stops_a_long_pass_at_the_next_file_and_saves_the_state() {
     .arg(&root)
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
-    let mut d = Daemon(k.spawn().unwrap());
+    let d = Daemon(k.spawn().unwrap());
     wait_for("the first file in the bucket", WAIT, || async {
         // The bucket itself is created by the daemon.
         c.list_objects_v2().bucket(&b).send().await.is_ok_and(|o| {
@@ -432,23 +408,7 @@ async fn sigterm_stops_a_long_pass_at_the_next_file_and_saves_the_state() {
     })
     .await;
 
-    let pid = d.0.id();
-    let t0 = std::time::Instant::now();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let (status, stderr_text) = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let status = d.0.wait().unwrap();
-        let mut s = String::new();
-        d.0.stderr.take().unwrap().read_to_string(&mut s).unwrap();
-        (status, s)
-    })
-    .await
-    .unwrap();
-    let took = t0.elapsed();
+    let (status, stderr_text, took) = terminate(d).await;
     assert!(status.success(), "exit {status:?}: {stderr_text}");
     assert!(
         took < Duration::from_secs(10),
@@ -511,7 +471,7 @@ async fn a_transfer_outlasting_the_stop_grace_is_dropped_and_resumed_later() {
     .arg(&root)
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
-    let mut d = Daemon(k.spawn().unwrap());
+    let d = Daemon(k.spawn().unwrap());
     wait_for("the multipart upload recorded", WAIT, || async {
         std::fs::read(&st)
             .ok()
@@ -520,23 +480,7 @@ async fn a_transfer_outlasting_the_stop_grace_is_dropped_and_resumed_later() {
     })
     .await;
 
-    let pid = d.0.id();
-    let t0 = std::time::Instant::now();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let (status, stderr_text) = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let status = d.0.wait().unwrap();
-        let mut s = String::new();
-        d.0.stderr.take().unwrap().read_to_string(&mut s).unwrap();
-        (status, s)
-    })
-    .await
-    .unwrap();
-    let took = t0.elapsed();
+    let (status, stderr_text, took) = terminate(d).await;
     assert!(status.success(), "exit {status:?}: {stderr_text}");
     assert!(
         took < Duration::from_secs(6),
@@ -556,4 +500,24 @@ async fn a_transfer_outlasting_the_stop_grace_is_dropped_and_resumed_later() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json(&o)["uploaded"], 1, "{}", json(&o));
     assert_eq!(get(&c, &b, "big.bin").await, big);
+}
+
+/// SIGTERM to the daemon; its exit status, its stderr and how long it took
+/// to exit.
+async fn terminate(mut d: Daemon) -> (std::process::ExitStatus, String, Duration) {
+    let t0 = std::time::Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &d.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let status = d.0.wait().unwrap();
+        let mut s = String::new();
+        d.0.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+        (status, s, t0.elapsed())
+    })
+    .await
+    .unwrap()
 }

@@ -167,6 +167,26 @@ pub fn run(mut c: Command) -> Output {
 }
 
 /// Parses the JSON summary a `--json` run printed.
+/// A `--once --json` pass with a given state file.
+pub fn once(endpoint: &str, bucket: &str, st: &Path, root: &Path, extra: &[&str]) -> Output {
+    let mut k = cmd(endpoint, bucket);
+    k.args(["--once", "--json", "--create-bucket", "--state"])
+        .arg(st)
+        .args(extra)
+        .arg(root);
+    run(k)
+}
+
+/// A command's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The state file at `st`, parsed.
+pub fn state_json(st: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(st).unwrap()).unwrap()
+}
+
 pub fn json(o: &Output) -> serde_json::Value {
     let s = String::from_utf8_lossy(&o.stdout);
     serde_json::from_str(s.trim()).unwrap_or_else(|e| {
