@@ -472,12 +472,20 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
     // the superblocks still list it in service (the array stopped before
     // recording the failure): it lacks changes, so it is failed now, before
     // anything is checked or written, and can be re-added.
-    let intent = crate::intent::load(&members);
+    let mut intent = crate::intent::load(&members);
     let in_service = |i: usize| i < n && members[i].is_some() && states[i] == SlotState::Active;
-    for i in intent.left_unrecorded(in_service) {
+    let left = intent.left_unrecorded(in_service);
+    for &i in &left {
         tracing::warn!(slot = i, "{}", crate::intent::LEFT_UNRECORDED);
         states[i] = SlotState::Failed;
         members[i] = None;
+    }
+    if !left.is_empty() {
+        // The regions are those of the members in service: the one that
+        // left still lists what was being written when it went, long since
+        // settled on the others, and a degraded resync of those stripes
+        // would make their chunks on it unreadable for nothing.
+        intent = crate::intent::load(&members);
     }
     let left_in_sync: Vec<usize> = missing
         .iter()
