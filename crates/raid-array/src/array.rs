@@ -210,6 +210,11 @@ struct Inner {
     rebuild_status: Mutex<Option<RebuildStatus>>,
     /// Close (or drop) asked the worker to stop; nothing new starts.
     stopping: AtomicBool,
+    /// Assembly has resynced the stripes an unclean stop left dirty, so a
+    /// rebuild may start: before that, a rebuild would take a torn
+    /// stripe's stale parity for the truth and write its guess to the
+    /// new member with a valid checksum.
+    serving: AtomicBool,
     /// Options of the rebuilds the engine starts itself (spare takeover, resume).
     auto_rebuild: RebuildOptions,
     last_scrub: Mutex<Option<ScrubSummary>>,
@@ -406,6 +411,7 @@ impl Array {
             worker: Mutex::new(worker::Worker::default()),
             rebuild_status: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
             auto_rebuild: RebuildOptions {
                 resume: false,
                 ..opts.rebuild
@@ -426,6 +432,18 @@ impl Array {
             if !a.was_clean {
                 array.sweep_shards();
             }
+            // After an unclean stop the write-intent log names the stripes
+            // whose redundancy may disagree with their data: bring exactly
+            // those back in line before anything else writes or rebuilds
+            // (cheap when the log is empty).
+            let r = array.resync()?;
+            if r.unrecoverable > 0 {
+                tracing::warn!(
+                    blocks = r.unrecoverable,
+                    "blocks left unreadable by the unclean shutdown (they read as I/O errors)"
+                );
+            }
+            array.inner.serving.store(true, Ordering::SeqCst);
             // A rebuild left in state rebuilding resumes; a failed slot
             // with a spare at hand is taken over.
             worker::kick(&array.inner);
@@ -1613,8 +1631,11 @@ fn spawn_health_listener(inner: Weak<Inner>, rx: std::sync::mpsc::Receiver<Healt
                     if let Err(e) = i.data.settle(Duration::ZERO) {
                         tracing::warn!(error = %e, "cannot sync dirty files after a member failure");
                     }
-                    // A hot spare takes over.
-                    worker::kick(&i);
+                    // A hot spare takes over, once assembly has resynced
+                    // (it kicks the worker itself then).
+                    if i.serving.load(Ordering::SeqCst) {
+                        worker::kick(&i);
+                    }
                 }
                 HealthEvent::StateChanged { .. } => {
                     if let Err(e) = i.record_once() {

@@ -67,31 +67,9 @@ pub fn assemble(req: &MountRequest) -> Result<Array> {
     opts.atime = req.options.atime;
     opts.read_ahead_budget = req.options.cache_bytes;
     opts.lock_wait = std::time::Duration::from_secs(req.options.lock_wait_secs);
+    // Assembly also resyncs the stripes an unclean shutdown left dirty,
+    // before it serves or rebuilds anything.
     let array = Array::assemble(&opts).context("cannot assemble the array")?;
-    if !req.options.read_only {
-        // After an unclean shutdown the write-intent log names the stripes
-        // whose parity may disagree with their data; bring exactly those
-        // back in line before serving (cheap when the log is empty).
-        let r = array
-            .resync()
-            .context("resync of the stripes left dirty by an unclean shutdown")?;
-        if r.regions > 0 {
-            info!(
-                regions = r.regions,
-                stripes = r.stripes,
-                parity_fixed = r.redundancy_fixed,
-                repaired = r.repaired,
-                unrecoverable = r.unrecoverable,
-                "resynced stripes left dirty by an unclean shutdown"
-            );
-        }
-        if r.unrecoverable > 0 {
-            warn!(
-                blocks = r.unrecoverable,
-                "blocks left unreadable by the unclean shutdown (they read as I/O errors)"
-            );
-        }
-    }
     Ok(array)
 }
 
