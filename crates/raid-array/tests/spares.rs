@@ -461,6 +461,98 @@ fn the_last_scrub_survives_reassembly() {
     a.close().unwrap();
 }
 
+/// Asks to stop once `.1` bytes are done.
+struct StopAfterBytes(std::sync::atomic::AtomicU64, u64);
+
+impl raid_array::ops::Progress for StopAfterBytes {
+    fn update(&self, done: u64, _total: u64) {
+        self.0.store(done, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn should_stop(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) >= self.1
+    }
+}
+
+/// Three files of 256 KiB, one bit flipped in the first on member 0.
+fn three_files_one_rotten(dirs: &[PathBuf]) -> (Array, u64) {
+    let a = create(dirs, &[]);
+    let size = 256 * 1024;
+    for k in 0..3u64 {
+        let ino = a
+            .create_file(ROOT_INO, os(&format!("f{k}")), 0o644, 0, 0)
+            .unwrap()
+            .ino;
+        a.write(ino, 0, &pattern(k, size)).unwrap();
+        a.fsync(ino, false).unwrap();
+        a.release(ino).unwrap();
+        if k == 0 {
+            let shard = dirs[0].join(format!(".raidfs/data/{:02x}/{:016x}", ino & 0xff, ino));
+            let mut raw = std::fs::read(&shard).unwrap();
+            raw[5000] ^= 0x40;
+            std::fs::write(&shard, &raw).unwrap();
+        }
+    }
+    (a, size as u64)
+}
+
+/// A resumable check of `a`, stopped once it has passed the bad block of
+/// the first file; the options to run it again.
+fn stopped_check(a: &Array, size: u64) -> ScrubOptions {
+    let check = ScrubOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let first = a.scrub(check, &StopAfterBytes(0.into(), size + 1)).unwrap();
+    assert!(!first.complete && first.mismatches == 1, "{first:?}");
+    check
+}
+
+/// A scrub stopped after it found a bad block and resumed later reports
+/// what both parts found (the summary `status` shows speaks for the whole
+/// array), and counts the file it stopped inside once.
+#[test]
+fn a_resumed_scrub_reports_what_the_first_part_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let (a, size) = three_files_one_rotten(&dirs);
+    let check = stopped_check(&a, size);
+    a.close().unwrap();
+    let a = assemble(&dirs).unwrap();
+    let rest = a.scrub(check, &NoProgress).unwrap();
+    assert!(rest.complete, "{rest:?}");
+    assert_eq!((rest.files, rest.bytes, rest.mismatches), (3, 3 * size, 1));
+    let s = a.status().last_scrub.expect("scrub summary");
+    assert_eq!(
+        (s.files, s.mismatches, s.complete, s.repair),
+        (3, 1, true, false)
+    );
+    a.close().unwrap();
+}
+
+/// A check stopped after it found a bad block is not resumed by a repair:
+/// the repair starts over, so it visits and rewrites the block the check
+/// only counted, and a full check afterwards is clean.
+#[test]
+fn a_repair_does_not_resume_past_what_a_stopped_check_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let (a, size) = three_files_one_rotten(&dirs);
+    let check = stopped_check(&a, size);
+    let repair = ScrubOptions {
+        repair: true,
+        ..check
+    };
+    let rep = a.scrub(repair, &NoProgress).unwrap();
+    assert!(
+        rep.complete && rep.mismatches == 1 && rep.repaired >= 1,
+        "{rep:?}"
+    );
+    assert_eq!(rep.bytes, 3 * size);
+    let after = a.scrub(check, &NoProgress).unwrap();
+    assert!(after.complete && after.mismatches == 0, "{after:?}");
+    a.close().unwrap();
+}
+
 fn sample(spares: Vec<SpareSlot>) -> Superblock {
     Superblock {
         minor: superblock::MINOR,

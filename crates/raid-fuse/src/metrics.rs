@@ -476,6 +476,7 @@ mod tests {
             }),
             last_scrub: Some(ScrubSummary {
                 finished_unix: 1_600_000_000,
+                files: 3,
                 repair: true,
                 complete: true,
                 bytes: 1 << 20,

@@ -13,6 +13,9 @@ use super::{Checkpoint, Progress, Throttle, sorted};
 const OP: &str = "scrub";
 /// Where the last scrub's summary is kept on every writable member.
 pub const SUMMARY_PATH: &str = ".raidfs/ops/last-scrub";
+/// What an unfinished scrub found up to its checkpoint (the same record as
+/// the summary, not complete), so that a resumed run reports the whole.
+pub const TALLY_PATH: &str = ".raidfs/ops/scrub.tally";
 const SUMMARY_MAGIC: &[u8; 8] = b"RFSSCRUB";
 const SUMMARY_LEN: usize = 76;
 /// Stripes checked per hold of a file's write lock.
@@ -49,12 +52,13 @@ pub struct ScrubReport {
 }
 
 /// The outcome of the last scrub, kept on the members so that `raidfs
-/// status` still shows it after a remount.
+/// status` still shows it after a remount; also the tally of an unfinished
+/// one ([`TALLY_PATH`]).
 ///
 /// ```text
 ///  0 magic          8  "RFSSCRUB"
 ///  8 major          2  1
-/// 10 minor          2  0
+/// 10 minor          2  1
 /// 12 flags          4  bit 0 repair, bit 1 complete
 /// 16 finished_unix  8  seconds since the Unix epoch
 /// 24 bytes          8
@@ -62,12 +66,13 @@ pub struct ScrubReport {
 /// 40 redundancy_mismatches 8
 /// 48 repaired       8
 /// 56 unrecoverable  8
-/// 64 reserved       8  zero
+/// 64 files          8  files visited (minor 1; zero in minor 0)
 /// 72 crc            4  CRC32 of bytes 0..72
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScrubSummary {
     pub finished_unix: u64,
+    pub files: u64,
     pub repair: bool,
     pub complete: bool,
     pub bytes: u64,
@@ -87,6 +92,7 @@ impl ScrubSummary {
                 .unwrap_or(0),
             repair,
             complete: rep.complete,
+            files: rep.files,
             bytes: rep.bytes,
             mismatches: rep.mismatches,
             redundancy_mismatches: rep.redundancy_mismatches,
@@ -99,7 +105,7 @@ impl ScrubSummary {
         let mut b = Vec::with_capacity(SUMMARY_LEN);
         b.extend_from_slice(SUMMARY_MAGIC);
         b.extend_from_slice(&1u16.to_le_bytes());
-        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
         let flags = u32::from(self.repair) | (u32::from(self.complete) << 1);
         b.extend_from_slice(&flags.to_le_bytes());
         for v in [
@@ -109,7 +115,7 @@ impl ScrubSummary {
             self.redundancy_mismatches,
             self.repaired,
             self.unrecoverable,
-            0,
+            self.files,
         ] {
             b.extend_from_slice(&v.to_le_bytes());
         }
@@ -140,6 +146,7 @@ impl ScrubSummary {
             finished_unix: u64_at(16),
             repair: flags & 1 != 0,
             complete: flags & 2 != 0,
+            files: u64_at(64),
             bytes: u64_at(24),
             mismatches: u64_at(32),
             redundancy_mismatches: u64_at(40),
@@ -151,9 +158,13 @@ impl ScrubSummary {
     /// Save on every member given; failures are logged (a lost summary
     /// only hides history).
     pub fn save(&self, members: &[Arc<dyn Member>]) {
+        self.save_at(members, SUMMARY_PATH);
+    }
+
+    fn save_at(&self, members: &[Arc<dyn Member>], path: &str) {
         let bytes = self.encode();
         for m in members {
-            if let Err(e) = m.write_atomic(SUMMARY_PATH, &bytes) {
+            if let Err(e) = m.write_atomic(path, &bytes) {
                 tracing::warn!(member = %m.describe(), error = %e, "cannot save the scrub summary");
             }
         }
@@ -179,12 +190,11 @@ pub fn scrub(
     let files = sorted(files);
     let total: u64 = files.iter().map(|f| f.1).sum();
     let members: Vec<Arc<dyn Member>> = store.writable_members();
-    let start = if opts.resume {
-        Checkpoint::load(&members, OP)
+    let (start, mut rep) = if opts.resume {
+        resume_point(&members, opts.repair)
     } else {
-        None
+        (None, ScrubReport::default())
     };
-    let mut rep = ScrubReport::default();
     let mut done = start.map_or(0, |c| c.done);
     let mut throttle = Throttle::new(opts.throttle_bytes_per_sec);
     let mut last_save = std::time::Instant::now();
@@ -200,18 +210,15 @@ pub fn scrub(
                 first = c.stripe;
             }
         }
-        rep.files += 1;
+        if first == 0 {
+            // A file the last part stopped inside was counted then.
+            rep.files += 1;
+        }
         let stripes = layout.stripes_for(size);
         let mut s = first;
         while s < stripes {
             if progress.should_stop() {
-                Checkpoint {
-                    target: u32::MAX,
-                    ino,
-                    stripe: s,
-                    done,
-                }
-                .save(&members, OP);
+                save_point(&members, &rep, opts.repair, ino, s, done);
                 return Ok(rep);
             }
             let until = (s + STRIPES_PER_STEP).min(stripes);
@@ -243,19 +250,82 @@ pub fn scrub(
             s = until;
         }
         if last_save.elapsed() >= super::CHECKPOINT_EVERY {
-            Checkpoint {
-                target: u32::MAX,
-                ino: ino + 1,
-                stripe: 0,
-                done,
-            }
-            .save(&members, OP);
+            save_point(&members, &rep, opts.repair, ino + 1, 0, done);
             last_save = std::time::Instant::now();
         }
     }
     Checkpoint::clear(&members, OP)?;
+    for m in &members {
+        if let Err(e) = m.remove(TALLY_PATH)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(member = %m.describe(), error = %e, "cannot remove the scrub tally");
+        }
+    }
     rep.complete = true;
     Ok(rep)
+}
+
+/// Save where the scrub stands: its tally first, then the checkpoint that
+/// points past it (the tally's bytes equal the checkpoint's, which is how
+/// a resume knows the two belong together).
+fn save_point(
+    members: &[Arc<dyn Member>],
+    rep: &ScrubReport,
+    repair: bool,
+    ino: u64,
+    stripe: u64,
+    done: u64,
+) {
+    ScrubSummary::of(rep, repair).save_at(members, TALLY_PATH);
+    Checkpoint {
+        target: u32::MAX,
+        ino,
+        stripe,
+        done,
+    }
+    .save(members, OP);
+}
+
+/// Where a resumed scrub starts, and what the earlier part found. A run
+/// of the other kind (a check resumed as a repair, or the reverse) starts
+/// over: a repair must visit what the check only counted, and either
+/// summary must speak for the whole array. So does a checkpoint without
+/// its tally.
+fn resume_point(members: &[Arc<dyn Member>], repair: bool) -> (Option<Checkpoint>, ScrubReport) {
+    let Some(c) = Checkpoint::load(members, OP) else {
+        return (None, ScrubReport::default());
+    };
+    let tally = members
+        .iter()
+        .filter_map(|m| m.read_all(TALLY_PATH).ok())
+        .filter_map(|b| ScrubSummary::decode(&b))
+        .find(|t| !t.complete && t.bytes == c.done);
+    match tally {
+        Some(t) if t.repair == repair => (
+            Some(c),
+            ScrubReport {
+                files: t.files,
+                bytes: t.bytes,
+                mismatches: t.mismatches,
+                redundancy_mismatches: t.redundancy_mismatches,
+                repaired: t.repaired,
+                unrecoverable: t.unrecoverable,
+                complete: false,
+            },
+        ),
+        Some(_) => {
+            tracing::info!(
+                repair,
+                "the interrupted scrub was of the other kind: starting over"
+            );
+            (None, ScrubReport::default())
+        }
+        None => {
+            tracing::info!("the interrupted scrub's findings are not on record: starting over");
+            (None, ScrubReport::default())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -266,6 +336,7 @@ mod tests {
     fn summary_round_trip_and_corruption() {
         let s = ScrubSummary {
             finished_unix: 1_800_000_000,
+            files: 12,
             repair: true,
             complete: false,
             bytes: 1 << 33,
