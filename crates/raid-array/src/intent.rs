@@ -310,14 +310,22 @@ struct State {
     pinned_overflow: bool,
     overflow: bool,
     seq: u64,
-    /// What the members hold now (to skip needless writes): a superset of
-    /// the regions being written, plus the speculative marks of [`ahead`].
+    /// What the members held after the last write of the log (to skip
+    /// needless writes): a superset of the regions being written, plus the
+    /// speculative marks of [`ahead`]. While a write is in flight the
+    /// members hold either this or [`State::in_flight`]; a region counts as
+    /// durable only if both list it ([`State::region_durable`]).
     durable: BTreeSet<(u64, u64)>,
     durable_overflow: bool,
     /// A write of the log is in progress (its leader holds no lock while
     /// writing); others wait on [`IntentLog::done`] and are served by the
     /// next write, which carries every region added meanwhile.
     writing: bool,
+    /// The record that write carries: once it lands it replaces what the
+    /// members hold, so a region it lacks is not durable even if
+    /// `durable` lists it (a mark ahead, or a region cleared from memory
+    /// since the last write and marked again).
+    in_flight: Option<Arc<Written>>,
     /// Files changed while covered members are out ([`crate::stale`]).
     stale: StaleSet,
     /// What the members hold of it.
@@ -335,7 +343,26 @@ struct State {
     changing: std::collections::BTreeMap<u64, u32>,
 }
 
+/// What one write of the log puts on the members.
+#[derive(Debug, Clone)]
+struct Written {
+    regions: BTreeSet<(u64, u64)>,
+    overflow: bool,
+    stale: StaleSet,
+}
+
 impl State {
+    /// Whether region `k` is listed by what the members hold and keep
+    /// holding: by the last record written and, while a write is in
+    /// flight, by that one too (it may land at any moment).
+    fn region_durable(&self, k: &(u64, u64)) -> bool {
+        let now = self.durable_overflow || self.durable.contains(k);
+        now && self
+            .in_flight
+            .as_ref()
+            .is_none_or(|w| w.overflow || w.regions.contains(k))
+    }
+
     /// Bring coverage up to date with the members' health: a slot watched
     /// in service and now out becomes covered, and every file dirty now
     /// joins the stale set (its write may not have reached that member).
@@ -396,8 +423,14 @@ impl State {
     }
 
     /// Whether the members hold what a change of `ino` needs recorded.
+    /// As for regions, a record in flight must list it too.
     fn stale_durable(&self, ino: u64) -> bool {
-        !self.stale.is_tracking() || self.durable_stale.contains(ino)
+        !self.stale.is_tracking()
+            || (self.durable_stale.contains(ino)
+                && self
+                    .in_flight
+                    .as_ref()
+                    .is_none_or(|w| w.stale.contains(ino)))
     }
 }
 
@@ -511,6 +544,7 @@ impl IntentLog {
             durable: loaded.regions.clone(),
             durable_overflow: loaded.overflow,
             writing: false,
+            in_flight: None,
             durable_stale: stale.clone(),
             stale,
             watch: states.iter().map(|s| *s == MemberState::Active).collect(),
@@ -634,7 +668,9 @@ impl IntentLog {
         g.track(health);
         g.note_change(ino);
         loop {
-            let covered = g.durable_overflow || (r0..=r1).all(|r| g.durable.contains(&(ino, r)));
+            // A write in flight without one of them would drop it from the
+            // members: wait for it and write again.
+            let covered = (r0..=r1).all(|r| g.region_durable(&(ino, r)));
             if covered && g.stale_durable(ino) {
                 return Ok(());
             }
@@ -705,8 +741,15 @@ impl IntentLog {
             return false;
         }
         let g = self.lock();
+        // A write in flight may be adding marks ahead: they count too.
+        let in_flight = g.in_flight.as_ref().map(|w| &w.regions);
         g.durable
             .range((ino, regions.start)..(ino, regions.end))
+            .chain(
+                in_flight
+                    .into_iter()
+                    .flat_map(|s| s.range((ino, regions.start)..(ino, regions.end))),
+            )
             .any(|k| !g.regions.contains(k))
     }
 
@@ -784,35 +827,48 @@ impl IntentLog {
                 g.stale.insert(ino);
             }
         }
-        let stale = g.stale.clone();
+        let rec = Arc::new(Written {
+            regions: set,
+            overflow,
+            stale: g.stale.clone(),
+        });
+        g.in_flight = Some(rec.clone());
         drop(g);
-        let res = self.write_record(seq, overflow, &set, &stale, targets, health);
+        let res = self.write_record(seq, &rec, targets, health);
         let mut g = self.lock();
         g.writing = false;
+        g.in_flight = None;
         self.done.notify_all();
-        res?;
+        let rec = Arc::try_unwrap(rec).unwrap_or_else(|rec| (*rec).clone());
+        if let Err(e) = res {
+            // Some members may hold the new record, others the old one:
+            // only what both list is surely held.
+            g.durable
+                .retain(|k| rec.overflow || rec.regions.contains(k));
+            g.durable_overflow &= rec.overflow;
+            g.durable_stale = StaleSet::default();
+            return Err(e);
+        }
         debug!(
             seq,
-            regions = set.len(),
-            stale_ranges = stale.range_count(),
+            regions = rec.regions.len(),
+            stale_ranges = rec.stale.range_count(),
             "write-intent log written"
         );
-        g.durable = set;
-        g.durable_overflow = overflow;
-        g.durable_stale = stale;
+        g.durable = rec.regions;
+        g.durable_overflow = rec.overflow;
+        g.durable_stale = rec.stale;
         Ok(g)
     }
 
     fn write_record(
         &self,
         seq: u64,
-        overflow: bool,
-        set: &BTreeSet<(u64, u64)>,
-        stale: &StaleSet,
+        w: &Written,
         targets: &Targets,
         health: &Health,
     ) -> Result<()> {
-        let (rec, spill) = record_bytes(seq, overflow, set, stale);
+        let (rec, spill) = record_bytes(seq, w.overflow, &w.regions, &w.stale);
         let slot = (seq % 2) * SLOT_BYTES as u64;
         let results: Vec<std::io::Result<()>> = crate::data::pool::map(targets.iter(), |(i, m)| {
             let f = self.file(*i, m)?;
@@ -1170,5 +1226,162 @@ mod tests {
         }
         assert!(!log.covers(1, health), "an overflowed set must not re-add");
         assert_eq!(log.take_stale(1, health), None);
+    }
+
+    /// A member whose log `fdatasync` blocks while its gate is closed, so
+    /// that a write of the log can be held in flight.
+    mod gated {
+        use super::*;
+        use crate::member::DirMember;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+
+        #[derive(Default)]
+        pub struct Gate {
+            pub closed: AtomicBool,
+            /// A sync is blocked at the gate.
+            pub held: AtomicBool,
+        }
+
+        impl Gate {
+            pub fn wait_held(&self) {
+                while !self.held.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+
+        struct File(Arc<dyn MemberFile>, Arc<Gate>);
+
+        impl MemberFile for File {
+            fn read_at(&self, o: u64, b: &mut [u8]) -> std::io::Result<usize> {
+                self.0.read_at(o, b)
+            }
+            fn write_at(&self, o: u64, d: &[u8]) -> std::io::Result<()> {
+                self.0.write_at(o, d)
+            }
+            fn sync_data(&self) -> std::io::Result<()> {
+                if self.1.closed.load(Ordering::SeqCst) {
+                    self.1.held.store(true, Ordering::SeqCst);
+                    while self.1.closed.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                self.0.sync_data()
+            }
+            fn len(&self) -> std::io::Result<u64> {
+                self.0.len()
+            }
+            fn set_len(&self, l: u64) -> std::io::Result<()> {
+                self.0.set_len(l)
+            }
+        }
+
+        pub struct GatedMember(pub DirMember, pub Arc<Gate>);
+
+        impl Member for GatedMember {
+            fn describe(&self) -> String {
+                self.0.describe()
+            }
+            fn open(&self, p: &str) -> std::io::Result<Arc<dyn MemberFile>> {
+                self.0.open(p)
+            }
+            fn create(&self, p: &str) -> std::io::Result<Arc<dyn MemberFile>> {
+                Ok(Arc::new(File(self.0.create(p)?, self.1.clone())))
+            }
+            fn exists(&self, p: &str) -> std::io::Result<bool> {
+                self.0.exists(p)
+            }
+            fn remove(&self, p: &str) -> std::io::Result<()> {
+                self.0.remove(p)
+            }
+            fn rename(&self, a: &str, b: &str) -> std::io::Result<()> {
+                self.0.rename(a, b)
+            }
+            fn list(&self, p: &str) -> std::io::Result<Vec<String>> {
+                self.0.list(p)
+            }
+            fn write_atomic(&self, p: &str, d: &[u8]) -> std::io::Result<()> {
+                self.0.write_atomic(p, d)
+            }
+            fn read_all(&self, p: &str) -> std::io::Result<Vec<u8>> {
+                self.0.read_all(p)
+            }
+            fn space(&self) -> std::io::Result<(u64, u64)> {
+                self.0.space()
+            }
+        }
+    }
+
+    /// A region the members list (marked ahead, or cleared from memory
+    /// but not yet from the log) is marked for a write while another write
+    /// of the log, whose record lacks it, is in flight: the mark must not
+    /// return until a record listing the region is on the members, or that
+    /// write would drop it from the log while its stripes are written.
+    #[test]
+    fn a_mark_waits_for_a_log_write_in_flight_that_lacks_its_region() {
+        use crate::member::DirMember;
+        use gated::{Gate, GatedMember};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+
+        // How the region comes to be listed on the members but not in memory.
+        #[derive(Clone, Copy, Debug)]
+        enum Listed {
+            MarkedAhead,
+            ClearedFromMemory,
+        }
+        for how in [Listed::MarkedAhead, Listed::ClearedFromMemory] {
+            let d = tempfile::tempdir().unwrap();
+            let gate = Arc::new(Gate::default());
+            let m: Arc<dyn Member> = Arc::new(GatedMember(
+                DirMember::open(d.path()).unwrap(),
+                gate.clone(),
+            ));
+            let targets: Targets = vec![(0, m.clone())];
+            let members = vec![Some(m)];
+            let health = Health::new(vec![MemberState::Active]);
+            let log = IntentLog::new(&IntentRecord::default(), &health);
+            let region = match how {
+                Listed::MarkedAhead => 1,
+                Listed::ClearedFromMemory => 0,
+            };
+            // File 10 starts: region 0 marked, the next ones marked ahead.
+            log.mark(10, 0, 0, fresh(10), &targets, &health).unwrap();
+            if let Listed::ClearedFromMemory = how {
+                log.clear_ino(10, &health);
+            }
+            assert!(load(&members).regions.contains(&(10, region)));
+            gate.closed.store(true, Ordering::SeqCst);
+            let returned = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                // A far file's writer needs a log write: it is held in fdatasync,
+                // its record (already written, not yet durable) lacks (10, region).
+                let other = s.spawn(|| mark0(&log, 5000, &targets, &health));
+                gate.wait_held();
+                let writer = s.spawn(|| {
+                    let at = region << REGION_SHIFT;
+                    let lim = AheadLimits {
+                        file_end_region: region,
+                        unused_ino: 11,
+                    };
+                    log.mark(10, at, at, lim, &targets, &health).unwrap();
+                    returned.store(true, Ordering::SeqCst);
+                    // The data write may start now: the log must list the region.
+                    load(&members).regions.contains(&(10, region))
+                });
+                let t = Instant::now();
+                while !returned.load(Ordering::SeqCst) && t.elapsed() < Duration::from_millis(200) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                gate.closed.store(false, Ordering::SeqCst);
+                other.join().unwrap();
+                assert!(
+                    writer.join().unwrap(),
+                    "{how:?}: mark returned while a log write lacking (10, {region}) was in flight"
+                );
+            });
+            assert!(load(&members).regions.contains(&(10, region)), "{how:?}");
+        }
     }
 }
