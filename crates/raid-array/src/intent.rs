@@ -10,7 +10,11 @@
 //! so sequential writers and streams of new files rarely wait for the log.
 //! Marks ahead only ever cover places that hold no data yet ([`AheadLimits`]):
 //! on a degraded array a resync cannot confirm a dirty stripe and poisons
-//! its parity, so a mark must never reach data nobody was writing.
+//! its parity, so a mark ahead must never reach data nobody was writing.
+//! A real mark does: it dirties the whole region (`1 << REGION_SHIFT`
+//! stripes) around the stripes written, and after a crash of a degraded
+//! array the missing member's chunks of all of them read EIO, existing
+//! data included (docs/SEMANTICS.md, item 16).
 //! The members' log files stay open between writes. Clearing is lazy:
 //! once a file's data is synced its regions leave the in-memory set, and the
 //! next write of the log (or a clean shutdown) drops them on disk; the mount

@@ -1,8 +1,9 @@
-//! The write-intent log names only stripes somebody was writing: after a
+//! The write-intent log names only regions somebody was writing: after a
 //! crash of a degraded array, the resync cannot confirm a dirty stripe and
 //! makes its missing chunks unreadable, so files nobody was writing must
 //! not be in the log — neither through marks ahead of a writer nor through
-//! writes that settled long before the crash.
+//! writes that settled long before the crash. Within a region being
+//! written, every stripe counts as dirty, written or not.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -152,5 +153,49 @@ fn a_member_failure_settles_the_log_at_once() {
     // crash right after the settle finds it there.
     let a = crash_and_assemble_without(a, &dirs, 1);
     assert_intact(&a, &[]);
+    a.close().unwrap();
+}
+
+/// What a degraded crash costs an in-place rewrite (docs/SEMANTICS.md,
+/// item 16): the log dirties the whole region (64 stripes) around the
+/// write, so the missing member's data chunks anywhere in that region may
+/// read EIO — never wrong bytes — while the file's other regions, and the
+/// chunks of the members still there, stay intact.
+#[test]
+fn a_degraded_crash_after_an_in_place_rewrite_loses_at_most_its_region() {
+    const STRIPE: usize = 3 * 4096;
+    const REGION: usize = 64 * STRIPE;
+    let tmp = tempfile::tempdir().unwrap();
+    let (dirs, a) = raid5(tmp.path());
+    let ino = a.create_file(ROOT_INO, os("big"), 0o644, 0, 0).unwrap().ino;
+    let mut want = pattern(7, 3 * REGION);
+    a.write(ino, 0, &want).unwrap();
+    a.fsync(ino, false).unwrap();
+    a.data().settle(Duration::ZERO).unwrap();
+    assert!(a.data().dirty_intent().regions.is_empty());
+    // 4 KiB rewritten in place at the start of the middle region, then a
+    // crash before it settles, and member 1 is gone.
+    let new = pattern(9, 4096);
+    a.write(ino, REGION as u64, &new).unwrap();
+    want[REGION..REGION + 4096].copy_from_slice(&new);
+    a.sync_metadata().unwrap();
+    let a = crash_and_assemble_without(a, &dirs, 1);
+    let mut lost = 0;
+    for off in (0..3 * REGION).step_by(4096) {
+        match a.read(ino, off as u64, 4096) {
+            Ok(got) => assert!(got == want[off..off + 4096], "block at {off} differs"),
+            Err(e) => {
+                assert!(
+                    (REGION..2 * REGION).contains(&off),
+                    "block at {off}, outside the rewritten region, unreadable: {e}"
+                );
+                assert!(off != REGION, "the rewritten block itself is unreadable");
+                lost += 1;
+            }
+        }
+    }
+    // At most the missing member's data chunks of one region (it holds
+    // parity in a quarter of the stripes).
+    assert!(lost <= 48, "{lost} blocks lost");
     a.close().unwrap();
 }
