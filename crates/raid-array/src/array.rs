@@ -737,11 +737,21 @@ impl Array {
             }
             _ => set,
         };
-        if let Some(new_size) = set.size {
-            match self.resize(ino, new_size) {
-                Err(e) if no_space(&e) && self.reclaim()? => self.resize(ino, new_size)?,
-                r => r?,
+        // A striped file that shrinks is cut only once its new size is
+        // durable: cut first, a crash before the size record reached the
+        // members would leave the old size over shards some members had
+        // already trimmed (zeros that pass their checksums beside the old
+        // bytes, and parity that matches neither). Cut after, a crash
+        // leaves bytes past the new end, which every later growth clears.
+        let shrink = match set.size {
+            Some(new_size) => {
+                let (old_size, inline) = self.file_state(ino)?;
+                new_size < old_size && inline.is_none()
             }
+            None => false,
+        };
+        if let Some(new_size) = set.size.filter(|_| !shrink) {
+            self.resize_or_reclaim(ino, new_size)?;
         }
         // With an access ACL, the mode and the ACL that follows it change
         // in one record; the other attributes in their own.
@@ -766,7 +776,12 @@ impl Array {
                 mtime: set.mtime.map(|t| time_ns(t, now)),
                 ctime: now,
             };
-            seq = Some(self.inner.meta.apply(&op)?.0);
+            let applied = self.inner.meta.apply(&op)?.0;
+            if let Some(new_size) = set.size.filter(|_| shrink) {
+                self.inner.meta.commit(applied)?;
+                self.resize_or_reclaim(ino, new_size)?;
+            }
+            seq = Some(applied);
         }
         if let (Some(mode), Some(acl)) = (mode, acl) {
             let op = Op::SetModeAcl {
@@ -792,8 +807,18 @@ impl Array {
         Ok((!i.is_dir() && cleared != i.mode).then_some(cleared & 0o7777))
     }
 
+    /// [`Array::resize`], once more after reclaiming space if the members
+    /// are full (zeroing the end stripe writes).
+    fn resize_or_reclaim(&self, ino: u64, new_size: u64) -> Result<()> {
+        match self.resize(ino, new_size) {
+            Err(e) if no_space(&e) && self.reclaim()? => self.resize(ino, new_size),
+            r => r,
+        }
+    }
+
     /// Bring a file's data to `new_size` before its size is journaled
-    /// (caller holds the inode lock).
+    /// (caller holds the inode lock); a striped file that shrinks, after
+    /// its new size is durable ([`Array::setattr`]).
     fn resize(&self, ino: u64, new_size: u64) -> Result<()> {
         let (old_size, inline) = self.file_state(ino)?;
         match inline {

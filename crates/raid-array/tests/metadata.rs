@@ -533,6 +533,38 @@ fn journal_replays_after_crash() {
     a.close().unwrap();
 }
 
+/// A striped file shrunk and the power cut before the periodic commit:
+/// it comes back at its old size with its old bytes, or at its new size,
+/// never at the old size over shards some members had already trimmed.
+#[test]
+fn a_shrink_cut_by_a_crash_leaves_one_size_and_its_bytes() {
+    let (f, a) = fixture(4, Level::Raid5(Default::default()));
+    a.close().unwrap();
+    let mut o = AssembleOptions::new(f.dirs.clone());
+    o.sync_metadata = false;
+    let a = Array::assemble(&o).unwrap();
+    let x = a.create_file(ROOT_INO, os("x"), 0o644, 0, 0).unwrap().ino;
+    let old: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    a.write(x, 0, &old).unwrap();
+    a.fsync(x, false).unwrap();
+    for new_size in [100_000u64, 0] {
+        let set = SetAttr {
+            size: Some(new_size),
+            ..Default::default()
+        };
+        a.setattr(x, &set).unwrap();
+    }
+    drop(a); // crash: nothing committed since the fsync but what had to be
+    let a = reopen(&f);
+    let size = a.getattr(x).unwrap().size;
+    let got = a.read(x, 0, old.len()).unwrap();
+    assert!(
+        got == old[..size as usize],
+        "size {size} after the crash, bytes not those of that size"
+    );
+    a.close().unwrap();
+}
+
 #[test]
 fn torn_journal_tail_is_ignored() {
     let (f, a) = fixture(2, Level::Raid1);
