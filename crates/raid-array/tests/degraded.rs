@@ -52,6 +52,14 @@ fn rig(level: Level, n: usize) -> Rig {
     }
 }
 
+/// Put `nm` in failed slot `slot` as a rebuild target, as the array does
+/// before it starts a rebuild.
+fn start_target(s: &DataStore, slot: usize, nm: &Arc<dyn Member>) {
+    s.set_member(slot, Some(nm.clone()));
+    s.health()
+        .set_state(slot, MemberState::Rebuilding { done_bytes: 0 });
+}
+
 fn read_all(s: &DataStore, ino: u64, size: usize) -> Result<Vec<u8>, ArrayError> {
     let mut b = vec![0u8; size];
     let n = s.read(ino, 0, &mut b, size as u64)?;
@@ -128,6 +136,7 @@ fn failures_up_to_tolerance_then_rebuild_onto_fresh_directories() {
             .collect();
         for (slot, dir) in failed.iter().zip(&fresh) {
             let nm: Arc<dyn Member> = Arc::new(DirMember::open(dir.path()).unwrap());
+            start_target(&r.store, *slot, &nm);
             let rep = ops::rebuild(
                 &r.store,
                 *slot,
@@ -343,6 +352,7 @@ fn rebuild_resumes_from_its_checkpoint() {
     let (files, list) = files_then_member_1_gone(&r, 6, 100);
     let fresh = tempfile::tempdir().unwrap();
     let nm: Arc<dyn Member> = Arc::new(DirMember::open(fresh.path()).unwrap());
+    start_target(&r.store, 1, &nm);
     let stop = StopAfter {
         calls: AtomicU64::new(0),
         stop_at: 3,
@@ -437,6 +447,7 @@ fn a_rebuild_target_that_fails_midway_stays_failed() {
     let target = FaultyMember::new(Arc::new(DirMember::open(fresh.path()).unwrap()));
     target.inject(Fault::eio(Op::Write, &format!("{:016x}", 30)));
     let nm: Arc<dyn Member> = Arc::new(target);
+    start_target(&r.store, 1, &nm);
     let progress = WriteDuringRebuild {
         store: &r.store,
         written: AtomicU64::new(0),
@@ -640,6 +651,7 @@ fn one_bad_block_is_counted_once_by_a_read_a_write_and_a_rebuild() {
         r.health.mark_failed(slot, "test");
         let fresh = tempfile::tempdir().unwrap();
         let nm: Arc<dyn Member> = Arc::new(DirMember::open(fresh.path()).unwrap());
+        start_target(&r.store, slot, &nm);
         let rep = ops::rebuild(
             &r.store,
             slot,

@@ -535,10 +535,14 @@ fn a_rebuild_keeps_what_is_written_to_the_new_member_while_it_runs() {
         store: &s,
         done: Default::default(),
     };
+    let target = dir(&new);
+    s.set_member(2, Some(target.clone()));
+    s.health()
+        .set_state(2, MemberState::Rebuilding { done_bytes: 0 });
     let rep = ops::rebuild(
         &s,
         2,
-        dir(&new),
+        target,
         vec![(8, 40_000), (9, 20_000)],
         RebuildOptions::default(),
         &progress,

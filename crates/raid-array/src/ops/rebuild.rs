@@ -1,8 +1,9 @@
 //! Rebuild: reconstruct one member's chunks of every file onto a new
 //! member (a fresh directory or a hot spare), online, then mark it active.
 //!
-//! The new member is put in the slot at once in state `Rebuilding`: new
-//! writes go to it, reads never come from it. Each step takes a file's
+//! The new member is in the slot in state `Rebuilding` (put there by the
+//! caller) before the rebuild starts: new writes go to it, reads never come
+//! from it. Each step takes a file's
 //! write lock for a batch of stripes (so no write lands between a stripe's
 //! reads and the write of its rebuilt chunk) and works through it in
 //! sub-batches: the other members of the affected groups are read in
@@ -30,7 +31,6 @@ use crate::data::direct::AlignedBuf;
 use crate::data::layout::{Plan, Protect};
 use crate::data::{DataStore, pool};
 use crate::error::{ArrayError, Result};
-use crate::health::MemberState;
 use crate::member::{Member, MemberFile};
 
 use super::flusher::{FLUSH_EVERY, Flusher};
@@ -86,6 +86,12 @@ pub struct RebuildReport {
 }
 
 /// Rebuild slot `slot` onto `new_member`, for the given files (inode, size).
+///
+/// The caller has put the target in the slot in state rebuilding (as a
+/// replace or a spare's takeover does), so that it takes writes from then
+/// on. A target that is not rebuilding any more when this starts (a write
+/// to it failed meanwhile, so it missed that write) is left failed: the
+/// rebuild returns the target-failed error without touching it.
 pub fn rebuild(
     store: &DataStore,
     slot: usize,
@@ -106,11 +112,14 @@ pub fn rebuild(
     } else {
         None
     };
-    store.set_member(slot, Some(new_member.clone()));
     let mut done = start.map_or(0, |c| c.done);
-    store
-        .health
-        .set_state(slot, MemberState::Rebuilding { done_bytes: done });
+    // Only a target still rebuilding is rebuilt: one failed since it was
+    // put in the slot (it missed a write) stays failed, never to be made
+    // active without what it missed.
+    if !store.health.advance_rebuild(slot, done) {
+        return Err(target_failed(slot));
+    }
+    store.set_member(slot, Some(new_member.clone()));
     info!(
         slot,
         files = files.len(),
@@ -528,7 +537,7 @@ fn write_batch(
 mod tests {
     use super::*;
     use crate::data::shard::{shard_path, sums_path};
-    use crate::health::Health;
+    use crate::health::{Health, MemberState};
     use crate::member::DirMember;
     use crate::member::faulty::{Fault, FaultyMember, Op};
     use crate::ops::NoProgress;
@@ -580,6 +589,7 @@ mod tests {
         health.mark_failed(0, "test");
         let fresh = tempfile::tempdir().unwrap();
         let nm: Arc<dyn Member> = Arc::new(DirMember::open(fresh.path()).unwrap());
+        start_target(&store, 0, &nm);
         let patch = pattern(2, 3 * 4096 * 5);
         let patch_at = (STEP_BYTES + SUB_BYTES / 2) * 3;
         let rep = std::thread::scope(|sc| {
@@ -613,6 +623,96 @@ mod tests {
         let mut back = vec![0u8; size];
         assert_eq!(store.read(ino, 0, &mut back, size as u64).unwrap(), size);
         assert!(back == data, "rebuilt data differs");
+    }
+
+    /// Put `nm` in failed slot `slot` as a rebuild target, as the array
+    /// does before it starts a rebuild.
+    fn start_target(store: &DataStore, slot: usize, nm: &Arc<dyn Member>) {
+        store.set_member(slot, Some(nm.clone()));
+        store
+            .health
+            .set_state(slot, MemberState::Rebuilding { done_bytes: 0 });
+    }
+
+    /// Asks to stop once `done` reached its limit.
+    struct StopWhen(std::sync::atomic::AtomicU64, u64);
+
+    impl Progress for StopWhen {
+        fn update(&self, done: u64, _total: u64) {
+            self.0.store(done, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn should_stop(&self) -> bool {
+            self.0.load(std::sync::atomic::Ordering::SeqCst) >= self.1
+        }
+    }
+
+    /// The target of an interrupted rebuild fails (it misses a write to a
+    /// file the rebuild had passed) after the job that resumes it was
+    /// chosen: the resumed rebuild must leave it failed, never bring it
+    /// back and make it active without that write.
+    #[test]
+    fn a_target_that_failed_before_its_rebuild_resumes_stays_failed() {
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let members = dirs
+            .iter()
+            .map(|d| Some(Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>))
+            .collect();
+        let health = Arc::new(Health::new(vec![MemberState::Active; 4]));
+        let level = Level::Raid5(raid_core::layout::Raid5Layout::LeftSymmetric);
+        let geometry = Geometry::new(level, 4, CHUNK).unwrap();
+        let store = DataStore::new(geometry, members, health.clone()).unwrap();
+        let size = 3 * 4096 * 8;
+        let (a, b) = (pattern(1, size), pattern(2, size));
+        store.write(9, 0, &a, 0).unwrap();
+        store.write(10, 0, &b, 0).unwrap();
+        store.sync(9).unwrap();
+        store.sync(10).unwrap();
+        health.mark_failed(0, "test");
+        let fresh = tempfile::tempdir().unwrap();
+        let fm = FaultyMember::new(Arc::new(DirMember::open(fresh.path()).unwrap()));
+        let nm: Arc<dyn Member> = Arc::new(fm.clone());
+        let files = [(9u64, size as u64), (10u64, size as u64)];
+        start_target(&store, 0, &nm);
+        // Stopped once file 9 is done: the checkpoint is at file 10.
+        let stop = StopWhen(0.into(), size as u64);
+        let rep = rebuild(
+            &store,
+            0,
+            nm.clone(),
+            files,
+            RebuildOptions::default(),
+            &stop,
+        )
+        .unwrap();
+        assert!(!rep.complete);
+        assert!(matches!(health.state(0), MemberState::Rebuilding { .. }));
+        // A write to file 9 fails on the target: it is failed, having missed it.
+        fm.inject(Fault {
+            op: Op::Write,
+            path: shard_path(9),
+            skip: 0,
+            times: 1,
+            kind: crate::member::faulty::FaultKind::Eio,
+        });
+        let newer = pattern(3, 4096 * 3);
+        store.write(9, 0, &newer, size as u64).unwrap();
+        assert_eq!(health.state(0), MemberState::Failed);
+        fm.clear_faults();
+        // The job resuming the rebuild (chosen a moment before) runs now.
+        let opts = RebuildOptions {
+            resume: true,
+            ..Default::default()
+        };
+        let r = rebuild(&store, 0, nm, files, opts, &NoProgress);
+        assert!(r.is_err(), "the failed target was rebuilt: {r:?}");
+        assert_eq!(health.state(0), MemberState::Failed);
+        // With member 1 failed too, file 9 is never served stale.
+        health.mark_failed(1, "test");
+        let mut back = vec![0u8; size];
+        let r = store.read(9, 0, &mut back, size as u64);
+        let mut want = a.clone();
+        want[..newer.len()].copy_from_slice(&newer);
+        assert!(r.is_err() || back == want, "file 9 reads stale data");
     }
 
     /// A RAID-5 of 4 holding `size` bytes of inode 9, member 0 failed.
@@ -649,6 +749,7 @@ mod tests {
 
     impl Degraded {
         fn rebuild_onto(&self, nm: Arc<dyn Member>) -> Result<RebuildReport> {
+            start_target(&self.store, 0, &nm);
             rebuild(
                 &self.store,
                 0,
