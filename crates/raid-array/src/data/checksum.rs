@@ -17,6 +17,10 @@ use std::sync::OnceLock;
 pub const BLOCK: usize = 4096;
 /// Bytes of one checksum entry in the sidecar.
 pub const ENTRY: usize = 4;
+/// The entry of a block that could not be rebuilt: its bytes are zeros,
+/// whose stored checksum is 0, so it never matches and the block reads as
+/// an error.
+pub const POISON: u32 = 1;
 
 fn zero_crc() -> u32 {
     static Z: OnceLock<u32> = OnceLock::new();

@@ -59,6 +59,10 @@ impl DataStore {
     /// checksums are computed and written beside it on the I/O pool.
     /// `data` is whole blocks; it bypasses the page cache when `data`,
     /// `off` and its length are aligned to [`DIRECT_ALIGN`].
+    /// The blocks at byte offsets `poisoned` of `data` (zeros: they could
+    /// not be rebuilt) get a checksum entry that cannot match, in the same
+    /// write as the others, so they read as EIO, never as zeros under a
+    /// valid checksum whatever fails afterwards.
     /// Not durable until [`DataStore::sync`].
     pub(crate) fn write_blocks_direct(
         &self,
@@ -66,6 +70,7 @@ impl DataStore {
         ino: u64,
         off: u64,
         data: &[u8],
+        poisoned: &[usize],
         direct: &dyn MemberFile,
     ) -> io::Result<()> {
         debug_assert_eq!(data.len() % BLOCK, 0);
@@ -73,12 +78,22 @@ impl DataStore {
             .member(j)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
         self.note_unsynced(ino);
+        if !poisoned.is_empty() {
+            // The file's logical bytes there change to "unreadable".
+            self.readahead.invalidate(ino);
+            self.tails.forget(ino);
+            self.zero_past_end.forget(ino);
+        }
         let shard = self.handles.get(j, member.as_ref(), ino, true)?;
         let (w, s) = pool::join(
             || direct.write_at(off, data),
             || {
                 let mut sums = vec![0u8; data.len() / BLOCK * checksum::ENTRY];
                 checksum::encode_sums(data, &mut sums);
+                for &at in poisoned {
+                    let e = at / BLOCK * checksum::ENTRY;
+                    sums[e..e + checksum::ENTRY].copy_from_slice(&checksum::POISON.to_le_bytes());
+                }
                 shard
                     .sums
                     .write_at(off / BLOCK as u64 * checksum::ENTRY as u64, &sums)

@@ -1799,7 +1799,7 @@ impl DataStore {
         shard.data.write_at(off, &[0u8; BLOCK])?;
         shard.sums.write_at(
             off / BLOCK as u64 * checksum::ENTRY as u64,
-            &1u32.to_le_bytes(),
+            &checksum::POISON.to_le_bytes(),
         )
     }
 
@@ -1975,7 +1975,15 @@ impl DataStore {
                 let off = stripe * self.layout.chunk + (b * BLOCK) as u64;
                 match self.poison_block(m, ino, off) {
                     Ok(()) => n += 1,
-                    Err(e) => warn!(member = m, ino, error = %e, "cannot poison parity"),
+                    Err(e) => {
+                        // Left as it is, the stale parity would rebuild
+                        // the missing chunks as guessed bytes: the member
+                        // holding it is failed instead.
+                        warn!(member = m, ino, error = %e, "cannot poison parity");
+                        self.health.count_write_error(m);
+                        self.fail_member(m, "cannot poison parity", &e);
+                        break;
+                    }
                 }
             }
         }

@@ -504,7 +504,8 @@ fn rebuild_batch(store: &DataStore, slot: usize, ino: u64, b: &mut Batch) -> Res
 }
 
 /// Write a rebuilt batch's `out` (one contiguous write through `direct`,
-/// checksums beside it) and poison the blocks it lost; returns their number.
+/// checksums beside it, those of the blocks it lost poisoned in the same
+/// write); returns their number.
 fn write_batch(
     store: &DataStore,
     slot: usize,
@@ -513,7 +514,7 @@ fn write_batch(
     direct: &dyn MemberFile,
 ) -> Result<u64> {
     let off = b.first * store.layout.chunk;
-    if let Err(e) = store.write_blocks_direct(slot, ino, off, b.out.as_slice(), direct) {
+    if let Err(e) = store.write_blocks_direct(slot, ino, off, b.out.as_slice(), &b.lost, direct) {
         store.health.count_write_error(slot);
         store
             .health
@@ -524,11 +525,6 @@ fn write_batch(
             context: "rebuild write".into(),
             source: e,
         });
-    }
-    for &at in &b.lost {
-        if let Err(e) = store.poison_block(slot, ino, off + at as u64) {
-            warn!(slot, ino, error = %e, "cannot mark lost block");
-        }
     }
     Ok(b.lost.len() as u64)
 }
@@ -713,6 +709,38 @@ mod tests {
         let mut want = a.clone();
         want[..newer.len()].copy_from_slice(&newer);
         assert!(r.is_err() || back == want, "file 9 reads stale data");
+    }
+
+    /// A block that cannot be rebuilt is poisoned in the same write as the
+    /// checksums of the rebuilt chunks: no later write that may fail can
+    /// leave it as zeros under a valid checksum.
+    #[test]
+    fn a_block_that_cannot_be_rebuilt_is_poisoned_in_the_checksum_write() {
+        let d = degraded(3 * 4096 * 2);
+        // A survivor's block of stripe 0 is bad: with member 0 gone, the
+        // group's block 0 cannot be rebuilt.
+        let shard = d._dirs[1].path().join(shard_path(INO));
+        let mut raw = std::fs::read(&shard).unwrap();
+        raw[100] ^= 0x5a;
+        std::fs::write(&shard, &raw).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        let fm = FaultyMember::new(Arc::new(DirMember::open(fresh.path()).unwrap()));
+        // Every checksum write after the first one fails.
+        fm.inject(Fault {
+            op: Op::Write,
+            path: sums_path(INO),
+            skip: 1,
+            times: u64::MAX,
+            kind: crate::member::faulty::FaultKind::Eio,
+        });
+        let nm: Arc<dyn Member> = Arc::new(fm);
+        let rep = d.rebuild_onto(nm);
+        let mut buf = vec![0u8; 4096];
+        let bad = d.store.read_verified(0, INO, 0, &mut buf);
+        assert!(
+            d.health.state(0) == MemberState::Failed || bad.as_ref().is_ok_and(|b| b.contains(&0)),
+            "a lost block reads as valid zeros: {rep:?}, {bad:?}"
+        );
     }
 
     /// A RAID-5 of 4 holding `size` bytes of inode 9, member 0 failed.
