@@ -742,3 +742,41 @@ fn a_spare_rebuild_after_a_crash_waits_for_the_resync_of_torn_stripes() {
         }
     }
 }
+
+/// Two hot spares: the first one takes over a failed member and fails
+/// during its rebuild. The second takes over at once, without waiting for
+/// another event (here, none comes: nobody waits for the rebuild).
+#[test]
+fn when_a_spare_fails_during_its_rebuild_the_next_spare_takes_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let spares = make_dirs(tmp.path(), "spare", 2);
+    let a = create(&dirs, &spares);
+    let files = fill(&a, 4, 50_000);
+    a.close().unwrap();
+    let mut all = dirs.clone();
+    all.extend(spares.iter().cloned());
+    let (a, faulty) = assemble_faulty(&all);
+    // The spare that takes over first fails its first data write.
+    let first = a.status().spares[0].path.clone();
+    let k = spares
+        .iter()
+        .position(|s| s.display().to_string() == first)
+        .unwrap();
+    faulty[3 + k].inject(Fault::eio(Op::Write, ".raidfs/data"));
+    a.fail(1).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while a.health().state(1) != MemberState::Active && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = a.status();
+    assert_eq!(
+        st.members[1].state,
+        MemberState::Active,
+        "the second spare did not take over: {:?}",
+        st.spares
+    );
+    assert!(st.spares.is_empty());
+    check(&a, &files);
+    a.close().unwrap();
+}

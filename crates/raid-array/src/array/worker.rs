@@ -181,13 +181,15 @@ impl Drop for PanicGuard<'_> {
 fn run(inner: Arc<Inner>, first: Job) -> Outcome {
     let _guard = PanicGuard(&inner);
     let mut job = first;
-    // Slots whose rebuild failed: not retried in this run.
+    // Members whose rebuild failed: not retried in this run. By member, not
+    // by slot: when a spare fails during its rebuild, the next spare takes
+    // the slot now (the failure's own event found the worker busy).
     let mut skip = Vec::new();
     loop {
         let r = run_rebuild(&inner, &job, &NoProgress);
         if let Err(e) = &r {
             tracing::error!(slot = job.slot, error = %e, "rebuild failed");
-            skip.push(job.slot);
+            skip.push(member_uuid(&inner, job.slot));
         }
         let mut w = lock(&inner.worker);
         match next_job(&inner, &skip) {
@@ -301,9 +303,19 @@ fn run_rebuild(inner: &Inner, job: &Job, outer: &dyn Progress) -> Result<Rebuild
     Ok(rep)
 }
 
+/// The UUID of the member that `slot` holds (or is being rebuilt onto).
+fn member_uuid(inner: &Inner, slot: usize) -> [u8; 16] {
+    lock(&inner.sb)
+        .template
+        .members
+        .get(slot)
+        .map_or([0; 16], |m| m.uuid)
+}
+
 /// The next thing to rebuild (worker lock held): a slot to resume, else a
-/// failed slot a spare takes over.
-fn next_job(inner: &Inner, skip: &[usize]) -> Option<Job> {
+/// failed slot a spare takes over. A rebuild onto a member in `skip` (its
+/// rebuild failed in this run) is not resumed.
+fn next_job(inner: &Inner, skip: &[[u8; 16]]) -> Option<Job> {
     if inner.read_only || inner.stopping.load(Ordering::SeqCst) {
         return None;
     }
@@ -311,7 +323,7 @@ fn next_job(inner: &Inner, skip: &[usize]) -> Option<Job> {
     let members = inner.members();
     for (k, st) in states.iter().enumerate() {
         if let (MemberState::Rebuilding { .. }, Some(m)) = (st, &members[k])
-            && !skip.contains(&k)
+            && !skip.contains(&member_uuid(inner, k))
         {
             return Some(Job {
                 slot: k,
@@ -332,7 +344,7 @@ fn next_job(inner: &Inner, skip: &[usize]) -> Option<Job> {
         return None;
     }
     for (k, st) in states.iter().enumerate() {
-        if !matches!(st, MemberState::Failed | MemberState::Missing) || skip.contains(&k) {
+        if !matches!(st, MemberState::Failed | MemberState::Missing) {
             continue;
         }
         loop {
