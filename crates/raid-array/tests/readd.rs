@@ -603,6 +603,7 @@ fn a_replace_onto_a_new_directory_ignores_the_checkpoint_of_an_abandoned_rebuild
         ino: u64::MAX / 2,
         stripe: 0,
         done: 0,
+        member: None,
     }
     .save(&members, "rebuild");
     drop(members);
@@ -654,5 +655,108 @@ fn assembly_fails_a_member_the_log_says_left_though_its_superblocks_do_not() {
     a.close().unwrap();
     let a = assemble(&dirs[1..]);
     assert_eq!(a.read(f, 0, 300_000).unwrap(), common::pattern(2, 200_000));
+    a.close().unwrap();
+}
+
+/// Fails member 2 once the rebuild has done `at` bytes.
+struct FailWhen<'a> {
+    a: &'a Array,
+    at: u64,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl ops::Progress for FailWhen<'_> {
+    fn update(&self, done: u64, _total: u64) {
+        if done >= self.at && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.a.fail(2).unwrap();
+        }
+    }
+}
+
+/// At its first progress report, copies each `(from, to)` directory: an
+/// image of the members as a power cut would leave them.
+struct ImageAtFirst<'a> {
+    done: std::sync::atomic::AtomicBool,
+    pairs: &'a [(PathBuf, PathBuf)],
+}
+
+impl ops::Progress for ImageAtFirst<'_> {
+    fn update(&self, _done: u64, _total: u64) {
+        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            for (from, to) in self.pairs {
+                let st = std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(from)
+                    .arg(to)
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+        }
+    }
+}
+
+/// A rebuild abandoned because its target failed, then a fresh rebuild of
+/// the same slot onto another directory, cut by a crash before it reaches
+/// a file boundary: the restarted rebuild must start over, not continue
+/// from where the abandoned one stopped (skipping a file the new member
+/// holds only in part).
+#[test]
+fn a_crash_early_in_a_fresh_rebuild_does_not_resume_from_an_abandoned_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = common::make_dirs(tmp.path(), "m", 3);
+    let a = create_array(&dirs);
+    let size = 24 << 20;
+    let files: Vec<(u64, Vec<u8>)> = (0..2u64)
+        .map(|k| {
+            let d = common::pattern(k + 1, size);
+            (new_file(&a, &format!("f{k}"), &d), d)
+        })
+        .collect();
+    a.fail(2).unwrap();
+    // A rebuild onto A, stopped inside the second file as A fails.
+    let da = tmp.path().join("A");
+    std::fs::create_dir(&da).unwrap();
+    let stop = FailWhen {
+        a: &a,
+        at: size as u64 + 1,
+        done: false.into(),
+    };
+    let rep = a.replace(2, &da, RebuildOptions::default(), &stop).unwrap();
+    assert!(!rep.complete);
+    assert!(a.wait_rebuild().is_none());
+    // A fresh rebuild onto B; the power fails after its first step.
+    let db = tmp.path().join("B");
+    std::fs::create_dir(&db).unwrap();
+    let img: Vec<PathBuf> = ["i0", "i1", "iB"]
+        .iter()
+        .map(|n| tmp.path().join(n))
+        .collect();
+    let pairs = vec![
+        (dirs[0].clone(), img[0].clone()),
+        (dirs[1].clone(), img[1].clone()),
+        (db.clone(), img[2].clone()),
+    ];
+    let p = ImageAtFirst {
+        done: false.into(),
+        pairs: &pairs,
+    };
+    let rep = a.replace(2, &db, RebuildOptions::default(), &p).unwrap();
+    assert!(rep.complete);
+    a.close().unwrap();
+    // Restart from the image (forced: it stopped dirty with a slot rebuilding).
+    let mut o = AssembleOptions::new(img.clone());
+    o.force = true;
+    let a = Array::assemble(&o).unwrap();
+    let rep = a.wait_rebuild().expect("the rebuild resumed").unwrap();
+    assert!(rep.complete, "{rep:?}");
+    for (ino, d) in &files {
+        let got = a.read(*ino, 0, size).unwrap();
+        let first_bad = got.iter().zip(d.iter()).position(|(x, y)| x != y);
+        assert!(
+            first_bad.is_none(),
+            "file {ino} differs from byte {first_bad:?} on"
+        );
+    }
     a.close().unwrap();
 }

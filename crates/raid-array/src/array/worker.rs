@@ -277,13 +277,17 @@ fn run_rebuild(inner: &Inner, job: &Job, outer: &dyn Progress) -> Result<Rebuild
         "rebuild starting"
     );
     let progress = StatusProgress { inner, slot, outer };
-    let r = ops::rebuild(
+    let target = ops::RebuildTarget {
+        member_uuid: Some(member_uuid(inner, slot)),
+    };
+    let r = ops::rebuild_onto(
         &inner.data,
         slot,
         job.member.clone(),
         files,
         job.opts,
         &progress,
+        &target,
     );
     *lock(&inner.rebuild_status) = None;
     // The end state (active, or rebuilding with its progress) on record.

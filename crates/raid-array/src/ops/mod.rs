@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::error::Result;
 use crate::member::Member;
 
-pub use rebuild::{RebuildOptions, RebuildReport, rebuild};
+pub use rebuild::{RebuildOptions, RebuildReport, RebuildTarget, rebuild, rebuild_onto};
 
 /// Directory of operation checkpoints and summaries on a member.
 pub const OPS_DIR: &str = ".raidfs/ops";
@@ -93,12 +93,14 @@ impl Throttle {
 /// ```text
 ///  0 magic   8  "RFSCKPT\0"
 ///  8 major   2  1
-/// 10 minor   2  0
+/// 10 minor   2  1 (0: a record that ends at byte 44, without `member`)
 /// 12 target  4  member index the operation works for (rebuild), else u32::MAX
 /// 16 ino     8  first inode not finished
 /// 24 stripe  8  first stripe of that inode not finished
 /// 32 done    8  logical bytes finished
 /// 40 crc     4  CRC32 of bytes 0..40
+/// 44 member 16  UUID of the member being rebuilt; zeros: not known (scrub)
+/// 60 crc2    4  CRC32 of bytes 0..60
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -106,9 +108,16 @@ pub struct Checkpoint {
     pub ino: u64,
     pub stripe: u64,
     pub done: u64,
+    /// The UUID of the member a rebuild works on (`None` for a scrub, and
+    /// in a record written before it was kept): a rebuild onto another
+    /// member of the same slot never continues from it.
+    pub member: Option<[u8; 16]>,
 }
 
 const CKPT_MAGIC: &[u8; 8] = b"RFSCKPT\0";
+/// Bytes of a record of minor version 0, and of one of minor version 1.
+const CKPT_LEN_V0: usize = 44;
+const CKPT_LEN: usize = 64;
 
 impl Checkpoint {
     fn path(op: &str) -> String {
@@ -116,46 +125,74 @@ impl Checkpoint {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(44);
+        let mut b = Vec::with_capacity(CKPT_LEN);
         b.extend_from_slice(CKPT_MAGIC);
         b.extend_from_slice(&1u16.to_le_bytes());
-        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
         b.extend_from_slice(&self.target.to_le_bytes());
         b.extend_from_slice(&self.ino.to_le_bytes());
         b.extend_from_slice(&self.stripe.to_le_bytes());
         b.extend_from_slice(&self.done.to_le_bytes());
         let crc = crc32fast::hash(&b);
         b.extend_from_slice(&crc.to_le_bytes());
+        b.extend_from_slice(&self.member.unwrap_or([0; 16]));
+        let crc2 = crc32fast::hash(&b);
+        b.extend_from_slice(&crc2.to_le_bytes());
         b
     }
 
     pub fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() < 44 || &b[..8] != CKPT_MAGIC || u16::from_le_bytes([b[8], b[9]]) != 1 {
+        if b.len() < CKPT_LEN_V0 || &b[..8] != CKPT_MAGIC || u16::from_le_bytes([b[8], b[9]]) != 1 {
             return None;
         }
-        let crc = u32::from_le_bytes([b[40], b[41], b[42], b[43]]);
-        if crc != crc32fast::hash(&b[..40]) {
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        if u32_at(40) != crc32fast::hash(&b[..40]) {
             return None;
         }
+        let minor = u16::from_le_bytes([b[10], b[11]]);
+        let member = if minor == 0 {
+            None
+        } else {
+            // Newer minors keep this layout and may add after it.
+            if b.len() < CKPT_LEN || u32_at(60) != crc32fast::hash(&b[..60]) {
+                return None;
+            }
+            let mut u = [0u8; 16];
+            u.copy_from_slice(&b[44..60]);
+            (u != [0; 16]).then_some(u)
+        };
         let u64_at = |o: usize| {
             let mut a = [0u8; 8];
             a.copy_from_slice(&b[o..o + 8]);
             u64::from_le_bytes(a)
         };
         Some(Checkpoint {
-            target: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+            target: u32_at(12),
             ino: u64_at(16),
             stripe: u64_at(24),
             done: u64_at(32),
+            member,
         })
     }
 
     /// The checkpoint of `op` found on any of `members` (the furthest one).
     pub fn load(members: &[Arc<dyn Member>], op: &str) -> Option<Self> {
+        Self::load_matching(members, op, |_| true)
+    }
+
+    /// The furthest checkpoint of `op` on any of `members` that `keep`
+    /// accepts (one that belongs to another run is passed over, however
+    /// far it got).
+    pub fn load_matching(
+        members: &[Arc<dyn Member>],
+        op: &str,
+        keep: impl Fn(&Self) -> bool,
+    ) -> Option<Self> {
         members
             .iter()
             .filter_map(|m| m.read_all(&Self::path(op)).ok())
             .filter_map(|b| Self::decode(&b))
+            .filter(|c| keep(c))
             .max_by_key(|c| (c.ino, c.stripe))
     }
 
@@ -229,10 +266,44 @@ mod tests {
             ino: 77,
             stripe: 5,
             done: 1 << 20,
+            member: Some([7; 16]),
         };
         let mut b = c.encode();
+        assert_eq!(b.len(), 64);
         assert_eq!(Checkpoint::decode(&b), Some(c));
         b[20] ^= 4;
         assert_eq!(Checkpoint::decode(&b), None);
+        let mut b = c.encode();
+        b[50] ^= 1;
+        assert_eq!(Checkpoint::decode(&b), None, "member UUID corrupt");
+        let none = Checkpoint { member: None, ..c };
+        assert_eq!(Checkpoint::decode(&none.encode()), Some(none));
+    }
+
+    /// A record of minor version 0 (44 bytes, no member UUID), as written
+    /// before the UUID was kept, still reads.
+    #[test]
+    fn a_checkpoint_of_minor_version_0_still_reads() {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"RFSCKPT\0");
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&2u32.to_le_bytes());
+        b.extend_from_slice(&77u64.to_le_bytes());
+        b.extend_from_slice(&5u64.to_le_bytes());
+        b.extend_from_slice(&(1u64 << 20).to_le_bytes());
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        let c = Checkpoint::decode(&b).expect("an old record reads");
+        assert_eq!(
+            c,
+            Checkpoint {
+                target: 2,
+                ino: 77,
+                stripe: 5,
+                done: 1 << 20,
+                member: None,
+            }
+        );
     }
 }

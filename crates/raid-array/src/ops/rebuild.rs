@@ -85,6 +85,16 @@ pub struct RebuildReport {
     pub removed_files: u64,
 }
 
+/// What the array tells a rebuild beyond its options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RebuildTarget {
+    /// The UUID of the member being rebuilt. Its checkpoints carry it, and
+    /// only a checkpoint of this member (or one written before checkpoints
+    /// named their member) is resumed from: never one left by an abandoned
+    /// rebuild of the same slot onto another member.
+    pub member_uuid: Option<[u8; 16]>,
+}
+
 /// Rebuild slot `slot` onto `new_member`, for the given files (inode, size).
 ///
 /// The caller has put the target in the slot in state rebuilding (as a
@@ -100,6 +110,20 @@ pub fn rebuild(
     opts: RebuildOptions,
     progress: &dyn Progress,
 ) -> Result<RebuildReport> {
+    let target = RebuildTarget::default();
+    rebuild_onto(store, slot, new_member, files, opts, progress, &target)
+}
+
+/// [`rebuild`], with what the array knows of the target member.
+pub fn rebuild_onto(
+    store: &DataStore,
+    slot: usize,
+    new_member: Arc<dyn Member>,
+    files: impl IntoIterator<Item = (u64, u64)>,
+    opts: RebuildOptions,
+    progress: &dyn Progress,
+    target: &RebuildTarget,
+) -> Result<RebuildReport> {
     let layout = &store.layout;
     if slot >= layout.members {
         return Err(ArrayError::Invalid(format!("no member slot {slot}")));
@@ -107,8 +131,14 @@ pub fn rebuild(
     let files = sorted(files);
     let total: u64 = files.iter().map(|f| f.1).sum();
     let others: Vec<Arc<dyn Member>> = store.writable_members();
+    let ours = |c: &Checkpoint| {
+        c.target as usize == slot
+            && (c.member.is_none()
+                || target.member_uuid.is_none()
+                || c.member == target.member_uuid)
+    };
     let start = if opts.resume {
-        Checkpoint::load(&others, OP).filter(|c| c.target as usize == slot)
+        Checkpoint::load_matching(&others, OP, ours)
     } else {
         None
     };
@@ -120,14 +150,28 @@ pub fn rebuild(
         return Err(target_failed(slot));
     }
     store.set_member(slot, Some(new_member.clone()));
+    let mut members = others.clone();
+    members.push(new_member.clone());
+    let checkpoint = |ino: u64, stripe: u64, done: u64| Checkpoint {
+        target: slot as u32,
+        ino,
+        stripe,
+        done,
+        member: target.member_uuid,
+    };
+    if start.is_none() {
+        // A run from the start replaces, durably and before it writes
+        // anything, whatever checkpoint an earlier run of the slot left:
+        // a crash before its own first checkpoint must not resume from
+        // where another run onto another member stopped.
+        checkpoint(0, 0, 0).save(&members, OP);
+    }
     info!(
         slot,
         files = files.len(),
         resume = start.is_some(),
         "rebuild started"
     );
-    let mut members = others.clone();
-    members.push(new_member.clone());
     let chunk = layout.chunk;
     let per_step = (STEP_BYTES / chunk).max(1);
     let mut rep = RebuildReport::default();
@@ -184,14 +228,13 @@ pub fn rebuild(
             let mut s = first;
             while s < stripes {
                 if progress.should_stop() {
-                    sync_files(store, &mut unsynced)?;
-                    Checkpoint {
-                        target: slot as u32,
-                        ino,
-                        stripe: s,
-                        done,
+                    if !store.health.state(slot).writable() {
+                        // Stopped because the target failed: nothing of
+                        // this run is to be continued.
+                        return Ok(false);
                     }
-                    .save(&members, OP);
+                    sync_files(store, &mut unsynced)?;
+                    checkpoint(ino, s, done).save(&members, OP);
                     return Ok(false);
                 }
                 let until = (s + per_step).min(stripes);
@@ -221,13 +264,7 @@ pub fn rebuild(
             }
             if last_save.elapsed() >= super::CHECKPOINT_EVERY {
                 sync_files(store, &mut unsynced)?;
-                Checkpoint {
-                    target: slot as u32,
-                    ino: ino + 1,
-                    stripe: 0,
-                    done,
-                }
-                .save(&members, OP);
+                checkpoint(ino + 1, 0, done).save(&members, OP);
                 last_save = Instant::now();
             }
         }

@@ -283,6 +283,7 @@ fn save_point(
         ino,
         stripe,
         done,
+        member: None,
     }
     .save(members, OP);
 }
