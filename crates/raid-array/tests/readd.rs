@@ -760,3 +760,68 @@ fn a_crash_early_in_a_fresh_rebuild_does_not_resume_from_an_abandoned_one() {
     }
     a.close().unwrap();
 }
+
+/// Unlinks (and commits the unlink of) one file at the first progress report.
+struct UnlinkOnce<'a> {
+    a: &'a Array,
+    name: &'static str,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl ops::Progress for UnlinkOnce<'_> {
+    fn update(&self, _done: u64, _total: u64) {
+        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.a.unlink(ROOT_INO, os(self.name)).unwrap();
+            self.a.sync_metadata().unwrap();
+        }
+    }
+}
+
+/// A file deleted while a rebuild runs, before the rebuild reaches it, is
+/// skipped: no read errors charged to the members that hold no shard of it
+/// any more, no block reported lost, and no shard of it left on the new
+/// member.
+#[test]
+fn a_file_unlinked_during_a_rebuild_is_skipped_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = common::make_dirs(tmp.path(), "m", 3);
+    let a = create_array(&dirs);
+    let inos: Vec<u64> = (0..3u64)
+        .map(|k| new_file(&a, &format!("f{k}"), &common::pattern(k, 64 * 1024)))
+        .collect();
+    a.fail(2).unwrap();
+    let fresh = tmp.path().join("new");
+    std::fs::create_dir(&fresh).unwrap();
+    let p = UnlinkOnce {
+        a: &a,
+        name: "f2",
+        done: false.into(),
+    };
+    let rep = a.replace(2, &fresh, RebuildOptions::default(), &p).unwrap();
+    assert!(rep.complete, "{rep:?}");
+    assert_eq!(rep.unrecoverable, 0, "spurious unrecoverable blocks");
+    let counters = a.health().counters();
+    assert!(
+        counters.iter().all(|c| c.read_errors == 0),
+        "spurious read errors: {counters:?}"
+    );
+    assert!(
+        !shard_on(&fresh, inos[2]).exists(),
+        "a shard of the deleted file is left on the new member"
+    );
+    for (k, &ino) in inos[..2].iter().enumerate() {
+        assert_eq!(
+            a.read(ino, 0, 64 * 1024).unwrap(),
+            common::pattern(k as u64, 64 * 1024)
+        );
+    }
+    a.close().unwrap();
+    let a = assemble(&[dirs[0].clone(), fresh]);
+    for (k, &ino) in inos[..2].iter().enumerate() {
+        assert_eq!(
+            a.read(ino, 0, 64 * 1024).unwrap(),
+            common::pattern(k as u64, 64 * 1024)
+        );
+    }
+    a.close().unwrap();
+}

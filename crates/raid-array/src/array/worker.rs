@@ -279,6 +279,7 @@ fn run_rebuild(inner: &Inner, job: &Job, outer: &dyn Progress) -> Result<Rebuild
     let progress = StatusProgress { inner, slot, outer };
     let target = ops::RebuildTarget {
         member_uuid: Some(member_uuid(inner, slot)),
+        files: Some(&Namespace(inner)),
     };
     let r = ops::rebuild_onto(
         &inner.data,
@@ -305,6 +306,26 @@ fn run_rebuild(inner: &Inner, job: &Job, outer: &dyn Progress) -> Result<Rebuild
         "rebuild ended"
     );
     Ok(rep)
+}
+
+/// What the namespace says of the files a rebuild walks.
+struct Namespace<'a>(&'a Inner);
+
+impl ops::rebuild::FileCheck for Namespace<'_> {
+    fn striped(&self, ino: u64) -> bool {
+        // The namespace lock is never held while a file's lock is awaited,
+        // so taking it under one is safe.
+        self.0
+            .meta
+            .read()
+            .inodes
+            .get(&ino)
+            .is_some_and(|i| matches!(i.body, crate::meta::inode::Body::File { inline: None }))
+    }
+
+    fn settle(&self) -> Result<()> {
+        self.0.meta.flush().map(drop)
+    }
 }
 
 /// The UUID of the member that `slot` holds (or is being rebuilt onto).

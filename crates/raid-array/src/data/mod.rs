@@ -1820,6 +1820,18 @@ impl DataStore {
             .unwrap_or(0)
     }
 
+    /// Remove the shard of `ino` (and its checksums) on member `j` alone: a
+    /// rebuild target's shard of a file deleted while it was rebuilt.
+    /// Caller holds the file's write lock.
+    pub(crate) fn remove_shard_locked(&self, j: usize, ino: u64) -> io::Result<()> {
+        let member = self
+            .member(j)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "member missing"))?;
+        self.handles.forget_ino(ino);
+        member.remove(&shard::shard_path(ino))?;
+        member.remove(&shard::sums_path(ino))
+    }
+
     /// Create the (empty) shard of `ino` on member `j`.
     pub(crate) fn ensure_shard(&self, j: usize, ino: u64) -> io::Result<()> {
         let member = self

@@ -85,14 +85,30 @@ pub struct RebuildReport {
     pub removed_files: u64,
 }
 
+/// The namespace's side of a rebuild: its file list was taken when it
+/// began, and files are deleted while it runs.
+pub trait FileCheck: Sync {
+    /// Whether `ino` is still a striped file (not deleted, nor gone from
+    /// the data path, since the list was made). Asked with the file's
+    /// write lock held; a file deleted is gone from the namespace before
+    /// its shards are removed, so while this holds, its shards are there.
+    fn striped(&self, ino: u64) -> bool;
+    /// Make durable what made files found gone so (before a checkpoint
+    /// passes them or the member is marked active: a crash must not bring
+    /// back a file the rebuild skipped).
+    fn settle(&self) -> Result<()>;
+}
+
 /// What the array tells a rebuild beyond its options.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RebuildTarget {
+#[derive(Clone, Copy, Default)]
+pub struct RebuildTarget<'a> {
     /// The UUID of the member being rebuilt. Its checkpoints carry it, and
     /// only a checkpoint of this member (or one written before checkpoints
     /// named their member) is resumed from: never one left by an abandoned
     /// rebuild of the same slot onto another member.
     pub member_uuid: Option<[u8; 16]>,
+    /// Which files of the list still exist; `None`: all of them.
+    pub files: Option<&'a dyn FileCheck>,
 }
 
 /// Rebuild slot `slot` onto `new_member`, for the given files (inode, size).
@@ -122,7 +138,7 @@ pub fn rebuild_onto(
     files: impl IntoIterator<Item = (u64, u64)>,
     opts: RebuildOptions,
     progress: &dyn Progress,
-    target: &RebuildTarget,
+    target: &RebuildTarget<'_>,
 ) -> Result<RebuildReport> {
     let layout = &store.layout;
     if slot >= layout.members {
@@ -183,6 +199,17 @@ pub fn rebuild_onto(
     // and before the member is marked active.
     let mut unsynced: Vec<u64> = Vec::new();
     let mut since_flush = 0u64;
+    let live = |ino: u64| target.files.is_none_or(|f| f.striped(ino));
+    // A file was found gone since the namespace was last made durable.
+    let mut skipped = false;
+    let settle = |skipped: &mut bool| -> Result<()> {
+        if std::mem::take(skipped)
+            && let Some(f) = target.files
+        {
+            f.settle()?;
+        }
+        Ok(())
+    };
     let finished = std::thread::scope(|sc| -> Result<bool> {
         let flusher = Flusher::start(sc, new_member.clone());
         for &(ino, size) in &files {
@@ -195,36 +222,30 @@ pub fn rebuild_onto(
                     first = c.stripe;
                 }
             }
-            rep.files += 1;
-            // The rebuilt chunks go through a handle of their own that
-            // bypasses the page cache where the filesystem allows it;
-            // racing writes keep using the ordinary one (the kernel keeps
-            // the two coherent, and the file lock orders them).
-            let direct = match store
-                .ensure_shard(slot, ino)
-                .and_then(|()| new_member.open_direct(&store_path(ino)))
-            {
-                Ok(f) => f,
-                Err(e) => {
-                    store.health.count_write_error(slot);
-                    store
-                        .health
-                        .mark_failed(slot, &format!("rebuild target: {e}"));
-                    return Err(ArrayError::MemberIo {
-                        member: slot,
-                        path: store_path(ino),
-                        context: "create shard".into(),
-                        source: e,
-                    });
+            // Its shard is made on the new member only for a file that
+            // still exists, checked under its lock (a file deleted since
+            // the list was made is skipped, and no shard of it is made).
+            let opened = {
+                let _g = store.lock_write(ino);
+                if live(ino) {
+                    let direct = open_target(store, slot, &new_member, ino)?;
+                    // What the file grew to by writes that did not reach
+                    // the new member (they began before it took writes) is
+                    // rebuilt too.
+                    let stripes = layout.stripes_for(size).max(store.stored_stripes(ino));
+                    Some((direct, stripes))
+                } else {
+                    None
                 }
             };
-            unsynced.push(ino);
-            // What the file grew to by writes that did not reach the new
-            // member (they began before it took writes) is rebuilt too.
-            let stripes = {
-                let _g = store.lock_write(ino);
-                layout.stripes_for(size).max(store.stored_stripes(ino))
+            let Some((direct, stripes)) = opened else {
+                info!(slot, ino, "file deleted since the rebuild began: skipped");
+                skipped = true;
+                done += size.saturating_sub(first * layout.stripe_data);
+                continue;
             };
+            rep.files += 1;
+            unsynced.push(ino);
             let mut s = first;
             while s < stripes {
                 if progress.should_stop() {
@@ -234,15 +255,40 @@ pub fn rebuild_onto(
                         return Ok(false);
                     }
                     sync_files(store, &mut unsynced)?;
+                    settle(&mut skipped)?;
                     checkpoint(ino, s, done).save(&members, OP);
                     return Ok(false);
                 }
                 let until = (s + per_step).min(stripes);
-                {
+                let lost = {
                     let _g = store.lock_write(ino);
-                    rep.unrecoverable +=
-                        step(store, slot, ino, s, until, &mut trio, direct.as_ref())?;
-                }
+                    if live(ino) {
+                        Some(step(
+                            store,
+                            slot,
+                            ino,
+                            s,
+                            until,
+                            &mut trio,
+                            direct.as_ref(),
+                        )?)
+                    } else {
+                        // Deleted meanwhile: what this run wrote of it on
+                        // the new member goes too.
+                        if let Err(e) = store.remove_shard_locked(slot, ino) {
+                            warn!(slot, ino, error = %e, "cannot remove the shard of a deleted file");
+                        }
+                        None
+                    }
+                };
+                let Some(lost) = lost else {
+                    info!(slot, ino, "file deleted during the rebuild: skipped");
+                    skipped = true;
+                    unsynced.retain(|&i| i != ino);
+                    done += size.saturating_sub(s * layout.stripe_data);
+                    break;
+                };
+                rep.unrecoverable += lost;
                 let bytes = (until - s) * chunk;
                 rep.bytes += bytes;
                 if direct.is_direct() {
@@ -264,6 +310,7 @@ pub fn rebuild_onto(
             }
             if last_save.elapsed() >= super::CHECKPOINT_EVERY {
                 sync_files(store, &mut unsynced)?;
+                settle(&mut skipped)?;
                 checkpoint(ino + 1, 0, done).save(&members, OP);
                 last_save = Instant::now();
             }
@@ -274,6 +321,7 @@ pub fn rebuild_onto(
         return Ok(rep);
     }
     sync_files(store, &mut unsynced)?;
+    settle(&mut skipped)?;
     if !store.health.finish_rebuild(slot) {
         return Err(target_failed(slot));
     }
@@ -289,6 +337,34 @@ pub fn rebuild_onto(
     info!(slot, bytes = rep.bytes, "rebuild finished");
     rep.complete = true;
     Ok(rep)
+}
+
+/// Create the shard of `ino` on the target (caller holds the file's write
+/// lock) and open the handle the rebuilt chunks go through: one of its own
+/// that bypasses the page cache where the filesystem allows it; racing
+/// writes keep using the ordinary one (the kernel keeps the two coherent,
+/// and the file lock orders them). A failure fails the target.
+fn open_target(
+    store: &DataStore,
+    slot: usize,
+    new_member: &Arc<dyn Member>,
+    ino: u64,
+) -> Result<Arc<dyn MemberFile>> {
+    store
+        .ensure_shard(slot, ino)
+        .and_then(|()| new_member.open_direct(&store_path(ino)))
+        .map_err(|e| {
+            store.health.count_write_error(slot);
+            store
+                .health
+                .mark_failed(slot, &format!("rebuild target: {e}"));
+            ArrayError::MemberIo {
+                member: slot,
+                path: store_path(ino),
+                context: "create shard".into(),
+                source: e,
+            }
+        })
 }
 
 /// Make the files in `inos` durable on every writable member (the new one
