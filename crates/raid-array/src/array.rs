@@ -1173,6 +1173,47 @@ impl Array {
         Ok((n, cleared))
     }
 
+    /// Make `len` bytes at `offset` read as zeros, the size unchanged
+    /// (`fallocate(PUNCH_HOLE | KEEP_SIZE)`). The stripes wholly inside the
+    /// range give their space back on every member ([`DataStore::punch`]);
+    /// the bytes around them, and an inline file, are written as zeros.
+    pub fn punch_hole(&self, ino: u64, offset: u64, len: u64) -> Result<()> {
+        self.writable()?;
+        let _g = self.ino_lock(ino);
+        let (size, inline) = self.file_state(ino)?;
+        let end = offset.saturating_add(len).min(size);
+        if offset >= end {
+            return Ok(());
+        }
+        let sdb = self.inner.data.layout.stripe_data;
+        let (first, last) = if inline.is_some() {
+            (0, 0)
+        } else {
+            (offset.div_ceil(sdb), end / sdb)
+        };
+        let zero = |from: u64, to: u64| -> Result<()> {
+            let zeros = vec![0u8; (to - from).min(1 << 20) as usize];
+            let mut at = from;
+            while at < to {
+                let n = ((to - at) as usize).min(zeros.len());
+                self.write_locked(ino, at, &zeros[..n])?;
+                at += n as u64;
+            }
+            Ok(())
+        };
+        if first >= last {
+            return zero(offset, end);
+        }
+        zero(offset, first * sdb)?;
+        self.inner.data.punch(ino, first, last, size)?;
+        self.inner.meta.apply(&Op::Extend {
+            ino,
+            end: offset,
+            time: now_ns(),
+        })?;
+        zero(last * sdb, end)
+    }
+
     /// Commit the journal so that freed files' data can go now; returns
     /// whether any went.
     fn reclaim(&self) -> Result<bool> {

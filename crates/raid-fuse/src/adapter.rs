@@ -772,7 +772,8 @@ impl Filesystem for RaidFs {
 /// `fallocate(2)`: mode 0 extends the file size as asked, never cutting
 /// what a write extended meanwhile (`grow_only`), and `KEEP_SIZE` leaves it
 /// (space is not reserved: members are ordinary filesystems);
-/// `PUNCH_HOLE | KEEP_SIZE` makes the range read as zeros. Like a write, a
+/// `PUNCH_HOLE | KEEP_SIZE` makes the range read as zeros and gives the
+/// space of the whole stripes in it back. Like a write, a
 /// supported mode first clears the file's set-ID bits if `clear_setid`
 /// (with the size change, in one record); returns whether it did.
 fn fallocate(
@@ -807,14 +808,7 @@ fn fallocate(
         cleared = after.perm != attr.perm;
     }
     if punch {
-        let end = end.min(attr.size);
-        let zeros = vec![0u8; MAX_WRITE as usize];
-        let mut at = offset;
-        while at < end {
-            let n = ((end - at) as usize).min(zeros.len());
-            array.write(ino, at, &zeros[..n])?;
-            at += n as u64;
-        }
+        array.punch_hole(ino, offset, length)?;
     }
     Ok(cleared)
 }

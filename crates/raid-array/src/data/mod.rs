@@ -1565,6 +1565,64 @@ impl DataStore {
         Ok(())
     }
 
+    /// Make stripes `first..last` of `ino` (wholly inside its `file_size`)
+    /// zeros and give their space back: every member's chunks of them, and
+    /// their checksums (an entry of zeros is a zero block's), are punched
+    /// out of its shard. Parity of zeros is zeros, so the stripes stay
+    /// consistent; while the members are part-way, the write-intent log
+    /// names them, as for a write. Where a member cannot punch (FAT,
+    /// exFAT), zeros are written through the write path instead.
+    pub fn punch(&self, ino: u64, first: u64, last: u64, file_size: u64) -> Result<()> {
+        if first >= last {
+            return Ok(());
+        }
+        let _g = self.lock_write(ino);
+        self.check_writable()?;
+        self.readahead.invalidate(ino);
+        self.tails.forget(ino);
+        self.note_unsynced(ino);
+        let lim = AheadLimits {
+            file_end_region: self.end_region(file_size),
+            unused_ino: self.unused_ino.load(Ordering::Relaxed),
+        };
+        self.intent
+            .mark(ino, first, last - 1, lim, &self.targets(), &self.health)?;
+        let chunk = self.layout.chunk;
+        let (from, to) = (first * chunk, last * chunk);
+        let sums = |o: u64| o / BLOCK as u64 * checksum::ENTRY as u64;
+        let results = pool::map(self.targets(), |(j, m)| {
+            let r = self.handles.get(j, m.as_ref(), ino, true).and_then(|sh| {
+                sh.data.punch_hole(from, to - from)?;
+                sh.sums.punch_hole(sums(from), sums(to) - sums(from))
+            });
+            (j, r)
+        });
+        let mut unsupported = false;
+        for (j, r) in results {
+            match r {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => unsupported = true,
+                Err(e) => {
+                    self.health.count_write_error(j);
+                    self.fail_member(j, "punching a hole failed", &e);
+                }
+            }
+        }
+        self.check_writable()?;
+        if unsupported {
+            let sdb = self.layout.stripe_data;
+            let step = (BATCH_BYTES / sdb).max(1) * sdb;
+            let zeros = vec![0u8; step.min((last - first) * sdb) as usize];
+            let mut at = first * sdb;
+            while at < last * sdb {
+                let n = ((last * sdb - at) as usize).min(zeros.len());
+                self.write_locked(ino, at, &zeros[..n], file_size)?;
+                at += n as u64;
+            }
+        }
+        Ok(())
+    }
+
     /// Give `ino`, a file leaving inline storage, empty shards on every
     /// writable member. It has no shards unless an earlier move out of
     /// inline storage was interrupted; those are emptied rather than

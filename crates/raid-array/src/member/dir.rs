@@ -168,6 +168,18 @@ impl MemberFile for DirFile {
         }
     }
 
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        use rustix::fs::FallocateFlags;
+        let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        rustix::fs::fallocate(&self.0, flags, offset, len).map_err(|e| {
+            if e == rustix::io::Errno::OPNOTSUPP {
+                io::ErrorKind::Unsupported.into()
+            } else {
+                io::Error::from(e)
+            }
+        })
+    }
+
     fn write_behind(&self, upto: u64) -> io::Result<()> {
         // Linux starts write-back of the range's dirty pages (without
         // waiting) and drops its clean ones.
@@ -255,6 +267,10 @@ impl MemberFile for DirectFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.buffered.set_len(len)
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.buffered.punch_hole(offset, len)
     }
 
     fn write_behind(&self, upto: u64) -> io::Result<()> {

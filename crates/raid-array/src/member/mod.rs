@@ -69,6 +69,14 @@ pub trait MemberFile: Send + Sync {
         let _ = upto;
         Ok(())
     }
+    /// Deallocate `len` bytes at `offset`, which then read as zeros; the
+    /// length stays (`fallocate(PUNCH_HOLE | KEEP_SIZE)`). `Unsupported`
+    /// where the backend cannot (the default; FAT and exFAT cannot), and
+    /// the caller writes zeros instead.
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// One member's storage root.
