@@ -2063,7 +2063,11 @@ impl DataStore {
     /// Compare the redundancy of a scanned group with what its data implies;
     /// returns the positions that differ and, with `repair`, rewrites them
     /// on writable members. Data blocks are the authority here: they passed
-    /// their checksums (or were rebuilt and matched them).
+    /// their checksums (or were rebuilt and matched them). With `repair`, a
+    /// writable member that was not read (one being rebuilt) is given the
+    /// redundancy the data implies whatever it holds: its chunk may be stale
+    /// (after a crash, a write that reached the others but not it), and
+    /// nothing else would tell.
     pub(crate) fn fix_redundancy(
         &self,
         ino: u64,
@@ -2092,12 +2096,16 @@ impl DataStore {
         let mut differ = Vec::new();
         for (r, e) in expect.iter().enumerate() {
             let p = g.data + r;
-            if scan.bufs[p] == *e {
+            let j = g.members[p];
+            let state = self.health.state(j);
+            let not_read = repair && !state.readable();
+            if scan.bufs[p] == *e && !not_read {
                 continue;
             }
-            differ.push(p);
-            let j = g.members[p];
-            if repair && self.health.state(j).writable() {
+            if scan.bufs[p] != *e {
+                differ.push(p);
+            }
+            if repair && state.writable() {
                 let off = stripe * self.layout.chunk + lo as u64;
                 if let Err(e) = self.write_blocks(j, ino, off, e) {
                     self.health.count_write_error(j);
