@@ -387,6 +387,9 @@ impl Array {
             )?
         };
         let data = DataStore::with_intent(a.geometry, a.members.clone(), health.clone(), a.intent)?;
+        if opts.read_only {
+            data.set_read_only();
+        }
         data.set_read_ahead_budget(opts.read_ahead_budget);
         // Members absent now that the array last recorded in service left
         // in sync: what changes from here on is all they will lack.

@@ -532,6 +532,22 @@ fn read_only_assembly_writes_nothing_and_refuses_changes() {
     );
     a.close().unwrap();
     assert!(tree(tmp.path()) == before, "a read-only assembly wrote");
+    // A block that fails its checksum is served rebuilt, and not rewritten.
+    let shard = dirs[0].join(format!(".raidfs/data/{:02x}/{:016x}", f & 0xff, f));
+    let mut raw = std::fs::read(&shard).unwrap();
+    // A bit in every block: some of them hold data, whatever the layout.
+    for b in raw.iter_mut().step_by(4096) {
+        *b ^= 0x40;
+    }
+    std::fs::write(&shard, &raw).unwrap();
+    let before = tree(tmp.path());
+    let a = Array::assemble(&o).unwrap();
+    assert_eq!(a.read(f, 0, 30_000).unwrap(), vec![7u8; 20_000]);
+    a.close().unwrap();
+    assert!(
+        tree(tmp.path()) == before,
+        "a read-only read repaired a member"
+    );
 }
 
 #[test]

@@ -107,6 +107,9 @@ pub struct DataStore {
     tails: tailcache::TailCache,
     /// Files whose members hold only zeros past their end.
     zero_past_end: zeroend::ZeroPastEnd,
+    /// Assembled read-only: reads heal nothing (a block that fails its
+    /// checksum is still served rebuilt, but not rewritten).
+    read_only: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for DataStore {
@@ -397,6 +400,7 @@ impl DataStore {
             write_behind: writebehind::WriteBehind::default(),
             tails: tailcache::TailCache::default(),
             zero_past_end: zeroend::ZeroPastEnd::default(),
+            read_only: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -416,6 +420,12 @@ impl DataStore {
     }
 
     /// What is dirty now (start-up leftovers plus unsynced writes).
+    /// Write nothing from now on, not even the repairs reads would make
+    /// (an array assembled read-only).
+    pub fn set_read_only(&self) {
+        self.read_only.store(true, Ordering::Relaxed);
+    }
+
     pub fn dirty_intent(&self) -> IntentRecord {
         self.intent.snapshot()
     }
@@ -715,6 +725,8 @@ impl DataStore {
         hi: usize,
         repair: bool,
     ) -> GroupScan {
+        // Read-only, nothing is written, not even a repair.
+        let repair = repair && !self.read_only.load(Ordering::Relaxed);
         let len = hi - lo;
         let nblocks = len / BLOCK;
         let w = g.width();
