@@ -498,11 +498,16 @@ fn three_files_one_rotten(dirs: &[PathBuf]) -> (Array, u64) {
 /// A resumable check of `a`, stopped once it has passed the bad block of
 /// the first file; the options to run it again.
 fn stopped_check(a: &Array, size: u64) -> ScrubOptions {
+    stopped_check_at(a, size + 1)
+}
+
+/// [`stopped_check`], stopped at the first look once `at` bytes are done.
+fn stopped_check_at(a: &Array, at: u64) -> ScrubOptions {
     let check = ScrubOptions {
         resume: true,
         ..Default::default()
     };
-    let first = a.scrub(check, &StopAfterBytes(0.into(), size + 1)).unwrap();
+    let first = a.scrub(check, &StopAfterBytes(0.into(), at)).unwrap();
     assert!(!first.complete && first.mismatches == 1, "{first:?}");
     check
 }
@@ -526,6 +531,19 @@ fn a_resumed_scrub_reports_what_the_first_part_found() {
         (s.files, s.mismatches, s.complete, s.repair),
         (3, 1, true, false)
     );
+    a.close().unwrap();
+}
+
+/// A scrub stopped between two files, before the second one's first step,
+/// counts that file once over both parts.
+#[test]
+fn a_scrub_stopped_between_two_files_counts_each_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let (a, size) = three_files_one_rotten(&dirs);
+    let check = stopped_check_at(&a, size);
+    let rest = a.scrub(check, &NoProgress).unwrap();
+    assert_eq!((rest.files, rest.bytes, rest.mismatches), (3, 3 * size, 1));
     a.close().unwrap();
 }
 

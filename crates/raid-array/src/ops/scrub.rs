@@ -210,11 +210,15 @@ pub fn scrub(
                 first = c.stripe;
             }
         }
-        if first == 0 {
-            // A file the last part stopped inside was counted then.
-            rep.files += 1;
-        }
+        // Counted once its first step is done (or at once if it has no
+        // stripes): a file the last part stopped inside was counted then,
+        // one it stopped before was not.
+        let mut counted = first > 0;
         let stripes = layout.stripes_for(size);
+        if stripes == 0 {
+            rep.files += 1;
+            counted = true;
+        }
         let mut s = first;
         while s < stripes {
             if progress.should_stop() {
@@ -245,6 +249,10 @@ pub fn scrub(
                 ((until - s) * layout.stripe_data).min(size.saturating_sub(s * layout.stripe_data));
             done += bytes;
             rep.bytes += bytes;
+            if !counted {
+                rep.files += 1;
+                counted = true;
+            }
             throttle.account(bytes, progress);
             progress.update(done, total);
             s = until;
