@@ -782,7 +782,18 @@ impl Array {
             let applied = self.inner.meta.apply(&op)?.0;
             if let Some(new_size) = set.size.filter(|_| shrink) {
                 self.inner.meta.commit(applied)?;
-                self.resize_or_reclaim(ino, new_size)?;
+                // The new size is durable: bytes left past it (a full
+                // member refused to zero the end stripe) are cleared by
+                // the file's next growth, as after a crash.
+                match self.resize_or_reclaim(ino, new_size) {
+                    Err(e) if no_space(&e) => {
+                        tracing::warn!(
+                            ino,
+                            "no space to zero past the new end of a truncated file; its next growth will"
+                        );
+                    }
+                    r => r?,
+                }
             }
             seq = Some(applied);
         }

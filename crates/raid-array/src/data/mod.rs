@@ -1542,6 +1542,15 @@ impl DataStore {
     /// the stripe holding `size` (through the write path, so parity follows)
     /// and cut every shard after that stripe. Caller holds the write lock.
     pub(crate) fn cut(&self, ino: u64, size: u64) -> Result<()> {
+        let r = self.cut_listed(ino, size);
+        if r.is_err() {
+            // Cut part-way: members may hold old bytes past the new end.
+            self.zero_past_end.forget(ino);
+        }
+        r
+    }
+
+    fn cut_listed(&self, ino: u64, size: u64) -> Result<()> {
         let since = self.zero_past_end.epoch();
         // Recorded as changed before any shard is, if a member is out.
         let health = &self.health;
@@ -1609,11 +1618,14 @@ impl DataStore {
             });
             (j, r)
         });
-        let mut unsupported = false;
+        let (mut unsupported, mut full) = (false, false);
         for (j, r) in results {
             match r {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Unsupported => unsupported = true,
+                // A punch can need space (an extent split on a full
+                // filesystem): the member is full, not failing.
+                Err(e) if is_no_space(&e) => full = true,
                 Err(e) => {
                     self.health.count_write_error(j);
                     self.fail_member(j, "punching a hole failed", &e);
@@ -1621,6 +1633,12 @@ impl DataStore {
             }
         }
         self.check_writable()?;
+        if full {
+            // Some members punched, some did not: bring the stripes'
+            // redundancy back in line with the data as they hold it.
+            self.resync_after_no_space(ino, first, last - 1, file_size);
+            return Err(ArrayError::NoSpace);
+        }
         if unsupported {
             let sdb = self.layout.stripe_data;
             let step = (BATCH_BYTES / sdb).max(1) * sdb;
