@@ -450,11 +450,35 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
     // 4. States: the freshest superblock's table; missing slots noted.
     let mut states: Vec<SlotState> = fresh.members.iter().map(|s| s.state).collect();
     let mut missing = Vec::new();
+    // The write-intent log is written to every member in service before any
+    // data: one whose log is behind the others' missed writes.
+    let intent_seq: Vec<u64> = members
+        .iter()
+        .map(|m| crate::intent::load(std::slice::from_ref(m)).seq)
+        .collect();
+    let newest_intent = intent_seq.iter().copied().max().unwrap_or(0);
     for i in 0..n {
         match (&members[i], states[i]) {
             (None, _) => missing.push(i),
             (Some(_), SlotState::Failed) => {
                 tracing::warn!(slot = i, "member was failed; left out until it is rebuilt");
+                members[i] = None;
+            }
+            (Some(_), SlotState::Active)
+                if events[i] < fresh.events && intent_seq[i] < newest_intent =>
+            {
+                // An older copy of the member (a restored image, a disk
+                // that lost its last writes): its chunks and checksums
+                // agree with each other, so nothing would ever catch its
+                // stale data. Left out, as md leaves out a member that is
+                // not fresh; a replace rebuilds it.
+                tracing::warn!(
+                    slot = i,
+                    events = events[i],
+                    freshest = fresh.events,
+                    "member holds an older copy of the array than the others; left out until it is rebuilt"
+                );
+                states[i] = SlotState::Failed;
                 members[i] = None;
             }
             (Some(_), _) if events[i] < fresh.events => {

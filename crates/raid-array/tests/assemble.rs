@@ -752,3 +752,49 @@ fn a_member_failed_while_running_is_taken_back_but_one_used_on_its_own_is_not() 
     );
     a.close().unwrap();
 }
+
+/// A member put back as an older copy of itself (a restored image, a disk
+/// that lost its last writes) is left out as failed, in either slot: its
+/// chunks and checksums agree with each other, and served or used to
+/// "repair" the other half they would roll an acknowledged write back.
+#[test]
+fn an_older_copy_of_a_member_is_left_out() {
+    for stale in 0..2 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = make_dirs(tmp.path(), "m", 2);
+        let mut o = CreateOptions::new("old", Level::Raid1, dirs.clone());
+        o.allow_same_fs = true;
+        let a = Array::create(&o).unwrap();
+        let f = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
+        let (v1, v2) = (common::pattern(1, 65_536), common::pattern(2, 65_536));
+        a.write(f, 0, &v1).unwrap();
+        a.close().unwrap();
+        let saved = tmp.path().join("saved");
+        common::copy_tree(&dirs[stale].join(".raidfs"), &saved);
+        let a = assemble(&dirs).unwrap();
+        a.write(f, 0, &v2).unwrap();
+        a.close().unwrap();
+        std::fs::remove_dir_all(dirs[stale].join(".raidfs")).unwrap();
+        common::copy_tree(&saved, &dirs[stale].join(".raidfs"));
+        let a = assemble(&dirs).unwrap();
+        let st = a.status();
+        assert!(st.degraded, "slot {stale}");
+        assert_eq!(st.members[stale].state, MemberState::Failed);
+        assert!(
+            a.read(f, 0, 65_536).unwrap() == v2,
+            "slot {stale}: stale data"
+        );
+        let rep = a
+            .scrub(
+                raid_array::ops::ScrubOptions {
+                    repair: true,
+                    ..Default::default()
+                },
+                &raid_array::ops::NoProgress,
+            )
+            .unwrap();
+        assert_eq!(rep.repaired, 0, "slot {stale}: {rep:?}");
+        assert!(a.read(f, 0, 65_536).unwrap() == v2);
+        a.close().unwrap();
+    }
+}

@@ -708,13 +708,7 @@ fn new_member_and_images(
 /// Copy each `(from, to)` directory: the members as a power cut leaves them.
 fn image(pairs: &[(PathBuf, PathBuf)]) {
     for (from, to) in pairs {
-        let st = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(from)
-            .arg(to)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        common::copy_tree(from, to);
     }
 }
 

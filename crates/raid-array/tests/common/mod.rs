@@ -48,6 +48,17 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// `cp -a from to`: a directory copied as it stands (an image of a member).
+pub fn copy_tree(from: &Path, to: &Path) {
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 /// Assemble with every directory behind a fault-injecting member, in the
 /// order of `dirs`.
 pub fn assemble_faulty(dirs: &[PathBuf]) -> (Array, Vec<Arc<FaultyMember>>) {
