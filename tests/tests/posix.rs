@@ -1139,6 +1139,56 @@ fn fallocate_grows_and_punch_hole_zeros() {
     check(fs::read(a.path("fa")).unwrap());
 }
 
+/// Bytes the members' filesystems hold allocated for the array's data.
+fn data_allocated(a: &TestArray) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        let md = fs::symlink_metadata(p).unwrap();
+        if md.is_dir() {
+            fs::read_dir(p)
+                .unwrap()
+                .map(|e| walk(&e.unwrap().path()))
+                .sum()
+        } else {
+            md.blocks() * 512
+        }
+    }
+    a.members
+        .iter()
+        .map(|m| walk(&m.join(".raidfs/data")))
+        .sum()
+}
+
+#[test]
+fn punching_whole_stripes_gives_their_space_back() {
+    let mut a = TestArray::raid5();
+    let p = a.path("big");
+    let data = pattern(11, 2_000_000);
+    fs::write(&p, &data).unwrap();
+    File::open(&p).unwrap().sync_all().unwrap();
+    let before = data_allocated(&a);
+    let f = OpenOptions::new().write(true).open(&p).unwrap();
+    rustix::fs::fallocate(
+        &f,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        100_000,
+        1_800_000,
+    )
+    .unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let after = data_allocated(&a);
+    // Stripes of 192 KiB: eight whole ones, 2 MiB with parity, are punched.
+    assert!(
+        after + 1_500_000 < before,
+        "allocated {before} bytes before, {after} after"
+    );
+    let mut want = data.clone();
+    want[100_000..1_900_000].fill(0);
+    assert!(fs::read(&p).unwrap() == want, "through the page cache");
+    a.remount();
+    assert!(fs::read(a.path("big")).unwrap() == want, "after a remount");
+}
+
 #[test]
 fn fsync_and_fdatasync_succeed() {
     let a = TestArray::raid5();
