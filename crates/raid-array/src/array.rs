@@ -1289,7 +1289,7 @@ impl Array {
             e => Err(e),
         })?;
         if inline.is_none() {
-            self.inner.data.sync(ino)?;
+            self.inner.data.fsync(ino)?;
         }
         self.inner.meta.flush()?;
         self.reap();

@@ -738,6 +738,33 @@ impl IntentLog {
         }
     }
 
+    /// Write the log now if the members' copy of it still lists a region
+    /// of `ino` that the dirty set no longer holds ([`IntentLog::clear_ino`]
+    /// is lazy); nothing otherwise. For `fsync`: after a crash, resync takes
+    /// every region the members list as possibly half written, and on a
+    /// degraded array it cannot confirm them, so the missing member's chunks
+    /// there read as EIO, which synced data must never do.
+    pub(crate) fn persist_cleared(
+        &self,
+        ino: u64,
+        targets: &Targets,
+        health: &Health,
+    ) -> Result<()> {
+        let mut g = self.lock();
+        while g.writing {
+            g = self.done.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.track(health);
+        let listed = (g.durable_overflow && !g.overflow)
+            || g.durable
+                .range((ino, 0)..=(ino, u64::MAX))
+                .any(|k| !g.regions.contains(k));
+        if !listed {
+            return Ok(());
+        }
+        self.write(g, &[], targets, health).map(drop)
+    }
+
     /// Whether the members hold a mark ahead for `ino` in `regions` (a
     /// region marked speculatively and not written since).
     pub(crate) fn holds_ahead(&self, ino: u64, regions: std::ops::Range<u64>) -> bool {

@@ -1737,6 +1737,19 @@ impl DataStore {
         self.sync_locked(ino)
     }
 
+    /// [`DataStore::sync`] for `fsync`: the write-intent log on the
+    /// members also stops listing the file before this returns (one more
+    /// write of the log when it did). Otherwise a crash within the second
+    /// before the log's next write would leave the synced stripes listed
+    /// as dirty, and a resync on a degraded array (degraded before the
+    /// crash or by a member missing after it) would read the missing
+    /// member's chunks of them as EIO.
+    pub fn fsync(&self, ino: u64) -> Result<()> {
+        self.sync(ino)?;
+        self.intent
+            .persist_cleared(ino, &self.targets(), &self.health)
+    }
+
     pub(crate) fn sync_locked(&self, ino: u64) -> Result<()> {
         let targets = self.targets();
         pool::map(targets.iter(), |(j, m)| {
