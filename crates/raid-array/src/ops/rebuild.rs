@@ -761,15 +761,7 @@ mod tests {
     /// back and make it active without that write.
     #[test]
     fn a_target_that_failed_before_its_rebuild_resumes_stays_failed() {
-        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-        let members = dirs
-            .iter()
-            .map(|d| Some(Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>))
-            .collect();
-        let health = Arc::new(Health::new(vec![MemberState::Active; 4]));
-        let level = Level::Raid5(raid_core::layout::Raid5Layout::LeftSymmetric);
-        let geometry = Geometry::new(level, 4, CHUNK).unwrap();
-        let store = DataStore::new(geometry, members, health.clone()).unwrap();
+        let (_dirs, health, store) = raid5_of_four();
         let size = 3 * 4096 * 8;
         let (a, b) = (pattern(1, size), pattern(2, size));
         store.write(9, 0, &a, 0).unwrap();
@@ -856,6 +848,21 @@ mod tests {
         );
     }
 
+    /// A healthy RAID-5 of 4 over fresh directories: the directories, its
+    /// health and its store.
+    fn raid5_of_four() -> (Vec<tempfile::TempDir>, Arc<Health>, DataStore) {
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let members = dirs
+            .iter()
+            .map(|d| Some(Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>))
+            .collect();
+        let health = Arc::new(Health::new(vec![MemberState::Active; 4]));
+        let level = Level::Raid5(raid_core::layout::Raid5Layout::LeftSymmetric);
+        let geometry = Geometry::new(level, 4, CHUNK).unwrap();
+        let store = DataStore::new(geometry, members, health.clone()).unwrap();
+        (dirs, health, store)
+    }
+
     /// A RAID-5 of 4 holding `size` bytes of inode 9, member 0 failed.
     struct Degraded {
         _dirs: Vec<tempfile::TempDir>,
@@ -867,15 +874,7 @@ mod tests {
     const INO: u64 = 9;
 
     fn degraded(size: usize) -> Degraded {
-        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-        let members = dirs
-            .iter()
-            .map(|d| Some(Arc::new(DirMember::open(d.path()).unwrap()) as Arc<dyn Member>))
-            .collect();
-        let health = Arc::new(Health::new(vec![MemberState::Active; 4]));
-        let level = Level::Raid5(raid_core::layout::Raid5Layout::LeftSymmetric);
-        let geometry = Geometry::new(level, 4, CHUNK).unwrap();
-        let store = DataStore::new(geometry, members, health.clone()).unwrap();
+        let (dirs, health, store) = raid5_of_four();
         let data = pattern(5, size);
         store.write(INO, 0, &data, 0).unwrap();
         store.sync(INO).unwrap();
