@@ -451,11 +451,17 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
     let mut states: Vec<SlotState> = fresh.members.iter().map(|s| s.state).collect();
     let mut missing = Vec::new();
     // The write-intent log is written to every member in service before any
-    // data: one whose log is behind the others' missed writes.
-    let intent_seq: Vec<u64> = members
-        .iter()
-        .map(|m| crate::intent::load(std::slice::from_ref(m)).seq)
-        .collect();
+    // data: one whose log is behind the others' missed writes. Each member's
+    // log is read only when some superblock lags (rare).
+    let lagging = (0..n).any(|i| members[i].is_some() && events[i] < fresh.events);
+    let intent_seq: Vec<u64> = if lagging {
+        members
+            .iter()
+            .map(|m| crate::intent::load(std::slice::from_ref(m)).seq)
+            .collect()
+    } else {
+        vec![0; n]
+    };
     let newest_intent = intent_seq.iter().copied().max().unwrap_or(0);
     for i in 0..n {
         match (&members[i], states[i]) {
