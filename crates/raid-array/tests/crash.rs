@@ -27,6 +27,8 @@ enum Step {
     Write(u64, usize, Vec<u8>),
     Sync(u64),
     Truncate(u64, usize),
+    /// A hole punched over a byte range: its whole stripes.
+    Punch(u64, usize, usize),
 }
 
 fn bytes(seed: u8, len: usize) -> Vec<u8> {
@@ -47,8 +49,10 @@ fn workload() -> Vec<Step> {
         Sync(1),
         Truncate(1, 13_000),
         Write(2, 4_000, bytes(5, 10_000)),
+        Punch(2, 0, 14_000),
         Sync(1),
         Write(1, 2_000, bytes(6, 3_000)),
+        Sync(2),
     ]
 }
 
@@ -129,6 +133,22 @@ fn run(store: &DataStore) -> (HashMap<u64, History>, Vec<MemberState>) {
                 // The rest of the stripe holding the new end is zeroed in place.
                 e.rewrote.push((size / BLOCK, usize::MAX));
                 store.truncate(*ino, cur.len() as u64, *size as u64).is_ok()
+            }
+            Step::Punch(ino, from, to) => {
+                let sdb = store.geometry().stripe_data_bytes() as usize;
+                let e = h.get_mut(ino).unwrap();
+                let cur = e.versions.last().unwrap().clone();
+                let (first, last) = (from.div_ceil(sdb), (*to).min(cur.len()) / sdb);
+                if first >= last {
+                    continue;
+                }
+                let mut next = cur.clone();
+                next[first * sdb..last * sdb].fill(0);
+                e.versions.push(next);
+                e.rewrote.push((first * sdb / BLOCK, last * sdb / BLOCK));
+                store
+                    .punch(*ino, first as u64, last as u64, cur.len() as u64)
+                    .is_ok()
             }
             Step::Sync(ino) => {
                 let r = store.sync(*ino).is_ok();

@@ -4,6 +4,7 @@
 //!   after `skip` matching calls, `times` times),
 //! - tears writes (only a prefix reaches the inner member),
 //! - flips a bit in what a read returns,
+//! - refuses hole punching, or fails it for want of space,
 //! - "vanishes" (every call fails, like an unplugged disk),
 //! - cuts the power after a number of mutating calls ([`Power`], shared by
 //!   all members of an array), and
@@ -37,6 +38,7 @@ pub enum Op {
     Rename,
     WriteAtomic,
     ReadAll,
+    Punch,
 }
 
 /// What an injected fault does.
@@ -56,6 +58,10 @@ pub enum FaultKind {
     /// A filesystem's largest file size: a write ending past `limit` fails
     /// with EFBIG and has no effect; other calls fail with EIO.
     TooBig { limit: u64 },
+    /// A filesystem without the feature, for [`Op::Punch`] (FAT has no
+    /// hole punching): the punch fails with `Unsupported` (EOPNOTSUPP) and
+    /// has no effect.
+    Unsupported,
 }
 
 /// One injected fault.
@@ -125,8 +131,16 @@ impl Power {
 
 #[derive(Debug, Clone)]
 enum Pending {
-    Write { off: u64, data: Vec<u8> },
+    Write {
+        off: u64,
+        data: Vec<u8>,
+    },
     SetLen(u64),
+    /// A hole punched: bytes read as zeros, the length stays.
+    Punch {
+        off: u64,
+        len: u64,
+    },
 }
 
 #[derive(Default)]
@@ -172,6 +186,11 @@ fn apply(content: &mut Vec<u8>, p: &Pending) {
             content[off..off + data.len()].copy_from_slice(data);
         }
         Pending::SetLen(len) => content.resize(*len as usize, 0),
+        Pending::Punch { off, len } => {
+            let end = off.saturating_add(*len).min(content.len() as u64) as usize;
+            let start = (*off as usize).min(end);
+            content[start..end].fill(0);
+        }
     }
 }
 
@@ -485,6 +504,27 @@ impl MemberFile for FaultyFile {
     fn is_direct(&self) -> bool {
         self.inner.is_direct()
     }
+
+    /// Punched through to the inner member; durable, like a write, after
+    /// `sync_data`.
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        match self.sh.check(Op::Punch, &self.path, true)? {
+            None => {}
+            Some(FaultKind::Unsupported) => return Err(io::ErrorKind::Unsupported.into()),
+            Some(FaultKind::NoSpace) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!("injected: no space to punch {}", self.path),
+                ));
+            }
+            Some(_) => return Err(eio(&self.path)),
+        }
+        self.sh.pre(&self.path);
+        self.inner.punch_hole(offset, len)?;
+        self.sh
+            .record(&self.path, Pending::Punch { off: offset, len });
+        Ok(())
+    }
 }
 
 impl Member for FaultyMember {
@@ -632,7 +672,8 @@ impl Member for FaultyMember {
                 FaultKind::Eio
                 | FaultKind::Torn { .. }
                 | FaultKind::NoSpace
-                | FaultKind::TooBig { .. },
+                | FaultKind::TooBig { .. }
+                | FaultKind::Unsupported,
             ) => Err(eio(path)),
             Some(FaultKind::FlipBit) => {
                 let mut v = self.sh.inner.read_all(path)?;
