@@ -1623,3 +1623,67 @@ fn access_acls_set_the_mode_as_on_ext4_and_cp_a_keeps_modes() {
         0o644
     );
 }
+
+/// `dir/.raidfs/data/..` of `ino` on some member: whether its shard is there.
+fn shard_exists(a: &TestArray, ino: u64) -> bool {
+    let shard = format!(".raidfs/data/{:02x}/{:016x}", ino & 0xff, ino);
+    a.members.iter().any(|m| m.join(&shard).exists())
+}
+
+#[test]
+fn a_file_held_only_by_a_path_descriptor_outlives_its_name() {
+    use rustix::fs::{Mode, OFlags};
+    let a = TestArray::raid5();
+    let p = a.path("held");
+    let data = pattern(6, 300_000);
+    fs::write(&p, &data).unwrap();
+    // No open handle reaches the daemon: only the kernel's reference to
+    // the inode keeps it, as on a local filesystem.
+    let fd = rustix::fs::open(&p, OFlags::PATH, Mode::empty()).unwrap();
+    fs::remove_file(&p).unwrap();
+    let st = rustix::fs::fstat(&fd).unwrap();
+    assert_eq!((st.st_nlink, st.st_size), (0, data.len() as i64));
+    let ino = st.st_ino;
+    assert!(shard_exists(&a, ino));
+    // Opened again through /proc: the data is all there.
+    let again = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    assert!(fs::read(&again).unwrap() == data);
+    // Once the kernel lets the inode go (FORGET), its space comes back.
+    drop(fd);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while shard_exists(&a, ino) {
+        assert!(std::time::Instant::now() < deadline, "shard of {ino} kept");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_reader_racing_atomic_replaces_always_finds_a_file() {
+    let a = TestArray::raid5();
+    let (cfg, tmp) = (a.path("cfg"), a.path("cfg.tmp"));
+    fs::write(&cfg, pattern(0, 20_000)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (cfg, stop) = (cfg.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut reads, mut missing) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match fs::read(&cfg) {
+                    Ok(b) => assert_eq!(b.len(), 20_000),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing += 1,
+                    Err(e) => panic!("{e}"),
+                }
+                reads += 1;
+            }
+            (reads, missing)
+        })
+    };
+    for i in 0..3_000u64 {
+        fs::write(&tmp, pattern(i, 20_000)).unwrap();
+        fs::rename(&tmp, &cfg).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, missing) = reader.join().unwrap();
+    assert!(reads > 0);
+    assert_eq!(missing, 0, "{missing} of {reads} reads found no file");
+}

@@ -188,7 +188,10 @@ struct Inner {
     meta: Meta,
     data: DataStore,
     sb: Mutex<SbState>,
-    open: Mutex<HashMap<u64, u32>>,
+    /// What keeps an orphan (a file with no name left) alive, per inode:
+    /// open handles and the kernel's references ([`Array::remember`]).
+    /// It is freed when none is left.
+    open: Mutex<HashMap<u64, u64>>,
     ino_locks: Vec<Mutex<()>>,
     sync_metadata: bool,
     /// Nothing is written to the members ([`AssembleOptions::read_only`]).
@@ -635,7 +638,7 @@ impl Array {
         Ok(self.inner.meta.read().get(ino)?.attr(ino))
     }
 
-    /// Handle what an operation left: an orphan not open is freed now.
+    /// Handle what an operation left: an orphan nothing holds is freed now.
     fn after(&self, eff: Effect) -> Result<()> {
         if let Some(ino) = eff.orphaned {
             let open = lock(&self.inner.open);
@@ -1087,11 +1090,33 @@ impl Array {
 
     /// Release an open handle.
     pub fn release(&self, ino: u64) -> Result<()> {
+        self.drop_holds(ino, 1)
+    }
+
+    /// The kernel knows `ino` by one more reference (a FUSE reply naming
+    /// it: lookup, create, mknod, mkdir, symlink, link, a readdirplus
+    /// entry). Until [`Array::forget`] drops the last one, a file whose
+    /// last name goes keeps its inode and data, as on a local filesystem:
+    /// a path walk that found the old file of an atomic replace
+    /// (`rename(tmp, f)`) still opens and stats it, and an `O_PATH`
+    /// descriptor still stats it.
+    pub fn remember(&self, ino: u64) {
+        *lock(&self.inner.open).entry(ino).or_insert(0) += 1;
+    }
+
+    /// The kernel dropped `n` of its references to `ino` (FUSE `FORGET`).
+    pub fn forget(&self, ino: u64, n: u64) -> Result<()> {
+        self.drop_holds(ino, n)
+    }
+
+    /// Drop `n` holds (open handles, kernel references) on `ino`; an
+    /// orphan left with none is freed.
+    fn drop_holds(&self, ino: u64, n: u64) -> Result<()> {
         let freed = {
             let mut open = lock(&self.inner.open);
             let last = match open.get_mut(&ino) {
-                Some(c) if *c > 1 => {
-                    *c -= 1;
+                Some(c) if *c > n => {
+                    *c -= n;
                     false
                 }
                 Some(_) => {

@@ -308,6 +308,34 @@ fn rename_variants() {
 }
 
 #[test]
+fn an_orphan_the_kernel_still_knows_lives_until_its_last_forget() {
+    let (_f, a) = fixture(2, Level::Raid1);
+    let ino = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;
+    let data = vec![7u8; 20_000];
+    a.write(ino, 0, &data).unwrap();
+    // Two lookups by the kernel, then the file is replaced and closed.
+    a.remember(ino);
+    a.remember(ino);
+    let tmp = a.create_file(ROOT_INO, os("t"), 0o644, 0, 0).unwrap().ino;
+    a.rename(ROOT_INO, os("t"), ROOT_INO, os("f"), 0).unwrap();
+    a.release(tmp).unwrap();
+    a.release(ino).unwrap();
+    assert_eq!(a.getattr(ino).unwrap().nlink, 0);
+    a.open(ino).unwrap();
+    assert_eq!(a.read(ino, 0, 30_000).unwrap(), data);
+    a.release(ino).unwrap();
+    a.forget(ino, 1).unwrap();
+    assert_eq!(a.getattr(ino).unwrap().nlink, 0);
+    a.forget(ino, 1).unwrap();
+    assert!(matches!(a.getattr(ino), Err(ArrayError::NotFound)));
+    // A forget of what is gone, or of more than was counted, is harmless.
+    a.forget(ino, 5).unwrap();
+    a.forget(tmp, 1).unwrap();
+    assert_eq!(a.read(tmp, 0, 10).unwrap(), b"");
+    a.close().unwrap();
+}
+
+#[test]
 fn unlink_while_open_keeps_data_until_release() {
     let (f, a) = fixture(2, Level::Raid1);
     let ino = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;

@@ -201,9 +201,14 @@ impl RaidFs {
         }
     }
 
+    /// Reply with an entry; the kernel holds a reference to it from then
+    /// on, until its `FORGET` ([`Array::remember`]).
     fn entry(&self, r: raid_array::Result<Attr>, reply: ReplyEntry) {
         match r {
-            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), GEN),
+            Ok(a) => {
+                self.array.remember(a.ino);
+                reply.entry(&self.ttl, &file_attr(&a), GEN)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -260,6 +265,12 @@ impl Filesystem for RaidFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.entry(self.array.lookup(parent.0, name), reply);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if let Err(e) = self.array.forget(ino.0, nlookup) {
+            warn!(ino = ino.0, error = %e, "freeing a forgotten orphan failed");
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -628,6 +639,10 @@ impl Filesystem for RaidFs {
                     if reply.add(INodeNo(e.ino), e.offset, name, &self.ttl, &attr, GEN) {
                         break;
                     }
+                    // The kernel takes a reference to every entry but these.
+                    if name != "." && name != ".." {
+                        self.array.remember(e.ino);
+                    }
                 }
                 reply.ok();
             }
@@ -735,13 +750,16 @@ impl Filesystem for RaidFs {
             .array
             .create_file(parent.0, name, mode & !umask, req.uid(), req.gid())
         {
-            Ok(a) => reply.created(
-                &self.ttl,
-                &file_attr(&a),
-                GEN,
-                FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok(a) => {
+                self.array.remember(a.ino);
+                reply.created(
+                    &self.ttl,
+                    &file_attr(&a),
+                    GEN,
+                    FileHandle(0),
+                    FopenFlags::FOPEN_KEEP_CACHE,
+                )
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
