@@ -269,16 +269,19 @@ fn time_ns(t: TimeSet, now: i64) -> i64 {
 /// The mode and group of a node created in `parent` with `mode` by a
 /// caller `uid`/`gid`: a set-group-ID directory gives its group to what is
 /// created in it, and its set-group-ID bit to new directories, as Linux's
-/// `inode_init_owner` does (under FUSE the filesystem decides it). A file
-/// asked for with set-group-ID by someone outside that group (judged by
-/// the primary group) does not get the bit, as there.
+/// `inode_init_owner` does (under FUSE the filesystem decides it). A
+/// group-executable file asked for with set-group-ID by someone outside
+/// that group (judged by the primary group) does not get the bit, as
+/// Linux's `mode_strip_sgid` decides; without group execute the bit is
+/// mandatory locking's mark, and stays.
 fn inherit_group(ns: &Namespace, parent: u64, mode: u32, uid: u32, gid: u32) -> (u32, u32) {
     const S_ISGID: u32 = 0o2000;
+    const S_IXGRP: u32 = 0o010;
     match ns.get(parent) {
         Ok(p) if p.mode & S_ISGID != 0 => {
             let mode = if mode & S_IFMT == S_IFDIR {
                 mode | S_ISGID
-            } else if uid != 0 && gid != p.gid {
+            } else if uid != 0 && gid != p.gid && mode & S_IXGRP != 0 {
                 mode & !S_ISGID
             } else {
                 mode

@@ -392,9 +392,10 @@ fn an_unlink_racing_the_last_release_frees_the_file_once() {
     }
 }
 
-/// In a set-group-ID directory a file asked for with set-group-ID keeps
-/// the bit only if its creator is root or in the directory's group, as
-/// Linux's `inode_init_owner` decides (by the creator's primary group here).
+/// In a set-group-ID directory a group-executable file asked for with
+/// set-group-ID keeps the bit only if its creator is root or in the
+/// directory's group, as Linux's `mode_strip_sgid` decides (by the
+/// creator's primary group here); without group execute it keeps it.
 #[test]
 fn a_set_group_id_file_made_by_an_outsider_loses_the_bit() {
     let (_f, a) = fixture(3, Level::Raid5(Default::default()));
@@ -407,6 +408,10 @@ fn a_set_group_id_file_made_by_an_outsider_loses_the_bit() {
     assert_eq!(made("outsider", 1000, 1000), (0, 4321));
     assert_eq!(made("member", 1000, 4321), (0o2000, 4321));
     assert_eq!(made("root", 0, 0), (0o2000, 4321));
+    let at = a
+        .create_file(d.ino, os("no-group-exec"), 0o2644, 1000, 1000)
+        .unwrap();
+    assert_eq!(u32::from(at.perm) & 0o2000, 0o2000);
 }
 
 /// A default ACL only on a directory (EACCES elsewhere, as Linux), and
