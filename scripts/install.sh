@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the raidfs binaries (release build) and the systemd units.
 #   /usr/local/bin/raidfs, /usr/local/bin/raidfs-sync
-#   /usr/local/sbin/mount.raidfs (+ /usr/sbin/mount.raidfs link, where mount(8) looks)
+#   /usr/local/sbin/mount.raidfs, linked where mount(8) looks for helpers
+#   (/sbin, which is /usr/sbin on merged-/usr systems) as mount.raidfs and, for
+#   fstab lines of type fuse.raidfs, mount.fuse.raidfs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
@@ -10,7 +12,13 @@ cargo build --release -p raid-fuse
 BIN="${CARGO_TARGET_DIR:-target}/release"
 install -D -m 0755 "$BIN/raidfs" "$PREFIX/bin/raidfs"
 install -D -m 0755 "$BIN/mount-raidfs" "$PREFIX/sbin/mount.raidfs"
-ln -sf "$PREFIX/sbin/mount.raidfs" /usr/sbin/mount.raidfs
+for dir in /usr/sbin /sbin; do
+    # /sbin is a link to /usr/sbin on merged-/usr systems: one set of links.
+    [ "$dir" = /sbin ] && [ -L /sbin ] && continue
+    [ -d "$dir" ] || continue
+    ln -sf "$PREFIX/sbin/mount.raidfs" "$dir/mount.raidfs"
+    ln -sf "$PREFIX/sbin/mount.raidfs" "$dir/mount.fuse.raidfs"
+done
 if cargo build --release -p raid-sync 2>/dev/null && [ -x "$BIN/raidfs-sync" ]; then
     install -D -m 0755 "$BIN/raidfs-sync" "$PREFIX/bin/raidfs-sync"
 fi

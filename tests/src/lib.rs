@@ -327,7 +327,7 @@ impl TestArray {
         assert!(self.child.is_none(), "already mounted");
         let log = fs::File::create(&self.log).expect("log file");
         let mut cmd = Command::new(&bins().mount);
-        cmd.arg(self.spec()).arg(&self.mnt).arg("-f");
+        cmd.arg(self.spec()).arg(&self.mnt).arg("--foreground");
         if !self.options.is_empty() {
             cmd.arg("-o").arg(self.options.join(","));
         }

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use raidfs_tests::{TestArray, bins, is_mounted, run, snapshot};
 
-/// Run mount.raidfs the way a user does (daemonizing, no -f).
+/// Run mount.raidfs the way a user does (daemonizing, not `--foreground`).
 fn mount_cmd(spec: &str, mnt: &Path, opts: Option<&str>) -> Output {
     let mut c = Command::new(&bins().mount);
     c.arg(spec).arg(mnt);
@@ -155,7 +155,53 @@ fn mount_with_an_unknown_option_is_refused() {
     assert!(!is_mounted(&a.mnt));
     let out = mount_cmd(&a.spec(), &a.mnt, Some("threads=lots"));
     assert_refused(&out, "threads");
+    assert_eq!(
+        out.status.code(),
+        Some(32),
+        "mount(8)'s code for a failed mount"
+    );
+    let out = mount_cmd(&a.spec(), &a.mnt, Some("remount,ro"));
+    assert_refused(&out, "unmount the array and mount it again");
+    // `mount -s`: sloppy, unknown options are skipped.
+    let out = run(Command::new(&bins().mount).arg(a.spec()).arg(&a.mnt).args([
+        "-s",
+        "-f",
+        "-o",
+        "no_such_option",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(before, snapshots(&a.members));
+}
+
+#[test]
+fn a_fake_mount_checks_everything_and_mounts_nothing() {
+    let a = TestArray::builder("raid5", 4).create();
+    let before = snapshots(&a.members);
+    // `mount -f` (and `mount -fav`) pass -f to the helper.
+    let out = run(Command::new(&bins().mount)
+        .arg(a.spec())
+        .arg(&a.mnt)
+        .args(["-f", "-v", "-o", "noexec"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would mount"));
+    assert!(!is_mounted(&a.mnt));
+    assert_eq!(before, snapshots(&a.members));
+    // What would fail still fails.
+    let out = run(Command::new(&bins().mount)
+        .arg(a.spec())
+        .arg(a.root.join("no-such-dir"))
+        .arg("-f"));
+    assert_refused(&out, "does not exist");
+    assert_eq!(out.status.code(), Some(32));
+    // A wrong invocation is mount(8)'s 1; another namespace is refused.
+    let out = run(Command::new(&bins().mount).arg("--no-such-flag"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = run(Command::new(&bins().mount)
+        .arg(a.spec())
+        .arg(&a.mnt)
+        .args(["-N", "/proc/1/ns/mnt"]));
+    assert_refused(&out, "namespace");
+    assert!(!is_mounted(&a.mnt));
 }
 
 fn create(args: &[&str], dirs: &[PathBuf]) -> Output {

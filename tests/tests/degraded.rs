@@ -124,7 +124,7 @@ fn member_yanked_during_copy_then_mount_with_the_dead_member_listed() {
     let out = run(Command::new(&bins().mount)
         .arg(a.spec())
         .arg(&a.mnt)
-        .arg("-f")
+        .arg("--foreground")
         .stdin(Stdio::null()));
     assert!(!out.status.success(), "a list naming a dead member mounted");
     assert!(!raidfs_tests::is_mounted(&a.mnt));
@@ -147,7 +147,7 @@ fn member_yanked_during_copy_then_mount_with_the_dead_member_listed() {
     let mut child = Command::new(&bins().mount)
         .arg(&uuid)
         .arg(&a.mnt)
-        .arg("-f")
+        .arg("--foreground")
         .arg("-o")
         .arg(format!("members={candidates}"))
         .stdin(Stdio::null())

@@ -1687,3 +1687,30 @@ fn a_reader_racing_atomic_replaces_always_finds_a_file() {
     assert!(reads > 0);
     assert_eq!(missing, 0, "{missing} of {reads} reads found no file");
 }
+
+#[test]
+fn noexec_and_nosymfollow_mounts_refuse_to_run_programs_and_follow_links() {
+    let mut a = TestArray::raid5();
+    let script = a.path("run.sh");
+    fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("run.sh", a.path("link")).unwrap();
+    assert!(Command::new(&script).status().unwrap().success());
+    a.unmount();
+    a.set_options(&["noexec", "nosymfollow"]);
+    a.mount();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mnt = fs::canonicalize(&a.mnt).unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(mnt.to_str().unwrap()))
+        .unwrap();
+    assert!(
+        line.contains("noexec") && line.contains("nosymfollow"),
+        "{line}"
+    );
+    let e = Command::new(&script).status().unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    assert_eq!(errno(&fs::read(a.path("link")).unwrap_err()), libc::ELOOP);
+    assert_eq!(fs::read_link(a.path("link")).unwrap(), Path::new("run.sh"));
+}

@@ -36,7 +36,7 @@ pub fn spawn_and_wait(args: &[OsString], log_file: Option<&std::path::Path>) -> 
     };
     let mut child = Command::new(exe)
         .args(args)
-        .arg("-f")
+        .arg("--foreground")
         .env(READY_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -26,6 +26,12 @@ pub struct KernelMount<'a> {
     pub read_only: bool,
     /// Other users may use the mount (`allow_other`).
     pub allow_other: bool,
+    /// `noexec`.
+    pub noexec: bool,
+    /// `nosymfollow`.
+    pub nosymfollow: bool,
+    /// `sync`: writes are synchronous.
+    pub synchronous: bool,
 }
 
 /// How the attempt went.
@@ -61,6 +67,15 @@ impl KernelMount<'_> {
         let mut flags = MountFlags::NODEV | MountFlags::NOSUID;
         if self.read_only {
             flags |= MountFlags::RDONLY;
+        }
+        if self.noexec {
+            flags |= MountFlags::NOEXEC;
+        }
+        if self.nosymfollow {
+            flags |= MountFlags::NOSYMFOLLOW;
+        }
+        if self.synchronous {
+            flags |= MountFlags::SYNCHRONOUS;
         }
         match rustix::mount::mount(self.source, self.mountpoint, FSTYPE, flags, data.as_c_str()) {
             Ok(()) => Ok(Outcome::Mounted(fd)),
@@ -105,6 +120,9 @@ mod tests {
             mountpoint: Path::new("/mnt/array"),
             read_only: false,
             allow_other: true,
+            noexec: false,
+            nosymfollow: false,
+            synchronous: false,
         };
         let d = m.data(7, 0o40755);
         assert!(d.starts_with("fd=7,rootmode=40755,user_id="), "{d}");

@@ -58,8 +58,9 @@ pub fn assemble(req: &MountRequest) -> Result<Array> {
     let mut opts = AssembleOptions::new(req.members.clone());
     opts.force = req.options.force;
     // Namespace changes are committed by the periodic flusher, by fsync and
-    // at unmount, as on a local filesystem, not one journal sync per create.
-    opts.sync_metadata = false;
+    // at unmount, as on a local filesystem, not one journal sync per create
+    // (unless mounted `sync` or `dirsync`).
+    opts.sync_metadata = req.options.sync_metadata;
     // A read-only mount writes nothing to the members, not even the
     // superblock's dirty flag.
     opts.read_only = req.options.read_only;
@@ -87,6 +88,16 @@ pub fn fuse_config(req: &MountRequest, array_name: &str) -> Config {
     ];
     if o.read_only {
         mount_options.push(MountOption::RO);
+    }
+    if o.noexec {
+        mount_options.push(MountOption::NoExec);
+    }
+    if o.synchronous {
+        mount_options.push(MountOption::Sync);
+    }
+    if o.nosymfollow {
+        // fusermount3 of libfuse 3.10 and later knows it.
+        mount_options.push(MountOption::CUSTOM("nosymfollow".into()));
     }
     let mut config = Config::default();
     config.mount_options = mount_options;
@@ -350,6 +361,9 @@ fn open_session(
         mountpoint: &req.mountpoint,
         read_only: req.options.read_only,
         allow_other: config.acl != SessionACL::Owner,
+        noexec: req.options.noexec,
+        nosymfollow: req.options.nosymfollow,
+        synchronous: req.options.synchronous,
     };
     match km.mount()? {
         crate::kernel_mount::Outcome::Mounted(fd) => {

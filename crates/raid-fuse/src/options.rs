@@ -62,6 +62,17 @@ pub struct MountOptions {
     /// Seconds the kernel may cache names and attributes (`cache_timeout=`;
     /// 0 caches nothing).
     pub cache_timeout_secs: u64,
+    /// Programs on the mount may not be executed (`noexec`; `exec` undoes
+    /// it, as for any filesystem).
+    pub noexec: bool,
+    /// Symbolic links are not followed in path lookups (`nosymfollow`).
+    pub nosymfollow: bool,
+    /// Every namespace change is committed to the members before it
+    /// returns (`sync` or `dirsync`), instead of by the periodic flusher.
+    pub sync_metadata: bool,
+    /// Every write is synced before it returns, as if opened `O_SYNC`
+    /// (`sync`: the kernel's `MS_SYNCHRONOUS`).
+    pub synchronous: bool,
 }
 
 impl Default for MountOptions {
@@ -84,6 +95,10 @@ impl Default for MountOptions {
             cache_bytes: raid_array::data::readahead::DEFAULT_BUDGET,
             lock_wait_secs: raid_array::exclusive::DEFAULT_WAIT.as_secs(),
             cache_timeout_secs: crate::adapter::DEFAULT_CACHE_TIMEOUT.as_secs(),
+            noexec: false,
+            nosymfollow: false,
+            sync_metadata: false,
+            synchronous: false,
         }
     }
 }
@@ -100,8 +115,9 @@ impl fmt::Display for OptionError {
 
 impl std::error::Error for OptionError {}
 
-/// Options handled by mount(8), systemd or the kernel's generic VFS layer,
-/// which a helper accepts without effect.
+/// Options handled by mount(8) or systemd, which a helper accepts without
+/// effect, and the kernel's `suid` and `dev`: a raidfs mount is always
+/// `nosuid,nodev`, as FUSE mounts are.
 const IGNORED: &[&str] = &[
     "defaults",
     "auto",
@@ -113,27 +129,27 @@ const IGNORED: &[&str] = &[
     "owner",
     "group",
     "_netdev",
-    "rw",
     "suid",
     "nosuid",
     "dev",
     "nodev",
-    "exec",
-    "noexec",
     "nodiratime",
     "diratime",
-    "async",
-    "sync",
     "comment",
     "loud",
     "silent",
-    "nosymfollow",
     "lazytime",
 ];
 
 impl MountOptions {
     /// Parse a comma-separated option string, on top of `self`.
     pub fn parse_into(&mut self, opts: &str) -> Result<(), OptionError> {
+        self.parse(opts, false)
+    }
+
+    /// [`MountOptions::parse_into`]; `sloppy` (`mount -s`) skips unknown
+    /// options with a warning instead of refusing them.
+    pub fn parse(&mut self, opts: &str, sloppy: bool) -> Result<(), OptionError> {
         for opt in split_options(opts) {
             let (key, value) = match opt.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
@@ -172,6 +188,35 @@ impl MountOptions {
                 "ro" => {
                     flag(key)?;
                     self.read_only = true;
+                }
+                "rw" => {
+                    flag(key)?;
+                    self.read_only = false;
+                }
+                "noexec" | "exec" => {
+                    flag(key)?;
+                    self.noexec = key == "noexec";
+                }
+                "nosymfollow" => {
+                    flag(key)?;
+                    self.nosymfollow = true;
+                }
+                "sync" | "dirsync" => {
+                    flag(key)?;
+                    self.sync_metadata = true;
+                    self.synchronous |= key == "sync";
+                }
+                "async" => {
+                    flag(key)?;
+                    self.sync_metadata = false;
+                    self.synchronous = false;
+                }
+                "remount" => {
+                    return Err(OptionError(
+                        "remount is not supported: unmount the array and mount it again \
+                         with the new options"
+                            .into(),
+                    ));
                 }
                 "force" => {
                     flag(key)?;
@@ -253,6 +298,7 @@ impl MountOptions {
                 "readahead" => self.readahead_kib = at_most(key, 1 << 20, "KiB, 1 GiB")?,
                 k if k.starts_with("x-") || IGNORED.contains(&k) => {}
                 k if k == "fsname" || k == "subtype" || k == "uhelper" || k == "helper" => {}
+                _ if sloppy => tracing::warn!(option = %opt, "unknown mount option skipped"),
                 _ => return Err(OptionError(format!("unknown mount option {opt:?}"))),
             }
         }
@@ -317,6 +363,22 @@ mod tests {
         .unwrap();
         assert!(o.allow_other && o.read_only);
         assert_eq!(o.threads, 8);
+    }
+
+    #[test]
+    fn kernel_options_take_effect_and_the_last_one_wins() {
+        let mut o = MountOptions::default();
+        o.parse_into("ro,noexec,nosymfollow,dirsync").unwrap();
+        assert!(o.read_only && o.noexec && o.nosymfollow && o.sync_metadata);
+        assert!(!o.synchronous);
+        o.parse_into("sync").unwrap();
+        assert!(o.synchronous);
+        o.parse_into("rw,exec,async").unwrap();
+        assert!(!o.read_only && !o.noexec && !o.sync_metadata && !o.synchronous);
+        o.parse("typo_option,noexec", true).unwrap();
+        assert!(o.noexec);
+        let e = o.parse_into("remount,ro").unwrap_err();
+        assert!(e.0.contains("remount is not supported"), "{e}");
     }
 
     #[test]

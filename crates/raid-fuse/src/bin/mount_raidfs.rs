@@ -1,11 +1,13 @@
 //! `mount.raidfs` — mount a raidfs array (the mount(8) helper).
 //!
 //! ```text
-//! mount.raidfs SPEC DIR [-f] [-v] [-o OPTIONS]   SPEC: /mnt/d1:/mnt/d2:… | NAME | UUID
-//! mount.raidfs DIR                               SPEC and options from /etc/fstab
+//! mount.raidfs SPEC DIR [-sfnv] [-o OPTIONS]   SPEC: /mnt/d1:/mnt/d2:… | NAME | UUID
+//! mount.raidfs DIR                             SPEC and options from /etc/fstab
 //! ```
 //! It returns once the filesystem is mounted (or failed to), leaving a
-//! daemon serving it; `-f` keeps it in the foreground.
+//! daemon serving it; `--foreground` keeps it in the foreground. The
+//! short flags are mount(8)'s (`-f` fakes the mount), and so are the exit
+//! codes: 1 for a wrong invocation, 32 for a mount that failed.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -33,8 +35,12 @@ struct Args {
     /// Mount options, comma-separated (may be repeated).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
-    /// Stay in the foreground.
+    /// Fake: check the options, the mount point and the members, and mount
+    /// nothing (`mount -f`).
     #[arg(short = 'f')]
+    fake: bool,
+    /// Stay in the foreground (also `-o foreground`).
+    #[arg(long = "foreground")]
     foreground: bool,
     /// Verbose logging.
     #[arg(short = 'v')]
@@ -43,11 +49,15 @@ struct Args {
     /// `mdadm --monitor --program` (same as `-o notify=PROGRAM`).
     #[arg(long = "notify-cmd", value_name = "PROGRAM")]
     notify_cmd: Option<String>,
-    /// Accepted for mount(8) compatibility (sloppy options, no mtab).
+    /// Sloppy: unknown options are skipped with a warning (`mount -s`).
     #[arg(short = 's', hide = true)]
     sloppy: bool,
+    /// No mtab (`mount -n`): nothing to do, there is no /etc/mtab to write.
     #[arg(short = 'n', hide = true)]
     no_mtab: bool,
+    /// A mount namespace to mount in (`mount -N`): refused.
+    #[arg(short = 'N', hide = true)]
+    namespace: Option<String>,
     /// Filesystem type as passed by mount(8); ignored.
     #[arg(short = 't', hide = true)]
     fstype: Option<String>,
@@ -60,6 +70,9 @@ fn fstab_path() -> PathBuf {
 }
 
 fn request(args: &Args) -> Result<MountRequest> {
+    if let Some(ns) = &args.namespace {
+        bail!("-N {ns}: mounting in another mount namespace is not supported");
+    }
     let mut options = MountOptions::default();
     let (source, dir) = match args.positional.as_slice() {
         [dir] => {
@@ -72,14 +85,14 @@ fn request(args: &Args) -> Result<MountRequest> {
                         path.display()
                     )
                 })?;
-            options.parse_into(&entry.options)?;
+            options.parse(&entry.options, args.sloppy)?;
             (entry.spec, dir.clone())
         }
         [spec, dir] => (spec.clone(), dir.clone()),
         _ => bail!("usage: mount.raidfs SPEC DIR [-o OPTIONS]"),
     };
     for o in &args.options {
-        options.parse_into(o)?;
+        options.parse(o, args.sloppy)?;
     }
     options.foreground |= args.foreground;
     if let Some(cmd) = &args.notify_cmd {
@@ -132,8 +145,20 @@ fn init_logging(verbose: bool, daemon_child: bool) {
         .init();
 }
 
+/// mount(8)'s exit codes: a wrong invocation, and a mount that failed.
+const EX_USAGE: u8 = 1;
+const EX_FAIL: u8 = 32;
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(EX_USAGE);
+        }
+        // --help, --version
+        Err(e) => e.exit(),
+    };
     let daemon_child = std::env::var_os(daemon::READY_ENV).is_some();
     init_logging(args.verbose, daemon_child);
     let req = match request(&args) {
@@ -144,9 +169,20 @@ fn main() -> ExitCode {
             if let Err(e) = r {
                 eprintln!("mount.raidfs: {e:#}");
             }
-            return ExitCode::FAILURE;
+            return ExitCode::from(EX_FAIL);
         }
     };
+    if args.fake {
+        if args.verbose {
+            println!(
+                "mount.raidfs: would mount {} ({} members) on {}",
+                req.source,
+                req.members.len(),
+                req.mountpoint.display()
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
     if !req.options.foreground {
         let forward: Vec<OsString> = std::env::args_os().skip(1).collect();
         let log = req.options.log_file.as_ref().map(PathBuf::from);
@@ -154,7 +190,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("mount.raidfs: {e:#}");
-                ExitCode::FAILURE
+                ExitCode::from(EX_FAIL)
             }
         };
     }
@@ -168,7 +204,7 @@ fn main() -> ExitCode {
                 eprintln!("mount.raidfs: {e:#}");
             }
             tracing::error!("{e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(EX_FAIL)
         }
     }
 }
