@@ -1689,7 +1689,7 @@ fn a_reader_racing_atomic_replaces_always_finds_a_file() {
 }
 
 #[test]
-fn noexec_and_nosymfollow_mounts_refuse_to_run_programs_and_follow_links() {
+fn noexec_nosymfollow_and_sync_mount_options_reach_the_kernel() {
     let mut a = TestArray::raid5();
     let script = a.path("run.sh");
     fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
@@ -1697,7 +1697,7 @@ fn noexec_and_nosymfollow_mounts_refuse_to_run_programs_and_follow_links() {
     std::os::unix::fs::symlink("run.sh", a.path("link")).unwrap();
     assert!(Command::new(&script).status().unwrap().success());
     a.unmount();
-    a.set_options(&["noexec", "nosymfollow"]);
+    a.set_options(&["noexec", "nosymfollow", "sync"]);
     a.mount();
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mnt = fs::canonicalize(&a.mnt).unwrap();
