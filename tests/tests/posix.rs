@@ -1714,3 +1714,20 @@ fn noexec_nosymfollow_and_sync_mount_options_reach_the_kernel() {
     assert_eq!(errno(&fs::read(a.path("link")).unwrap_err()), libc::ELOOP);
     assert_eq!(fs::read_link(a.path("link")).unwrap(), Path::new("run.sh"));
 }
+
+#[test]
+fn a_removed_directory_still_open_stats_with_no_links_and_takes_no_names() {
+    use rustix::fs::{Mode, OFlags};
+    let a = TestArray::raid5();
+    let d = a.path("gone");
+    fs::create_dir(&d).unwrap();
+    let dir = File::open(&d).unwrap();
+    fs::remove_dir(&d).unwrap();
+    let md = dir.metadata().unwrap();
+    assert!(md.is_dir());
+    assert_eq!(md.nlink(), 0);
+    let e =
+        rustix::fs::openat(&dir, "new", OFlags::CREATE | OFlags::WRONLY, Mode::RUSR).unwrap_err();
+    assert_eq!(e, rustix::io::Errno::NOENT);
+    assert!(names(&a.mnt).is_empty());
+}

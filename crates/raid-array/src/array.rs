@@ -192,6 +192,10 @@ struct Inner {
     /// open handles and the kernel's references ([`Array::remember`]).
     /// It is freed when none is left.
     open: Mutex<HashMap<u64, u64>>,
+    /// Removed directories the kernel still holds ([`Array::remember`]):
+    /// their last attributes, for `fstat` of a descriptor or working
+    /// directory. Only in memory: the namespace no longer has them.
+    removed_dirs: Mutex<HashMap<u64, Attr>>,
     ino_locks: Vec<Mutex<()>>,
     sync_metadata: bool,
     /// Nothing is written to the members ([`AssembleOptions::read_only`]).
@@ -410,6 +414,7 @@ impl Array {
             data,
             sb,
             open: Mutex::new(HashMap::new()),
+            removed_dirs: Mutex::new(HashMap::new()),
             ino_locks: (0..INO_LOCKS).map(|_| Mutex::new(())).collect(),
             sync_metadata: opts.sync_metadata,
             read_only: opts.read_only,
@@ -638,7 +643,14 @@ impl Array {
     }
 
     fn attr_of(&self, ino: u64) -> Result<Attr> {
-        Ok(self.inner.meta.read().get(ino)?.attr(ino))
+        match self.inner.meta.read().get(ino) {
+            Ok(i) => Ok(i.attr(ino)),
+            Err(ArrayError::NotFound) => lock(&self.inner.removed_dirs)
+                .get(&ino)
+                .cloned()
+                .ok_or(ArrayError::NotFound),
+            Err(e) => Err(e),
+        }
     }
 
     /// Handle what an operation left: an orphan nothing holds is freed now.
@@ -647,6 +659,12 @@ impl Array {
             let open = lock(&self.inner.open);
             if !open.contains_key(&ino) {
                 self.free_orphan(ino)?;
+            }
+        }
+        if let Some(last) = eff.removed_dir {
+            let open = lock(&self.inner.open);
+            if open.contains_key(&last.ino) {
+                lock(&self.inner.removed_dirs).insert(last.ino, last);
             }
         }
         Ok(())
@@ -1017,7 +1035,8 @@ impl Array {
             name: name_bytes(name).to_vec(),
             time: now_ns(),
         };
-        let (seq, _) = self.inner.meta.apply(&op)?;
+        let (seq, eff) = self.inner.meta.apply(&op)?;
+        self.after(eff)?;
         self.settle(seq)
     }
 
@@ -1124,6 +1143,7 @@ impl Array {
                 }
                 Some(_) => {
                     open.remove(&ino);
+                    lock(&self.inner.removed_dirs).remove(&ino);
                     true
                 }
                 None => false,

@@ -336,6 +336,46 @@ fn an_orphan_the_kernel_still_knows_lives_until_its_last_forget() {
 }
 
 #[test]
+fn a_removed_directory_the_kernel_still_knows_is_dead_until_its_last_forget() {
+    let (f, a) = fixture(2, Level::Raid1);
+    let d = a.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).unwrap().ino;
+    let e = a.mkdir(ROOT_INO, os("e"), 0o755, 0, 0).unwrap().ino;
+    a.remember(d);
+    a.remember(e);
+    a.rmdir(ROOT_INO, os("d")).unwrap();
+    // Renamed over: the same for the directory replaced.
+    let g = a.mkdir(ROOT_INO, os("g"), 0o755, 0, 0).unwrap().ino;
+    a.rename(ROOT_INO, os("g"), ROOT_INO, os("e"), 0).unwrap();
+    for dead in [d, e] {
+        let at = a.getattr(dead).unwrap();
+        assert_eq!((at.kind, at.nlink), (FileKind::Dir, 0));
+        // Nothing can be added to a dead directory.
+        assert!(matches!(
+            a.create_file(dead, os("x"), 0o644, 0, 0),
+            Err(ArrayError::NotFound)
+        ));
+        assert!(matches!(
+            a.mkdir(dead, os("x"), 0o755, 0, 0),
+            Err(ArrayError::NotFound)
+        ));
+        assert!(matches!(
+            a.rename(ROOT_INO, os("e"), dead, os("x"), 0),
+            Err(ArrayError::NotFound)
+        ));
+    }
+    assert_eq!(a.getattr(ROOT_INO).unwrap().nlink, 3);
+    assert_eq!(a.lookup(ROOT_INO, os("e")).unwrap().ino, g);
+    a.forget(d, 1).unwrap();
+    assert!(matches!(a.getattr(d), Err(ArrayError::NotFound)));
+    // A crash while the kernel held the other: gone at the next assembly.
+    drop(a);
+    let a = reopen(&f);
+    assert!(matches!(a.getattr(e), Err(ArrayError::NotFound)));
+    assert_eq!(a.getattr(g).unwrap().nlink, 2);
+    a.close().unwrap();
+}
+
+#[test]
 fn unlink_while_open_keeps_data_until_release() {
     let (f, a) = fixture(2, Level::Raid1);
     let ino = a.create_file(ROOT_INO, os("f"), 0o644, 0, 0).unwrap().ino;

@@ -17,6 +17,9 @@ pub struct Effect {
     pub orphaned: Option<u64>,
     /// An orphan was freed: its striped data can go.
     pub freed: Option<u64>,
+    /// A directory was removed (its inode is gone): what it looked like
+    /// last, with no links, for whoever still holds it.
+    pub removed_dir: Option<Attr>,
 }
 
 /// All inodes.
@@ -235,7 +238,7 @@ impl Namespace {
                     return Err(ArrayError::NotEmpty);
                 }
                 self.dir_mut(*parent)?.remove(name);
-                self.inodes.remove(&ino);
+                eff.removed_dir = self.remove_dir(ino, *time);
                 let p = self.get_mut(*parent)?;
                 p.nlink -= 1;
                 self.touch_dir(*parent, *time);
@@ -465,6 +468,15 @@ impl Namespace {
         }
     }
 
+    /// Remove the inode of an empty directory that lost its name; returns
+    /// its last attributes (no links, changed at `time`).
+    fn remove_dir(&mut self, ino: u64, time: i64) -> Option<Attr> {
+        let mut last = self.inodes.remove(&ino)?.attr(ino);
+        last.nlink = 0;
+        last.ctime = to_system_time(time);
+        Some(last)
+    }
+
     /// Drop one link of a non-directory; returns the inode if it became an orphan.
     fn drop_link(&mut self, ino: u64, time: i64) -> Option<u64> {
         let i = self.inodes.get_mut(&ino)?;
@@ -549,7 +561,7 @@ impl Namespace {
             // Replace: remove the target entry first.
             self.dir_mut(new_parent)?.remove(new_name);
             if src_is_dir {
-                self.inodes.remove(&dst);
+                eff.removed_dir = self.remove_dir(dst, time);
                 self.adjust_nlink(new_parent, -1);
             } else {
                 eff.orphaned = self.drop_link(dst, time);
