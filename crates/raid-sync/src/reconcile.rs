@@ -186,8 +186,8 @@ struct Job {
 /// A file's identity as `stat` gives it: device, inode, size, mtime.
 type InodeKey = (u64, u64, u64, i64, u32);
 
-/// Rename sources: removed files, found by inode or by size + CRC; the
-/// content (CRC) must match either way.
+/// Rename sources: files gone from the tree (not a path that changed kind),
+/// found by inode or by size + CRC; the content (CRC) must match either way.
 #[derive(Default)]
 struct RenameIndex {
     /// Path and CRC of the removed file.
@@ -351,9 +351,15 @@ impl Syncer {
             (jobs, removed)
         };
 
+        // Rename sources: files gone from the tree. A path that changed kind
+        // is no source: its key gets the new entry's object in this pass (a
+        // symlink's PUT can land before a copy from that key would read it).
         let mut renames = RenameIndex::default();
         for (rel, e) in &removed {
-            if e.kind == Kind::File && self.up.object_len(e.size) <= MAX_COPY_SIZE {
+            if e.kind == Kind::File
+                && !scan.entries.contains_key(rel)
+                && self.up.object_len(e.size) <= MAX_COPY_SIZE
+            {
                 renames.add(rel, e);
             }
         }

@@ -315,6 +315,54 @@ async fn a_path_changing_kind_keeps_its_new_object_and_entry() {
     assert_eq!(j["deleted"], 0, "{j}");
 }
 
+/// `mv f g; ln -s g f` in one pass: `f` is a symlink now, not a file gone
+/// from the tree, so it is no rename source for `g`. A copy from key `f`
+/// could read the symlink's object, PUT there by the same pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_moved_aside_for_a_symlink_keeps_its_content() {
+    let m = moto();
+    let b = bucket_name("moved-aside");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let st = state.path().join("s.json");
+    let data = pattern(900 << 10, 3);
+    write(root, "f", &data);
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    std::fs::rename(root.join("f"), root.join("g")).unwrap();
+    std::os::unix::fs::symlink("g", root.join("f")).unwrap();
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(get(&c, &b, "g").await == data, "g holds f's old content");
+    assert_eq!(get(&c, &b, "f").await, b"g");
+    assert_eq!(mode_of(&c, &b, "f").await & 0o170000, 0o120000);
+    let h = c.head_object().bucket(&b).key("g").send().await.unwrap();
+    assert_eq!(
+        h.metadata().unwrap()["crc32"],
+        format!("{:08x}", crc32fast::hash(&data))
+    );
+    // Sent, not copied (whichever request would have come first).
+    let j = json(&o);
+    assert_eq!(j["copied"], 0, "f is no rename source: {j}");
+    assert_eq!(j["uploaded"], 2, "{j}");
+    assert_eq!(j["deleted"], 0, "{j}");
+
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("t");
+    let mut k = cmd(&m.endpoint, &b);
+    k.arg("restore").arg(&target);
+    let o = run(k);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(target.join("g")).unwrap() == data);
+    assert_eq!(
+        std::fs::read_link(target.join("f")).unwrap(),
+        Path::new("g")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_renamed_file_rewritten_in_place_is_not_copied_from_its_old_object() {
     let m = moto();
