@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::object_meta::ObjectMeta;
 use crate::s3::Bucket;
 
 /// One version or delete marker of a key.
@@ -27,6 +28,27 @@ impl Version {
             + std::time::Duration::from_nanos(self.last_modified_ns.max(0) as u64);
         humantime::format_rfc3339_millis(t).to_string()
     }
+}
+
+/// The attributes one version records (HeadObject), and whether they name
+/// an owner; `fallback_mtime` stands in for a missing mtime.
+pub async fn version_meta(
+    bucket: &Bucket,
+    v: &Version,
+    fallback_mtime: i64,
+) -> Result<(ObjectMeta, bool)> {
+    bucket.count();
+    let head = bucket
+        .client
+        .head_object()
+        .bucket(&bucket.name)
+        .key(&v.key)
+        .set_version_id(v.version_id.clone())
+        .send()
+        .await
+        .map_err(|e| Error::s3("HeadObject", &v.key, e))?;
+    let meta = ObjectMeta::from_map(head.metadata(), v.key.ends_with('/'), fallback_mtime);
+    Ok((meta, ObjectMeta::has_owner(head.metadata())))
 }
 
 fn ns(dt: Option<&aws_sdk_s3::primitives::DateTime>) -> i128 {

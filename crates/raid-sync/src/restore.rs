@@ -15,9 +15,14 @@
 //! listed in the summary's `refused`.
 //!
 //! Encrypted objects (`x-amz-meta-raidfs-enc`) are decrypted chunk by chunk
-//! as they arrive; a failed authentication tag removes the temporary file and
-//! fails the restore. The key is checked against the bucket's key parameters
-//! before anything is written.
+//! as they arrive; a failed authentication tag removes the temporary file.
+//! The key is checked against the bucket's key parameters before anything is
+//! written.
+//!
+//! An object that cannot be fetched, checked or written (a failed request,
+//! a checksum mismatch, a failed tag) leaves nothing behind and is listed in
+//! the summary's `failed`; the rest of the restore goes on, symlinks and
+//! directory attributes included.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -25,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
@@ -67,6 +72,10 @@ pub struct RestoreSummary {
     /// DEEP_ARCHIVE, e.g. moved by `lifecycle --glacier-after`): S3 serves
     /// them only after a restore from the archive.
     pub archived: Vec<String>,
+    /// Items that could not be restored (`path: error`): the object could
+    /// not be fetched, failed its checksum or decryption, or could not be
+    /// written; attributes that could not be set. The rest was restored.
+    pub failed: Vec<String>,
 }
 
 /// Restores the tree under `prefix` as of `opts.at_ns` into `opts.target`.
@@ -254,7 +263,7 @@ pub async fn restore(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let results: Vec<Fetched> = futures::stream::iter(files)
+    let results: Vec<(String, Result<Fetched>)> = futures::stream::iter(files)
         .map(|(rel, v)| {
             let bucket = bucket.clone();
             let bar = bar.clone();
@@ -269,66 +278,75 @@ pub async fn restore(
                 )
                 .await;
                 bar.inc(v.size);
-                r
+                (rel, r)
             }
         })
         .buffer_unordered(opts.jobs.max(1))
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
     bar.finish_and_clear();
     let mut sum = RestoreSummary {
         refused,
         ..RestoreSummary::default()
     };
     let mut links = Vec::new();
-    for r in results {
+    for (rel, r) in results {
         match r {
-            Fetched::File { bytes } => {
+            Ok(Fetched::File { bytes }) => {
                 sum.files += 1;
                 sum.bytes += bytes;
             }
-            Fetched::Archived { key } => sum.archived.push(key),
-            Fetched::Symlink {
-                rel,
+            Ok(Fetched::Archived { key }) => sum.archived.push(key),
+            Ok(Fetched::Symlink {
                 target,
                 meta,
                 has_owner,
-            } => links.push((rel, target, meta, has_owner)),
+            }) => links.push((rel, target, meta, has_owner)),
+            Err(e) => sum.fail(&rel, &e),
         }
     }
     for (rel, target, meta, has_owner) in links {
         let dest = keys::join(&opts.target, &rel);
-        sum.bytes += restore_symlink(&dest, &target, &meta, has_owner, opts.force)?;
-        sum.symlinks += 1;
+        match restore_symlink(&dest, &target, &meta, has_owner, opts.force) {
+            Ok(bytes) => {
+                sum.bytes += bytes;
+                sum.symlinks += 1;
+            }
+            Err(e) => sum.fail(&rel, &e),
+        }
     }
     let mut dir_list: Vec<&String> = dirs.iter().collect();
     dir_list.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
     for d in dir_list {
         sum.dirs += 1;
         let dest = keys::join(&opts.target, d);
-        if let Some((meta, has_owner)) = manifest.as_ref().and_then(|m| m.attrs(d, 0)) {
-            apply_dir_attrs(&dest, &meta, has_owner)?;
-            continue;
-        }
-        let Some((true, v)) = items.get(d.as_str()) else {
-            continue;
+        let attrs = match (manifest.as_ref().and_then(|m| m.attrs(d, 0)), items.get(d)) {
+            (Some(attrs), _) => Ok(Some(attrs)),
+            // A bucket written before the manifest: the marker's.
+            (None, Some((true, v))) => history::version_meta(&bucket, v, mtime_of(v))
+                .await
+                .map(Some),
+            _ => Ok(None),
         };
-        bucket.count();
-        let head = bucket
-            .client
-            .head_object()
-            .bucket(&bucket.name)
-            .key(&v.key)
-            .set_version_id(v.version_id.clone())
-            .send()
-            .await
-            .map_err(|e| Error::s3("HeadObject", &v.key, e))?;
-        let fallback = (v.last_modified_ns / 1_000_000_000) as i64;
-        let meta = ObjectMeta::from_map(head.metadata(), true, fallback);
-        apply_dir_attrs(&dest, &meta, ObjectMeta::has_owner(head.metadata()))?;
+        let applied = attrs.and_then(|a| {
+            a.map_or(Ok(()), |(meta, has_owner)| {
+                apply_dir_attrs(&dest, &meta, has_owner)
+            })
+        });
+        if let Err(e) = applied {
+            sum.fail(d, &e);
+        }
     }
     sum.seconds = t0.elapsed().as_secs_f64();
     Ok(sum)
+}
+
+impl RestoreSummary {
+    /// Records an item that could not be restored; the restore goes on.
+    fn fail(&mut self, rel: &str, e: &Error) {
+        tracing::debug!(path = %rel, error = %e, "not restored");
+        self.failed.push(format!("{rel}: {e}"));
+    }
 }
 
 /// What fetching one object gave: a file written in place, or a symlink
@@ -342,11 +360,16 @@ enum Fetched {
         key: String,
     },
     Symlink {
-        rel: String,
         target: String,
         meta: ObjectMeta,
         has_owner: bool,
     },
+}
+
+/// A version's time in whole seconds: the mtime of an object that records
+/// none (written by another tool).
+fn mtime_of(v: &Version) -> i64 {
+    (v.last_modified_ns / 1_000_000_000) as i64
 }
 
 /// The first proper ancestor of `rel` that is restored as a file or symlink.
@@ -386,8 +409,7 @@ async fn restore_one(
         }
         r => r.map_err(|e| Error::s3("GetObject", &v.key, e))?,
     };
-    let fallback = (v.last_modified_ns / 1_000_000_000) as i64;
-    let meta = ObjectMeta::from_map(out.metadata(), false, fallback);
+    let meta = ObjectMeta::from_map(out.metadata(), false, mtime_of(v));
     let has_owner = ObjectMeta::has_owner(out.metadata());
     let key = body_key(&v.key, &meta, key)?;
     let mut dec = key.map(|k| k.decryptor());
@@ -420,15 +442,15 @@ async fn restore_one(
         })?;
         // Made once every file and directory is in place.
         return Ok(Fetched::Symlink {
-            rel: rel.to_string(),
             target: t,
             meta,
             has_owner,
         });
     }
     let (std_file, tmp) = create_tmp(&dest)?;
-    let mut f = tokio::fs::File::from_std(std_file);
-    {
+    // Whatever fails from here on, the temporary file goes with it.
+    let written = async {
+        let mut f = tokio::fs::File::from_std(std_file);
         while let Some(chunk) = body
             .try_next()
             .await
@@ -437,11 +459,7 @@ async fn restore_one(
             let data: &[u8] = match dec.as_mut() {
                 Some(d) => {
                     plain.clear();
-                    if let Err(e) = d.push(&chunk, &mut plain) {
-                        drop(f);
-                        let _ = std::fs::remove_file(&tmp);
-                        return Err(decrypt_err(e));
-                    }
+                    d.push(&chunk, &mut plain).map_err(decrypt_err)?;
                     &plain
                 }
                 None => &chunk,
@@ -454,11 +472,7 @@ async fn restore_one(
         }
         if let Some(d) = dec.take() {
             plain.clear();
-            if let Err(e) = d.finish(&mut plain) {
-                drop(f);
-                let _ = std::fs::remove_file(&tmp);
-                return Err(decrypt_err(e));
-            }
+            d.finish(&mut plain).map_err(decrypt_err)?;
             hasher.update(&plain);
             len += plain.len() as u64;
             f.write_all(&plain)
@@ -468,19 +482,15 @@ async fn restore_one(
         f.sync_all()
             .await
             .map_err(|e| Error::io("syncing", &tmp, e))?;
-        if let Err(e) = check_crc(&v.key, &meta, hasher.finalize()) {
-            drop(f);
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        check_crc(&v.key, &meta, hasher.finalize())?;
+        let f = f.into_std().await;
+        apply_file_attrs(&f, &tmp, &meta, has_owner)
     }
-    let f = f.into_std().await;
-    if let Err(e) = apply_file_attrs(&f, &tmp, &meta, has_owner) {
-        drop(f);
+    .await;
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    drop(f);
     replace(&tmp, &dest, force)?;
     Ok(Fetched::File { bytes: len })
 }

@@ -393,21 +393,7 @@ async fn verify_catches_a_tampered_object() {
     assert!(verify().status.success());
 
     // Same size, different bytes, even the metadata copied over.
-    let h = c
-        .head_object()
-        .bucket(&b)
-        .key("victim.txt")
-        .send()
-        .await
-        .unwrap();
-    c.put_object()
-        .bucket(&b)
-        .key("victim.txt")
-        .set_metadata(h.metadata().cloned())
-        .body(b"tampered content".to_vec().into())
-        .send()
-        .await
-        .unwrap();
+    put_keeping_metadata(&c, &b, "victim.txt", b"tampered content".to_vec()).await;
     let o = verify();
     assert_eq!(o.status.code(), Some(1));
     let j = json(&o);
@@ -419,6 +405,72 @@ async fn verify_catches_a_tampered_object() {
     let mut k = cmd(&m.endpoint, &b);
     k.args(["verify", "--download", "--json"]).arg(root);
     assert_eq!(json(&run(k))["differences"].as_array().unwrap().len(), 1);
+}
+
+/// One object that fails its checksum does not stop the restore: the other
+/// files, the symlink and the directory attributes are restored, the bad
+/// one is reported and the exit code is 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_reports_a_damaged_object_and_restores_the_rest() {
+    let m = moto();
+    let b = bucket_name("damaged");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    write(root, "a.txt", b"first file");
+    write(root, "d/b.bin", &pattern(300_000, 1));
+    write(root, "d/victim.txt", b"original content");
+    std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
+    let d = root.join("d");
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let t = filetime::FileTime::from_unix_time(1_600_000_000, 123);
+    filetime::set_file_times(&d, t, t).unwrap();
+    let o = once(&m.endpoint, &b, &state.path().join("s.json"), root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Other bytes of the same size under the same metadata.
+    put_keeping_metadata(&c, &b, "d/victim.txt", b"damaged content!".to_vec()).await;
+
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("t");
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["restore", "--json", "--jobs", "1"]).arg(&target);
+    let o = run(k);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let j = json(&o);
+    let failed = j["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{j}");
+    let f = failed[0].as_str().unwrap();
+    assert!(
+        f.starts_with("d/victim.txt: ") && f.contains("checksum"),
+        "{j}"
+    );
+    assert!(err.contains("failed: d/victim.txt"), "{err}");
+    assert_eq!(
+        (j["files"].clone(), j["symlinks"].clone()),
+        (2.into(), 1.into()),
+        "{j}"
+    );
+
+    assert_eq!(std::fs::read(target.join("a.txt")).unwrap(), b"first file");
+    assert!(std::fs::read(target.join("d/b.bin")).unwrap() == pattern(300_000, 1));
+    assert_eq!(
+        std::fs::read_link(target.join("link")).unwrap(),
+        std::path::Path::new("a.txt")
+    );
+    let md = std::fs::metadata(target.join("d")).unwrap();
+    assert_eq!(
+        (md.mode() & 0o7777, md.mtime(), md.mtime_nsec()),
+        (0o750, 1_600_000_000, 123)
+    );
+    // Nothing of the bad object, not even its temporary file.
+    let names: Vec<String> = std::fs::read_dir(target.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["b.bin"], "{names:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

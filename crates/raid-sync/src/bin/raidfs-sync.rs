@@ -2,8 +2,9 @@
 //! point-in-time restore and verification. See docs/SYNC.md.
 //!
 //! Exit codes: 0 success; 1 the run completed but something is not in sync
-//! (failed files, verify differences); 2 the run could not be done (bad
-//! arguments, unreachable bucket, refused restore).
+//! (failed files, verify differences, items a restore left out or could not
+//! restore); 2 the run could not be done (bad arguments, unreachable bucket,
+//! refused restore).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -359,6 +360,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             for r in &sum.refused {
                 eprintln!("raidfs-sync: refused: {r}");
             }
+            for f in &sum.failed {
+                eprintln!("raidfs-sync: failed: {f}");
+            }
             sum.archived.sort();
             for k in &sum.archived {
                 eprintln!(
@@ -377,8 +381,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     target.display(),
                     sum.seconds
                 );
+                if !sum.failed.is_empty() {
+                    eprintln!(
+                        "raidfs-sync: {} item(s) could not be restored (listed above)",
+                        sum.failed.len()
+                    );
+                }
             }
-            Ok(if sum.refused.is_empty() && sum.archived.is_empty() {
+            let complete =
+                sum.refused.is_empty() && sum.archived.is_empty() && sum.failed.is_empty();
+            Ok(if complete {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -398,21 +410,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             // Encrypted versions: show the content size, not the ciphertext's.
             if let Some(key) = common.key(&bucket, &prefix, false).await? {
                 for v in vs.iter_mut().filter(|v| !v.delete_marker) {
-                    bucket.count();
-                    let head = bucket
-                        .client
-                        .head_object()
-                        .bucket(&bucket.name)
-                        .key(&v.key)
-                        .set_version_id(v.version_id.clone())
-                        .send()
-                        .await
-                        .with_context(|| format!("HeadObject {}", v.key))?;
-                    let meta = raid_sync::object_meta::ObjectMeta::from_map(
-                        head.metadata(),
-                        v.key.ends_with('/'),
-                        0,
-                    );
+                    let (meta, _) = history::version_meta(&bucket, v, 0).await?;
                     if meta.enc.as_deref() == Some(key.id()) {
                         v.size = raid_sync::crypt::plain_len(v.size).unwrap_or(v.size);
                     }
