@@ -194,6 +194,11 @@ pub fn read_key_file(path: &std::path::Path) -> Result<Key> {
     })
 }
 
+/// The key parameters stored under `prefix`, if a sync ever encrypted it.
+pub async fn stored_params(bucket: &Bucket, prefix: &str) -> Result<Option<KeyParams>> {
+    get_params(bucket, &params_key(prefix)).await
+}
+
 async fn get_params(bucket: &Bucket, key: &str) -> Result<Option<KeyParams>> {
     use aws_sdk_s3::error::ProvideErrorMetadata;
     bucket.count();

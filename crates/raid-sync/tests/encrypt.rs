@@ -340,3 +340,79 @@ async fn killed_encrypted_multipart_upload_resumes_and_restores_intact() {
         .arg(root);
     assert!(run(k).status.success());
 }
+
+/// Keys under the prefix whose object is not sealed (no key fingerprint in
+/// its metadata), the reserved directory aside.
+async fn unsealed(c: &aws_sdk_s3::Client, b: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in keys(c, b).await {
+        if k.starts_with(".raidfs-sync/") || k.ends_with('/') {
+            continue;
+        }
+        let h = c.head_object().bucket(b).key(&k).send().await.unwrap();
+        if !h.metadata().is_some_and(|m| m.contains_key("raidfs-enc")) {
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// A mirror synced with encryption, then a sync with no key (a lost
+/// passphrase variable): refused, nothing sent in plaintext, whether the
+/// state or only the bucket knows it was encrypted; `--no-encryption` turns
+/// it off on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_without_the_key_of_an_encrypted_mirror_is_refused() {
+    let m = moto();
+    let b = bucket_name("enc-nokey");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let st = state.path().join("s.json");
+    write(root, "secret.txt", SECRET);
+    write(root, "d/other.txt", b"other");
+    std::os::unix::fs::symlink("secret.txt", root.join("link")).unwrap();
+    let mut k = cmd(&m.endpoint, &b);
+    k.env("RAIDFS_SYNC_PASSPHRASE", "correct horse battery staple");
+    let o = once_with(k, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(unsealed(&c, &b).await, Vec::<String>::new());
+
+    write(root, "new.txt", b"written while the passphrase was lost");
+    let fresh = state.path().join("fresh.json");
+    for (what, st) in [("the state", &st), ("the bucket", &fresh)] {
+        let o = once(&m.endpoint, &b, st, root, &[]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert!(
+            err.contains("was synced with client-side encryption")
+                && err.contains("--no-encryption"),
+            "{what}: {err}"
+        );
+        assert_eq!(unsealed(&c, &b).await, Vec::<String>::new(), "{what}");
+        assert!(!exists(&c, &b, "new.txt").await, "{what}");
+    }
+
+    // A key and --no-encryption contradict each other.
+    let mut k = cmd(&m.endpoint, &b);
+    k.env("RAIDFS_SYNC_PASSPHRASE", "correct horse battery staple");
+    let o = once_with(k, &st, root, &["--no-encryption"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // Turned off on purpose: everything is sent again in plaintext.
+    let o = once(&m.endpoint, &b, &st, root, &["--no-encryption"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["uploaded"], 4, "{j}");
+    assert_eq!(get(&c, &b, "secret.txt").await, SECRET);
+    assert_eq!(get(&c, &b, "link").await, b"secret.txt");
+    assert_eq!(
+        unsealed(&c, &b).await,
+        ["d/other.txt", "link", "new.txt", "secret.txt"]
+    );
+    // From then on the state says the mirror is plain: no flag needed.
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["uploaded"], 0);
+}

@@ -228,6 +228,12 @@ struct SyncArgs {
     /// (refused otherwise: an unmounted array looks empty).
     #[arg(long)]
     allow_empty_source: bool,
+    /// Sync without client-side encryption a mirror that was encrypted:
+    /// every object is uploaded again in plaintext (old versions stay
+    /// encrypted). Without it, a sync of an encrypted mirror with no key is
+    /// refused.
+    #[arg(long)]
+    no_encryption: bool,
 }
 
 /// Parses `1024`, `64K`, `8MiB`, `1.5G` (binary multiples).
@@ -674,6 +680,45 @@ impl watch::Observer for PassHooks {
     }
 }
 
+/// Refuses a sync without a key of a mirror that was encrypted: the state
+/// records a key, or (a state with no reconciled pass yet: new or lost) the
+/// bucket holds key parameters. Going on would upload the whole tree again
+/// in plaintext; `--no-encryption` says that is meant.
+async fn refuse_plaintext_over_encrypted(
+    bucket: &Bucket,
+    prefix: &KeyPrefix,
+    store: &StateStore,
+) -> Result<()> {
+    let (recorded, reconciled) = {
+        let st = store.lock();
+        (st.enc_key.clone(), st.reconciled)
+    };
+    let why = if let Some(id) = recorded {
+        format!(
+            "the state file {} records that it is encrypted (key fingerprint {id})",
+            store.path().display()
+        )
+    } else if !reconciled && let Some(p) = keysource::stored_params(bucket, prefix.as_str()).await?
+    {
+        format!(
+            "s3://{}/{} holds its key parameters (key fingerprint {})",
+            bucket.name,
+            keysource::params_key(prefix.as_str()),
+            p.key_id
+        )
+    } else {
+        return Ok(());
+    };
+    bail!(
+        "s3://{}/{} was synced with client-side encryption: {why}, but no key was given. \
+         Nothing was uploaded. Give --encrypt-key-file or --encrypt-passphrase-file (or \
+         RAIDFS_SYNC_PASSPHRASE); to turn encryption off for this mirror, run with \
+         --no-encryption (every object is then uploaded again unencrypted)",
+        bucket.name,
+        prefix.as_str()
+    )
+}
+
 async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
     let source = args
         .source
@@ -690,6 +735,12 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         bail!(
             "--part-size must be at least {} (S3 refuses smaller parts other than the last)",
             size_text(min_part)
+        );
+    }
+    if args.no_encryption && common.key_source()?.is_some() {
+        bail!(
+            "--no-encryption and an encryption key (--encrypt-key-file, \
+             --encrypt-passphrase-file or RAIDFS_SYNC_PASSPHRASE) exclude each other"
         );
     }
     let state_path = match &args.state {
@@ -711,6 +762,9 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         store.lock().versioning_checked_unix = Some(unix_now());
     }
     let key = common.key(&bucket, &prefix, true).await?;
+    if key.is_none() && !args.no_encryption {
+        refuse_plaintext_over_encrypted(&bucket, &prefix, &store).await?;
+    }
     {
         let mut st = store.lock();
         let id = key.as_ref().map(|k| k.id().to_string());

@@ -169,7 +169,11 @@ pub fn run(mut c: Command) -> Output {
 /// Parses the JSON summary a `--json` run printed.
 /// A `--once --json` pass with a given state file.
 pub fn once(endpoint: &str, bucket: &str, st: &Path, root: &Path, extra: &[&str]) -> Output {
-    let mut k = cmd(endpoint, bucket);
+    once_with(cmd(endpoint, bucket), st, root, extra)
+}
+
+/// [`once`] with a command prepared by the caller (e.g. its environment).
+pub fn once_with(mut k: Command, st: &Path, root: &Path, extra: &[&str]) -> Output {
     k.args(["--once", "--json", "--create-bucket", "--state"])
         .arg(st)
         .args(extra)
