@@ -39,6 +39,10 @@ pub enum Error {
     /// A file changed while it was being uploaded; it is retried later.
     #[error("{path} changed while it was being uploaded; will retry")]
     Changed { path: PathBuf },
+    /// A file disappeared between the scan and its upload: no failure, the
+    /// next scan finds it gone.
+    #[error("{path} disappeared before it was uploaded; the next scan deals with it")]
+    Gone { path: PathBuf },
     /// Restore would overwrite existing files.
     #[error(
         "restore would overwrite {count} existing path(s), e.g. {example}; use --force to overwrite"
@@ -75,6 +79,21 @@ impl Error {
             what,
             path: path.into(),
             source,
+        }
+    }
+
+    /// [`Error::io`], or [`Error::Gone`] when `path` (or a directory above
+    /// it) no longer exists.
+    pub fn io_or_gone(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        match source.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
+                Error::Gone { path: path.into() }
+            }
+            _ => Error::io(what, path, source),
         }
     }
 

@@ -92,6 +92,10 @@ pub struct Summary {
     /// Files that changed while being read; the next pass takes them (the
     /// daemon is woken by the change itself). Not failures.
     pub deferred: u64,
+    /// Files that disappeared between the scan and their upload; the next
+    /// pass deletes their objects (the daemon is woken by the removal
+    /// itself). Not failures.
+    pub vanished: u64,
     /// Directories recorded only in the directory manifest (not empty, so
     /// no marker object).
     pub dirs_in_manifest: u64,
@@ -393,6 +397,9 @@ impl Syncer {
                     return;
                 }
                 let r = self.apply(job, renames, remote_ref).await;
+                if matches!(r, Err(Error::Gone { .. })) {
+                    self.drop_pending_upload(&rel, "its file is gone").await;
+                }
                 self.pending.done(bytes);
                 bar_r.inc(1);
                 let mut s = sum_r.lock().unwrap_or_else(|p| p.into_inner());
@@ -432,6 +439,11 @@ impl Syncer {
                         } else {
                             tracing::info!(path = %rel, times, "{e}");
                         }
+                    }
+                    Err(e @ Error::Gone { .. }) => {
+                        self.store.lock().deferred.remove(&rel);
+                        s.vanished += 1;
+                        tracing::info!(path = %rel, "{e}");
                     }
                     Err(e) => {
                         tracing::warn!(path = %rel, error = %e, "upload failed");
@@ -535,6 +547,24 @@ impl Syncer {
                     sum.failures.push(e.to_string());
                 }
             }
+        }
+
+        // Multipart uploads recorded for files no longer in the tree (a run
+        // stopped in the middle of one, then the file went) never complete.
+        let orphans: Vec<String> = self
+            .store
+            .lock()
+            .uploads
+            .keys()
+            .filter(|rel| {
+                scopes.iter().any(|s| keys::in_scope(rel, s))
+                    && scan.entries.get(*rel).is_none_or(|e| e.kind != Kind::File)
+                    && !scan.in_unreadable(rel)
+            })
+            .cloned()
+            .collect();
+        for rel in orphans {
+            self.drop_pending_upload(&rel, "its file is gone").await;
         }
 
         self.write_dirs_manifest(&mut sum).await;
@@ -810,7 +840,8 @@ impl Syncer {
                         done.adopted = 1;
                     }
                 } else if !multipart {
-                    self.drop_pending_upload(&rel).await;
+                    self.drop_pending_upload(&rel, "the file now goes in one PUT")
+                        .await;
                     done.uploaded_bytes = match data {
                         Some(d) => self.up.put_small(&key, d, &meta).await?,
                         None => self.up.put_file(&key, &path, &now, crc, &meta).await?,
@@ -833,12 +864,13 @@ impl Syncer {
     }
 
     /// Aborts a multipart upload recorded for `rel` that will not be
-    /// resumed, because the file now goes in one PUT (it shrank, or the
-    /// threshold was raised): its parts would stay on the server, billed.
-    async fn drop_pending_upload(&self, rel: &str) {
+    /// resumed, `why`: the file now goes in one PUT (it shrank, or the
+    /// threshold was raised), or it is gone. Its parts would stay on the
+    /// server, billed.
+    async fn drop_pending_upload(&self, rel: &str, why: &str) {
         let pending = self.store.lock().uploads.remove(rel);
         if let Some(p) = pending {
-            tracing::info!(path = %rel, "aborting a multipart upload now sent in one PUT");
+            tracing::info!(path = %rel, "aborting a multipart upload: {why}");
             self.up.abort(&p.key, &p.upload_id).await;
             let _ = self.store.save_in_async();
         }

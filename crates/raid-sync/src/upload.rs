@@ -309,8 +309,9 @@ impl Uploader {
                 store.lock().uploads.remove(rel);
                 Ok(sent)
             }
-            Err(e @ Error::Changed { .. }) => {
-                // The file moved on; this upload can never complete. Free it.
+            Err(e @ (Error::Changed { .. } | Error::Gone { .. })) => {
+                // The file moved on or went; this upload can never complete.
+                // Free it.
                 self.abort(key, &upload_id).await;
                 store.lock().uploads.remove(rel);
                 let _ = store.save_in_async();
@@ -595,7 +596,7 @@ impl Uploader {
         let seal = match (&self.key, enc) {
             (Some(k), Some(p)) => {
                 let file = std::fs::File::open(path)
-                    .map_err(|e| Error::io("opening for upload", path, e))?;
+                    .map_err(|e| Error::io_or_gone("opening for upload", path, e))?;
                 Some((k.clone(), p, Arc::new(file)))
             }
             (None, None) => None,
@@ -849,19 +850,21 @@ async fn stream_from(
     Ok(ratelimit::throttle(body, limit))
 }
 
-/// `e`, or [`Error::Changed`] if the file changed meanwhile (a streamed body
-/// that no longer matches its CRC header, or a file that shrank, fails at
-/// the server or in the stream: the cause is the change, not the transfer).
+/// `e`, or [`Error::Changed`] or [`Error::Gone`] if the file changed or
+/// went meanwhile (a streamed body that no longer matches its CRC header, or
+/// a file that shrank, fails at the server or in the stream; a file removed
+/// fails to open: the cause is the change, not the transfer).
 fn changed_or(path: &Path, entry: &Entry, e: Error) -> Error {
     match check_unchanged(path, entry) {
-        Err(changed @ Error::Changed { .. }) => changed,
+        Err(changed @ (Error::Changed { .. } | Error::Gone { .. })) => changed,
         _ => e,
     }
 }
 
-/// Fails with [`Error::Changed`] if the file no longer matches `entry`.
+/// Fails with [`Error::Changed`] if the file no longer matches `entry`,
+/// [`Error::Gone`] if it no longer exists.
 fn check_unchanged(path: &Path, entry: &Entry) -> Result<()> {
-    let md = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    let md = std::fs::symlink_metadata(path).map_err(|e| Error::io_or_gone("stat", path, e))?;
     if crate::scan::entry_of(path, &md)?.is_none_or(|now| !same_content_stat(entry, &now)) {
         return Err(Error::Changed {
             path: path.to_path_buf(),
@@ -888,8 +891,8 @@ pub fn same_content_stat(a: &Entry, b: &Entry) -> bool {
 
 /// Reads a small file whole and checks it did not change meanwhile.
 pub fn read_small(path: &Path, entry: &Entry) -> Result<Vec<u8>> {
-    let data = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
-    let md = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
+    let data = std::fs::read(path).map_err(|e| Error::io_or_gone("reading", path, e))?;
+    let md = std::fs::symlink_metadata(path).map_err(|e| Error::io_or_gone("stat", path, e))?;
     let now = crate::scan::entry_of(path, &md)?;
     if data.len() as u64 != entry.size || now.is_none_or(|n| !same_content_stat(entry, &n)) {
         return Err(Error::Changed {
@@ -902,7 +905,7 @@ pub fn read_small(path: &Path, entry: &Entry) -> Result<Vec<u8>> {
 /// CRC-32 of a large file, whole and per part, in one read.
 pub fn crc_file(path: &Path, size: u64, part_size: u64) -> Result<FileCrcs> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io_or_gone("opening", path, e))?;
     let mut full = crc32fast::Hasher::new();
     let mut parts = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -955,6 +958,38 @@ mod tests {
         assert!(goes_multipart(SEALED_SINGLE_MAX, t, true));
         assert!(!goes_multipart(MAX_SINGLE_PUT, u64::MAX, false));
         assert!(goes_multipart(MAX_SINGLE_PUT + 1, u64::MAX, false));
+    }
+
+    /// A regular file's entry as the scan records it.
+    fn scanned(p: &Path) -> Entry {
+        let md = std::fs::symlink_metadata(p).unwrap();
+        crate::scan::entry_of(p, &md).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_file_gone_since_the_scan_is_gone_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"content").unwrap();
+        let e = scanned(&p);
+        std::fs::remove_file(&p).unwrap();
+        let gone = |r: Result<()>| matches!(r, Err(Error::Gone { .. }));
+        assert!(gone(read_small(&p, &e).map(drop)));
+        assert!(gone(crc_file(&p, e.size, 1 << 20).map(drop)));
+        assert!(gone(check_unchanged(&p, &e)));
+        // Replaced by another file: changed, not gone.
+        std::fs::write(&p, b"other content").unwrap();
+        assert!(matches!(read_small(&p, &e), Err(Error::Changed { .. })));
+        // A directory above it replaced by a file: gone too (ENOTDIR).
+        let d = dir.path().join("d");
+        std::fs::create_dir(&d).unwrap();
+        let below = d.join("g");
+        std::fs::write(&below, b"content").unwrap();
+        let e = scanned(&below);
+        std::fs::remove_dir_all(&d).unwrap();
+        std::fs::write(&d, b"now a file").unwrap();
+        assert!(gone(read_small(&below, &e).map(drop)));
+        assert!(gone(check_unchanged(&below, &e)));
     }
 
     #[test]

@@ -521,3 +521,71 @@ async fn terminate(mut d: Daemon) -> (std::process::ExitStatus, String, Duration
     .await
     .unwrap()
 }
+
+/// Files removed after the scan, before or while they are sent: no failure
+/// (the next scan deals with them), so the pass completes and a first run
+/// counts as reconciled; the multipart upload of the one removed while it
+/// was being sent is aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_removed_between_the_scan_and_their_upload_are_no_failure() {
+    let m = moto();
+    let b = bucket_name("vanished");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let st = state.path().join("s.json");
+    // One job at a time, in path order, and paced: while a.bin is being
+    // sent, the others wait for their turn.
+    write(root, "a.bin", &pattern(3 << 20, 1));
+    write(root, "b.txt", b"small");
+    write(root, "c.bin", &pattern(1_500_000, 2));
+    write(root, "d/e.txt", b"in a directory removed whole");
+    write(root, "keep.txt", b"stays");
+    let out = state.path().join("out.json");
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(ONCE_SMALL_PARTS)
+        .args(["--bwlimit", "512KiB", "--jobs", "1", "--state"])
+        .arg(&st)
+        .arg(root)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null());
+    let mut d = Daemon(k.spawn().unwrap());
+    wait_for("a.bin being sent", WAIT, || async {
+        c.list_multipart_uploads()
+            .bucket(&b)
+            .send()
+            .await
+            .is_ok_and(|u| !u.uploads().is_empty())
+    })
+    .await;
+    for f in ["a.bin", "b.txt", "c.bin"] {
+        std::fs::remove_file(root.join(f)).unwrap();
+    }
+    std::fs::remove_dir_all(root.join("d")).unwrap();
+    let status = d.0.wait().unwrap();
+
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(status.code(), Some(0), "{j}");
+    assert_eq!(j["failed"], 0, "{j}");
+    assert_eq!(j["vanished"], 4, "{j}");
+    assert_eq!(state_json(&st)["reconciled"], true);
+    assert_eq!(state_json(&st)["uploads"], serde_json::json!({}));
+    let u = c.list_multipart_uploads().bucket(&b).send().await.unwrap();
+    assert!(
+        u.uploads().is_empty(),
+        "the upload of a.bin was left behind"
+    );
+    assert_eq!(keys(&c, &b).await, [".raidfs-sync/dirs.json", "keep.txt"]);
+
+    // The next pass has nothing left to do but forget the directory.
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(
+        (j["uploaded"].clone(), j["failed"].clone()),
+        (0.into(), 0.into()),
+        "{j}"
+    );
+    assert!(state_json(&st)["entries"].get("d").is_none());
+}

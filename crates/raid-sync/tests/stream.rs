@@ -106,6 +106,37 @@ async fn a_low_bandwidth_limit_paces_uploads_to_completion() {
     assert_eq!(get(&c, &b, "small.bin").await, small);
 }
 
+/// Starts a paced `--once` sending `root/f.bin` in parts and kills it once
+/// the server holds a part: the state records an unfinished upload.
+async fn interrupt_an_upload(m: &Moto, b: &str, st: &std::path::Path, root: &std::path::Path) {
+    let c = client(&m.endpoint);
+    let mut k = cmd(&m.endpoint, b);
+    k.args(ONCE_SMALL_PARTS)
+        .args(["--bwlimit", "1MiB", "--jobs", "1", "--state"])
+        .arg(st)
+        .arg(root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut d = Daemon(k.spawn().unwrap());
+    wait_for(
+        "a part uploaded",
+        std::time::Duration::from_secs(40),
+        || async {
+            let Ok(u) = c.list_multipart_uploads().bucket(b).send().await else {
+                return false;
+            };
+            let Some(id) = u.uploads().first().and_then(|u| u.upload_id()) else {
+                return false;
+            };
+            // Listed raw, as the resume test does.
+            raw_get(&m.endpoint, &format!("/{b}/f.bin?uploadId={id}")).contains("<PartNumber>")
+        },
+    )
+    .await;
+    d.0.kill().unwrap();
+    d.0.wait().unwrap();
+}
+
 /// An upload interrupted while the file went in parts, then a pass with a
 /// threshold above the file: the file goes in one PUT and the old upload is
 /// aborted, not left on the server.
@@ -120,31 +151,7 @@ async fn an_upload_no_longer_multipart_is_aborted() {
     let body = pattern(6 << 20, 7);
     write(root, "f.bin", &body);
     let st = state.path().join("s.json");
-    let mut k = cmd(&m.endpoint, &b);
-    k.args(ONCE_SMALL_PARTS)
-        .args(["--bwlimit", "1MiB", "--jobs", "1", "--state"])
-        .arg(&st)
-        .arg(root)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut d = Daemon(k.spawn().unwrap());
-    wait_for(
-        "a part uploaded",
-        std::time::Duration::from_secs(40),
-        || async {
-            let Ok(u) = c.list_multipart_uploads().bucket(&b).send().await else {
-                return false;
-            };
-            let Some(id) = u.uploads().first().and_then(|u| u.upload_id()) else {
-                return false;
-            };
-            // Listed raw, as the resume test does.
-            raw_get(&m.endpoint, &format!("/{b}/f.bin?uploadId={id}")).contains("<PartNumber>")
-        },
-    )
-    .await;
-    d.0.kill().unwrap();
-    d.0.wait().unwrap();
+    interrupt_an_upload(m, &b, &st, root).await;
 
     let mut k = cmd(&m.endpoint, &b);
     k.args(["--once", "--json", "--state"]).arg(&st).arg(root);
@@ -156,4 +163,36 @@ async fn an_upload_no_longer_multipart_is_aborted() {
         u.uploads().is_empty(),
         "the interrupted upload was left behind"
     );
+}
+
+/// An upload interrupted, then its file removed before the next run: that
+/// run aborts the upload and forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_file_is_gone_is_aborted() {
+    let m = moto();
+    let b = bucket_name("orphan-gone");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    write(root, "f.bin", &pattern(6 << 20, 8));
+    write(root, "keep.txt", b"stays");
+    let st = state.path().join("s.json");
+    interrupt_an_upload(m, &b, &st, root).await;
+    assert!(
+        state_json(&st)["uploads"]["f.bin"].is_object(),
+        "{}",
+        state_json(&st)
+    );
+
+    std::fs::remove_file(root.join("f.bin")).unwrap();
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let u = c.list_multipart_uploads().bucket(&b).send().await.unwrap();
+    assert!(
+        u.uploads().is_empty(),
+        "the upload of the removed file was left behind"
+    );
+    assert_eq!(state_json(&st)["uploads"], serde_json::json!({}));
+    assert_eq!(get(&c, &b, "keep.txt").await, b"stays");
 }

@@ -883,6 +883,13 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
                 sum.deferred
             );
         }
+        if sum.vanished > 0 {
+            eprintln!(
+                "raidfs-sync: {} file(s) disappeared before they were uploaded; the next run \
+                 takes them out of the mirror",
+                sum.vanished
+            );
+        }
         return Ok(if sum.failed == 0 && sum.deferred == 0 {
             ExitCode::SUCCESS
         } else {
