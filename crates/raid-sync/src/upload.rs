@@ -889,9 +889,16 @@ pub fn same_content_stat(a: &Entry, b: &Entry) -> bool {
         && a.dev == b.dev
 }
 
-/// Reads a small file whole and checks it did not change meanwhile.
+/// Reads a small file whole and checks it did not change meanwhile. At
+/// most one byte more than the scanned size is read: a file that has grown
+/// since (perhaps by gigabytes) is changed, and is not read into memory.
 pub fn read_small(path: &Path, entry: &Entry) -> Result<Vec<u8>> {
-    let data = std::fs::read(path).map_err(|e| Error::io_or_gone("reading", path, e))?;
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| Error::io_or_gone("opening", path, e))?;
+    let mut data = Vec::new();
+    f.take(entry.size.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(|e| Error::io("reading", path, e))?;
     let md = std::fs::symlink_metadata(path).map_err(|e| Error::io_or_gone("stat", path, e))?;
     let now = crate::scan::entry_of(path, &md)?;
     if data.len() as u64 != entry.size || now.is_none_or(|n| !same_content_stat(entry, &n)) {
@@ -902,10 +909,13 @@ pub fn read_small(path: &Path, entry: &Entry) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-/// CRC-32 of a large file, whole and per part, in one read.
+/// CRC-32 of a large file, whole and per part, in one read of at most one
+/// byte more than `size` (a file that grew since the scan is changed).
 pub fn crc_file(path: &Path, size: u64, part_size: u64) -> Result<FileCrcs> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io_or_gone("opening", path, e))?;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::io_or_gone("opening", path, e))?
+        .take(size.saturating_add(1));
     let mut full = crc32fast::Hasher::new();
     let mut parts = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -990,6 +1000,41 @@ mod tests {
         std::fs::write(&d, b"now a file").unwrap();
         assert!(gone(read_small(&below, &e).map(drop)));
         assert!(gone(check_unchanged(&below, &e)));
+    }
+
+    #[test]
+    fn reads_stop_one_byte_past_the_scanned_size() {
+        use std::io::Write;
+        use std::time::Duration;
+        // A FIFO whose writer stays open stands for a file that keeps
+        // growing: a read to its end would not return (or fill memory).
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, [1u8; 10]).unwrap();
+        let e = scanned(&f);
+        let p = dir.path().join("grows");
+        let made = std::process::Command::new("mkfifo").arg(&p).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        for small in [true, false] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (p2, e2) = (p.clone(), e.clone());
+            let reader = std::thread::spawn(move || {
+                let r = if small {
+                    read_small(&p2, &e2).map(drop)
+                } else {
+                    crc_file(&p2, e2.size, 1 << 20).map(drop)
+                };
+                let _ = tx.send(matches!(r, Err(Error::Changed { .. })));
+            });
+            // Opening blocks until the reader has opened its end.
+            let mut w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+            w.write_all(&[7u8; 4096]).unwrap();
+            let changed = rx.recv_timeout(Duration::from_secs(10));
+            // End of file for a reader still waiting for more.
+            drop(w);
+            reader.join().unwrap();
+            assert_eq!(changed, Ok(true), "read_small: {small}");
+        }
     }
 
     #[test]
