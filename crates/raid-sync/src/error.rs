@@ -33,6 +33,12 @@ pub enum Error {
     /// The state file is unreadable or belongs to another bucket/prefix.
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
+    /// Another process holds the state file's lock.
+    #[error(
+        "another raidfs-sync{holder} is using {path} (a daemon, or a --once run, with the same \
+         state file); stop it first, or give this run a --state of its own"
+    )]
+    StateBusy { path: PathBuf, holder: String },
     /// The bucket is not (and cannot be made) versioned.
     #[error("bucket {bucket}: {message}")]
     Versioning { bucket: String, message: String },

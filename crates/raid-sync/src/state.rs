@@ -7,11 +7,17 @@
 //! file, fsync, rename, fsync the directory), so a crash leaves either the old
 //! or the new state, never a torn one. Losing it costs one full reconciliation
 //! against the bucket, nothing more: the bucket is the truth.
+//!
+//! One process at a time: [`StateStore::open`] holds an exclusive `flock` on
+//! the lock file beside it (`NAME.lock`) for as long as the store lives, and
+//! refuses a state another process holds. Each write goes through a
+//! temporary file of its own (`NAME.PID.N.tmp`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -269,14 +275,22 @@ impl State {
     }
 }
 
-/// Replaces `path` with `data`: temporary file, fsync, rename, fsync directory.
+/// Replaces `path` with `data`: temporary file (a name of its own), fsync,
+/// rename, fsync directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = tmp_name(path);
     let mut f = fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    f.write_all(data)
+    let written = f
+        .write_all(data)
         .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io("writing", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;
+        .map_err(|e| Error::io("writing", &tmp, e))
+        .and_then(|()| {
+            fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         // Durability of the rename; failure here only weakens, never corrupts.
         if let Ok(d) = fs::File::open(dir) {
@@ -286,10 +300,65 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `NAME.PID.N.tmp` beside `path`: no other writer, in this process or
+/// another, uses the same temporary file.
 fn tmp_name(path: &Path) -> PathBuf {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    name.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
     path.with_file_name(name)
+}
+
+/// `NAME.lock` beside `path`.
+fn lock_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Takes the exclusive lock on the state at `path` (its lock file, created
+/// if needed, holds the PID of its holder). `None`: the filesystem has no
+/// `flock`, so nothing is locked (logged).
+fn lock_state(path: &Path) -> Result<Option<fs::File>> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| Error::io("creating state directory", dir, e))?;
+    }
+    let lock = lock_name(path);
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .map_err(|e| Error::io("opening", &lock, e))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let holder = fs::read_to_string(&lock)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .map_or_else(String::new, |pid| format!(" (pid {pid})"));
+            return Err(Error::StateBusy {
+                path: path.to_path_buf(),
+                holder,
+            });
+        }
+        Err(fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            tracing::warn!(lock = %lock.display(), error = %e, "cannot lock the state file");
+            return Ok(None);
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(Error::io("locking", &lock, e)),
+    }
+    // Only for the message of a process refused; the lock is what counts.
+    let pid = format!("{}\n", std::process::id());
+    if let Err(e) = f.set_len(0).and_then(|()| f.write_all(pid.as_bytes())) {
+        tracing::debug!(lock = %lock.display(), error = %e, "writing the PID to the lock file");
+    }
+    Ok(Some(f))
 }
 
 /// The state shared by concurrent tasks of a pass, with its file.
@@ -297,21 +366,37 @@ fn tmp_name(path: &Path) -> PathBuf {
 pub struct StateStore {
     path: PathBuf,
     state: std::sync::Mutex<State>,
-    /// Serialises writers of the file (they share one temporary name) and
+    /// Serialises writers of the file (each write is a whole snapshot) and
     /// holds the ticket of the newest request the file already covers.
     writing: std::sync::Mutex<u64>,
     /// Save requests so far: a request takes a ticket after its change.
     tickets: std::sync::atomic::AtomicU64,
+    /// The lock file, locked for as long as the store lives ([`Self::open`]).
+    held_lock: Option<fs::File>,
 }
 
 impl StateStore {
+    /// A store of `state` at `path`, without the lock (see [`Self::open`]).
     pub fn new(path: PathBuf, state: State) -> Self {
         StateStore {
             path,
             state: std::sync::Mutex::new(state),
             writing: std::sync::Mutex::new(0),
             tickets: std::sync::atomic::AtomicU64::new(0),
+            held_lock: None,
         }
+    }
+
+    /// Locks the state at `path` for this process (until the store is
+    /// dropped) and loads it ([`State::load`]). A state that another process
+    /// holds is refused ([`Error::StateBusy`]): two processes saving one
+    /// state would each drop what the other recorded.
+    pub fn open(path: PathBuf, bucket: &str, prefix: &str) -> Result<Self> {
+        let lock = lock_state(&path)?;
+        let state = State::load(&path, bucket, prefix)?;
+        let mut store = StateStore::new(path, state);
+        store.held_lock = lock;
+        Ok(store)
     }
 
     /// Locks the in-memory state. A poisoned lock (a panic elsewhere) still
@@ -379,6 +464,32 @@ mod tests {
             State::load(&path, "b", "p/"),
             Err(Error::State { .. })
         ));
+    }
+
+    #[test]
+    fn a_state_is_used_by_one_store_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s/state.json");
+        let first = StateStore::open(path.clone(), "b", "").unwrap();
+        first.save().unwrap();
+        let busy = StateStore::open(path.clone(), "b", "").unwrap_err();
+        assert!(matches!(&busy, Error::StateBusy { .. }), "{busy}");
+        let msg = busy.to_string();
+        let pid = format!("(pid {})", std::process::id());
+        assert!(
+            msg.contains("another raidfs-sync") && msg.contains(&pid),
+            "{msg}"
+        );
+        drop(first);
+        let again = StateStore::open(path.clone(), "b", "").unwrap();
+        again.save().unwrap();
+        // Only the state and its lock file: no temporary file left.
+        let mut names: Vec<String> = fs::read_dir(dir.path().join("s"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["state.json", "state.json.lock"]);
     }
 
     #[test]

@@ -315,6 +315,51 @@ async fn a_path_changing_kind_keeps_its_new_object_and_entry() {
     assert_eq!(j["deleted"], 0, "{j}");
 }
 
+/// A daemon holds its state file: a `--once` run on the same state is
+/// refused at once (two processes saving one state would each drop what the
+/// other recorded), and runs once the daemon has stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_state_is_refused() {
+    let m = moto();
+    let b = bucket_name("one-state");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let st = state.path().join("s.json");
+    write(root, "a.txt", b"a");
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["--create-bucket", "--debounce", "200ms", "--state"])
+        .arg(&st)
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut d = Daemon(k.spawn().unwrap());
+    wait_for("the daemon's first pass", Duration::from_secs(40), || {
+        exists(&c, &b, "a.txt")
+    })
+    .await;
+
+    write(root, "b.txt", b"b");
+    let t = std::time::Instant::now();
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let held = format!(
+        "another raidfs-sync (pid {}) is using {}",
+        d.0.id(),
+        st.display()
+    );
+    assert!(err.contains(&held), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10), "not refused at once");
+
+    d.0.kill().unwrap();
+    d.0.wait().unwrap();
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(exists(&c, &b, "b.txt").await);
+}
+
 /// `mv f g; ln -s g f` in one pass: `f` is a symlink now, not a file gone
 /// from the tree, so it is no rename source for `g`. A copy from key `f`
 /// could read the symlink's object, PUT there by the same pass.

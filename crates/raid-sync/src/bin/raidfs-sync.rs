@@ -19,7 +19,7 @@ use raid_sync::keysource::{self, KeySource};
 use raid_sync::reconcile::{Pending, Stop, Summary, Syncer, unix_now};
 use raid_sync::record::{RecordWriter, SyncState};
 use raid_sync::s3::{Bucket, Connection};
-use raid_sync::state::{State, StateStore};
+use raid_sync::state::StateStore;
 use raid_sync::upload::{PutOptions, Uploader};
 use raid_sync::{history, lifecycle, metrics, restore, s3, verify, watch};
 
@@ -747,8 +747,12 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         Some(p) => p.clone(),
         None => default_state_path(&bucket.name, prefix.as_str(), &source)?,
     };
-    let state = State::load(&state_path, &bucket.name, prefix.as_str())?;
-    let store = Arc::new(StateStore::new(state_path.clone(), state));
+    // Held until this process ends: one process per state file.
+    let store = Arc::new(StateStore::open(
+        state_path.clone(),
+        &bucket.name,
+        prefix.as_str(),
+    )?);
     tracing::debug!(state = %state_path.display(), "state file");
 
     if args.create_bucket {
