@@ -587,7 +587,8 @@ pub fn body_key<'k>(
             k.id()
         ))),
         (Some(_), None) => Err(Error::Config(format!(
-            "{object} is encrypted: give --encrypt-key-file or --encrypt-passphrase-file              (or RAIDFS_SYNC_PASSPHRASE)"
+            "{object} is encrypted: give --encrypt-key-file or --encrypt-passphrase-file \
+             (or RAIDFS_SYNC_PASSPHRASE)"
         ))),
     }
 }
