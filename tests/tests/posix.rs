@@ -1705,10 +1705,17 @@ fn noexec_nosymfollow_and_sync_mount_options_reach_the_kernel() {
         .lines()
         .find(|l| l.split(' ').nth(4) == Some(mnt.to_str().unwrap()))
         .unwrap();
-    assert!(
-        line.contains("noexec") && line.contains("nosymfollow"),
-        "{line}"
+    // Mount options, then the superblock's after " - TYPE SOURCE ".
+    let (mount_opts, sb_opts) = (
+        line.split(' ').nth(5).unwrap(),
+        line.rsplit(' ').next().unwrap(),
     );
+    let has = |opts: &str, o: &str| opts.split(',').any(|x| x == o);
+    assert!(has(mount_opts, "noexec"), "{line}");
+    assert!(has(mount_opts, "nosymfollow"), "{line}");
+    assert!(has(sb_opts, "sync"), "{line}");
+    fs::write(a.path("synced"), b"written through").unwrap();
+    assert_eq!(fs::read(a.path("synced")).unwrap(), b"written through");
     let e = Command::new(&script).status().unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
     assert_eq!(errno(&fs::read(a.path("link")).unwrap_err()), libc::ELOOP);
