@@ -49,7 +49,9 @@ fn workload() -> Vec<Step> {
         Sync(1),
         Truncate(1, 13_000),
         Write(2, 4_000, bytes(5, 10_000)),
-        Punch(2, 0, 14_000),
+        // Two stripes of the widest level (RAID-60 of 8: 16 KiB of data).
+        Write(2, 14_000, bytes(7, 19_000)),
+        Punch(2, 0, 33_000),
         Sync(1),
         Write(1, 2_000, bytes(6, 3_000)),
         Sync(2),
