@@ -1112,7 +1112,11 @@ impl Array {
 
     /// Release an open handle.
     pub fn release(&self, ino: u64) -> Result<()> {
-        self.drop_holds(ino, 1)
+        if self.drop_holds(ino, 1)? {
+            let seq = self.inner.meta.seq();
+            self.settle(seq)?;
+        }
+        Ok(())
     }
 
     /// The kernel knows `ino` by one more reference (a FUSE reply naming
@@ -1127,34 +1131,34 @@ impl Array {
     }
 
     /// The kernel dropped `n` of its references to `ino` (FUSE `FORGET`).
+    /// A free this causes is not waited for even on a `sync` mount:
+    /// nobody waits on a `FORGET`, and an orphan a crash leaves is freed at
+    /// the next assembly.
     pub fn forget(&self, ino: u64, n: u64) -> Result<()> {
-        self.drop_holds(ino, n)
+        if self.drop_holds(ino, n)? {
+            self.inner.meta.maybe_checkpoint()?;
+            self.reap();
+        }
+        Ok(())
     }
 
     /// Drop `n` holds (open handles, kernel references) on `ino`; an
-    /// orphan left with none is freed.
-    fn drop_holds(&self, ino: u64, n: u64) -> Result<()> {
-        let freed = {
-            let mut open = lock(&self.inner.open);
-            let last = match open.get_mut(&ino) {
-                Some(c) if *c > n => {
-                    *c -= n;
-                    false
-                }
-                Some(_) => {
-                    open.remove(&ino);
-                    lock(&self.inner.removed_dirs).remove(&ino);
-                    true
-                }
-                None => false,
-            };
-            last && !self.inner.read_only && self.free_orphan(ino)?
+    /// orphan left with none is freed. Whether it was.
+    fn drop_holds(&self, ino: u64, n: u64) -> Result<bool> {
+        let mut open = lock(&self.inner.open);
+        let last = match open.get_mut(&ino) {
+            Some(c) if *c > n => {
+                *c -= n;
+                false
+            }
+            Some(_) => {
+                open.remove(&ino);
+                lock(&self.inner.removed_dirs).remove(&ino);
+                true
+            }
+            None => false,
         };
-        if freed {
-            let seq = self.inner.meta.seq();
-            self.settle(seq)?;
-        }
-        Ok(())
+        Ok(last && !self.inner.read_only && self.free_orphan(ino)?)
     }
 
     /// Read up to `size` bytes at `offset` (fewer at end of file).

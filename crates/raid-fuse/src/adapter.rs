@@ -627,6 +627,7 @@ impl Filesystem for RaidFs {
     ) {
         match self.array.readdir(ino.0, offset, 256) {
             Ok(entries) => {
+                let mut named = Vec::with_capacity(entries.len());
                 for e in entries {
                     let attr = match self.array.getattr(e.ino) {
                         Ok(a) => a,
@@ -641,8 +642,12 @@ impl Filesystem for RaidFs {
                     }
                     // The kernel takes a reference to every entry but these.
                     if name != "." && name != ".." {
-                        self.array.remember(e.ino);
+                        named.push(e.ino);
                     }
+                }
+                // Counted once the reply cannot turn into an error.
+                for ino in named {
+                    self.array.remember(ino);
                 }
                 reply.ok();
             }
