@@ -6,7 +6,8 @@
 //! no controlling terminal, stdin from /dev/null) with
 //! [`READY_ENV`] set and its stdout connected to a pipe. The daemon writes
 //! one line on that pipe — `ready` after the kernel accepted the mount, or
-//! `error: <message>` — and the foreground process exits 0 or 1 accordingly;
+//! `error: <message>` — and the foreground process exits 0 or 32 (mount(8)'s
+//! "mount failure") accordingly;
 //! `warning: <message>` lines before it are printed on its stderr.
 //! A daemon that dies before saying anything is reported too.
 
@@ -19,8 +20,8 @@ use anyhow::{Context, Result, bail};
 /// Set in the daemon's environment: report readiness on stdout.
 pub const READY_ENV: &str = "RAIDFS_DAEMON_READY";
 
-/// Start the daemon (this same program with `args` plus `-f`) and wait for
-/// its verdict.
+/// Start the daemon (this same program with `--foreground` and `args`) and
+/// wait for its verdict.
 pub fn spawn_and_wait(args: &[OsString], log_file: Option<&std::path::Path>) -> Result<()> {
     let exe = std::env::current_exe()
         .context("cannot find this program's own path to start the daemon")?;
@@ -35,8 +36,8 @@ pub fn spawn_and_wait(args: &[OsString], log_file: Option<&std::path::Path>) -> 
         None => Stdio::null(),
     };
     let mut child = Command::new(exe)
-        .args(args)
         .arg("--foreground")
+        .args(args)
         .env(READY_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -197,18 +197,18 @@ impl MountOptions {
                     flag(key)?;
                     self.noexec = key == "noexec";
                 }
-                "nosymfollow" => {
+                "nosymfollow" | "symfollow" => {
                     flag(key)?;
-                    self.nosymfollow = true;
+                    self.nosymfollow = key == "nosymfollow";
                 }
                 "sync" | "dirsync" => {
                     flag(key)?;
                     self.sync_metadata = true;
                     self.synchronous |= key == "sync";
                 }
+                // As for mount(8): `async` undoes `sync`, not `dirsync`.
                 "async" => {
                     flag(key)?;
-                    self.sync_metadata = false;
                     self.synchronous = false;
                 }
                 "remount" => {
@@ -373,8 +373,10 @@ mod tests {
         assert!(!o.synchronous);
         o.parse_into("sync").unwrap();
         assert!(o.synchronous);
-        o.parse_into("rw,exec,async").unwrap();
-        assert!(!o.read_only && !o.noexec && !o.sync_metadata && !o.synchronous);
+        o.parse_into("rw,exec,async,symfollow").unwrap();
+        assert!(!o.read_only && !o.noexec && !o.synchronous && !o.nosymfollow);
+        // `async` undoes `sync`, not `dirsync`.
+        assert!(o.sync_metadata);
         o.parse("typo_option,noexec", true).unwrap();
         assert!(o.noexec);
         let e = o.parse_into("remount,ro").unwrap_err();

@@ -173,14 +173,15 @@ fn main() -> ExitCode {
         }
     };
     if args.fake {
-        if args.verbose {
-            println!(
-                "mount.raidfs: would mount {} ({} members) on {}",
-                req.source,
-                req.members.len(),
-                req.mountpoint.display()
-            );
-        }
+        // Said even without -v: a caller that still means "foreground" by
+        // -f must see that nothing was mounted.
+        eprintln!(
+            "mount.raidfs: -f: fake mount, nothing mounted (would mount {} with {} members on {}; \
+             --foreground keeps a real mount in the foreground)",
+            req.source,
+            req.members.len(),
+            req.mountpoint.display()
+        );
         return ExitCode::SUCCESS;
     }
     if !req.options.foreground {
