@@ -30,7 +30,7 @@ use crate::object_meta::{Kind, ObjectMeta};
 use crate::s3::Bucket;
 use crate::scan::{self, Scan};
 use crate::state::{Entry, StateStore};
-use crate::upload::{self, MAX_COPY_SIZE, Uploader};
+use crate::upload::{self, Copied, MAX_COPY_SIZE, Uploader};
 
 /// Passes in a row in which a file changed while being read before it counts
 /// as a failure (notified, in the failed count) instead of being deferred.
@@ -758,16 +758,15 @@ impl Syncer {
                 let target = now.target.clone().unwrap_or_default().into_bytes();
                 let crc = crc32fast::hash(&target);
                 now.crc32 = Some(crc);
-                if old.as_ref().is_some_and(|o| o.target == now.target) {
-                    self.up
-                        .copy(&key, &key, &self.meta(&now, Some(crc)))
-                        .await?;
+                let meta = self.meta(&now, Some(crc));
+                // Same target: only attributes changed, copied onto itself
+                // unless the object is archived (S3 refuses to copy it).
+                if old.as_ref().is_some_and(|o| o.target == now.target)
+                    && self.up.copy(&key, &key, &meta).await? == Copied::Done
+                {
                     done.metadata_updated = 1;
                 } else {
-                    done.uploaded_bytes = self
-                        .up
-                        .put_small(&key, target, &self.meta(&now, Some(crc)))
-                        .await?;
+                    done.uploaded_bytes = self.up.put_small(&key, target, &meta).await?;
                     done.uploaded = 1;
                 }
                 done.key = Some(key.clone());
@@ -807,25 +806,34 @@ impl Syncer {
                 // CopyObject takes sources up to 5 GiB: a larger object whose
                 // attributes changed is sent again.
                 let copy_ok = self.up.object_len(now.size) <= MAX_COPY_SIZE;
-                if let Some(o) = old
+                // Whether the object is already right without sending the
+                // content: unchanged, or fixed by a server-side copy. A copy
+                // whose source is archived (S3 refuses it) writes nothing and
+                // the file is uploaded below.
+                let in_place = if let Some(o) = old
                     .as_ref()
                     .filter(|o| o.size == now.size && o.crc32 == Some(crc))
                     && (copy_ok || self.meta(o, Some(crc)) == meta)
                 {
                     // Same content: only attributes (or nothing visible) changed.
                     if self.meta(o, Some(crc)) != meta {
-                        self.up.copy(&key, &key, &meta).await?;
-                        done.metadata_updated = 1;
+                        let copied = self.up.copy(&key, &key, &meta).await? == Copied::Done;
+                        done.metadata_updated = u64::from(copied);
+                        copied
                     } else {
                         // Read again (racy, or only the ctime moved): the
                         // object is right as it is.
                         done.unchanged = 1;
+                        true
                     }
                 } else if let Some(src) = renames.find(&now, crc) {
                     let src_key = self.key_of(&src, Kind::File);
-                    self.up.copy(&src_key, &key, &meta).await?;
-                    tracing::info!(from = %src, to = %rel, "rename: server-side copy");
-                    done.copied = 1;
+                    let copied = self.up.copy(&src_key, &key, &meta).await? == Copied::Done;
+                    if copied {
+                        tracing::info!(from = %src, to = %rel, "rename: server-side copy");
+                    }
+                    done.copied = u64::from(copied);
+                    copied
                 } else if remote.and_then(|r| r.get(&key)) == Some(&self.up.object_len(now.size))
                     && let Some(rm) = self.remote_meta(&key).await
                     && rm.crc32 == Some(crc)
@@ -834,11 +842,18 @@ impl Syncer {
                 {
                     // Same content (and same encryption key) already there.
                     if rm != meta {
-                        self.up.copy(&key, &key, &meta).await?;
-                        done.metadata_updated = 1;
+                        let copied = self.up.copy(&key, &key, &meta).await? == Copied::Done;
+                        done.metadata_updated = u64::from(copied);
+                        copied
                     } else {
                         done.adopted = 1;
+                        true
                     }
+                } else {
+                    false
+                };
+                if in_place {
+                    // Nothing to send.
                 } else if !multipart {
                     self.drop_pending_upload(&rel, "the file now goes in one PUT")
                         .await;

@@ -94,6 +94,29 @@ pub struct PutOptions {
     pub part_size: u64,
 }
 
+/// What a server-side copy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Copied {
+    /// The destination holds the source's content with the new metadata.
+    Done,
+    /// The source is in an archive tier: S3 refused to read it and nothing
+    /// was written. The content has to be uploaded.
+    SourceArchived,
+}
+
+/// Whether CopyObject failed because its source is archived: S3 answers
+/// `InvalidObjectState` (GLACIER, DEEP_ARCHIVE) or, as the API models it
+/// (and moto answers), `ObjectNotInActiveTierError`.
+fn is_archived_source<R>(
+    e: &aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::copy_object::CopyObjectError, R>,
+) -> bool {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    e.as_service_error().is_some_and(|se| {
+        se.is_object_not_in_active_tier_error() || se.code() == Some("InvalidObjectState")
+    })
+}
+
 /// Result of one multipart upload.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Sent {
@@ -261,10 +284,16 @@ impl Uploader {
 
     /// Server-side copy with new metadata: renames (`src != dst`) and
     /// attribute-only changes (`src == dst`), with no bytes re-sent.
-    pub async fn copy(&self, src: &str, dst: &str, meta: &ObjectMeta) -> Result<()> {
+    ///
+    /// S3 refuses to copy an object in an archive tier (GLACIER,
+    /// DEEP_ARCHIVE, Intelligent-Tiering's archive tiers) until it is
+    /// restored: then nothing is written and [`Copied::SourceArchived`] tells
+    /// the caller to upload the content instead.
+    pub async fn copy(&self, src: &str, dst: &str, meta: &ObjectMeta) -> Result<Copied> {
         let _slot = self.slots.acquire().await.map_err(closed)?;
         self.bucket.count();
-        self.bucket
+        let sent = self
+            .bucket
             .client
             .copy_object()
             .bucket(&self.bucket.name)
@@ -277,9 +306,15 @@ impl Uploader {
             .set_server_side_encryption(self.opts.sse.clone())
             .set_ssekms_key_id(self.opts.sse_kms_key_id.clone())
             .send()
-            .await
-            .map_err(|e| Error::s3("CopyObject", format!("{src} -> {dst}"), e))?;
-        Ok(())
+            .await;
+        match sent {
+            Ok(_) => Ok(Copied::Done),
+            Err(e) if is_archived_source(&e) => {
+                tracing::debug!(%src, %dst, "copy source is archived: uploading instead");
+                Ok(Copied::SourceArchived)
+            }
+            Err(e) => Err(Error::s3("CopyObject", format!("{src} -> {dst}"), e)),
+        }
     }
 
     /// Multipart upload of a large file, resuming a previous attempt if one

@@ -221,6 +221,20 @@ pub async fn exists(c: &Client, bucket: &str, key: &str) -> bool {
     c.head_object().bucket(bucket).key(key).send().await.is_ok()
 }
 
+/// HeadObject of a key that must exist.
+pub async fn head(
+    c: &Client,
+    bucket: &str,
+    key: &str,
+) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    c.head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HeadObject {key}: {e:?}"))
+}
+
 pub async fn get(c: &Client, bucket: &str, key: &str) -> Vec<u8> {
     let o = c.get_object().bucket(bucket).key(key).send().await.unwrap();
     o.body.collect().await.unwrap().into_bytes().to_vec()
