@@ -630,8 +630,7 @@ impl Uploader {
         // parts are streamed, each from its own handle.
         let seal = match (&self.key, enc) {
             (Some(k), Some(p)) => {
-                let file = std::fs::File::open(path)
-                    .map_err(|e| Error::io_or_gone("opening for upload", path, e))?;
+                let file = open_regular(path)?;
                 Some((k.clone(), p, Arc::new(file)))
             }
             (None, None) => None,
@@ -924,12 +923,45 @@ pub fn same_content_stat(a: &Entry, b: &Entry) -> bool {
         && a.dev == b.dev
 }
 
+/// Opens a file to upload for reading, as the regular file the scan saw or
+/// not at all. The scan's `lstat` and this open are apart in time: a symlink
+/// put there meanwhile is not followed (`O_NOFOLLOW`), and a FIFO put there
+/// does not block the open until some writer appears (`O_NONBLOCK`). Anything
+/// but a regular file is [`Error::Changed`] (the next scan sees what it is);
+/// nothing there is [`Error::Gone`].
+pub fn open_regular(path: &Path) -> Result<std::fs::File> {
+    use rustix::fs::OFlags;
+    use std::os::unix::fs::OpenOptionsExt;
+    let changed = || Error::Changed {
+        path: path.to_path_buf(),
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
+        .open(path)
+        .map_err(|e| match rustix::io::Errno::from_io_error(&e) {
+            // A symlink (ELOOP), a socket or a device with no driver (ENXIO).
+            Some(rustix::io::Errno::LOOP | rustix::io::Errno::NXIO) => changed(),
+            _ => Error::io_or_gone("opening", path, e),
+        })?;
+    let md = f.metadata().map_err(|e| Error::io("stat", path, e))?;
+    if !md.file_type().is_file() {
+        return Err(changed());
+    }
+    // Regular files ignore O_NONBLOCK; cleared all the same, so that reads
+    // are plain blocking reads whatever the file system.
+    let flags = rustix::fs::fcntl_getfl(&f).map_err(|e| Error::io("fcntl", path, e.into()))?;
+    rustix::fs::fcntl_setfl(&f, flags - OFlags::NONBLOCK)
+        .map_err(|e| Error::io("fcntl", path, e.into()))?;
+    Ok(f)
+}
+
 /// Reads a small file whole and checks it did not change meanwhile. At
 /// most one byte more than the scanned size is read: a file that has grown
 /// since (perhaps by gigabytes) is changed, and is not read into memory.
 pub fn read_small(path: &Path, entry: &Entry) -> Result<Vec<u8>> {
     use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| Error::io_or_gone("opening", path, e))?;
+    let f = open_regular(path)?;
     let mut data = Vec::new();
     f.take(entry.size.saturating_add(1))
         .read_to_end(&mut data)
@@ -948,9 +980,7 @@ pub fn read_small(path: &Path, entry: &Entry) -> Result<Vec<u8>> {
 /// byte more than `size` (a file that grew since the scan is changed).
 pub fn crc_file(path: &Path, size: u64, part_size: u64) -> Result<FileCrcs> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| Error::io_or_gone("opening", path, e))?
-        .take(size.saturating_add(1));
+    let mut f = open_regular(path)?.take(size.saturating_add(1));
     let mut full = crc32fast::Hasher::new();
     let mut parts = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -1039,37 +1069,75 @@ mod tests {
 
     #[test]
     fn reads_stop_one_byte_past_the_scanned_size() {
-        use std::io::Write;
-        use std::time::Duration;
-        // A FIFO whose writer stays open stands for a file that keeps
-        // growing: a read to its end would not return (or fill memory).
+        // A file grown since the scan, sparse and far too large to read
+        // whole: it is changed after at most one byte past the scanned size
+        // (read to its end, it would fill memory or take minutes).
         let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("f");
-        std::fs::write(&f, [1u8; 10]).unwrap();
-        let e = scanned(&f);
         let p = dir.path().join("grows");
-        let made = std::process::Command::new("mkfifo").arg(&p).status();
-        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        std::fs::write(&p, [1u8; 10]).unwrap();
+        let e = scanned(&p);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(1 << 36)
+            .unwrap();
+        both_reads_are_changed_promptly(&p, &e);
+    }
+
+    /// Both reads of `p` (whole, and CRCs only) end promptly as changed.
+    fn both_reads_are_changed_promptly(p: &Path, e: &Entry) {
         for small in [true, false] {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let (p2, e2) = (p.clone(), e.clone());
-            let reader = std::thread::spawn(move || {
+            let (p2, e2) = (p.to_path_buf(), e.clone());
+            let changed = returns_promptly(move || {
                 let r = if small {
                     read_small(&p2, &e2).map(drop)
                 } else {
                     crc_file(&p2, e2.size, 1 << 20).map(drop)
                 };
-                let _ = tx.send(matches!(r, Err(Error::Changed { .. })));
+                matches!(r, Err(Error::Changed { .. }))
             });
-            // Opening blocks until the reader has opened its end.
-            let mut w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
-            w.write_all(&[7u8; 4096]).unwrap();
-            let changed = rx.recv_timeout(Duration::from_secs(10));
-            // End of file for a reader still waiting for more.
-            drop(w);
-            reader.join().unwrap();
-            assert_eq!(changed, Ok(true), "read_small: {small}");
+            assert_eq!(changed, Some(true), "{}, read_small: {small}", p.display());
         }
+    }
+
+    /// `f()` run on a thread: its result, or `None` if it has not returned
+    /// within 10 seconds (the thread is left blocked).
+    fn returns_promptly<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10)).ok()
+    }
+
+    #[test]
+    fn a_fifo_or_symlink_put_in_place_of_a_file_is_changed_and_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"content").unwrap();
+        let e = scanned(&p);
+        let target = dir.path().join("secret");
+        std::fs::write(&target, b"content").unwrap();
+        // A FIFO with no writer: opening it for reading would wait for one
+        // forever.
+        std::fs::remove_file(&p).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&p).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        both_reads_are_changed_promptly(&p, &e);
+        // A symlink to a file of the same size: not followed.
+        std::fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        assert!(matches!(read_small(&p, &e), Err(Error::Changed { .. })));
+        assert!(matches!(
+            crc_file(&p, e.size, 1 << 20),
+            Err(Error::Changed { .. })
+        ));
+        assert!(matches!(open_regular(&p), Err(Error::Changed { .. })));
+        // A regular file opens, for plain blocking reads.
+        let f = open_regular(&target).unwrap();
+        let fl = rustix::fs::fcntl_getfl(&f).unwrap();
+        assert!(!fl.contains(rustix::fs::OFlags::NONBLOCK));
     }
 
     #[test]
