@@ -89,17 +89,42 @@ impl DirManifest {
     }
 }
 
+/// What [`fetch_at`] found.
+#[derive(Debug)]
+pub enum Found {
+    Manifest(DirManifest),
+    /// The bucket has no manifest for that time.
+    None,
+    /// The version is in an archive class (a lifecycle rule moved it): S3
+    /// serves it only after a restore from the archive.
+    Archived {
+        key: String,
+    },
+}
+
 /// The manifest current at `at_ns` (the latest without), if the bucket has
-/// one: one ListObjectVersions and one GetObject.
+/// one: one ListObjectVersions and one GetObject. An archived one is an
+/// error: [`fetch_at`] tells it apart.
 pub async fn fetch(
     bucket: &Bucket,
     prefix: &KeyPrefix,
     at_ns: Option<i128>,
 ) -> Result<Option<DirManifest>> {
+    match fetch_at(bucket, prefix, at_ns).await? {
+        Found::Manifest(m) => Ok(Some(m)),
+        Found::None => Ok(None),
+        Found::Archived { key } => Err(Error::Config(format!(
+            "the directory manifest {key} is archived: restore it from Glacier first"
+        ))),
+    }
+}
+
+/// [`fetch`], with an archived manifest told apart from other failures.
+pub async fn fetch_at(bucket: &Bucket, prefix: &KeyPrefix, at_ns: Option<i128>) -> Result<Found> {
     let key = manifest_key(prefix.as_str());
     let versions = history::list_versions(bucket, &key).await?;
     let Some(v) = history::as_of(versions, at_ns).remove(&key) else {
-        return Ok(None);
+        return Ok(Found::None);
     };
     bucket.count();
     let out = bucket
@@ -109,15 +134,23 @@ pub async fn fetch(
         .key(&key)
         .set_version_id(v.version_id.clone())
         .send()
-        .await
-        .map_err(|e| Error::s3("GetObject", &key, e))?;
+        .await;
+    let out = match out {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_invalid_object_state()) =>
+        {
+            return Ok(Found::Archived { key });
+        }
+        r => r.map_err(|e| Error::s3("GetObject", &key, e))?,
+    };
     let bytes = out
         .body
         .collect()
         .await
         .map_err(|e| Error::io("downloading", &key, std::io::Error::other(e)))?
         .into_bytes();
-    DirManifest::parse(&key, &bytes).map(Some)
+    DirManifest::parse(&key, &bytes).map(Found::Manifest)
 }
 
 #[cfg(test)]

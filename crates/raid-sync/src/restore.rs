@@ -135,7 +135,18 @@ pub async fn restore(
 
     // Directory attributes: the manifest as it was at the time asked for
     // (buckets written before it existed have them on directory markers).
-    let manifest = dirmeta::fetch(&bucket, prefix, opts.at_ns).await?;
+    // An archived one is left out like any archived version: directories
+    // then get their markers' attributes (or none), and the restore names it
+    // and exits 1.
+    let (manifest, manifest_archived) = match dirmeta::fetch_at(&bucket, prefix, opts.at_ns).await?
+    {
+        dirmeta::Found::Manifest(m) => (Some(m), None),
+        dirmeta::Found::None => (None, None),
+        dirmeta::Found::Archived { key } => {
+            tracing::warn!(%key, "the directory manifest is archived: directory attributes are not restored");
+            (None, Some(key))
+        }
+    };
     let mut manifest_dirs = Vec::new();
     if let Some(m) = &manifest {
         for rel in m.dirs.keys() {
@@ -287,6 +298,7 @@ pub async fn restore(
     bar.finish_and_clear();
     let mut sum = RestoreSummary {
         refused,
+        archived: manifest_archived.into_iter().collect(),
         ..RestoreSummary::default()
     };
     let mut links = Vec::new();

@@ -529,23 +529,8 @@ async fn restore_names_archived_objects_and_restores_the_rest() {
             .await
             .unwrap();
     }
-    let out = tempfile::tempdir().unwrap();
+    let (out, j) = restore_leaving_out(&m.endpoint, &b, &["cold.txt", "d/colder.txt"]);
     let target = out.path().join("t");
-    let mut k = cmd(&m.endpoint, &b);
-    k.args(["--json", "restore"]).arg(&target);
-    let o = run(k);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("archived") && err.contains("cold.txt"),
-        "{err}"
-    );
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(
-        j["archived"],
-        serde_json::json!(["cold.txt", "d/colder.txt"]),
-        "{j}"
-    );
     assert_eq!(j["files"], 1, "{j}");
     assert_eq!(std::fs::read(target.join("warm.txt")).unwrap(), b"x");
     assert!(!target.join("cold.txt").exists());
@@ -608,6 +593,67 @@ async fn attribute_changes_and_renames_of_archived_objects_are_uploaded() {
         (Some(0), Some(0)),
         "{j}"
     );
+}
+
+/// A lifecycle rule may archive the directory manifest too (with
+/// `--min-transition-size 0`, or a tree whose manifest is large): the
+/// restore then leaves the directory attributes out, names the manifest as
+/// archived, restores every file and exits 1, instead of failing outright.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_with_an_archived_directory_manifest_restores_the_files() {
+    let m = moto();
+    let b = bucket_name("archived-manifest");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    write(root, "d/f", b"in a directory");
+    let o = once(&m.endpoint, &b, &state.path().join("s.json"), root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // What the lifecycle transition does to the manifest's version.
+    let manifest = ".raidfs-sync/dirs.json";
+    c.copy_object()
+        .bucket(&b)
+        .copy_source(format!("{b}/{manifest}"))
+        .key(manifest)
+        .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+        .send()
+        .await
+        .unwrap();
+
+    let (out, _) = restore_leaving_out(&m.endpoint, &b, &[manifest]);
+    let target = out.path().join("t");
+    assert_eq!(
+        std::fs::read(target.join("d/f")).unwrap(),
+        b"in a directory"
+    );
+}
+
+/// A restore of bucket `b` into `t` in a new directory that leaves out the
+/// `archived` keys: names each on stderr, lists them in `--json` and exits
+/// 1. Returns the directory and the summary.
+fn restore_leaving_out(
+    endpoint: &str,
+    b: &str,
+    archived: &[&str],
+) -> (tempfile::TempDir, serde_json::Value) {
+    let out = tempfile::tempdir().unwrap();
+    let mut k = cmd(endpoint, b);
+    k.args(["--json", "restore"]).arg(out.path().join("t"));
+    let o = run(k);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for key in archived {
+        assert!(
+            err.contains(&format!(
+                "archived (restore it from Glacier first, then run this again): {key}"
+            )),
+            "{err}"
+        );
+    }
+    let j = json(&o);
+    assert_eq!(j["archived"], serde_json::json!(archived), "{j}");
+    (out, j)
 }
 
 /// The body of an archived object: restored first, as S3 requires.
