@@ -191,7 +191,7 @@ struct Inner {
     /// What keeps an orphan (a file with no name left) alive, per inode:
     /// open handles and the kernel's references ([`Array::remember`]).
     /// It is freed when none is left.
-    open: Mutex<HashMap<u64, u64>>,
+    holds: Mutex<HashMap<u64, u64>>,
     /// Removed directories the kernel still holds ([`Array::remember`]):
     /// their last attributes, for `fstat` of a descriptor or working
     /// directory. Only in memory: the namespace no longer has them.
@@ -413,7 +413,7 @@ impl Array {
             meta,
             data,
             sb,
-            open: Mutex::new(HashMap::new()),
+            holds: Mutex::new(HashMap::new()),
             removed_dirs: Mutex::new(HashMap::new()),
             ino_locks: (0..INO_LOCKS).map(|_| Mutex::new(())).collect(),
             sync_metadata: opts.sync_metadata,
@@ -656,14 +656,14 @@ impl Array {
     /// Handle what an operation left: an orphan nothing holds is freed now.
     fn after(&self, eff: Effect) -> Result<()> {
         if let Some(ino) = eff.orphaned {
-            let open = lock(&self.inner.open);
-            if !open.contains_key(&ino) {
+            let holds = lock(&self.inner.holds);
+            if !holds.contains_key(&ino) {
                 self.free_orphan(ino)?;
             }
         }
         if let Some(last) = eff.removed_dir {
-            let open = lock(&self.inner.open);
-            if open.contains_key(&last.ino) {
+            let holds = lock(&self.inner.holds);
+            if holds.contains_key(&last.ino) {
                 lock(&self.inner.removed_dirs).insert(last.ino, last);
             }
         }
@@ -671,7 +671,7 @@ impl Array {
     }
 
     /// Free `ino` if no name is left to it; whether it did. Callers hold
-    /// the table of open handles, so that an unlink and the file's last
+    /// the table of holds, so that an unlink and the file's last
     /// release racing each other free it once, and an open racing the
     /// unlink either counts before the free or finds the file gone.
     fn free_orphan(&self, ino: u64) -> Result<bool> {
@@ -1104,9 +1104,9 @@ impl Array {
 
     /// Count an open handle: an unlinked file keeps its data until the last release.
     pub fn open(&self, ino: u64) -> Result<()> {
-        let mut open = lock(&self.inner.open);
+        let mut holds = lock(&self.inner.holds);
         self.inner.meta.read().get(ino)?;
-        *open.entry(ino).or_insert(0) += 1;
+        *holds.entry(ino).or_insert(0) += 1;
         Ok(())
     }
 
@@ -1127,7 +1127,7 @@ impl Array {
     /// (`rename(tmp, f)`) still opens and stats it, and an `O_PATH`
     /// descriptor still stats it.
     pub fn remember(&self, ino: u64) {
-        *lock(&self.inner.open).entry(ino).or_insert(0) += 1;
+        *lock(&self.inner.holds).entry(ino).or_insert(0) += 1;
     }
 
     /// The kernel dropped `n` of its references to `ino` (FUSE `FORGET`).
@@ -1145,14 +1145,14 @@ impl Array {
     /// Drop `n` holds (open handles, kernel references) on `ino`; an
     /// orphan left with none is freed. Whether it was.
     fn drop_holds(&self, ino: u64, n: u64) -> Result<bool> {
-        let mut open = lock(&self.inner.open);
-        let last = match open.get_mut(&ino) {
+        let mut holds = lock(&self.inner.holds);
+        let last = match holds.get_mut(&ino) {
             Some(c) if *c > n => {
                 *c -= n;
                 false
             }
             Some(_) => {
-                open.remove(&ino);
+                holds.remove(&ino);
                 lock(&self.inner.removed_dirs).remove(&ino);
                 true
             }
