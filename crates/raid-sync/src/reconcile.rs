@@ -728,6 +728,15 @@ impl Syncer {
         bar
     }
 
+    /// Give `key`'s object the attributes `meta` by copying it onto itself
+    /// (counted as `metadata_updated`); false when S3 refuses because the
+    /// object is archived, and nothing was written: the caller uploads.
+    async fn set_attributes(&self, key: &str, meta: &ObjectMeta, done: &mut Done) -> Result<bool> {
+        let copied = self.up.copy(key, key, meta).await? == Copied::Done;
+        done.metadata_updated = u64::from(copied);
+        Ok(copied)
+    }
+
     /// Brings one entry to the bucket and records it in the state.
     async fn apply(
         &self,
@@ -761,11 +770,8 @@ impl Syncer {
                 let meta = self.meta(&now, Some(crc));
                 // Same target: only attributes changed, copied onto itself
                 // unless the object is archived (S3 refuses to copy it).
-                if old.as_ref().is_some_and(|o| o.target == now.target)
-                    && self.up.copy(&key, &key, &meta).await? == Copied::Done
-                {
-                    done.metadata_updated = 1;
-                } else {
+                let same_target = old.as_ref().is_some_and(|o| o.target == now.target);
+                if !(same_target && self.set_attributes(&key, &meta, &mut done).await?) {
                     done.uploaded_bytes = self.up.put_small(&key, target, &meta).await?;
                     done.uploaded = 1;
                 }
@@ -817,9 +823,7 @@ impl Syncer {
                 {
                     // Same content: only attributes (or nothing visible) changed.
                     if self.meta(o, Some(crc)) != meta {
-                        let copied = self.up.copy(&key, &key, &meta).await? == Copied::Done;
-                        done.metadata_updated = u64::from(copied);
-                        copied
+                        self.set_attributes(&key, &meta, &mut done).await?
                     } else {
                         // Read again (racy, or only the ctime moved): the
                         // object is right as it is.
@@ -842,9 +846,7 @@ impl Syncer {
                 {
                     // Same content (and same encryption key) already there.
                     if rm != meta {
-                        let copied = self.up.copy(&key, &key, &meta).await? == Copied::Done;
-                        done.metadata_updated = u64::from(copied);
-                        copied
+                        self.set_attributes(&key, &meta, &mut done).await?
                     } else {
                         done.adopted = 1;
                         true
