@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use aws_sdk_s3::error::ErrorMetadata;
+
 /// Result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -103,16 +105,64 @@ impl Error {
         }
     }
 
-    /// Wraps an SDK error with the operation and key, keeping the full
-    /// error chain (the SDK's top-level Display is just "service error").
+    /// Wraps an SDK error with the operation and key (see [`describe_s3`]).
     pub fn s3<E>(op: &'static str, key: impl Into<String>, err: E) -> Self
     where
-        E: std::error::Error,
+        E: std::error::Error + 'static,
     {
         Error::S3 {
             op,
             key: key.into(),
-            message: aws_sdk_s3::error::DisplayErrorContext(err).to_string(),
+            message: describe_s3(&err),
         }
     }
+}
+
+/// An SDK error for a person: the service's code and message when it sent
+/// them (`NoSuchBucket: The specified bucket does not exist`), with a hint
+/// for the common ones; otherwise the chain of causes. The SDK's own forms
+/// are either just "service error" (Display) or that plus a dump of the
+/// whole HTTP response (`DisplayErrorContext`).
+pub fn describe_s3(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(m) = e.downcast_ref::<ErrorMetadata>()
+            && let Some(code) = m.code()
+        {
+            // The service's own answer says it all.
+            out = match m.message() {
+                Some(msg) if !msg.is_empty() => format!("{code}: {msg}"),
+                _ => code.to_string(),
+            };
+            break;
+        }
+        let s = e.to_string();
+        if !s.is_empty() && s != "service error" && !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    const HINTS: [(&str, &str); 4] = [
+        ("NoSuchBucket", "create it, or run with --create-bucket"),
+        (
+            "InvalidAccessKeyId",
+            "check the AWS credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the profile",
+        ),
+        (
+            "SignatureDoesNotMatch",
+            "check the AWS credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the profile",
+        ),
+        (
+            "AccessDenied",
+            "the credentials are not allowed this request on this bucket",
+        ),
+    ];
+    if let Some((_, hint)) = HINTS.iter().find(|(code, _)| out.starts_with(code)) {
+        out.push_str(&format!(" ({hint})"));
+    }
+    out
 }

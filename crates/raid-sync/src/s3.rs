@@ -10,7 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_config::environment::region::EnvironmentVariableRegionProvider;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::ProfileFileRegionProvider;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::ProvideCredentials;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, StalledStreamProtectionConfig};
@@ -37,16 +41,27 @@ pub struct Connection {
     pub paced_uploads: bool,
 }
 
-/// Builds a client from the standard AWS configuration chain.
-pub async fn client(conn: &Connection) -> Client {
+/// Builds a client from the standard AWS configuration chain; fails when
+/// that chain yields no credentials, so that a missing key is one clear
+/// error before the first request rather than a dispatch failure on it.
+pub async fn client(conn: &Connection) -> Result<Client> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(p) = &conn.profile {
         loader = loader.profile_name(p);
     }
-    if let Some(r) = &conn.region {
-        loader = loader.region(Region::new(r.clone()));
-    }
+    loader = match &conn.region {
+        Some(r) => loader.region(Region::new(r.clone())),
+        // The environment, then the profile, then us-east-1: not the
+        // instance metadata service the default chain ends with, which off
+        // EC2 (a home server) costs seconds and logs warnings at every start.
+        None => loader.region(
+            RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+                .or_else(profile_region(conn.profile.as_deref()))
+                .or_else(Region::new("us-east-1")),
+        ),
+    };
     let sdk = loader.load().await;
+    check_credentials(&sdk).await?;
     let mut b = aws_sdk_s3::config::Builder::from(&sdk)
         .retry_config(
             RetryConfig::standard()
@@ -67,13 +82,40 @@ pub async fn client(conn: &Connection) -> Client {
                 .build(),
         );
     }
-    if sdk.region().is_none() {
-        b = b.region(Region::new("us-east-1"));
-    }
     if let Some(url) = &conn.endpoint_url {
         b = b.endpoint_url(url).force_path_style(true);
     }
-    Client::from_conf(b.build())
+    Ok(Client::from_conf(b.build()))
+}
+
+fn profile_region(profile: Option<&str>) -> ProfileFileRegionProvider {
+    let b = ProfileFileRegionProvider::builder();
+    match profile {
+        Some(p) => b.profile_name(p),
+        None => b,
+    }
+    .build()
+}
+
+async fn check_credentials(sdk: &aws_config::SdkConfig) -> Result<()> {
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err(no_credentials(
+            "no credential provider is configured".into(),
+        ));
+    };
+    provider
+        .provide_credentials()
+        .await
+        .map(|_| ())
+        .map_err(|e| no_credentials(crate::error::describe_s3(&e)))
+}
+
+fn no_credentials(why: String) -> Error {
+    Error::Config(format!(
+        "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or put \
+         them in ~/.aws/credentials (--profile picks a profile there). The last source tried \
+         said: {why}"
+    ))
 }
 
 /// One bucket, with a request counter.
@@ -148,7 +190,7 @@ impl Bucket {
             .bucket(&self.name)
             .send()
             .await;
-        match &status {
+        match status {
             Ok(out) if out.status() == Some(&BucketVersioningStatus::Enabled) => return Ok(()),
             Ok(_) => {}
             Err(e) => {
@@ -189,7 +231,7 @@ impl Bucket {
                     "S3 Versioning is off and could not be turned on ({}); raidfs-sync \
                      refuses to mirror without it, since deletes and overwrites would lose \
                      data. Ask the bucket owner to enable it (s3:PutBucketVersioning).",
-                    aws_sdk_s3::error::DisplayErrorContext(e)
+                    crate::error::describe_s3(&e)
                 ),
             })?;
         Ok(())

@@ -543,7 +543,7 @@ impl Uploader {
             Err(e) if try_full => {
                 tracing::warn!(
                     %key,
-                    error = %aws_sdk_s3::error::DisplayErrorContext(&e),
+                    error = %crate::error::describe_s3(&e),
                     "server refused the FULL_OBJECT checksum type; using composite \
                      checksums (the whole-object CRC-32 stays in x-amz-meta-crc32)"
                 );
@@ -809,7 +809,7 @@ impl Uploader {
             .send()
             .await
         {
-            tracing::debug!(%key, error = %aws_sdk_s3::error::DisplayErrorContext(e), "abort failed");
+            tracing::debug!(%key, error = %crate::error::describe_s3(&e), "abort failed");
         }
     }
 }

@@ -788,6 +788,86 @@ fn a_part_size_under_5mib_is_refused() {
     assert!(err.contains("--part-size must be at least 5MiB"), "{err}");
 }
 
+/// A bucket that does not exist is named by the service's own words, with
+/// what to do, not as a dump of the HTTP response.
+#[test]
+fn a_missing_bucket_is_reported_plainly() {
+    let m = moto();
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut k = cmd(&m.endpoint, &bucket_name("no-such"));
+    k.args(["--once", "--state"])
+        .arg(state.path().join("s.json"))
+        .arg(src.path());
+    let o = run(k);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("NoSuchBucket: The specified bucket does not exist")
+            && err.contains("--create-bucket"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("raw: Response") && !err.contains("ServiceError("),
+        "{err}"
+    );
+}
+
+/// No credentials anywhere: one error that says where to put them, before
+/// any request, and none of the credential chain's per-source warnings.
+#[test]
+fn missing_credentials_are_reported_once_with_where_to_put_them() {
+    let m = moto();
+    let src = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut k = cmd(&m.endpoint, &bucket_name("no-creds"));
+    k.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        .env_remove("AWS_SHARED_CREDENTIALS_FILE")
+        .env_remove("AWS_CONFIG_FILE")
+        .env_remove("RAIDFS_SYNC_LOG")
+        .env("HOME", home.path())
+        // No instance metadata service to wait for.
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(["--once", "--create-bucket", "--state"])
+        .arg(home.path().join("s.json"))
+        .arg(src.path());
+    let o = run(k);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no AWS credentials found") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
+    assert!(!err.contains("WARN"), "{err}");
+}
+
+/// Without --region or AWS_REGION the region comes from the profile, else is
+/// us-east-1: the instance metadata service (seconds of timeouts off EC2)
+/// is not asked.
+#[test]
+fn without_a_region_the_metadata_service_is_not_asked() {
+    let m = moto();
+    let src = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    write(src.path(), "f", b"data");
+    let mut k = cmd(&m.endpoint, &bucket_name("no-region"));
+    k.env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_CONFIG_FILE")
+        .env("HOME", home.path())
+        .env("RAIDFS_SYNC_LOG", "info,aws_config=debug");
+    let o = once_with(k, &home.path().join("s.json"), src.path(), &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(json(&o)["uploaded"], 1, "{err}");
+    assert!(!err.to_lowercase().contains("imds"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_deleted_and_re_created_within_a_second_is_restored() {
     let m = moto();

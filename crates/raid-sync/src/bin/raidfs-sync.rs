@@ -104,7 +104,7 @@ struct Common {
     /// S3 endpoint (MinIO, Ceph RGW, Garage, …); path-style addressing is used.
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL_S3")]
     endpoint_url: Option<String>,
-    /// Region (default: from the AWS configuration, else us-east-1).
+    /// Region (default: AWS_REGION, else the profile's, else us-east-1).
     #[arg(long, global = true)]
     region: Option<String>,
     /// AWS profile from ~/.aws/config.
@@ -289,7 +289,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RAIDFS_SYNC_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,aws=warn,aws_smithy_runtime=warn")
+                // The credential chain warns for every source it tries and
+                // finds nothing in; a missing key is reported once, plainly.
+                tracing_subscriber::EnvFilter::new(
+                    "info,aws=warn,aws_smithy_runtime=warn,aws_config::meta::credentials=error,aws_config::imds=error",
+                )
             }),
         )
         .with_writer(std::io::stderr)
@@ -335,7 +339,7 @@ async fn connect_paced(c: &Common, paced: bool) -> Result<(Arc<Bucket>, KeyPrefi
         max_attempts: c.retries,
         paced_uploads: paced,
     };
-    let client = s3::client(&conn).await;
+    let client = s3::client(&conn).await?;
     Ok((Arc::new(Bucket::new(client, &name)), prefix))
 }
 
