@@ -578,7 +578,16 @@ impl Array {
             // Nothing can be rewritten: say so rather than report repairs.
             self.writable()?;
         }
-        let rep = ops::scrub(&self.inner.data, self.striped_files(), opts, progress)?;
+        // The namespace lock is never held while a file's lock is awaited,
+        // so taking it under one (as the scrub asks) is safe.
+        let now = |ino: u64, _: u64| {
+            let ns = self.inner.meta.read();
+            ns.inodes
+                .get(&ino)
+                .filter(|i| matches!(i.body, Body::File { inline: None }))
+                .map(|i| i.size)
+        };
+        let rep = ops::scrub_live(&self.inner.data, self.striped_files(), &now, opts, progress)?;
         let summary = ScrubSummary::of(&rep, opts.repair);
         if !self.inner.read_only {
             summary.save(&self.inner.data.writable_members());

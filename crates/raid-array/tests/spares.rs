@@ -798,3 +798,58 @@ fn when_a_spare_fails_during_its_rebuild_the_next_spare_takes_over() {
     check(&a, &files);
     a.close().unwrap();
 }
+
+/// Deletes one file at the scrub's first progress report and truncates
+/// another; records the last report.
+struct ChangeFilesOnFirstUpdate<'a>(&'a Array, std::sync::Mutex<Option<(u64, u64)>>);
+
+impl raid_array::ops::Progress for ChangeFilesOnFirstUpdate<'_> {
+    fn update(&self, done: u64, total: u64) {
+        if self.1.lock().unwrap().replace((done, total)).is_none() {
+            self.0.unlink(ROOT_INO, os("b")).unwrap();
+            let c = self.0.lookup(ROOT_INO, os("c")).unwrap().ino;
+            let cut = raid_array::SetAttr {
+                size: Some(20_000),
+                ..Default::default()
+            };
+            self.0.setattr(c, &cut).unwrap();
+        }
+    }
+}
+
+/// Files are deleted and truncated while a scrub runs (it takes hours on a
+/// live array): what went is no loss, charges no member a read error, and
+/// the progress still reaches its total.
+#[test]
+fn files_deleted_or_truncated_during_a_scrub_are_not_reported_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, &[]);
+    for (k, name) in ["a", "b", "c"].iter().enumerate() {
+        let ino = a.create_file(ROOT_INO, os(name), 0o644, 0, 0).unwrap().ino;
+        a.write(ino, 0, &pattern(k as u64, 64 * 1024)).unwrap();
+        a.fsync(ino, false).unwrap();
+        a.release(ino).unwrap();
+    }
+    let p = ChangeFilesOnFirstUpdate(&a, None.into());
+    let repair = ScrubOptions {
+        repair: true,
+        ..Default::default()
+    };
+    let rep = a.scrub(repair, &p).unwrap();
+    assert!(rep.complete, "{rep:?}");
+    assert_eq!(
+        (rep.unrecoverable, rep.mismatches, rep.redundancy_mismatches),
+        (0, 0, 0),
+        "{rep:?}"
+    );
+    // "a" whole, "c" as far as it was left.
+    assert_eq!(rep.files, 2, "{rep:?}");
+    let (done, total) = p.1.lock().unwrap().expect("progress reported");
+    assert_eq!(done, total);
+    let counters = a.health().counters();
+    assert!(counters.iter().all(|c| c.read_errors == 0), "{counters:?}");
+    let s = a.status().last_scrub.expect("scrub summary");
+    assert_eq!((s.unrecoverable, s.mismatches), (0, 0), "{s:?}");
+    a.close().unwrap();
+}

@@ -24,7 +24,7 @@ pub use rebuild::{RebuildOptions, RebuildReport, RebuildTarget, rebuild, rebuild
 /// Directory of operation checkpoints and summaries on a member.
 pub const OPS_DIR: &str = ".raidfs/ops";
 pub use resync::{ResyncReport, resync};
-pub use scrub::{ScrubOptions, ScrubReport, ScrubSummary, scrub};
+pub use scrub::{ScrubOptions, ScrubReport, ScrubSummary, scrub, scrub_live};
 
 /// How often a running operation saves its checkpoint.
 pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);

@@ -187,6 +187,21 @@ pub fn scrub(
     opts: ScrubOptions,
     progress: &dyn Progress,
 ) -> Result<ScrubReport> {
+    scrub_live(store, files, &|_, size| Some(size), opts, progress)
+}
+
+/// [`scrub`] of a list taken from a namespace that changes while it runs:
+/// `now(ino, listed_size)` tells, asked under the file's write lock, the
+/// size of a file still striped, `None` for one deleted (or made inline)
+/// since. A file deleted meanwhile is no loss, and the stripes a
+/// truncation took away are not read.
+pub fn scrub_live(
+    store: &DataStore,
+    files: impl IntoIterator<Item = (u64, u64)>,
+    now: &dyn Fn(u64, u64) -> Option<u64>,
+    opts: ScrubOptions,
+    progress: &dyn Progress,
+) -> Result<ScrubReport> {
     let files = sorted(files);
     let total: u64 = files.iter().map(|f| f.1).sum();
     let members: Vec<Arc<dyn Member>> = store.writable_members();
@@ -225,9 +240,11 @@ pub fn scrub(
                 save_point(&members, &rep, opts.repair, ino, s, done);
                 return Ok(rep);
             }
-            let until = (s + STRIPES_PER_STEP).min(stripes);
+            let mut until = (s + STRIPES_PER_STEP).min(stripes);
             {
                 let _g = store.lock_write(ino);
+                let left = now(ino, size).map_or(0, |n| layout.stripes_for(n));
+                until = until.min(left.max(s));
                 for st in s..until {
                     let plan = layout.plan(ino, st)?;
                     for g in &plan.groups {
@@ -244,6 +261,13 @@ pub fn scrub(
                         }
                     }
                 }
+            }
+            if until <= s {
+                // Deleted or truncated under the scrub: the rest of it is
+                // not there to check, and counts as done.
+                done += size.saturating_sub(s * layout.stripe_data);
+                progress.update(done, total);
+                break;
             }
             let bytes =
                 ((until - s) * layout.stripe_data).min(size.saturating_sub(s * layout.stripe_data));
