@@ -192,6 +192,16 @@ impl Health {
         if progress_only {
             g.states[i] = to;
         } else {
+            if matches!(from, MemberState::Failed | MemberState::Missing)
+                && matches!(to, MemberState::Rebuilding { .. })
+            {
+                // Another disk (or the same one, re-added) takes the slot:
+                // the errors counted were the old disk's, and shown beside
+                // the new one they would make it look failing.
+                if let Some(c) = g.counters.get_mut(i) {
+                    *c = MemberCounters::default();
+                }
+            }
             Self::transition(&mut g, i, from, to);
         }
     }
@@ -299,6 +309,19 @@ mod tests {
             }
         );
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_slot_taken_by_a_rebuild_starts_with_no_errors() {
+        let h = Health::new(vec![MemberState::Active; 3]);
+        h.count_write_error(1);
+        h.count_read_error(2);
+        h.mark_failed(1, "EIO");
+        assert_eq!(h.counters()[1].write_errors, 1);
+        h.set_state(1, MemberState::Rebuilding { done_bytes: 0 });
+        assert_eq!(h.counters()[1], MemberCounters::default());
+        // Other slots keep theirs.
+        assert_eq!(h.counters()[2].read_errors, 1);
     }
 
     #[test]

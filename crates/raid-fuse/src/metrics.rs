@@ -159,7 +159,7 @@ pub fn render(st: &Status, now: SystemTime, mounted: bool) -> String {
         &mut o,
         MEMBER_ERRORS,
         "counter",
-        "Errors per member since the array was assembled: read and write I/O errors, blocks failing their checksum, blocks rewritten from redundancy.",
+        "Errors per member since the array was assembled or a rebuild put a disk in the slot: read and write I/O errors, blocks failing their checksum, blocks rewritten from redundancy.",
     );
     for m in &st.members {
         let c = &m.counters;
