@@ -554,6 +554,26 @@ fn status_of_several_arrays_by_name_and_of_one_that_does_not_exist() {
     );
 }
 
+/// `raidfs status | head`: a reader that stops reading ends the command
+/// quietly (SIGPIPE), as for other Unix tools, not with a panic; and the
+/// daemon it asked is none the worse.
+#[test]
+fn status_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let a = TestArray::raid5();
+    let mut child = Command::new(&raidfs_tests::bins().raidfs)
+        .args(["status", &a.name])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{out:?}");
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_eq!(a.live_status_json()["name"], a.name.as_str());
+}
+
 #[test]
 fn replace_and_add_spare_refuse_another_members_filesystem_unless_allowed() {
     // Members on their own ext4 images, as on separate disks.

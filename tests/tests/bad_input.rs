@@ -193,6 +193,22 @@ fn a_fake_mount_checks_everything_and_mounts_nothing() {
         .arg("-f"));
     assert_refused(&out, "does not exist");
     assert_eq!(out.status.code(), Some(32));
+    // So does a member list naming a directory that is no member, or one
+    // that does not exist.
+    let stranger = a.root.join("stranger");
+    fs::create_dir(&stranger).unwrap();
+    for bad in [stranger, a.root.join("gone")] {
+        let mut members = a.members.clone();
+        members[3] = bad.clone();
+        let spec = members
+            .iter()
+            .map(|m| m.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        let out = run(Command::new(&bins().mount).arg(&spec).arg(&a.mnt).arg("-f"));
+        assert_refused(&out, &bad.display().to_string());
+        assert_eq!(out.status.code(), Some(32));
+    }
     // A wrong invocation is mount(8)'s 1; another namespace is refused.
     let out = run(Command::new(&bins().mount).arg("--no-such-flag"));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

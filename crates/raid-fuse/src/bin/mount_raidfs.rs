@@ -149,6 +149,37 @@ fn init_logging(verbose: bool, daemon_child: bool) {
 const EX_USAGE: u8 = 1;
 const EX_FAIL: u8 = 32;
 
+/// What a fake mount can check of the members without assembling: each
+/// directory exists and holds a raidfs superblock, all of one array. A
+/// member whose superblock cannot be read (a dying disk) is only warned
+/// about: a real mount runs without it when the array can.
+fn check_members(members: &[PathBuf]) -> Result<()> {
+    let mut array: Option<(PathBuf, [u8; 16])> = None;
+    for m in members {
+        if !m.is_dir() {
+            bail!("member {}: no such directory", m.display());
+        }
+        let sb = match raid_array::assemble::read_superblock(m) {
+            Ok(sb) => sb,
+            Err(e) if m.join(raid_array::format::superblock::PATH).exists() => {
+                tracing::warn!(member = %m.display(), error = %e, "member not readable");
+                continue;
+            }
+            Err(e) => return Err(e).context(format!("member {}", m.display())),
+        };
+        match &array {
+            Some((first, uuid)) if *uuid != sb.array_uuid => bail!(
+                "{} and {} are members of different arrays",
+                first.display(),
+                m.display()
+            ),
+            Some(_) => {}
+            None => array = Some((m.clone(), sb.array_uuid)),
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(a) => a,
@@ -173,6 +204,10 @@ fn main() -> ExitCode {
         }
     };
     if args.fake {
+        if let Err(e) = check_members(&req.members) {
+            eprintln!("mount.raidfs: {e:#}");
+            return ExitCode::from(EX_FAIL);
+        }
         // Said even without -v: a caller that still means "foreground" by
         // -f must see that nothing was mounted.
         eprintln!(

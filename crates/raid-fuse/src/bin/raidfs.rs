@@ -84,7 +84,21 @@ fn run(cli: &Cli) -> Result<()> {
     }
 }
 
+/// A pipe closed by its reader (`raidfs debug … | less`, quit early) ends
+/// the command quietly, as it does other Unix tools, rather than in a panic
+/// of `println!`: Rust starts programs with SIGPIPE ignored. The control
+/// socket is written with `MSG_NOSIGNAL`, so a daemon that hangs up is
+/// still an error message, not a silent death.
+fn default_sigpipe() {
+    // SAFETY: called first in `main`, before any other thread exists;
+    // SIG_DFL installs no handler, only the default disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = Cli::parse();
     let filter = if cli.verbose { "debug" } else { "warn" };
     tracing_subscriber::fmt()

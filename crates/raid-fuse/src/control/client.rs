@@ -1,7 +1,7 @@
 //! The CLI side of the control socket: finding a live array by name, UUID,
 //! mount point or member directory, and talking to its daemon.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -57,6 +57,21 @@ pub fn find(target: &str) -> Result<Option<Record>> {
     }
 }
 
+/// `write_all` without SIGPIPE: the `raidfs` command runs with SIGPIPE's
+/// default action (so that `raidfs … | head` ends quietly), and a daemon
+/// hanging up must be an error, not the end of the command.
+fn send_all(stream: &UnixStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::net::send(stream, buf, rustix::net::SendFlags::NOSIGNAL) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// An open conversation with a daemon.
 pub struct Connection {
     reader: BufReader<UnixStream>,
@@ -66,7 +81,7 @@ pub struct Connection {
 impl Connection {
     /// Connect and send `req`.
     pub fn open(rec: &Record, req: &Request) -> Result<Connection> {
-        let mut stream = UnixStream::connect(&rec.socket).map_err(|e| {
+        let stream = UnixStream::connect(&rec.socket).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
                 " (the control socket is for root: run this command with sudo)"
             } else {
@@ -80,9 +95,7 @@ impl Connection {
         })?;
         let mut line = serde_json::to_vec(req).context("encoding the request")?;
         line.push(b'\n');
-        stream
-            .write_all(&line)
-            .with_context(|| format!("sending to {}", rec.socket.display()))?;
+        send_all(&stream, &line).with_context(|| format!("sending to {}", rec.socket.display()))?;
         Ok(Connection {
             reader: BufReader::new(stream),
             socket: rec.socket.clone(),
