@@ -163,10 +163,16 @@ fn status_live_from_the_daemon_and_offline_from_superblocks() {
     assert_eq!(mode & 0o777, 0o600, "socket mode");
     assert!(record.is_file());
 
+    // The last scrub's summary is kept on the members: shown offline too.
+    run_ok(&mut a.raidfs(&["scrub", &a.name]));
+    let scrubbed = a.live_status_json()["last_scrub"].clone();
+    assert_eq!(scrubbed["complete"], true, "{scrubbed}");
+
     a.unmount();
     assert!(!sock.exists() && !record.exists(), "unmount removes both");
     let off = a.status_json();
     assert_eq!(off["live"], false);
+    assert_eq!(off["last_scrub"], scrubbed);
     assert!(off["mountpoint"].is_null() && off["pid"].is_null());
     assert!(off["members"][0]["counters"].is_null());
     assert_eq!(off["clean"], true);

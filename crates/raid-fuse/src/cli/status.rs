@@ -520,9 +520,21 @@ fn offline_with(members: &[PathBuf], search: bool) -> Result<StatusJson> {
                 _ => None,
             }),
         scrub: None,
-        last_scrub: None,
+        last_scrub: last_scrub(&found, fresh.array_uuid),
         sync: None,
     })
+}
+
+/// The newest scrub summary kept on the members of the array `uuid` among
+/// `found` (read only).
+fn last_scrub(found: &[(PathBuf, Superblock)], uuid: [u8; 16]) -> Option<LastScrubJson> {
+    let members: Vec<std::sync::Arc<dyn raid_array::member::Member>> = found
+        .iter()
+        .filter(|(_, sb)| sb.array_uuid == uuid)
+        .filter_map(|(p, _)| raid_array::member::DirMember::open(p).ok())
+        .map(|m| std::sync::Arc::new(m) as std::sync::Arc<dyn raid_array::member::Member>)
+        .collect();
+    raid_array::ScrubSummary::load(&members).map(LastScrubJson::from)
 }
 
 /// Where a status comes from.
