@@ -189,6 +189,7 @@ fn status_live_from_the_daemon_and_offline_from_superblocks() {
         "degraded",
         "failed",
         "failures_tolerated",
+        "failures_left",
         "members",
         "spares",
         "rebuild",
@@ -277,6 +278,19 @@ fn failure_drill_fail_write_replace_verify() {
     let st = a.live_status_json();
     assert_eq!(states(&st), vec!["active", "failed", "active", "active"]);
     assert_eq!(st["degraded"], true);
+    // RAID-5 tolerates one failure; with one member failed, none more.
+    assert_eq!(
+        (
+            st["failures_tolerated"].clone(),
+            st["failures_left"].clone()
+        ),
+        (1.into(), 0.into())
+    );
+    let text = stdout(&run_ok(&mut a.raidfs(&["status", &a.name])));
+    assert!(
+        text.contains("tolerates: 1 failure(s) (0 more now)"),
+        "{text}"
+    );
     // The degraded array still serves reads and writes.
     verify(&a, &files);
     files.extend(write_files(&a, "during", 6, 300_000));
@@ -649,6 +663,7 @@ fn status_of_one_member_directory_finds_the_others_and_only_misses_what_is_gone(
     fs::rename(&a.members[3], &moved).unwrap();
     let st = one(&a.members[0]);
     assert_eq!(st["degraded"], true, "{st}");
+    assert_eq!(st["failures_left"], 0, "{st}");
     assert_eq!(st["members"][3]["state"], "missing", "{st}");
     assert_eq!(st["members"][1]["state"], "active", "{st}");
     fs::rename(&moved, &a.members[3]).unwrap();

@@ -133,6 +133,9 @@ pub struct Status {
     pub degraded: bool,
     pub failed: bool,
     pub failures_tolerated: usize,
+    /// How many more member failures are always survived now, with the
+    /// members that are not active gone (`None`: the array has failed).
+    pub failures_left: Option<usize>,
     pub journal_seq: u64,
     pub journal_commits: u64,
     pub inodes: u64,
@@ -546,6 +549,7 @@ impl Array {
             degraded: !unavailable.is_empty(),
             failed: !i.geometry.survives(&unavailable),
             failures_tolerated: i.geometry.failures_tolerated(),
+            failures_left: i.geometry.more_failures_tolerated(&unavailable),
             journal_seq: i.meta.seq(),
             journal_commits: i.meta.journal_commits(),
             inodes: i.meta.read().inodes.len() as u64,

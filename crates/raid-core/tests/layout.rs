@@ -588,6 +588,42 @@ fn survives_matches_brute_force_over_every_failure_set() {
 }
 
 #[test]
+fn more_failures_tolerated_matches_brute_force_over_every_failure_set() {
+    for g in small_geometries()
+        .into_iter()
+        .filter(|g| g.chunk_size() == 4096)
+    {
+        let n = g.members();
+        let sets: Vec<u32> = (0u32..(1 << n)).collect();
+        let survives = |mask: u32| {
+            let failed: Vec<usize> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
+            g.survives(&failed)
+        };
+        for &mask in &sets {
+            let failed: Vec<usize> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
+            // The most further failures every superset of that size survives.
+            let want = survives(mask).then(|| {
+                (0..=n - failed.len())
+                    .take_while(|&k| {
+                        sets.iter()
+                            .filter(|&&m| m & mask == mask)
+                            .filter(|&&m| (m.count_ones() as usize) == failed.len() + k)
+                            .all(|&m| survives(m))
+                    })
+                    .last()
+                    .unwrap_or(0)
+            });
+            assert_eq!(
+                g.more_failures_tolerated(&failed),
+                want,
+                "{} on {n}: failed {failed:?}",
+                g.level()
+            );
+        }
+    }
+}
+
+#[test]
 fn survives_hand_picked_cases() {
     let r10 = Geometry::new(Level::Raid10 { copies: 2 }, 6, 4096).unwrap();
     assert!(r10.survives(&[0, 2, 5]), "one member of each mirror pair");

@@ -36,6 +36,7 @@ pub const ARRAY_FAILED: &str = "raidfs_array_failed";
 pub const ARRAY_CLEAN: &str = "raidfs_array_clean";
 pub const ARRAY_EVENTS: &str = "raidfs_array_events";
 pub const FAILURES_TOLERATED: &str = "raidfs_array_failures_tolerated";
+pub const FAILURES_LEFT: &str = "raidfs_array_failures_left";
 pub const REBUILD_PROGRESS: &str = "raidfs_rebuild_progress_ratio";
 pub const SPARES: &str = "raidfs_spares";
 pub const LAST_SCRUB_TIME: &str = "raidfs_last_scrub_timestamp_seconds";
@@ -123,6 +124,14 @@ pub fn render(st: &Status, now: SystemTime, mounted: bool) -> String {
         "{FAILURES_TOLERATED}{{array=\"{a}\"}} {}",
         st.failures_tolerated
     );
+    header(
+        &mut o,
+        FAILURES_LEFT,
+        "gauge",
+        "How many more members the array can lose now without losing data (0: the next failure loses data; -1: it has failed).",
+    );
+    let left = st.failures_left.map_or(-1, |n| n as i64);
+    let _ = writeln!(o, "{FAILURES_LEFT}{{array=\"{a}\"}} {left}");
     header(
         &mut o,
         MEMBER_INFO,
@@ -464,6 +473,7 @@ mod tests {
             degraded: true,
             failed: false,
             failures_tolerated: 1,
+            failures_left: Some(0),
             journal_seq: 5,
             journal_commits: 5,
             inodes: 9,
@@ -519,6 +529,7 @@ mod tests {
             1.0
         );
         assert_eq!(get(&s, LAST_UPDATE, &[arr]), 1_700_000_000.0);
+        assert_eq!(get(&s, FAILURES_LEFT, &[arr]), 0.0);
         assert_eq!(get(&s, SPARES, &[arr]), 0.0);
         assert_eq!(
             get(&s, LAST_SCRUB_TIME, &[arr, ("repair", "true")]),

@@ -157,8 +157,7 @@ fn degraded_warning(st: &raid_array::Status, read_only: bool) -> Option<String> 
         .filter(|m| m.state != raid_array::health::MemberState::Active)
         .map(|m| format!("{} ({})", m.index, crate::cli::status::state_name(m.state)))
         .collect();
-    let unavailable = out.len();
-    let left = st.failures_tolerated.saturating_sub(unavailable);
+    let left = st.failures_left.unwrap_or(0);
     let mut msg = format!(
         "array {} started DEGRADED: member(s) {} unavailable; it survives {left} more failure(s)",
         st.name,

@@ -18,6 +18,33 @@ impl Geometry {
         self.group_tolerance()
     }
 
+    /// With the members in `failed` gone, how many more arbitrary member
+    /// failures are always survived (`None`: the array has already lost
+    /// data). What a degraded array's status means by "tolerates N more":
+    /// the weakest group decides, as further failures may all land there.
+    /// Duplicates count once; indices not below
+    /// [`members`](Self::members) are ignored.
+    pub fn more_failures_tolerated(&self, failed: &[usize]) -> Option<usize> {
+        let gone = self.gone(failed);
+        let tolerance = self.group_tolerance();
+        (0..self.group_count())
+            .map(|g| {
+                let lost = self.group_members(g).filter(|&m| gone[m]).count();
+                tolerance.checked_sub(lost)
+            })
+            .try_fold(usize::MAX, |least, left| left.map(|l| least.min(l)))
+    }
+
+    fn gone(&self, failed: &[usize]) -> Vec<bool> {
+        let mut gone = vec![false; self.members()];
+        for &f in failed {
+            if let Some(slot) = gone.get_mut(f) {
+                *slot = true;
+            }
+        }
+        gone
+    }
+
     /// Whether every data chunk of every stripe can still be read or
     /// reconstructed with the members in `failed` gone. Duplicates count
     /// once; indices not below [`members`](Self::members) name no member and
@@ -33,12 +60,7 @@ impl Geometry {
     /// differently). Reporting the classic, weaker answer would make raidfs
     /// refuse to serve data it can read.
     pub fn survives(&self, failed: &[usize]) -> bool {
-        let mut gone = vec![false; self.members()];
-        for &f in failed {
-            if let Some(slot) = gone.get_mut(f) {
-                *slot = true;
-            }
-        }
+        let gone = self.gone(failed);
         let tolerance = self.group_tolerance();
         (0..self.group_count())
             .all(|g| self.group_members(g).filter(|&m| gone[m]).count() <= tolerance)

@@ -176,6 +176,10 @@ pub struct StatusJson {
     pub degraded: bool,
     pub failed: bool,
     pub failures_tolerated: usize,
+    /// How many more member failures are always survived now (`null`: the
+    /// array has failed; also from a daemon that predates the key).
+    #[serde(default)]
+    pub failures_left: Option<usize>,
     pub members: Vec<MemberJson>,
     /// Whether this came from the mount daemon (else from superblocks).
     pub live: bool,
@@ -326,6 +330,7 @@ impl From<&Status> for StatusJson {
             degraded: s.degraded,
             failed: s.failed,
             failures_tolerated: s.failures_tolerated,
+            failures_left: s.failures_left,
             members: s
                 .members
                 .iter()
@@ -489,6 +494,7 @@ fn offline_with(members: &[PathBuf], search: bool) -> Result<StatusJson> {
         degraded: !failed.is_empty() && geometry.survives(&failed),
         failed: !geometry.survives(&failed),
         failures_tolerated: geometry.failures_tolerated(),
+        failures_left: geometry.more_failures_tolerated(&failed),
         members: members_json,
         live: false,
         mountpoint: None,
@@ -738,8 +744,13 @@ fn print_text(st: &StatusJson) {
         (Some(m), Some(pid)) => println!("  mounted on {m} (daemon pid {pid})"),
         _ => println!("  not mounted (from the superblocks)"),
     }
+    // Degraded, what counts is how many more it survives now.
+    let more = match (st.degraded, st.failures_left) {
+        (true, Some(n)) => format!(" ({n} more now)"),
+        _ => String::new(),
+    };
     println!(
-        "  level: {}  chunk: {} KiB  members: {}  tolerates: {} failure(s)",
+        "  level: {}  chunk: {} KiB  members: {}  tolerates: {} failure(s){more}",
         st.level,
         st.chunk_size / 1024,
         st.members.len(),
@@ -938,6 +949,7 @@ mod tests {
             degraded: false,
             failed: false,
             failures_tolerated: 1,
+            failures_left: Some(1),
             members: Vec::new(),
             live: false,
             mountpoint: None,
