@@ -633,6 +633,47 @@ fn replace_and_add_spare_refuse_another_members_filesystem_unless_allowed() {
     assert_eq!(st["spares"].as_array().unwrap().len(), 1, "{st}");
 }
 
+/// A command on an array that is not mounted, given one member directory,
+/// finds the others as `status` does; when a member in service is nowhere
+/// to be found it is refused, rather than record that member failed.
+#[test]
+fn offline_commands_given_one_member_find_the_others_or_refuse() {
+    let a = TestArray::builder("raid5", 4).create();
+    let raidfs = &raidfs_tests::bins().raidfs;
+    let one = a.members[0].display().to_string();
+    // Found beside it: the scrub runs and every member stays active.
+    run_ok(Command::new(raidfs).args(["scrub", &one]));
+    let st = a.status_json();
+    assert_eq!(states(&st), vec!["active"; 4], "{st}");
+    let events = st["events"].clone();
+    // Member 3 moved where nobody looks: refused, nothing recorded.
+    let away = tempfile::tempdir().unwrap();
+    let moved = away.path().join("moved");
+    fs::rename(&a.members[3], &moved).unwrap();
+    let spare = a.new_dir("spare");
+    for args in [
+        vec!["add-spare", &one, spare.to_str().unwrap()],
+        vec!["scrub", &one],
+        vec!["fail", &one, "1"],
+    ] {
+        let out = run(Command::new(raidfs).args(&args));
+        assert!(!out.status.success(), "{args:?}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains("member(s) 3 of array") && stderr(&out).contains("not found"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    fs::rename(&moved, &a.members[3]).unwrap();
+    assert!(
+        fs::read_dir(&spare).unwrap().next().is_none(),
+        "the spare was written"
+    );
+    let st = a.status_json();
+    assert_eq!(states(&st), vec!["active"; 4], "{st}");
+    assert_eq!(st["events"], events, "{st}");
+}
+
 #[test]
 fn status_of_one_member_directory_finds_the_others_and_only_misses_what_is_gone() {
     let a = TestArray::builder("raid5", 4).create();

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use raid_array::ops::{Progress, ScrubOptions};
 
 use super::progress::WorkBar;
-use super::status::Source;
+use super::status::{self, Source};
 use super::target::{self, Exit};
 use crate::control::client::Connection;
 use crate::control::protocol::{Request, Response, ScrubResult};
@@ -76,7 +76,9 @@ pub fn run(args: &ScrubArgs) -> Result<()> {
             )));
         }
         Source::Live(rec) => live(&rec, args).map_err(error2)?,
-        Source::Offline(members) => offline(&members, args).map_err(error2)?,
+        Source::Offline(members) => status::all_members(&members)
+            .and_then(|members| offline(&members, args))
+            .map_err(error2)?,
     };
     report(&result, args.json)?;
     if !result.complete {

@@ -400,6 +400,37 @@ fn elsewhere(uuid: [u8; 16], given: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The given member directories and the array's others, looked for beside
+/// them and on the mounted filesystems (as `raidfs status DIR` does). A
+/// command that assembles an array that is not mounted for writing records
+/// every member it was not given as failed, so one given a single member
+/// directory must find the rest, and is refused when a member in service
+/// is nowhere (md does not start a degraded array without `--run` either).
+pub fn all_members(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut all = given.to_vec();
+    if let Some(sb) = given.iter().find_map(|g| read_superblock(g).ok()) {
+        all.extend(elsewhere(sb.array_uuid, given));
+    }
+    let st = offline(&all)?;
+    let missing: Vec<String> = st
+        .members
+        .iter()
+        .filter(|m| m.state == "missing")
+        .map(|m| m.index.to_string())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "member(s) {} of array {:?} not found (looked beside the given directories and on \
+             the mounted filesystems); run on the array while it is not mounted, the command \
+             would record them failed. Name every member directory (DIR:DIR:…), or mount the \
+             array (it starts degraded) and run the command on the mount",
+            missing.join(", "),
+            st.name
+        );
+    }
+    Ok(all)
+}
+
 /// Status from the freshest superblock among the given member directories.
 pub fn offline(members: &[PathBuf]) -> Result<StatusJson> {
     offline_with(members, false)
