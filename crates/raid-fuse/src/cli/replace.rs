@@ -168,7 +168,8 @@ pub fn follow(rec: &Record, slot: usize, what: &'static str) -> Result<()> {
                 pb.abandon();
                 bail!(
                     "the {what} of member {slot} ended with the member {state}; \
-                     see the mount daemon's log (journalctl -t raidfs)"
+                     see the mount daemon's log (journalctl -t raidfs, or journalctl -u \
+                     raidfs@NAME for a mount run by systemd)"
                 );
             }
         }
