@@ -344,6 +344,27 @@ fn hot_spare_takes_over_a_failed_member() {
     verify(&a, &files);
 }
 
+/// `fail`, then `remove` (twice, as a script may): the member is let go,
+/// the second remove has nothing left to do and is no error; a replace
+/// fills the slot again.
+#[test]
+fn remove_detaches_a_failed_member_and_again_is_no_error() {
+    let a = TestArray::raid5();
+    let files = write_files(&a, "f", 3, 200_000);
+    run_ok(&mut a.raidfs(&["fail", &a.name, "2"]));
+    let out = run_ok(&mut a.raidfs(&["remove", &a.name, "2"]));
+    assert!(stdout(&out).contains("member 2 removed"), "{}", stdout(&out));
+    let out = run_ok(&mut a.raidfs(&["remove", &a.name, "2"]));
+    assert!(stdout(&out).contains("already detached"), "{}", stdout(&out));
+    let st = a.live_status_json();
+    assert_eq!(states(&st), vec!["active", "active", "missing", "active"]);
+    assert!(st["members"][2]["path"].is_null(), "{st}");
+    let new = a.new_dir("new2");
+    run_ok(&mut a.raidfs(&["replace", &a.name, "2", new.to_str().unwrap()]));
+    wait_status(&a, "the rebuild to finish", all_active);
+    verify(&a, &files);
+}
+
 #[test]
 fn rebuild_resumes_after_kill_9_of_the_daemon() {
     let mut a = TestArray::raid5();
@@ -394,6 +415,11 @@ fn rebuild_resumes_after_kill_9_of_the_daemon() {
         "a killed daemon's array is not listed as mounted: {all}"
     );
     a.members[0] = new.clone();
+    // Not mounted, a member being rebuilt is as unavailable as when it was.
+    let off = a.status_json();
+    assert_eq!(off["members"][0]["state"], "rebuilding", "{off}");
+    assert_eq!(off["degraded"], true, "{off}");
+    assert_eq!(off["failures_left"], 0, "{off}");
     // Killed while mounted, the array is dirty, and degraded while member 0
     // is rebuilt: like md, it starts only when told to (docs/MOUNT.md).
     a.set_options(&["force"]);
@@ -627,6 +653,34 @@ fn replace_and_add_spare_refuse_another_members_filesystem_unless_allowed() {
     fs::create_dir(&on_2).unwrap();
     run_ok(&mut a.raidfs(&["replace", &name, "2", on_2.to_str().unwrap()]));
     verify(&a, &files);
+    // Inside the array's own mount: refused even when asked for, since the
+    // daemon would wait on itself (a hang, so under `timeout`).
+    let inside = a.path("inside");
+    fs::create_dir(&inside).unwrap();
+    run_ok(&mut a.raidfs(&["fail", &name, "1"]));
+    for args in [
+        vec![
+            "replace",
+            &name,
+            "1",
+            inside.to_str().unwrap(),
+            "--allow-same-fs",
+        ],
+        vec![
+            "add-spare",
+            &name,
+            inside.to_str().unwrap(),
+            "--allow-same-fs",
+        ],
+    ] {
+        let out = run(Command::new("timeout")
+            .arg("60")
+            .arg(&raidfs_tests::bins().raidfs)
+            .args(&args));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("own mount point"), "{}", stderr(&out));
+    }
+    run_ok(&mut a.raidfs(&["replace", &name, "1", a.members[1].to_str().unwrap()]));
     // Asked for explicitly: allowed.
     run_ok(&mut a.raidfs(&["add-spare", &name, dir, "--allow-same-fs"]));
     let st = a.live_status_json();

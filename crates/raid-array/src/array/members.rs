@@ -234,8 +234,10 @@ impl Array {
 
     /// Like `mdadm --remove`: detach failed or missing member `slot` (its
     /// handle is dropped, nothing is written to it again). The slot stays
-    /// degraded until a spare or a replace fills it.
-    pub fn remove(&self, slot: usize) -> Result<()> {
+    /// degraded until a spare or a replace fills it. Returns `false` when
+    /// there was nothing to detach (a member missing at assembly, or removed
+    /// already): done either way, so that `fail; remove` in a script holds.
+    pub fn remove(&self, slot: usize) -> Result<bool> {
         self.writable()?;
         let i = &self.inner;
         i.check_slot(slot)?;
@@ -259,9 +261,7 @@ impl Array {
             MemberState::Failed | MemberState::Missing => {}
         }
         if i.members()[slot].is_none() {
-            return Err(ArrayError::Invalid(format!(
-                "member {slot} is already detached"
-            )));
+            return Ok(false);
         }
         // The failure is on record before the member is let go.
         i.record_failures()?;
@@ -278,7 +278,7 @@ impl Array {
         }
         i.record_failures()?;
         tracing::info!(slot, "failed member removed");
-        Ok(())
+        Ok(true)
     }
 }
 

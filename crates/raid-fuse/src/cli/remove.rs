@@ -21,8 +21,11 @@ pub fn run(args: &RemoveArgs) -> Result<()> {
         Some(&args.member),
         |slot| Ok(Request::Remove { slot }),
         |a, slot| {
-            a.remove(slot)?;
-            Ok(format!("member {slot} removed"))
+            Ok(if a.remove(slot)? {
+                format!("member {slot} removed")
+            } else {
+                format!("member {slot} was already detached")
+            })
         },
     )?;
     println!("{msg}");

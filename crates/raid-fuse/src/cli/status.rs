@@ -500,7 +500,7 @@ fn offline_with(members: &[PathBuf], search: bool) -> Result<StatusJson> {
             if path.is_none() && slot.state != SlotState::Failed {
                 state = "missing".into();
             }
-            if state == "failed" || state == "missing" {
+            if state == "failed" || state == "missing" || state == "rebuilding" {
                 failed.push(i);
             }
             MemberJson {

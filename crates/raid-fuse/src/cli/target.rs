@@ -100,12 +100,23 @@ pub fn check_own_filesystem(
     allow: bool,
 ) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    if allow {
-        return Ok(());
-    }
     let dev = std::fs::metadata(dir)
         .with_context(|| format!("{}", dir.display()))?
         .dev();
+    // On the array's own mount, every write to the member would go back
+    // through the daemon writing it: it would wait on itself forever.
+    if let Some(mnt) = &st.mountpoint
+        && std::fs::metadata(mnt).is_ok_and(|m| m.dev() == dev)
+    {
+        bail!(
+            "{} is inside the array's own mount point {mnt}: a member must be on a disk \
+             of its own, not on the array",
+            dir.display()
+        );
+    }
+    if allow {
+        return Ok(());
+    }
     let others: Vec<(usize, &String, u64)> = st
         .members
         .iter()

@@ -50,8 +50,11 @@ pub fn apply(array: &Array, req: &Request) -> Result<String> {
             format!("member {slot} marked failed")
         }
         Request::Remove { slot } => {
-            array.remove(*slot)?;
-            format!("member {slot} removed")
+            if array.remove(*slot)? {
+                format!("member {slot} removed")
+            } else {
+                format!("member {slot} was already detached")
+            }
         }
         Request::Status | Request::Scrub { .. } | Request::ScrubCancel => {
             bail!("not a member operation: {req:?}")
