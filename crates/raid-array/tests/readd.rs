@@ -293,6 +293,7 @@ fn a_re_added_member_serves_what_the_degraded_array_served_at_every_crash_point(
 use std::ffi::OsStr;
 use std::path::PathBuf;
 
+use raid_array::data::checksum;
 use raid_array::ops::ScrubOptions;
 use raid_array::{Array, AssembleOptions, CreateOptions, ROOT_INO, SetAttr};
 
@@ -331,6 +332,10 @@ fn three_with_a_file() -> (tempfile::TempDir, Vec<PathBuf>, Array, u64) {
 fn shard_on(dir: &std::path::Path, ino: u64) -> PathBuf {
     // As FORMAT.md gives it: .raidfs/data/<low byte>/<ino in 16 hex digits>.
     dir.join(format!(".raidfs/data/{:02x}/{:016x}", ino & 0xff, ino))
+}
+
+fn sums_on(dir: &std::path::Path, ino: u64) -> PathBuf {
+    dir.join(format!(".raidfs/data/{:02x}/{:016x}.crc", ino & 0xff, ino))
 }
 
 #[test]
@@ -942,4 +947,140 @@ fn a_resync_after_a_crash_during_a_rebuild_rewrites_the_new_members_parity() {
         }
         a.close().unwrap();
     }
+}
+
+/// Fails member `slot` at the first progress report of a rebuild, as an
+/// unplugged disk is failed while the rebuild runs.
+struct FailAtFirstUpdate<'a> {
+    array: &'a Array,
+    slot: usize,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl ops::Progress for FailAtFirstUpdate<'_> {
+    fn update(&self, _done: u64, _total: u64) {
+        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.array
+                .health()
+                .mark_failed(self.slot, "test: disconnected");
+        }
+    }
+}
+
+/// RAID-5 of 3: while member 2 is rebuilt onto a new directory, member 1
+/// drops out. The rebuild has nothing left to rebuild from: it stops with
+/// an error, writes no poison, and member 2 is not made active. Member 1
+/// comes back unchanged and is re-added: not one of its blocks changes, the
+/// file reads back, and member 2's rebuild resumes and completes.
+#[test]
+fn a_rebuild_that_loses_a_source_stops_and_the_member_back_restores_the_data() {
+    use common::pattern;
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = common::make_dirs(tmp.path(), "m", 3);
+    let a = create_array(&dirs);
+    // Several rebuild steps of member bytes.
+    let size = 8192 * 5000;
+    let data = pattern(9, size);
+    let x = a.create_file(ROOT_INO, os("x"), 0o644, 0, 0).unwrap().ino;
+    a.write(x, 0, &data).unwrap();
+    a.fsync(x, false).unwrap();
+    a.release(x).unwrap();
+    a.fail(2).unwrap();
+    let fresh = tmp.path().join("new");
+    std::fs::create_dir(&fresh).unwrap();
+    let p = FailAtFirstUpdate {
+        array: &a,
+        slot: 1,
+        done: false.into(),
+    };
+    let err = a
+        .replace(2, &fresh, RebuildOptions::default(), &p)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("member 1 failed"),
+        "unexpected error: {err}"
+    );
+    assert!(
+        matches!(a.health().state(2), MemberState::Rebuilding { .. }),
+        "{:?}",
+        a.health().states()
+    );
+    // Nothing was poisoned on the new member for want of sources.
+    let sums = std::fs::read(sums_on(&fresh, x)).unwrap();
+    assert!(
+        !sums
+            .chunks_exact(4)
+            .any(|e| u32::from_le_bytes([e[0], e[1], e[2], e[3]]) == checksum::POISON),
+        "poison written to the new member"
+    );
+
+    // Member 1 is back unchanged and re-added.
+    let before = std::fs::read(shard_on(&dirs[1], x)).unwrap();
+    let rep = a
+        .replace(1, &dirs[1], RebuildOptions::default(), &NoProgress)
+        .unwrap();
+    assert!(rep.complete && rep.readd, "{rep:?}");
+    assert_eq!(a.health().state(1), MemberState::Active);
+    let after = std::fs::read(shard_on(&dirs[1], x)).unwrap();
+    assert!(before == after, "the re-add changed the member's blocks");
+    assert!(a.read(x, 0, size).unwrap() == data, "x reads back changed");
+
+    // With member 1 back, member 2's rebuild resumes and completes.
+    let r = a.wait_rebuild();
+    assert!(matches!(&r, Some(Ok(rep)) if rep.complete), "{r:?}");
+    assert!(
+        a.health()
+            .states()
+            .iter()
+            .all(|s| *s == MemberState::Active)
+    );
+    // Member 2 rebuilt right: x reads back without member 0.
+    a.health().mark_failed(0, "test");
+    assert!(
+        a.read(x, 0, size).unwrap() == data,
+        "member 2 rebuilt wrong"
+    );
+    a.close().unwrap();
+}
+
+/// A re-add where a block of the returning member cannot be rebuilt (the
+/// other copy of its stripe is bad on a survivor): the member's own block,
+/// which is good, is kept, never overwritten with poison; with it, the
+/// survivor's bad block is repaired and the file reads back.
+#[test]
+fn a_re_add_never_writes_poison_over_the_members_own_blocks() {
+    use common::pattern;
+    let (_tmp, dirs, a, f) = three_with_a_file();
+    a.fsync(f, false).unwrap();
+    a.health().mark_failed(2, "test: unplugged");
+    // The file changes while member 2 is out (its first stripe only).
+    let mut want = pattern(1, 200_000);
+    want[..8192].copy_from_slice(&pattern(2, 8192));
+    a.write(f, 0, &pattern(2, 8192)).unwrap();
+    a.fsync(f, false).unwrap();
+    // A survivor's block of an unchanged stripe goes bad: member 2's block
+    // of that stripe cannot be rebuilt from the others.
+    let bad_at = 10 * 4096 + 100;
+    let s0 = shard_on(&dirs[0], f);
+    let mut raw = std::fs::read(&s0).unwrap();
+    raw[bad_at] ^= 0x5a;
+    std::fs::write(&s0, &raw).unwrap();
+    let before = std::fs::read(shard_on(&dirs[2], f)).unwrap();
+
+    let rep = a
+        .replace(2, &dirs[2], RebuildOptions::default(), &NoProgress)
+        .unwrap();
+    assert!(rep.complete && rep.readd && rep.files == 1, "{rep:?}");
+    assert_eq!((rep.unrecoverable, rep.kept_blocks), (0, 1), "{rep:?}");
+    let after = std::fs::read(shard_on(&dirs[2], f)).unwrap();
+    let block = 10 * 4096..11 * 4096;
+    assert!(
+        before[block.clone()] == after[block],
+        "the member's own block was overwritten"
+    );
+    assert!(
+        a.read(f, 0, 300_000).unwrap() == want,
+        "f does not read back"
+    );
+    a.close().unwrap();
 }

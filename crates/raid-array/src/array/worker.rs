@@ -280,6 +280,9 @@ fn run_rebuild(inner: &Inner, job: &Job, outer: &dyn Progress) -> Result<Rebuild
     let target = ops::RebuildTarget {
         member_uuid: Some(member_uuid(inner, slot)),
         files: Some(&Namespace(inner)),
+        // Only where what changed while it was out is known: a member
+        // whose changes are not is rebuilt whole, over its old data.
+        readd: job.readd.as_ref().is_some_and(|r| r.changed.is_some()),
     };
     let r = ops::rebuild_onto(
         &inner.data,
@@ -339,7 +342,8 @@ fn member_uuid(inner: &Inner, slot: usize) -> [u8; 16] {
 
 /// The next thing to rebuild (worker lock held): a slot to resume, else a
 /// failed slot a spare takes over. A rebuild onto a member in `skip` (its
-/// rebuild failed in this run) is not resumed.
+/// rebuild failed in this run) is not resumed, nor one that the members
+/// readable now cannot rebuild (it waits for a failed one to come back).
 fn next_job(inner: &Inner, skip: &[[u8; 16]]) -> Option<Job> {
     if inner.read_only || inner.stopping.load(Ordering::SeqCst) {
         return None;
@@ -349,6 +353,7 @@ fn next_job(inner: &Inner, skip: &[[u8; 16]]) -> Option<Job> {
     for (k, st) in states.iter().enumerate() {
         if let (MemberState::Rebuilding { .. }, Some(m)) = (st, &members[k])
             && !skip.contains(&member_uuid(inner, k))
+            && inner.data.layout.can_rebuild(&inner.health, k)
         {
             return Some(Job {
                 slot: k,

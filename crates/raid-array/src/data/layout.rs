@@ -181,6 +181,24 @@ impl Layout {
         health: &Health,
         ok: impl Fn(crate::health::MemberState) -> bool,
     ) -> bool {
+        self.groups_survive(health, ok, |_| true)
+    }
+
+    /// Whether the chunks of member `slot` can still be rebuilt from the
+    /// members that are readable now: every group holding it has enough of
+    /// them (the slot itself counts as lost). A rebuild checks it as it
+    /// goes, and stops when another member's failure takes it away.
+    pub fn can_rebuild(&self, health: &Health, slot: usize) -> bool {
+        self.groups_survive(health, |st| st.readable(), |g| g.members.contains(&slot))
+    }
+
+    /// [`Layout::survives`] over the groups `which` selects.
+    fn groups_survive(
+        &self,
+        health: &Health,
+        ok: impl Fn(crate::health::MemberState) -> bool,
+        which: impl Fn(&Group) -> bool,
+    ) -> bool {
         let states = health.states();
         let period = if self.cycle.is_empty() {
             self.members as u64
@@ -189,7 +207,7 @@ impl Layout {
         };
         (0..period).all(|s| {
             self.plan(0, s).is_ok_and(|plan| {
-                plan.groups.iter().all(|g| {
+                plan.groups.iter().filter(|g| which(g)).all(|g| {
                     let lost = g
                         .members
                         .iter()

@@ -20,6 +20,15 @@
 //! would do (where enough redundancy is left). Blocks that
 //! cannot be rebuilt are written as *poisoned* (a checksum that cannot
 //! match), so they read as EIO later, never as zeros.
+//!
+//! When another member fails under it and the target's chunks can no
+//! longer be rebuilt from what is left (as md aborts a recovery when the
+//! array fails), the rebuild stops with an error before it writes anything
+//! of the stripes it could not rebuild: the target stays rebuilding, with a
+//! checkpoint at the step that failed, and is never made active; it resumes
+//! once the lost member is back. A re-add never poisons the returning
+//! member's own blocks: one it cannot rebuild is left as the member holds
+//! it, where that block is there and verifies.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +53,29 @@ fn target_failed(slot: usize) -> ArrayError {
     ArrayError::ArrayFailed(format!(
         "rebuild target slot {slot} failed during the rebuild"
     ))
+}
+
+/// The error of a rebuild stopped because members it rebuilds from failed
+/// under it: what is left cannot rebuild `slot`'s chunks.
+fn no_redundancy(store: &DataStore, slot: usize) -> ArrayError {
+    let failed: Vec<String> = (0..store.layout.members)
+        .filter(|&m| m != slot && !store.health.state(m).readable())
+        .map(|m| m.to_string())
+        .collect();
+    let who = match failed.as_slice() {
+        [one] => format!("member {one} failed"),
+        many => format!("members {} failed", many.join(", ")),
+    };
+    ArrayError::ArrayFailed(format!(
+        "rebuild of member {slot} stopped: {who}, the array no longer has the \
+         redundancy to rebuild it"
+    ))
+}
+
+/// Whether the chunks of `slot` can still be rebuilt from the members
+/// readable now.
+fn can_rebuild(store: &DataStore, slot: usize) -> bool {
+    store.layout.can_rebuild(&store.health, slot)
 }
 
 /// Member bytes rebuilt per hold of a file's write lock.
@@ -71,6 +103,10 @@ pub struct RebuildReport {
     pub bytes: u64,
     /// Blocks that could not be rebuilt (poisoned: they read as EIO).
     pub unrecoverable: u64,
+    /// Blocks a re-add could not rebuild and left as the returning member
+    /// held them (not poisoned). Where the stripe was written while the
+    /// member was out, such a block holds what was there before.
+    pub kept_blocks: u64,
     /// Of `bytes`, those written around the page cache (`O_DIRECT`); 0
     /// where the new member's filesystem refuses direct I/O.
     pub direct_bytes: u64,
@@ -109,6 +145,11 @@ pub struct RebuildTarget<'a> {
     pub member_uuid: Option<[u8; 16]>,
     /// Which files of the list still exist; `None`: all of them.
     pub files: Option<&'a dyn FileCheck>,
+    /// The target is a member back with its own data (a re-add): a block
+    /// that cannot be rebuilt keeps the member's copy instead of being
+    /// poisoned, and a loss of redundancy does not stop the run (what the
+    /// member holds is then all there is of those blocks).
+    pub readd: bool,
 }
 
 /// Rebuild slot `slot` onto `new_member`, for the given files (inode, size).
@@ -259,19 +300,43 @@ pub fn rebuild_onto(
                     checkpoint(ino, s, done).save(&members, OP);
                     return Ok(false);
                 }
+                if !target.readd && !can_rebuild(store, slot) {
+                    // Members it rebuilds from failed: stopped as an
+                    // interrupted run is, to resume from this step (none of
+                    // whose chunks was written) once they are back.
+                    sync_files(store, &mut unsynced)?;
+                    settle(&mut skipped)?;
+                    checkpoint(ino, s, done).save(&members, OP);
+                    let e = no_redundancy(store, slot);
+                    warn!(slot, ino, stripe = s, error = %e, "rebuild stopped");
+                    return Err(e);
+                }
                 let until = (s + per_step).min(stripes);
                 let lost = {
                     let _g = store.lock_write(ino);
                     if live(ino) {
-                        Some(step(
+                        let r = step(
                             store,
                             slot,
                             ino,
-                            s,
-                            until,
+                            s..until,
                             &mut trio,
                             direct.as_ref(),
-                        )?)
+                            target.readd,
+                        );
+                        match r {
+                            Ok(n) => Some(n),
+                            // The step stopped for want of sources: the
+                            // check above stops the run at this step.
+                            Err(_)
+                                if !target.readd
+                                    && store.health.state(slot).writable()
+                                    && !can_rebuild(store, slot) =>
+                            {
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        }
                     } else {
                         // Deleted meanwhile: what this run wrote of it on
                         // the new member goes too.
@@ -281,7 +346,7 @@ pub fn rebuild_onto(
                         None
                     }
                 };
-                let Some(lost) = lost else {
+                let Some((lost, kept)) = lost else {
                     info!(slot, ino, "file deleted during the rebuild: skipped");
                     skipped = true;
                     unsynced.retain(|&i| i != ino);
@@ -289,6 +354,7 @@ pub fn rebuild_onto(
                     break;
                 };
                 rep.unrecoverable += lost;
+                rep.kept_blocks += kept;
                 let bytes = (until - s) * chunk;
                 rep.bytes += bytes;
                 if direct.is_direct() {
@@ -327,6 +393,13 @@ pub fn rebuild_onto(
     }
     store.persist_intent()?;
     Checkpoint::clear(&members, OP)?;
+    if rep.kept_blocks > 0 {
+        warn!(
+            slot,
+            blocks = rep.kept_blocks,
+            "re-add kept blocks of the member it could not rebuild"
+        );
+    }
     if rep.unrecoverable > 0 {
         warn!(
             slot,
@@ -399,9 +472,16 @@ struct Batch {
     /// Byte offsets in `out` of the blocks that could not be rebuilt
     /// (zeros, to be poisoned).
     lost: Vec<usize>,
+    /// Blocks that could not be rebuilt and hold the re-added member's own
+    /// copy instead.
+    kept: u64,
 }
 
-/// Rebuild stripes `first..until` of `ino` on `slot`; returns blocks lost.
+/// Rebuild `stripes` of `ino` on `slot`; returns blocks lost
+/// and blocks kept as the re-added member held them (`readd`). Fails,
+/// before the write of any stripe it could not rebuild, when members it
+/// rebuilds from failed and what is left cannot rebuild `slot` (not in a
+/// re-add, which keeps the member's blocks).
 /// The caller holds the file's write lock, so no write lands between the
 /// reads of a stripe and the write of its rebuilt chunk. The range is done
 /// in sub-batches of [`SUB_BYTES`] per member, in a pipeline of three on
@@ -414,21 +494,23 @@ fn step(
     store: &DataStore,
     slot: usize,
     ino: u64,
-    first: u64,
-    until: u64,
+    stripes: std::ops::Range<u64>,
     trio: &mut [Batch; 3],
     direct: &dyn MemberFile,
-) -> Result<u64> {
+    readd: bool,
+) -> Result<(u64, u64)> {
+    let (first, until) = (stripes.start, stripes.end);
     let per_sub = (SUB_BYTES / store.layout.chunk).max(1);
     let [to_write, to_rebuild, to_read] = trio;
     // Whether `to_rebuild` holds read stripes and `to_write` rebuilt ones.
     let (mut have_rebuild, mut have_write) = (false, false);
-    let mut lost = 0;
+    let (mut lost, mut kept) = (0, 0);
     let mut s = first;
+    let own = readd.then_some(direct);
     loop {
         let read_next = s < until;
         if !read_next && !have_rebuild && !have_write {
-            return Ok(lost);
+            return Ok((lost, kept));
         }
         let nu = (s + per_sub).min(until);
         let (read, (rebuilt, written)) = pool::join(
@@ -443,7 +525,7 @@ fn step(
                 pool::join(
                     || {
                         if have_rebuild {
-                            rebuild_batch(store, slot, ino, to_rebuild)
+                            rebuild_batch(store, slot, ino, to_rebuild, own)
                         } else {
                             Ok(())
                         }
@@ -452,13 +534,15 @@ fn step(
                         if have_write {
                             write_batch(store, slot, ino, to_write, direct)
                         } else {
-                            Ok(0)
+                            Ok((0, 0))
                         }
                     },
                 )
             },
         );
-        lost += written?;
+        let (l, k) = written?;
+        lost += l;
+        kept += k;
         rebuilt?;
         read?;
         // Rebuilt -> to write, read -> to rebuild, written -> free to read.
@@ -531,8 +615,18 @@ fn read_batch(
 }
 
 /// Rebuild `slot`'s chunks of a read batch into its `out`, counting the
-/// blocks that cannot be rebuilt in `lost` (they are left zero).
-fn rebuild_batch(store: &DataStore, slot: usize, ino: u64, b: &mut Batch) -> Result<()> {
+/// blocks that cannot be rebuilt in `lost` (they are left zero). With
+/// `own` (a re-add: the target's shard), such a block that the member
+/// holds and that verifies is kept instead. Fails when a block cannot be
+/// rebuilt because members failed and the rest cannot rebuild `slot`
+/// (outside a re-add): nothing of that batch is to be written.
+fn rebuild_batch(
+    store: &DataStore,
+    slot: usize,
+    ino: u64,
+    b: &mut Batch,
+    own: Option<&dyn MemberFile>,
+) -> Result<()> {
     let layout = &store.layout;
     let chunk = layout.chunk as usize;
     let first = b.first;
@@ -542,10 +636,12 @@ fn rebuild_batch(store: &DataStore, slot: usize, ino: u64, b: &mut Batch) -> Res
         bad,
         out,
         lost,
+        kept,
         ..
     } = b;
     let out = out.as_mut_slice();
     lost.clear();
+    *kept = 0;
     let blocks_per_chunk = chunk / BLOCK;
     for (i, (plan, gi)) in plans.iter().enumerate() {
         let g = &plan.groups[*gi];
@@ -605,27 +701,66 @@ fn rebuild_batch(store: &DataStore, slot: usize, ino: u64, b: &mut Batch) -> Res
             store.count_unrepeated(m, flagged as u64, &scan, p);
         }
         out[r.clone()].copy_from_slice(&scan.bufs[pos]);
+        let stripe = first + i as u64;
         for &(p, b) in &scan.lost {
-            if p == pos {
-                let at = r.start + b * BLOCK;
-                lost.push(at);
-                out[at..at + BLOCK].fill(0);
+            if p != pos {
+                continue;
             }
+            let at = r.start + b * BLOCK;
+            let off = stripe * layout.chunk + (b * BLOCK) as u64;
+            if let Some(own) = own
+                && own_block(store, slot, ino, off, own, &mut out[at..at + BLOCK])
+            {
+                warn!(
+                    slot,
+                    ino, off, "re-add cannot rebuild a block: the member's own copy is kept"
+                );
+                *kept += 1;
+                continue;
+            }
+            if own.is_none() && !can_rebuild(store, slot) {
+                return Err(no_redundancy(store, slot));
+            }
+            lost.push(at);
+            out[at..at + BLOCK].fill(0);
         }
     }
     Ok(())
 }
 
+/// Read into `out` the re-added member's own block of `ino` at `off` (its
+/// shard is `own`); whether it is there (not past the end of what the
+/// member holds, as when the file grew while it was out) and verifies.
+fn own_block(
+    store: &DataStore,
+    slot: usize,
+    ino: u64,
+    off: u64,
+    own: &dyn MemberFile,
+    out: &mut [u8],
+) -> bool {
+    if !own.len().is_ok_and(|len| len >= off + BLOCK as u64) {
+        return false;
+    }
+    match store.read_verified(slot, ino, off, out) {
+        Ok(bad) => bad.is_empty(),
+        Err(e) => {
+            warn!(member = slot, ino, off, error = %e, "cannot read the re-added member's own block");
+            false
+        }
+    }
+}
+
 /// Write a rebuilt batch's `out` (one contiguous write through `direct`,
 /// checksums beside it, those of the blocks it lost poisoned in the same
-/// write); returns their number.
+/// write); returns their number and that of the blocks kept.
 fn write_batch(
     store: &DataStore,
     slot: usize,
     ino: u64,
     b: &Batch,
     direct: &dyn MemberFile,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     let off = b.first * store.layout.chunk;
     if let Err(e) = store.write_blocks_direct(slot, ino, off, b.out.as_slice(), &b.lost, direct) {
         store.health.count_write_error(slot);
@@ -639,7 +774,7 @@ fn write_batch(
             source: e,
         });
     }
-    Ok(b.lost.len() as u64)
+    Ok((b.lost.len() as u64, b.kept))
 }
 
 #[cfg(test)]
