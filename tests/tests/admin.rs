@@ -353,9 +353,17 @@ fn remove_detaches_a_failed_member_and_again_is_no_error() {
     let files = write_files(&a, "f", 3, 200_000);
     run_ok(&mut a.raidfs(&["fail", &a.name, "2"]));
     let out = run_ok(&mut a.raidfs(&["remove", &a.name, "2"]));
-    assert!(stdout(&out).contains("member 2 removed"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("member 2 removed"),
+        "{}",
+        stdout(&out)
+    );
     let out = run_ok(&mut a.raidfs(&["remove", &a.name, "2"]));
-    assert!(stdout(&out).contains("already detached"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("already detached"),
+        "{}",
+        stdout(&out)
+    );
     let st = a.live_status_json();
     assert_eq!(states(&st), vec!["active", "active", "missing", "active"]);
     assert!(st["members"][2]["path"].is_null(), "{st}");
