@@ -154,6 +154,32 @@ impl Health {
     /// sends [`HealthEvent::Failed`]. A spare or missing member stays as it is.
     pub fn mark_failed(&self, i: usize, reason: &str) {
         let mut g = self.lock();
+        Self::fail(&mut g, i, reason);
+    }
+
+    /// [`Health::mark_failed`], unless `survives` says the array would not
+    /// survive the members unavailable then (given with `i` among them):
+    /// checked and marked under one lock, so two requests cannot both pass
+    /// the check. On refusal, the members that would be unavailable.
+    pub fn mark_failed_if_survived(
+        &self,
+        i: usize,
+        reason: &str,
+        survives: impl Fn(&[usize]) -> bool,
+    ) -> Result<(), Vec<usize>> {
+        let mut g = self.lock();
+        let mut unavailable: Vec<usize> = (0..g.states.len())
+            .filter(|&k| k == i || !g.states[k].readable())
+            .collect();
+        if !survives(&unavailable) {
+            unavailable.sort_unstable();
+            return Err(unavailable);
+        }
+        Self::fail(&mut g, i, reason);
+        Ok(())
+    }
+
+    fn fail(g: &mut Inner, i: usize, reason: &str) {
         let Some(st) = g.states.get(i).copied() else {
             return;
         };
@@ -164,7 +190,7 @@ impl Health {
         g.generation += 1;
         warn!(member = i, reason, "member failed");
         Self::send(
-            &mut g,
+            g,
             HealthEvent::Failed {
                 member: i,
                 reason: reason.to_string(),
@@ -309,6 +335,42 @@ mod tests {
             }
         );
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn of_two_failures_racing_only_one_the_array_survives_is_marked() {
+        for _ in 0..200 {
+            let h = Health::new(vec![MemberState::Active; 3]);
+            let go = std::sync::Barrier::new(2);
+            let marked: usize = std::thread::scope(|s| {
+                let t: Vec<_> = [0, 1]
+                    .map(|i| {
+                        let (h, go) = (&h, &go);
+                        s.spawn(move || {
+                            go.wait();
+                            h.mark_failed_if_survived(i, "drill", |u| u.len() <= 1)
+                                .is_ok() as usize
+                        })
+                    })
+                    .into_iter()
+                    .collect();
+                t.into_iter().map(|t| t.join().unwrap()).sum()
+            });
+            assert_eq!(marked, 1);
+            assert_eq!(
+                h.states()
+                    .iter()
+                    .filter(|s| **s == MemberState::Failed)
+                    .count(),
+                1
+            );
+        }
+        let h = Health::new(vec![MemberState::Active; 3]);
+        h.mark_failed(2, "EIO");
+        assert_eq!(
+            h.mark_failed_if_survived(0, "drill", |u| u.len() <= 1),
+            Err(vec![0, 2])
+        );
     }
 
     #[test]

@@ -195,29 +195,21 @@ impl Array {
                 )));
             }
         }
-        let mut unavailable: Vec<usize> = (0..states.len())
-            .filter(|&k| !states[k].readable())
-            .collect();
-        if !unavailable.contains(&slot) {
-            unavailable.push(slot);
-        }
-        if !i.geometry.survives(&unavailable) {
-            return Err(ArrayError::Invalid(format!(
-                "failing member {slot} would fail the array: {} tolerates {} unavailable \
-                 member(s), and members {} would be",
-                i.geometry.level(),
-                i.geometry.failures_tolerated(),
-                {
-                    unavailable.sort_unstable();
+        i.health
+            .mark_failed_if_survived(slot, "failed by request", |u| i.geometry.survives(u))
+            .map_err(|unavailable| {
+                ArrayError::Invalid(format!(
+                    "failing member {slot} would fail the array: {} tolerates {} unavailable \
+                     member(s), and members {} would be",
+                    i.geometry.level(),
+                    i.geometry.failures_tolerated(),
                     unavailable
                         .iter()
                         .map(usize::to_string)
                         .collect::<Vec<_>>()
                         .join(", ")
-                }
-            )));
-        }
-        i.health.mark_failed(slot, "failed by request");
+                ))
+            })?;
         // Failed on purpose (a suspect disk, a drill): it comes back only
         // by a whole rebuild, never by a re-add of its old data.
         i.data.distrust(slot)?;
