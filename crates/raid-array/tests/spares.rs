@@ -853,3 +853,61 @@ fn files_deleted_or_truncated_during_a_scrub_are_not_reported_lost() {
     assert_eq!((s.unrecoverable, s.mismatches), (0, 0), "{s:?}");
     a.close().unwrap();
 }
+
+/// A source member that fails a few reads during a rebuild (a USB hiccup)
+/// leaves the target's blocks there poisoned. Once every member is healthy
+/// again those blocks are rebuilt from the survivors, which all verify: a
+/// repairing scrub rewrites them and the file reads back whole, rather than
+/// the poison's checksum entry, which no rebuilt block matches, keeping
+/// them unreadable for good.
+#[test]
+fn blocks_poisoned_by_a_passing_source_error_heal_once_every_member_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let a = create(&dirs, &[]);
+    let size = 6 * CHUNK as usize;
+    let data = pattern(7, size);
+    let x = a.create_file(ROOT_INO, os("x"), 0o644, 0, 0).unwrap().ino;
+    a.write(x, 0, &data).unwrap();
+    a.fsync(x, false).unwrap();
+    a.release(x).unwrap();
+    a.close().unwrap();
+
+    let (a, faulty) = assemble_faulty(&dirs);
+    a.fail(2).unwrap();
+    // The rebuild's batch read of member 1 and its re-read of the first
+    // stripe fail; then the member is fine again.
+    faulty[1].inject(Fault {
+        op: Op::Read,
+        path: format!("{x:016x}"),
+        skip: 0,
+        times: 2,
+        kind: raid_array::member::faulty::FaultKind::Eio,
+    });
+    let fresh = tmp.path().join("new");
+    std::fs::create_dir(&fresh).unwrap();
+    let rep = a
+        .replace(2, &fresh, RebuildOptions::default(), &NoProgress)
+        .unwrap();
+    faulty[1].clear_faults();
+    assert!(rep.unrecoverable > 0, "nothing was poisoned: {rep:?}");
+    assert!(
+        a.health()
+            .states()
+            .iter()
+            .all(|s| *s == MemberState::Active)
+    );
+
+    let repair = ScrubOptions {
+        repair: true,
+        ..Default::default()
+    };
+    let s = a.scrub(repair, &NoProgress).unwrap();
+    assert_eq!(s.unrecoverable, 0, "{s:?}");
+    assert!(s.repaired >= rep.unrecoverable, "{s:?}");
+    assert!(a.read(x, 0, size).unwrap() == data);
+    // Healed on the member itself: a check finds nothing left to do.
+    let s = a.scrub(ScrubOptions::default(), &NoProgress).unwrap();
+    assert_eq!((s.mismatches, s.redundancy_mismatches), (0, 0), "{s:?}");
+    a.close().unwrap();
+}

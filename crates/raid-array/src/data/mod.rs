@@ -321,6 +321,10 @@ pub(crate) struct GroupScan {
     pub lost: Vec<(usize, usize)>,
     /// Per position: whether any of its blocks was bad or unreadable.
     pub suspect: Vec<bool>,
+    /// Columns (block indices) whose poisoned block was left lost because
+    /// the parity could not confirm its rebuild (none to spare in a dirty
+    /// group, or a spare row that disagreed).
+    pub unconfirmed: Vec<usize>,
 }
 
 fn align_down(x: usize) -> usize {
@@ -725,6 +729,26 @@ impl DataStore {
         hi: usize,
         repair: bool,
     ) -> GroupScan {
+        self.scan_group_as(ino, stripe, g, lo, hi, repair, false)
+    }
+
+    /// [`DataStore::scan_group`]; `dirty`: the group may hold a write a
+    /// crash interrupted, so its parity may be stale. A poisoned block has
+    /// no checksum to witness its rebuilt bytes; in a dirty group they are
+    /// trusted only when a parity row not used to rebuild them confirms
+    /// them (a block rebuilt from stale parity would otherwise be written
+    /// back as guessed bytes under a fresh checksum).
+    #[allow(clippy::too_many_arguments)]
+    fn scan_group_as(
+        &self,
+        ino: u64,
+        stripe: u64,
+        g: &Group,
+        lo: usize,
+        hi: usize,
+        repair: bool,
+        dirty: bool,
+    ) -> GroupScan {
         // Read-only, nothing is written, not even a repair.
         let repair = repair && !self.read_only.load(Ordering::Relaxed);
         let len = hi - lo;
@@ -774,6 +798,7 @@ impl DataStore {
         }
         let suspect: Vec<bool> = bad.iter().map(|v| v.iter().any(|&x| x)).collect();
         let mut lost = Vec::new();
+        let mut unconfirmed = Vec::new();
         let mut repaired = 0;
         let tol = g.tolerance();
         // `b` indexes a column across every position's buffers and flags.
@@ -812,16 +837,52 @@ impl DataStore {
                 lost.extend(missing.iter().map(|&p| (p, b)));
                 continue;
             }
+            // A poisoned block (zeros under the POISON entry, left by a
+            // rebuild or resync that had nothing to rebuild it from) has no
+            // witness of its own, like an unreadable member's.
+            let poisoned = |p: usize| {
+                reads[p]
+                    .as_ref()
+                    .is_some_and(|(_, sums)| checksum::entry(sums, b) == checksum::POISON)
+            };
+            // The member's own checksum is a second witness: the rebuilt
+            // block must match it, or the disk's bytes must equal the
+            // rebuilt ones (then only the checksum entry was bad). Neither
+            // means the redundancy itself is stale (an interrupted write):
+            // the block is lost rather than guessed, and a poisoned block
+            // rebuilt from the same column is not trusted either.
+            let witnessed: Vec<bool> = missing
+                .iter()
+                .enumerate()
+                .map(|(mi, &p)| match &reads[p] {
+                    Some((_, sums)) if !poisoned(p) => {
+                        checksum::block_sum(&bufs[p][r.clone()]) == checksum::entry(sums, b)
+                            || before[mi] == bufs[p][r.clone()]
+                    }
+                    _ => true,
+                })
+                .collect();
+            let consistent = witnessed.iter().all(|&x| x);
+            let unwitnessed_ok = consistent
+                && (!missing.iter().any(|&p| poisoned(p))
+                    || trust_unwitnessed(g, &bufs, r.clone(), &missing, dirty));
+            if consistent && !unwitnessed_ok {
+                unconfirmed.push(b);
+            }
             for (mi, &p) in missing.iter().enumerate() {
-                let Some((_, sums)) = &reads[p] else { continue };
-                // The member's own checksum is a second witness: the rebuilt
-                // block must match it, or the disk's bytes must equal the
-                // rebuilt ones (then only the checksum entry was bad). Neither
-                // means the redundancy itself is stale (an interrupted write):
-                // the block is lost rather than guessed.
-                let fits = checksum::block_sum(&bufs[p][r.clone()]) == checksum::entry(sums, b);
-                let same = before[mi] == bufs[p][r.clone()];
-                if !fits && !same {
+                if reads[p].is_none() {
+                    continue;
+                }
+                // Redundancy re-encoded from data that verified is right
+                // whatever the member held; anything else needs a witness.
+                let ok = if p >= g.data && (0..g.data).all(|q| !bad[q][b]) {
+                    true
+                } else if poisoned(p) {
+                    unwitnessed_ok
+                } else {
+                    witnessed[mi]
+                };
+                if !ok {
                     lost.push((p, b));
                     continue;
                 }
@@ -872,6 +933,7 @@ impl DataStore {
             repaired,
             lost,
             suspect,
+            unconfirmed,
         }
     }
 
@@ -2041,7 +2103,7 @@ impl DataStore {
             if hi == 0 {
                 continue;
             }
-            let scan = self.scan_group(ino, st, g, 0, hi, true);
+            let scan = self.scan_group_as(ino, st, g, 0, hi, true, true);
             done.repaired += scan.repaired;
             let data_unreadable = g.members[..g.data]
                 .iter()
@@ -2061,6 +2123,12 @@ impl DataStore {
                 }
                 continue;
             }
+            // A poisoned block the parity could not confirm: that parity
+            // may be stale, and would rebuild the block as guessed bytes
+            // once the region is clean. Poisoned too, the row reads as EIO.
+            for &b in &scan.unconfirmed {
+                done.unrecoverable += self.poison_parity_row(ino, st, g, b);
+            }
             if !scan.lost.is_empty() {
                 done.unrecoverable += scan.lost.len() as u64;
                 warn!(
@@ -2079,12 +2147,33 @@ impl DataStore {
     /// Poison the first `rows` bytes of every writable parity chunk of a
     /// group; returns blocks poisoned.
     fn poison_parity(&self, ino: u64, stripe: u64, g: &Group, rows: usize) -> u64 {
+        self.poison_parity_blocks(ino, stripe, g, 0..rows / BLOCK)
+    }
+
+    /// Poison block `b` of every writable parity chunk of a group; returns
+    /// blocks poisoned.
+    fn poison_parity_row(&self, ino: u64, stripe: u64, g: &Group, b: usize) -> u64 {
+        self.poison_parity_blocks(ino, stripe, g, b..b + 1)
+    }
+
+    /// Poison blocks `blocks` of every writable parity chunk of a group;
+    /// returns blocks poisoned.
+    fn poison_parity_blocks(
+        &self,
+        ino: u64,
+        stripe: u64,
+        g: &Group,
+        blocks: std::ops::Range<usize>,
+    ) -> u64 {
+        if !matches!(g.protect, Protect::Parity(_)) {
+            return 0;
+        }
         let mut n = 0;
         for &m in &g.members[g.data..] {
             if !self.health.state(m).writable() {
                 continue;
             }
-            for b in 0..rows / BLOCK {
+            for b in blocks.clone() {
                 let off = stripe * self.layout.chunk + (b * BLOCK) as u64;
                 match self.poison_block(m, ino, off) {
                     Ok(()) => n += 1,
@@ -2166,6 +2255,41 @@ pub(crate) fn is_no_space(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
     )
+}
+
+/// Whether blocks of column `r` rebuilt at positions `missing` (some with
+/// no witness of their own: poisoned) may be trusted, every other position
+/// of the column having verified. A mirror copy is a whole version of the
+/// block. Parity rebuilds from parity, which a crash may have left stale:
+/// with a parity row to spare, the rebuilt column must re-encode to the
+/// parity that was not needed; without one, the rebuilt bytes are trusted
+/// only outside a `dirty` group (parity left consistent, as a degraded read
+/// trusts it).
+fn trust_unwitnessed(
+    g: &Group,
+    bufs: &[Vec<u8>],
+    r: std::ops::Range<usize>,
+    missing: &[usize],
+    dirty: bool,
+) -> bool {
+    match &g.protect {
+        Protect::None => false,
+        Protect::Mirror => true,
+        Protect::Parity(codec) => {
+            if missing.len() >= codec.parity_chunks() {
+                return !dirty;
+            }
+            let data: Vec<&[u8]> = bufs[..g.data].iter().map(|v| &v[r.clone()]).collect();
+            let mut expect = vec![vec![0u8; r.len()]; g.width() - g.data];
+            let mut par: Vec<&mut [u8]> = expect.iter_mut().map(Vec::as_mut_slice).collect();
+            if codec.encode(&data, &mut par).is_err() {
+                return false;
+            }
+            (g.data..g.width())
+                .filter(|p| !missing.contains(p))
+                .all(|p| bufs[p][r.clone()] == expect[p - g.data])
+        }
+    }
 }
 
 /// Compute the redundancy positions of one group from its data positions,
@@ -2542,5 +2666,149 @@ mod tests {
         let mut want = a.clone();
         want.extend_from_slice(&b[kib16..]);
         assert_eq!(read_all(&store, 2 * kib16), want);
+    }
+
+    /// Zeros under the POISON entry at shard byte `off` of `ino` in `dir`,
+    /// as a rebuild leaves a block it had nothing to rebuild from.
+    fn poison_at(dir: &std::path::Path, ino: u64, off: usize) {
+        use std::os::unix::fs::FileExt;
+        let open = |p: String| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join(p))
+                .unwrap()
+        };
+        open(shard::shard_path(ino))
+            .write_all_at(&[0u8; BLOCK], off as u64)
+            .unwrap();
+        open(shard::sums_path(ino))
+            .write_all_at(
+                &checksum::POISON.to_le_bytes(),
+                (off / BLOCK * checksum::ENTRY) as u64,
+            )
+            .unwrap();
+    }
+
+    /// New bytes, under their own checksum, at shard byte `off` of `ino` in
+    /// `dir`: a write that landed there and not on the parity.
+    fn land_at(dir: &std::path::Path, ino: u64, off: usize, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let open = |p: String| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join(p))
+                .unwrap()
+        };
+        open(shard::shard_path(ino))
+            .write_all_at(bytes, off as u64)
+            .unwrap();
+        open(shard::sums_path(ino))
+            .write_all_at(
+                &checksum::block_sum(bytes).to_le_bytes(),
+                (off / BLOCK * checksum::ENTRY) as u64,
+            )
+            .unwrap();
+    }
+
+    /// A poisoned block heals once the rest of its column verifies: a data
+    /// block rebuilt from the other data and the parity, a parity block
+    /// re-encoded from the data. A repairing scan rewrites both, and the
+    /// file then reads back whole from the members alone.
+    #[test]
+    fn poisoned_blocks_heal_when_the_rest_of_their_column_verifies() {
+        let dirs = temp_dirs(3);
+        let level = Level::Raid5(Raid5Layout::LeftSymmetric);
+        let chunk = 64 * 1024;
+        let data = pattern(2 * chunk);
+        {
+            let (_, _, store) = open_store(&dirs, level);
+            store.write(5, 0, &data, 0).unwrap();
+            store.sync(5).unwrap();
+            store.close().unwrap();
+        }
+        let g = {
+            let (_, _, store) = open_store(&dirs, level);
+            store.layout.plan(5, 0).unwrap().groups[0].clone()
+        };
+        poison_at(dirs[g.members[0]].path(), 5, 0);
+        poison_at(dirs[g.members[2]].path(), 5, BLOCK);
+        let (_, _, store) = open_store(&dirs, level);
+        let scan = store.scan_group(5, 0, &g, 0, chunk, true);
+        assert!(scan.lost.is_empty(), "lost {:?}", scan.lost);
+        assert_eq!(scan.repaired, 2);
+        let scan = store.scan_group(5, 0, &g, 0, chunk, false);
+        assert_eq!((scan.mismatches, scan.lost.len()), (0, 0));
+        let mut out = vec![0u8; 2 * chunk];
+        store.read(5, 0, &mut out, data.len() as u64).unwrap();
+        assert!(out == data);
+    }
+
+    /// In a dirty stripe the parity may be stale (a write that reached a
+    /// data member and not the parity), and a poisoned block has no checksum
+    /// to tell: the resync trusts its rebuild only when a parity row it did
+    /// not need confirms it. RAID-6 has one to spare: the block heals when
+    /// the parity agrees and stays unreadable when it does not. RAID-5 has
+    /// none: the block stays unreadable and its row's parity is poisoned
+    /// too, so no later scan rebuilds it from that parity. Never are bytes
+    /// rebuilt from stale parity returned.
+    #[test]
+    fn a_resync_trusts_a_poisoned_blocks_rebuild_only_when_spare_parity_confirms_it() {
+        let chunk = 64 * 1024;
+        for (level, n) in [
+            (Level::Raid5(Raid5Layout::LeftSymmetric), 3),
+            (Level::Raid6, 4),
+        ] {
+            for stale in [false, true] {
+                let dirs = temp_dirs(n);
+                let data = pattern(2 * chunk);
+                {
+                    let (_, _, store) = open_store(&dirs, level);
+                    store.write(5, 0, &data, 0).unwrap();
+                    store.sync(5).unwrap();
+                    store.close().unwrap();
+                }
+                let g = {
+                    let (_, _, store) = open_store(&dirs, level);
+                    store.layout.plan(5, 0).unwrap().groups[0].clone()
+                };
+                // Row 2: D0 poisoned; with `stale`, D1 rewritten there and
+                // the parity left as it was.
+                poison_at(dirs[g.members[0]].path(), 5, 2 * BLOCK);
+                let d1_new = vec![0xa5u8; BLOCK];
+                if stale {
+                    land_at(dirs[g.members[1]].path(), 5, 2 * BLOCK, &d1_new);
+                }
+                let (_, _, store) = open_store(&dirs, level);
+                let done = store.resync_stripe(5, 0).unwrap();
+                let spare = n == 4;
+                let heals = spare && !stale;
+                assert_eq!(
+                    done.unrecoverable > 0,
+                    !heals,
+                    "{level:?} stale {stale}: {done:?}"
+                );
+                // A later, clean, scan agrees.
+                let scan = store.scan_group(5, 0, &g, 0, chunk, true);
+                assert_eq!(scan.lost.is_empty(), heals, "{level:?} stale {stale}");
+                let mut out = vec![0u8; BLOCK];
+                let r = store.read(5, 2 * BLOCK as u64, &mut out, data.len() as u64);
+                if heals {
+                    r.unwrap();
+                    assert!(out == data[2 * BLOCK..3 * BLOCK]);
+                } else {
+                    assert!(r.is_err(), "{level:?} stale {stale}: guessed bytes served");
+                }
+                // D1's row 2 reads as it stands on its member.
+                let want: &[u8] = if stale {
+                    &d1_new
+                } else {
+                    &data[chunk + 2 * BLOCK..chunk + 3 * BLOCK]
+                };
+                store
+                    .read(5, (chunk + 2 * BLOCK) as u64, &mut out, data.len() as u64)
+                    .unwrap();
+                assert!(out == want, "{level:?} stale {stale}: D1 row 2");
+            }
+        }
     }
 }
