@@ -911,3 +911,82 @@ fn blocks_poisoned_by_a_passing_source_error_heal_once_every_member_verifies() {
     assert_eq!((s.mismatches, s.redundancy_mismatches), (0, 0), "{s:?}");
     a.close().unwrap();
 }
+
+/// A repairing scrub that finds one row of a group without a consistent
+/// version still checks the redundancy of the group's other rows: stale
+/// parity in another row (here the row's old parity, bytes and checksum
+/// alike, as a lost write leaves it) is recomputed, so that when a data
+/// member fails afterwards its chunk is rebuilt as written, not as bytes
+/// nobody wrote.
+#[test]
+fn a_lost_row_does_not_keep_scrub_from_the_parity_of_the_other_rows() {
+    const C: usize = 16384;
+    let shard = |d: &Path, ino: u64| d.join(format!(".raidfs/data/{:02x}/{ino:016x}", ino & 0xff));
+    let sums = |d: &Path, ino: u64| PathBuf::from(format!("{}.crc", shard(d, ino).display()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    let mut o = CreateOptions::new("rows", Level::Raid5(Default::default()), dirs.clone());
+    o.allow_same_fs = true;
+    o.chunk_size = C as u32;
+    let a = Array::create(&o).unwrap();
+    let x = a.create_file(ROOT_INO, os("x"), 0o644, 0, 0).unwrap().ino;
+    let old = pattern(1, 2 * C);
+    a.write(x, 0, &old).unwrap();
+    a.fsync(x, false).unwrap();
+    // The parity chunk as the old data had it.
+    let role = |i: usize, d: &[u8]| {
+        let now = std::fs::read(shard(&dirs[i], x)).unwrap();
+        if now[..C] == d[..C] {
+            0
+        } else if now[..C] == d[C..] {
+            1
+        } else {
+            2
+        }
+    };
+    let p = (0..3).find(|&i| role(i, &old) == 2).unwrap();
+    let (old_par, old_sums) = (
+        std::fs::read(shard(&dirs[p], x)).unwrap(),
+        std::fs::read(sums(&dirs[p], x)).unwrap(),
+    );
+    let new = pattern(2, 2 * C);
+    a.write(x, 0, &new).unwrap();
+    a.release(x).unwrap();
+    a.close().unwrap();
+    let d0 = (0..3).find(|&i| role(i, &new) == 0).unwrap();
+    let d1 = (0..3).find(|&i| role(i, &new) == 1).unwrap();
+    // Row 0 of the parity: the old one, self-consistent.
+    let mut b = std::fs::read(shard(&dirs[p], x)).unwrap();
+    b[..4096].copy_from_slice(&old_par[..4096]);
+    std::fs::write(shard(&dirs[p], x), &b).unwrap();
+    let mut s = std::fs::read(sums(&dirs[p], x)).unwrap();
+    s[..4].copy_from_slice(&old_sums[..4]);
+    std::fs::write(sums(&dirs[p], x), &s).unwrap();
+    // Row 3: both data blocks damaged, beyond what RAID-5 rebuilds.
+    for d in [d0, d1] {
+        let mut b = std::fs::read(shard(&dirs[d], x)).unwrap();
+        b[3 * 4096 + 9] ^= 0x40;
+        std::fs::write(shard(&dirs[d], x), &b).unwrap();
+    }
+
+    let a = assemble(&dirs).unwrap();
+    let rep = a
+        .scrub(
+            ScrubOptions {
+                repair: true,
+                ..Default::default()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(rep.unrecoverable, 2, "{rep:?}");
+    assert_eq!(rep.redundancy_mismatches, 1, "{rep:?}");
+    a.fail(d0).unwrap();
+    for row in 0..3 {
+        let r = row * 4096..(row + 1) * 4096;
+        let got = a.read(x, r.start as u64, 4096).unwrap();
+        assert!(got == new[r], "row {row} of D0 read back as invented bytes");
+    }
+    assert!(a.read(x, 3 * 4096, 4096).is_err());
+    a.close().unwrap();
+}

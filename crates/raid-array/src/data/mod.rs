@@ -2078,7 +2078,8 @@ impl DataStore {
     /// rest of its group if the result matches that member's own checksum
     /// (otherwise no consistent version of it is left and it stays
     /// unreadable: EIO, never guessed bytes); then parity or mirror copies
-    /// are recomputed from the data. A member that cannot take its
+    /// are recomputed from the data, row by row (a row holding a lost block
+    /// is left as it is, the others are not). A member that cannot take its
     /// recomputed redundancy no longer agrees with the rest and is failed.
     /// Caller holds the file's write lock.
     pub(crate) fn resync_stripe(&self, ino: u64, st: u64) -> Result<StripeResync> {
@@ -2123,12 +2124,6 @@ impl DataStore {
                 }
                 continue;
             }
-            // A poisoned block the parity could not confirm: that parity
-            // may be stale, and would rebuild the block as guessed bytes
-            // once the region is clean. Poisoned too, the row reads as EIO.
-            for &b in &scan.unconfirmed {
-                done.unrecoverable += self.poison_parity_row(ino, st, g, b);
-            }
             if !scan.lost.is_empty() {
                 done.unrecoverable += scan.lost.len() as u64;
                 warn!(
@@ -2137,8 +2132,15 @@ impl DataStore {
                     blocks = scan.lost.len(),
                     "blocks without a consistent version"
                 );
-                continue;
             }
+            // A poisoned block the parity could not confirm: that parity
+            // may be stale, and would rebuild the block as guessed bytes
+            // once the region is clean. Poisoned too, the row reads as EIO.
+            for &b in &scan.unconfirmed {
+                done.unrecoverable += self.poison_parity_row(ino, st, g, b);
+            }
+            // Per row: rows holding a lost block are left as they are, the
+            // redundancy of every other row is recomputed from its data.
             done.redundancy_fixed += self.fix_redundancy(ino, st, g, 0, &scan, true)?.len() as u64;
         }
         Ok(done)
@@ -2192,10 +2194,13 @@ impl DataStore {
         n
     }
 
-    /// Compare the redundancy of a scanned group with what its data implies;
-    /// returns the positions that differ and, with `repair`, rewrites them
-    /// on writable members. Data blocks are the authority here: they passed
-    /// their checksums (or were rebuilt and matched them). With `repair`, a
+    /// Compare the redundancy of a scanned group with what its data implies,
+    /// row by row; returns the positions that differ in some row and, with
+    /// `repair`, rewrites those rows on writable members. Data blocks are the
+    /// authority here: they passed their checksums (or were rebuilt and
+    /// matched them). A row holding a lost block is skipped: its data is not
+    /// known, and skipping the whole group instead would leave the other
+    /// rows' stale redundancy to rebuild guessed bytes later. With `repair`, a
     /// writable member that was not read (one being rebuilt) is given the
     /// redundancy the data implies whatever it holds: its chunk may be stale
     /// (after a crash, a write that reached the others but not it), and
@@ -2225,23 +2230,47 @@ impl DataStore {
                 codec.encode(&data, &mut par)?;
             }
         }
+        // Rows (4 KiB columns) holding a lost block have no data to encode
+        // from: left as they are. Every other row is checked on its own.
+        let mut held = vec![false; len.div_ceil(BLOCK)];
+        for &(_, b) in &scan.lost {
+            if let Some(x) = held.get_mut(b) {
+                *x = true;
+            }
+        }
         let mut differ = Vec::new();
-        for (r, e) in expect.iter().enumerate() {
+        for (r, want) in expect.iter().enumerate() {
             let p = g.data + r;
             let j = g.members[p];
             let state = self.health.state(j);
             let not_read = repair && !state.readable();
-            if scan.bufs[p] == *e && !not_read {
-                continue;
+            // Byte ranges to rewrite, adjacent rows merged.
+            let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+            let mut differs = false;
+            for (b, _) in held.iter().enumerate().filter(|(_, h)| !**h) {
+                let rr = b * BLOCK..((b + 1) * BLOCK).min(len);
+                let d = scan.bufs[p][rr.clone()] != want[rr.clone()];
+                differs |= d;
+                if !d && !not_read {
+                    continue;
+                }
+                match runs.last_mut() {
+                    Some(last) if last.end == rr.start => last.end = rr.end,
+                    _ => runs.push(rr),
+                }
             }
-            if scan.bufs[p] != *e {
+            if differs {
                 differ.push(p);
             }
-            if repair && state.writable() {
-                let off = stripe * self.layout.chunk + lo as u64;
-                if let Err(e) = self.write_blocks(j, ino, off, e) {
+            if !repair || !state.writable() {
+                continue;
+            }
+            for run in runs {
+                let off = stripe * self.layout.chunk + (lo + run.start) as u64;
+                if let Err(e) = self.write_blocks(j, ino, off, &want[run]) {
                     self.health.count_write_error(j);
                     self.fail_member(j, "redundancy rewrite failed", &e);
+                    break;
                 }
             }
         }

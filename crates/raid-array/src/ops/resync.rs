@@ -7,7 +7,8 @@
 //! that fails is rebuilt from the rest of its group if the result matches
 //! that member's own checksum (otherwise the interrupted write left no
 //! consistent version of it and it stays unreadable — EIO, never guessed
-//! bytes); then parity or mirror copies are recomputed from the data.
+//! bytes); then parity or mirror copies are recomputed from the data, row
+//! by row, leaving only the rows that hold such a block.
 //! Finally the bytes past each file's end are cleared again
 //! ([`DataStore::cut`]) and the file synced.
 

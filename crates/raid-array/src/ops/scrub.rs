@@ -252,12 +252,12 @@ pub fn scrub_live(
                         rep.mismatches += scan.mismatches;
                         rep.repaired += scan.repaired;
                         rep.unrecoverable += scan.lost.len() as u64;
-                        if scan.lost.is_empty() {
-                            let differ = store.fix_redundancy(ino, st, g, 0, &scan, opts.repair)?;
-                            rep.redundancy_mismatches += differ.len() as u64;
-                            if opts.repair {
-                                rep.repaired += differ.len() as u64;
-                            }
+                        // Row by row: a lost block leaves only its own row's
+                        // redundancy unchecked.
+                        let differ = store.fix_redundancy(ino, st, g, 0, &scan, opts.repair)?;
+                        rep.redundancy_mismatches += differ.len() as u64;
+                        if opts.repair {
+                            rep.repaired += differ.len() as u64;
                         }
                     }
                 }
