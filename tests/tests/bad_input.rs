@@ -305,6 +305,14 @@ fn create_with_a_bad_level_or_chunk_is_refused() {
     assert!(!out.status.success(), "raid6 on 2 members accepted");
     assert!(!stderr(&out).trim().is_empty());
     assert_eq!(before, snapshots(&dirs), "a refused create wrote something");
+    // A member directory that is not there (its disk not mounted): named,
+    // with what to check, and not created.
+    let mut with_gone = dirs.clone();
+    with_gone[3] = tmp.path().join("not-mounted");
+    let out = create(&["--level", "raid5", "--name", "x"], &with_gone);
+    assert_refused(&out, "is its disk mounted?");
+    assert!(!with_gone[3].exists());
+    assert_eq!(before, snapshots(&dirs), "a refused create wrote something");
 }
 
 /// A full array: writes fail with ENOSPC (not EIO), no member is marked

@@ -157,8 +157,17 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
             format!("member {k}")
         };
         let i = k;
-        let md = std::fs::metadata(path)
-            .map_err(|e| ArrayError::Invalid(format!("{what} ({}): {e}", path.display())))?;
+        let md = std::fs::metadata(path).map_err(|e| {
+            // As mdadm wants its devices there, so does create its
+            // directories: one on a disk that is not mounted must not be
+            // made on the root filesystem instead.
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (is its disk mounted? create the directory on it first)"
+            } else {
+                ""
+            };
+            ArrayError::Invalid(format!("{what} ({}): {e}{hint}", path.display()))
+        })?;
         if !md.is_dir() {
             return Err(ArrayError::Invalid(format!(
                 "{what} ({}): not a directory",
