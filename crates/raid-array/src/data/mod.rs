@@ -27,7 +27,11 @@
 //! stripes read ahead ([`readahead`]). A block that fails (I/O error, checksum mismatch,
 //! member failed) is rebuilt from the rest of its group, returned, written
 //! back to the member it came from, and counted in [`Health`]. What cannot
-//! be rebuilt is an error (EIO), never invented bytes.
+//! be rebuilt is an error (EIO), never invented bytes. On an array
+//! assembled read-only after an unclean shutdown the resync has not run:
+//! in the stripes the write-intent log left dirty, a chunk rebuilt from
+//! parity is served only if a parity row not needed for the rebuild
+//! confirms it, as the resync would have left it.
 //!
 //! # Invariants
 //!
@@ -321,6 +325,9 @@ pub(crate) struct GroupScan {
     pub lost: Vec<(usize, usize)>,
     /// Per position: whether any of its blocks was bad or unreadable.
     pub suspect: Vec<bool>,
+    /// Per position: nothing was read (member not readable, or its read
+    /// failed), so what it holds in `bufs` has no checksum to witness it.
+    pub unread: Vec<bool>,
     /// Columns (block indices) whose poisoned block was left lost because
     /// the parity could not confirm its rebuild (none to spare in a dirty
     /// group, or a spare row that disagreed).
@@ -933,6 +940,7 @@ impl DataStore {
             repaired,
             lost,
             suspect,
+            unread: reads.iter().map(Option::is_none).collect(),
             unconfirmed,
         }
     }
@@ -1404,23 +1412,45 @@ impl DataStore {
         pool::map(busy, |(j, list)| self.read_pieces(j, ino, list));
         for piece in per.iter_mut().flatten().filter(|p| !p.ok) {
             let g = &piece.plan.groups[piece.group];
-            let scan = self.scan_group(
-                ino,
-                piece.stripe,
-                g,
-                piece.col,
-                piece.col + piece.len(),
-                true,
-            );
+            // A stripe an unclean shutdown left dirty, not resynced: the
+            // whole group is scanned and judged as the resync would have.
+            let dirty = self.unresynced(ino, piece.stripe);
+            let (lo, hi) = if dirty {
+                (0, chunk as usize)
+            } else {
+                (piece.col, piece.col + piece.len())
+            };
+            let scan = self.scan_group_as(ino, piece.stripe, g, lo, hi, true, dirty);
             self.count_unrepeated(g.members[piece.pos], piece.flagged, &scan, piece.pos);
-            if scan.lost.iter().any(|&(lp, _)| lp == piece.pos) {
+            // Blocks of the piece, counted from the start of the scan.
+            let blocks = (piece.col - lo) / BLOCK..(piece.col - lo + piece.len()) / BLOCK;
+            if scan
+                .lost
+                .iter()
+                .any(|&(lp, b)| lp == piece.pos && blocks.contains(&b))
+            {
                 return Err(self.unrecoverable(
                     ino,
                     piece.stripe,
                     "data chunk cannot be read or rebuilt",
                 ));
             }
-            let skip = piece.bounce.as_ref().map_or(0, |(k, _)| *k);
+            // Rebuilt whole from parity with no checksum of its own to
+            // witness it: the parity must be confirmed, or the resync
+            // would have poisoned it.
+            if dirty
+                && scan.unread[piece.pos]
+                && matches!(g.protect, Protect::Parity(_))
+                && !self.dirty_rebuild_confirmed(ino, piece.stripe, g, &scan)?
+            {
+                return Err(self.unrecoverable(
+                    ino,
+                    piece.stripe,
+                    "data chunk rebuilt from parity an unclean shutdown may have left stale \
+                     (not resynced: assembled read-only)",
+                ));
+            }
+            let skip = piece.col - lo + piece.bounce.as_ref().map_or(0, |(k, _)| *k);
             let n = piece.dest.len();
             piece
                 .dest
@@ -2115,11 +2145,7 @@ impl DataStore {
                 // left stale. Trust them only if a parity row not used for
                 // the rebuild confirms them; otherwise poison the parity, so
                 // those chunks read as EIO instead of as guessed bytes.
-                let suspects = scan.suspect.iter().filter(|&&x| x).count();
-                let confirmed = scan.lost.is_empty()
-                    && g.tolerance() > suspects
-                    && self.fix_redundancy(ino, st, g, 0, &scan, false)?.is_empty();
-                if !confirmed {
+                if !self.dirty_rebuild_confirmed(ino, st, g, &scan)? {
                     done.unrecoverable += self.poison_parity(ino, st, g, hi);
                 }
                 continue;
@@ -2144,6 +2170,39 @@ impl DataStore {
             done.redundancy_fixed += self.fix_redundancy(ino, st, g, 0, &scan, true)?.len() as u64;
         }
         Ok(done)
+    }
+
+    /// Whether the chunks rebuilt by `scan` (of a dirty parity group, from
+    /// its first byte) for data positions with nothing readable can be
+    /// trusted: only when every block was recovered and a parity row not
+    /// needed for the rebuild agrees with the data, rebuilt chunks
+    /// included. The parity an interrupted write left stale rebuilds
+    /// guessed bytes, and nothing else could tell. The resync poisons the
+    /// parity of a group that fails this; a read-only array, which cannot,
+    /// refuses to serve those chunks instead.
+    fn dirty_rebuild_confirmed(
+        &self,
+        ino: u64,
+        stripe: u64,
+        g: &Group,
+        scan: &GroupScan,
+    ) -> Result<bool> {
+        let suspects = scan.suspect.iter().filter(|&&x| x).count();
+        Ok(scan.lost.is_empty()
+            && g.tolerance() > suspects
+            && self
+                .fix_redundancy(ino, stripe, g, 0, scan, false)?
+                .is_empty())
+    }
+
+    /// Whether stripe `stripe` of `ino` was left dirty by an unclean
+    /// shutdown and never resynced (the array is read-only, so the resync
+    /// did not run): its parity may be stale. Only reads that need a
+    /// rebuild ask, and a lookup in the start-up record is cheap.
+    fn unresynced(&self, ino: u64, stripe: u64) -> bool {
+        let rec = &self.loaded_intent;
+        self.read_only.load(Ordering::Relaxed)
+            && (rec.overflow || rec.regions.contains(&(ino, stripe >> intent::REGION_SHIFT)))
     }
 
     /// Poison the first `rows` bytes of every writable parity chunk of a
