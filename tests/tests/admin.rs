@@ -726,14 +726,31 @@ fn offline_commands_given_one_member_find_the_others_or_refuse() {
             stderr(&out)
         );
     }
-    fs::rename(&moved, &a.members[3]).unwrap();
     assert!(
         fs::read_dir(&spare).unwrap().next().is_none(),
         "the spare was written"
     );
-    let st = a.status_json();
+    let others = a.members[..3].to_vec();
+    let status_of = |dirs: &[PathBuf]| -> Value {
+        let out = run_ok(Command::new(raidfs).arg("status").args(dirs).arg("--json"));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(status_of(&others)["events"], events);
+    // The member a command is about may be the missing one: replacing the
+    // dead disk is what this is for.
+    let new = a.new_dir("new3");
+    let out = run_ok(Command::new(raidfs).args([
+        "replace",
+        &one,
+        "3",
+        new.to_str().unwrap(),
+        "--allow-same-fs",
+    ]));
+    assert!(stdout(&out).contains("member 3"), "{}", stdout(&out));
+    let mut all = others;
+    all.push(new);
+    let st = status_of(&all);
     assert_eq!(states(&st), vec!["active"; 4], "{st}");
-    assert_eq!(st["events"], events, "{st}");
 }
 
 #[test]

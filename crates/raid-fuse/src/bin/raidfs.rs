@@ -90,7 +90,7 @@ fn run(cli: &Cli) -> Result<()> {
 /// socket is written with `MSG_NOSIGNAL`, so a daemon that hangs up is
 /// still an error message, not a silent death.
 fn default_sigpipe() {
-    // SAFETY: called first in `main`, before any other thread exists;
+    // SAFETY: called in `main` before any other thread exists;
     // SIG_DFL installs no handler, only the default disposition.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -98,8 +98,16 @@ fn default_sigpipe() {
 }
 
 fn main() -> ExitCode {
-    default_sigpipe();
     let cli = Cli::parse();
+    // Only for commands that just print: one that runs the array itself
+    // (an offline scrub or rebuild) must not die mid-run with its output's
+    // reader, and a println! panic unwinds and closes the array cleanly.
+    if matches!(
+        cli.command,
+        Command::Status(_) | Command::Debug(_) | Command::Selftest
+    ) {
+        default_sigpipe();
+    }
     let filter = if cli.verbose { "debug" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(

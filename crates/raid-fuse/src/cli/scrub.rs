@@ -76,7 +76,7 @@ pub fn run(args: &ScrubArgs) -> Result<()> {
             )));
         }
         Source::Live(rec) => live(&rec, args).map_err(error2)?,
-        Source::Offline(members) => status::all_members(&members)
+        Source::Offline(members) => status::all_members(&members, None)
             .and_then(|members| offline(&members, args))
             .map_err(error2)?,
     };

@@ -406,16 +406,19 @@ fn elsewhere(uuid: [u8; 16], given: &[PathBuf]) -> Vec<PathBuf> {
 /// every member it was not given as failed, so one given a single member
 /// directory must find the rest, and is refused when a member in service
 /// is nowhere (md does not start a degraded array without `--run` either).
-pub fn all_members(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// The member the command acts on (`member`, a slot or directory: the dead
+/// disk a `replace`, `fail` or `remove` names) may be missing.
+pub fn all_members(given: &[PathBuf], member: Option<&str>) -> Result<Vec<PathBuf>> {
     let mut all = given.to_vec();
     if let Some(sb) = given.iter().find_map(|g| read_superblock(g).ok()) {
         all.extend(elsewhere(sb.array_uuid, given));
     }
     let st = offline(&all)?;
+    let named = member.and_then(|m| super::target::slot(&st, m).ok());
     let missing: Vec<String> = st
         .members
         .iter()
-        .filter(|m| m.state == "missing")
+        .filter(|m| m.state == "missing" && Some(m.index) != named)
         .map(|m| m.index.to_string())
         .collect();
     if !missing.is_empty() {

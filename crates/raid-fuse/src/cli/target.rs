@@ -192,7 +192,7 @@ pub fn member_op(
             call(&rec, &req(k)?)
         }
         Source::Offline(members) => {
-            let members = status::all_members(&members)?;
+            let members = status::all_members(&members, member)?;
             let k = match member {
                 Some(m) => slot(&status::offline(&members)?, m)?,
                 None => 0,
