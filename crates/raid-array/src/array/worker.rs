@@ -280,9 +280,6 @@ fn run_rebuild(inner: &Inner, job: &Job, outer: &dyn Progress) -> Result<Rebuild
     let target = ops::RebuildTarget {
         member_uuid: Some(member_uuid(inner, slot)),
         files: Some(&Namespace(inner)),
-        // Only where what changed while it was out is known: a member
-        // whose changes are not is rebuilt whole, over its old data.
-        readd: job.readd.as_ref().is_some_and(|r| r.changed.is_some()),
     };
     let r = ops::rebuild_onto(
         &inner.data,

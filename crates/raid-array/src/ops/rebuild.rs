@@ -26,9 +26,10 @@
 //! array fails), the rebuild stops with an error before it writes anything
 //! of the stripes it could not rebuild: the target stays rebuilding, with a
 //! checkpoint at the step that failed, and is never made active; it resumes
-//! once the lost member is back. A re-add never poisons the returning
-//! member's own blocks: one it cannot rebuild is left as the member holds
-//! it, where that block is there and verifies.
+//! once the lost member is back. A re-add stops the same way: it never
+//! writes poison over the returning member's blocks for want of sources,
+//! nor keeps them (they may be older than what was written while it was
+//! out).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -103,10 +104,6 @@ pub struct RebuildReport {
     pub bytes: u64,
     /// Blocks that could not be rebuilt (poisoned: they read as EIO).
     pub unrecoverable: u64,
-    /// Blocks a re-add could not rebuild and left as the returning member
-    /// held them (not poisoned). Where the stripe was written while the
-    /// member was out, such a block holds what was there before.
-    pub kept_blocks: u64,
     /// Of `bytes`, those written around the page cache (`O_DIRECT`); 0
     /// where the new member's filesystem refuses direct I/O.
     pub direct_bytes: u64,
@@ -145,11 +142,6 @@ pub struct RebuildTarget<'a> {
     pub member_uuid: Option<[u8; 16]>,
     /// Which files of the list still exist; `None`: all of them.
     pub files: Option<&'a dyn FileCheck>,
-    /// The target is a member back with its own data (a re-add): a block
-    /// that cannot be rebuilt keeps the member's copy instead of being
-    /// poisoned, and a loss of redundancy does not stop the run (what the
-    /// member holds is then all there is of those blocks).
-    pub readd: bool,
 }
 
 /// Rebuild slot `slot` onto `new_member`, for the given files (inode, size).
@@ -300,7 +292,7 @@ pub fn rebuild_onto(
                     checkpoint(ino, s, done).save(&members, OP);
                     return Ok(false);
                 }
-                if !target.readd && !can_rebuild(store, slot) {
+                if !can_rebuild(store, slot) {
                     // Members it rebuilds from failed: stopped as an
                     // interrupted run is, to resume from this step (none of
                     // whose chunks was written) once they are back.
@@ -315,22 +307,13 @@ pub fn rebuild_onto(
                 let lost = {
                     let _g = store.lock_write(ino);
                     if live(ino) {
-                        let r = step(
-                            store,
-                            slot,
-                            ino,
-                            s..until,
-                            &mut trio,
-                            direct.as_ref(),
-                            target.readd,
-                        );
+                        let r = step(store, slot, ino, s..until, &mut trio, direct.as_ref());
                         match r {
                             Ok(n) => Some(n),
                             // The step stopped for want of sources: the
                             // check above stops the run at this step.
                             Err(_)
-                                if !target.readd
-                                    && store.health.state(slot).writable()
+                                if store.health.state(slot).writable()
                                     && !can_rebuild(store, slot) =>
                             {
                                 continue;
@@ -346,7 +329,7 @@ pub fn rebuild_onto(
                         None
                     }
                 };
-                let Some((lost, kept)) = lost else {
+                let Some(lost) = lost else {
                     info!(slot, ino, "file deleted during the rebuild: skipped");
                     skipped = true;
                     unsynced.retain(|&i| i != ino);
@@ -354,7 +337,6 @@ pub fn rebuild_onto(
                     break;
                 };
                 rep.unrecoverable += lost;
-                rep.kept_blocks += kept;
                 let bytes = (until - s) * chunk;
                 rep.bytes += bytes;
                 if direct.is_direct() {
@@ -393,13 +375,6 @@ pub fn rebuild_onto(
     }
     store.persist_intent()?;
     Checkpoint::clear(&members, OP)?;
-    if rep.kept_blocks > 0 {
-        warn!(
-            slot,
-            blocks = rep.kept_blocks,
-            "re-add kept blocks of the member it could not rebuild"
-        );
-    }
     if rep.unrecoverable > 0 {
         warn!(
             slot,
@@ -472,16 +447,11 @@ struct Batch {
     /// Byte offsets in `out` of the blocks that could not be rebuilt
     /// (zeros, to be poisoned).
     lost: Vec<usize>,
-    /// Blocks that could not be rebuilt and hold the re-added member's own
-    /// copy instead.
-    kept: u64,
 }
 
-/// Rebuild `stripes` of `ino` on `slot`; returns blocks lost
-/// and blocks kept as the re-added member held them (`readd`). Fails,
+/// Rebuild `stripes` of `ino` on `slot`; returns blocks lost. Fails,
 /// before the write of any stripe it could not rebuild, when members it
-/// rebuilds from failed and what is left cannot rebuild `slot` (not in a
-/// re-add, which keeps the member's blocks).
+/// rebuilds from failed and what is left cannot rebuild `slot`.
 /// The caller holds the file's write lock, so no write lands between the
 /// reads of a stripe and the write of its rebuilt chunk. The range is done
 /// in sub-batches of [`SUB_BYTES`] per member, in a pipeline of three on
@@ -497,20 +467,18 @@ fn step(
     stripes: std::ops::Range<u64>,
     trio: &mut [Batch; 3],
     direct: &dyn MemberFile,
-    readd: bool,
-) -> Result<(u64, u64)> {
+) -> Result<u64> {
     let (first, until) = (stripes.start, stripes.end);
     let per_sub = (SUB_BYTES / store.layout.chunk).max(1);
     let [to_write, to_rebuild, to_read] = trio;
     // Whether `to_rebuild` holds read stripes and `to_write` rebuilt ones.
     let (mut have_rebuild, mut have_write) = (false, false);
-    let (mut lost, mut kept) = (0, 0);
+    let mut lost = 0;
     let mut s = first;
-    let own = readd.then_some(direct);
     loop {
         let read_next = s < until;
         if !read_next && !have_rebuild && !have_write {
-            return Ok((lost, kept));
+            return Ok(lost);
         }
         let nu = (s + per_sub).min(until);
         let (read, (rebuilt, written)) = pool::join(
@@ -525,7 +493,7 @@ fn step(
                 pool::join(
                     || {
                         if have_rebuild {
-                            rebuild_batch(store, slot, ino, to_rebuild, own)
+                            rebuild_batch(store, slot, ino, to_rebuild)
                         } else {
                             Ok(())
                         }
@@ -534,15 +502,13 @@ fn step(
                         if have_write {
                             write_batch(store, slot, ino, to_write, direct)
                         } else {
-                            Ok((0, 0))
+                            Ok(0)
                         }
                     },
                 )
             },
         );
-        let (l, k) = written?;
-        lost += l;
-        kept += k;
+        lost += written?;
         rebuilt?;
         read?;
         // Rebuilt -> to write, read -> to rebuild, written -> free to read.
@@ -615,18 +581,13 @@ fn read_batch(
 }
 
 /// Rebuild `slot`'s chunks of a read batch into its `out`, counting the
-/// blocks that cannot be rebuilt in `lost` (they are left zero). With
-/// `own` (a re-add: the target's shard), such a block that the member
-/// holds and that verifies is kept instead. Fails when a block cannot be
-/// rebuilt because members failed and the rest cannot rebuild `slot`
-/// (outside a re-add): nothing of that batch is to be written.
-fn rebuild_batch(
-    store: &DataStore,
-    slot: usize,
-    ino: u64,
-    b: &mut Batch,
-    own: Option<&dyn MemberFile>,
-) -> Result<()> {
+/// blocks that cannot be rebuilt in `lost` (they are left zero). Fails
+/// when a block cannot be rebuilt because members failed and the rest
+/// cannot rebuild `slot`: nothing of that batch is to be written. A
+/// re-add is no exception: the returning member's own block may be older
+/// than what was written while it was out, so it is neither kept (stale
+/// bytes served as good) nor poisoned while its sources are merely out.
+fn rebuild_batch(store: &DataStore, slot: usize, ino: u64, b: &mut Batch) -> Result<()> {
     let layout = &store.layout;
     let chunk = layout.chunk as usize;
     let first = b.first;
@@ -636,12 +597,10 @@ fn rebuild_batch(
         bad,
         out,
         lost,
-        kept,
         ..
     } = b;
     let out = out.as_mut_slice();
     lost.clear();
-    *kept = 0;
     let blocks_per_chunk = chunk / BLOCK;
     for (i, (plan, gi)) in plans.iter().enumerate() {
         let g = &plan.groups[*gi];
@@ -701,24 +660,12 @@ fn rebuild_batch(
             store.count_unrepeated(m, flagged as u64, &scan, p);
         }
         out[r.clone()].copy_from_slice(&scan.bufs[pos]);
-        let stripe = first + i as u64;
         for &(p, b) in &scan.lost {
             if p != pos {
                 continue;
             }
             let at = r.start + b * BLOCK;
-            let off = stripe * layout.chunk + (b * BLOCK) as u64;
-            if let Some(own) = own
-                && own_block(store, slot, ino, off, own, &mut out[at..at + BLOCK])
-            {
-                warn!(
-                    slot,
-                    ino, off, "re-add cannot rebuild a block: the member's own copy is kept"
-                );
-                *kept += 1;
-                continue;
-            }
-            if own.is_none() && !can_rebuild(store, slot) {
+            if !can_rebuild(store, slot) {
                 return Err(no_redundancy(store, slot));
             }
             lost.push(at);
@@ -728,39 +675,16 @@ fn rebuild_batch(
     Ok(())
 }
 
-/// Read into `out` the re-added member's own block of `ino` at `off` (its
-/// shard is `own`); whether it is there (not past the end of what the
-/// member holds, as when the file grew while it was out) and verifies.
-fn own_block(
-    store: &DataStore,
-    slot: usize,
-    ino: u64,
-    off: u64,
-    own: &dyn MemberFile,
-    out: &mut [u8],
-) -> bool {
-    if !own.len().is_ok_and(|len| len >= off + BLOCK as u64) {
-        return false;
-    }
-    match store.read_verified(slot, ino, off, out) {
-        Ok(bad) => bad.is_empty(),
-        Err(e) => {
-            warn!(member = slot, ino, off, error = %e, "cannot read the re-added member's own block");
-            false
-        }
-    }
-}
-
 /// Write a rebuilt batch's `out` (one contiguous write through `direct`,
 /// checksums beside it, those of the blocks it lost poisoned in the same
-/// write); returns their number and that of the blocks kept.
+/// write); returns their number.
 fn write_batch(
     store: &DataStore,
     slot: usize,
     ino: u64,
     b: &Batch,
     direct: &dyn MemberFile,
-) -> Result<(u64, u64)> {
+) -> Result<u64> {
     let off = b.first * store.layout.chunk;
     if let Err(e) = store.write_blocks_direct(slot, ino, off, b.out.as_slice(), &b.lost, direct) {
         store.health.count_write_error(slot);
@@ -774,7 +698,7 @@ fn write_batch(
             source: e,
         });
     }
-    Ok((b.lost.len() as u64, b.kept))
+    Ok(b.lost.len() as u64)
 }
 
 #[cfg(test)]

@@ -125,14 +125,6 @@ pub fn run(args: &ReplaceArgs) -> Result<()> {
                     rep.removed_files,
                     rep.unrecoverable
                 );
-                if rep.kept_blocks > 0 {
-                    println!(
-                        "  {} blocks could not be rebuilt and keep what the member held (older \
-                         data where they were written while it was out; the log names \
-                         their inodes)",
-                        rep.kept_blocks
-                    );
-                }
             } else {
                 println!(
                     "member {k} rebuilt onto {}: {} bytes written, {} unrecoverable blocks",
