@@ -724,7 +724,10 @@ fn several(targets: &[String], json: bool) -> Result<()> {
     if failed > 0 {
         return Err(anyhow::Error::new(super::target::Exit {
             code: 1,
-            message: format!("{failed} of {} arrays not found (see above)", targets.len()),
+            message: format!(
+                "{failed} of {} arrays not found or not answering (see above)",
+                targets.len()
+            ),
         }));
     }
     Ok(())

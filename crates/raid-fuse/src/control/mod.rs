@@ -3,7 +3,8 @@
 //! the live [`raid_array::Array`].
 //!
 //! The daemon listens on `$RAIDFS_RUN_DIR/<array-uuid>.sock` (default run
-//! directory `/run/raidfs`, mode 0755; the socket 0600) and writes a small
+//! directory `/run/raidfs`, made mode 0755 when this code creates it; the
+//! socket 0600) and writes a small
 //! record `<array-uuid>.json` beside it naming the array, its mount point,
 //! the daemon's PID and the socket, so the CLI finds a live array by name,
 //! UUID or mount point. Both go at unmount; a record whose daemon died
@@ -16,7 +17,10 @@
 //! Permissions: the socket's mode keeps other users out; in addition the
 //! daemon checks the peer's uid with `SO_PEERCRED` and lets only root (or
 //! its own uid) run a command that changes the array, so loosening the
-//! socket's mode never grants more than `status`.
+//! socket's mode never grants more than `status`. The server bounds what
+//! any client can hold (request size and deadline, connections at once,
+//! closing them all at unmount) and the client bounds how long it waits
+//! for a daemon, so a stuck peer on either side never hangs the other.
 
 pub mod client;
 pub mod ops;

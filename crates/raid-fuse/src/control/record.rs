@@ -19,12 +19,42 @@ pub struct Record {
     pub socket: PathBuf,
 }
 
-/// Create the run directory (mode 0755) if needed.
+/// Create the run directory (mode 0755) if needed. A directory that is
+/// already there keeps its mode: `RAIDFS_RUN_DIR=/tmp` must not take the
+/// sticky bit and world-write off /tmp.
 pub fn ensure_run_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating the run directory {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("chmod 0755 {}", dir.display()))
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    match std::fs::create_dir(dir) {
+        // Exactly 0755 whatever the umask: `raidfs status` of any user
+        // must find the records.
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod 0755 {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating the run directory {}", dir.display())),
+    }
+}
+
+/// Connect to a daemon's socket without ever blocking: `Ok(None)` when its
+/// queue of connections not yet accepted is full (a daemon that does not
+/// accept), where a blocking connect would wait for ever. The stream, when
+/// there is one, is non-blocking.
+pub fn connect_nonblocking(socket: &Path) -> std::io::Result<Option<UnixStream>> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let addr = SocketAddrUnix::new(socket)?;
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) => Ok(Some(UnixStream::from(fd))),
+        Err(rustix::io::Errno::AGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl Record {
@@ -58,7 +88,9 @@ impl Record {
             Ok(()) | Err(rustix::io::Errno::PERM) => {}
             Err(_) => return false,
         }
-        match UnixStream::connect(&self.socket) {
+        // A full queue (a daemon that stopped accepting) is someone
+        // listening too; a blocking connect would hang on it.
+        match connect_nonblocking(&self.socket) {
             Ok(_) => true,
             Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied,
         }
@@ -104,6 +136,22 @@ pub fn live(dir: &Path) -> Vec<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_directory_is_chmod_ed_only_when_created_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp_like = dir.path().join("tmp");
+        std::fs::create_dir(&tmp_like).unwrap();
+        std::fs::set_permissions(&tmp_like, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        ensure_run_dir(&tmp_like).unwrap();
+        let mode = std::fs::metadata(&tmp_like).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o1777, "an existing directory keeps its mode");
+
+        let new = dir.path().join("a/b/raidfs");
+        ensure_run_dir(&new).unwrap();
+        let mode = std::fs::metadata(&new).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+    }
 
     #[test]
     fn a_record_of_a_dead_daemon_is_stale_and_cleaned() {
