@@ -859,3 +859,120 @@ fn a_disk_back_after_a_disconnect_rejoins_by_replace_onto_its_own_directory() {
     a.mount();
     verify(&a, &files);
 }
+
+/// A client sending its request a byte every two seconds (each read well
+/// within any per-read timeout) must not keep the daemon, and so the
+/// array's member locks, alive after `umount`.
+#[test]
+fn a_client_trickling_its_request_does_not_outlive_the_unmount() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let mut a = TestArray::raid5();
+    let uuid = a.live_status_json()["uuid"].as_str().unwrap().to_string();
+    let sock = run_dir().join(format!("{uuid}.sock"));
+    let mut c = UnixStream::connect(&sock).unwrap();
+    let trickle = std::thread::spawn(move || {
+        for b in b"{\"op\":\"status\"" {
+            if c.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        // Then nothing more, the connection left open.
+        std::thread::sleep(Duration::from_secs(120));
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    // Panics if the daemon has not exited 30 s after the umount.
+    a.unmount();
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(trickle);
+}
+
+/// Run `cmd` for at most `limit`; panic if it is still running then.
+fn run_within(cmd: &mut Command, limit: Duration) -> Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} still running after {limit:?}:\nstdout: {}\nstderr: {}",
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A daemon that accepts connections but never answers (hung) is reported
+/// and does not keep `raidfs status` from showing the other arrays.
+#[test]
+fn status_reports_a_daemon_that_does_not_answer_and_shows_the_others() {
+    use std::os::unix::net::UnixListener;
+    let a = TestArray::raid5();
+    let uuid = a.live_status_json()["uuid"].as_str().unwrap().to_string();
+    // A run directory of its own, so other tests never meet the hung one.
+    let dir = tempfile::tempdir().unwrap();
+    fs::copy(
+        run_dir().join(format!("{uuid}.json")),
+        dir.path().join(format!("{uuid}.json")),
+    )
+    .unwrap();
+    let hung_sock = dir.path().join("hung.sock");
+    // Listening, so connections queue, but never accepting.
+    let _hung = UnixListener::bind(&hung_sock).unwrap();
+    let hung = serde_json::json!({
+        "name": "hung-array",
+        "uuid": "00000000-0000-0000-0000-000000000000",
+        "mountpoint": "/nonexistent",
+        "pid": std::process::id(),
+        "socket": hung_sock,
+    });
+    fs::write(
+        dir.path().join("00000000-0000-0000-0000-000000000000.json"),
+        serde_json::to_vec(&hung).unwrap(),
+    )
+    .unwrap();
+    let limit = Duration::from_secs(60);
+    for args in [
+        vec!["status"],
+        vec!["status", "hung-array", a.name.as_str()],
+    ] {
+        let out = run_within(a.raidfs(&args).env("RAIDFS_RUN_DIR", dir.path()), limit);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("hung-array") && stderr(&out).contains("does not answer"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).contains(&a.name), "{args:?}: {}", stdout(&out));
+    }
+    let out = run_within(
+        a.raidfs(&["status", "--json"])
+            .env("RAIDFS_RUN_DIR", dir.path()),
+        limit,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec![a.name.as_str()]);
+}
