@@ -40,6 +40,8 @@ const MAX_CONNECTIONS: usize = 16;
 /// Of those, how many peers that may only read the status may hold, so
 /// that they can never keep root out.
 const MAX_UNPRIVILEGED: usize = 8;
+// Root must always find a free connection.
+const _: () = assert!(MAX_UNPRIVILEGED < MAX_CONNECTIONS);
 /// At unmount, how long commands being answered (a scrub's final result)
 /// get before their connections are shut down.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -872,6 +874,5 @@ mod tests {
         assert!(SHORT.full(false, 1, 1));
         assert!(!SHORT.full(true, 1, 1));
         assert!(SHORT.full(true, 2, 0));
-        assert!(LIMITS.max_unprivileged < LIMITS.max_connections);
     }
 }
