@@ -725,12 +725,19 @@ impl IntentLog {
     pub(crate) fn clear_ino(&self, ino: u64, health: &Health) {
         let mut g = self.lock();
         g.track(health);
-        g.note_change(ino);
         let keys: Vec<_> = g
             .regions
             .range((ino, 0)..=(ino, u64::MAX))
             .copied()
             .collect();
+        // Without a region, nothing was written since the last clear: a
+        // sync of a file only read, or written by a rebuild onto another
+        // member, changes nothing a member out has missed (noting it would
+        // make that member's re-add rebuild the file from sources that may
+        // not be there).
+        if !keys.is_empty() {
+            g.note_change(ino);
+        }
         for k in keys {
             if !g.pinned.contains(&k) {
                 g.regions.remove(&k);
