@@ -582,15 +582,7 @@ impl Array {
             // Nothing can be rewritten: say so rather than report repairs.
             self.writable()?;
         }
-        // The namespace lock is never held while a file's lock is awaited,
-        // so taking it under one (as the scrub asks) is safe.
-        let now = |ino: u64, _: u64| {
-            let ns = self.inner.meta.read();
-            ns.inodes
-                .get(&ino)
-                .filter(|i| matches!(i.body, Body::File { inline: None }))
-                .map(|i| i.size)
-        };
+        let now = |ino: u64, _: u64| self.inner.striped_size(ino);
         let rep = ops::scrub_live(&self.inner.data, self.striped_files(), &now, opts, progress)?;
         let summary = ScrubSummary::of(&rep, opts.repair);
         if !self.inner.read_only {
@@ -1646,6 +1638,18 @@ impl Inner {
             return Ok(());
         }
         self.write_sbs()
+    }
+
+    /// The size of `ino` if it is a file whose data is striped (not deleted,
+    /// nor inline). The namespace lock is never held while a file's lock
+    /// is awaited, so a scrub or rebuild may ask under one.
+    pub(crate) fn striped_size(&self, ino: u64) -> Option<u64> {
+        self.meta
+            .read()
+            .inodes
+            .get(&ino)
+            .filter(|i| matches!(i.body, Body::File { inline: None }))
+            .map(|i| i.size)
     }
 
     /// Every regular file whose data is striped, as (inode, size).

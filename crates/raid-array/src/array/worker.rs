@@ -313,14 +313,7 @@ struct Namespace<'a>(&'a Inner);
 
 impl ops::rebuild::FileCheck for Namespace<'_> {
     fn striped(&self, ino: u64) -> bool {
-        // The namespace lock is never held while a file's lock is awaited,
-        // so taking it under one is safe.
-        self.0
-            .meta
-            .read()
-            .inodes
-            .get(&ino)
-            .is_some_and(|i| matches!(i.body, crate::meta::inode::Body::File { inline: None }))
+        self.0.striped_size(ino).is_some()
     }
 
     fn settle(&self) -> Result<()> {
