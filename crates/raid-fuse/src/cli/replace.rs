@@ -91,8 +91,7 @@ pub fn run(args: &ReplaceArgs) -> Result<()> {
             )
         }
         Source::Offline(members) => {
-            let members = status::all_members(&members, Some(&args.member))?;
-            let st = status::offline(&members)?;
+            let (members, st) = status::all_members(&members, Some(&args.member))?;
             let k = target::slot(&st, &args.member)?;
             target::check_own_filesystem(&st, Some(k), &new_dir, args.allow_same_fs)?;
             let array = target::assemble_offline(&members)?;

@@ -77,7 +77,7 @@ pub fn run(args: &ScrubArgs) -> Result<()> {
         }
         Source::Live(rec) => live(&rec, args).map_err(error2)?,
         Source::Offline(members) => status::all_members(&members, None)
-            .and_then(|members| offline(&members, args))
+            .and_then(|(members, _)| offline(&members, args))
             .map_err(error2)?,
     };
     report(&result, args.json)?;

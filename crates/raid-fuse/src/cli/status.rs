@@ -407,8 +407,9 @@ fn elsewhere(uuid: [u8; 16], given: &[PathBuf]) -> Vec<PathBuf> {
 /// directory must find the rest, and is refused when a member in service
 /// is nowhere (md does not start a degraded array without `--run` either).
 /// The member the command acts on (`member`, a slot or directory: the dead
-/// disk a `replace`, `fail` or `remove` names) may be missing.
-pub fn all_members(given: &[PathBuf], member: Option<&str>) -> Result<Vec<PathBuf>> {
+/// disk a `replace`, `fail` or `remove` names) may be missing. Returns the
+/// directories and the status read from them.
+pub fn all_members(given: &[PathBuf], member: Option<&str>) -> Result<(Vec<PathBuf>, StatusJson)> {
     let mut all = given.to_vec();
     if let Some(sb) = given.iter().find_map(|g| read_superblock(g).ok()) {
         all.extend(elsewhere(sb.array_uuid, given));
@@ -431,7 +432,7 @@ pub fn all_members(given: &[PathBuf], member: Option<&str>) -> Result<Vec<PathBu
             st.name
         );
     }
-    Ok(all)
+    Ok((all, st))
 }
 
 /// Status from the freshest superblock among the given member directories.

@@ -192,9 +192,9 @@ pub fn member_op(
             call(&rec, &req(k)?)
         }
         Source::Offline(members) => {
-            let members = status::all_members(&members, member)?;
+            let (members, st) = status::all_members(&members, member)?;
             let k = match member {
-                Some(m) => slot(&status::offline(&members)?, m)?,
+                Some(m) => slot(&st, m)?,
                 None => 0,
             };
             let array = assemble_offline(&members)?;
