@@ -152,10 +152,7 @@ impl Connection {
             },
         };
         if let Err(e) = sent {
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) {
+            if super::timed_out(&e) {
                 bail!(
                     "the daemon of array {:?} does not answer: it takes no request on {} \
                      (waited {} s)",
@@ -197,14 +194,7 @@ impl Connection {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 // The loop reports the deadline.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
+                Err(e) if super::timed_out(&e) => continue,
                 Err(e) => {
                     return Err(e)
                         .with_context(|| format!("reading from {}", self.socket.display()));

@@ -51,3 +51,12 @@ pub fn socket_path(uuid: &str) -> PathBuf {
 pub fn record_path(uuid: &str) -> PathBuf {
     run_dir().join(format!("{uuid}.json"))
 }
+
+/// Whether an I/O error on a control socket is a socket timeout running
+/// out (how a read or write timeout shows: `EAGAIN` or `ETIMEDOUT`).
+pub(crate) fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}

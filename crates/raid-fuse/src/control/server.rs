@@ -387,14 +387,7 @@ fn read_request(
             Ok(0) => return Ok(RequestLine::Closed),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok(RequestLine::TimedOut);
-            }
+            Err(e) if super::timed_out(&e) => return Ok(RequestLine::TimedOut),
             Err(e) => return Err(e),
         };
         let new = &chunk[..n];
