@@ -44,6 +44,15 @@ fn fails_with(cmd: &mut Command, code: i32, needle: &str) -> Output {
     out
 }
 
+/// The array names of a `status --json` list.
+fn names(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
+}
+
 fn keys(v: &Value) -> BTreeSet<String> {
     v.as_object()
         .expect("a JSON object")
@@ -585,13 +594,7 @@ fn status_of_several_arrays_by_name_and_of_one_that_does_not_exist() {
     let raidfs = &raidfs_tests::bins().raidfs;
     let out = run_ok(Command::new(raidfs).args(["status", &a.name, &b.name, "--json"]));
     let all: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, vec![a.name.as_str(), b.name.as_str()]);
+    assert_eq!(names(&all), vec![a.name.as_str(), b.name.as_str()]);
     // One name unknown: the others are shown, the command fails and says
     // which.
     let out = fails_with(
@@ -968,11 +971,5 @@ fn status_reports_a_daemon_that_does_not_answer_and_shows_the_others() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let all: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, vec![a.name.as_str()]);
+    assert_eq!(names(&all), vec![a.name.as_str()]);
 }

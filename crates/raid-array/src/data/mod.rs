@@ -2798,6 +2798,17 @@ mod tests {
             .unwrap();
     }
 
+    /// `data` written to inode 5 and synced, the store closed; the first
+    /// group of its stripe 0.
+    fn written_and_closed(dirs: &[tempfile::TempDir], level: Level, data: &[u8]) -> Group {
+        let (_, _, store) = open_store(dirs, level);
+        store.write(5, 0, data, 0).unwrap();
+        store.sync(5).unwrap();
+        let g = store.layout.plan(5, 0).unwrap().groups[0].clone();
+        store.close().unwrap();
+        g
+    }
+
     /// A poisoned block heals once the rest of its column verifies: a data
     /// block rebuilt from the other data and the parity, a parity block
     /// re-encoded from the data. A repairing scan rewrites both, and the
@@ -2808,16 +2819,7 @@ mod tests {
         let level = Level::Raid5(Raid5Layout::LeftSymmetric);
         let chunk = 64 * 1024;
         let data = pattern(2 * chunk);
-        {
-            let (_, _, store) = open_store(&dirs, level);
-            store.write(5, 0, &data, 0).unwrap();
-            store.sync(5).unwrap();
-            store.close().unwrap();
-        }
-        let g = {
-            let (_, _, store) = open_store(&dirs, level);
-            store.layout.plan(5, 0).unwrap().groups[0].clone()
-        };
+        let g = written_and_closed(&dirs, level, &data);
         poison_at(dirs[g.members[0]].path(), 5, 0);
         poison_at(dirs[g.members[2]].path(), 5, BLOCK);
         let (_, _, store) = open_store(&dirs, level);
@@ -2849,16 +2851,7 @@ mod tests {
             for stale in [false, true] {
                 let dirs = temp_dirs(n);
                 let data = pattern(2 * chunk);
-                {
-                    let (_, _, store) = open_store(&dirs, level);
-                    store.write(5, 0, &data, 0).unwrap();
-                    store.sync(5).unwrap();
-                    store.close().unwrap();
-                }
-                let g = {
-                    let (_, _, store) = open_store(&dirs, level);
-                    store.layout.plan(5, 0).unwrap().groups[0].clone()
-                };
+                let g = written_and_closed(&dirs, level, &data);
                 // Row 2: D0 poisoned; with `stale`, D1 rewritten there and
                 // the parity left as it was.
                 poison_at(dirs[g.members[0]].path(), 5, 2 * BLOCK);
