@@ -368,6 +368,22 @@ async fn restore_at_a_time_before_and_after_a_delete() {
         1,
         "{text}"
     );
+
+    // A listing into a pipe its reader has closed (`| head` done early)
+    // ends as other Unix tools do, by SIGPIPE, not in a panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["versions", "gone/doomed.txt"]).stdout(writer);
+    let o = k.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&o.status),
+        Some(13), // SIGPIPE
+        "{:?} {err}",
+        o.status
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

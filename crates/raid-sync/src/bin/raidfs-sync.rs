@@ -284,8 +284,28 @@ fn size_text(n: u64) -> String {
     }
 }
 
+/// A pipe closed by its reader (`raidfs-sync versions F | head`) ends a
+/// listing quietly, as it does other Unix tools, rather than in a panic of
+/// `println!`: Rust starts programs with SIGPIPE ignored.
+fn default_sigpipe() {
+    // SAFETY: called in `main` before any other thread exists (the tokio
+    // runtime starts after it); SIG_DFL installs no handler, only the
+    // default disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Only for the commands that read and list: the daemon and a restore
+    // write state and files, and must not die mid-run with their output's
+    // reader (the daemon's sockets to S3 need SIGPIPE ignored, too).
+    if matches!(cli.cmd, Some(Cmd::Versions { .. } | Cmd::Verify { .. }))
+        || matches!(cli.cmd, Some(Cmd::Lifecycle { show: true, .. }))
+    {
+        default_sigpipe();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RAIDFS_SYNC_LOG").unwrap_or_else(|_| {
