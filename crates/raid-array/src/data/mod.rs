@@ -2013,6 +2013,45 @@ impl DataStore {
             .unwrap_or(0)
     }
 
+    /// The first stripe at or after `from` of which some readable member
+    /// holds bytes of `ino` (in its shard or its checksums); `None` when
+    /// from there on the shards hold only holes: stripes never written, or
+    /// punched, which read as zeros on every member and have nothing to
+    /// rebuild or verify. Every write puts its chunks and their redundancy
+    /// on every writable member, so a stripe holding data anywhere holds
+    /// some on a readable member unless more members are out than the
+    /// level tolerates. A member that cannot tell (no `SEEK_DATA`, an
+    /// error) counts as holding data at `from`. Caller holds the file's lock.
+    pub(crate) fn next_stored_stripe(&self, ino: u64, from: u64) -> Option<u64> {
+        let chunk = self.layout.chunk;
+        let sums_per_stripe = chunk / BLOCK as u64 * checksum::ENTRY as u64;
+        let mut next: Option<u64> = None;
+        for (j, m) in self.targets() {
+            if !self.health.state(j).readable() {
+                continue;
+            }
+            let sh = match self.handles.get(j, m.as_ref(), ino, false) {
+                Ok(sh) => sh,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(_) => return Some(from),
+            };
+            for (f, unit) in [(&sh.data, chunk), (&sh.sums, sums_per_stripe)] {
+                match f.next_data(from.saturating_mul(unit)) {
+                    Ok(Some(at)) => {
+                        let s = (at / unit).max(from);
+                        if s == from {
+                            return Some(from);
+                        }
+                        next = Some(next.map_or(s, |n| n.min(s)));
+                    }
+                    Ok(None) => {}
+                    Err(_) => return Some(from),
+                }
+            }
+        }
+        next
+    }
+
     /// Remove the shard of `ino` (and its checksums) on member `j` alone: a
     /// rebuild target's shard of a file deleted while it was rebuilt.
     /// Caller holds the file's write lock.

@@ -168,6 +168,15 @@ impl MemberFile for DirFile {
         }
     }
 
+    fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+        match rustix::fs::seek(&self.0, rustix::fs::SeekFrom::Data(offset)) {
+            Ok(at) => Ok(Some(at)),
+            // Nothing but holes from `offset` to the end of the file.
+            Err(rustix::io::Errno::NXIO) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
         use rustix::fs::FallocateFlags;
         let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
@@ -271,6 +280,10 @@ impl MemberFile for DirectFile {
 
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
         self.buffered.punch_hole(offset, len)
+    }
+
+    fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+        self.buffered.next_data(offset)
     }
 
     fn write_behind(&self, upto: u64) -> io::Result<()> {

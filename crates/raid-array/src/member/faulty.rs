@@ -505,6 +505,16 @@ impl MemberFile for FaultyFile {
         self.inner.is_direct()
     }
 
+    /// Asked of the inner member, as reads are; a vanished member or a
+    /// power cut answers EIO. Not an injection point: counting it would
+    /// shift the calls tests choose faults by.
+    fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+        if self.sh.vanished.load(Ordering::SeqCst) || self.sh.power.is_off() {
+            return Err(eio(&self.path));
+        }
+        self.inner.next_data(offset)
+    }
+
     /// Punched through to the inner member; durable, like a write, after
     /// `sync_data`.
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {

@@ -77,6 +77,14 @@ pub trait MemberFile: Send + Sync {
         let _ = (offset, len);
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// The first offset at or after `offset` that holds data, `None` when
+    /// only holes (never written or punched) follow (`SEEK_DATA`). Lets a
+    /// rebuild or scrub pass over the holes of a sparse file instead of
+    /// reading terabytes of zeros. The default, for backends that cannot
+    /// tell, is `Some(offset)`: everything counts as data.
+    fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+        Ok(Some(offset))
+    }
 }
 
 /// One member's storage root.

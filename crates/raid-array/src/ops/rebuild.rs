@@ -303,6 +303,32 @@ pub fn rebuild_onto(
                     warn!(slot, ino, stripe = s, error = %e, "rebuild stopped");
                     return Err(e);
                 }
+                // Stripes that are holes on every readable member (never
+                // written, or punched) have nothing to rebuild: the new
+                // member keeps holes there too, which read as zeros as
+                // theirs do. A sparse file costs what it holds, not its
+                // size (a `truncate -s 1P` file took the rebuild forever).
+                let next = {
+                    let _g = store.lock_write(ino);
+                    if live(ino) {
+                        store
+                            .next_stored_stripe(ino, s)
+                            .map_or(stripes, |n| n.min(stripes))
+                    } else {
+                        // Deleted: the step below removes its new shard.
+                        s
+                    }
+                };
+                if next > s {
+                    done += ((next - s) * layout.stripe_data)
+                        .min(size.saturating_sub(s * layout.stripe_data));
+                    if !store.health.advance_rebuild(slot, done) {
+                        return Err(target_failed(slot));
+                    }
+                    progress.update(done, total);
+                    s = next;
+                    continue;
+                }
                 let until = (s + per_step).min(stripes);
                 let lost = {
                     let _g = store.lock_write(ino);

@@ -51,20 +51,22 @@ pub fn resync(
         return Ok(rep);
     }
     let layout = &store.layout;
-    // ino -> stripe ranges to check.
-    let mut work: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+    // ino -> stripe ranges to check, and whether a range is a whole file.
+    let mut work: BTreeMap<u64, Vec<(u64, u64, bool)>> = BTreeMap::new();
     if rec.overflow {
         for (&ino, &size) in &files {
             work.entry(ino)
                 .or_default()
-                .push((0, layout.stripes_for(size)));
+                .push((0, layout.stripes_for(size), true));
         }
     }
     for &(ino, region) in &rec.regions {
         if files.contains_key(&ino) {
-            work.entry(ino)
-                .or_default()
-                .push((region << REGION_SHIFT, (region + 1) << REGION_SHIFT));
+            work.entry(ino).or_default().push((
+                region << REGION_SHIFT,
+                (region + 1) << REGION_SHIFT,
+                false,
+            ));
         }
         rep.regions += 1;
     }
@@ -72,13 +74,26 @@ pub fn resync(
         let size = files.get(&ino).copied().unwrap_or(0);
         let stripes = layout.stripes_for(size);
         let _g = store.lock_write(ino);
-        for (a, z) in ranges {
-            for st in a..z.min(stripes) {
+        for (a, z, whole) in ranges {
+            let z = z.min(stripes);
+            let mut st = a;
+            while st < z {
+                if whole {
+                    // A whole file (the log overflowed): its holes on every
+                    // readable member were never written (or were punched)
+                    // and need no resync; a sparse file of a petabyte must
+                    // not keep the array from coming up.
+                    match store.next_stored_stripe(ino, st) {
+                        Some(n) if n < z => st = n,
+                        _ => break,
+                    }
+                }
                 rep.stripes += 1;
                 let done = store.resync_stripe(ino, st)?;
                 rep.repaired += done.repaired;
                 rep.redundancy_fixed += done.redundancy_fixed;
                 rep.unrecoverable += done.unrecoverable;
+                st += 1;
             }
         }
         if let Err(e) = store.cut(ino, size) {
