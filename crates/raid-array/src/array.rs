@@ -395,6 +395,7 @@ impl Array {
                 a.head,
                 &meta_members,
                 a.needs_checkpoint,
+                &a.meta_current,
                 opts.checkpoint_bytes,
                 hook,
             )?

@@ -278,6 +278,9 @@ pub struct Assembled {
     pub head: u64,
     /// Whether metadata must be rewritten to every member (lagging or torn copies).
     pub needs_checkpoint: bool,
+    /// Members whose journal holds every record up to `head`, untorn: one
+    /// of them that is full may go without the catch-up checkpoint.
+    pub meta_current: Vec<usize>,
     /// Whether the array was shut down cleanly.
     pub was_clean: bool,
     /// Hot spares found among the directories and recorded in the freshest
@@ -577,6 +580,11 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
         || images
             .iter()
             .any(|(_, img)| img.torn || img.records != 0 || img.checkpoint_seq != head);
+    let meta_current = images
+        .iter()
+        .filter(|(_, img)| !img.torn && img.head == head)
+        .map(|(i, _)| *i)
+        .collect();
     Ok(Assembled {
         spares,
         was_clean: fresh.clean,
@@ -590,5 +598,6 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
         ns,
         head,
         needs_checkpoint,
+        meta_current,
     })
 }

@@ -33,13 +33,15 @@ pub struct Meta {
 }
 
 /// Write checkpoint `seq` to every member in parallel and remove the files
-/// it makes obsolete. Returns the members that failed.
+/// it makes obsolete. Returns the members that failed. A full member for
+/// which `may_skip` holds (its journal already has everything up to `seq`)
+/// keeps its journal instead.
 fn write_checkpoint(
     members: &[(usize, Arc<dyn Member>)],
     bytes: &[u8],
     seq: u64,
     on_failure: &FailureHook,
-    may_skip: bool,
+    may_skip: &dyn Fn(usize) -> bool,
 ) -> Vec<usize> {
     let path = format!("{META_DIR}/{}", cfmt::file_name(seq));
     // On the I/O pool: a checkpoint spawns no threads of its own.
@@ -53,7 +55,7 @@ fn write_checkpoint(
         match r {
             // Only a new checkpoint, on a member whose journal holds
             // everything since its last one: that journal stays.
-            Err(e) if may_skip && crate::member::reserve::is_full(&e) => {
+            Err(e) if may_skip(i) && crate::member::reserve::is_full(&e) => {
                 tracing::warn!(
                     member = i,
                     "member full: metadata checkpoint skipped, its journal keeps everything"
@@ -122,20 +124,26 @@ impl Meta {
     /// Take over a loaded namespace at sequence `head`. With `checkpoint`,
     /// first write it as a checkpoint to every member (this is how lagging
     /// members catch up and torn journal tails are retired); the journal
-    /// then continues in a new segment after `head`.
+    /// then continues in a new segment after `head`. A full member in
+    /// `current` (its journal holds every record up to `head`, untorn)
+    /// keeps its journal when the checkpoint does not fit: a full array
+    /// with a large namespace must still assemble after a clean stop.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         array_uuid: [u8; 16],
         ns: Namespace,
         head: u64,
         members: &[(usize, Arc<dyn Member>)],
         checkpoint: bool,
+        current: &[usize],
         checkpoint_after: u64,
         on_failure: FailureHook,
     ) -> Result<Self> {
         let mut live: Vec<(usize, Arc<dyn Member>)> = members.to_vec();
         if checkpoint {
             let bytes = checkpoint_bytes(&array_uuid, &ns, head);
-            let failed = write_checkpoint(&live, &bytes, head, &on_failure, false);
+            let may_skip = |i: usize| current.contains(&i);
+            let failed = write_checkpoint(&live, &bytes, head, &on_failure, &may_skip);
             live.retain(|(i, _)| !failed.contains(i));
             if live.is_empty() {
                 return Err(ArrayError::ArrayFailed(
@@ -338,7 +346,7 @@ impl Meta {
             (seq, checkpoint_bytes(&self.array_uuid, &ns, seq))
         };
         let members = self.journal.live_members();
-        let failed = write_checkpoint(&members, &bytes, seq, &self.on_failure, true);
+        let failed = write_checkpoint(&members, &bytes, seq, &self.on_failure, &|_| true);
         for i in &failed {
             self.journal.drop_member(*i);
         }
