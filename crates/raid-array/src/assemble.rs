@@ -132,10 +132,19 @@ fn read_member_superblock(m: &dyn Member) -> Result<Superblock> {
 /// replaced, or failed and taken over by a spare, keeps its old superblock
 /// until its disk is wiped, and must not stop the array from starting by
 /// name.
+///
+/// A directory reached by two paths (the member's disk bind-mounted for an
+/// NFS export or a container, a symlink) is one candidate, under the first
+/// path given: otherwise it would be refused as a duplicate member.
 pub fn find_members(selector: &Selector, candidates: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut found: Vec<(PathBuf, Superblock)> = Vec::new();
     let mut uuids = HashMap::new();
-    for c in candidates {
+    let mut seen = std::collections::HashSet::new();
+    let distinct = candidates.iter().filter(|c| match std::fs::metadata(c) {
+        Ok(m) => seen.insert((m.dev(), m.ino())),
+        Err(_) => true,
+    });
+    for c in distinct {
         let sb = match read_superblock(c) {
             Ok(sb) => sb,
             Err(e) => {

@@ -798,3 +798,21 @@ fn an_older_copy_of_a_member_is_left_out() {
         a.close().unwrap();
     }
 }
+
+#[test]
+fn a_member_reached_by_two_paths_is_found_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    create(&dirs, "twice").close().unwrap();
+    // Member 0's disk is also reachable elsewhere (a bind mount for an
+    // export, here a symlink): the candidates list both paths.
+    let other = tmp.path().join("export");
+    std::os::unix::fs::symlink(&dirs[0], &other).unwrap();
+    let mut candidates = dirs.clone();
+    candidates.push(other);
+    let found = find_members(&Selector::Name("twice".into()), &candidates).unwrap();
+    assert_eq!(found, dirs);
+    let a = assemble(&found).unwrap();
+    assert!(!a.status().degraded);
+    a.close().unwrap();
+}
