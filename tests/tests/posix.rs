@@ -1738,3 +1738,22 @@ fn a_removed_directory_still_open_stats_with_no_links_and_takes_no_names() {
     assert_eq!(e, rustix::io::Errno::NOENT);
     assert!(names(&a.mnt).is_empty());
 }
+
+#[test]
+fn an_ioctl_on_a_file_is_enotty_and_logs_nothing() {
+    let a = TestArray::raid5();
+    let p = a.path("f");
+    fs::write(&p, b"x").unwrap();
+    let f = File::open(&p).unwrap();
+    for _ in 0..3 {
+        // SAFETY: `f` is an open descriptor for the call's duration.
+        let tty = unsafe { libc::isatty(f.as_raw_fd()) };
+        assert_eq!(tty, 0);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOTTY)
+        );
+    }
+    let log = a.log_text();
+    assert!(!log.contains("ioctl"), "{log}");
+}
