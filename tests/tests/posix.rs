@@ -779,6 +779,22 @@ fn xattr_create_replace_and_erange() {
 }
 
 #[test]
+fn xattrs_outside_the_known_namespaces_are_eopnotsupp() {
+    let a = TestArray::raid5();
+    let p = a.path("f");
+    fs::write(&p, b"x").unwrap();
+    // As ext4: only user., trusted., security. and the POSIX ACLs.
+    for name in ["foo.bar", "system.foo", "nodot", "user"] {
+        assert_eq!(setxattr(&p, name, b"v", 0), Err(libc::EOPNOTSUPP), "{name}");
+    }
+    for name in ["user.k", "trusted.k", "security.k"] {
+        setxattr(&p, name, b"v", 0).unwrap();
+    }
+    let names = listxattr(&p, 4096).unwrap();
+    assert!(!names.windows(7).any(|w| w == b"foo.bar"));
+}
+
+#[test]
 fn xattrs_on_directories_and_symlinks() {
     let a = TestArray::raid5();
     fs::create_dir(a.path("d")).unwrap();

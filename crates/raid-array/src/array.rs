@@ -1402,6 +1402,19 @@ impl Array {
     /// attributes must drop them.
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: u32) -> Result<()> {
         self.writable()?;
+        let n = name_bytes(name);
+        let known = [&b"user."[..], b"trusted.", b"security."]
+            .iter()
+            .any(|p| n.starts_with(p) && n.len() > p.len())
+            || n == acl::ACCESS_XATTR
+            || n == acl::DEFAULT_XATTR;
+        if !known {
+            // As ext4: no handler for any other namespace.
+            return Err(ArrayError::Unsupported(format!(
+                "extended attribute {:?}: only the user., trusted. and security. namespaces and POSIX ACLs",
+                name
+            )));
+        }
         // Values go into the journal: not while a member is short of space.
         if self.inner.data.short_of_space() {
             return Err(ArrayError::NoSpace);
