@@ -111,7 +111,10 @@ impl IntentRecord {
     pub fn stripes_of(&self, ino: u64) -> Vec<(u64, u64)> {
         self.regions
             .range((ino, 0)..=(ino, u64::MAX))
-            .map(|&(_, r)| (r << REGION_SHIFT, (r + 1) << REGION_SHIFT))
+            .map(|&(_, r)| {
+                let first = r.saturating_mul(1 << REGION_SHIFT);
+                (first, first.saturating_add(1 << REGION_SHIFT))
+            })
             .collect()
     }
 }
@@ -137,6 +140,10 @@ fn encode(seq: u64, overflow: bool, regions: &BTreeSet<(u64, u64)>) -> Vec<u8> {
     b.extend_from_slice(&crc.to_le_bytes());
     b
 }
+
+/// Largest widening of a record's regions into ours (log2): up to 16 of
+/// ours per region read.
+const MAX_WIDEN: u32 = 4;
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
@@ -166,14 +173,24 @@ fn decode(b: &[u8]) -> Option<(IntentRecord, usize)> {
         return None;
     }
     let mut regions = BTreeSet::new();
+    let mut overflow = flags & FLAG_OVERFLOW != 0;
     for i in 0..count {
         let o = HEADER + i * 16;
         let (ino, r) = (u64_at(b, o), u64_at(b, o + 8));
         // A record written with another region size: convert to ours, conservatively.
         if shift >= REGION_SHIFT {
-            let n = 1u64 << (shift - REGION_SHIFT);
-            for j in 0..n {
-                regions.insert((ino, (r << (shift - REGION_SHIFT)) + j));
+            // Regions more than 16 of ours each, or numbers past ours:
+            // every file is checked instead (a count from disk must not
+            // make an assembly insert millions of regions).
+            let k = shift - REGION_SHIFT;
+            let first = (k <= MAX_WIDEN).then(|| r.checked_mul(1 << k)).flatten();
+            let Some(first) = first.filter(|f| f.checked_add(1 << k).is_some()) else {
+                overflow = true;
+                regions.clear();
+                break;
+            };
+            for j in 0..1u64 << k {
+                regions.insert((ino, first + j));
             }
         } else {
             regions.insert((ino, r >> (REGION_SHIFT - shift)));
@@ -181,7 +198,7 @@ fn decode(b: &[u8]) -> Option<(IntentRecord, usize)> {
     }
     Some((
         IntentRecord {
-            overflow: flags & FLAG_OVERFLOW != 0,
+            overflow,
             regions,
             seq,
             stale: None,
@@ -968,6 +985,44 @@ impl IntentLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `encode`'s record with another region size written in.
+    fn with_shift(seq: u64, regions: &[(u64, u64)], shift: u32) -> Vec<u8> {
+        let mut b = encode(seq, false, &regions.iter().copied().collect());
+        let end = b.len() - 4;
+        b[28..32].copy_from_slice(&shift.to_le_bytes());
+        let crc = crc32fast::hash(&b[..end]);
+        b[end..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn records_of_other_region_sizes_widen_or_check_everything() {
+        // Twice our regions: each read region is two of ours.
+        let (r, _) = decode(&with_shift(3, &[(7, 5)], REGION_SHIFT + 1)).unwrap();
+        assert!(!r.overflow);
+        assert_eq!(r.regions, [(7, 10), (7, 11)].into_iter().collect());
+        // Smaller regions: the one of ours holding it.
+        let (r, _) = decode(&with_shift(3, &[(7, 5)], REGION_SHIFT - 1)).unwrap();
+        assert_eq!(r.regions, [(7, 2)].into_iter().collect());
+        // Regions of a gigantic size, or numbers that overflow ours: no
+        // millions of inserts and no panic, every file checked instead.
+        for (shift, region) in [
+            (REGION_SHIFT + 30, 1),
+            (REGION_SHIFT + 70, 1),
+            (REGION_SHIFT + 4, u64::MAX),
+        ] {
+            let (r, _) = decode(&with_shift(3, &[(7, region)], shift)).unwrap();
+            assert!(r.overflow && r.regions.is_empty(), "shift {shift}");
+        }
+        // A region number at the top of the range maps to a stripe range
+        // without overflow.
+        let top = IntentRecord {
+            regions: [(1, u64::MAX)].into_iter().collect(),
+            ..Default::default()
+        };
+        assert_eq!(top.stripes_of(1), vec![(u64::MAX, u64::MAX)]);
+    }
 
     /// Limits for a new file `ino`, just created and empty.
     fn fresh(ino: u64) -> AheadLimits {
