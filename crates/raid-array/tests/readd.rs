@@ -1084,3 +1084,70 @@ fn a_block_a_re_add_cannot_rebuild_reads_as_eio_not_as_a_copy_that_may_be_stale(
     assert!(a.read(f, 0, 8192).unwrap() == want[..8192]);
     a.close().unwrap();
 }
+
+/// A member from another history of the array is not taken back as a
+/// returning member. RAID-1 over A, B, C: C is replaced by Y while it is
+/// out and the file rewritten; C is then assembled on its own, and asked to
+/// take A back. A's blocks are the other history's: re-added as unchanged,
+/// they were served as C's data. Now A is refused when that history went
+/// further than C's (its superblock is ahead) and left untouched; with
+/// a table that differs but no history ahead, it is rebuilt whole.
+#[test]
+fn a_member_from_another_history_of_the_array_is_not_re_added() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = common::make_dirs(tmp.path(), "m", 4);
+    let (a_dir, b_dir, c_dir, y_dir) = (&dirs[0], &dirs[1], &dirs[2], &dirs[3]);
+    let mut o = CreateOptions::new("hist", Level::Raid1, dirs[..3].to_vec());
+    o.allow_same_fs = true;
+    o.chunk_size = 4096;
+    let a = Array::create(&o).unwrap();
+    let f = new_file(&a, "f", &vec![b'X'; 64 * 1024]);
+    a.close().unwrap();
+
+    // A, B and Y go on: C replaced, the file rewritten, several starts.
+    let a = assemble(&[a_dir.clone(), b_dir.clone()]);
+    a.replace(2, y_dir, RebuildOptions::default(), &NoProgress)
+        .unwrap();
+    a.write(f, 0, &vec![b'Y'; 64 * 1024]).unwrap();
+    a.close().unwrap();
+    for _ in 0..3 {
+        assemble(&[a_dir.clone(), b_dir.clone(), y_dir.clone()])
+            .close()
+            .unwrap();
+    }
+
+    // C on its own still holds X, and refuses A: its history is ahead.
+    let c_only = || {
+        let mut o = AssembleOptions::new(vec![c_dir.clone()]);
+        o.force = true;
+        Array::assemble(&o).unwrap()
+    };
+    let c = c_only();
+    assert_eq!(c.read(f, 0, 16).unwrap(), vec![b'X'; 16]);
+    let before = std::fs::read(shard_on(a_dir, f)).ok();
+    let e = c
+        .replace(0, a_dir, RebuildOptions::default(), &NoProgress)
+        .unwrap_err();
+    assert!(e.to_string().contains("went on without it"), "{e}");
+    assert_eq!(std::fs::read(shard_on(a_dir, f)).ok(), before);
+    assert_eq!(c.read(f, 0, 16).unwrap(), vec![b'X'; 16]);
+    c.close().unwrap();
+
+    // C started often enough to be ahead of A: A is taken, rebuilt whole
+    // (not re-added), and C's array serves X from it.
+    for _ in 0..6 {
+        c_only().close().unwrap();
+    }
+    let c = c_only();
+    let rep = c
+        .replace(0, a_dir, RebuildOptions::default(), &NoProgress)
+        .unwrap();
+    assert!(rep.complete && !rep.readd, "{rep:?}");
+    c.close().unwrap();
+    let mut o = AssembleOptions::new(vec![a_dir.clone()]);
+    o.force = true;
+    o.read_only = true;
+    let a = Array::assemble(&o).unwrap();
+    assert_eq!(a.read(f, 0, 64 * 1024).unwrap(), vec![b'X'; 64 * 1024]);
+    a.close().unwrap();
+}

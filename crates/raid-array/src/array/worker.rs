@@ -772,6 +772,18 @@ fn can_readd(i: &Inner, slot: usize, path: &Path) -> Result<bool> {
     if !own || used_on_its_own(i, &sb).is_some() {
         return Ok(false);
     }
+    if let Some(k) = other_table(&ours, &sb) {
+        // A replace happened on one side only: here while it was out, or
+        // there, in a history of its own (a copy assembled without this
+        // one). Its blocks cannot be trusted to be this array's.
+        tracing::info!(
+            slot,
+            other = k,
+            path = %path.display(),
+            "its table of members differs from the array's: rebuilt whole, not re-added"
+        );
+        return Ok(false);
+    }
     if !i.data.can_readd(slot) {
         tracing::info!(
             slot,
@@ -783,6 +795,13 @@ fn can_readd(i: &Inner, slot: usize, path: &Path) -> Result<bool> {
     }
     check_empty_except("member coming back", path, &[".raidfs"])?;
     Ok(true)
+}
+
+/// The first slot whose member `sb` (a former member's superblock) names
+/// differently from the array's table.
+fn other_table(ours: &Superblock, sb: &Superblock) -> Option<usize> {
+    (0..ours.members.len().max(sb.members.len()))
+        .find(|&k| ours.members.get(k).map(|m| m.uuid) != sb.members.get(k).map(|m| m.uuid))
 }
 
 /// The slot of a member that `sb` (a former member's superblock) records as
@@ -900,6 +919,17 @@ fn discard_former_member(i: &Inner, what: &str, path: &Path) -> Result<()> {
     }
     if ours.spares.iter().any(|s| s.uuid == sb.member_uuid) {
         return refuse("a hot spare of this array".into());
+    }
+    // Ahead of the array: it went on in a history of its own after it left
+    // (the others assembled without this copy), and may hold changes this
+    // one does not have. Not discarded silently either.
+    if sb.events > ours.events {
+        return refuse(format!(
+            "a copy of this array that went on without it (its superblock is ahead: events {} \
+             against {}), so it may hold changes this one does not have; copy off what you \
+             need, then remove its .raidfs to reuse it",
+            sb.events, ours.events
+        ));
     }
     tracing::info!(
         path = %path.display(),
