@@ -2013,8 +2013,10 @@ impl DataStore {
             .unwrap_or(0)
     }
 
-    /// The first stripe at or after `from` of which some readable member
-    /// holds bytes of `ino` (in its shard or its checksums); `None` when
+    /// The first stripe at or after `from` of which some readable member,
+    /// or a member `also` names (a rebuild target: a returning member
+    /// holds old bytes that must be overwritten, even with zeros), holds
+    /// bytes of `ino` (in its shard or its checksums); `None` when
     /// from there on the shards hold only holes: stripes never written, or
     /// punched, which read as zeros on every member and have nothing to
     /// rebuild or verify. Every write puts its chunks and their redundancy
@@ -2022,12 +2024,18 @@ impl DataStore {
     /// some on a readable member unless more members are out than the
     /// level tolerates. A member that cannot tell (no `SEEK_DATA`, an
     /// error) counts as holding data at `from`. Caller holds the file's lock.
-    pub(crate) fn next_stored_stripe(&self, ino: u64, from: u64) -> Option<u64> {
+    pub(crate) fn next_stored_stripe(
+        &self,
+        ino: u64,
+        from: u64,
+        also: impl Fn(usize, MemberState) -> bool,
+    ) -> Option<u64> {
         let chunk = self.layout.chunk;
         let sums_per_stripe = chunk / BLOCK as u64 * checksum::ENTRY as u64;
         let mut next: Option<u64> = None;
         for (j, m) in self.targets() {
-            if !self.health.state(j).readable() {
+            let state = self.health.state(j);
+            if !state.readable() && !also(j, state) {
                 continue;
             }
             let sh = match self.handles.get(j, m.as_ref(), ino, false) {

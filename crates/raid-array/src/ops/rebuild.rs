@@ -311,8 +311,10 @@ pub fn rebuild_onto(
                 let next = {
                     let _g = store.lock_write(ino);
                     if live(ino) {
+                        // The target too: a returning member (a re-add)
+                        // keeps old bytes where the others now have holes.
                         store
-                            .next_stored_stripe(ino, s)
+                            .next_stored_stripe(ino, s, |j, _| j == slot)
                             .map_or(stripes, |n| n.min(stripes))
                     } else {
                         // Deleted: the step below removes its new shard.

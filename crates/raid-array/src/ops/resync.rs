@@ -83,7 +83,9 @@ pub fn resync(
                     // readable member were never written (or were punched)
                     // and need no resync; a sparse file of a petabyte must
                     // not keep the array from coming up.
-                    match store.next_stored_stripe(ino, st) {
+                    // Writable members too: a rebuild target may hold the
+                    // only copy of an interrupted write's bytes.
+                    match store.next_stored_stripe(ino, st, |_, s| s.writable()) {
                         Some(n) if n < z => st = n,
                         _ => break,
                     }

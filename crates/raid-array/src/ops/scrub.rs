@@ -248,7 +248,7 @@ pub fn scrub_live(
                 let _g = store.lock_write(ino);
                 match now(ino, size) {
                     Some(n) => store
-                        .next_stored_stripe(ino, s)
+                        .next_stored_stripe(ino, s, |_, _| false)
                         .map_or(stripes, |x| x.min(stripes))
                         .min(layout.stripes_for(n).max(s)),
                     None => s,
