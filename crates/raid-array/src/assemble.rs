@@ -125,6 +125,36 @@ fn read_member_superblock(m: &dyn Member) -> Result<Superblock> {
     })
 }
 
+/// `candidates` with each directory once (by device and inode), under its
+/// first writable path, else its first path; in the order given.
+fn distinct_directories(candidates: &[PathBuf]) -> Vec<&PathBuf> {
+    let key = |c: &PathBuf| std::fs::metadata(c).ok().map(|m| (m.dev(), m.ino()));
+    let writable = |c: &PathBuf| {
+        rustix::fs::statvfs(c.as_path())
+            .is_ok_and(|v| !v.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+    };
+    let mut chosen: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut out: Vec<Option<&PathBuf>> = Vec::new();
+    for c in candidates {
+        let Some(k) = key(c) else {
+            out.push(Some(c));
+            continue;
+        };
+        match chosen.get(&k) {
+            None => {
+                chosen.insert(k, out.len());
+                out.push(Some(c));
+            }
+            Some(&at) => {
+                if out[at].is_some_and(|first| !writable(first)) && writable(c) {
+                    out[at] = Some(c);
+                }
+            }
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
 /// Directories among `candidates` whose superblock matches `selector`.
 /// Candidates without a superblock are skipped; corrupt ones too (logged).
 /// So are directories the array no longer uses, as md's assembly drops
@@ -135,16 +165,13 @@ fn read_member_superblock(m: &dyn Member) -> Result<Superblock> {
 ///
 /// A directory reached by two paths (the member's disk bind-mounted for an
 /// NFS export or a container, a symlink) is one candidate, under the first
-/// path given: otherwise it would be refused as a duplicate member.
+/// path given that is writable (a read-only bind mount would fail the
+/// member at its first write): otherwise it would be refused as a
+/// duplicate member.
 pub fn find_members(selector: &Selector, candidates: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut found: Vec<(PathBuf, Superblock)> = Vec::new();
     let mut uuids = HashMap::new();
-    let mut seen = std::collections::HashSet::new();
-    let distinct = candidates.iter().filter(|c| match std::fs::metadata(c) {
-        Ok(m) => seen.insert((m.dev(), m.ino())),
-        Err(_) => true,
-    });
-    for c in distinct {
+    for c in distinct_directories(candidates) {
         let sb = match read_superblock(c) {
             Ok(sb) => sb,
             Err(e) => {
@@ -569,6 +596,7 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
     }
     images.sort_by_key(|(i, img)| std::cmp::Reverse((img.head(), events[*i])));
     let mut loaded = None;
+    let mut unloadable = Vec::new();
     for (i, img) in &images {
         let Some(m) = &members[*i] else { continue };
         match load::load(*i, m, &fresh.array_uuid, img) {
@@ -577,6 +605,7 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
                 break;
             }
             Err(e) => {
+                unloadable.push(*i);
                 tracing::warn!(slot = i, error = %e, "metadata copy does not load; trying another member")
             }
         }
@@ -591,7 +620,7 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
             .any(|(_, img)| img.torn || img.records != 0 || img.checkpoint_seq != head);
     let meta_current = images
         .iter()
-        .filter(|(_, img)| !img.torn && img.head == head)
+        .filter(|(i, img)| !img.torn && img.head == head && !unloadable.contains(i))
         .map(|(i, _)| *i)
         .collect();
     Ok(Assembled {

@@ -815,4 +815,44 @@ fn a_member_reached_by_two_paths_is_found_once() {
     let a = assemble(&found).unwrap();
     assert!(!a.status().degraded);
     a.close().unwrap();
+
+    // A read-only bind mount listed first: the writable path is taken (the
+    // read-only one would fail the member at its first write).
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (for a bind mount)"
+    );
+    let ro = tmp.path().join("a-readonly");
+    std::fs::create_dir(&ro).unwrap();
+    let mount = |args: &[&std::ffi::OsStr]| {
+        let st = std::process::Command::new("mount")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount {args:?}");
+    };
+    mount(&[OsStr::new("--bind"), dirs[1].as_os_str(), ro.as_os_str()]);
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(ro.clone());
+    mount(&[
+        OsStr::new("-o"),
+        OsStr::new("remount,bind,ro"),
+        ro.as_os_str(),
+    ]);
+    let mut candidates = vec![ro.clone()];
+    candidates.extend(dirs.iter().cloned());
+    let found = find_members(&Selector::Name("twice".into()), &candidates).unwrap();
+    assert_eq!(
+        found,
+        vec![dirs[1].clone(), dirs[0].clone(), dirs[2].clone()]
+    );
+    let a = assemble(&found).unwrap();
+    a.mkdir(ROOT_INO, os("written"), 0o755, 0, 0).unwrap();
+    assert!(!a.status().degraded);
+    a.close().unwrap();
 }
