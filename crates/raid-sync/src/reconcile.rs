@@ -89,6 +89,10 @@ pub struct Summary {
     /// Objects already in the bucket with the right content (full reconcile).
     pub adopted: u64,
     pub deleted: u64,
+    /// Keys to delete (entries gone from the scan, or listed keys with no
+    /// entry in it) whose path exists again by the time of the delete:
+    /// created after the scan, so not deleted; the next pass takes them.
+    pub kept: u64,
     /// Files that changed while being read; the next pass takes them (the
     /// daemon is woken by the change itself). Not failures.
     pub deferred: u64,
@@ -517,6 +521,27 @@ impl Syncer {
                 }
             }
         }
+        // The scan ran before the listing and the uploads: a path created
+        // since (and perhaps sent by another process, e.g. the daemon beside
+        // a `--once` with another state file) has no entry in the scan, but
+        // it is live. Its key is kept; the next pass takes the path.
+        to_delete.retain(|key, rel| {
+            let rel = match rel {
+                Some((rel, _)) => Some(rel.clone()),
+                None => self.prefix.rel_of(key).ok().map(|(rel, _)| rel),
+            };
+            let Some(rel) = rel.filter(|r| !scan.entries.contains_key(r)) else {
+                return true;
+            };
+            match self.exists_now(&rel) {
+                Some(why) => {
+                    tracing::info!("not deleting {key}: {why} (created after the scan?)");
+                    sum.kept += 1;
+                    false
+                }
+                None => true,
+            }
+        });
         if !to_delete.is_empty() {
             let keys: Vec<String> = to_delete.keys().cloned().collect();
             match self.bucket.delete_keys(&keys).await {
@@ -692,6 +717,25 @@ impl Syncer {
                 sum.failed += 1;
                 sum.failures.push(e.to_string());
             }
+        }
+    }
+
+    /// Why the key of `rel`, a path with no entry in the scan, must not be
+    /// deleted: the path is there now (or cannot be told absent). `None`
+    /// when it is gone.
+    fn exists_now(&self, rel: &str) -> Option<String> {
+        let path = self.source.join(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => Some(format!("{} exists now", path.display())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                None
+            }
+            Err(e) => Some(format!("lstat {}: {e}", path.display())),
         }
     }
 

@@ -315,6 +315,65 @@ async fn a_path_changing_kind_keeps_its_new_object_and_entry() {
     assert_eq!(j["deleted"], 0, "{j}");
 }
 
+/// A full reconcile scans the tree before it lists the bucket. A file
+/// created after the scan and sent by another process (the daemon beside
+/// an admin's `--once` with another state file) before the listing is
+/// listed with no entry in the scan: it is there, so it is not deleted.
+/// The listing is held (its connection accepted, not forwarded) while the
+/// file is created and sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_created_after_the_scan_of_a_full_reconcile_is_not_deleted() {
+    let m = moto();
+    let b = bucket_name("late-file");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path().to_path_buf();
+    let st = state.path().join("s.json");
+    write(&root, "a.txt", b"a");
+    write(&root, "gone.txt", b"gone");
+    let o = once(&m.endpoint, &b, &st, &root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_file(root.join("gone.txt")).unwrap();
+
+    // With a current state and no --create-bucket, the listing is the
+    // pass's first request: its connection means the scan is done.
+    let gate = Gate::new(&m.endpoint);
+    let mut k = cmd(&gate.endpoint(), &b);
+    k.args(["--once", "--json", "--full", "--state"])
+        .arg(&st)
+        .arg(&root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = k.spawn().unwrap();
+    let listing = gate.accept();
+
+    write(&root, "late.txt", b"late");
+    c.put_object()
+        .bucket(&b)
+        .key("late.txt")
+        .body(b"late".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    gate.open(listing);
+    let o = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        exists(&c, &b, "late.txt").await,
+        "a live file was deleted: {}",
+        stderr(&o)
+    );
+    assert!(!exists(&c, &b, "gone.txt").await, "a removed file was kept");
+    let j = json(&o);
+    assert_eq!(j["kept"], 1, "{j}");
+    assert_eq!(j["deleted"], 1, "{j}");
+}
+
 /// A daemon holds its state file: a `--once` run on the same state is
 /// refused at once (two processes saving one state would each drop what the
 /// other recorded), and runs once the daemon has stopped.

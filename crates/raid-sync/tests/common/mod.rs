@@ -357,7 +357,58 @@ impl Drop for Proxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+/// A forwarder to the S3 server that holds connections until told: a
+/// command's first request can be stopped at a known point (its connection
+/// accepted, nothing forwarded) while the test changes the tree or the
+/// bucket, then let through.
+pub struct Gate {
+    listener: TcpListener,
+    upstream: String,
+}
+
+impl Gate {
+    pub fn new(upstream_endpoint: &str) -> Gate {
+        Gate {
+            listener: TcpListener::bind("127.0.0.1:0").unwrap(),
+            upstream: upstream_endpoint.trim_start_matches("http://").to_string(),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}",
+            self.listener.local_addr().unwrap().port()
+        )
+    }
+
+    /// Waits for the next connection and returns it, not forwarded.
+    pub fn accept(&self) -> TcpStream {
+        self.listener.accept().unwrap().0
+    }
+
+    /// Forwards `held` and every later connection to the server.
+    pub fn open(self, held: TcpStream) {
+        let upstream = self.upstream;
+        let forward = move |s: TcpStream| {
+            let Ok(u) = TcpStream::connect(&upstream) else {
+                return;
+            };
+            pump(s.try_clone().unwrap(), u.try_clone().unwrap());
+            pump(u, s);
+        };
+        forward(held);
+        let listener = self.listener;
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                forward(s);
+            }
+        });
+    }
+}
+
+/// Copies `from` to `to` in a thread until `from` ends, then shuts `to` for
+/// writing.
+pub fn pump(mut from: TcpStream, mut to: TcpStream) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 65536];
         loop {
