@@ -617,12 +617,10 @@ fn check_crc(key: &str, meta: &ObjectMeta, actual: u32) -> Result<()> {
 }
 
 /// A temporary name beside `dest`, unique to this call:
-/// `.raidfs-restore.NAME.RANDOM`.
+/// `.raidfs-restore.RANDOM` (16 hex digits). Its length does not depend on
+/// `dest`'s name, which may itself be up to NAME_MAX (255) bytes long.
 fn tmp_path(dest: &Path) -> PathBuf {
-    let mut name = std::ffi::OsString::from(".raidfs-restore.");
-    name.push(dest.file_name().unwrap_or_default());
-    name.push(format!(".{:016x}", fastrand::u64(..)));
-    dest.with_file_name(name)
+    dest.with_file_name(format!(".raidfs-restore.{:016x}", fastrand::u64(..)))
 }
 
 /// Owner (only if recorded, and only where permitted: a non-root restore

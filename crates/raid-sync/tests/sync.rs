@@ -423,6 +423,46 @@ async fn verify_catches_a_tampered_object() {
     assert_eq!(json(&run(k))["differences"].as_array().unwrap().len(), 1);
 }
 
+/// Names near NAME_MAX (255 bytes): a file and a symlink of 250 bytes sync
+/// and restore (the temporary name beside each does not grow with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_names_sync_and_restore() {
+    let m = moto();
+    let b = bucket_name("long-names");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let file = format!("f{}", "x".repeat(249));
+    let link = format!("l{}", "y".repeat(249));
+    assert_eq!((file.len(), link.len()), (250, 250));
+    write(root, &format!("d/{file}"), b"long name");
+    std::os::unix::fs::symlink(&file, root.join("d").join(&link)).unwrap();
+    let o = once(&m.endpoint, &b, &state.path().join("s.json"), root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(exists(&c, &b, &format!("d/{file}")).await);
+    assert!(exists(&c, &b, &format!("d/{link}")).await);
+
+    let target = out.path().join("t");
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["restore", "--json"]).arg(&target);
+    let o = run(k);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = target.join("d");
+    assert_eq!(std::fs::read(d.join(&file)).unwrap(), b"long name");
+    assert_eq!(
+        std::fs::read_link(d.join(&link)).unwrap(),
+        std::path::Path::new(&file)
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec![file, link], "temporary names left behind");
+}
+
 /// One object that fails its checksum does not stop the restore: the other
 /// files, the symlink and the directory attributes are restored, the bad
 /// one is reported and the exit code is 1.
