@@ -1,7 +1,10 @@
 //! `lifecycle`: lifecycle rules that move history to a Glacier class and
 //! expire it.
 //!
-//! Rules written (each replaced on re-run, other rules in the bucket kept):
+//! Rules written, one pair per prefix (each replaced on re-run for its
+//! prefix; other rules in the bucket, those of other prefixes included,
+//! kept). Their ids name the prefix: `raidfs-sync-archive:PREFIX`,
+//! `raidfs-sync-expire:PREFIX` (without `:PREFIX` for the empty prefix).
 //!
 //! * `raidfs-sync-archive`: noncurrent versions (overwritten or deleted
 //!   files) move to the transition class N days after they stopped being
@@ -23,10 +26,54 @@ use aws_sdk_s3::types::{
 use crate::error::{Error, Result};
 use crate::s3::Bucket;
 
-/// Rule ids owned by raidfs-sync.
+/// Rule ids owned by raidfs-sync (the base: [`rule_id`] adds the prefix).
+/// Versions before the prefix was added used these ids as they are, whatever
+/// the prefix.
 pub const ARCHIVE_RULE: &str = "raidfs-sync-archive";
 /// Expiry rule id.
 pub const EXPIRE_RULE: &str = "raidfs-sync-expire";
+
+/// S3 takes rule ids of up to 255 characters.
+const MAX_RULE_ID: usize = 255;
+
+/// The id of raidfs-sync's rule `base` for `prefix`: `base:PREFIX`, or
+/// `base` alone for the empty prefix; `base:~CRC` (CRC-32 of the prefix in
+/// hex) when the prefix is too long for an id.
+pub fn rule_id(base: &str, prefix: &str) -> String {
+    if prefix.is_empty() {
+        return base.to_string();
+    }
+    let id = format!("{base}:{prefix}");
+    if id.chars().count() <= MAX_RULE_ID {
+        id
+    } else {
+        format!("{base}:~{:08x}", crc32fast::hash(prefix.as_bytes()))
+    }
+}
+
+/// The prefix a rule's filter (or its legacy top-level prefix) names; `""`
+/// for a rule over the whole bucket.
+fn filter_prefix(r: &LifecycleRule) -> &str {
+    #[allow(deprecated)]
+    let legacy = r.prefix();
+    r.filter()
+        .and_then(|f| f.prefix().or_else(|| f.and().and_then(|a| a.prefix())))
+        .or(legacy)
+        .unwrap_or("")
+}
+
+/// Whether `r` is one of raidfs-sync's rules for `prefix`: its id names the
+/// prefix, or it has an id of the versions before that and its filter names
+/// the prefix.
+pub fn is_own_rule(r: &LifecycleRule, prefix: &str) -> bool {
+    match r.id() {
+        Some(id) if id == rule_id(ARCHIVE_RULE, prefix) || id == rule_id(EXPIRE_RULE, prefix) => {
+            true
+        }
+        Some(ARCHIVE_RULE | EXPIRE_RULE) => filter_prefix(r) == prefix,
+        _ => false,
+    }
+}
 
 /// What the rules should say.
 #[derive(Debug, Clone)]
@@ -72,7 +119,7 @@ pub fn rules(plan: &LifecyclePlan) -> Result<Vec<LifecycleRule>> {
                 .build()
         };
         let mut r = LifecycleRule::builder()
-            .id(ARCHIVE_RULE)
+            .id(rule_id(ARCHIVE_RULE, &plan.prefix))
             .status(ExpirationStatus::Enabled)
             .filter(filter)
             .noncurrent_version_transitions(
@@ -89,7 +136,7 @@ pub fn rules(plan: &LifecyclePlan) -> Result<Vec<LifecycleRule>> {
     if let Some(m) = plan.expire_noncurrent_after_days {
         out.push(
             LifecycleRule::builder()
-                .id(EXPIRE_RULE)
+                .id(rule_id(EXPIRE_RULE, &plan.prefix))
                 .status(ExpirationStatus::Enabled)
                 .filter(LifecycleRuleFilter::builder().prefix(&plan.prefix).build())
                 .noncurrent_version_expiration(
@@ -140,12 +187,13 @@ pub async fn current(bucket: &Bucket) -> Result<Vec<LifecycleRule>> {
     }
 }
 
-/// Replaces the raidfs-sync rules, keeping every other rule of the bucket.
+/// Replaces the raidfs-sync rules of the plan's prefix, keeping every other
+/// rule of the bucket (those of other prefixes included).
 pub async fn apply(bucket: &Bucket, plan: &LifecyclePlan) -> Result<Vec<LifecycleRule>> {
     let mut all: Vec<LifecycleRule> = current(bucket)
         .await?
         .into_iter()
-        .filter(|r| !matches!(r.id(), Some(ARCHIVE_RULE | EXPIRE_RULE)))
+        .filter(|r| !is_own_rule(r, &plan.prefix))
         .collect();
     all.extend(rules(plan)?);
     let conf = BucketLifecycleConfiguration::builder()
@@ -200,5 +248,35 @@ mod tests {
             Some(365)
         );
         assert!(days(std::time::Duration::from_secs(86_400 + 1)).is_err());
+        assert_eq!(r[0].id(), Some("raidfs-sync-archive:pi/"));
+        assert_eq!(r[1].id(), Some("raidfs-sync-expire:pi/"));
+    }
+
+    fn rule(id: &str, prefix: &str) -> LifecycleRule {
+        LifecycleRule::builder()
+            .id(id)
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix(prefix).build())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn own_rules_are_those_of_the_prefix() {
+        assert_eq!(rule_id(ARCHIVE_RULE, ""), "raidfs-sync-archive");
+        assert!(is_own_rule(&rule("raidfs-sync-expire:pi/", "pi/"), "pi/"));
+        assert!(!is_own_rule(
+            &rule("raidfs-sync-expire:laptop/", "laptop/"),
+            "pi/"
+        ));
+        // Old ids: the filter tells the prefix.
+        assert!(is_own_rule(&rule(EXPIRE_RULE, "pi/"), "pi/"));
+        assert!(!is_own_rule(&rule(EXPIRE_RULE, "laptop/"), "pi/"));
+        assert!(is_own_rule(&rule(ARCHIVE_RULE, ""), ""));
+        assert!(!is_own_rule(&rule("someone-else", "pi/"), "pi/"));
+        let long = "p".repeat(300);
+        let id = rule_id(EXPIRE_RULE, &long);
+        assert!(id.len() <= MAX_RULE_ID && id.starts_with("raidfs-sync-expire:~"));
+        assert!(is_own_rule(&rule(&id, &long), &long));
     }
 }

@@ -779,6 +779,114 @@ async fn changes_made_while_the_server_is_down_arrive_when_it_is_back() {
     assert_eq!(get(&c, &b, "during/3.txt").await, b"file 3");
 }
 
+/// `lifecycle` for one prefix replaces that prefix's rules only: the rules
+/// of another prefix (also those written with the ids of older versions)
+/// and other rules of the bucket are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_of_one_prefix_keeps_the_rules_of_another() {
+    use aws_sdk_s3::types::{
+        BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+        LifecycleRuleFilter,
+    };
+    let m = moto();
+    let b = bucket_name("lifecycle-prefixes");
+    let c = client(&m.endpoint);
+    c.create_bucket().bucket(&b).send().await.unwrap();
+    // Another tool's rule, and an old-style raidfs-sync rule of prefix `old`.
+    let other = |id: &str, prefix: &str| {
+        LifecycleRule::builder()
+            .id(id)
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix(prefix).build())
+            .expiration(LifecycleExpiration::builder().days(9).build())
+            .build()
+            .unwrap()
+    };
+    c.put_bucket_lifecycle_configuration()
+        .bucket(&b)
+        .lifecycle_configuration(
+            BucketLifecycleConfiguration::builder()
+                .rules(other("someone-else", "tmp/"))
+                .rules(other("raidfs-sync-expire", "old/"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let lifecycle = |prefix: &str, days: &str| {
+        let mut k = cmd(&m.endpoint, &b);
+        k.args([
+            "--prefix",
+            prefix,
+            "lifecycle",
+            "--glacier-after",
+            "30d",
+            "--expire-noncurrent-after",
+            days,
+        ]);
+        let o = run(k);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let show = |prefix: &str| {
+        let mut k = cmd(&m.endpoint, &b);
+        k.args(["--prefix", prefix, "lifecycle", "--show"]);
+        let o = run(k);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    lifecycle("pi", "365d");
+    lifecycle("laptop", "100d");
+    // Again for pi, with another period: its rules replaced, not added.
+    lifecycle("pi", "200d");
+    for prefix in ["pi", "laptop"] {
+        let out = show(prefix);
+        for id in ["raidfs-sync-archive", "raidfs-sync-expire"] {
+            assert!(out.contains(&format!("\"{id}:{prefix}/\"")), "{out}");
+        }
+    }
+    let conf = c
+        .get_bucket_lifecycle_configuration()
+        .bucket(&b)
+        .send()
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = conf.rules().iter().filter_map(|r| r.id()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "raidfs-sync-archive:laptop/",
+            "raidfs-sync-archive:pi/",
+            "raidfs-sync-expire",
+            "raidfs-sync-expire:laptop/",
+            "raidfs-sync-expire:pi/",
+            "someone-else",
+        ]
+    );
+    let expire_days = |id: &str| {
+        conf.rules()
+            .iter()
+            .find(|r| r.id() == Some(id))
+            .and_then(|r| r.noncurrent_version_expiration())
+            .and_then(|e| e.noncurrent_days())
+    };
+    assert_eq!(expire_days("raidfs-sync-expire:pi/"), Some(200));
+    assert_eq!(expire_days("raidfs-sync-expire:laptop/"), Some(100));
+
+    // The old-style rule of `old` is replaced by `old`'s own run.
+    lifecycle("old", "50d");
+    let conf = c
+        .get_bucket_lifecycle_configuration()
+        .bucket(&b)
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = conf.rules().iter().filter_map(|r| r.id()).collect();
+    assert!(!ids.contains(&"raidfs-sync-expire"), "{ids:?}");
+    assert_eq!(ids.len(), 7, "{ids:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_rules_state_the_transition_size_explicitly() {
     let m = moto();
@@ -809,7 +917,7 @@ async fn lifecycle_rules_state_the_transition_size_explicitly() {
     // lifecycle::rules checks that it is sent.)
     let archive = rules
         .iter()
-        .find(|r| r.id() == Some("raidfs-sync-archive"))
+        .find(|r| r.id() == Some("raidfs-sync-archive:pi/"))
         .unwrap();
     assert_eq!(
         archive.noncurrent_version_transitions()[0].noncurrent_days(),
@@ -817,7 +925,7 @@ async fn lifecycle_rules_state_the_transition_size_explicitly() {
     );
     let expire = rules
         .iter()
-        .find(|r| r.id() == Some("raidfs-sync-expire"))
+        .find(|r| r.id() == Some("raidfs-sync-expire:pi/"))
         .unwrap();
     assert_eq!(
         expire
