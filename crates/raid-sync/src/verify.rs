@@ -164,10 +164,20 @@ async fn check_one(
     let local = match e.kind {
         Kind::Symlink => crc32fast::hash(e.target.as_deref().unwrap_or_default().as_bytes()),
         _ => {
-            let p = path.to_path_buf();
-            tokio::task::spawn_blocking(move || crc_of(&p))
+            let (p, r, k) = (path.to_path_buf(), rel.clone(), key.to_string());
+            let local = tokio::task::spawn_blocking(move || local_crc(&p, &r, &k))
                 .await
-                .map_err(|err| Error::io("reading", path, std::io::Error::other(err)))??
+                .unwrap_or_else(|err| {
+                    Err(Difference {
+                        path: rel.clone(),
+                        kind: "skipped",
+                        detail: format!("reading {}: {err}", path.display()),
+                    })
+                });
+            match local {
+                Ok(c) => c,
+                Err(d) => return Ok((Some(d), false)),
+            }
         }
     };
     bucket.count();
@@ -272,9 +282,39 @@ async fn check_one(
     Ok((diff, downloaded))
 }
 
+/// The CRC-32 of the local file `path` (entry `rel`, object `key`), or the
+/// difference that stands for it when it cannot be read: `extra` when the
+/// file is gone since the scan (the object has no local entry), `skipped`
+/// with the error otherwise (an I/O error, a file that is no longer a
+/// regular file). One file that cannot be read does not stop the others.
+fn local_crc(path: &Path, rel: &str, key: &str) -> std::result::Result<u32, Difference> {
+    crc_of(path).map_err(|err| match err {
+        Error::Gone { .. } => Difference {
+            path: rel.to_string(),
+            kind: "extra",
+            detail: format!(
+                "object {key} has no local entry ({} is gone since the scan)",
+                path.display()
+            ),
+        },
+        Error::Changed { .. } => Difference {
+            path: rel.to_string(),
+            kind: "skipped",
+            detail: format!("{} is no longer a regular file", path.display()),
+        },
+        err => Difference {
+            path: rel.to_string(),
+            kind: "skipped",
+            detail: err.to_string(),
+        },
+    })
+}
+
+/// The CRC-32 of a regular file, opened as [`crate::upload::open_regular`]
+/// does (no symlink followed, no FIFO waited on).
 fn crc_of(path: &Path) -> Result<u32> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let mut f = crate::upload::open_regular(path)?;
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -285,5 +325,38 @@ fn crc_of(path: &Path) -> Result<u32> {
             return Ok(h.finalize());
         }
         h.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_a_difference() {
+        let d = tempfile::tempdir().unwrap();
+        let ok = d.path().join("ok");
+        std::fs::write(&ok, b"abc").unwrap();
+        assert_eq!(local_crc(&ok, "ok", "k/ok"), Ok(crc32fast::hash(b"abc")));
+
+        let gone = local_crc(&d.path().join("gone"), "gone", "k/gone").unwrap_err();
+        assert_eq!((gone.path.as_str(), gone.kind), ("gone", "extra"));
+        assert!(gone.detail.contains("k/gone"), "{}", gone.detail);
+
+        // A FIFO where the file was: not waited on.
+        let fifo = d.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo");
+        let f = local_crc(&fifo, "fifo", "k/fifo").unwrap_err();
+        assert_eq!(f.kind, "skipped");
+
+        // A read error (EISDIR).
+        let dir = d.path().join("dir");
+        std::fs::create_dir(&dir).unwrap();
+        let e = local_crc(&dir, "dir", "k/dir").unwrap_err();
+        assert_eq!(e.kind, "skipped");
     }
 }

@@ -463,6 +463,56 @@ async fn long_names_sync_and_restore() {
     assert_eq!(names, vec![file, link], "temporary names left behind");
 }
 
+/// One local file gone and another replaced by a directory between the
+/// scan and their reading (held at the listing, the first request): each
+/// is a difference, the others are checked, the report is printed and the
+/// exit code is 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_files_it_cannot_read_and_checks_the_rest() {
+    let m = moto();
+    let b = bucket_name("verify-unreadable");
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    write(root, "good.txt", b"good");
+    write(root, "gone.txt", b"gone");
+    write(root, "now-a-dir", b"a file when synced");
+    let o = once(&m.endpoint, &b, &state.path().join("s"), root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let gate = Gate::new(&m.endpoint);
+    let mut k = cmd(&gate.endpoint(), &b);
+    k.args(["verify", "--json"])
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = k.spawn().unwrap();
+    let listing = gate.accept();
+    std::fs::remove_file(root.join("gone.txt")).unwrap();
+    std::fs::remove_file(root.join("now-a-dir")).unwrap();
+    std::fs::create_dir(root.join("now-a-dir")).unwrap();
+    gate.open(listing);
+    let o = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let j = json(&o);
+    let diffs: Vec<(&str, &str)> = j["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["path"].as_str().unwrap(), d["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        diffs,
+        [("gone.txt", "extra"), ("now-a-dir", "skipped")],
+        "{j}"
+    );
+    assert_eq!(j["matched"], 1, "{j}");
+}
+
 /// One object that fails its checksum does not stop the restore: the other
 /// files, the symlink and the directory attributes are restored, the bad
 /// one is reported and the exit code is 1.
