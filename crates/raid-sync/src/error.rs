@@ -41,6 +41,19 @@ pub enum Error {
          state file); stop it first, or give this run a --state of its own"
     )]
     StateBusy { path: PathBuf, holder: String },
+    /// Another process syncs the same source to the same bucket and prefix
+    /// (with another state file).
+    #[error(
+        "another raidfs-sync{holder} is syncing {tree} to s3://{bucket}/{prefix} (lock \
+         {lock}; a daemon, or a --once run, with another state file); stop it first"
+    )]
+    MirrorBusy {
+        tree: PathBuf,
+        bucket: String,
+        prefix: String,
+        lock: PathBuf,
+        holder: String,
+    },
     /// The bucket is not (and cannot be made) versioned.
     #[error("bucket {bucket}: {message}")]
     Versioning { bucket: String, message: String },

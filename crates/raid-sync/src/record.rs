@@ -97,6 +97,37 @@ pub fn record_path(dir: &Path, source: &Path, bucket: &str, prefix: &str) -> Pat
     dir.join(format!("sync-{:016x}.json", h.0))
 }
 
+/// Takes the lock of one mirror (source, bucket and prefix) in the run
+/// directory `dir`: `sync-<16 hex digits>.lock`, the record's name with
+/// `.lock`, created if needed and never removed. One process at a time
+/// syncs a source to a bucket and prefix, whatever their state files (the
+/// default state path depends on the environment: the systemd unit's and a
+/// root shell's differ). Held for as long as the returned file is open.
+/// `Ok(None)`: the run directory cannot be made or has no `flock` (logged;
+/// the state file's lock still holds).
+pub fn lock_mirror(
+    dir: &Path,
+    source: &Path,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Option<std::fs::File>> {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "creating the run directory: the mirror is not locked");
+        return Ok(None);
+    }
+    let lock = record_path(dir, source, bucket, prefix).with_extension("lock");
+    crate::state::lock_file(&lock).map_err(|busy| match busy {
+        crate::state::Busy::Held(holder) => Error::MirrorBusy {
+            tree: source.to_path_buf(),
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            lock,
+            holder,
+        },
+        crate::state::Busy::Failed(e) => e,
+    })
+}
+
 /// FNV-1a, 64 bits: stable across releases and platforms (the std hasher is
 /// not), which a file name must be.
 struct Fnv64(u64);

@@ -327,31 +327,52 @@ fn lock_state(path: &Path) -> Result<Option<fs::File>> {
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|e| Error::io("creating state directory", dir, e))?;
     }
-    let lock = lock_name(path);
+    lock_file(&lock_name(path)).map_err(|busy| match busy {
+        Busy::Held(holder) => Error::StateBusy {
+            path: path.to_path_buf(),
+            holder,
+        },
+        Busy::Failed(e) => e,
+    })
+}
+
+/// Why [`lock_file`] did not take its lock.
+#[derive(Debug)]
+pub enum Busy {
+    /// Another process holds it: ` (pid N)` as its lock file says, or empty.
+    Held(String),
+    /// The lock file could not be opened or locked.
+    Failed(Error),
+}
+
+/// Takes an exclusive `flock` on the file `lock` (created if needed; it
+/// then holds this process's PID, for the message of a process refused),
+/// kept for as long as the returned file is open. `None`: the filesystem
+/// has no `flock`, so nothing is locked (logged).
+pub fn lock_file(lock: &Path) -> std::result::Result<Option<fs::File>, Busy> {
     let mut f = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&lock)
-        .map_err(|e| Error::io("opening", &lock, e))?;
+        .open(lock)
+        .map_err(|e| Busy::Failed(Error::io("opening", lock, e)))?;
     match f.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
-            let holder = fs::read_to_string(&lock)
+            let holder = fs::read_to_string(lock)
                 .ok()
                 .and_then(|s| s.trim().parse::<u32>().ok())
                 .map_or_else(String::new, |pid| format!(" (pid {pid})"));
-            return Err(Error::StateBusy {
-                path: path.to_path_buf(),
-                holder,
-            });
+            return Err(Busy::Held(holder));
         }
         Err(fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
-            tracing::warn!(lock = %lock.display(), error = %e, "cannot lock the state file");
+            tracing::warn!(lock = %lock.display(), error = %e, "cannot lock");
             return Ok(None);
         }
-        Err(fs::TryLockError::Error(e)) => return Err(Error::io("locking", &lock, e)),
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(Busy::Failed(Error::io("locking", lock, e)));
+        }
     }
     // Only for the message of a process refused; the lock is what counts.
     let pid = format!("{}\n", std::process::id());

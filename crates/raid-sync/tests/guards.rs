@@ -419,6 +419,54 @@ async fn a_second_instance_on_the_same_state_is_refused() {
     assert!(exists(&c, &b, "b.txt").await);
 }
 
+/// A daemon syncs a tree: a `--once` run of the same tree, bucket and prefix
+/// with another state file (the default state path of a root shell is not
+/// the systemd unit's) is refused at once too, by the lock in the run
+/// directory; another prefix is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_mirror_is_refused() {
+    let m = moto();
+    let b = bucket_name("one-mirror");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    write(root, "a.txt", b"a");
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["--create-bucket", "--debounce", "200ms", "--state"])
+        .arg(state.path().join("daemon.json"))
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let d = Daemon(k.spawn().unwrap());
+    wait_for("the daemon's first pass", Duration::from_secs(40), || {
+        exists(&c, &b, "a.txt")
+    })
+    .await;
+
+    let other = state.path().join("admin.json");
+    let t = std::time::Instant::now();
+    let o = once(&m.endpoint, &b, &other, root, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let held = format!("another raidfs-sync (pid {}) is syncing", d.0.id());
+    assert!(err.contains(&held), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10), "not refused at once");
+
+    let elsewhere = state.path().join("elsewhere.json");
+    let o = once(
+        &m.endpoint,
+        &b,
+        &elsewhere,
+        root,
+        &["--prefix", "elsewhere"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(d);
+    let o = once(&m.endpoint, &b, &other, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 /// `mv f g; ln -s g f` in one pass: `f` is a symlink now, not a file gone
 /// from the tree, so it is no rename source for `g`. A copy from key `f`
 /// could read the symlink's object, PUT there by the same pass.

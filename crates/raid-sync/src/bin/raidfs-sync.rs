@@ -777,6 +777,15 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         &bucket.name,
         prefix.as_str(),
     )?);
+    // Held until this process ends (after the state's lock, so that a
+    // second run on the same state is told so): one process per source, bucket and
+    // prefix, whatever its state file.
+    let _mirror_lock = raid_sync::record::lock_mirror(
+        &raid_sync::record::run_dir(),
+        &source,
+        &bucket.name,
+        prefix.as_str(),
+    )?;
     tracing::debug!(state = %state_path.display(), "state file");
 
     if args.create_bucket {
