@@ -150,11 +150,15 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                     }
                     Err(_) => {} // the pass reports it
                     Ok(root) => {
-                        if waiting {
+                        // Back from an unmount: a file system mounted again
+                        // can have the device and inode it had (a FUSE or
+                        // tmpfs remount), while the watch died with the
+                        // unmount. Watched anew and scanned whatever they are.
+                        let remounted = std::mem::take(&mut waiting);
+                        if remounted {
                             tracing::info!(source = %syncer.source.display(), "the source is mounted again");
-                            waiting = false;
                         }
-                        if Some((root.dev, root.ino)) != watched {
+                        if remounted || Some((root.dev, root.ino)) != watched {
                             // The watch is on the directory that was there
                             // before: make it anew, and look at everything.
                             tracing::info!(

@@ -193,6 +193,92 @@ async fn an_unmounted_array_is_waited_for_and_synced_once_mounted() {
     assert!(!now.contains(&"underneath.txt".to_string()), "{now:?}");
 }
 
+/// The daemon watches a mounted array that is unmounted and mounted again.
+/// The new mount can have the device and inode of the old one (a tmpfs or
+/// FUSE remount often has), while the watch died with the unmount: once
+/// back from waiting, the daemon watches anew and scans the whole tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_array_mounted_again_is_watched_anew() {
+    let m = moto();
+    let b = bucket_name("remounted");
+    let c = client(&m.endpoint);
+    let base = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = base.path().join("array");
+    std::fs::create_dir(&root).unwrap();
+    let st = state.path().join("s.json");
+    let mounted = mount_tmpfs(&root)
+        .expect("this test mounts a tmpfs as the array: it needs root (make test runs as root)");
+    let id = |p: &Path| {
+        let md = std::fs::metadata(p).unwrap();
+        (md.dev(), md.ino())
+    };
+    let first = id(&root);
+    write(&root, "a.txt", b"a");
+    let log = state.path().join("daemon.log");
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["--create-bucket", "--debounce", "100ms", "--state"])
+        .arg(&st)
+        .arg(&root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let daemon = Daemon(k.spawn().unwrap());
+    wait_for("the first pass", Duration::from_secs(40), || {
+        exists(&c, &b, "a.txt")
+    })
+    .await;
+    let logged = |what: &'static str| {
+        let log = log.clone();
+        move || {
+            let log = log.clone();
+            async move {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains(what)
+            }
+        }
+    };
+
+    let unmounted = Command::new("umount").arg(&root).status().unwrap();
+    assert!(unmounted.success(), "umount {}", root.display());
+    std::mem::forget(mounted);
+    wait_for(
+        "the daemon to wait for the mount",
+        Duration::from_secs(20),
+        logged("waiting for the source to be mounted"),
+    )
+    .await;
+    let Some(_mounted) = mount_tmpfs(&root) else {
+        panic!("mounting the tmpfs again failed");
+    };
+    if id(&root) != first {
+        eprintln!(
+            "note: the tmpfs came back with another device or inode ({:?}, was {first:?}): \
+             this run does not show the reused identity",
+            id(&root)
+        );
+    }
+    // Written before the daemon looks again (every 5 s): only a scan of the
+    // whole tree finds them.
+    write(&root, "a.txt", b"a");
+    write(&root, "back.txt", b"back");
+    wait_for(
+        "back.txt, found by a scan of the mounted array",
+        Duration::from_secs(30),
+        || exists(&c, &b, "back.txt"),
+    )
+    .await;
+    write(&root, "later.txt", b"later");
+    wait_for(
+        "later.txt, seen by the new watch",
+        Duration::from_secs(20),
+        || exists(&c, &b, "later.txt"),
+    )
+    .await;
+    drop(daemon);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_that_cannot_be_read_keeps_its_objects() {
     let m = moto();
