@@ -114,6 +114,11 @@ pub struct Summary {
     pub racy_paths: Vec<String>,
     pub failed: u64,
     pub failures: Vec<String>,
+    /// The paths of the files among `failed` (an upload that failed, a
+    /// file never still long enough): the daemon retries them on their
+    /// own. Other failures (deletes, the listing, the manifest) are not here.
+    #[serde(skip)]
+    pub failed_paths: Vec<String>,
     /// The pass was stopped (SIGTERM, SIGINT) before it was done: files not
     /// started, deletes and the directory manifest are left to the next one.
     pub interrupted: bool,
@@ -440,6 +445,7 @@ impl Syncer {
                             tracing::error!("{msg}");
                             s.failed += 1;
                             s.failures.push(msg);
+                            s.failed_paths.push(rel.clone());
                         } else {
                             tracing::info!(path = %rel, times, "{e}");
                         }
@@ -453,6 +459,7 @@ impl Syncer {
                         tracing::warn!(path = %rel, error = %e, "upload failed");
                         s.failed += 1;
                         s.failures.push(e.to_string());
+                        s.failed_paths.push(rel.clone());
                     }
                 }
                 drop(s);

@@ -200,6 +200,24 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                             recheck_at = Some(Instant::now() + RACY_RECHECK);
                         }
                     }
+                    Ok(s) if s.failed as usize == s.failed_paths.len() && watcher.is_some() => {
+                        // Only some files failed (unreadable, refused by the
+                        // server): the rest of the tree is in sync. They are
+                        // retried on their own with backoff, and changes
+                        // elsewhere are not held behind them (nor does every
+                        // retry scan the whole tree).
+                        failures += 1;
+                        let delay = backoff(failures, opts.retry_max);
+                        tracing::warn!(files = s.failed, retry_in = ?delay, "files failed; will retry them");
+                        retry_at = None;
+                        pending.clear();
+                        rescan = false;
+                        first_event = None;
+                        pending.extend(s.failed_paths.iter().cloned());
+                        pending.extend(s.racy_paths.iter().cloned());
+                        let again = if s.racy_paths.is_empty() { delay } else { delay.min(RACY_RECHECK) };
+                        recheck_at = Some(Instant::now() + again);
+                    }
                     _ => {
                         // Retried even if only a recheck started it.
                         first_event.get_or_insert(Instant::now());

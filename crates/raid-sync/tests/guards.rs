@@ -740,3 +740,89 @@ async fn restore_writes_nothing_through_restored_symlinks() {
     }
     assert!(!decoy.exists());
 }
+
+/// One file that cannot be read (the daemon runs as nobody; the file is
+/// root's, mode 0600) does not keep the daemon in a loop of whole-tree
+/// scans: the passes after it take that file alone, with backoff, and a
+/// change elsewhere still reaches the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_keeps_failing_is_retried_alone() {
+    assert!(
+        is_root(),
+        "this test runs the daemon as nobody: it needs root"
+    );
+    let m = moto();
+    let b = bucket_name("onefails");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let run_dir = tempfile::tempdir().unwrap();
+    for d in [src.path(), state.path(), run_dir.path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let root = src.path();
+    write(root, "ok.txt", b"ok");
+    write(root, "secret.txt", b"s");
+    std::fs::set_permissions(
+        root.join("secret.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let bin = run_dir.path().join("raidfs-sync");
+    std::fs::copy(env!("CARGO_BIN_EXE_raidfs-sync"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = state.path().join("daemon.log");
+    let mut k = cmd_of(&bin, &m.endpoint, &b);
+    k.env("RAIDFS_RUN_DIR", run_dir.path())
+        .args([
+            "--create-bucket",
+            "--debounce",
+            "100ms",
+            "--retry-max",
+            "2s",
+            "--state",
+        ])
+        .arg(state.path().join("s.json"))
+        .arg(root)
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let daemon = Daemon(k.spawn().unwrap());
+    wait_for("ok.txt", Duration::from_secs(40), || {
+        exists(&c, &b, "ok.txt")
+    })
+    .await;
+    let passes = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("pass") && l.contains("scopes="))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // Retried: at least three passes after the first.
+    wait_for("the retries", Duration::from_secs(40), || {
+        let n = passes().len();
+        async move { n >= 4 }
+    })
+    .await;
+    write(root, "new.txt", b"n");
+    wait_for("new.txt", Duration::from_secs(40), || {
+        exists(&c, &b, "new.txt")
+    })
+    .await;
+    drop(daemon);
+    let all = passes();
+    let later: Vec<&String> = all[1..].iter().collect();
+    assert!(
+        later.iter().all(|l| !l.contains("scopes=[\"\"]")),
+        "a retry scanned the whole tree: {all:#?}"
+    );
+    assert!(
+        later.iter().any(|l| l.contains("secret.txt")),
+        "the failing file was not retried: {all:#?}"
+    );
+    assert!(!exists(&c, &b, "secret.txt").await);
+}
