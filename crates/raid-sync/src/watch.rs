@@ -99,6 +99,11 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
     // if nothing else happens: a same-size rewrite in the same timestamp
     // tick makes no later event.
     let mut recheck_at: Option<Instant> = None;
+    // Events were lost (the queue overflowed, the watch reported an
+    // error): directories made meanwhile have no watch, since the watcher
+    // adds one only for a directory it sees created. Made anew before the
+    // next pass, which scans the whole tree.
+    let mut rewatch = false;
 
     loop {
         let ready_at = first_event.map(|first| {
@@ -114,10 +119,14 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                 let Some(ev) = ev else { break };
                 let now = Instant::now();
                 let relevant = match ev {
-                    Ok(ev) => note_event(&syncer, ev, &mut pending, &mut rescan),
+                    Ok(ev) => {
+                        rewatch |= ev.need_rescan();
+                        note_event(&syncer, ev, &mut pending, &mut rescan)
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "watch error; next pass scans the whole tree");
                         rescan = true;
+                        rewatch = true;
                         true
                     }
                 };
@@ -158,14 +167,24 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                         if remounted {
                             tracing::info!(source = %syncer.source.display(), "the source is mounted again");
                         }
-                        if remounted || Some((root.dev, root.ino)) != watched {
+                        let lost = std::mem::take(&mut rewatch);
+                        let moved = Some((root.dev, root.ino)) != watched;
+                        if remounted || moved || lost {
                             // The watch is on the directory that was there
-                            // before: make it anew, and look at everything.
-                            tracing::info!(
-                                source = %syncer.source.display(),
-                                "the source directory changed (mounted or unmounted); \
-                                 watching it anew and scanning the whole tree"
-                            );
+                            // before, or misses directories made while events
+                            // were lost: make it anew, and look at everything.
+                            if remounted || moved {
+                                tracing::info!(
+                                    source = %syncer.source.display(),
+                                    "the source directory changed (mounted or unmounted); \
+                                     watching it anew and scanning the whole tree"
+                                );
+                            } else {
+                                tracing::info!(
+                                    source = %syncer.source.display(),
+                                    "events were lost; watching anew and scanning the whole tree"
+                                );
+                            }
                             watcher = None;
                             match watch_source(&syncer, &tx) {
                                 Ok(w) => {

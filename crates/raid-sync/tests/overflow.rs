@@ -136,9 +136,11 @@ async fn every_file_arrives_after_an_inotify_queue_overflow() {
             format!("file {i}").as_bytes(),
         );
     }
+    // A directory made while events are lost: its creation is one of them.
+    write(root, "fresh/one.txt", b"one");
     sig("-CONT");
 
-    let want = files + 1 + 7; // files, first.txt, 7 directory markers
+    let want = files + 1 + 7 + 1; // files, first.txt, 7 directory markers, fresh/one.txt
     wait_for(
         "every file in the bucket",
         Duration::from_secs(120),
@@ -155,5 +157,11 @@ async fn every_file_arrives_after_an_inotify_queue_overflow() {
         "the queue did not overflow; the test proves nothing:\n{}",
         read_log()
     );
+    // The directory made during the overflow is watched from then on.
+    write(root, "fresh/later.txt", b"later");
+    wait_for("fresh/later.txt", Duration::from_secs(30), || {
+        exists(&c, &b, "fresh/later.txt")
+    })
+    .await;
     drop(d);
 }
