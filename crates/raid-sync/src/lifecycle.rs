@@ -67,11 +67,11 @@ fn filter_prefix(r: &LifecycleRule) -> &str {
 /// the prefix.
 pub fn is_own_rule(r: &LifecycleRule, prefix: &str) -> bool {
     match r.id() {
-        Some(id) if id == rule_id(ARCHIVE_RULE, prefix) || id == rule_id(EXPIRE_RULE, prefix) => {
-            true
-        }
+        // A plain id (the empty prefix's, and every prefix's before ids
+        // named it) belongs to the prefix its filter names.
         Some(ARCHIVE_RULE | EXPIRE_RULE) => filter_prefix(r) == prefix,
-        _ => false,
+        Some(id) => id == rule_id(ARCHIVE_RULE, prefix) || id == rule_id(EXPIRE_RULE, prefix),
+        None => false,
     }
 }
 
@@ -273,6 +273,9 @@ mod tests {
         assert!(is_own_rule(&rule(EXPIRE_RULE, "pi/"), "pi/"));
         assert!(!is_own_rule(&rule(EXPIRE_RULE, "laptop/"), "pi/"));
         assert!(is_own_rule(&rule(ARCHIVE_RULE, ""), ""));
+        // The empty prefix's id is the plain one: an old rule of another
+        // prefix is still that prefix's.
+        assert!(!is_own_rule(&rule(EXPIRE_RULE, "pi/"), ""));
         assert!(!is_own_rule(&rule("someone-else", "pi/"), "pi/"));
         let long = "p".repeat(300);
         let id = rule_id(EXPIRE_RULE, &long);

@@ -728,22 +728,37 @@ impl Syncer {
     }
 
     /// Why the key of `rel`, a path with no entry in the scan, must not be
-    /// deleted: the path is there now (or cannot be told absent). `None`
-    /// when it is gone.
+    /// deleted: the path is there now, as the scan would take it (every
+    /// parent a real directory, not a symlink to one; a file, directory or
+    /// symlink, not a FIFO or socket the scan skips), or cannot be told
+    /// absent. `None` when it is gone.
     fn exists_now(&self, rel: &str) -> Option<String> {
-        let path = self.source.join(rel);
-        match std::fs::symlink_metadata(&path) {
-            Ok(_) => Some(format!("{} exists now", path.display())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                ) =>
-            {
-                None
+        let parts: Vec<&str> = rel.split('/').collect();
+        let mut at = self.source.clone();
+        for (n, part) in parts.iter().enumerate() {
+            at.push(part);
+            match std::fs::symlink_metadata(&at) {
+                Ok(md) => {
+                    let t = md.file_type();
+                    let last = n + 1 == parts.len();
+                    if (!last && !t.is_dir())
+                        || (last && !(t.is_file() || t.is_dir() || t.is_symlink()))
+                    {
+                        return None;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    return None;
+                }
+                Err(e) => return Some(format!("lstat {}: {e}", at.display())),
             }
-            Err(e) => Some(format!("lstat {}: {e}", path.display())),
         }
+        Some(format!("{} exists now", at.display()))
     }
 
     fn key_of(&self, rel: &str, kind: Kind) -> String {

@@ -103,8 +103,9 @@ pub fn record_path(dir: &Path, source: &Path, bucket: &str, prefix: &str) -> Pat
 /// syncs a source to a bucket and prefix, whatever their state files (the
 /// default state path depends on the environment: the systemd unit's and a
 /// root shell's differ). Held for as long as the returned file is open.
-/// `Ok(None)`: the run directory cannot be made or has no `flock` (logged;
-/// the state file's lock still holds).
+/// `Ok(None)`: the run directory cannot be made or written (a user other
+/// than root beside the mount daemons' `/run/raidfs`, a read-only system)
+/// or has no `flock` (logged; the state file's lock still holds).
 pub fn lock_mirror(
     dir: &Path,
     source: &Path,
@@ -125,6 +126,13 @@ pub fn lock_mirror(
             holder,
         },
         crate::state::Busy::Failed(e) => e,
+    })
+    .or_else(|e| match e {
+        Error::MirrorBusy { .. } => Err(e),
+        e => {
+            tracing::warn!(error = %e, "the mirror is not locked (the state file's lock still holds)");
+            Ok(None)
+        }
     })
 }
 

@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -350,11 +351,15 @@ pub enum Busy {
 /// kept for as long as the returned file is open. `None`: the filesystem
 /// has no `flock`, so nothing is locked (logged).
 pub fn lock_file(lock: &Path) -> std::result::Result<Option<fs::File>, Busy> {
+    // Owner only: a lock file others can open, they can lock too (a
+    // read-only descriptor takes an exclusive `flock`), and keep the
+    // daemon from starting.
     let mut f = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(lock)
         .map_err(|e| Busy::Failed(Error::io("opening", lock, e)))?;
     match f.try_lock() {

@@ -54,10 +54,24 @@ fn watch_source(syncer: &Syncer, tx: &Events) -> Result<notify::RecommendedWatch
 }
 
 /// Device and inode of the source directory (`None` if it cannot be read).
-fn source_id(syncer: &Syncer) -> Option<(u64, u64)> {
-    scan::source_root(&syncer.source)
+fn source_id(syncer: &Syncer) -> Option<(u64, u64, u64)> {
+    let r = scan::source_root(&syncer.source).ok()?;
+    Some((r.dev, r.ino, mount_id(&syncer.source)))
+}
+
+/// The mount `path` is on: `statx`'s unique mount id (Linux 6.8), never
+/// given to another mount, else its reusable one (5.8), else 0. A FUSE
+/// array or a tmpfs mounted again can come back with the device number,
+/// root inode and even reusable mount id it had.
+fn mount_id(path: &std::path::Path) -> u64 {
+    use rustix::fs::{AtFlags, CWD, StatxFlags};
+    /// `STATX_MNT_ID_UNIQUE`, which this rustix does not name.
+    const MNT_ID_UNIQUE: u32 = 0x4000;
+    let want = StatxFlags::from_bits_retain(MNT_ID_UNIQUE) | StatxFlags::MNT_ID;
+    rustix::fs::statx(CWD, path, AtFlags::empty(), want)
         .ok()
-        .map(|r| (r.dev, r.ino))
+        .filter(|s| s.stx_mask & (MNT_ID_UNIQUE | StatxFlags::MNT_ID.bits()) != 0)
+        .map_or(0, |s| s.stx_mnt_id)
 }
 
 /// Timing of the daemon.
@@ -168,8 +182,11 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                             tracing::info!(source = %syncer.source.display(), "the source is mounted again");
                         }
                         let lost = std::mem::take(&mut rewatch);
-                        let moved = Some((root.dev, root.ino)) != watched;
-                        if remounted || moved || lost {
+                        let now_id = source_id(&syncer)
+                            .map(|(_, _, mnt)| (root.dev, root.ino, mnt));
+                        let moved = now_id != watched;
+                        // A watch that could not be made last time is tried again.
+                        if remounted || moved || lost || watcher.is_none() {
                             // The watch is on the directory that was there
                             // before, or misses directories made while events
                             // were lost: make it anew, and look at everything.
@@ -189,7 +206,7 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                             match watch_source(&syncer, &tx) {
                                 Ok(w) => {
                                     watcher = Some(w);
-                                    watched = Some((root.dev, root.ino));
+                                    watched = now_id;
                                 }
                                 Err(e) => tracing::warn!(error = %e, "watching anew"),
                             }

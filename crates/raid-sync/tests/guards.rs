@@ -538,6 +538,19 @@ async fn a_second_instance_on_the_same_mirror_is_refused() {
     let held = format!("another raidfs-sync (pid {}) is syncing", d.0.id());
     assert!(err.contains(&held), "{err}");
     assert!(t.elapsed() < Duration::from_secs(10), "not refused at once");
+    // Its lock files are the owner's alone: anyone who can open one can
+    // take its lock and keep the daemon from starting.
+    let locks: Vec<PathBuf> = [test_run_dir(), state.path().to_path_buf()]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "lock"))
+        .collect();
+    assert!(locks.len() >= 2, "{locks:?}");
+    for l in &locks {
+        let mode = std::fs::metadata(l).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", l.display());
+    }
 
     let elsewhere = state.path().join("elsewhere.json");
     let o = once(
@@ -825,4 +838,116 @@ async fn a_file_that_keeps_failing_is_retried_alone() {
         "the failing file was not retried: {all:#?}"
     );
     assert!(!exists(&c, &b, "secret.txt").await);
+}
+
+/// An array unmounted and mounted again between two of the daemon's looks
+/// (a quick `systemctl restart` of the mount) is watched anew: the new
+/// mount has another mount id even when its device number and root inode
+/// are the old ones, as a FUSE or tmpfs mount's usually are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_array_mounted_again_at_once_is_watched_anew() {
+    let m = moto();
+    let b = bucket_name("quickremount");
+    let c = client(&m.endpoint);
+    let base = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = base.path().join("array");
+    std::fs::create_dir(&root).unwrap();
+    let mounted = mount_tmpfs(&root)
+        .expect("this test mounts a tmpfs as the array: it needs root (make test runs as root)");
+    write(&root, "a.txt", b"a");
+    let mut k = cmd(&m.endpoint, &b);
+    k.args(["--create-bucket", "--debounce", "100ms", "--state"])
+        .arg(state.path().join("s.json"))
+        .arg(&root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let daemon = Daemon(k.spawn().unwrap());
+    wait_for("the first pass", Duration::from_secs(40), || {
+        exists(&c, &b, "a.txt")
+    })
+    .await;
+    drop(mounted);
+    let _mounted = mount_tmpfs(&root).expect("mounting the tmpfs again");
+    write(&root, "a.txt", b"a");
+    write(&root, "quick.txt", b"q");
+    wait_for("quick.txt", Duration::from_secs(30), || {
+        exists(&c, &b, "quick.txt")
+    })
+    .await;
+    write(&root, "then.txt", b"t");
+    wait_for(
+        "then.txt, seen by the new watch",
+        Duration::from_secs(20),
+        || exists(&c, &b, "then.txt"),
+    )
+    .await;
+    drop(daemon);
+}
+
+/// A run directory this user cannot write (a user other than root beside
+/// the mount daemons' `/run/raidfs`): the mirror goes unlocked but for its
+/// state file, and the sync runs, as it does without a run directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_directory_that_cannot_be_written_does_not_stop_a_sync() {
+    assert!(is_root(), "this test runs a sync as nobody: it needs root");
+    let m = moto();
+    let b = bucket_name("rorundir");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let run_dir = tempfile::tempdir().unwrap();
+    let bin_dir = tempfile::tempdir().unwrap();
+    for d in [src.path(), state.path(), bin_dir.path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(run_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = src.path();
+    write(root, "a.txt", b"a");
+    let bin = bin_dir.path().join("raidfs-sync");
+    std::fs::copy(env!("CARGO_BIN_EXE_raidfs-sync"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut k = cmd_of(&bin, &m.endpoint, &b);
+    k.env("RAIDFS_RUN_DIR", run_dir.path())
+        .args(["--once", "--create-bucket", "--state"])
+        .arg(state.path().join("s.json"))
+        .arg(root)
+        .uid(65534)
+        .gid(65534);
+    let o = run(k);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(exists(&c, &b, "a.txt").await);
+}
+
+/// A directory moved away and replaced by a symlink to it: its files' keys
+/// go (the scan sees one symlink, not the files through it), rather than
+/// being kept for ever because the paths still resolve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_under_a_directory_replaced_by_a_symlink_are_deleted() {
+    let m = moto();
+    let b = bucket_name("dirtolink");
+    let c = client(&m.endpoint);
+    let src = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let root = src.path();
+    let st = state.path().join("s.json");
+    write(root, "keep.txt", b"k");
+    write(root, "photos/x.jpg", b"x");
+    let o = once(&m.endpoint, &b, &st, root, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(exists(&c, &b, "photos/x.jpg").await);
+    std::fs::rename(root.join("photos"), other.path().join("photos")).unwrap();
+    std::os::unix::fs::symlink(other.path().join("photos"), root.join("photos")).unwrap();
+    for extra in [&[][..], &["--full"][..]] {
+        let o = once(&m.endpoint, &b, &st, root, extra);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        assert!(
+            !exists(&c, &b, "photos/x.jpg").await,
+            "{extra:?}: photos/x.jpg kept"
+        );
+        assert!(state_json(&st)["entries"].get("photos/x.jpg").is_none());
+    }
+    assert!(exists(&c, &b, "keep.txt").await);
 }
