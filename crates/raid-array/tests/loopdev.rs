@@ -274,34 +274,13 @@ fn a_member_that_failed_here_is_offered_back_only_from_a_new_mount() {
 /// array's records (`member::reserve`), which the journal falls back on.
 #[test]
 fn full_members_keep_the_metadata_going_and_fail_nobody() {
-    use raid_array::{Array, ArrayError, AssembleOptions, CreateOptions, ROOT_INO};
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "loopdev test needs root (to create loop devices and mount ext4 images)"
-    );
-    let root = tempfile::tempdir().unwrap();
-    let loops: Vec<LoopMember> = (0..3).map(|i| LoopMember::new(root.path(), i)).collect();
-    let dirs: Vec<PathBuf> = loops.iter().map(|l| l.mount.join("member")).collect();
-    dirs.iter().for_each(|d| std::fs::create_dir(d).unwrap());
-    let mut o = CreateOptions::new("full", Level::Raid5(Default::default()), dirs.clone());
-    o.chunk_size = 64 * 1024;
-    let a = Array::create(&o).unwrap();
+    use raid_array::{Array, ArrayError, AssembleOptions, ROOT_INO};
+    let (_root, loops, dirs) = three_small_ext4_members();
+    let a = Array::create(&raid5_options("full", &dirs)).unwrap();
     let os = std::ffi::OsStr::new;
     // Filled in large writes, then what is left in small ones.
-    for (name, size) in [("big", 1 << 20), ("crumbs", 4096)] {
-        let f = a.create_file(ROOT_INO, os(name), 0o644, 0, 0).unwrap().ino;
-        let chunk = pattern(9, size);
-        let mut off = 0u64;
-        loop {
-            match a.write(f, off, &chunk) {
-                Ok(n) => off += n as u64,
-                Err(ArrayError::NoSpace) => break,
-                Err(e) => panic!("filling {name}: {e}"),
-            }
-            assert!(off < 1 << 30, "never filled");
-        }
-        a.release(f).unwrap();
-    }
+    fill(&a, "big", 1 << 20);
+    fill(&a, "crumbs", 4096);
     // Full: metadata goes on, many records' worth.
     let d = a.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).unwrap().ino;
     for i in 0..3000 {
@@ -363,18 +342,12 @@ fn full_members_keep_the_metadata_going_and_fail_nobody() {
 /// mounted until space was freed outside it.
 #[test]
 fn a_full_array_with_a_large_namespace_assembles_after_a_clean_stop() {
-    use raid_array::{Array, ArrayError, AssembleOptions, CreateOptions, ROOT_INO};
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "loopdev test needs root (to create loop devices and mount ext4 images)"
-    );
-    let root = tempfile::tempdir().unwrap();
-    let loops: Vec<LoopMember> = (0..3).map(|i| LoopMember::new(root.path(), i)).collect();
-    let dirs: Vec<PathBuf> = loops.iter().map(|l| l.mount.join("member")).collect();
-    dirs.iter().for_each(|d| std::fs::create_dir(d).unwrap());
-    let mut o = CreateOptions::new("fullns", Level::Raid5(Default::default()), dirs.clone());
-    o.chunk_size = 64 * 1024;
-    Array::create(&o).unwrap().close().unwrap();
+    use raid_array::{Array, AssembleOptions, ROOT_INO};
+    let (_root, loops, dirs) = three_small_ext4_members();
+    Array::create(&raid5_options("fullns", &dirs))
+        .unwrap()
+        .close()
+        .unwrap();
     // Committed in groups, as through the mount: 12,000 creates in seconds.
     let mut ao = AssembleOptions::new(dirs.clone());
     ao.sync_metadata = false;
@@ -393,18 +366,7 @@ fn a_full_array_with_a_large_namespace_assembles_after_a_clean_stop() {
     }
     a.checkpoint().unwrap();
     // Then the data fills the members.
-    let f = a.create_file(ROOT_INO, os("big"), 0o644, 0, 0).unwrap().ino;
-    let chunk = pattern(5, 1 << 20);
-    let mut off = 0u64;
-    loop {
-        match a.write(f, off, &chunk) {
-            Ok(n) => off += n as u64,
-            Err(ArrayError::NoSpace) => break,
-            Err(e) => panic!("filling: {e}"),
-        }
-        assert!(off < 1 << 30, "never filled");
-    }
-    a.release(f).unwrap();
+    fill(&a, "big", 1 << 20);
     a.mkdir(ROOT_INO, os("last"), 0o755, 0, 0).unwrap();
     a.close().unwrap();
 
@@ -421,4 +383,52 @@ fn a_full_array_with_a_large_namespace_assembles_after_a_clean_stop() {
     assert!(a.lookup(ROOT_INO, os("big")).is_err());
     a.close().unwrap();
     drop(loops);
+}
+
+/// Three 64 MiB ext4 images on loop devices, each with an empty `member`
+/// directory: the temporary directory, the loop members, the directories.
+fn three_small_ext4_members() -> (tempfile::TempDir, Vec<LoopMember>, Vec<PathBuf>) {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "loopdev test needs root (to create loop devices and mount ext4 images)"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let loops: Vec<LoopMember> = (0..3).map(|i| LoopMember::new(root.path(), i)).collect();
+    let dirs: Vec<PathBuf> = loops.iter().map(|l| l.mount.join("member")).collect();
+    dirs.iter().for_each(|d| std::fs::create_dir(d).unwrap());
+    (root, loops, dirs)
+}
+
+/// RAID-5 named `name` over `dirs`, 64 KiB chunks.
+fn raid5_options(name: &str, dirs: &[PathBuf]) -> raid_array::CreateOptions {
+    let mut o =
+        raid_array::CreateOptions::new(name, Level::Raid5(Default::default()), dirs.to_vec());
+    o.chunk_size = 64 * 1024;
+    o
+}
+
+/// A file `name` written in pieces of `size` bytes until the array answers
+/// ENOSPC.
+fn fill(a: &raid_array::Array, name: &str, size: usize) {
+    let f = a
+        .create_file(
+            raid_array::ROOT_INO,
+            std::ffi::OsStr::new(name),
+            0o644,
+            0,
+            0,
+        )
+        .unwrap()
+        .ino;
+    let chunk = pattern(9, size);
+    let mut off = 0u64;
+    loop {
+        match a.write(f, off, &chunk) {
+            Ok(n) => off += n as u64,
+            Err(raid_array::ArrayError::NoSpace) => break,
+            Err(e) => panic!("filling {name}: {e}"),
+        }
+        assert!(off < 1 << 30, "never filled");
+    }
+    a.release(f).unwrap();
 }

@@ -329,6 +329,18 @@ fn three_with_a_file() -> (tempfile::TempDir, Vec<PathBuf>, Array, u64) {
     (tmp, dirs, a, f)
 }
 
+/// The array of `dirs` assembled without member `skip`, read-only, so that
+/// the missing member is not recorded failed.
+fn read_only_without(dirs: &[PathBuf], skip: usize) -> Array {
+    let some: Vec<PathBuf> = (0..dirs.len())
+        .filter(|&k| k != skip)
+        .map(|k| dirs[k].clone())
+        .collect();
+    let mut opts = AssembleOptions::new(some);
+    opts.read_only = true;
+    Array::assemble(&opts).unwrap()
+}
+
 fn shard_on(dir: &std::path::Path, ino: u64) -> PathBuf {
     // As FORMAT.md gives it: .raidfs/data/<low byte>/<ino in 16 hex digits>.
     dir.join(format!(".raidfs/data/{:02x}/{:016x}", ino & 0xff, ino))
@@ -406,14 +418,7 @@ fn a_member_back_after_a_disconnect_is_re_added_with_only_the_changed_files_rebu
         (born, pattern(7, 250_000)),
     ];
     for skip in 0..3 {
-        let some: Vec<PathBuf> = (0..4)
-            .filter(|&k| k != skip)
-            .map(|k| dirs[k].clone())
-            .collect();
-        // Read-only, so that the missing member is not recorded failed.
-        let mut opts = AssembleOptions::new(some);
-        opts.read_only = true;
-        let a = Array::assemble(&opts).unwrap();
+        let a = read_only_without(&dirs, skip);
         for (ino, data) in &want {
             assert!(
                 a.read(*ino, 0, 400_000).unwrap() == *data,
@@ -1182,13 +1187,7 @@ fn a_range_punched_while_a_member_was_out_reads_as_zeros_after_its_re_add() {
     let mut want = data;
     want[16 << 20..32 << 20].fill(0);
     for skip in 0..2 {
-        let some: Vec<PathBuf> = (0..3)
-            .filter(|&k| k != skip)
-            .map(|k| dirs[k].clone())
-            .collect();
-        let mut opts = AssembleOptions::new(some);
-        opts.read_only = true;
-        let a = Array::assemble(&opts).unwrap();
+        let a = read_only_without(&dirs, skip);
         assert!(
             a.read(f, 0, 40 << 20).unwrap() == want,
             "the punched range differs without member {skip}"
