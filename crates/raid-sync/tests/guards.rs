@@ -100,6 +100,41 @@ fn mount_tmpfs(at: &Path) -> Option<Mounted> {
     ok.then(|| Mounted(at.to_path_buf()))
 }
 
+/// `base/array`, made and with a tmpfs mounted on it as the array.
+fn mounted_array(base: &Path) -> (PathBuf, Mounted) {
+    let root = base.join("array");
+    std::fs::create_dir(&root).unwrap();
+    let mounted = mount_tmpfs(&root)
+        .expect("this test mounts a tmpfs as the array: it needs root (make test runs as root)");
+    (root, mounted)
+}
+
+/// The daemon syncing `root` with state `st` (100 ms debounce), its log in
+/// `log`.
+fn daemon_on(m: &Moto, b: &str, st: &Path, root: &Path, log: &Path, extra: &[&str]) -> Daemon {
+    let mut k = cmd(&m.endpoint, b);
+    k.args(extra)
+        .args(["--debounce", "100ms", "--state"])
+        .arg(st)
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    Daemon(k.spawn().unwrap())
+}
+
+/// For [`wait_for`]: whether the log at `log` says `what` yet.
+fn logged(log: &Path, what: &'static str) -> impl FnMut() -> std::future::Ready<bool> {
+    let log = log.to_path_buf();
+    move || {
+        std::future::ready(
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(what),
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmounted_array_is_waited_for_and_synced_once_mounted() {
     let m = moto();
@@ -107,11 +142,8 @@ async fn an_unmounted_array_is_waited_for_and_synced_once_mounted() {
     let c = client(&m.endpoint);
     let base = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let root = base.path().join("array");
-    std::fs::create_dir(&root).unwrap();
+    let (root, mounted) = mounted_array(base.path());
     let st = state.path().join("s.json");
-    let mounted = mount_tmpfs(&root)
-        .expect("this test mounts a tmpfs as the array: it needs root (make test runs as root)");
     write(&root, "a.txt", b"a");
     write(&root, "d/b.txt", b"b");
     let o = once(&m.endpoint, &b, &st, &root, &[]);
@@ -129,29 +161,11 @@ async fn an_unmounted_array_is_waited_for_and_synced_once_mounted() {
 
     // The daemon waits for it.
     let log = state.path().join("daemon.log");
-    let mut k = cmd(&m.endpoint, &b);
-    k.args(["--debounce", "100ms", "--state"])
-        .arg(&st)
-        .arg(&root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let daemon = Daemon(k.spawn().unwrap());
-    let logged = |what: &'static str| {
-        let log = log.clone();
-        move || {
-            let log = log.clone();
-            async move {
-                std::fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .contains(what)
-            }
-        }
-    };
+    let daemon = daemon_on(m, &b, &st, &root, &log, &[]);
     wait_for(
         "the daemon to wait for the mount",
         Duration::from_secs(20),
-        logged("waiting for the source to be mounted"),
+        logged(&log, "waiting for the source to be mounted"),
     )
     .await;
     // A file in the bare mount-point directory is not synced meanwhile.
@@ -204,11 +218,8 @@ async fn an_array_mounted_again_is_watched_anew() {
     let c = client(&m.endpoint);
     let base = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let root = base.path().join("array");
-    std::fs::create_dir(&root).unwrap();
+    let (root, mounted) = mounted_array(base.path());
     let st = state.path().join("s.json");
-    let mounted = mount_tmpfs(&root)
-        .expect("this test mounts a tmpfs as the array: it needs root (make test runs as root)");
     let id = |p: &Path| {
         let md = std::fs::metadata(p).unwrap();
         (md.dev(), md.ino())
@@ -216,29 +227,11 @@ async fn an_array_mounted_again_is_watched_anew() {
     let first = id(&root);
     write(&root, "a.txt", b"a");
     let log = state.path().join("daemon.log");
-    let mut k = cmd(&m.endpoint, &b);
-    k.args(["--create-bucket", "--debounce", "100ms", "--state"])
-        .arg(&st)
-        .arg(&root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let daemon = Daemon(k.spawn().unwrap());
+    let daemon = daemon_on(m, &b, &st, &root, &log, &["--create-bucket"]);
     wait_for("the first pass", Duration::from_secs(40), || {
         exists(&c, &b, "a.txt")
     })
     .await;
-    let logged = |what: &'static str| {
-        let log = log.clone();
-        move || {
-            let log = log.clone();
-            async move {
-                std::fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .contains(what)
-            }
-        }
-    };
 
     let unmounted = Command::new("umount").arg(&root).status().unwrap();
     assert!(unmounted.success(), "umount {}", root.display());
@@ -246,7 +239,7 @@ async fn an_array_mounted_again_is_watched_anew() {
     wait_for(
         "the daemon to wait for the mount",
         Duration::from_secs(20),
-        logged("waiting for the source to be mounted"),
+        logged(&log, "waiting for the source to be mounted"),
     )
     .await;
     let Some(_mounted) = mount_tmpfs(&root) else {
@@ -851,19 +844,10 @@ async fn an_array_mounted_again_at_once_is_watched_anew() {
     let c = client(&m.endpoint);
     let base = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let root = base.path().join("array");
-    std::fs::create_dir(&root).unwrap();
-    let mounted = mount_tmpfs(&root)
-        .expect("this test mounts a tmpfs as the array: it needs root (make test runs as root)");
+    let (root, mounted) = mounted_array(base.path());
     write(&root, "a.txt", b"a");
-    let mut k = cmd(&m.endpoint, &b);
-    k.args(["--create-bucket", "--debounce", "100ms", "--state"])
-        .arg(state.path().join("s.json"))
-        .arg(&root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let daemon = Daemon(k.spawn().unwrap());
+    let (st, log) = (state.path().join("s.json"), state.path().join("daemon.log"));
+    let daemon = daemon_on(m, &b, &st, &root, &log, &["--create-bucket"]);
     wait_for("the first pass", Duration::from_secs(40), || {
         exists(&c, &b, "a.txt")
     })
