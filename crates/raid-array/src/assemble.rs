@@ -384,7 +384,18 @@ pub fn analyze_with(opts: &AssembleOptions, open: Opener<'_>) -> Result<Assemble
         })?;
         found.push((path.clone(), m, sb));
     }
-    // 2. One array only.
+    // 2. One array only, and one whose creation got as far as finishing a
+    // member (the others, still marked as being created, are then left out
+    // as members that missed an update).
+    if found.iter().all(|(_, _, sb)| sb.events == 0) {
+        let (p, _, sb) = &found[0];
+        return Err(ArrayError::Invalid(format!(
+            "{}: the creation of array {:?} was interrupted; run `raidfs create` again \
+             (it takes these directories back)",
+            p.display(),
+            sb.name
+        )));
+    }
     let first = &found[0];
     for (p, _, sb) in &found[1..] {
         if sb.array_uuid != first.2.array_uuid {

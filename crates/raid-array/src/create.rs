@@ -77,6 +77,19 @@ pub fn check_name(name: &str) -> Result<()> {
 /// Refuse a member directory holding anything but an empty `lost+found`
 /// (what a fresh ext4 has): creating an array there would bury the files in
 /// a directory the array owns, and most likely the wrong directory was named.
+/// Where a superblock goes: slot (for errors), member UUID, member index
+/// (or the spare index), the directory.
+type SuperblockTarget<'a> = (usize, [u8; 16], u32, &'a Arc<dyn Member>);
+
+/// Whether `m` holds only what an interrupted create left: a superblock
+/// still marked as being created (events 0).
+fn unfinished_create(m: &DirMember) -> bool {
+    m.read_all(superblock::PATH)
+        .ok()
+        .and_then(|b| Superblock::decode(&b).ok())
+        .is_some_and(|sb| sb.events == 0)
+}
+
 pub(crate) fn check_empty(what: &str, path: &std::path::Path) -> Result<()> {
     check_empty_except(what, path, &[])
 }
@@ -206,7 +219,16 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
             context: "check for .raidfs".into(),
             source: e,
         })?;
-        if has_raidfs {
+        if has_raidfs && unfinished_create(&m) {
+            // What an interrupted create left: nothing of anyone's yet.
+            tracing::info!(path = %path.display(), "taking back a directory an interrupted create left");
+            std::fs::remove_dir_all(path.join(".raidfs")).map_err(|e| ArrayError::MemberIo {
+                member: i,
+                path: path.display().to_string(),
+                context: "remove what an interrupted create left".into(),
+                source: e,
+            })?;
+        } else if has_raidfs {
             return Err(ArrayError::Invalid(format!(
                 "{what} ({}) already holds a .raidfs directory: it belongs to an array; \
                  remove .raidfs first if that array is no longer wanted",
@@ -240,6 +262,59 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
             flags: 0,
         })
         .collect();
+    let code = opts.level.to_code();
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Members first: a spare's superblock alone never assembles.
+    let targets: Vec<SuperblockTarget<'_>> = members
+        .iter()
+        .enumerate()
+        .map(|(k, (i, m))| (*i, slots[k].uuid, k as u32, m))
+        .chain(
+            spares
+                .iter()
+                .zip(&spare_slots)
+                .enumerate()
+                .map(|(k, (m, s))| (members.len() + k, s.uuid, superblock::SPARE_INDEX, m)),
+        )
+        .collect();
+    let superblock_of = |uuid: [u8; 16], index: u32, events: u64| Superblock {
+        minor: superblock::MINOR,
+        array_uuid,
+        member_uuid: uuid,
+        member_index: index,
+        level_code: code.code,
+        level_params: code.params,
+        chunk_size: geometry.chunk_size(),
+        clean: events > 0,
+        events,
+        journal_seq: 0,
+        created,
+        name: opts.name.clone(),
+        members: slots.clone(),
+        spares: spare_slots.clone(),
+    };
+    let write_superblocks = |events: u64| -> Result<()> {
+        for &(i, uuid, index, m) in &targets {
+            m.write_atomic(
+                superblock::PATH,
+                &superblock_of(uuid, index, events).encode()?,
+            )
+            .map_err(|e| ArrayError::MemberIo {
+                member: i,
+                path: m.describe(),
+                context: "write superblock".into(),
+                source: e,
+            })?;
+        }
+        Ok(())
+    };
+    // Every directory is marked first as an array being created (events
+    // 0): a create interrupted from here on leaves directories that no
+    // assembly takes, and that the next create takes back.
+    write_superblocks(0)?;
     let ns = Namespace::new(opts.uid, opts.gid, now_ns());
     Meta::format(array_uuid, &members, &ns)?;
     // An empty write-intent log: from the start the array knows that
@@ -253,47 +328,8 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
             source: e,
         })?;
     }
-    let code = opts.level.to_code();
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    // Members first: a spare's superblock alone never assembles.
-    let targets = members
-        .iter()
-        .map(|(i, m)| (*i, slots[*i].uuid, *i as u32, m))
-        .chain(
-            spares
-                .iter()
-                .zip(&spare_slots)
-                .enumerate()
-                .map(|(k, (m, s))| (members.len() + k, s.uuid, superblock::SPARE_INDEX, m)),
-        );
-    for (i, uuid, index, m) in targets {
-        let sb = Superblock {
-            minor: superblock::MINOR,
-            array_uuid,
-            member_uuid: uuid,
-            member_index: index,
-            level_code: code.code,
-            level_params: code.params,
-            chunk_size: geometry.chunk_size(),
-            clean: true,
-            events: 1,
-            journal_seq: 0,
-            created,
-            name: opts.name.clone(),
-            members: slots.clone(),
-            spares: spare_slots.clone(),
-        };
-        m.write_atomic(superblock::PATH, &sb.encode()?)
-            .map_err(|e| ArrayError::MemberIo {
-                member: i,
-                path: m.describe(),
-                context: "write superblock".into(),
-                source: e,
-            })?;
-    }
+    // Finished: every superblock says so (events 1, clean).
+    write_superblocks(1)?;
     tracing::info!(name = %opts.name, uuid = %superblock::uuid_string(&array_uuid), level = %opts.level,
         members = members.len(), spares = spares.len(), "array created");
     Ok(array_uuid)

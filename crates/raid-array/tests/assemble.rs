@@ -856,3 +856,53 @@ fn a_member_reached_by_two_paths_is_found_once() {
     assert!(!a.status().degraded);
     a.close().unwrap();
 }
+
+/// Rewrite the superblock of member directory `d` as a create leaves it
+/// before its last step: events 0, not clean.
+fn as_being_created(d: &Path) {
+    let mut sb = read_superblock(d).unwrap();
+    sb.events = 0;
+    sb.clean = false;
+    let path = d.join(raid_array::format::superblock::PATH);
+    std::fs::write(path, sb.encode().unwrap()).unwrap();
+}
+
+#[test]
+fn an_interrupted_create_is_never_assembled_and_the_next_create_takes_it_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = make_dirs(tmp.path(), "m", 3);
+    // A create killed before its last step: every directory still marked as
+    // an array being created.
+    create(&dirs, "half").close().unwrap();
+    dirs.iter().for_each(|d| as_being_created(d));
+    let (e, t) = err_text(assemble(&dirs));
+    assert!(matches!(e, ArrayError::Invalid(_)), "{e:?}");
+    assert!(
+        t.contains("was interrupted") && t.contains("raidfs create"),
+        "{t}"
+    );
+    let by_name = find_members(&Selector::Name("half".into()), &dirs).unwrap();
+    let (_, t) = err_text(assemble(&by_name));
+    assert!(t.contains("was interrupted"), "{t}");
+    // The next create takes the directories back.
+    let a = create(&dirs, "again");
+    assert_eq!(a.status().name, "again");
+    a.close().unwrap();
+    let a = assemble(&dirs).unwrap();
+    assert!(!a.status().degraded);
+    a.close().unwrap();
+
+    // Killed during its last step: one member finished, the others not,
+    // but all of them written whole before it. It assembles, whole.
+    let dirs = make_dirs(tmp.path(), "n", 3);
+    create(&dirs, "most").close().unwrap();
+    as_being_created(&dirs[1]);
+    as_being_created(&dirs[2]);
+    let a = assemble(&dirs).unwrap();
+    assert!(!a.status().degraded);
+    a.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).unwrap();
+    a.close().unwrap();
+    let a = assemble(&dirs).unwrap();
+    assert!(!a.status().degraded);
+    a.close().unwrap();
+}
