@@ -184,9 +184,35 @@ pub fn find_members(selector: &Selector, candidates: &[PathBuf]) -> Result<Vec<P
             Selector::Uuid(u) => &sb.array_uuid == u,
         };
         if hit {
-            uuids.insert(sb.array_uuid, c.clone());
             found.push((c.clone(), sb));
         }
+    }
+    // What an interrupted create left (every superblock of its array still
+    // says events 0) is no array: left out, so that it does not stand
+    // beside a real array of the name. Members of an array some of whose
+    // superblocks were finished stay (they missed only that last write).
+    let finished: std::collections::HashSet<[u8; 16]> = found
+        .iter()
+        .filter(|(_, sb)| sb.events > 0)
+        .map(|(_, sb)| sb.array_uuid)
+        .collect();
+    let unfinished = found
+        .iter()
+        .find(|(_, sb)| !finished.contains(&sb.array_uuid))
+        .cloned();
+    found.retain(|(_, sb)| finished.contains(&sb.array_uuid));
+    if found.is_empty()
+        && let Some((p, sb)) = unfinished
+    {
+        return Err(ArrayError::Invalid(format!(
+            "{}: the creation of array {:?} was interrupted; run `raidfs create` again \
+             (it takes these directories back)",
+            p.display(),
+            sb.name
+        )));
+    }
+    for (c, sb) in &found {
+        uuids.insert(sb.array_uuid, c.clone());
     }
     if uuids.len() > 1 {
         let list: Vec<String> = uuids

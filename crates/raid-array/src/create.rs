@@ -74,22 +74,37 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuse a member directory holding anything but an empty `lost+found`
-/// (what a fresh ext4 has): creating an array there would bury the files in
-/// a directory the array owns, and most likely the wrong directory was named.
 /// Where a superblock goes: slot (for errors), member UUID, member index
 /// (or the spare index), the directory.
 type SuperblockTarget<'a> = (usize, [u8; 16], u32, &'a Arc<dyn Member>);
 
-/// Whether `m` holds only what an interrupted create left: a superblock
-/// still marked as being created (events 0).
-fn unfinished_create(m: &DirMember) -> bool {
-    m.read_all(superblock::PATH)
-        .ok()
-        .and_then(|b| Superblock::decode(&b).ok())
-        .is_some_and(|sb| sb.events == 0)
+/// Whether the `.raidfs` of `path` holds only what an interrupted create
+/// left: no file's data, and a superblock still marked as being created
+/// (events 0), or nothing but the superblock being written when it stopped.
+fn unfinished_create(path: &std::path::Path) -> bool {
+    let dot = path.join(".raidfs");
+    let no_data = match std::fs::read_dir(dot.join("data")) {
+        Ok(mut d) => d.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
+    if !no_data {
+        return false;
+    }
+    match std::fs::read(path.join(superblock::PATH)) {
+        Ok(b) => Superblock::decode(&b).is_ok_and(|sb| sb.events == 0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::read_dir(&dot)
+            .map(|d| {
+                d.filter_map(std::result::Result::ok)
+                    .all(|e| e.file_name() == "superblock.tmp")
+            })
+            .unwrap_or(false),
+        Err(_) => false,
+    }
 }
 
+/// Refuse a member directory holding anything but an empty `lost+found`
+/// (what a fresh ext4 has): creating an array there would bury the files in
+/// a directory the array owns, and most likely the wrong directory was named.
 pub(crate) fn check_empty(what: &str, path: &std::path::Path) -> Result<()> {
     check_empty_except(what, path, &[])
 }
@@ -159,6 +174,7 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
     }
     let mut seen_dirs: HashMap<(u64, u64), &PathBuf> = HashMap::new();
     let mut seen_fs: HashMap<u64, &PathBuf> = HashMap::new();
+    let mut take_back: Vec<std::path::PathBuf> = Vec::new();
     let mut members: Vec<(usize, Arc<dyn Member>)> = Vec::new();
     let mut spares: Vec<Arc<dyn Member>> = Vec::new();
     let all = opts.members.iter().chain(&opts.spares).enumerate();
@@ -219,15 +235,10 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
             context: "check for .raidfs".into(),
             source: e,
         })?;
-        if has_raidfs && unfinished_create(&m) {
+        if has_raidfs && unfinished_create(path) {
             // What an interrupted create left: nothing of anyone's yet.
-            tracing::info!(path = %path.display(), "taking back a directory an interrupted create left");
-            std::fs::remove_dir_all(path.join(".raidfs")).map_err(|e| ArrayError::MemberIo {
-                member: i,
-                path: path.display().to_string(),
-                context: "remove what an interrupted create left".into(),
-                source: e,
-            })?;
+            // Removed once every directory has passed its checks.
+            take_back.push(path.to_path_buf());
         } else if has_raidfs {
             return Err(ArrayError::Invalid(format!(
                 "{what} ({}) already holds a .raidfs directory: it belongs to an array; \
@@ -235,7 +246,7 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
                 path.display()
             )));
         }
-        check_empty(&what, path)?;
+        check_empty_except(&what, path, &[".raidfs"])?;
         if is_spare {
             spares.push(Arc::new(m));
         } else {
@@ -247,6 +258,16 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
             "at most {} spares",
             superblock::MAX_MEMBERS
         )));
+    }
+    // Every directory passed: what interrupted creates left goes now.
+    for path in &take_back {
+        tracing::info!(path = %path.display(), "taking back a directory an interrupted create left");
+        std::fs::remove_dir_all(path.join(".raidfs")).map_err(|e| {
+            ArrayError::Invalid(format!(
+                "{}: cannot remove what an interrupted create left: {e}",
+                path.display()
+            ))
+        })?;
     }
     let array_uuid = new_uuid();
     let slots: Vec<MemberSlot> = (0..members.len())
@@ -311,25 +332,41 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
         }
         Ok(())
     };
-    // Every directory is marked first as an array being created (events
-    // 0): a create interrupted from here on leaves directories that no
-    // assembly takes, and that the next create takes back.
-    write_superblocks(0)?;
-    let ns = Namespace::new(opts.uid, opts.gid, now_ns());
-    Meta::format(array_uuid, &members, &ns)?;
-    // An empty write-intent log: from the start the array knows that
-    // nothing changed while a member was out, so a member absent at the
-    // first mount can later be re-added.
-    for (i, m) in &members {
-        crate::intent::write_empty(m.as_ref()).map_err(|e| ArrayError::MemberIo {
-            member: *i,
-            path: m.describe(),
-            context: "write the write-intent log".into(),
-            source: e,
-        })?;
+    let write_all = || -> Result<()> {
+        // Every directory is marked first as an array being created
+        // (events 0): a create interrupted from here on leaves directories
+        // that no assembly takes, and that the next create takes back.
+        write_superblocks(0)?;
+        let ns = Namespace::new(opts.uid, opts.gid, now_ns());
+        Meta::format(array_uuid, &members, &ns)?;
+        // An empty write-intent log: from the start the array knows that
+        // nothing changed while a member was out, so a member absent at
+        // the first mount can later be re-added.
+        for (i, m) in &members {
+            crate::intent::write_empty(m.as_ref()).map_err(|e| ArrayError::MemberIo {
+                member: *i,
+                path: m.describe(),
+                context: "write the write-intent log".into(),
+                source: e,
+            })?;
+        }
+        // Finished: every superblock says so (events 1, clean).
+        write_superblocks(1)
+    };
+    if let Err(e) = write_all() {
+        // Nothing of it is left behind: every directory had no .raidfs
+        // before (or one an interrupted create left).
+        for p in opts.members.iter().chain(&opts.spares) {
+            match std::fs::remove_dir_all(p.join(".raidfs")) {
+                Ok(()) => {}
+                Err(r) if r.kind() == std::io::ErrorKind::NotFound => {}
+                Err(r) => {
+                    tracing::warn!(path = %p.display(), error = %r, "cannot remove what the failed create wrote")
+                }
+            }
+        }
+        return Err(e);
     }
-    // Finished: every superblock says so (events 1, clean).
-    write_superblocks(1)?;
     tracing::info!(name = %opts.name, uuid = %superblock::uuid_string(&array_uuid), level = %opts.level,
         members = members.len(), spares = spares.len(), "array created");
     Ok(array_uuid)

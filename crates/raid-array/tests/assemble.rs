@@ -881,10 +881,26 @@ fn an_interrupted_create_is_never_assembled_and_the_next_create_takes_it_back() 
         t.contains("was interrupted") && t.contains("raidfs create"),
         "{t}"
     );
-    let by_name = find_members(&Selector::Name("half".into()), &dirs).unwrap();
-    let (_, t) = err_text(assemble(&by_name));
-    assert!(t.contains("was interrupted"), "{t}");
-    // The next create takes the directories back.
+    let e = find_members(&Selector::Name("half".into()), &dirs).unwrap_err();
+    assert!(e.to_string().contains("was interrupted"), "{e}");
+    // A directory holding a file's data is never taken back.
+    let data = dirs[0].join(".raidfs/data/01");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("0000000000000001"), b"x").unwrap();
+    let mut o = CreateOptions::new("again", Level::Raid5(Default::default()), dirs.clone());
+    o.allow_same_fs = true;
+    let Err(e) = Array::create(&o) else {
+        panic!("a directory holding data was taken back");
+    };
+    assert!(e.to_string().contains("already holds a .raidfs"), "{e}");
+    assert!(data.join("0000000000000001").exists());
+    std::fs::remove_dir_all(dirs[0].join(".raidfs/data")).unwrap();
+    // The next create takes the directories back, and one where the first
+    // create stopped inside its first write (nothing but the superblock
+    // being written).
+    std::fs::remove_dir_all(dirs[2].join(".raidfs")).unwrap();
+    std::fs::create_dir(dirs[2].join(".raidfs")).unwrap();
+    std::fs::write(dirs[2].join(".raidfs/superblock.tmp"), b"half").unwrap();
     let a = create(&dirs, "again");
     assert_eq!(a.status().name, "again");
     a.close().unwrap();
