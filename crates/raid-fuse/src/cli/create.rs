@@ -42,8 +42,11 @@ pub struct CreateArgs {
 /// `mount.raidfs NAME` searches).
 fn refuse_a_name_in_use(name: &str) -> Result<()> {
     for dir in crate::spec::candidates(&[])? {
+        // A directory an interrupted create left (events 0) is no array:
+        // the create it names is being run again, and takes it back.
         if let Ok(sb) = raid_array::assemble::read_superblock(&dir)
             && sb.name == name
+            && sb.events > 0
         {
             anyhow::bail!(
                 "an array named {name:?} already exists ({}, member directory {}): \
