@@ -615,7 +615,11 @@ impl Syncer {
         {
             let mut st = self.store.lock();
             let complete = sum.failed == 0 && !sum.interrupted;
-            if full && complete {
+            // Files that failed on their own keep their old entries, and
+            // their keys were not deleted: the bucket was still compared
+            // whole, so the next passes need not list it again.
+            let only_files_failed = sum.failed as usize == sum.failed_paths.len();
+            if full && !sum.interrupted && only_files_failed {
                 st.reconciled = true;
             }
             st.totals.uploaded_bytes += sum.uploaded_bytes;

@@ -117,6 +117,7 @@ pub fn lock_mirror(
         return Ok(None);
     }
     let lock = record_path(dir, source, bucket, prefix).with_extension("lock");
+    let existed = lock.exists();
     crate::state::lock_file(&lock).map_err(|busy| match busy {
         crate::state::Busy::Held(holder) => Error::MirrorBusy {
             tree: source.to_path_buf(),
@@ -128,7 +129,10 @@ pub fn lock_mirror(
         crate::state::Busy::Failed(e) => e,
     })
     .or_else(|e| match e {
+        // One that exists but cannot be opened is another user's sync of
+        // this mirror: refused, as a held lock is.
         Error::MirrorBusy { .. } => Err(e),
+        _ if existed => Err(e),
         e => {
             tracing::warn!(error = %e, "the mirror is not locked (the state file's lock still holds)");
             Ok(None)

@@ -202,7 +202,12 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                                     "events were lost; watching anew and scanning the whole tree"
                                 );
                             }
-                            watcher = None;
+                            // After lost events the old watch still works:
+                            // kept if a new one cannot be made. After a
+                            // mount change it is dead either way.
+                            if remounted || moved {
+                                watcher = None;
+                            }
                             match watch_source(&syncer, &tx) {
                                 Ok(w) => {
                                     watcher = Some(w);

@@ -830,6 +830,19 @@ async fn a_file_that_keeps_failing_is_retried_alone() {
         later.iter().any(|l| l.contains("secret.txt")),
         "the failing file was not retried: {all:#?}"
     );
+    // Nor did a retry list the bucket and scan the tree as a full pass:
+    // the first pass compared them whole already.
+    let done: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("pass done"))
+        .map(str::to_string)
+        .collect();
+    assert!(done.len() >= 4, "{done:#?}");
+    assert!(
+        done[1..].iter().all(|l| l.contains("full=false")),
+        "{done:#?}"
+    );
     assert!(!exists(&c, &b, "secret.txt").await);
 }
 

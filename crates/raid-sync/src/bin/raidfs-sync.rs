@@ -648,6 +648,7 @@ impl watch::Observer for PassHooks {
                 deleted = s.deleted,
                 failed = s.failed,
                 requests = s.s3_requests,
+                full = s.full_reconcile,
                 "pass done in {:.2}s",
                 s.seconds
             ),
