@@ -778,8 +778,14 @@ async fn a_file_that_keeps_failing_is_retried_alone() {
     std::fs::copy(env!("CARGO_BIN_EXE_raidfs-sync"), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let log = state.path().join("daemon.log");
+    let hooks = state.path().join("hooks");
     let mut k = cmd_of(&bin, &m.endpoint, &b);
     k.env("RAIDFS_RUN_DIR", run_dir.path())
+        .arg("--notify-cmd")
+        .arg(format!(
+            "echo \"$RAIDFS_SYNC_MESSAGE\" >> {}",
+            hooks.display()
+        ))
         .args([
             "--create-bucket",
             "--debounce",
@@ -843,6 +849,9 @@ async fn a_file_that_keeps_failing_is_retried_alone() {
         done[1..].iter().all(|l| l.contains("full=false")),
         "{done:#?}"
     );
+    // The failure hook ran once, not at every retry failing the same way.
+    let ran = std::fs::read_to_string(&hooks).unwrap_or_default();
+    assert_eq!(ran.lines().count(), 1, "{ran}");
     assert!(!exists(&c, &b, "secret.txt").await);
 }
 

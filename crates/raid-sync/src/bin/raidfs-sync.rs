@@ -612,6 +612,9 @@ struct PassHooks {
     store: Arc<StateStore>,
     metrics_file: Option<PathBuf>,
     notify_cmd: Option<String>,
+    /// The failure `--notify-cmd` last ran for: retries failing the same
+    /// way (every backoff, up to `--retry-max`) do not run it again.
+    notified: std::sync::Mutex<Option<String>>,
     record: Arc<RecordWriter>,
     syncer: Arc<Syncer>,
 }
@@ -679,7 +682,13 @@ impl watch::Observer for PassHooks {
                 tracing::warn!(error = %e, "writing metrics");
             }
         }
-        if let (Some(cmd), Some(msg)) = (&self.notify_cmd, failure) {
+        let again = {
+            let mut last = self.notified.lock().unwrap_or_else(|p| p.into_inner());
+            let again = failure.is_some() && *last != failure;
+            *last = failure.clone();
+            again
+        };
+        if let (Some(cmd), Some(msg), true) = (&self.notify_cmd, failure, again) {
             tracing::error!("sync failure: {msg}");
             match std::process::Command::new("sh")
                 .arg("-c")
@@ -876,6 +885,7 @@ async fn sync(common: Common, args: SyncArgs) -> Result<ExitCode> {
         store: store.clone(),
         metrics_file: args.metrics_file.clone(),
         notify_cmd: args.notify_cmd.clone(),
+        notified: std::sync::Mutex::new(None),
         record,
         syncer: syncer.clone(),
     };
