@@ -287,7 +287,7 @@ impl Dir {
         let h = name_hash(&name);
         self.slots.push((cookie, Entry { name, ino }));
         self.live += 1;
-        self.next_cookie = self.next_cookie.max(cookie + 1);
+        self.next_cookie = self.next_cookie.max(cookie.saturating_add(1));
         match self.index.entry(h) {
             std::collections::hash_map::Entry::Occupied(_) => self.dups.push(pos),
             std::collections::hash_map::Entry::Vacant(v) => {

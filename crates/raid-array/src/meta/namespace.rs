@@ -100,9 +100,12 @@ impl Namespace {
         }
     }
 
-    /// Whether `ino` is `ancestor` or lies below it.
+    /// Whether `ino` is `ancestor` or lies below it. A chain of parents
+    /// longer than there are inodes is a cycle (a checkpoint a faulty build
+    /// wrote, its CRC intact): counted as within, so the rename it guards
+    /// is refused rather than the walk never ending.
     fn is_within(&self, mut ino: u64, ancestor: u64) -> bool {
-        loop {
+        for _ in 0..=self.inodes.len() {
             if ino == ancestor {
                 return true;
             }
@@ -111,6 +114,7 @@ impl Namespace {
                 _ => return false,
             }
         }
+        true
     }
 
     fn touch_dir(&mut self, ino: u64, time: i64) {
@@ -240,7 +244,9 @@ impl Namespace {
                 self.dir_mut(*parent)?.remove(name);
                 eff.removed_dir = self.remove_dir(ino, *time);
                 let p = self.get_mut(*parent)?;
-                p.nlink -= 1;
+                // Saturating: a count a faulty checkpoint left at 0 must
+                // not wrap (or panic) at the next rmdir.
+                p.nlink = p.nlink.saturating_sub(1);
                 self.touch_dir(*parent, *time);
             }
             Op::Rename {
@@ -635,6 +641,24 @@ mod tests {
             ns.apply(&op).unwrap();
         }
         ns
+    }
+
+    #[test]
+    fn a_cycle_of_parents_ends_the_walk_and_refuses_the_rename() {
+        let mut ns = sample();
+        // d (2) and sub (3) each other's parent, as no correct build writes.
+        ns.inodes.get_mut(&2).unwrap().dir_mut().unwrap().parent = 3;
+        assert!(ns.is_within(2, 99));
+        let op = Op::Rename {
+            parent: ROOT_INO,
+            name: b"f".to_vec(),
+            new_parent: 3,
+            new_name: b"f".to_vec(),
+            flags: 0,
+            time: 2,
+        };
+        // Whatever the answer, it comes back.
+        let _ = ns.apply(&op);
     }
 
     /// A failing operation leaves the namespace exactly as it was.
