@@ -182,8 +182,7 @@ pub async fn run(syncer: Arc<Syncer>, opts: DaemonOptions, observer: &dyn Observ
                             tracing::info!(source = %syncer.source.display(), "the source is mounted again");
                         }
                         let lost = std::mem::take(&mut rewatch);
-                        let now_id = source_id(&syncer)
-                            .map(|(_, _, mnt)| (root.dev, root.ino, mnt));
+                        let now_id = Some((root.dev, root.ino, mount_id(&syncer.source)));
                         let moved = now_id != watched;
                         // A watch that could not be made last time is tried again.
                         if remounted || moved || lost || watcher.is_none() {
