@@ -174,6 +174,13 @@ impl Layout {
         size.div_ceil(self.stripe_data)
     }
 
+    /// Bytes of a file of `size` bytes that stripes `from..to` hold: what
+    /// a rebuild or scrub counts as done when it passes over them.
+    pub fn data_bytes(&self, from: u64, to: u64, size: u64) -> u64 {
+        (to.saturating_sub(from).saturating_mul(self.stripe_data))
+            .min(size.saturating_sub(from.saturating_mul(self.stripe_data)))
+    }
+
     /// Whether every group of every stripe still has enough members that
     /// `ok` accepts (writable or readable) to recover its data.
     pub fn survives(

@@ -322,8 +322,7 @@ pub fn rebuild_onto(
                     }
                 };
                 if next > s {
-                    done += ((next - s) * layout.stripe_data)
-                        .min(size.saturating_sub(s * layout.stripe_data));
+                    done += layout.data_bytes(s, next, size);
                     if !store.health.advance_rebuild(slot, done) {
                         return Err(target_failed(slot));
                     }
@@ -370,8 +369,7 @@ pub fn rebuild_onto(
                 if direct.is_direct() {
                     rep.direct_bytes += bytes;
                 }
-                done += ((until - s) * layout.stripe_data)
-                    .min(size.saturating_sub(s * layout.stripe_data));
+                done += layout.data_bytes(s, until, size);
                 if !store.health.advance_rebuild(slot, done) {
                     return Err(target_failed(slot));
                 }

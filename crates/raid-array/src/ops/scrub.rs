@@ -255,8 +255,7 @@ pub fn scrub_live(
                 }
             };
             if next > s {
-                done += ((next - s) * layout.stripe_data)
-                    .min(size.saturating_sub(s * layout.stripe_data));
+                done += layout.data_bytes(s, next, size);
                 if !counted {
                     rep.files += 1;
                     counted = true;
@@ -294,8 +293,7 @@ pub fn scrub_live(
                 progress.update(done, total);
                 break;
             }
-            let bytes =
-                ((until - s) * layout.stripe_data).min(size.saturating_sub(s * layout.stripe_data));
+            let bytes = layout.data_bytes(s, until, size);
             done += bytes;
             rep.bytes += bytes;
             if !counted {
