@@ -333,6 +333,80 @@ fn full_members_keep_the_metadata_going_and_fail_nobody() {
     drop(loops);
 }
 
+/// Disks of uneven free space (another file on one of them): that member
+/// fills first, in the middle of a stripe, and the parity of the stripes
+/// the write left half-done is rewritten on it. That rewrite takes the
+/// member's reserve rather than failing the member for being full, which
+/// left the array degraded, and with more members full, failed: every file
+/// unreadable. The file that filled the array reads back whole to where
+/// the array said ENOSPC.
+#[test]
+fn a_member_that_fills_first_is_not_failed_by_the_parity_rewrite() {
+    use raid_array::{Array, AssembleOptions, ROOT_INO};
+    let (_root, loops, dirs) = three_small_ext4_members();
+    let a = Array::create(&raid5_options("uneven", &dirs)).unwrap();
+    let os = std::ffi::OsStr::new;
+    let keep = pattern(4, 3 << 20);
+    let k = a
+        .create_file(ROOT_INO, os("keep"), 0o644, 0, 0)
+        .unwrap()
+        .ino;
+    a.write(k, 0, &keep).unwrap();
+    a.release(k).unwrap();
+    // Another user of the first disk.
+    let other = loops[0].mount.join("other");
+    std::fs::write(&other, vec![7u8; 30 << 20]).unwrap();
+    let f = a.create_file(ROOT_INO, os("big"), 0o644, 0, 0).unwrap().ino;
+    // Its end written first, as the kernel's write-back may send it: the
+    // stripes filled next lie inside the file, holes on every member.
+    let end = pattern(99, 4096);
+    a.write(f, 200 << 20, &end).unwrap();
+    let mut off = 0u64;
+    let mut k = 0u64;
+    loop {
+        // Pieces that end mid-stripe, so the last write is half done.
+        let piece = pattern(k, 300_000);
+        match a.write(f, off, &piece) {
+            Ok(n) => off += n as u64,
+            Err(raid_array::ArrayError::NoSpace) => break,
+            Err(e) => panic!("writing: {e}"),
+        }
+        k += 1;
+        assert!(off < 1 << 30, "never filled");
+    }
+    let _ = a.fsync(f, false);
+    let st = a.status();
+    assert!(
+        !st.degraded && !st.failed,
+        "a full member was failed: {st:?}"
+    );
+    let check = |a: &Array, f: u64| {
+        for i in 0..k {
+            let at = i * 300_000;
+            assert_eq!(
+                a.read(f, at, 300_000).unwrap(),
+                pattern(i, 300_000),
+                "piece {i} of the file that filled the array"
+            );
+        }
+        assert_eq!(a.read(f, 200 << 20, 8192).unwrap(), end);
+        assert_eq!(
+            a.read(a.lookup(ROOT_INO, os("keep")).unwrap().ino, 0, 4 << 20)
+                .unwrap(),
+            keep
+        );
+    };
+    check(&a, f);
+    a.release(f).unwrap();
+    a.close().unwrap();
+    // Every piece also rebuilds from the others: the parity is right.
+    let a = Array::assemble(&AssembleOptions::new(dirs[1..].to_vec())).unwrap();
+    check(&a, f);
+    a.close().unwrap();
+    std::fs::remove_file(&other).unwrap();
+    drop(loops);
+}
+
 /// A full array whose namespace's checkpoint is larger than what the
 /// members keep back (`member::reserve`) still assembles after a clean
 /// stop: the catch-up checkpoint of the assembly is skipped on a full

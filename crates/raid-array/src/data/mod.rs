@@ -589,6 +589,35 @@ impl DataStore {
             .write_at(off / BLOCK as u64 * checksum::ENTRY as u64, &sums)
     }
 
+    /// [`DataStore::write_blocks`] for a write that keeps redundancy true
+    /// (parity rewritten, a block repaired) rather than one that adds
+    /// data: a full member lets part of its reserve go and the write is
+    /// retried ([`crate::member::reserve`]), because failing the member for
+    /// being full would leave the array degraded, and each further full
+    /// member would take it closer to failed. The member is then short of
+    /// space, so writes that grow files answer ENOSPC.
+    fn write_blocks_reserved(&self, j: usize, ino: u64, off: u64, data: &[u8]) -> io::Result<()> {
+        self.using_reserve(j, || self.write_blocks(j, ino, off, data))
+    }
+
+    /// Run `write` on member `j`; while it finds the member full and the
+    /// member's reserve has something left, let part go and run it again.
+    fn using_reserve(&self, j: usize, mut write: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+        loop {
+            match write() {
+                Err(e)
+                    if is_no_space(&e) && self.member(j).is_some_and(|m| m.release_reserve()) =>
+                {
+                    warn!(
+                        member = j,
+                        "member full: its reserve takes a write that keeps redundancy true"
+                    );
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Run the reads of a batch, one thread per member.
     fn batch_reads(&self, ino: u64, b: &mut Batch, chunk: u64, stripes: &[u64]) {
         let Batch {
@@ -898,7 +927,7 @@ impl DataStore {
                     continue;
                 }
                 let boff = off + (b * BLOCK) as u64;
-                match self.write_blocks(j, ino, boff, &bufs[p][r.clone()]) {
+                match self.write_blocks_reserved(j, ino, boff, &bufs[p][r.clone()]) {
                     Ok(()) => {
                         repaired += 1;
                         self.health.count_repaired(j, 1, BLOCK as u64);
@@ -922,7 +951,7 @@ impl DataStore {
                 {
                     continue;
                 }
-                match self.write_blocks(j, ino, off, &bufs[p]) {
+                match self.write_blocks_reserved(j, ino, off, &bufs[p]) {
                     Ok(()) => {
                         repaired += nblocks as u64;
                         self.health.count_repaired(j, nblocks as u64, len as u64);
@@ -2283,7 +2312,7 @@ impl DataStore {
             }
             for b in blocks.clone() {
                 let off = stripe * self.layout.chunk + (b * BLOCK) as u64;
-                match self.poison_block(m, ino, off) {
+                match self.using_reserve(m, || self.poison_block(m, ino, off)) {
                     Ok(()) => n += 1,
                     Err(e) => {
                         // Left as it is, the stale parity would rebuild
@@ -2373,7 +2402,7 @@ impl DataStore {
             }
             for run in runs {
                 let off = stripe * self.layout.chunk + (lo + run.start) as u64;
-                if let Err(e) = self.write_blocks(j, ino, off, &want[run]) {
+                if let Err(e) = self.write_blocks_reserved(j, ino, off, &want[run]) {
                     self.health.count_write_error(j);
                     self.fail_member(j, "redundancy rewrite failed", &e);
                     break;

@@ -473,6 +473,10 @@ impl Member for DirMember {
         self.reserve.spent()
     }
 
+    fn release_reserve(&self) -> bool {
+        self.reserve.release()
+    }
+
     /// The mount of the root as opened: still the old one after its
     /// filesystem was unmounted lazily (the descriptor keeps it alive).
     fn mount_id(&self) -> io::Result<Option<u64>> {

@@ -713,6 +713,10 @@ impl Member for FaultyMember {
         self.sh.inner.short_of_space()
     }
 
+    fn release_reserve(&self) -> bool {
+        self.sh.inner.release_reserve()
+    }
+
     fn lock_exclusive(&self, wait: std::time::Duration) -> io::Result<bool> {
         self.sh.inner.lock_exclusive(wait)
     }

@@ -162,6 +162,13 @@ pub trait Member: Send + Sync {
     fn short_of_space(&self) -> bool {
         false
     }
+    /// Let part of the reserve go for a write that keeps the array's
+    /// redundancy true (parity rewritten after a write ran out of space, a
+    /// repair) and found the member full; whether anything was let go, so
+    /// that the write is worth a retry. The member is then short of space.
+    fn release_reserve(&self) -> bool {
+        false
+    }
     /// The mount the member's directory was opened on (`statx`
     /// `STATX_MNT_ID`). A disk unplugged and mounted again is a new mount,
     /// though it may get its device number back; `None` when the backend

@@ -4,7 +4,8 @@
 //! member with ENOSPC and fails nobody, but the metadata journal, its
 //! checkpoints, the superblocks and the write-intent log must still be
 //! written on it: even the `rm` that frees space is a journal record, and
-//! a member that cannot take one is dropped. So every member holds a file
+//! a member that cannot take one is dropped. So must parity rewritten to
+//! match data a write left half done, and blocks a repair rewrites. So every member holds a file
 //! of [`size`] bytes (as ext4 keeps blocks back for root, and ZFS its slop
 //! space). When a write of the array's own records finds the member full,
 //! the file is let go and the write retried; from then the member is short
