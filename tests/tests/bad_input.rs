@@ -347,6 +347,27 @@ fn full_array_gives_enospc_and_loses_nothing() {
     if fs::read(a.path("keep")).map(|d| d == keep).ok() != Some(true) {
         problems.push("a file written before the array filled up is unreadable or wrong".into());
     }
+    // Nearly full, a file opened now bypasses the page cache: write(2)
+    // itself says ENOSPC (as a shell's `echo x > f` needs to hear), and
+    // the file shows what the array holds, not bytes it refused.
+    let mut late = fs::File::create(a.path("late")).unwrap();
+    match late.write_all(&block) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {}
+        r => problems.push(format!(
+            "a write into a full array must fail with ENOSPC itself, got {r:?}"
+        )),
+    }
+    drop(late);
+    let shown = fs::read(a.path("late")).unwrap();
+    if shown.len() as u64 != fs::metadata(a.path("late")).unwrap().len()
+        || shown[..] != block[..shown.len().min(block.len())]
+    {
+        problems.push(format!(
+            "the refused file shows {} bytes that are not what was written",
+            shown.len()
+        ));
+    }
+    fs::remove_file(a.path("late")).unwrap();
     fs::remove_file(a.path("filler")).unwrap();
     if let Err(e) = fs::write(a.path("after"), &block) {
         problems.push(format!("no space after deleting the filler: {e}"));

@@ -1533,6 +1533,13 @@ impl Array {
         self.settle(seq)
     }
 
+    /// Whether some member in service has given up the space it keeps for
+    /// the array's records: writes that grow files are refused until
+    /// files are deleted ([`crate::member::reserve`]).
+    pub fn short_of_space(&self) -> bool {
+        self.inner.data.short_of_space()
+    }
+
     /// Usable capacity and use (by the geometry over the present members).
     pub fn statfs(&self) -> Result<StatFs> {
         const BSIZE: u64 = 4096;

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::nearfull::NearFull;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     IoctlFlags, KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
@@ -58,6 +59,11 @@ pub struct RaidFs {
     /// The kernel left clearing set-user-ID and set-group-ID bits to us
     /// (`FUSE_HANDLE_KILLPRIV_V2`, see [`Filesystem::init`]).
     clears_setid: bool,
+    /// Files opened for writing near a full array bypass the page cache
+    /// ([`crate::nearfull`]); only where the kernel still allows shared
+    /// `mmap` of such files (`FUSE_DIRECT_IO_ALLOW_MMAP`, Linux 6.6).
+    direct_when_full: bool,
+    near_full: NearFull,
 }
 
 impl RaidFs {
@@ -79,6 +85,21 @@ impl RaidFs {
             ttl,
             notifier,
             clears_setid: false,
+            direct_when_full: false,
+            near_full: NearFull::default(),
+        }
+    }
+
+    /// How a file opened now for writing (`writing`) travels: through the
+    /// page cache, which stays valid across opens (nobody else changes the
+    /// array behind the kernel's back), or straight to the array when it
+    /// is nearly full, so that ENOSPC reaches the `write(2)` that caused it.
+    fn open_flags(&self, writing: bool) -> FopenFlags {
+        if writing && self.direct_when_full && self.near_full.near_full(&self.array) {
+            debug!("array nearly full: file opened for direct I/O");
+            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
         }
     }
 
@@ -252,6 +273,9 @@ impl Filesystem for RaidFs {
         // speed.
         self.clears_setid = config
             .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+            .is_ok();
+        self.direct_when_full = config
+            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
             .is_ok();
         tracing::info!(abi = ?config.kernel_abi(), "FUSE session initialised");
         Ok(())
@@ -475,9 +499,7 @@ impl Filesystem for RaidFs {
                 }
             }
         }
-        // The page cache stays valid across opens: nobody else changes
-        // the array behind the kernel's back.
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+        reply.opened(FileHandle(0), self.open_flags(acc != 0))
     }
 
     fn read(
@@ -530,7 +552,13 @@ impl Filesystem for RaidFs {
         };
         match r {
             Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => {
+                let n = errno(&e);
+                if n == Errno::ENOSPC {
+                    self.near_full.note_refused();
+                }
+                reply.error(n)
+            }
         }
     }
 
@@ -762,7 +790,7 @@ impl Filesystem for RaidFs {
                     &file_attr(&a),
                     GEN,
                     FileHandle(0),
-                    FopenFlags::FOPEN_KEEP_CACHE,
+                    self.open_flags(true),
                 )
             }
             Err(e) => reply.error(errno(&e)),

@@ -18,6 +18,7 @@ pub mod fstab;
 pub mod kernel_mount;
 pub mod metrics;
 pub mod mount;
+pub mod nearfull;
 pub mod notify;
 pub mod options;
 pub mod readahead;
