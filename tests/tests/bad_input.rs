@@ -101,6 +101,32 @@ fn mount_on_a_missing_mountpoint_is_refused() {
     assert_eq!(before, snapshots(&a.members));
 }
 
+/// A mount point left by a daemon that died (killed, crashed) answers
+/// ENOTCONN: the refusal says so and what to run, not that the directory
+/// "does not exist".
+#[test]
+fn mount_on_a_dead_mount_says_to_unmount_it() {
+    let mut a = TestArray::raid5();
+    let pid = a.daemon_pid().expect("daemon pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let start = std::time::Instant::now();
+    while fs::metadata(&a.mnt).is_ok() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "daemon did not die"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = mount_cmd(&a.spec(), &a.mnt, None);
+    assert_refused(&out, "dead mount");
+    assert!(stderr(&out).contains("umount"), "{}", stderr(&out));
+    a.kill9();
+}
+
 #[test]
 fn mount_on_a_busy_mountpoint_is_refused() {
     let mounted = TestArray::raid5();

@@ -31,8 +31,20 @@ pub struct MountRequest {
 /// Checks that need nothing written, done before anything else so a bad
 /// mount point or a missing FUSE device is reported plainly.
 pub fn preflight(mountpoint: &Path) -> Result<()> {
-    let meta = std::fs::metadata(mountpoint)
-        .with_context(|| format!("mount point {} does not exist", mountpoint.display()))?;
+    let meta = match std::fs::metadata(mountpoint) {
+        Ok(m) => m,
+        // A FUSE mount whose daemon is gone (killed, crashed) answers
+        // every call with ENOTCONN until it is unmounted.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "mount point {0} is a dead mount: the daemon that served it has ended; \
+             unmount it first (`umount {0}`, or `umount -l {0}` if it is busy)",
+            mountpoint.display()
+        ),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("mount point {} does not exist", mountpoint.display()));
+        }
+    };
     if !meta.is_dir() {
         bail!("mount point {} is not a directory", mountpoint.display());
     }
