@@ -792,6 +792,23 @@ fn status_of_one_member_directory_finds_the_others_and_only_misses_what_is_gone(
     fs::rename(&moved, &a.members[3]).unwrap();
 }
 
+/// Started degraded with `readd`, the mount's warning says the member
+/// comes back by itself, not that `raidfs replace` is needed.
+#[test]
+fn a_degraded_mount_with_readd_says_the_member_comes_back_by_itself() {
+    let mut a = TestArray::builder("raid5", 4).create();
+    a.members.truncate(3);
+    a.set_options(&["readd"]);
+    a.mount();
+    let log = a.log_text();
+    assert!(
+        log.contains("started DEGRADED") && log.contains("re-adds it by itself"),
+        "{log}"
+    );
+    assert!(!log.contains("raidfs replace"), "{log}");
+    a.unmount();
+}
+
 #[test]
 fn with_readd_a_disk_listed_again_is_re_added_at_mount() {
     let mut a = TestArray::builder("raid5", 4).create();

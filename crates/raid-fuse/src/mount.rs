@@ -159,7 +159,7 @@ fn refuse_if_mounted(members: &[std::path::PathBuf]) -> Result<()> {
 /// What to tell the user who mounts a degraded array, which otherwise
 /// starts without a word: which members are out, how much redundancy is
 /// left, and how a member absent at mount rejoins.
-fn degraded_warning(st: &raid_array::Status, read_only: bool) -> Option<String> {
+fn degraded_warning(st: &raid_array::Status, o: &MountOptions) -> Option<String> {
     if !st.degraded {
         return None;
     }
@@ -177,7 +177,12 @@ fn degraded_warning(st: &raid_array::Status, read_only: bool) -> Option<String> 
     );
     if st.rebuild.is_some() {
         msg.push_str("; a rebuild is running (raidfs status)");
-    } else if !read_only {
+    } else if o.readd && !o.read_only {
+        msg.push_str(
+            ". A member that was missing is now recorded as failed; this mount (`readd`) re-adds \
+             it by itself once its disk is back, rebuilding only the files changed meanwhile",
+        );
+    } else if !o.read_only {
         msg.push_str(&format!(
             ". A member that was missing is now recorded as failed. When its disk is back, \
              `raidfs replace {} SLOT DIR` with its own directory re-adds it, rebuilding only \
@@ -199,7 +204,7 @@ pub fn serve(req: &MountRequest, ready: impl FnOnce(&Result<()>)) -> Result<()> 
             return r;
         }
     };
-    if let Some(msg) = degraded_warning(&array.status(), req.options.read_only) {
+    if let Some(msg) = degraded_warning(&array.status(), &req.options) {
         crate::daemon::warn(&msg);
     }
     let notifier = Arc::new(std::sync::OnceLock::new());
