@@ -548,6 +548,22 @@ fn read_only_assembly_writes_nothing_and_refuses_changes() {
         tree(tmp.path()) == before,
         "a read-only read repaired a member"
     );
+    // A shard whose checksum file is gone (on another member): served
+    // rebuilt, and the file is not made again.
+    for b in raw.iter_mut().step_by(4096) {
+        *b ^= 0x40;
+    }
+    std::fs::write(&shard, &raw).unwrap();
+    let other = dirs[1].join(format!(".raidfs/data/{:02x}/{:016x}.crc", f & 0xff, f));
+    std::fs::remove_file(other).unwrap();
+    let before = tree(tmp.path());
+    let a = Array::assemble(&o).unwrap();
+    assert_eq!(a.read(f, 0, 30_000).unwrap(), vec![7u8; 20_000]);
+    a.close().unwrap();
+    assert!(
+        tree(tmp.path()) == before,
+        "a read-only read made a checksum file again"
+    );
 }
 
 #[test]

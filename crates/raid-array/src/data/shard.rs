@@ -55,6 +55,34 @@ pub(crate) struct Shard {
     pub sums: Arc<dyn MemberFile>,
 }
 
+/// The checksums of a shard whose sidecar file is gone, as reads see
+/// them: none (all zero). Writes go through a handle that creates the file.
+struct MissingSums;
+
+impl MemberFile for MissingSums {
+    fn read_at(&self, _offset: u64, _buf: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+    fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the checksum file of this shard is missing",
+        ))
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(0)
+    }
+    fn set_len(&self, _len: u64) -> io::Result<()> {
+        self.write_at(0, &[])
+    }
+    fn next_data(&self, _offset: u64) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+}
+
 /// Open shards, bounded: when full, everything is dropped and reopened on
 /// demand (cheap compared with keeping an LRU list on every access).
 #[derive(Default)]
@@ -90,12 +118,16 @@ impl Handles {
             let data = member.open(&shard_path(ino))?;
             // A shard whose sidecar is gone reads as all-zero sums: every
             // non-zero block then fails verification and is reconstructed.
-            let sums = match member.open(&sums_path(ino)) {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => member.create(&sums_path(ino))?,
+            // Reading makes nothing (a read-only array writes nothing); the
+            // handle is not kept, so the next write creates the sidecar.
+            match member.open(&sums_path(ino)) {
+                Ok(s) => (data, s),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let sums: Arc<dyn MemberFile> = Arc::new(MissingSums);
+                    return Ok(Arc::new(Shard { data, sums }));
+                }
                 Err(e) => return Err(e),
-            };
-            (data, sums)
+            }
         };
         Ok(self.keep(idx, ino, Shard { data, sums }))
     }
