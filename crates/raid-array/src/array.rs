@@ -1219,6 +1219,12 @@ impl Array {
         clear_setid: bool,
     ) -> Result<(usize, bool)> {
         self.writable()?;
+        if data.is_empty() {
+            // As write(2) of nothing: no change, not even to the size when
+            // the offset lies past the end.
+            self.file_state(ino)?;
+            return Ok((0, false));
+        }
         let _g = self.ino_lock(ino);
         let cleared = if clear_setid && let Some(mode) = self.mode_without_setid(ino)? {
             let (seq, _) = self.inner.meta.apply(&Op::SetAttr {

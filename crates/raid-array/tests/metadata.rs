@@ -1114,3 +1114,24 @@ fn mode_and_access_acl_change_together_or_not_at_all() {
     assert_eq!(a.getxattr(x, acl_name).unwrap(), acl_with_named_user());
     a.close().unwrap();
 }
+
+/// A write of nothing changes nothing, as write(2) of zero bytes: not the
+/// size of an inline file nor of a striped one, even at an offset past the
+/// end (a growth that way would also skip the zeroing of what lies past
+/// the old end).
+#[test]
+fn a_write_of_nothing_past_the_end_changes_no_size() {
+    let (_f, a) = fixture(3, Level::Raid5(Default::default()));
+    let small = a
+        .create_file(ROOT_INO, os("small"), 0o644, 0, 0)
+        .unwrap()
+        .ino;
+    let big = a.create_file(ROOT_INO, os("big"), 0o644, 0, 0).unwrap().ino;
+    a.write(big, 0, &[5u8; 10_000]).unwrap();
+    assert_eq!(a.write(small, 3000, &[]).unwrap(), 0);
+    assert_eq!(a.write(big, 50_000, &[]).unwrap(), 0);
+    assert_eq!(a.getattr(small).unwrap().size, 0);
+    assert_eq!(a.getattr(big).unwrap().size, 10_000);
+    let d = a.mkdir(ROOT_INO, os("d"), 0o755, 0, 0).unwrap().ino;
+    assert!(a.write(d, 0, &[]).is_err(), "a write to a directory");
+}
