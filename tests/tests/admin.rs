@@ -990,3 +990,53 @@ fn status_reports_a_daemon_that_does_not_answer_and_shows_the_others() {
     let all: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(names(&all), vec![a.name.as_str()]);
 }
+
+/// Flip a bit in the first `n` chunks member 0 holds as data of the file
+/// `name` (RAID-5 on four members: stripe s keeps its parity on member
+/// (s + ino) % 4 == 3's turn, see `online_scrub_reports_bit_rot…`). The
+/// array must not be mounted.
+fn rot_member0(a: &TestArray, ino: u64, n: usize) {
+    let shard = a.members[0].join(format!(".raidfs/data/{:02x}/{:016x}", ino & 0xff, ino));
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&shard)
+        .unwrap();
+    for s in (0u64..).filter(|s| (s + ino) % 4 != 3).take(n) {
+        let off = s * CHUNK + 999;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, off).unwrap();
+        f.write_all_at(&[b[0] ^ 0x10], off).unwrap();
+    }
+}
+
+/// A live replace whose rebuild meets a block with no good copy left (bad
+/// on a source member, the replaced one gone) says so and fails, as the
+/// offline one does: the member is active, yet that block reads EIO.
+#[test]
+fn a_live_replace_that_cannot_rebuild_a_block_says_so_and_fails() {
+    let mut a = TestArray::raid5();
+    fs::write(a.path("f"), pattern(5, 1 << 20)).unwrap();
+    let ino = fs::metadata(a.path("f")).unwrap().ino();
+    a.unmount();
+    rot_member0(&a, ino, 1);
+    a.mount();
+    run_ok(&mut a.raidfs(&["fail", &a.name, "2"]));
+    let new = a.new_dir("new2");
+    let out = fails_with(
+        &mut a.raidfs(&["replace", &a.name, "2", new.to_str().unwrap()]),
+        2,
+        "could not be rebuilt",
+    );
+    assert!(
+        stdout(&out).contains("1 unrecoverable blocks"),
+        "{}",
+        stdout(&out)
+    );
+    let st = a.live_status_json();
+    assert_eq!(states(&st)[2], "active", "{st}");
+    assert_eq!(st["members"][2]["last_rebuild"]["unrecoverable"], 1, "{st}");
+    assert_eq!(st["members"][2]["last_rebuild"]["complete"], true, "{st}");
+    let text = stdout(&run_ok(&mut a.raidfs(&["status", &a.name])));
+    assert!(text.contains("could not rebuild 1 block(s)"), "{text}");
+}

@@ -118,6 +118,25 @@ pub struct MemberStatus {
     /// The member that left this slot may come back by a re-add (only the
     /// files changed since it left rebuilt): [`Array::may_readd`].
     pub readd: bool,
+    /// How the last rebuild of this slot since assembly ended: a member
+    /// turns active even when some blocks could not be rebuilt, and only
+    /// this tells the admin who asked for it.
+    pub last_rebuild: Option<RebuildOutcome>,
+}
+
+/// The end of a rebuild (or re-add), in [`MemberStatus`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RebuildOutcome {
+    /// When it ended, seconds since the Unix epoch.
+    pub finished_unix: u64,
+    /// False when it stopped early (the array closing).
+    pub complete: bool,
+    /// A re-add: only the files changed since the member left were rebuilt.
+    pub readd: bool,
+    /// Bytes written to the member.
+    pub bytes: u64,
+    /// Blocks that could not be rebuilt; they read as I/O errors.
+    pub unrecoverable: u64,
 }
 
 /// A snapshot of the array for `raidfs status`.
@@ -218,6 +237,10 @@ struct Inner {
     worker: Mutex<worker::Worker>,
     /// Progress of the running rebuild, for [`Array::status`].
     rebuild_status: Mutex<Option<RebuildStatus>>,
+    /// How the last rebuild of each slot ended, for [`Array::status`]. Set
+    /// before `rebuild_status` is cleared, so a status without a running
+    /// rebuild always has the outcome of the one that just ended.
+    last_rebuilds: Mutex<Vec<Option<RebuildOutcome>>>,
     /// Close (or drop) asked the worker to stop; nothing new starts.
     stopping: AtomicBool,
     /// Assembly has resynced the stripes an unclean stop left dirty, so a
@@ -428,6 +451,7 @@ impl Array {
             spares: Mutex::new(spares),
             worker: Mutex::new(worker::Worker::default()),
             rebuild_status: Mutex::new(None),
+            last_rebuilds: Mutex::new(vec![None; a.geometry.members()]),
             stopping: AtomicBool::new(false),
             serving: AtomicBool::new(false),
             auto_rebuild: RebuildOptions {
@@ -530,6 +554,9 @@ impl Array {
             .filter(|(_, s)| !s.readable())
             .map(|(k, _)| k)
             .collect();
+        // Read before the outcomes: see `Inner::last_rebuilds`.
+        let rebuild = lock(&i.rebuild_status).clone();
+        let outcomes = lock(&i.last_rebuilds).clone();
         Status {
             name: sb.name.clone(),
             uuid: uuid_string(&sb.array_uuid),
@@ -543,6 +570,7 @@ impl Array {
                     state: states[k],
                     counters: counters.get(k).copied().unwrap_or_default(),
                     readd: self.may_readd(k),
+                    last_rebuild: outcomes.get(k).copied().flatten(),
                 })
                 .collect(),
             events: sb.events,
@@ -561,7 +589,7 @@ impl Array {
                     path: s.path.display().to_string(),
                 })
                 .collect(),
-            rebuild: lock(&i.rebuild_status).clone(),
+            rebuild,
             last_scrub: *lock(&i.last_scrub),
         }
     }

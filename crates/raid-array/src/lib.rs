@@ -23,7 +23,10 @@ pub mod create;
 pub mod format;
 pub mod meta;
 
-pub use array::{Array, RebuildStatus, ReplaceKind, SetAttr, SpareStatus, StatFs, Status, TimeSet};
+pub use array::{
+    Array, RebuildOutcome, RebuildStatus, ReplaceKind, SetAttr, SpareStatus, StatFs, Status,
+    TimeSet,
+};
 pub use assemble::{AssembleOptions, AtimeMode, Selector};
 pub use create::CreateOptions;
 pub use meta::{Attr, DirEntry, FileKind, ROOT_INO};

@@ -457,6 +457,7 @@ mod tests {
                 write_errors: 0,
             },
             readd: false,
+            last_rebuild: None,
         };
         let st = Status {
             name: "media".into(),

@@ -290,6 +290,17 @@ fn run_rebuild(inner: &Inner, job: &Job, outer: &dyn Progress) -> Result<Rebuild
         &progress,
         &target,
     );
+    if let Ok(rep) = &r
+        && let Some(o) = lock(&inner.last_rebuilds).get_mut(slot)
+    {
+        *o = Some(super::RebuildOutcome {
+            finished_unix: now_unix(),
+            complete: rep.complete,
+            readd: job.readd.as_ref().is_some_and(|r| r.changed.is_some()),
+            bytes: rep.bytes,
+            unrecoverable: rep.unrecoverable,
+        });
+    }
     *lock(&inner.rebuild_status) = None;
     // The end state (active, or rebuilding with its progress) on record.
     let written = inner.write_sbs();

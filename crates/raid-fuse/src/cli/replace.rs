@@ -17,7 +17,7 @@ use raid_array::ops::{Progress, RebuildOptions};
 
 use super::progress::WorkBar;
 use super::status::{self, Source};
-use super::target;
+use super::target::{self, Exit};
 use crate::control::protocol::Request;
 use crate::control::record::Record;
 
@@ -132,9 +132,26 @@ pub fn run(args: &ReplaceArgs) -> Result<()> {
                     rep.unrecoverable
                 );
             }
-            Ok(())
+            lost_blocks(k, rep.unrecoverable)
         }
     }
+}
+
+/// The end of a replace whose member is now active: an error (exit 2, as
+/// `raidfs extract` for unreadable blocks) when blocks could not be
+/// rebuilt, since they are lost and the files holding them read EIO.
+fn lost_blocks(slot: usize, lost: u64) -> Result<()> {
+    if lost == 0 {
+        return Ok(());
+    }
+    Err(Exit {
+        code: 2,
+        message: format!(
+            "{lost} block(s) of member {slot} could not be rebuilt (no good copy on the other \
+             members): they read as I/O errors; restore the files that hold them from a backup"
+        ),
+    }
+    .into())
 }
 
 /// Show the daemon's rebuild (or re-add, `what`) of `slot` until it ends;
@@ -155,11 +172,17 @@ pub fn follow(rec: &Record, slot: usize, what: &'static str) -> Result<()> {
             }
             _ if state == "active" => {
                 pb.finish();
+                // A daemon that predates `last_rebuild` cannot say: none lost.
+                let lost = st
+                    .members
+                    .get(slot)
+                    .and_then(|m| m.last_rebuild)
+                    .map_or(0, |r| r.unrecoverable);
                 println!(
-                    "member {slot} is active: {what} finished in {:.0?}",
+                    "member {slot} is active: {what} finished in {:.0?}, {lost} unrecoverable blocks",
                     start.elapsed()
                 );
-                return Ok(());
+                return lost_blocks(slot, lost);
             }
             // Between the request and the worker's first report.
             _ if state == "rebuilding" => {}

@@ -50,6 +50,35 @@ pub struct MemberJson {
     /// only the files changed since it left); `null` when not mounted.
     #[serde(default)]
     pub readd: Option<bool>,
+    /// How the last rebuild of this slot since the mount ended: the member
+    /// turns active even when blocks could not be rebuilt. `null` when
+    /// none ran or when not mounted.
+    #[serde(default)]
+    pub last_rebuild: Option<LastRebuildJson>,
+}
+
+/// The end of a rebuild or re-add.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastRebuildJson {
+    pub finished_unix: u64,
+    /// False when it stopped early (unmounted); it resumes at the next mount.
+    pub complete: bool,
+    pub readd: bool,
+    pub bytes: u64,
+    /// Blocks that could not be rebuilt: they read as I/O errors.
+    pub unrecoverable: u64,
+}
+
+impl From<raid_array::RebuildOutcome> for LastRebuildJson {
+    fn from(o: raid_array::RebuildOutcome) -> Self {
+        LastRebuildJson {
+            finished_unix: o.finished_unix,
+            complete: o.complete,
+            readd: o.readd,
+            bytes: o.bytes,
+            unrecoverable: o.unrecoverable,
+        }
+    }
 }
 
 /// A hot spare.
@@ -307,6 +336,7 @@ impl StatusJson {
         j.scrub = extras.scrub;
         for (m, js) in s.members.iter().zip(j.members.iter_mut()) {
             js.readd = Some(m.readd);
+            js.last_rebuild = m.last_rebuild.map(LastRebuildJson::from);
             js.counters = Some(CountersJson {
                 read_errors: m.counters.read_errors,
                 write_errors: m.counters.write_errors,
@@ -341,6 +371,7 @@ impl From<&Status> for StatusJson {
                     state: state_name(m.state),
                     counters: None,
                     readd: None,
+                    last_rebuild: None,
                 })
                 .collect(),
             live: false,
@@ -514,6 +545,7 @@ fn offline_with(members: &[PathBuf], search: bool) -> Result<StatusJson> {
                 state,
                 counters: None,
                 readd: None,
+                last_rebuild: None,
             }
         })
         .collect();
@@ -808,6 +840,14 @@ fn print_text(st: &StatusJson) {
             line.push_str(&format!(
                 "  (read errors {}, write errors {}, checksum errors {}, repaired {})",
                 c.read_errors, c.write_errors, c.checksum_errors, c.repaired_blocks
+            ));
+        }
+        if let Some(r) = m.last_rebuild
+            && r.unrecoverable > 0
+        {
+            line.push_str(&format!(
+                "  (its last rebuild could not rebuild {} block(s): they read as I/O errors)",
+                r.unrecoverable
             ));
         }
         if m.readd == Some(true) {
