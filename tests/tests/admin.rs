@@ -1040,3 +1040,45 @@ fn a_live_replace_that_cannot_rebuild_a_block_says_so_and_fails() {
     let text = stdout(&run_ok(&mut a.raidfs(&["status", &a.name])));
     assert!(text.contains("could not rebuild 1 block(s)"), "{text}");
 }
+
+/// Start a check-only scrub slow enough to be caught running (about 8 MiB
+/// at 0.5 MB/s) and wait until the daemon reports it.
+fn start_slow_scrub(a: &TestArray) -> std::process::Child {
+    write_files(a, "slow", 4, 2 << 20);
+    let child = a
+        .raidfs(&["scrub", &a.name, "--throttle", "0.5"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_status(a, "the scrub to run", |st| !st["scrub"].is_null());
+    child
+}
+
+/// `scrub --repair` while a check runs follows the check; with its output
+/// going to a pipe (a timer's journal) it still says so, and that nothing
+/// was repaired.
+#[test]
+fn scrub_repair_while_a_check_runs_says_it_follows_the_check() {
+    let a = TestArray::raid5();
+    let mut check = start_slow_scrub(&a);
+    let mut repair = a.raidfs(&["scrub", &a.name, "--repair"]);
+    let follower = repair
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it get the note, then stop the check it follows.
+    std::thread::sleep(Duration::from_millis(1500));
+    run_ok(&mut a.raidfs(&["scrub", "--cancel", &a.name]));
+    let out = follower.wait_with_output().unwrap();
+    let _ = check.wait();
+    let err = stderr(&out);
+    assert!(
+        err.contains("a scrub is already running; following it"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was repaired"), "{err}");
+    assert!(!stdout(&out).contains("scrub --repair"), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(2), "stopped: {err}");
+}

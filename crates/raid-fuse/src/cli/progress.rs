@@ -48,9 +48,11 @@ impl WorkBar {
         self.bar.length().is_some()
     }
 
-    /// Print a line above the bar.
+    /// Print a line to stderr, above the bar. Not `ProgressBar::println`,
+    /// which drops the line when the bar is hidden (stderr not a terminal:
+    /// a pipe, a log, a systemd unit), where it matters most.
     pub fn println(&self, line: impl AsRef<str>) {
-        self.bar.println(line);
+        self.bar.suspend(|| eprintln!("{}", line.as_ref()));
     }
 
     /// The work ended: remove the bar.

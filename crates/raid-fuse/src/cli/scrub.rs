@@ -81,6 +81,12 @@ pub fn run(args: &ScrubArgs) -> Result<()> {
             .map_err(error2)?,
     };
     report(&result, args.json)?;
+    if args.repair && !result.repair {
+        eprintln!(
+            "raidfs: the scrub followed was a check only: nothing was repaired; run \
+             `raidfs scrub --repair` again once it has ended"
+        );
+    }
     if !result.complete {
         return Err(Exit {
             code: 2,
