@@ -1082,3 +1082,25 @@ fn scrub_repair_while_a_check_runs_says_it_follows_the_check() {
     assert!(!stdout(&out).contains("scrub --repair"), "{}", stdout(&out));
     assert_eq!(out.status.code(), Some(2), "stopped: {err}");
 }
+
+/// A cancelled scrub's summary is partial: `status` says it stopped, and
+/// when, not only what the part it checked found.
+#[test]
+fn status_shows_a_cancelled_scrub_as_stopped() {
+    let a = TestArray::raid5();
+    let mut check = start_slow_scrub(&a);
+    run_ok(&mut a.raidfs(&["scrub", "--cancel", &a.name]));
+    let _ = check.wait();
+    let st = wait_status(&a, "the scrub to stop", |st| st["scrub"].is_null());
+    assert_eq!(st["last_scrub"]["complete"], false, "{st}");
+    let text = stdout(&run_ok(&mut a.raidfs(&["status", &a.name])));
+    let line = text
+        .lines()
+        .find(|l| l.contains("last scrub"))
+        .unwrap_or_else(|| panic!("no last scrub line: {text}"));
+    assert!(
+        line.contains("STOPPED before the end") && line.contains("partial"),
+        "{line}"
+    );
+    assert!(line.contains(" ago"), "{line}");
+}

@@ -219,7 +219,8 @@ pub struct StatusJson {
     pub rebuild: Option<RebuildJson>,
     /// A scrub running now.
     pub scrub: Option<ScrubProgressJson>,
-    /// The last scrub that ran to its end.
+    /// The last scrub that ended, complete or stopped (cancelled,
+    /// unmounted): its `complete` says which.
     pub last_scrub: Option<LastScrubJson>,
     /// The `raidfs-sync` daemons mirroring the mount point or a directory
     /// under it, from their run records; `null` when none is known (none
@@ -882,15 +883,7 @@ fn print_text(st: &StatusJson) {
         );
     }
     match &st.last_scrub {
-        Some(s) => println!(
-            "  last scrub: {} mismatches, {} parity mismatches, {} repaired, {} unrecoverable ({} checked{})",
-            s.mismatches,
-            s.redundancy_mismatches,
-            s.repaired,
-            s.unrecoverable,
-            human_bytes(s.bytes),
-            if s.repair { ", repair" } else { "" }
-        ),
+        Some(s) => println!("{}", last_scrub_line(s, now_unix())),
         None if st.live => println!("  last scrub: none recorded"),
         None => {}
     }
@@ -900,6 +893,32 @@ fn print_text(st: &StatusJson) {
             println!("    last error: {e}");
         }
     }
+}
+
+/// The last scrub in a line of text: when it ended, and whether it ran to
+/// its end: counts of a stopped scrub cover only what it checked.
+fn last_scrub_line(s: &LastScrubJson, now: u64) -> String {
+    let how = if s.complete {
+        "finished"
+    } else {
+        "STOPPED before the end (cancelled or unmounted; the next scrub resumes), partial"
+    };
+    // 0: a summary that does not know when it ended.
+    let when = if s.finished_unix == 0 {
+        String::new()
+    } else {
+        format!(" {} ago", human_secs(now.saturating_sub(s.finished_unix)))
+    };
+    format!(
+        "  last scrub{}: {how}{when}: {} mismatches, {} parity mismatches, {} repaired, \
+         {} unrecoverable ({} checked)",
+        if s.repair { " --repair" } else { "" },
+        s.mismatches,
+        s.redundancy_mismatches,
+        s.repaired,
+        s.unrecoverable,
+        human_bytes(s.bytes),
+    )
 }
 
 /// One line of text for a sync daemon: where to, its state, how long ago it
@@ -1004,6 +1023,36 @@ mod tests {
         assert_eq!(
             sync_line(&s, 1_700_000_150),
             "  sync to s3://backup/pi/ from /mnt/array: watching (pid 42), last success 1m00s ago, 2 file(s) (2.0 KiB) pending"
+        );
+    }
+
+    #[test]
+    fn a_stopped_scrub_is_shown_as_partial_with_its_end() {
+        let mut s = LastScrubJson {
+            finished_unix: 1_700_000_000,
+            repair: false,
+            complete: false,
+            bytes: 5 << 20,
+            mismatches: 0,
+            redundancy_mismatches: 0,
+            repaired: 0,
+            unrecoverable: 0,
+        };
+        let line = last_scrub_line(&s, 1_700_000_090);
+        assert!(line.contains("STOPPED before the end"), "{line}");
+        assert!(line.contains("partial"), "{line}");
+        assert!(line.contains("1m30s ago"), "{line}");
+        assert!(line.contains("5.0 MiB checked"), "{line}");
+        s.complete = true;
+        s.repair = true;
+        let line = last_scrub_line(&s, 1_700_000_090);
+        assert!(
+            line.starts_with("  last scrub --repair: finished 1m30s ago"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("STOPPED") && !line.contains("partial"),
+            "{line}"
         );
     }
 
