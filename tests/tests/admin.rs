@@ -1104,3 +1104,26 @@ fn status_shows_a_cancelled_scrub_as_stopped() {
     );
     assert!(line.contains(" ago"), "{line}");
 }
+
+/// Offline commands given member directories relative to the working
+/// directory (`d0:d1/`, as typed in the disks' parent) find the others
+/// without taking a given member for a second one.
+#[test]
+fn offline_commands_take_relative_member_paths() {
+    let a = TestArray::builder("raid5", 4).create();
+    let raidfs = &raidfs_tests::bins().raidfs;
+    let parent = a.root.parent().unwrap();
+    let base = a.root.file_name().unwrap().to_str().unwrap();
+    let rel = |i: usize| format!("{base}/d{i}");
+    let two = format!("{}:{}", rel(1), rel(2));
+    let out = run(Command::new(raidfs)
+        .args(["scrub", &two])
+        .current_dir(parent));
+    assert!(out.status.success(), "scrub: {}", stderr(&out));
+    let out = run(Command::new(raidfs)
+        .args(["fail", &two, "2"])
+        .current_dir(parent));
+    assert!(out.status.success(), "fail: {}", stderr(&out));
+    let st = a.status_json();
+    assert_eq!(states(&st), vec!["active", "active", "failed", "active"]);
+}

@@ -428,8 +428,16 @@ fn elsewhere(uuid: [u8; 16], given: &[PathBuf]) -> Vec<PathBuf> {
         })
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| !given.contains(p))
+        .filter(|p| !given.iter().any(|g| same_dir(g, p)))
         .collect()
+}
+
+/// Whether two spellings name the same directory: the search finds members
+/// by absolute paths, the admin may give them relative (`d2/raidfs`) or
+/// through a symlink, and a member listed twice is refused by assembly.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| p.canonicalize().or_else(|_| std::path::absolute(p)).ok();
+    a == b || matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// The given member directories and the array's others, looked for beside
@@ -497,7 +505,7 @@ fn offline_with(members: &[PathBuf], search: bool) -> Result<StatusJson> {
     });
     if let Some(uuid) = incomplete.filter(|_| search) {
         for p in elsewhere(uuid, members) {
-            if !found.iter().any(|(q, _)| *q == p)
+            if !found.iter().any(|(q, _)| same_dir(q, &p))
                 && let Ok(sb) = read_superblock(&p)
             {
                 found.push((p, sb));
