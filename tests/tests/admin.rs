@@ -1127,3 +1127,30 @@ fn offline_commands_take_relative_member_paths() {
     let st = a.status_json();
     assert_eq!(states(&st), vec!["active", "active", "failed", "active"]);
 }
+
+/// Offline `remove` of a member whose disk is gone records it failed (as
+/// `mdadm --remove` of a device that is gone) and says so, not that it
+/// had been detached already.
+#[test]
+fn offline_remove_of_a_member_not_found_says_it_recorded_it_failed() {
+    let a = TestArray::builder("raid5", 4).create();
+    let raidfs = &raidfs_tests::bins().raidfs;
+    let away = tempfile::tempdir().unwrap();
+    fs::rename(&a.members[1], away.path().join("moved")).unwrap();
+    let others: Vec<String> = [0, 2, 3]
+        .iter()
+        .map(|&i| a.members[i].display().to_string())
+        .collect();
+    let out = run_ok(Command::new(raidfs).args(["remove", &others.join(":"), "1"]));
+    let text = stdout(&out);
+    assert!(text.contains("recorded failed and removed"), "{text}");
+    assert!(!text.contains("already detached"), "{text}");
+    let out = run_ok(
+        Command::new(raidfs)
+            .arg("status")
+            .args(&others)
+            .arg("--json"),
+    );
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["members"][1]["state"], "failed", "{st}");
+}

@@ -29,7 +29,7 @@ pub fn run(args: &AddSpareArgs) -> Result<()> {
         &args.target,
         None,
         |_| Ok(Request::AddSpare { path: dir.clone() }),
-        |a, _| {
+        |a, _, _| {
             a.add_spare(&dir)?;
             Ok(format!("{} added as a hot spare", dir.display()))
         },

@@ -21,7 +21,7 @@ pub fn run(args: &FailArgs) -> Result<()> {
         &args.target,
         Some(&args.member),
         |slot| Ok(Request::Fail { slot }),
-        |a, slot| {
+        |a, slot, _| {
             a.fail(slot)?;
             Ok(format!("member {slot} marked failed"))
         },

@@ -20,9 +20,21 @@ pub fn run(args: &RemoveArgs) -> Result<()> {
         &args.target,
         Some(&args.member),
         |slot| Ok(Request::Remove { slot }),
-        |a, slot| {
+        |a, slot, before| {
+            let missing = before
+                .members
+                .get(slot)
+                .is_some_and(|m| m.state == "missing");
             Ok(if a.remove(slot)? {
                 format!("member {slot} removed")
+            } else if missing {
+                // Assembled without it: the array has just recorded it
+                // failed, which is what `mdadm --remove` of a device that is
+                // gone amounts to.
+                format!(
+                    "member {slot} was not found: recorded failed and removed; the slot \
+                     stays degraded until `raidfs replace`"
+                )
             } else {
                 format!("member {slot} was already detached")
             })

@@ -23,7 +23,7 @@ pub fn run(args: &RemoveSpareArgs) -> Result<()> {
         &args.target,
         None,
         |_| Ok(Request::RemoveSpare { path: dir.clone() }),
-        |a, _| {
+        |a, _, _| {
             a.remove_spare(&dir)?;
             Ok(format!("spare {} removed", dir.display()))
         },

@@ -176,12 +176,14 @@ pub fn call(rec: &crate::control::record::Record, req: &Request) -> Result<Strin
 
 /// A member operation on TARGET: through the daemon when mounted, else on
 /// the assembled members. `req` gets the slot (resolved against the
-/// status) and must return the request; `offline` does it on an array.
+/// status) and must return the request; `offline` does it on an array,
+/// given the status read before assembling (which records a member not
+/// found as failed).
 pub fn member_op(
     target: &str,
     member: Option<&str>,
     req: impl FnOnce(usize) -> Result<Request>,
-    offline: impl FnOnce(&Array, usize) -> Result<String>,
+    offline: impl FnOnce(&Array, usize, &StatusJson) -> Result<String>,
 ) -> Result<String> {
     match resolve(target)? {
         Source::Live(rec) => {
@@ -198,7 +200,7 @@ pub fn member_op(
                 None => 0,
             };
             let array = assemble_offline(&members)?;
-            let r = offline(&array, k);
+            let r = offline(&array, k, &st);
             close(array)?;
             r
         }
