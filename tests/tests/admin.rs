@@ -1154,3 +1154,22 @@ fn offline_remove_of_a_member_not_found_says_it_recorded_it_failed() {
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["members"][1]["state"], "failed", "{st}");
 }
+
+/// A mount point typed without a `/` (`mnt` from its parent, `.` inside
+/// it) is the mount point, not an array name.
+#[test]
+fn a_mount_point_without_a_slash_is_taken_as_the_mount_point() {
+    let a = TestArray::raid5();
+    let uuid = a.live_status_json()["uuid"].clone();
+    for (dir, word) in [(&a.root, "mnt"), (&a.mnt, ".")] {
+        let out = run(a.raidfs(&["status", word, "--json"]).current_dir(dir));
+        assert!(out.status.success(), "status {word}: {}", stderr(&out));
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(st["uuid"], uuid, "status {word}");
+        assert_eq!(st["live"], true, "status {word}");
+    }
+    let out = run(a.raidfs(&["scrub", "mnt"]).current_dir(&a.root));
+    assert!(out.status.success(), "scrub mnt: {}", stderr(&out));
+    // A name is still a name.
+    run_ok(&mut a.raidfs(&["status", &a.name]));
+}

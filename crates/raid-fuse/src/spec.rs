@@ -109,6 +109,21 @@ pub fn is_mountpoint(dir: &Path) -> Result<bool> {
     Ok(mounts()?.iter().any(|(m, _)| *m == dir))
 }
 
+/// A TARGET word without a `/` (`mnt`, `.`) that names a raidfs mount
+/// point, as its canonical path: such a word is otherwise an array name,
+/// and a mount point typed from its parent would not be found.
+pub fn raidfs_mount_word(word: &str) -> Option<PathBuf> {
+    if word.contains('/') || !Path::new(word).is_dir() {
+        return None;
+    }
+    let dir = Path::new(word).canonicalize().ok()?;
+    mounts()
+        .ok()?
+        .into_iter()
+        .any(|(m, fstype)| m == dir && fstype == "fuse.raidfs")
+        .then_some(dir)
+}
+
 /// Directories that may hold members: each of `extra` and every real
 /// mounted filesystem's root, with their immediate subdirectories.
 pub fn candidates(extra: &[String]) -> Result<Vec<PathBuf>> {

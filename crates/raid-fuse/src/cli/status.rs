@@ -632,6 +632,8 @@ pub fn resolve(spec: &[String]) -> Result<Source> {
     let Some(first) = spec.first() else {
         bail!("no array given");
     };
+    let mount_word = crate::spec::raidfs_mount_word(first).map(|p| p.display().to_string());
+    let first = mount_word.as_ref().unwrap_or(first);
     if let Some(rec) = client::find(first)? {
         return Ok(Source::Live(rec));
     }
