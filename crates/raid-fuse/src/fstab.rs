@@ -69,10 +69,18 @@ pub fn parse(text: &str) -> Vec<FstabEntry> {
 /// The raidfs entry for `mountpoint` in the fstab file at `path`.
 pub fn find(path: &Path, mountpoint: &Path) -> std::io::Result<Option<FstabEntry>> {
     let text = std::fs::read_to_string(path)?;
-    let want = normalize(mountpoint);
-    Ok(parse(&text)
-        .into_iter()
-        .find(|e| normalize(Path::new(&e.mountpoint)) == want))
+    // fstab names mount points by absolute paths; `mount.raidfs DIR` may
+    // be given a relative one (as mount(8) accepts), or one through a
+    // symlink.
+    let mut want = vec![normalize(mountpoint)];
+    want.extend(std::path::absolute(mountpoint).ok().map(|p| normalize(&p)));
+    want.extend(mountpoint.canonicalize().ok().map(|p| normalize(&p)));
+    Ok(parse(&text).into_iter().find(|e| {
+        let p = Path::new(&e.mountpoint);
+        want.contains(&normalize(p))
+            || p.canonicalize()
+                .is_ok_and(|c| want.contains(&normalize(&c)))
+    }))
 }
 
 fn normalize(p: &Path) -> String {
@@ -88,6 +96,26 @@ fn normalize(p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_mount_point_finds_its_absolute_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mnt = tmp.path().canonicalize().unwrap().join("array");
+        std::fs::create_dir(&mnt).unwrap();
+        let tab = tmp.path().join("fstab");
+        std::fs::write(&tab, format!("media {} raidfs nofail 0 0\n", mnt.display())).unwrap();
+        // The same directory relative to the working directory (which a
+        // test must not change): up to `/`, then down to it.
+        let cwd = std::env::current_dir().unwrap();
+        let mut rel = std::path::PathBuf::new();
+        for _ in cwd.components().skip(1) {
+            rel.push("..");
+        }
+        rel.push(mnt.strip_prefix("/").unwrap());
+        assert!(rel.is_relative());
+        let e = find(&tab, &rel).unwrap().expect("found by a relative path");
+        assert_eq!(e.spec, "media");
+    }
 
     #[test]
     fn finds_raidfs_lines_only() {
