@@ -59,11 +59,31 @@ fn refuse_a_name_in_use(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuse a name that every command would read as something else: a
+/// UUID (32 hex digits) is looked up as a UUID, and `.`/`..` are
+/// directories, so the array could never be named.
+fn check_name(name: &str) -> Result<()> {
+    if name == "." || name == ".." {
+        anyhow::bail!("array name {name:?}: a directory's name cannot name an array");
+    }
+    if matches!(
+        crate::spec::parse(name),
+        Ok(crate::spec::Spec::Array(raid_array::Selector::Uuid(_)))
+    ) {
+        anyhow::bail!(
+            "array name {name:?} reads as a UUID, and commands would look it up as one: \
+             choose a name that is not 32 hex digits"
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: &CreateArgs) -> Result<()> {
     let level: Level = args
         .level
         .parse()
         .with_context(|| format!("level {:?}", args.level))?;
+    check_name(&args.name)?;
     refuse_a_name_in_use(&args.name)?;
     let mut opts = CreateOptions::new(&args.name, level, args.members.clone());
     opts.chunk_size = args.chunk;
@@ -95,4 +115,22 @@ pub fn run(args: &CreateArgs) -> Result<()> {
         println!("mount it with: mount.raidfs {} /mnt/array", args.name);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_read_as_a_uuid_or_a_directory_are_refused() {
+        for bad in [
+            "deadbeefdeadbeefdeadbeefdeadbeef",
+            "DEADBEEF-dead-beef-dead-beefdeadbeef",
+            ".",
+            "..",
+        ] {
+            assert!(super::check_name(bad).is_err(), "{bad}");
+        }
+        for good in ["media", "deadbeef", "a.b", "...", "backup-2024"] {
+            assert!(super::check_name(good).is_ok(), "{good}");
+        }
+    }
 }
