@@ -1173,3 +1173,23 @@ fn a_mount_point_without_a_slash_is_taken_as_the_mount_point() {
     // A name is still a name.
     run_ok(&mut a.raidfs(&["status", &a.name]));
 }
+
+/// Offline, an array with more members gone than it survives is failed
+/// and degraded, as the live status says.
+#[test]
+fn offline_status_of_a_failed_array_is_degraded_too() {
+    let a = TestArray::builder("raid5", 4).create();
+    let away = tempfile::tempdir().unwrap();
+    for i in 1..4 {
+        fs::rename(&a.members[i], away.path().join(format!("m{i}"))).unwrap();
+    }
+    let out = run_ok(
+        Command::new(&raidfs_tests::bins().raidfs)
+            .arg("status")
+            .arg(&a.members[0])
+            .arg("--json"),
+    );
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["failed"], true, "{st}");
+    assert_eq!(st["degraded"], true, "{st}");
+}

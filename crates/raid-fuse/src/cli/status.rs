@@ -567,7 +567,8 @@ fn offline_with(members: &[PathBuf], search: bool) -> Result<StatusJson> {
         // As assembly decides it: the freshest superblock's word (a failed
         // or replaced member's keeps whatever it said when it left).
         clean: fresh.clean,
-        degraded: !failed.is_empty() && geometry.survives(&failed),
+        // As the live status: a failed array is degraded too.
+        degraded: !failed.is_empty(),
         failed: !geometry.survives(&failed),
         failures_tolerated: geometry.failures_tolerated(),
         failures_left: geometry.more_failures_tolerated(&failed),
