@@ -353,6 +353,73 @@ fn hot_spare_takes_over_a_failed_member() {
     verify(&a, &files);
 }
 
+/// Not mounted, a hot spare added to an array with a failed slot takes
+/// it over before the command returns, instead of being left "rebuilding"
+/// with nothing rebuilding it when the command closed the array.
+#[test]
+fn offline_add_spare_to_a_failed_slot_finishes_the_takeover() {
+    let mut a = TestArray::raid5();
+    let files = write_files(&a, "f", 4, 300_000);
+    a.unmount();
+    let spec = a.spec();
+    run_ok(&mut a.raidfs(&["fail", &spec, "2"]));
+    let spare = a.new_dir("spare");
+    let out = run_ok(&mut a.raidfs(&["add-spare", &spec, spare.to_str().unwrap()]));
+    assert!(
+        stdout(&out).contains("member 2 rebuilt"),
+        "{}",
+        stdout(&out)
+    );
+    a.members[2] = spare.clone();
+    let st = a.status_json();
+    assert!(all_active(&st), "{st:#}");
+    assert_eq!(
+        st["members"][2]["path"],
+        spare.display().to_string().as_str()
+    );
+    a.mount();
+    verify(&a, &files);
+}
+
+/// A rebuild stopped by an unmount resumes when the array is assembled;
+/// `raidfs replace` run again offline, as the docs say to resume it, sees
+/// it to its end instead of refusing because "a rebuild is already
+/// running".
+#[test]
+fn offline_replace_run_again_finishes_an_interrupted_rebuild() {
+    let mut a = TestArray::raid5();
+    let files = write_files(&a, "f", 8, 600_000);
+    run_ok(&mut a.raidfs(&["fail", &a.name, "2"]));
+    let new = a.new_dir("new");
+    let new_s = new.to_str().unwrap().to_string();
+    run_ok(&mut a.raidfs(&[
+        "replace",
+        &a.name,
+        "2",
+        &new_s,
+        "--throttle",
+        "1",
+        "--no-wait",
+    ]));
+    a.unmount();
+    a.members[2] = new.clone();
+    let st = a.status_json();
+    assert_eq!(st["members"][2]["state"], "rebuilding", "{st:#}");
+    let out = run_ok(&mut a.raidfs(&["replace", &a.spec(), "2", &new_s]));
+    assert!(
+        stdout(&out).contains("member 2 rebuilt"),
+        "{}",
+        stdout(&out)
+    );
+    let st = a.status_json();
+    assert!(all_active(&st), "{st:#}");
+    a.mount();
+    verify(&a, &files);
+    // It holds its share: the array survives losing another member.
+    run_ok(&mut a.raidfs(&["fail", &a.name, "0"]));
+    verify(&a, &files);
+}
+
 /// `fail`, then `remove` (twice, as a script may): the member is let go,
 /// the second remove has nothing left to do and is no error; a replace
 /// fills the slot again.

@@ -95,6 +95,37 @@ pub fn run(args: &ReplaceArgs) -> Result<()> {
             let k = target::slot(&st, &args.member)?;
             target::check_own_filesystem(&st, Some(k), &new_dir, args.allow_same_fs)?;
             let array = target::assemble_offline(&members)?;
+            // A rebuild left unfinished (this slot's, when the command is
+            // run again to resume it) or a spare's takeover resumed at
+            // assembly: it runs to its end first.
+            if let Some(bg) = target::finish_background_rebuild(&array) {
+                println!("{}", target::describe_background(&bg));
+                let now = array.status();
+                let healed = now
+                    .members
+                    .get(k)
+                    .filter(|m| bg.slot == k && m.state == raid_array::health::MemberState::Active);
+                if let Some(m) = healed {
+                    let onto = m.path.clone();
+                    target::close(array)?;
+                    let same = onto
+                        .as_deref()
+                        .is_some_and(|p| target::same_dir(std::path::Path::new(p), &new_dir));
+                    if !same {
+                        bail!(
+                            "member {k} is active again, rebuilt onto {} by the rebuild resumed \
+                             first; nothing was replaced (run the command again to move it to {})",
+                            onto.unwrap_or_else(|| "?".into()),
+                            new_dir.display()
+                        );
+                    }
+                    let lost = match &bg.result {
+                        Ok(rep) => rep.unrecoverable,
+                        Err(_) => 0,
+                    };
+                    return lost_blocks(k, lost);
+                }
+            }
             let pb = Local(WorkBar::new("rebuild"));
             let r = array.replace(
                 k,

@@ -156,6 +156,90 @@ pub fn assemble_offline(members: &[PathBuf]) -> Result<Array> {
     Array::assemble(&opts).context("cannot assemble the array")
 }
 
+/// What ran in an offline array's background worker: the slot, and how
+/// it ended.
+pub struct BackgroundRebuild {
+    pub slot: usize,
+    pub result: raid_array::Result<raid_array::ops::RebuildReport>,
+}
+
+/// An array assembled here may have work in its background worker: an
+/// interrupted rebuild resumes at assembly, and a hot spare takes over a
+/// failed slot (found at assembly, or failed by this command). Closing the
+/// array would stop it half done and leave the slot "rebuilding" with
+/// nothing running, so the command sees it to its end first, with a
+/// progress bar. `None` if nothing ran.
+pub fn finish_background_rebuild(array: &Array) -> Option<BackgroundRebuild> {
+    const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+    let before: Vec<_> = array
+        .status()
+        .members
+        .iter()
+        .map(|m| m.last_rebuild)
+        .collect();
+    let mut seen = None;
+    let result = std::thread::scope(|s| {
+        let waiter = s.spawn(|| array.wait_rebuild());
+        let mut bar: Option<super::progress::WorkBar> = None;
+        while !waiter.is_finished() {
+            if let Some(r) = array.status().rebuild {
+                let b = bar.get_or_insert_with(|| {
+                    let b = super::progress::WorkBar::new("rebuild");
+                    b.println(format!(
+                        "member {}: finishing the rebuild that was started before \
+                         (interrupted earlier, or a hot spare taking over)",
+                        r.slot
+                    ));
+                    b
+                });
+                seen = Some(r.slot);
+                b.update(r.done_bytes, r.total_bytes);
+            }
+            std::thread::sleep(POLL);
+        }
+        if let Some(b) = &bar {
+            b.finish();
+        }
+        waiter.join().unwrap_or_else(|_| {
+            Some(Err(raid_array::ArrayError::ArrayFailed(
+                "the rebuild worker panicked".into(),
+            )))
+        })
+    })?;
+    // One too quick for the bar to see: the slot whose outcome is new.
+    let slot = seen.or_else(|| {
+        let now = array.status();
+        now.members
+            .iter()
+            .position(|m| before.get(m.index).is_some_and(|b| *b != m.last_rebuild))
+    })?;
+    Some(BackgroundRebuild { slot, result })
+}
+
+/// One line on what [`finish_background_rebuild`] saw to its end.
+pub fn describe_background(b: &BackgroundRebuild) -> String {
+    match &b.result {
+        Ok(rep) if rep.complete => format!(
+            "member {} rebuilt: {} bytes written, {} unrecoverable blocks",
+            b.slot, rep.bytes, rep.unrecoverable
+        ),
+        Ok(_) => format!(
+            "member {}: the rebuild stopped early; it resumes at the next assembly",
+            b.slot
+        ),
+        Err(e) => format!("member {}: the rebuild failed: {e}", b.slot),
+    }
+}
+
+/// Whether `a` and `b` are the same directory (symlinks and `..`
+/// resolved); paths that cannot be resolved compare as written.
+pub fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 /// Close an array assembled by [`assemble_offline`].
 pub fn close(array: Array) -> Result<()> {
     array.close().context("closing the array")
@@ -201,8 +285,13 @@ pub fn member_op(
             };
             let array = assemble_offline(&members)?;
             let r = offline(&array, k, &st);
+            let bg = finish_background_rebuild(&array);
             close(array)?;
-            r
+            let msg = r?;
+            Ok(match bg {
+                Some(b) => format!("{msg}\n{}", describe_background(&b)),
+                None => msg,
+            })
         }
     }
 }
