@@ -1283,3 +1283,22 @@ fn status_of_a_directory_that_does_not_exist_is_an_error() {
         "no such directory",
     );
 }
+
+/// A repairing scrub that meets blocks with no good copy left (bad on one
+/// member, another member failed) says how many could not be repaired
+/// and what to do, not that it repaired what it found.
+#[test]
+fn a_repairing_scrub_that_cannot_repair_says_how_many_blocks_are_lost() {
+    let mut a = TestArray::raid5();
+    fs::write(a.path("f"), pattern(6, 1 << 20)).unwrap();
+    let ino = fs::metadata(a.path("f")).unwrap().ino();
+    a.unmount();
+    rot_member0(&a, ino, 4);
+    a.mount();
+    run_ok(&mut a.raidfs(&["fail", &a.name, "2"]));
+    fails_with(
+        &mut a.raidfs(&["scrub", &a.name, "--repair"]),
+        1,
+        "could not be repaired",
+    );
+}

@@ -99,8 +99,14 @@ pub fn run(args: &ScrubArgs) -> Result<()> {
     if result.found_problems() {
         return Err(Exit {
             code: 1,
-            message: if result.repair {
-                "mismatches found (see above for what was repaired)".into()
+            message: if result.repair && result.unrecoverable > 0 {
+                format!(
+                    "mismatches found; {} block(s) could not be repaired (no good copy left): \
+                     they read as I/O errors; restore the files that hold them from a backup",
+                    result.unrecoverable
+                )
+            } else if result.repair {
+                "mismatches found and repaired (see above)".into()
             } else {
                 "mismatches found: run `raidfs scrub --repair` to fix them".into()
             },
