@@ -330,6 +330,8 @@ fn create_with_a_bad_level_or_chunk_is_refused() {
     let out = create(&["--level", "raid6", "--name", "x"], &dirs[..2]);
     assert!(!out.status.success(), "raid6 on 2 members accepted");
     assert!(!stderr(&out).trim().is_empty());
+    let out = create(&["--level", "raid0", "--name", "x"], &dirs[..1]);
+    assert_refused(&out, "at least 2 members");
     assert_eq!(before, snapshots(&dirs), "a refused create wrote something");
     // A member directory that is not there (its disk not mounted): named,
     // with what to check, and not created.

@@ -166,6 +166,14 @@ pub fn create(opts: &CreateOptions) -> Result<[u8; 16]> {
             opts.members.len()
         ))
     })?;
+    // A stripe over one member is that disk with the array's overhead and
+    // nothing gained (mdadm wants --force for it). Refused here only: an
+    // array made so by an older version still assembles.
+    if matches!(opts.level, Level::Raid0) && opts.members.len() < 2 {
+        return Err(ArrayError::Invalid(
+            "raid0 needs at least 2 members: striped over one, it only adds overhead".into(),
+        ));
+    }
     if opts.members.len() > superblock::MAX_MEMBERS as usize {
         return Err(ArrayError::Invalid(format!(
             "at most {} members",
