@@ -1339,9 +1339,11 @@ impl Array {
             .checked_add(data.len() as u64)
             .ok_or_else(|| ArrayError::Invalid("write past the largest file offset".into()))?;
         // A member short of space keeps what it has left for the records:
-        // no data that grows a file or goes into the journal (an inline
-        // file's bytes).
-        if (end > size || inline.is_some()) && self.inner.data.short_of_space() {
+        // no file data at all until files are deleted. Not only writes that
+        // grow a file or go into the journal (an inline file's bytes): one
+        // into a hole of a file takes new space as well, and would take
+        // what the reserve let go.
+        if self.inner.data.short_of_space() {
             return Err(ArrayError::NoSpace);
         }
         let time = now_ns();

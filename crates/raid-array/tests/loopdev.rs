@@ -374,12 +374,27 @@ fn a_member_that_fills_first_is_not_failed_by_the_parity_rewrite() {
         k += 1;
         assert!(off < 1 << 30, "never filled");
     }
+    // A writer that goes on (write-back, a download client) into the
+    // file's holes: refused, and it neither fails the full member nor takes
+    // the space kept for the records.
+    for i in 0..30u64 {
+        let at = (150 << 20) + i * 300_000;
+        assert!(
+            matches!(
+                a.write(f, at, &pattern(50 + i, 300_000)),
+                Err(raid_array::ArrayError::NoSpace)
+            ),
+            "a write into a hole of a full array was taken"
+        );
+    }
     let _ = a.fsync(f, false);
     let st = a.status();
     assert!(
         !st.degraded && !st.failed,
         "a full member was failed: {st:?}"
     );
+    a.mkdir(ROOT_INO, os("still-room-for-records"), 0o755, 0, 0)
+        .unwrap();
     let check = |a: &Array, f: u64| {
         for i in 0..k {
             let at = i * 300_000;
@@ -404,6 +419,47 @@ fn a_member_that_fills_first_is_not_failed_by_the_parity_rewrite() {
     check(&a, f);
     a.close().unwrap();
     std::fs::remove_file(&other).unwrap();
+    drop(loops);
+}
+
+/// A file ending inside a 4 KiB block, then written on from its end in
+/// large pieces until the array is full: the write that meets a full disk
+/// is refused whole, before any member changes, and every byte written
+/// before reads back, the partly filled last block included. Before, that
+/// block was rewritten on some members and not others, and read as EIO.
+#[test]
+fn a_write_refused_for_space_leaves_the_last_block_readable() {
+    use raid_array::{Array, ROOT_INO};
+    let (_root, loops, dirs) = three_small_ext4_members();
+    let a = Array::create(&raid5_options("tail", &dirs)).unwrap();
+    let f = a
+        .create_file(ROOT_INO, std::ffi::OsStr::new("f"), 0o644, 0, 0)
+        .unwrap()
+        .ino;
+    let mut want = pattern(1, 5000);
+    a.write(f, 0, &want).unwrap();
+    let mut k = 2;
+    loop {
+        let piece = pattern(k, 4 << 20);
+        match a.write(f, want.len() as u64, &piece) {
+            Ok(n) => want.extend_from_slice(&piece[..n]),
+            Err(raid_array::ArrayError::NoSpace) => break,
+            Err(e) => panic!("writing: {e}"),
+        }
+        k += 1;
+        assert!(want.len() < 1 << 30, "never filled");
+    }
+    let st = a.status();
+    assert!(!st.degraded && !st.failed, "{st:?}");
+    let tail = want.len() as u64 / 4096 * 4096;
+    assert_eq!(
+        a.read(f, tail, 4096).unwrap(),
+        want[tail as usize..],
+        "the file's last block"
+    );
+    assert!(a.read(f, 0, want.len() + 1).unwrap() == want, "the file");
+    a.release(f).unwrap();
+    a.close().unwrap();
     drop(loops);
 }
 

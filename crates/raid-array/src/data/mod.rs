@@ -46,6 +46,7 @@ pub(crate) mod layout;
 pub(crate) mod pool;
 pub mod readahead;
 pub(crate) mod shard;
+pub(crate) mod space;
 pub(crate) mod tailcache;
 pub(crate) mod writebehind;
 pub(crate) mod zeroend;
@@ -111,6 +112,8 @@ pub struct DataStore {
     tails: tailcache::TailCache,
     /// Files whose members hold only zeros past their end.
     zero_past_end: zeroend::ZeroPastEnd,
+    /// Whether writes make room on every member first ([`space`]).
+    low_space: space::LowSpace,
     /// Assembled read-only: reads heal nothing (a block that fails its
     /// checksum is still served rebuilt, but not rewritten).
     read_only: std::sync::atomic::AtomicBool,
@@ -411,6 +414,7 @@ impl DataStore {
             write_behind: writebehind::WriteBehind::default(),
             tails: tailcache::TailCache::default(),
             zero_past_end: zeroend::ZeroPastEnd::default(),
+            low_space: space::LowSpace::default(),
             read_only: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -675,6 +679,44 @@ impl DataStore {
         }
     }
 
+    /// Close to full ([`space`]), have each of `members` make room for its
+    /// part of a batch, data and checksums, before anything is written;
+    /// whether one of them is full (the batch is then refused whole, and no
+    /// member has changed). Other errors are left to the writes.
+    fn make_room(
+        &self,
+        ino: u64,
+        b: &Batch,
+        chunk: u64,
+        stripes: &[u64],
+        members: impl Iterator<Item = usize>,
+    ) -> Result<bool> {
+        let targets = self.targets();
+        if !self.low_space.is_low(targets.iter().map(|(_, m)| m)) {
+            return Ok(false);
+        }
+        for j in members {
+            let Some(m) = self.member(j) else { continue };
+            let Ok(shard) = self.handles.get(j, m.as_ref(), ino, true) else {
+                continue;
+            };
+            for run in Run::merge(&b.by_member[j], &b.segs, stripes, chunk, |s| s.write) {
+                let len = run.buf.len() as u64;
+                let sums_at = run.member_off / BLOCK as u64 * checksum::ENTRY as u64;
+                let sums_len = len.div_ceil(BLOCK as u64) * checksum::ENTRY as u64;
+                let r = shard
+                    .data
+                    .allocate(run.member_off, len)
+                    .and_then(|()| shard.sums.allocate(sums_at, sums_len));
+                match r {
+                    Err(e) if is_no_space(&e) => return Ok(true),
+                    _ => {}
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Run the writes of a batch, one thread per writable member. Members
     /// whose write fails are marked failed.
     fn batch_writes(&self, ino: u64, b: &Batch, chunk: u64, stripes: &[u64]) -> Result<()> {
@@ -691,6 +733,9 @@ impl DataStore {
         let busy = bufs.iter().enumerate().filter(|(j, _)| {
             by_member[*j].iter().any(|&i| segs[i].write) && self.health.state(*j).writable()
         });
+        if self.make_room(ino, b, chunk, stripes, busy.clone().map(|(j, _)| j))? {
+            return Err(ArrayError::NoSpace);
+        }
         let job = |(j, buf): (usize, &Vec<u8>)| {
             // Checked again when the job runs: the member may have failed since.
             if !self.health.state(j).writable() {

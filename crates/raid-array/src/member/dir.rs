@@ -208,6 +208,22 @@ impl MemberFile for DirFile {
         })
     }
 
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        let Some(len) = std::num::NonZeroU64::new(len) else {
+            return Ok(());
+        };
+        match rustix::fs::fallocate(
+            &self.0,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            offset,
+            len.get(),
+        ) {
+            // FAT before Linux 4.19: the write finds out.
+            Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+            r => r.map_err(io::Error::from),
+        }
+    }
+
     fn write_behind(&self, upto: u64) -> io::Result<()> {
         // Linux starts write-back of the range's dirty pages (without
         // waiting) and drops its clean ones.
@@ -303,6 +319,10 @@ impl MemberFile for DirectFile {
 
     fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
         self.buffered.next_data(offset)
+    }
+
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.buffered.allocate(offset, len)
     }
 
     fn write_behind(&self, upto: u64) -> io::Result<()> {
@@ -474,7 +494,7 @@ impl Member for DirMember {
     }
 
     fn release_reserve(&self) -> bool {
-        self.reserve.release()
+        self.reserve.release_for_redundancy()
     }
 
     /// The mount of the root as opened: still the old one after its

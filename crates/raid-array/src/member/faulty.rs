@@ -515,6 +515,14 @@ impl MemberFile for FaultyFile {
         self.inner.next_data(offset)
     }
 
+    /// Space only: the contents, and so the crash image, do not change.
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.sh.vanished.load(Ordering::SeqCst) || self.sh.power.is_off() {
+            return Err(eio(&self.path));
+        }
+        self.inner.allocate(offset, len)
+    }
+
     /// Punched through to the inner member; durable, like a write, after
     /// `sync_data`.
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {

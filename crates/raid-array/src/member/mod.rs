@@ -77,6 +77,14 @@ pub trait MemberFile: Send + Sync {
         let _ = (offset, len);
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// Make sure `len` bytes at `offset` have space on the disk, without
+    /// changing the contents or the length (`fallocate(KEEP_SIZE)`), so
+    /// that a write there cannot meet a full disk half-way. Backends that
+    /// cannot do nothing (the default), and the write finds out.
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
     /// The first offset at or after `offset` that holds data, `None` when
     /// only holes (never written or punched) follow (`SEEK_DATA`). Lets a
     /// rebuild or scrub pass over the holes of a sparse file instead of
@@ -165,7 +173,8 @@ pub trait Member: Send + Sync {
     /// Let part of the reserve go for a write that keeps the array's
     /// redundancy true (parity rewritten after a write ran out of space, a
     /// repair) and found the member full; whether anything was let go, so
-    /// that the write is worth a retry. The member is then short of space.
+    /// that the write is worth a retry. A quarter of the reserve always
+    /// stays for the array's records. The member is then short of space.
     fn release_reserve(&self) -> bool {
         false
     }

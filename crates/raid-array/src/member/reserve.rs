@@ -72,6 +72,8 @@ pub struct Reserve {
     /// Not whole (let go in part, or never made for want of room): the
     /// member is short of space.
     spent: AtomicBool,
+    /// The size it is made at (0 until made).
+    size: std::sync::atomic::AtomicU64,
 }
 
 impl Reserve {
@@ -106,6 +108,7 @@ impl Reserve {
         if held.is_some() && !self.spent() {
             return Ok(true);
         }
+        self.size.store(want, Ordering::SeqCst);
         let f = match held.take() {
             Some(f) => f,
             None => open()?,
@@ -159,6 +162,22 @@ impl Reserve {
             );
         }
         true
+    }
+
+    /// [`Reserve::release`] for a write that keeps redundancy true (parity
+    /// rewritten, a block repaired), which may take at most three quarters
+    /// of the reserve: the rest stays for the journal and superblock writes
+    /// that keep the member in the array.
+    pub fn release_for_redundancy(&self) -> bool {
+        let floor = self.size.load(Ordering::SeqCst) / 4;
+        let have = {
+            let held = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            match held.as_ref().map(|f| f.metadata()) {
+                Some(Ok(m)) => m.len(),
+                _ => return false,
+            }
+        };
+        have > floor && self.release()
     }
 
     /// Run `write` (a write of the array's own records); while the member
