@@ -1261,29 +1261,6 @@ fn offline_status_of_a_failed_array_is_degraded_too() {
     assert_eq!(st["degraded"], true, "{st}");
 }
 
-/// A status of member directories naming one that does not exist is an
-/// error, not a warning and a status of the rest.
-#[test]
-fn status_of_a_directory_that_does_not_exist_is_an_error() {
-    let a = TestArray::builder("raid5", 4).create();
-    let missing = a.root.join("no-such-dir");
-    fails_with(
-        Command::new(&raidfs_tests::bins().raidfs)
-            .arg("status")
-            .arg(&a.members[0])
-            .arg(&missing),
-        1,
-        "no-such-dir: no such directory",
-    );
-    fails_with(
-        Command::new(&raidfs_tests::bins().raidfs)
-            .args(["status", &a.name])
-            .arg(&missing),
-        1,
-        "no such directory",
-    );
-}
-
 /// A repairing scrub that meets blocks with no good copy left (bad on one
 /// member, another member failed) says how many could not be repaired
 /// and what to do, not that it repaired what it found.

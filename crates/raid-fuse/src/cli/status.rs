@@ -633,13 +633,6 @@ pub fn resolve(spec: &[String]) -> Result<Source> {
     let Some(first) = spec.first() else {
         bail!("no array given");
     };
-    if spec.len() > 1 {
-        // Several words are one array's member directories: one that is
-        // not there is a typo, not a member to report missing.
-        if let Some(w) = spec.iter().find(|w| !Path::new(w).exists()) {
-            bail!("{w}: no such directory (several TARGET words are member directories)");
-        }
-    }
     let mount_word = crate::spec::raidfs_mount_word(first).map(|p| p.display().to_string());
     let first = mount_word.as_ref().unwrap_or(first);
     if let Some(rec) = client::find(first)? {
