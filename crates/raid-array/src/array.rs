@@ -1570,7 +1570,7 @@ impl Array {
     }
 
     /// Whether some member in service has given up the space it keeps for
-    /// the array's records: writes that grow files are refused until
+    /// the array's records: writes of file data are refused until
     /// files are deleted ([`crate::member::reserve`]).
     pub fn short_of_space(&self) -> bool {
         self.inner.data.short_of_space()

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use raid_array::Array;
+use raid_array::data::space::Recheck;
 
 /// Usable space below which files are opened for direct I/O.
 pub const MARGIN: u64 = 256 << 20;
@@ -35,11 +36,8 @@ const RECHECK: Duration = Duration::from_millis(500);
 /// Whether the array is close to full, looked up cheaply.
 pub struct NearFull {
     start: Instant,
-    /// Milliseconds since `start` of the last look at free space, plus one
-    /// (0: never looked).
-    checked: AtomicU64,
-    /// Whether that look found less than [`MARGIN`].
-    low: AtomicU64,
+    /// Whether a look at free space found less than [`MARGIN`].
+    low: Recheck,
     /// Milliseconds since `start` of the last ENOSPC, plus one (0: none).
     refused: AtomicU64,
 }
@@ -48,8 +46,7 @@ impl Default for NearFull {
     fn default() -> Self {
         NearFull {
             start: Instant::now(),
-            checked: AtomicU64::new(0),
-            low: AtomicU64::new(0),
+            low: Recheck::new(RECHECK),
             refused: AtomicU64::new(0),
         }
     }
@@ -69,30 +66,25 @@ impl NearFull {
 
     /// Whether a file opened for writing now should bypass the cache.
     pub fn near_full(&self, array: &Array) -> bool {
-        let now = self.now_ms();
         let refused = self.refused.load(Ordering::Relaxed);
-        if refused != 0 && now.saturating_sub(refused) < ENOSPC_MEMORY.as_millis() as u64 {
+        if refused != 0 && self.now_ms().saturating_sub(refused) < ENOSPC_MEMORY.as_millis() as u64
+        {
             return true;
         }
         if array.short_of_space() {
             return true;
         }
-        let checked = self.checked.load(Ordering::Relaxed);
-        if checked == 0 || now.saturating_sub(checked) >= RECHECK.as_millis() as u64 {
+        self.low.get(|| {
             // An array whose free space cannot be read counts as roomy:
             // this only chooses how writes travel, never whether they may.
-            let low = array
+            array
                 .statfs()
                 .map(|s| {
                     let bsize = u64::from(s.bsize);
                     let margin = MARGIN.min(s.blocks.saturating_mul(bsize) / 4);
                     s.bavail.saturating_mul(bsize) < margin
                 })
-                .unwrap_or(false);
-            self.low.store(u64::from(low), Ordering::Relaxed);
-            self.checked.store(now, Ordering::Relaxed);
-            return low;
-        }
-        self.low.load(Ordering::Relaxed) != 0
+                .unwrap_or(false)
+        })
     }
 }

@@ -46,7 +46,7 @@ pub(crate) mod layout;
 pub(crate) mod pool;
 pub mod readahead;
 pub(crate) mod shard;
-pub(crate) mod space;
+pub mod space;
 pub(crate) mod tailcache;
 pub(crate) mod writebehind;
 pub(crate) mod zeroend;
@@ -112,8 +112,9 @@ pub struct DataStore {
     tails: tailcache::TailCache,
     /// Files whose members hold only zeros past their end.
     zero_past_end: zeroend::ZeroPastEnd,
-    /// Whether writes make room on every member first ([`space`]).
-    low_space: space::LowSpace,
+    /// Whether writes make room on every member first ([`space`]):
+    /// some member has less than [`space::LOW_WATER`] free.
+    low_space: space::Recheck,
     /// Assembled read-only: reads heal nothing (a block that fails its
     /// checksum is still served rebuilt, but not rewritten).
     read_only: std::sync::atomic::AtomicBool,
@@ -414,7 +415,7 @@ impl DataStore {
             write_behind: writebehind::WriteBehind::default(),
             tails: tailcache::TailCache::default(),
             zero_past_end: zeroend::ZeroPastEnd::default(),
-            low_space: space::LowSpace::default(),
+            low_space: space::Recheck::new(space::RECHECK),
             read_only: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -599,7 +600,7 @@ impl DataStore {
     /// retried ([`crate::member::reserve`]), because failing the member for
     /// being full would leave the array degraded, and each further full
     /// member would take it closer to failed. The member is then short of
-    /// space, so writes that grow files answer ENOSPC.
+    /// space, so writes of file data answer ENOSPC.
     fn write_blocks_reserved(&self, j: usize, ino: u64, off: u64, data: &[u8]) -> io::Result<()> {
         self.using_reserve(j, || self.write_blocks(j, ino, off, data))
     }
@@ -690,10 +691,16 @@ impl DataStore {
         chunk: u64,
         stripes: &[u64],
         members: impl Iterator<Item = usize>,
-    ) -> Result<bool> {
-        let targets = self.targets();
-        if !self.low_space.is_low(targets.iter().map(|(_, m)| m)) {
-            return Ok(false);
+    ) -> bool {
+        // A member whose free space cannot be read counts as low.
+        let low = self.low_space.get(|| {
+            self.targets().iter().any(|(_, m)| {
+                m.space()
+                    .map_or(true, |(_, avail)| avail < space::LOW_WATER)
+            })
+        });
+        if !low {
+            return false;
         }
         for j in members {
             let Some(m) = self.member(j) else { continue };
@@ -708,13 +715,12 @@ impl DataStore {
                     .data
                     .allocate(run.member_off, len)
                     .and_then(|()| shard.sums.allocate(sums_at, sums_len));
-                match r {
-                    Err(e) if is_no_space(&e) => return Ok(true),
-                    _ => {}
+                if r.is_err_and(|e| is_no_space(&e)) {
+                    return true;
                 }
             }
         }
-        Ok(false)
+        false
     }
 
     /// Run the writes of a batch, one thread per writable member. Members
@@ -733,7 +739,7 @@ impl DataStore {
         let busy = bufs.iter().enumerate().filter(|(j, _)| {
             by_member[*j].iter().any(|&i| segs[i].write) && self.health.state(*j).writable()
         });
-        if self.make_room(ino, b, chunk, stripes, busy.clone().map(|(j, _)| j))? {
+        if self.make_room(ino, b, chunk, stripes, busy.clone().map(|(j, _)| j)) {
             return Err(ArrayError::NoSpace);
         }
         let job = |(j, buf): (usize, &Vec<u8>)| {
@@ -2174,7 +2180,7 @@ impl DataStore {
         self.take_stale(slot).map(drop)
     }
 
-    /// Some member in service is short of space: writes that grow files
+    /// Some member in service is short of space: writes of file data
     /// are refused ([`crate::member::reserve`]).
     pub fn short_of_space(&self) -> bool {
         self.targets().iter().any(|(_, m)| m.short_of_space())

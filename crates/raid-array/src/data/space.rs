@@ -8,52 +8,49 @@
 //! needs space that the full disk lacks: the partly rewritten last block of
 //! a file could end up unreadable, or a member be failed for being full.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use crate::member::Member;
 
 /// Free space on a member's filesystem below which writes make room first:
 /// far more than the writes in flight between two looks (a second of the
 /// fastest sequential write is a few hundred MiB).
 pub(crate) const LOW_WATER: u64 = 1 << 30;
 /// How long one look at the members' free space is reused.
-const RECHECK: Duration = Duration::from_millis(200);
+pub(crate) const RECHECK: Duration = Duration::from_millis(200);
 
-pub(crate) struct LowSpace {
+/// A yes-or-no answer that costs system calls (free space), asked on a
+/// hot path and worked out again at most once every `every`.
+pub struct Recheck {
+    every: Duration,
     start: Instant,
     /// Milliseconds since `start` of the last look, plus one (0: never).
     checked: AtomicU64,
-    low: AtomicBool,
+    answer: AtomicBool,
 }
 
-impl Default for LowSpace {
-    fn default() -> Self {
-        LowSpace {
+impl Recheck {
+    pub fn new(every: Duration) -> Self {
+        Recheck {
+            every,
             start: Instant::now(),
             checked: AtomicU64::new(0),
-            low: AtomicBool::new(false),
+            answer: AtomicBool::new(false),
         }
     }
-}
 
-impl LowSpace {
-    /// Whether some member in `members` has less than [`LOW_WATER`] free
-    /// (one whose space cannot be read counts as low).
-    pub(crate) fn is_low<'a>(&self, members: impl Iterator<Item = &'a Arc<dyn Member>>) -> bool {
+    /// The last answer of `look` if younger than `every`, else `look`'s
+    /// answer now.
+    pub fn get(&self, look: impl FnOnce() -> bool) -> bool {
         let now = u64::try_from(self.start.elapsed().as_millis())
             .unwrap_or(u64::MAX - 1)
             .saturating_add(1);
         let checked = self.checked.load(Ordering::Relaxed);
-        if checked != 0 && now.saturating_sub(checked) < RECHECK.as_millis() as u64 {
-            return self.low.load(Ordering::Relaxed);
+        if checked != 0 && now.saturating_sub(checked) < self.every.as_millis() as u64 {
+            return self.answer.load(Ordering::Relaxed);
         }
-        let low = members
-            .into_iter()
-            .any(|m| m.space().map_or(true, |(_, avail)| avail < LOW_WATER));
-        self.low.store(low, Ordering::Relaxed);
+        let answer = look();
+        self.answer.store(answer, Ordering::Relaxed);
         self.checked.store(now, Ordering::Relaxed);
-        low
+        answer
     }
 }

@@ -165,7 +165,7 @@ pub trait Member: Send + Sync {
         Ok(true)
     }
     /// The member is short of space: its reserve went to the array's
-    /// records, so writes that grow files are refused (ENOSPC) until
+    /// records, so writes of file data are refused (ENOSPC) until
     /// [`Member::restore_reserve`] makes it again.
     fn short_of_space(&self) -> bool {
         false

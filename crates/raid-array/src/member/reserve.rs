@@ -5,12 +5,12 @@
 //! checkpoints, the superblocks and the write-intent log must still be
 //! written on it: even the `rm` that frees space is a journal record, and
 //! a member that cannot take one is dropped. So must parity rewritten to
-//! match data a write left half done, and blocks a repair rewrites. So every member holds a file
-//! of [`size`] bytes (as ext4 keeps blocks back for root, and ZFS its slop
-//! space). When a write of the array's own records finds the member full,
-//! the file is let go and the write retried; from then the member is short
-//! of space and writes that grow files answer ENOSPC before touching any
-//! member, so the freed space stays for records. Once files are deleted and
+//! match data a write left half done, and blocks a repair rewrites. So
+//! every member holds a file of [`size`] bytes (as ext4 keeps blocks back
+//! for root, and ZFS its slop space). When a write of the array's own
+//! records finds the member full, the file is let go and the write retried;
+//! from then the member is short of space and writes of file data answer
+//! ENOSPC before touching any member, so the freed space stays for records. Once files are deleted and
 //! the member has room again, the file is made anew
 //! ([`crate::member::Member::restore_reserve`]) and writes go on.
 
@@ -135,6 +135,19 @@ impl Reserve {
     /// that found the member full; whether anything was let go (the write
     /// is then worth a retry).
     pub fn release(&self) -> bool {
+        self.release_above(0)
+    }
+
+    /// [`Reserve::release`] for a write that keeps redundancy true (parity
+    /// rewritten, a block repaired), which may take at most three quarters
+    /// of the reserve: the rest stays for the journal and superblock writes
+    /// that keep the member in the array.
+    pub fn release_for_redundancy(&self) -> bool {
+        self.release_above(self.size.load(Ordering::SeqCst) / 4)
+    }
+
+    /// Let half of what is left go, unless no more than `floor` bytes are.
+    fn release_above(&self, floor: u64) -> bool {
         let held = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let Some(f) = held.as_ref() else {
             return false;
@@ -143,7 +156,7 @@ impl Reserve {
             Ok(m) => m.len(),
             Err(_) => return false,
         };
-        if have == 0 {
+        if have <= floor {
             return false;
         }
         let keep = if have > STEP {
@@ -158,26 +171,10 @@ impl Reserve {
         if !self.spent.swap(true, Ordering::SeqCst) {
             tracing::warn!(
                 "a member is full: the space it keeps back for metadata is in use, and writes \
-                 that add data answer ENOSPC until files are deleted"
+                 of file data answer ENOSPC until files are deleted"
             );
         }
         true
-    }
-
-    /// [`Reserve::release`] for a write that keeps redundancy true (parity
-    /// rewritten, a block repaired), which may take at most three quarters
-    /// of the reserve: the rest stays for the journal and superblock writes
-    /// that keep the member in the array.
-    pub fn release_for_redundancy(&self) -> bool {
-        let floor = self.size.load(Ordering::SeqCst) / 4;
-        let have = {
-            let held = self.file.lock().unwrap_or_else(|p| p.into_inner());
-            match held.as_ref().map(|f| f.metadata()) {
-                Some(Ok(m)) => m.len(),
-                _ => return false,
-            }
-        };
-        have > floor && self.release()
     }
 
     /// Run `write` (a write of the array's own records); while the member
