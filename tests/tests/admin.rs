@@ -365,20 +365,24 @@ fn offline_add_spare_to_a_failed_slot_finishes_the_takeover() {
     run_ok(&mut a.raidfs(&["fail", &spec, "2"]));
     let spare = a.new_dir("spare");
     let out = run_ok(&mut a.raidfs(&["add-spare", &spec, spare.to_str().unwrap()]));
-    assert!(
-        stdout(&out).contains("member 2 rebuilt"),
-        "{}",
-        stdout(&out)
-    );
     a.members[2] = spare.clone();
-    let st = a.status_json();
-    assert!(all_active(&st), "{st:#}");
+    let st = rebuilt_offline(&mut a, &out, &files);
     assert_eq!(
         st["members"][2]["path"],
         spare.display().to_string().as_str()
     );
+}
+
+/// After an offline command that finished the rebuild of slot 2 (`out`):
+/// it says so, every member is active, and once mounted the files read
+/// back. Returns the offline status.
+fn rebuilt_offline(a: &mut TestArray, out: &Output, files: &[(String, [u8; 32])]) -> Value {
+    assert!(stdout(out).contains("member 2 rebuilt"), "{}", stdout(out));
+    let st = a.status_json();
+    assert!(all_active(&st), "{st:#}");
     a.mount();
-    verify(&a, &files);
+    verify(a, files);
+    st
 }
 
 /// A rebuild stopped by an unmount resumes when the array is assembled;
@@ -406,15 +410,7 @@ fn offline_replace_run_again_finishes_an_interrupted_rebuild() {
     let st = a.status_json();
     assert_eq!(st["members"][2]["state"], "rebuilding", "{st:#}");
     let out = run_ok(&mut a.raidfs(&["replace", &a.spec(), "2", &new_s]));
-    assert!(
-        stdout(&out).contains("member 2 rebuilt"),
-        "{}",
-        stdout(&out)
-    );
-    let st = a.status_json();
-    assert!(all_active(&st), "{st:#}");
-    a.mount();
-    verify(&a, &files);
+    rebuilt_offline(&mut a, &out, &files);
     // It holds its share: the array survives losing another member.
     run_ok(&mut a.raidfs(&["fail", &a.name, "0"]));
     verify(&a, &files);
@@ -1077,18 +1073,26 @@ fn rot_member0(a: &TestArray, ino: u64, n: usize) {
     }
 }
 
+/// A mounted RAID-5 holding a 1 MiB file `f` (pattern `seed`) with `n` of
+/// its chunks on member 0 rotten, and member 2 failed: those blocks have
+/// no good copy left.
+fn rotten_and_degraded(seed: u64, n: usize) -> TestArray {
+    let mut a = TestArray::raid5();
+    fs::write(a.path("f"), pattern(seed, 1 << 20)).unwrap();
+    let ino = fs::metadata(a.path("f")).unwrap().ino();
+    a.unmount();
+    rot_member0(&a, ino, n);
+    a.mount();
+    run_ok(&mut a.raidfs(&["fail", &a.name, "2"]));
+    a
+}
+
 /// A live replace whose rebuild meets a block with no good copy left (bad
 /// on a source member, the replaced one gone) says so and fails, as the
 /// offline one does: the member is active, yet that block reads EIO.
 #[test]
 fn a_live_replace_that_cannot_rebuild_a_block_says_so_and_fails() {
-    let mut a = TestArray::raid5();
-    fs::write(a.path("f"), pattern(5, 1 << 20)).unwrap();
-    let ino = fs::metadata(a.path("f")).unwrap().ino();
-    a.unmount();
-    rot_member0(&a, ino, 1);
-    a.mount();
-    run_ok(&mut a.raidfs(&["fail", &a.name, "2"]));
+    let a = rotten_and_degraded(5, 1);
     let new = a.new_dir("new2");
     let out = fails_with(
         &mut a.raidfs(&["replace", &a.name, "2", new.to_str().unwrap()]),
@@ -1266,13 +1270,7 @@ fn offline_status_of_a_failed_array_is_degraded_too() {
 /// and what to do, not that it repaired what it found.
 #[test]
 fn a_repairing_scrub_that_cannot_repair_says_how_many_blocks_are_lost() {
-    let mut a = TestArray::raid5();
-    fs::write(a.path("f"), pattern(6, 1 << 20)).unwrap();
-    let ino = fs::metadata(a.path("f")).unwrap().ino();
-    a.unmount();
-    rot_member0(&a, ino, 4);
-    a.mount();
-    run_ok(&mut a.raidfs(&["fail", &a.name, "2"]));
+    let a = rotten_and_degraded(6, 4);
     fails_with(
         &mut a.raidfs(&["scrub", &a.name, "--repair"]),
         1,

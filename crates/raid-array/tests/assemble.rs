@@ -532,38 +532,33 @@ fn read_only_assembly_writes_nothing_and_refuses_changes() {
     );
     a.close().unwrap();
     assert!(tree(tmp.path()) == before, "a read-only assembly wrote");
-    // A block that fails its checksum is served rebuilt, and not rewritten.
+    // A read-only assembly serves the file whole and changes no member.
+    let reads_whole_and_writes_nothing = |what: &str| {
+        let before = tree(tmp.path());
+        let a = Array::assemble(&o).unwrap();
+        assert_eq!(a.read(f, 0, 30_000).unwrap(), vec![7u8; 20_000]);
+        a.close().unwrap();
+        assert!(tree(tmp.path()) == before, "a read-only read {what}");
+    };
+    // A bit in every block of a shard (some of them hold data, whatever
+    // the layout), flipped and flipped back.
     let shard = dirs[0].join(format!(".raidfs/data/{:02x}/{:016x}", f & 0xff, f));
-    let mut raw = std::fs::read(&shard).unwrap();
-    // A bit in every block: some of them hold data, whatever the layout.
-    for b in raw.iter_mut().step_by(4096) {
-        *b ^= 0x40;
-    }
-    std::fs::write(&shard, &raw).unwrap();
-    let before = tree(tmp.path());
-    let a = Array::assemble(&o).unwrap();
-    assert_eq!(a.read(f, 0, 30_000).unwrap(), vec![7u8; 20_000]);
-    a.close().unwrap();
-    assert!(
-        tree(tmp.path()) == before,
-        "a read-only read repaired a member"
-    );
+    let flip = || {
+        let mut raw = std::fs::read(&shard).unwrap();
+        for b in raw.iter_mut().step_by(4096) {
+            *b ^= 0x40;
+        }
+        std::fs::write(&shard, &raw).unwrap();
+    };
+    // A block that fails its checksum is served rebuilt, and not rewritten.
+    flip();
+    reads_whole_and_writes_nothing("repaired a member");
     // A shard whose checksum file is gone (on another member): served
     // rebuilt, and the file is not made again.
-    for b in raw.iter_mut().step_by(4096) {
-        *b ^= 0x40;
-    }
-    std::fs::write(&shard, &raw).unwrap();
+    flip();
     let other = dirs[1].join(format!(".raidfs/data/{:02x}/{:016x}.crc", f & 0xff, f));
     std::fs::remove_file(other).unwrap();
-    let before = tree(tmp.path());
-    let a = Array::assemble(&o).unwrap();
-    assert_eq!(a.read(f, 0, 30_000).unwrap(), vec![7u8; 20_000]);
-    a.close().unwrap();
-    assert!(
-        tree(tmp.path()) == before,
-        "a read-only read made a checksum file again"
-    );
+    reads_whole_and_writes_nothing("made a checksum file again");
 }
 
 #[test]
